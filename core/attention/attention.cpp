@@ -1,0 +1,49 @@
+#include "core/attention/attention.h"
+
+#include "core/attention/blockwise.h"
+#include "core/attention/flash.h"
+#include "core/util/error.h"
+
+namespace lt {
+
+AttentionKernel parse_attention_kernel(const std::string& name) {
+  if (name == "auto") return AttentionKernel::Auto;
+  if (name == "flash") return AttentionKernel::Flash;
+  if (name == "blockwise") return AttentionKernel::Blockwise;
+  fail("attention kernel '" + name + "' is unknown: use auto, flash or blockwise");
+}
+
+namespace {
+
+at::Tensor repeat_kv(const at::Tensor& x, int64_t heads) {
+  const int64_t group = heads / x.size(2);
+  return group == 1 ? x : x.repeat_interleave(group, 2);
+}
+
+// The fused kernels take no index offsets: they fit when queries and keys are
+// the same contiguous positions (self-attention of one block).
+bool flash_fits(const at::Tensor& q, const at::Tensor& k, const AttentionMask& mask) {
+  return flash_available(q) && !mask.has_indices() && q.size(1) == k.size(1);
+}
+
+}  // namespace
+
+AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                          const AttentionOptions& options) {
+  check(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [batch, seq, heads, head_dim]");
+  check(q.size(2) % k.size(2) == 0, "attention: query heads must be a multiple of kv heads");
+  const auto kr = repeat_kv(k, q.size(2)), vr = repeat_kv(v, q.size(2));
+  const bool fits = flash_fits(q, k, mask);
+  if (options.kernel == AttentionKernel::Flash)
+    check(fits, "attention: the flash kernel does not fit this case (offset positions, or fp32 on CUDA); "
+                "use model.attention: auto");
+  // Measured on CPU (tests/bench): the fused kernel, also per document
+  // segment, beats the ATen blockwise kernel at every length we train at.
+  if (options.kernel != AttentionKernel::Blockwise && fits) {
+    if (mask.has_documents()) return flash_attention_by_document(q, kr, vr, mask.q_document, mask.causal);
+    return flash_attention(q, kr, vr, mask.causal);
+  }
+  return blockwise_attention(q, kr, vr, mask, options.block);
+}
+
+}  // namespace lt

@@ -1,0 +1,209 @@
+#include "core/attention/blockwise.h"
+
+#include <torch/autograd.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace lt {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Which (query block, key block) pairs can be skipped, need no mask, or need
+// one. Decided on the host from per-block index and document ranges.
+class BlockMasks {
+ public:
+  BlockMasks(const AttentionMask& mask, at::Tensor q_index, at::Tensor k_index, int64_t block)
+      : causal_(mask.causal), block_(block), q_index_(q_index), k_index_(k_index),
+        q_doc_(mask.q_document), k_doc_(mask.k_document) {
+    ranges(q_index.to(at::kCPU).view({1, -1}), q_idx_min_, q_idx_max_);
+    ranges(k_index.to(at::kCPU).view({1, -1}), k_idx_min_, k_idx_max_);
+    if (q_doc_.defined()) {
+      ranges(q_doc_.to(at::kCPU), q_doc_min_, q_doc_max_);
+      ranges(k_doc_.to(at::kCPU), k_doc_min_, k_doc_max_);
+    }
+  }
+
+  int64_t block() const { return block_; }
+
+  bool skip(int64_t i, int64_t j) const {
+    if (causal_ && k_idx_min_[0][j] > q_idx_max_[0][i]) return true;
+    if (!q_doc_.defined()) return false;
+    for (size_t b = 0; b < q_doc_min_.size(); ++b)
+      if (q_doc_max_[b][i] >= k_doc_min_[b][j] && q_doc_min_[b][i] <= k_doc_max_[b][j]) return false;
+    return true;
+  }
+
+  // Bool mask [batch or 1, 1, q block, k block], or undefined when every pair is visible.
+  at::Tensor visible(int64_t i, int64_t j, int64_t q_len, int64_t k_len) const {
+    const bool all_causal = !causal_ || k_idx_max_[0][j] <= q_idx_min_[0][i];
+    bool one_doc = true;
+    if (q_doc_.defined())
+      for (size_t b = 0; b < q_doc_min_.size(); ++b)
+        one_doc = one_doc && q_doc_min_[b][i] == q_doc_max_[b][i] && k_doc_min_[b][j] == k_doc_max_[b][j] &&
+                  q_doc_min_[b][i] == k_doc_min_[b][j];
+    if (all_causal && one_doc) return {};
+    at::Tensor visible;
+    if (!all_causal) {
+      auto qi = q_index_.narrow(0, i * block_, q_len).unsqueeze(1);
+      auto kj = k_index_.narrow(0, j * block_, k_len).unsqueeze(0);
+      visible = kj.le(qi).view({1, 1, q_len, k_len});
+    }
+    if (!one_doc) {
+      auto qd = q_doc_.narrow(1, i * block_, q_len).unsqueeze(2);
+      auto kd = k_doc_.narrow(1, j * block_, k_len).unsqueeze(1);
+      auto same = qd.eq(kd).unsqueeze(1);
+      visible = visible.defined() ? visible.logical_and(same) : same;
+    }
+    return visible;
+  }
+
+ private:
+  void ranges(const at::Tensor& ids, std::vector<std::vector<int64_t>>& lo, std::vector<std::vector<int64_t>>& hi) {
+    auto contiguous = ids.contiguous();
+    auto a = contiguous.accessor<int64_t, 2>();
+    const int64_t n = ids.size(1), blocks = (n + block_ - 1) / block_;
+    lo.assign(ids.size(0), std::vector<int64_t>(blocks));
+    hi.assign(ids.size(0), std::vector<int64_t>(blocks));
+    for (int64_t b = 0; b < ids.size(0); ++b)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        int64_t low = a[b][blk * block_], high = low;
+        for (int64_t t = blk * block_; t < std::min(n, (blk + 1) * block_); ++t) {
+          low = std::min(low, a[b][t]);
+          high = std::max(high, a[b][t]);
+        }
+        lo[b][blk] = low;
+        hi[b][blk] = high;
+      }
+  }
+
+  bool causal_;
+  int64_t block_;
+  at::Tensor q_index_, k_index_, q_doc_, k_doc_;
+  std::vector<std::vector<int64_t>> q_idx_min_, q_idx_max_, k_idx_min_, k_idx_max_;
+  std::vector<std::vector<int64_t>> q_doc_min_, q_doc_max_, k_doc_min_, k_doc_max_;
+};
+
+// Scores of one block pair in fp32, masked entries at -inf.
+at::Tensor block_scores(const at::Tensor& qb, const at::Tensor& kb, double scale, const at::Tensor& visible) {
+  auto s = at::matmul(qb, kb.transpose(-1, -2)).to(at::kFloat).mul_(scale);
+  if (visible.defined()) s.masked_fill_(visible.logical_not(), kNegInf);
+  return s;
+}
+
+// Tensors here are [batch, heads, seq, head_dim].
+struct Blocks {
+  int64_t q_len, k_len, block;
+  int64_t q_blocks() const { return (q_len + block - 1) / block; }
+  int64_t k_blocks() const { return (k_len + block - 1) / block; }
+  int64_t q_size(int64_t i) const { return std::min(block, q_len - i * block); }
+  int64_t k_size(int64_t j) const { return std::min(block, k_len - j * block); }
+};
+
+std::pair<at::Tensor, at::Tensor> forward_blocks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 const BlockMasks& masks, double scale) {
+  const Blocks blocks{q.size(2), k.size(2), masks.block()};
+  auto out = at::empty(q.sizes(), q.options());
+  auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  for (int64_t i = 0; i < blocks.q_blocks(); ++i) {
+    const int64_t qs = i * blocks.block, ql = blocks.q_size(i);
+    auto qb = q.narrow(2, qs, ql);
+    auto m = at::full({q.size(0), q.size(1), ql}, kNegInf, lse.options());
+    auto l = at::zeros_like(m);
+    auto acc = at::zeros({q.size(0), q.size(1), ql, q.size(3)}, lse.options());
+    for (int64_t j = 0; j < blocks.k_blocks(); ++j) {
+      if (masks.skip(i, j)) continue;
+      const int64_t ks = j * blocks.block, kl = blocks.k_size(j);
+      auto s = block_scores(qb, k.narrow(2, ks, kl), scale, masks.visible(i, j, ql, kl));
+      auto m_new = at::maximum(m, s.amax(-1));
+      auto m_safe = m_new.masked_fill(m_new.isneginf(), 0.0);  // rows with nothing visible yet
+      auto p = (s - m_safe.unsqueeze(-1)).exp_();
+      auto alpha = (m - m_safe).exp_();
+      l = l.mul_(alpha).add_(p.sum(-1));
+      acc = acc.mul_(alpha.unsqueeze(-1)).add_(at::matmul(p.to(v.scalar_type()), v.narrow(2, ks, kl)).to(at::kFloat));
+      m = m_new;
+    }
+    auto m_safe = m.masked_fill(m.isneginf(), 0.0);
+    out.narrow(2, qs, ql).copy_(acc.div_(l.masked_fill(l.eq(0), 1.0).unsqueeze(-1)));
+    lse.narrow(2, qs, ql).copy_(m_safe.add_(l.log()));
+  }
+  return {out, lse};
+}
+
+std::vector<at::Tensor> backward_blocks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                                        const at::Tensor& dlse, const BlockMasks& masks, double scale) {
+  const Blocks blocks{q.size(2), k.size(2), masks.block()};
+  auto f32 = q.options().dtype(at::kFloat);
+  auto dq = at::zeros(q.sizes(), f32), dk = at::zeros(k.sizes(), f32), dv = at::zeros(v.sizes(), f32);
+  auto dof = dout.to(at::kFloat);
+  // d lse / d s = softmax, so a gradient on lse shifts the row term D.
+  auto rows = (dof * out.to(at::kFloat)).sum(-1);
+  if (dlse.defined()) rows = rows - dlse.to(at::kFloat);
+  auto lse_safe = lse.masked_fill(lse.isneginf(), 0.0);
+  for (int64_t i = 0; i < blocks.q_blocks(); ++i) {
+    const int64_t qs = i * blocks.block, ql = blocks.q_size(i);
+    auto qb = q.narrow(2, qs, ql), dob = dof.narrow(2, qs, ql);
+    auto lse_b = lse_safe.narrow(2, qs, ql).unsqueeze(-1), rows_b = rows.narrow(2, qs, ql).unsqueeze(-1);
+    auto dq_b = dq.narrow(2, qs, ql);
+    for (int64_t j = 0; j < blocks.k_blocks(); ++j) {
+      if (masks.skip(i, j)) continue;
+      const int64_t ks = j * blocks.block, kl = blocks.k_size(j);
+      auto kb = k.narrow(2, ks, kl), vb = v.narrow(2, ks, kl);
+      auto p = block_scores(qb, kb, scale, masks.visible(i, j, ql, kl)).sub_(lse_b).exp_();
+      dv.narrow(2, ks, kl).add_(at::matmul(p.transpose(-1, -2), dob));
+      auto ds = p.mul_(at::matmul(dob, vb.to(at::kFloat).transpose(-1, -2)).sub_(rows_b));
+      dq_b.add_(at::matmul(ds, kb.to(at::kFloat)), scale);
+      dk.narrow(2, ks, kl).add_(at::matmul(ds.transpose(-1, -2), qb.to(at::kFloat)), scale);
+    }
+  }
+  return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type())};
+}
+
+class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
+ public:
+  // q, k, v: [batch, heads, seq, head_dim]
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor q, at::Tensor k,
+                                                at::Tensor v, at::Tensor q_index, at::Tensor k_index,
+                                                at::Tensor q_doc, at::Tensor k_doc, bool causal, int64_t block) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+    AttentionMask mask{causal, q_doc, k_doc, q_index, k_index};
+    BlockMasks masks(mask, q_index, k_index, block);
+    auto [out, lse] = forward_blocks(q, k, v, masks, scale);
+    ctx->save_for_backward({q, k, v, out, lse, q_index, k_index});
+    ctx->saved_data["q_doc"] = q_doc;
+    ctx->saved_data["k_doc"] = k_doc;
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["block"] = block;
+    return {out, lse};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    AttentionMask mask{ctx->saved_data["causal"].toBool(), ctx->saved_data["q_doc"].toTensor(),
+                       ctx->saved_data["k_doc"].toTensor(), saved[5], saved[6]};
+    BlockMasks masks(mask, saved[5], saved[6], ctx->saved_data["block"].toInt());
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+    auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
+    auto d = backward_blocks(q, k, v, out, lse, dout, grads[1], masks, scale);
+    return {d[0], d[1], d[2], {}, {}, {}, {}, {}, {}};
+  }
+};
+
+}  // namespace
+
+AttentionResult blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const AttentionMask& mask, int64_t block) {
+  auto arange = [&](int64_t n) { return at::arange(n, q.options().dtype(at::kLong)); };
+  auto q_index = mask.has_indices() ? mask.q_index : arange(q.size(1));
+  auto k_index = mask.has_indices() ? mask.k_index : arange(k.size(1));
+  auto result = BlockwiseFunction::apply(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_index, k_index,
+                                         mask.q_document, mask.k_document, mask.causal, block);
+  return {result[0].transpose(1, 2), result[1]};
+}
+
+}  // namespace lt

@@ -1,0 +1,50 @@
+#include "core/attention/flash.h"
+
+#include <vector>
+
+namespace lt {
+
+bool flash_available(const at::Tensor& q) {
+  if (q.device().is_cpu()) return true;
+  return q.device().is_cuda() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf);
+}
+
+AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) {
+  // The kernels take [batch, heads, seq, head_dim].
+  auto qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+  at::Tensor out, lse;
+  if (q.device().is_cpu()) {
+    std::tie(out, lse) = at::_scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, 0.0, causal);
+  } else {
+    auto result = at::_scaled_dot_product_flash_attention(qt, kt, vt, 0.0, causal);
+    out = std::get<0>(result);
+    lse = std::get<1>(result);
+  }
+  return {out.transpose(1, 2), lse.to(at::kFloat)};
+}
+
+AttentionResult flash_attention_by_document(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            const at::Tensor& documents, bool causal) {
+  const auto docs = documents.to(at::kCPU).contiguous();
+  const auto seq = docs.size(1);
+  const auto* ids = docs.data_ptr<int64_t>();
+  std::vector<at::Tensor> rows_out, rows_lse;
+  for (int64_t b = 0; b < docs.size(0); ++b) {
+    std::vector<at::Tensor> outs, lses;
+    const int64_t* row = ids + b * seq;
+    for (int64_t start = 0; start < seq;) {
+      int64_t end = start + 1;
+      while (end < seq && row[end] == row[start]) ++end;
+      auto slice = [&](const at::Tensor& t) { return t.narrow(0, b, 1).narrow(1, start, end - start); };
+      auto part = flash_attention(slice(q), slice(k), slice(v), causal);
+      outs.push_back(part.out);
+      lses.push_back(part.lse);
+      start = end;
+    }
+    rows_out.push_back(at::cat(outs, 1));
+    rows_lse.push_back(at::cat(lses, 2));
+  }
+  return {at::cat(rows_out, 0), at::cat(rows_lse, 0)};
+}
+
+}  // namespace lt

@@ -1,0 +1,15 @@
+// The `longtrain` subcommands. Each returns the process exit code and throws
+// lt::Error for anything a user can fix.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace lt {
+
+using Args = std::vector<std::string>;
+
+int run_train(const Args& args);
+int run_eval(const Args& args);
+int print_help(const std::string& command);
+
+}  // namespace lt

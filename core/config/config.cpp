@@ -1,0 +1,192 @@
+#include "core/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "core/config/fields.h"
+#include "core/config/yaml_section.h"
+#include "core/util/error.h"
+
+namespace lt {
+namespace fs = std::filesystem;
+namespace {
+
+YAML::Node load_yaml_file(const std::string& path, const char* what) {
+  if (!fs::exists(path)) fail(path + ": " + what + " not found");
+  try {
+    YAML::Node node = YAML::LoadFile(path);
+    if (!node.IsMap() && !node.IsNull())
+      fail(path + ": expected a mapping of sections (model:, data:, train:, ...) at the top level");
+    return node.IsNull() ? YAML::Node(YAML::NodeType::Map) : node;
+  } catch (const YAML::Exception& e) {
+    fail(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+         ": invalid YAML: " + e.msg);
+  }
+}
+
+// "train.lr=3e-4" sets root.train.lr to the YAML value "3e-4".
+void apply_override(YAML::Node root, const std::string& text, ConfigSources& sources) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    fail("command line: override '" + text + "' must look like key.path=value (e.g. train.lr=3e-4)");
+  const std::string path = text.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail("command line: override '" + text + "': invalid YAML value: " + e.msg);
+  }
+  std::vector<std::string> parts;
+  std::stringstream stream(path);
+  for (std::string part; std::getline(stream, part, '.');) {
+    if (part.empty()) fail("command line: override '" + text + "' has an empty key in '" + path + "'");
+    parts.push_back(part);
+  }
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (next && !next.IsMap() && !next.IsNull())
+      fail("command line: override '" + text + "': '" + parts[i] + "' is not a section");
+    if (!next || next.IsNull()) chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    chain.push_back(chain.back()[parts[i]]);
+  }
+  chain.back()[parts.back()] = value;
+  sources.origin[path] = "command line (" + text + ")";
+}
+
+std::vector<fs::path> preset_dirs(const std::string& recipe_path) {
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("LONGTRAIN_CONFIGS")) dirs.emplace_back(fs::path(env) / "models");
+  dirs.push_back(fs::absolute(recipe_path).parent_path().parent_path() / "configs" / "models");
+#ifdef LT_CONFIG_DIR
+  dirs.push_back(fs::path(LT_CONFIG_DIR) / "models");
+#endif
+  return dirs;
+}
+
+// model.preset: NAME merges configs/models/NAME.yaml under the recipe's model keys.
+void apply_preset(YAML::Node root, ConfigSources& sources) {
+  YAML::Node model = root["model"];
+  if (!model || !model.IsMap() || !model["preset"]) return;
+  const std::string name = model["preset"].as<std::string>();
+  std::string found, known;
+  for (const auto& dir : preset_dirs(sources.recipe_file)) {
+    if (fs::exists(dir / (name + ".yaml"))) {
+      found = (dir / (name + ".yaml")).string();
+      break;
+    }
+    if (known.empty() && fs::is_directory(dir))
+      for (const auto& entry : fs::directory_iterator(dir))
+        if (entry.path().extension() == ".yaml") known += (known.empty() ? "" : ", ") + entry.path().stem().string();
+  }
+  if (found.empty())
+    fail(sources.locate("model.preset") + "model.preset: no preset '" + name + "' in configs/models/" +
+         (known.empty() ? "" : " (available: " + known + ")"));
+  YAML::Node preset = load_yaml_file(found, "model preset");
+  for (const auto& item : preset) {
+    const std::string key = item.first.as<std::string>();
+    if (model[key]) continue;  // the recipe (or command line) wins
+    model[key] = item.second;
+    sources.origin["model." + key] = found;
+  }
+}
+
+[[noreturn]] void relation_error(const ConfigSources& sources, const std::string& path, const std::string& message) {
+  fail(sources.locate(path) + message);
+}
+
+void validate(Config& c, const ConfigSources& s) {
+  const auto& m = c.model;
+  if (m.num_heads % m.num_kv_heads != 0)
+    relation_error(s, "model.num_kv_heads",
+                   "model.num_heads=" + std::to_string(m.num_heads) + " is not divisible by model.num_kv_heads=" +
+                       std::to_string(m.num_kv_heads) + ": choose kv heads that divide the heads");
+  if (m.head_dim == 0 && m.hidden_size % m.num_heads != 0)
+    relation_error(s, "model.num_heads",
+                   "model.hidden_size=" + std::to_string(m.hidden_size) + " is not divisible by model.num_heads=" +
+                       std::to_string(m.num_heads) + ": set model.head_dim or change the heads");
+  if (m.resolved_head_dim() % 2 != 0)
+    relation_error(s, "model.head_dim", "model head_dim=" + std::to_string(m.resolved_head_dim()) +
+                                            " must be even for rotary embeddings");
+  auto& d = c.data;
+  if (d.source == "indexed" && d.path.empty())
+    relation_error(s, "data.path", "data.path is required when data.source is 'indexed' (prefix of .bin/.idx)");
+  if (d.source == "passkey") {
+    if (d.passkey.min_doc_len > d.passkey.max_doc_len)
+      relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be <= data.passkey.max_doc_len");
+    if (m.vocab_size < 64)
+      relation_error(s, "model.vocab_size", "model.vocab_size=" + std::to_string(m.vocab_size) +
+                                                " is too small for the passkey corpus: use at least 64");
+    if (d.passkey.min_doc_len < 4 * d.passkey.digits + 16)
+      relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be >= 4 * digits + 16 = " +
+                                                        std::to_string(4 * d.passkey.digits + 16));
+  }
+  auto& t = c.train;
+  if (t.global_batch_tokens == 0) t.global_batch_tokens = d.seq_len * t.micro_batch_size;
+  if (t.global_batch_tokens % d.seq_len != 0)
+    relation_error(s, "train.global_batch_tokens",
+                   "train.global_batch_tokens=" + std::to_string(t.global_batch_tokens) +
+                       " is not a multiple of data.seq_len=" + std::to_string(d.seq_len) + ": use for example " +
+                       std::to_string(std::max<int64_t>(1, t.global_batch_tokens / d.seq_len) * d.seq_len));
+  if (c.sequences_per_step() % t.micro_batch_size != 0)
+    relation_error(s, "train.micro_batch_size",
+                   "train.micro_batch_size=" + std::to_string(t.micro_batch_size) + " does not divide the " +
+                       std::to_string(c.sequences_per_step()) + " sequences of a step (global_batch_tokens / seq_len)");
+  if (t.min_lr > t.lr)
+    relation_error(s, "train.min_lr", "train.min_lr=" + std::to_string(t.min_lr) + " must be <= train.lr=" +
+                                          std::to_string(t.lr));
+  if (t.warmup_steps > t.steps)
+    relation_error(s, "train.warmup_steps", "train.warmup_steps=" + std::to_string(t.warmup_steps) +
+                                                " must be <= train.steps=" + std::to_string(t.steps));
+}
+
+class Printer {
+ public:
+  explicit Printer(YAML::Emitter& out) : out_(out) {}
+  template <class T, class C = int>
+  void field(const char* key, const T& value, const C& = {}) {
+    out_ << YAML::Key << key << YAML::Value << value;
+  }
+  template <class T>
+  void section(const char* key, T& value) {
+    out_ << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    visit(*this, value);
+    out_ << YAML::EndMap;
+  }
+
+ private:
+  YAML::Emitter& out_;
+};
+
+}  // namespace
+
+Config load_config(const std::string& recipe_path, const std::vector<std::string>& overrides) {
+  auto sources = std::make_shared<ConfigSources>();
+  sources->recipe_file = recipe_path;
+  sources->root = load_yaml_file(recipe_path, "recipe");
+  for (const auto& text : overrides) apply_override(sources->root, text, *sources);
+  apply_preset(sources->root, *sources);
+
+  Config config;
+  config.source_file = recipe_path;
+  Section top(sources->root, "", sources);
+  visit(top, config);
+  top.finish();
+  validate(config, *sources);
+  return config;
+}
+
+std::string to_yaml(const Config& config) {
+  Config copy = config;
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);
+  out << YAML::BeginMap;
+  Printer printer(out);
+  visit(printer, copy);
+  out << YAML::EndMap;
+  return out.c_str();
+}
+
+}  // namespace lt

@@ -1,0 +1,106 @@
+// A recipe YAML as typed structs. Defaults live here; the list of keys (and
+// their ranges) lives once in fields.h and drives both parsing and printing.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lt {
+
+struct ModelConfig {
+  std::string preset;               // name of configs/models/<preset>.yaml
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;             // 0: hidden_size / num_heads
+  int64_t max_seq_len = 4096;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
+  bool attention_bias = false;      // q/k/v bias, as Qwen2
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+  std::string attention = "auto";   // auto | flash | blockwise
+  int64_t attention_block = 512;    // block size of the blockwise kernel
+
+  int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
+};
+
+struct PasskeyConfig {
+  int64_t min_doc_len = 256;
+  int64_t max_doc_len = 1024;
+  int64_t digits = 5;
+  int64_t filler_sentences = 16;    // size of the bank of repeated filler sentences
+};
+
+struct DataConfig {
+  std::string source = "passkey";   // passkey | indexed
+  std::string path;                 // indexed: prefix of <path>.bin / <path>.idx
+  int64_t seq_len = 2048;
+  std::string packing = "split";    // split: documents continue in the next sequence; whole: pad instead
+  bool document_mask = true;        // no attention across packed documents
+  bool reset_position_ids = true;   // positions restart at each document
+  double eval_fraction = 0.01;      // indexed: share of documents held out for eval
+  PasskeyConfig passkey;
+};
+
+struct TrainConfig {
+  int64_t steps = 100;
+  int64_t global_batch_tokens = 0;  // 0: one sequence per step
+  int64_t micro_batch_size = 1;     // sequences per forward/backward
+  double lr = 3e-4;
+  double min_lr = 3e-5;
+  int64_t warmup_steps = 0;
+  std::string schedule = "cosine";  // constant | linear | cosine | wsd
+  double decay_fraction = 0.2;      // wsd: share of steps spent decaying
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;           // 0: off
+  int64_t seed = 1234;
+  std::string device = "cpu";       // cpu | cuda
+  int64_t threads = 0;              // 0: cores / ranks on this node
+};
+
+struct CheckpointConfig {
+  std::string dir;                  // empty: <run_dir>/checkpoints
+  int64_t interval = 0;             // 0: only at the end
+  std::string resume = "none";      // none | auto | path of a checkpoint
+  int64_t keep = 2;                 // newest complete checkpoints kept
+};
+
+struct LogConfig {
+  int64_t interval = 10;
+};
+
+struct EvalConfig {
+  int64_t sequences = 16;           // held-out sequences for loss / perplexity
+  bool at_end = true;               // evaluate after training
+  int64_t passkey_samples = 32;     // passkey retrieval samples at the training length
+};
+
+struct Config {
+  std::string source_file;          // the recipe it came from
+  std::string run_dir = "runs/default";
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  EvalConfig eval;
+
+  std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir + "/checkpoints" : checkpoint.dir; }
+  int64_t sequences_per_step() const { return train.global_batch_tokens / data.seq_len; }
+};
+
+// Loads a recipe, applies `key.path=value` overrides, resolves the model
+// preset and validates everything. Throws lt::Error naming file, line, key.
+Config load_config(const std::string& recipe_path, const std::vector<std::string>& overrides = {});
+
+// The fully resolved config as YAML (every key, defaults included).
+std::string to_yaml(const Config& config);
+
+}  // namespace lt

@@ -1,0 +1,127 @@
+// Every recipe key, listed once. A visitor (the YAML reader or the printer)
+// walks these lists, so a key cannot be parsed without being printed.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/config/config.h"
+#include "core/config/yaml_section.h"
+
+namespace lt {
+
+template <class T>
+Check<T> at_least(T low) {
+  return [low](const T& v) { return v >= low ? "" : "must be >= " + std::to_string(low); };
+}
+template <class T>
+Check<T> in_range(T low, T high) {
+  return [low, high](const T& v) {
+    return v >= low && v <= high ? "" : "must be in [" + std::to_string(low) + ", " + std::to_string(high) + "]";
+  };
+}
+inline Check<std::string> one_of(std::vector<std::string> choices) {
+  return [choices](const std::string& v) {
+    std::string list;
+    for (const auto& c : choices) {
+      if (v == c) return std::string();
+      list += (list.empty() ? "" : ", ") + c;
+    }
+    return "must be one of: " + list;
+  };
+}
+inline Check<std::string> not_empty() {
+  return [](const std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); };
+}
+
+template <class V>
+void visit(V& v, ModelConfig& m) {
+  v.field("preset", m.preset);
+  v.field("vocab_size", m.vocab_size, at_least<int64_t>(1));
+  v.field("hidden_size", m.hidden_size, at_least<int64_t>(1));
+  v.field("intermediate_size", m.intermediate_size, at_least<int64_t>(1));
+  v.field("num_layers", m.num_layers, at_least<int64_t>(1));
+  v.field("num_heads", m.num_heads, at_least<int64_t>(1));
+  v.field("num_kv_heads", m.num_kv_heads, at_least<int64_t>(1));
+  v.field("head_dim", m.head_dim, at_least<int64_t>(0));
+  v.field("max_seq_len", m.max_seq_len, at_least<int64_t>(1));
+  v.field("rope_theta", m.rope_theta, at_least<double>(1.0));
+  v.field("rms_norm_eps", m.rms_norm_eps, in_range<double>(1e-12, 1e-1));
+  v.field("attention_bias", m.attention_bias);
+  v.field("tie_embeddings", m.tie_embeddings);
+  v.field("init_std", m.init_std, in_range<double>(0.0, 1.0));
+  v.field("attention", m.attention, one_of({"auto", "flash", "blockwise"}));
+  v.field("attention_block", m.attention_block, in_range<int64_t>(16, 1 << 16));
+}
+
+template <class V>
+void visit(V& v, PasskeyConfig& p) {
+  v.field("min_doc_len", p.min_doc_len, at_least<int64_t>(32));
+  v.field("max_doc_len", p.max_doc_len, at_least<int64_t>(32));
+  v.field("digits", p.digits, in_range<int64_t>(1, 32));
+  v.field("filler_sentences", p.filler_sentences, in_range<int64_t>(1, 4096));
+}
+
+template <class V>
+void visit(V& v, DataConfig& d) {
+  v.field("source", d.source, one_of({"passkey", "indexed"}));
+  v.field("path", d.path);
+  v.field("seq_len", d.seq_len, at_least<int64_t>(8));
+  v.field("packing", d.packing, one_of({"split", "whole"}));
+  v.field("document_mask", d.document_mask);
+  v.field("reset_position_ids", d.reset_position_ids);
+  v.field("eval_fraction", d.eval_fraction, in_range<double>(0.0, 0.5));
+  v.section("passkey", d.passkey);
+}
+
+template <class V>
+void visit(V& v, TrainConfig& t) {
+  v.field("steps", t.steps, at_least<int64_t>(1));
+  v.field("global_batch_tokens", t.global_batch_tokens, at_least<int64_t>(0));
+  v.field("micro_batch_size", t.micro_batch_size, at_least<int64_t>(1));
+  v.field("lr", t.lr, in_range<double>(0.0, 10.0));
+  v.field("min_lr", t.min_lr, in_range<double>(0.0, 10.0));
+  v.field("warmup_steps", t.warmup_steps, at_least<int64_t>(0));
+  v.field("schedule", t.schedule, one_of({"constant", "linear", "cosine", "wsd"}));
+  v.field("decay_fraction", t.decay_fraction, in_range<double>(0.0, 1.0));
+  v.field("weight_decay", t.weight_decay, in_range<double>(0.0, 10.0));
+  v.field("beta1", t.beta1, in_range<double>(0.0, 0.9999999));
+  v.field("beta2", t.beta2, in_range<double>(0.0, 0.9999999));
+  v.field("eps", t.eps, in_range<double>(1e-30, 1.0));
+  v.field("grad_clip", t.grad_clip, at_least<double>(0.0));
+  v.field("seed", t.seed, at_least<int64_t>(0));
+  v.field("device", t.device, one_of({"cpu", "cuda"}));
+  v.field("threads", t.threads, in_range<int64_t>(0, 1024));
+}
+
+template <class V>
+void visit(V& v, CheckpointConfig& c) {
+  v.field("dir", c.dir);
+  v.field("interval", c.interval, at_least<int64_t>(0));
+  v.field("resume", c.resume, not_empty());
+  v.field("keep", c.keep, at_least<int64_t>(1));
+}
+
+template <class V>
+void visit(V& v, LogConfig& l) {
+  v.field("interval", l.interval, at_least<int64_t>(1));
+}
+
+template <class V>
+void visit(V& v, EvalConfig& e) {
+  v.field("sequences", e.sequences, at_least<int64_t>(0));
+  v.field("at_end", e.at_end);
+  v.field("passkey_samples", e.passkey_samples, at_least<int64_t>(0));
+}
+
+template <class V>
+void visit(V& v, Config& c) {
+  v.field("run_dir", c.run_dir, not_empty());
+  v.section("model", c.model);
+  v.section("data", c.data);
+  v.section("train", c.train);
+  v.section("checkpoint", c.checkpoint);
+  v.section("log", c.log);
+  v.section("eval", c.eval);
+}
+
+}  // namespace lt

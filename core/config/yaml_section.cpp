@@ -1,0 +1,147 @@
+#include "core/config/yaml_section.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <vector>
+
+#include "core/util/error.h"
+
+namespace lt {
+namespace {
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Integers accept K / M / G suffixes (powers of 1024): seq_len: 128K.
+bool parse_int(const std::string& text, int64_t& out) {
+  if (text.empty()) return false;
+  int64_t scale = 1;
+  std::string digits = text;
+  char last = static_cast<char>(std::toupper(static_cast<unsigned char>(text.back())));
+  if (last == 'K' || last == 'M' || last == 'G') {
+    scale = last == 'K' ? 1024 : last == 'M' ? 1024 * 1024 : 1024LL * 1024 * 1024;
+    digits.pop_back();
+  }
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return false;
+  out = value * scale;
+  return true;
+}
+
+bool parse_double(const std::string& text, double& out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  out = std::strtod(text.c_str(), &end);
+  return end == text.c_str() + text.size();
+}
+
+bool parse_bool(const std::string& text, bool& out) {
+  if (text == "true" || text == "yes" || text == "on") return out = true, true;
+  if (text == "false" || text == "no" || text == "off") return out = false, true;
+  return false;
+}
+
+bool parse_string(const std::string& text, std::string& out) {
+  out = text;
+  return true;
+}
+
+}  // namespace
+
+std::string ConfigSources::locate(const std::string& path) const {
+  std::string key = path;
+  while (true) {
+    if (auto it = origin.find(key); it != origin.end()) return it->second + ": ";
+    auto dot = key.rfind('.');
+    if (dot == std::string::npos) break;
+    key.resize(dot);
+  }
+  // Walk the tree to the deepest node that exists and report its position.
+  YAML::Node node = root;
+  YAML::Mark mark = root.Mark();
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t dot = path.find('.', start);
+    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!node.IsMap() || !node[part]) break;
+    node = node[part];
+    mark = node.Mark();
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  if (mark.is_null()) return recipe_file + ": ";
+  return recipe_file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1) + ": ";
+}
+
+Section::Section(YAML::Node node, std::string path, std::shared_ptr<const ConfigSources> sources)
+    : node_(node), path_(std::move(path)), sources_(std::move(sources)) {
+  if (node_ && !node_.IsNull() && !node_.IsMap())
+    fail(sources_->locate(path_) + path_ + ": expected a mapping of keys (key: value), got a " +
+         (node_.IsSequence() ? "list" : "single value"));
+}
+
+template <class T>
+void Section::read(const char* key, T& value, const Check<T>& check, const char* type_name,
+                   bool (*parse)(const std::string&, T&)) {
+  seen_.insert(key);
+  const std::string path = join(key);
+  YAML::Node child = node_.IsMap() ? static_cast<const YAML::Node&>(node_)[key] : YAML::Node();
+  const bool present = child && !child.IsNull();
+  if (present) {
+    if (!child.IsScalar() || !parse(child.Scalar(), value))
+      fail(sources_->locate(path) + path + ": expected " + type_name + ", got " +
+           (child.IsScalar() ? "'" + child.Scalar() + "'" : std::string(child.IsMap() ? "a mapping" : "a list")));
+  }
+  if (!check) return;
+  std::string problem = check(value);
+  if (problem.empty()) return;
+  if (!present) fail(sources_->locate(path) + path + " is required: " + problem);
+  fail(sources_->locate(path) + path + ": got " + YAML::Dump(child) + ", " + problem);
+}
+
+void Section::field(const char* key, int64_t& value, const Check<int64_t>& check) {
+  read(key, value, check, "an integer", parse_int);
+}
+void Section::field(const char* key, double& value, const Check<double>& check) {
+  read(key, value, check, "a number", parse_double);
+}
+void Section::field(const char* key, bool& value, const Check<bool>& check) {
+  read(key, value, check, "true or false", parse_bool);
+}
+void Section::field(const char* key, std::string& value, const Check<std::string>& check) {
+  read(key, value, check, "a string", parse_string);
+}
+
+void Section::finish() const {
+  if (!node_.IsMap()) return;
+  for (const auto& item : node_) {
+    const std::string key = item.first.as<std::string>();
+    if (seen_.count(key)) continue;
+    std::string best;
+    size_t best_distance = 4;  // suggest only plausible typos
+    for (const auto& known : seen_) {
+      size_t d = edit_distance(key, known);
+      if (d < best_distance) best_distance = d, best = known;
+    }
+    std::string valid;
+    for (const auto& known : seen_) valid += (valid.empty() ? "" : ", ") + known;
+    fail(sources_->locate(join(key)) + "unknown key '" + join(key) + "'" +
+         (best.empty() ? "" : " (did you mean '" + join(best) + "'?)") + "; valid keys here: " + valid);
+  }
+}
+
+}  // namespace lt

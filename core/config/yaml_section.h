@@ -1,0 +1,60 @@
+// Typed, located reading of one YAML mapping. Every error names the file,
+// line, column and full key path, and says what would be valid.
+#pragma once
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+namespace lt {
+
+// Where each key came from: the recipe, a model preset or the command line.
+struct ConfigSources {
+  std::string recipe_file;
+  YAML::Node root;
+  std::map<std::string, std::string> origin;  // key path -> file or "command line"
+
+  // "file:line:col: " for a key path (or its nearest located parent).
+  std::string locate(const std::string& path) const;
+};
+
+// A check returns "" when the value is valid, else what would be valid.
+template <class T>
+using Check = std::function<std::string(const T&)>;
+
+class Section {
+ public:
+  Section(YAML::Node node, std::string path, std::shared_ptr<const ConfigSources> sources);
+
+  void field(const char* key, int64_t& value, const Check<int64_t>& check = {});
+  void field(const char* key, double& value, const Check<double>& check = {});
+  void field(const char* key, bool& value, const Check<bool>& check = {});
+  void field(const char* key, std::string& value, const Check<std::string>& check = {});
+
+  template <class T>
+  void section(const char* key, T& value) {
+    Section child(static_cast<const YAML::Node&>(node_)[key], join(key), sources_);
+    seen_.insert(key);
+    visit(child, value);
+    child.finish();
+  }
+
+  // Rejects keys no field asked for, suggesting the nearest valid one.
+  void finish() const;
+
+ private:
+  template <class T>
+  void read(const char* key, T& value, const Check<T>& check, const char* type_name,
+            bool (*parse)(const std::string&, T&));
+  std::string join(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  YAML::Node node_;
+  std::string path_;
+  std::shared_ptr<const ConfigSources> sources_;
+  std::set<std::string> seen_;
+};
+
+}  // namespace lt

@@ -1,0 +1,21 @@
+// A batch of packed training sequences, labels already shifted.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace lt {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+struct Batch {
+  at::Tensor tokens;     // [batch, seq] int64
+  at::Tensor labels;     // [batch, seq] int64, next token or kIgnoreIndex
+  at::Tensor positions;  // [batch, seq] int64, restart per document unless disabled
+  at::Tensor documents;  // [batch, seq] int64 segment ids; undefined when documents may attend to each other
+
+  int64_t size() const { return tokens.size(0); }
+  Batch rows(int64_t start, int64_t count) const;
+  Batch to(const at::Device& device) const;
+  int64_t valid_tokens() const { return labels.ne(kIgnoreIndex).sum().item<int64_t>(); }
+};
+
+}  // namespace lt

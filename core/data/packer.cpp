@@ -1,0 +1,72 @@
+#include "core/data/packer.h"
+
+#include <algorithm>
+
+namespace lt {
+
+Batch Batch::rows(int64_t start, int64_t count) const {
+  auto slice = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, count) : t; };
+  return {slice(tokens), slice(labels), slice(positions), slice(documents)};
+}
+
+Batch Batch::to(const at::Device& device) const {
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  return {move(tokens), move(labels), move(positions), move(documents)};
+}
+
+Packer::Packer(const DocumentSource& source, const DataConfig& config, DataPosition start)
+    : source_(source), config_(config), position_(start) {}
+
+const std::vector<int64_t>& Packer::current() {
+  if (doc_loaded_ != position_.document) {
+    doc_ = source_.document(position_.document);
+    doc_loaded_ = position_.document;
+  }
+  return doc_;
+}
+
+void Packer::fill_sequence(int64_t* tokens, int64_t* labels, int64_t* positions, int64_t* documents) {
+  const int64_t length = config_.seq_len;
+  const bool whole = config_.packing == "whole";
+  int64_t filled = 0, segment = 0;
+  while (filled < length) {
+    const auto& doc = current();
+    const int64_t remaining = static_cast<int64_t>(doc.size()) - position_.offset;
+    // "whole": a document that does not fit starts the next sequence (unless
+    // it could never fit), and the rest of this one is padding.
+    if (whole && filled > 0 && position_.offset == 0 && remaining > length - filled &&
+        remaining <= length) {
+      for (int64_t t = filled; t < length; ++t) {
+        tokens[t] = 0, labels[t] = kIgnoreIndex, positions[t] = t - filled, documents[t] = segment;
+      }
+      return;
+    }
+    const int64_t take = std::min(remaining, length - filled);
+    const bool continues = position_.offset + take < static_cast<int64_t>(doc.size());
+    for (int64_t t = 0; t < take; ++t) {
+      const int64_t at = filled + t, src = position_.offset + t;
+      tokens[at] = doc[src];
+      labels[at] = (t + 1 < take || continues) ? doc[src + 1] : kIgnoreIndex;
+      positions[at] = config_.reset_position_ids ? t : at;
+      documents[at] = segment;
+    }
+    filled += take;
+    ++segment;
+    position_.offset += take;
+    if (!continues) position_ = {position_.document + 1, 0};
+  }
+}
+
+Batch Packer::next(int64_t sequences) {
+  const int64_t length = config_.seq_len;
+  auto options = at::TensorOptions().dtype(at::kLong);
+  Batch batch{at::empty({sequences, length}, options), at::empty({sequences, length}, options),
+              at::empty({sequences, length}, options), at::empty({sequences, length}, options)};
+  for (int64_t i = 0; i < sequences; ++i)
+    fill_sequence(batch.tokens[i].data_ptr<int64_t>(), batch.labels[i].data_ptr<int64_t>(),
+                  batch.positions[i].data_ptr<int64_t>(), batch.documents[i].data_ptr<int64_t>());
+  if (!config_.document_mask) batch.documents = at::Tensor();
+  return batch;
+}
+
+}  // namespace lt

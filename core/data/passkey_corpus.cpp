@@ -1,0 +1,68 @@
+#include "core/data/passkey_corpus.h"
+
+#include <random>
+
+namespace lt {
+namespace {
+
+// A generator per (seed, index): document i is the same whoever asks.
+std::mt19937_64 generator_for(uint64_t seed, int64_t index) {
+  std::seed_seq sequence{seed, static_cast<uint64_t>(index), uint64_t{0x9e3779b97f4a7c15ULL}};
+  return std::mt19937_64(sequence);
+}
+
+int64_t uniform(std::mt19937_64& g, int64_t low, int64_t high) {  // inclusive
+  return low + static_cast<int64_t>(g() % static_cast<uint64_t>(high - low + 1));
+}
+
+}  // namespace
+
+PasskeyCorpus::PasskeyCorpus(const PasskeyConfig& config, int64_t vocab_size, uint64_t seed)
+    : config_(config), vocab_size_(vocab_size), seed_(seed) {
+  // The bank depends on the vocabulary only, so train and eval share it.
+  auto g = generator_for(0x5e17e9ce, vocab_size);
+  sentences_.resize(config.filler_sentences);
+  for (auto& sentence : sentences_) {
+    sentence.resize(uniform(g, 6, 16));
+    for (auto& token : sentence) token = uniform(g, passkey_tokens::kFirstFiller, vocab_size - 1);
+  }
+}
+
+PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length) const {
+  using namespace passkey_tokens;
+  auto g = generator_for(seed_, index);
+  std::vector<int64_t> key(config_.digits);
+  for (auto& d : key) d = kDigit0 + uniform(g, 0, 9);
+
+  const int64_t filler = length - (2 * config_.digits + 5);
+  const int64_t before = uniform(g, 0, filler);
+  std::vector<int64_t> text;
+  while (static_cast<int64_t>(text.size()) < filler) {
+    const auto& sentence = sentences_[uniform(g, 0, static_cast<int64_t>(sentences_.size()) - 1)];
+    text.insert(text.end(), sentence.begin(), sentence.end());
+  }
+  text.resize(filler);
+
+  PasskeySample s;
+  s.digits = config_.digits;
+  s.tokens.reserve(length);
+  s.tokens.push_back(kBos);
+  s.tokens.insert(s.tokens.end(), text.begin(), text.begin() + before);
+  s.tokens.push_back(kKey);
+  s.tokens.insert(s.tokens.end(), key.begin(), key.end());
+  s.tokens.push_back(kKey);
+  s.tokens.insert(s.tokens.end(), text.begin() + before, text.end());
+  s.tokens.push_back(kQuery);
+  s.answer_start = static_cast<int64_t>(s.tokens.size());
+  s.tokens.insert(s.tokens.end(), key.begin(), key.end());
+  s.tokens.push_back(kEos);
+  return s;
+}
+
+std::vector<int64_t> PasskeyCorpus::document(int64_t index) const {
+  // The length comes from its own stream so sample() stays a pure function of (index, length).
+  auto g = generator_for(seed_ ^ 0x1e9617ULL, index);
+  return sample(index, uniform(g, config_.min_doc_len, config_.max_doc_len)).tokens;
+}
+
+}  // namespace lt

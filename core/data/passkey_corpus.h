@@ -1,0 +1,41 @@
+// The built-in long-context corpus: filler text with a passkey hidden at a
+// random depth and asked for at the end (the passkey-retrieval test of
+// Landmark Attention / LongLoRA), so training and tests need no downloads.
+//
+//   <bos> filler.. <key> d1..dn <key> filler.. <query> d1..dn <eos>
+//
+// Filler is drawn from a fixed bank of "sentences" (as the original repeats
+// "The grass is green. The sky is blue. ..."), so it is learnable and the
+// loss falls; the digits can only be predicted by retrieving them.
+#pragma once
+#include "core/data/document_source.h"
+
+namespace lt {
+
+namespace passkey_tokens {
+constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kKey = 3, kQuery = 4, kDigit0 = 5, kFirstFiller = 15;
+}
+
+struct PasskeySample {
+  std::vector<int64_t> tokens;
+  int64_t answer_start = 0;  // index of the first answer digit after <query>
+  int64_t digits = 0;
+};
+
+class PasskeyCorpus : public DocumentSource {
+ public:
+  PasskeyCorpus(const PasskeyConfig& config, int64_t vocab_size, uint64_t seed);
+
+  // Documents of random length in [min_doc_len, max_doc_len].
+  std::vector<int64_t> document(int64_t index) const override;
+  // One sample of exactly `length` tokens (evaluation at a given context length).
+  PasskeySample sample(int64_t index, int64_t length) const;
+
+ private:
+  PasskeyConfig config_;
+  int64_t vocab_size_;
+  uint64_t seed_;
+  std::vector<std::vector<int64_t>> sentences_;
+};
+
+}  // namespace lt

@@ -1,0 +1,51 @@
+#include "core/util/logger.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "core/util/error.h"
+
+namespace lt {
+
+Logger::Logger(const std::string& run_dir, bool append) {
+  std::filesystem::create_directories(run_dir);
+  const auto mode = append ? std::ios::app : std::ios::trunc;
+  log_.open(run_dir + "/train.log", std::ios::out | mode);
+  metrics_.open(run_dir + "/metrics.jsonl", std::ios::out | mode);
+  if (!log_ || !metrics_) fail(run_dir + ": cannot write train.log / metrics.jsonl; check run_dir");
+}
+
+void Logger::line(const std::string& text) {
+  std::cout << text << std::endl;
+  log_ << text << std::endl;
+}
+
+void Logger::metrics(const nlohmann::ordered_json& record) { metrics_ << record.dump() << std::endl; }
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  while (bytes >= 1024 && unit < 4) bytes /= 1024, ++unit;
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.1f %s", bytes, units[unit]);
+  return buffer;
+}
+
+std::string human_duration(double seconds) {
+  const long s = static_cast<long>(seconds + 0.5);
+  char buffer[32];
+  if (s >= 3600) std::snprintf(buffer, sizeof(buffer), "%ldh%02ldm", s / 3600, s % 3600 / 60);
+  else std::snprintf(buffer, sizeof(buffer), "%ldm%02lds", s / 60, s % 60);
+  return buffer;
+}
+
+std::string human_count(double count) {
+  char buffer[32];
+  if (count >= 1e6) std::snprintf(buffer, sizeof(buffer), "%.2fM", count / 1e6);
+  else if (count >= 1e3) std::snprintf(buffer, sizeof(buffer), "%.1fK", count / 1e3);
+  else std::snprintf(buffer, sizeof(buffer), "%.0f", count);
+  return buffer;
+}
+
+}  // namespace lt

@@ -1,0 +1,67 @@
+#include "core/util/resources.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#ifdef LT_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace lt {
+
+int64_t peak_memory_bytes(const at::Device& device) {
+#ifdef LT_WITH_CUDA
+  if (device.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
+}
+
+void reset_peak_memory(const at::Device& device) {
+#ifdef LT_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+    return;
+  }
+#endif
+  std::ofstream("/proc/self/clear_refs") << "5";  // Linux: resets VmHWM to the current RSS
+}
+
+double measure_matmul_peak(const at::Device& device) {
+  const int64_t n = 2048;
+  auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  auto a = at::randn({n, n}, at::TensorOptions().device(device).dtype(dtype));
+  auto b = at::randn({n, n}, a.options());
+  double best = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    auto c = at::mm(a, b);
+    (void)c.sum().item<float>();  // waits for the device
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i > 0) best = std::max(best, 2.0 * n * n * n / seconds);
+  }
+  return best;
+}
+
+int64_t default_threads(int64_t requested) {
+  if (requested > 0) return requested;
+  int64_t local_ranks = 1;
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* value = std::getenv(name)) {
+      local_ranks = std::max<int64_t>(1, std::atoll(value));
+      break;
+    }
+  const int64_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
+  return std::max<int64_t>(1, cores / local_ranks);
+}
+
+}  // namespace lt

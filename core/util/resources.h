@@ -1,0 +1,20 @@
+// What the machine offers and what we used of it: peak memory, matrix-product
+// peak rate (the MFU denominator, measured in the same run), thread counts.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace lt {
+
+// Peak resident memory of this process (CPU) or peak allocated (CUDA), bytes.
+int64_t peak_memory_bytes(const at::Device& device);
+
+// Forgets the peak so far, so the next reading covers only what follows.
+void reset_peak_memory(const at::Device& device);
+
+// Best-of-several fp32 (CPU) / bf16 (CUDA) square matrix products, FLOP/s.
+double measure_matmul_peak(const at::Device& device);
+
+// Intra-op threads: cores / ranks on this node unless `requested` > 0.
+int64_t default_threads(int64_t requested);
+
+}  // namespace lt
