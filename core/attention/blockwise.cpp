@@ -15,11 +15,12 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // one. Decided on the host from per-block index and document ranges.
 class BlockMasks {
  public:
-  BlockMasks(const AttentionMask& mask, at::Tensor q_index, at::Tensor k_index, int64_t block)
-      : causal_(mask.causal), block_(block), q_index_(q_index), k_index_(k_index),
+  // mask.q_index and mask.k_index must be defined.
+  BlockMasks(const AttentionMask& mask, int64_t block)
+      : causal_(mask.causal), block_(block), q_index_(mask.q_index), k_index_(mask.k_index),
         q_doc_(mask.q_document), k_doc_(mask.k_document) {
-    ranges(q_index.to(at::kCPU).view({1, -1}), q_idx_min_, q_idx_max_);
-    ranges(k_index.to(at::kCPU).view({1, -1}), k_idx_min_, k_idx_max_);
+    ranges(q_index_.to(at::kCPU).view({1, -1}), q_idx_min_, q_idx_max_);
+    ranges(k_index_.to(at::kCPU).view({1, -1}), k_idx_min_, k_idx_max_);
     if (q_doc_.defined()) {
       ranges(q_doc_.to(at::kCPU), q_doc_min_, q_doc_max_);
       ranges(k_doc_.to(at::kCPU), k_doc_min_, k_doc_max_);
@@ -165,17 +166,18 @@ std::vector<at::Tensor> backward_blocks(const at::Tensor& q, const at::Tensor& k
 class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
  public:
   // q, k, v: [batch, heads, seq, head_dim]
+  // The mask travels as a plain argument: autograd tracks only q, k and v.
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor q, at::Tensor k,
-                                                at::Tensor v, at::Tensor q_index, at::Tensor k_index,
-                                                at::Tensor q_doc, at::Tensor k_doc, bool causal, int64_t block) {
+                                                at::Tensor v, const AttentionMask& mask, int64_t block) {
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-    AttentionMask mask{causal, q_doc, k_doc, q_index, k_index};
-    BlockMasks masks(mask, q_index, k_index, block);
+    BlockMasks masks(mask, block);
     auto [out, lse] = forward_blocks(q, k, v, masks, scale);
-    ctx->save_for_backward({q, k, v, out, lse, q_index, k_index});
-    ctx->saved_data["q_doc"] = q_doc;
-    ctx->saved_data["k_doc"] = k_doc;
-    ctx->saved_data["causal"] = causal;
+    ctx->save_for_backward({q, k, v, out, lse});
+    ctx->saved_data["q_index"] = mask.q_index;
+    ctx->saved_data["k_index"] = mask.k_index;
+    ctx->saved_data["q_doc"] = mask.q_document;
+    ctx->saved_data["k_doc"] = mask.k_document;
+    ctx->saved_data["causal"] = mask.causal;
     ctx->saved_data["block"] = block;
     return {out, lse};
   }
@@ -184,13 +186,14 @@ class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
-    AttentionMask mask{ctx->saved_data["causal"].toBool(), ctx->saved_data["q_doc"].toTensor(),
-                       ctx->saved_data["k_doc"].toTensor(), saved[5], saved[6]};
-    BlockMasks masks(mask, saved[5], saved[6], ctx->saved_data["block"].toInt());
+    auto& data = ctx->saved_data;
+    AttentionMask mask{data["causal"].toBool(), data["q_doc"].toTensor(), data["k_doc"].toTensor(),
+                       data["q_index"].toTensor(), data["k_index"].toTensor()};
+    BlockMasks masks(mask, data["block"].toInt());
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
     auto d = backward_blocks(q, k, v, out, lse, dout, grads[1], masks, scale);
-    return {d[0], d[1], d[2], {}, {}, {}, {}, {}, {}};
+    return {d[0], d[1], d[2], {}, {}};
   }
 };
 
@@ -199,10 +202,12 @@ class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
 AttentionResult blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const AttentionMask& mask, int64_t block) {
   auto arange = [&](int64_t n) { return at::arange(n, q.options().dtype(at::kLong)); };
-  auto q_index = mask.has_indices() ? mask.q_index : arange(q.size(1));
-  auto k_index = mask.has_indices() ? mask.k_index : arange(k.size(1));
-  auto result = BlockwiseFunction::apply(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_index, k_index,
-                                         mask.q_document, mask.k_document, mask.causal, block);
+  AttentionMask full = mask;
+  if (!mask.has_indices()) {
+    full.q_index = arange(q.size(1));
+    full.k_index = arange(k.size(1));
+  }
+  auto result = BlockwiseFunction::apply(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), full, block);
   return {result[0].transpose(1, 2), result[1]};
 }
 

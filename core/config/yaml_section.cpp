@@ -62,19 +62,27 @@ bool parse_string(const std::string& text, std::string& out) {
 
 }  // namespace
 
-std::string ConfigSources::locate(const std::string& path) const {
-  std::string key = path;
-  while (true) {
-    if (auto it = origin.find(key); it != origin.end()) return it->second + ": ";
+std::string ConfigSources::locate(const std::string& path, const YAML::Mark& mark) const {
+  // The file the key came from: a preset, the command line, or the recipe.
+  std::string file = recipe_file;
+  for (std::string key = path;;) {
+    if (auto it = origin.find(key); it != origin.end()) {
+      file = it->second;
+      break;
+    }
     auto dot = key.rfind('.');
     if (dot == std::string::npos) break;
     key.resize(dot);
   }
-  // Walk the tree to the deepest node that exists and report its position.
+  if (file.rfind("command line", 0) == 0 || mark.is_null()) return file + ": ";
+  return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1) + ": ";
+}
+
+std::string ConfigSources::locate(const std::string& path) const {
+  // Walk the tree to the deepest node of the path that exists.
   YAML::Node node = root;
   YAML::Mark mark = root.Mark();
-  size_t start = 0;
-  while (start <= path.size()) {
+  for (size_t start = 0; start <= path.size();) {
     size_t dot = path.find('.', start);
     std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (!node.IsMap() || !node[part]) break;
@@ -83,12 +91,12 @@ std::string ConfigSources::locate(const std::string& path) const {
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
-  if (mark.is_null()) return recipe_file + ": ";
-  return recipe_file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1) + ": ";
+  return locate(path, mark);
 }
 
 Section::Section(YAML::Node node, std::string path, std::shared_ptr<const ConfigSources> sources)
-    : node_(node), path_(std::move(path)), sources_(std::move(sources)) {
+    : node_(node.IsDefined() ? node : YAML::Node()), path_(std::move(path)), sources_(std::move(sources)) {
+  // An absent section reads as empty: every key takes its default.
   if (node_ && !node_.IsNull() && !node_.IsMap())
     fail(sources_->locate(path_) + path_ + ": expected a mapping of keys (key: value), got a " +
          (node_.IsSequence() ? "list" : "single value"));
@@ -139,7 +147,7 @@ void Section::finish() const {
     }
     std::string valid;
     for (const auto& known : seen_) valid += (valid.empty() ? "" : ", ") + known;
-    fail(sources_->locate(join(key)) + "unknown key '" + join(key) + "'" +
+    fail(sources_->locate(join(key), item.first.Mark()) + "unknown key '" + join(key) + "'" +
          (best.empty() ? "" : " (did you mean '" + join(best) + "'?)") + "; valid keys here: " + valid);
   }
 }

@@ -19,6 +19,8 @@ struct ConfigSources {
 
   // "file:line:col: " for a key path (or its nearest located parent).
   std::string locate(const std::string& path) const;
+  // The same at a known position (e.g. of a key rather than its value).
+  std::string locate(const std::string& path, const YAML::Mark& mark) const;
 };
 
 // A check returns "" when the value is valid, else what would be valid.

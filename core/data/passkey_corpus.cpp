@@ -34,7 +34,7 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length) const {
   std::vector<int64_t> key(config_.digits);
   for (auto& d : key) d = kDigit0 + uniform(g, 0, 9);
 
-  const int64_t filler = length - (2 * config_.digits + 5);
+  const int64_t filler = length - (2 * config_.digits + 6);
   const int64_t before = uniform(g, 0, filler);
   std::vector<int64_t> text;
   while (static_cast<int64_t>(text.size()) < filler) {
@@ -53,6 +53,7 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length) const {
   s.tokens.push_back(kKey);
   s.tokens.insert(s.tokens.end(), text.begin() + before, text.end());
   s.tokens.push_back(kQuery);
+  s.tokens.push_back(kKey);
   s.answer_start = static_cast<int64_t>(s.tokens.size());
   s.tokens.insert(s.tokens.end(), key.begin(), key.end());
   s.tokens.push_back(kEos);

@@ -2,8 +2,11 @@
 // random depth and asked for at the end (the passkey-retrieval test of
 // Landmark Attention / LongLoRA), so training and tests need no downloads.
 //
-//   <bos> filler.. <key> d1..dn <key> filler.. <query> d1..dn <eos>
+//   <bos> filler.. <key> d1..dn <key> filler.. <query> <key> d1..dn <eos>
 //
+// As in the original prompt ("The pass key is 71432. ... What is the pass
+// key? The pass key is"), the question ends with the phrase that introduced
+// the key, so retrieval is what an induction head does.
 // Filler is drawn from a fixed bank of "sentences" (as the original repeats
 // "The grass is green. The sky is blue. ..."), so it is learnable and the
 // loss falls; the digits can only be predicted by retrieving them.
@@ -18,7 +21,7 @@ constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kKey = 3, kQuery = 4, kDigit0 = 
 
 struct PasskeySample {
   std::vector<int64_t> tokens;
-  int64_t answer_start = 0;  // index of the first answer digit after <query>
+  int64_t answer_start = 0;  // index of the first answer digit (after <query> <key>)
   int64_t digits = 0;
 };
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Single-process training throughput: longtrain against a plain PyTorch loop
+# of the same ~59M-parameter Llama in Python (same torch wheel, so the same
+# kernels), at 2K and 8K tokens, in this one invocation. Writes
+# tests/bench/results/train_throughput.json and prints the README table.
+#   scripts/bench.sh [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-3}
+scripts/build.sh --target lt_bench_train > /dev/null
+limit=$((16 << 30))  # the baseline's address space: its naive attention fails cleanly instead of swapping
+runs=()
+for seq in 2048 8192; do
+  runs+=("$(build/lt_bench_train "$seq" "$steps")")
+  for attention in naive sdpa; do
+    if line=$(prlimit --as=$limit python3 tests/bench/baseline_train.py "$seq" "$steps" --attention $attention 2>/dev/null | tail -1) && [ -n "$line" ]; then
+      runs+=("$line")
+    else
+      runs+=("{\"impl\": \"pytorch-$attention\", \"seq\": $seq, \"error\": \"failed within a 16 GiB address-space limit (out of memory)\"}")
+    fi
+  done
+  echo "seq $seq done" >&2
+done
+printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py --command "scripts/bench.sh $steps" \
+  --out tests/bench/results/train_throughput.json

@@ -1,0 +1,43 @@
+"""Combines benchmark JSON lines (stdin) into a results file with ratios
+against the baselines of the same invocation, and prints a Markdown table."""
+import argparse
+import datetime
+import json
+import platform
+import sys
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--command", required=True)
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    runs = [json.loads(line) for line in sys.stdin if line.strip()]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    rows = []
+    for run in runs:
+        if run["impl"] == "longtrain":
+            continue
+        ours = next(r for r in runs if r["impl"] == "longtrain" and r["seq"] == run["seq"])
+        ratio = ours["tokens_per_s"] / run["tokens_per_s"] if "tokens_per_s" in run else None
+        rows.append({"seq": run["seq"], "baseline": run["impl"], "longtrain_tokens_per_s": ours["tokens_per_s"],
+                     "longtrain_mfu": ours["mfu"], "longtrain_peak_memory_bytes": ours["peak_memory_bytes"],
+                     "baseline_tokens_per_s": run.get("tokens_per_s"),
+                     "baseline_peak_memory_bytes": run.get("peak_memory_bytes"),
+                     "speedup": ratio, "baseline_error": run.get("error")})
+    result = {"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu,
+              "threads": runs[0].get("threads"), "runs": runs, "comparisons": rows}
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print("| seq | baseline | longtrain tok/s | MFU | baseline tok/s | speedup | longtrain peak mem | baseline peak mem |")
+    print("|---|---|---|---|---|---|---|---|")
+    gib = lambda b: f"{b / 2**30:.1f} GiB" if b else "-"
+    for r in rows:
+        base = f"{r['baseline_tokens_per_s']:.0f}" if r["baseline_tokens_per_s"] else "out of memory"
+        speed = f"{r['speedup']:.2f}x" if r["speedup"] else "only longtrain runs"
+        print(f"| {r['seq']} | {r['baseline']} | {r['longtrain_tokens_per_s']:.0f} | {100 * r['longtrain_mfu']:.1f}% "
+              f"| {base} | {speed} | {gib(r['longtrain_peak_memory_bytes'])} | {gib(r['baseline_peak_memory_bytes'])} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+# train -> metrics.jsonl and a checkpoint -> eval on it -> resume continues.
+source "$(dirname "$0")/lib.sh"
+run="$LT_TEST_DIR/cli_train"
+rm -rf "$run"
+
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.interval=2 > "$run.out"
+grep -q "step 4/4 | loss" "$run.out" || fail "no progress line"
+grep -q "passkey retrieval at 256 tokens" "$run.out" || fail "no passkey accuracy"
+[ "$(wc -l < "$run/metrics.jsonl")" -ge 4 ] || fail "metrics.jsonl too short"
+for key in step loss lr grad_norm tokens_per_s; do
+  head -1 "$run/metrics.jsonl" | grep -q "\"$key\"" || fail "metrics.jsonl lacks $key"
+done
+[ -f "$run/config.yaml" ] && [ -f "$run/train.log" ] || fail "run directory incomplete"
+[ -f "$run/checkpoints/step_00000004/manifest.json" ] || fail "no final checkpoint"
+
+"$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$run/checkpoints" "${SHORT[@]}" > "$run.eval"
+grep -q "step_00000004" "$run.eval" && grep -q "eval: loss" "$run.eval" || fail "eval output: $(cat "$run.eval")"
+
+# Resuming a finished run at a longer schedule continues from step 4.
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.resume=auto train.steps=6 > "$run.resume"
+grep -q "resumed from .*step_00000004 at step 4" "$run.resume" || fail "did not resume"
+grep -q "step 5/6" "$run.resume" && ! grep -q "step 1/6" "$run.resume" || fail "resume restarted"
+echo "train, eval and resume ok"

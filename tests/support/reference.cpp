@@ -1,0 +1,95 @@
+#include "tests/support/reference.h"
+
+#include <cmath>
+
+namespace lt::testing {
+
+std::pair<at::Tensor, at::Tensor> naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                  const at::Tensor& visible) {
+  auto qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+  auto scores = at::matmul(qt, kt.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(3)));
+  scores = scores.masked_fill(visible.unsqueeze(1).logical_not(), -INFINITY);
+  auto lse = at::logsumexp(scores, -1);
+  auto probs = at::softmax(scores, -1).nan_to_num(0.0);  // rows with no visible key
+  return {at::matmul(probs, vt).transpose(1, 2), lse};
+}
+
+at::Tensor visibility(const at::Tensor& q_index, const at::Tensor& k_index, const at::Tensor& q_doc,
+                      const at::Tensor& k_doc) {
+  auto causal = k_index.unsqueeze(0).le(q_index.unsqueeze(1)).unsqueeze(0);
+  if (!q_doc.defined()) return causal;
+  return causal.logical_and(q_doc.unsqueeze(2).eq(k_doc.unsqueeze(1)));
+}
+
+namespace {
+
+at::Tensor rms(const at::Tensor& x, const at::Tensor& w, double eps) {
+  return w * (x / at::sqrt(x.pow(2).mean(-1, true) + eps));
+}
+
+// Rotation written as complex-plane pairs (i, i + d/2), straight from the RoPE paper in HF's layout.
+at::Tensor rope(const at::Tensor& x, const at::Tensor& positions, double theta) {
+  const int64_t d = x.size(-1), half = d / 2;
+  auto i = at::arange(half, at::kDouble);
+  auto angle = positions.to(at::kDouble).unsqueeze(-1) * at::pow(theta, -2.0 * i / d);  // [b, s, half]
+  auto c = angle.cos().to(at::kFloat).unsqueeze(2), s = angle.sin().to(at::kFloat).unsqueeze(2);
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return at::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1);
+}
+
+}  // namespace
+
+at::Tensor naive_llama_logits(const ModelConfig& c, const std::map<std::string, at::Tensor>& w,
+                              const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& documents) {
+  const int64_t b = tokens.size(0), s = tokens.size(1), d = c.resolved_head_dim();
+  auto W = [&](const std::string& name) { return w.at(name); };
+  auto h = W("model.embed_tokens.weight").index_select(0, tokens.reshape(-1)).view({b, s, -1});
+  auto index = at::arange(s, at::kLong);
+  auto visible = visibility(index, index, documents, documents);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    auto x = rms(h, W(p + "input_layernorm.weight"), c.rms_norm_eps);
+    auto proj = [&](const std::string& name, int64_t heads) {
+      auto y = at::matmul(x, W(p + "self_attn." + name + ".weight").t());
+      if (c.attention_bias) y = y + W(p + "self_attn." + name + ".bias");
+      return y.view({b, s, heads, d});
+    };
+    auto q = rope(proj("q_proj", c.num_heads), positions, c.rope_theta);
+    auto k = rope(proj("k_proj", c.num_kv_heads), positions, c.rope_theta);
+    auto v = proj("v_proj", c.num_kv_heads);
+    const int64_t group = c.num_heads / c.num_kv_heads;
+    k = k.repeat_interleave(group, 2);
+    v = v.repeat_interleave(group, 2);
+    auto attn = naive_attention(q, k, v, visible).first.reshape({b, s, -1});
+    h = h + at::matmul(attn, W(p + "self_attn.o_proj.weight").t());
+    auto y = rms(h, W(p + "post_attention_layernorm.weight"), c.rms_norm_eps);
+    auto gate = at::matmul(y, W(p + "mlp.gate_proj.weight").t());
+    auto up = at::matmul(y, W(p + "mlp.up_proj.weight").t());
+    h = h + at::matmul(gate * at::sigmoid(gate) * up, W(p + "mlp.down_proj.weight").t());
+  }
+  h = rms(h, W("model.norm.weight"), c.rms_norm_eps);
+  auto head = c.tie_embeddings ? W("model.embed_tokens.weight") : W("lm_head.weight");
+  return at::matmul(h, head.t());
+}
+
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);
+}
+
+ModelConfig tiny_model(bool tied, bool bias) {
+  ModelConfig c;
+  c.vocab_size = 96;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.rope_theta = 10000;
+  c.tie_embeddings = tied;
+  c.attention_bias = bias;
+  c.init_std = 0.1;
+  c.attention_block = 16;
+  return c;
+}
+
+}  // namespace lt::testing

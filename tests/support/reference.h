@@ -1,0 +1,32 @@
+// Naive, obviously-correct references the tests compare the engine against.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+
+#include "core/config/config.h"
+
+namespace lt::testing {
+
+// softmax(q k^T / sqrt(d) + mask) v with an explicit [sq, sk] matrix; q, k, v
+// [batch, seq, heads, head_dim] with equal heads; visible [batch, sq, sk] bool.
+// Returns out [b, sq, h, d] and lse [b, h, sq].
+std::pair<at::Tensor, at::Tensor> naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                  const at::Tensor& visible);
+
+// visible[b, i, j] = (k_index[j] <= q_index[i]) && same document.
+at::Tensor visibility(const at::Tensor& q_index, const at::Tensor& k_index, const at::Tensor& q_doc,
+                      const at::Tensor& k_doc);
+
+// The Llama forward written out from the formulas, over a map of HF-named weights.
+at::Tensor naive_llama_logits(const ModelConfig& config, const std::map<std::string, at::Tensor>& weights,
+                              const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& documents);
+
+// Relative error ||a - b|| / max(||b||, tiny).
+double relative_error(const at::Tensor& a, const at::Tensor& b);
+
+// A small, fast model config for tests.
+ModelConfig tiny_model(bool tied = false, bool bias = false);
+
+}  // namespace lt::testing

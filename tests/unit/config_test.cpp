@@ -1,0 +1,129 @@
+// Recipes: parsing, presets, overrides, and one clear message per mistake,
+// naming the file, line, column and key and what would be valid.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/config/config.h"
+#include "core/util/error.h"
+
+namespace lt {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Recipes are written into a temporary <root>/recipes/ beside the real presets.
+std::string write_recipe(const std::string& name, const std::string& text) {
+  auto dir = fs::temp_directory_path() / ("lt_config_test_" + std::to_string(::getpid())) / "recipes";
+  fs::create_directories(dir);
+  auto path = (dir / name).string();
+  std::ofstream(path) << text;
+  return path;
+}
+
+const char* kValid = R"(run_dir: runs/x
+model:
+  preset: tiny
+data:
+  seq_len: 512
+train:
+  steps: 10
+  global_batch_tokens: 2K
+)";
+
+std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    load_config(write_recipe("r.yaml", text), overrides);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Config, LoadsPresetAndRecipe) {
+  auto c = load_config(write_recipe("ok.yaml", kValid));
+  EXPECT_EQ(c.model.hidden_size, 128);  // from configs/models/tiny.yaml
+  EXPECT_EQ(c.data.seq_len, 512);
+  EXPECT_EQ(c.train.global_batch_tokens, 2048);
+  EXPECT_EQ(c.sequences_per_step(), 4);
+  EXPECT_EQ(c.checkpoint_dir(), "runs/x/checkpoints");
+}
+
+TEST(Config, OverridesWinOverRecipeAndPreset) {
+  auto c = load_config(write_recipe("ok.yaml", kValid), {"train.lr=1e-3", "model.num_layers=2", "data.seq_len=1K",
+                                                         "run_dir=elsewhere", "checkpoint.dir=ck"});
+  EXPECT_DOUBLE_EQ(c.train.lr, 1e-3);
+  EXPECT_EQ(c.model.num_layers, 2);
+  EXPECT_EQ(c.data.seq_len, 1024);
+  EXPECT_EQ(c.run_dir, "elsewhere");
+  EXPECT_EQ(c.checkpoint_dir(), "ck");
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  auto c = load_config(write_recipe("ok.yaml", kValid));
+  auto again = load_config(write_recipe("resolved.yaml", to_yaml(c)));
+  EXPECT_EQ(to_yaml(again), to_yaml(c));
+}
+
+TEST(Config, RealPresetsAreValid) {
+  for (const char* preset : {"tiny", "llama3-8b", "qwen2.5-7b", "mistral-7b"}) {
+    auto c = load_config(write_recipe("p.yaml", kValid), {std::string("model.preset=") + preset});
+    EXPECT_GT(c.model.hidden_size, 0) << preset;
+  }
+  auto qwen = load_config(write_recipe("p.yaml", kValid), {"model.preset=qwen2.5-7b"});
+  EXPECT_TRUE(qwen.model.attention_bias);
+  EXPECT_EQ(qwen.model.num_kv_heads, 4);
+}
+
+struct ErrorCase {
+  std::string name;
+  std::string text;
+  std::vector<std::string> overrides;
+  std::vector<std::string> fragments;
+};
+
+class ConfigErrors : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(ConfigErrors, NameFileKeyAndFix) {
+  const auto& c = GetParam();
+  const std::string message = error_of(c.text, c.overrides);
+  for (const auto& fragment : c.fragments) EXPECT_NE(message.find(fragment), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+}
+
+const std::string kBase = kValid;
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ConfigErrors,
+    ::testing::Values(
+        ErrorCase{"UnknownKeySuggestion", kBase + "  lrr: 0.1\n", {}, {"r.yaml:9:3:", "unknown key 'train.lrr'", "did you mean 'train.lr'"}},
+        ErrorCase{"WrongType", kBase + "  lr: fast\n", {}, {"r.yaml:9:7:", "train.lr: expected a number, got 'fast'"}},
+        ErrorCase{"TypoInKey", kBase + "  steps_: 3\n", {}, {"did you mean 'train.steps'"}},
+        ErrorCase{"BadChoice", kBase + "  schedule: exp\n", {}, {"train.schedule", "must be one of: constant, linear, cosine, wsd"}},
+        ErrorCase{"BelowRange", kBase + "  micro_batch_size: 0\n", {}, {"train.micro_batch_size", "must be >= 1"}},
+        ErrorCase{"MicroBatchDoesNotDivide", kBase + "  micro_batch_size: 3\n", {}, {"train.micro_batch_size=3 does not divide the 4 sequences"}},
+        ErrorCase{"BatchNotMultipleOfSeq", kBase, {"train.global_batch_tokens=1000"}, {"command line", "not a multiple of data.seq_len=512"}},
+        ErrorCase{"HeadsNotDivisible", kBase, {"model.num_kv_heads=3"}, {"model.num_heads=4 is not divisible by model.num_kv_heads=3"}},
+        ErrorCase{"UnknownPreset", kBase, {"model.preset=gpt5"}, {"no preset 'gpt5'", "available:"}},
+        ErrorCase{"OverrideWithoutValue", kBase, {"train.lr"}, {"must look like key.path=value"}},
+        ErrorCase{"IndexedWithoutPath", kBase, {"data.source=indexed"}, {"data.path is required"}},
+        ErrorCase{"MinLrAboveLr", kBase, {"train.min_lr=1"}, {"train.min_lr=1", "must be <= train.lr"}},
+        ErrorCase{"WarmupLongerThanRun", kBase + "  warmup_steps: 11\n", {}, {"train.warmup_steps=11 must be <= train.steps=10"}},
+        ErrorCase{"SectionNotAMapping", "model:\n  preset: tiny\ntrain: [1, 2]\n", {}, {"r.yaml:3:8:", "train: expected a mapping"}},
+        ErrorCase{"MissingRequiredKey", "model:\n  vocab_size: 100\n", {}, {"model.hidden_size is required"}},
+        ErrorCase{"InvalidYaml", "model: {preset: tiny\n", {}, {"r.yaml:", "invalid YAML"}},
+        ErrorCase{"UnknownTopLevelKey", kBase + "colour: red\n", {}, {"unknown key 'colour'", "valid keys here:"}}),
+    [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
+
+TEST(Config, MissingRecipe) {
+  try {
+    load_config("does/not/exist.yaml");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "does/not/exist.yaml: recipe not found");
+  }
+}
+
+}  // namespace
+}  // namespace lt

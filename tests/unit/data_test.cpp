@@ -1,0 +1,174 @@
+// The Megatron reader on files written exactly as Megatron writes them, the
+// passkey corpus, and packing (labels, documents, positions, resumability).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/data/indexed_dataset.h"
+#include "core/data/packer.h"
+#include "core/data/passkey_corpus.h"
+#include "core/util/error.h"
+#include "tests/support/megatron_writer.h"
+
+namespace lt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string temp_prefix(const std::string& name) {
+  auto dir = fs::temp_directory_path() / ("lt_data_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return (dir / name).string();
+}
+
+const std::vector<std::vector<std::vector<int64_t>>> kDocs = {
+    {{1, 2, 3}, {4, 5}}, {{60000, 7}}, {{8}, {9, 10, 11}, {12}}};
+
+class IndexedDatasetDtypes : public ::testing::TestWithParam<int> {};
+
+TEST_P(IndexedDatasetDtypes, ReadsWhatMegatronWrites) {
+  const uint8_t code = static_cast<uint8_t>(GetParam());
+  auto docs = kDocs;
+  if (code == 1 || code == 2 || code == 3) docs[1][0][0] = 100;  // fits the narrow types
+  const auto prefix = temp_prefix("dtype" + std::to_string(code));
+  testing::write_megatron_dataset(prefix, docs, code);
+  IndexedDataset dataset(prefix);
+  EXPECT_EQ(dataset.num_sequences(), 6);
+  EXPECT_EQ(dataset.num_documents(), 3);
+  EXPECT_EQ(dataset.sequence(1), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(dataset.document(0), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(dataset.document(1)[0], docs[1][0][0]);
+  EXPECT_EQ(dataset.document(2), (std::vector<int64_t>{8, 9, 10, 11, 12}));
+}
+INSTANTIATE_TEST_SUITE_P(AllIntegerCodes, IndexedDatasetDtypes, ::testing::Values(1, 2, 3, 4, 5, 8));
+
+void expect_error(const std::function<void()>& body, const std::string& fragment) {
+  try {
+    body();
+    ADD_FAILURE() << "no error; expected one containing: " << fragment;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(IndexedDataset, RefusesBadFiles) {
+  const auto prefix = temp_prefix("bad");
+  testing::write_megatron_dataset(prefix, kDocs, 8);
+  expect_error([&] { IndexedDataset d(temp_prefix("missing")); }, "missing.idx: cannot open");
+
+  fs::resize_file(prefix + ".bin", 10);  // truncated data
+  expect_error([&] { IndexedDataset d(prefix); }, ".bin: sequence");
+
+  testing::write_megatron_dataset(prefix, kDocs, 8);
+  fs::resize_file(prefix + ".idx", fs::file_size(prefix + ".idx") - 8);  // truncated index
+  expect_error([&] { IndexedDataset d(prefix); }, "does not match its header");
+
+  testing::write_megatron_dataset(prefix, kDocs, 8);
+  { std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary); f.write("XXXX", 4); }
+  expect_error([&] { IndexedDataset d(prefix); }, "not a Megatron indexed dataset");
+
+  testing::write_megatron_dataset(prefix, kDocs, 8);
+  { std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary); f.seekp(17); f.put(7); }
+  expect_error([&] { IndexedDataset d(prefix); }, "dtype code 7 is not an integer token type");
+}
+
+TEST(IndexedDataset, TokensOutsideTheVocabularyAreRefused) {
+  const auto prefix = temp_prefix("vocab");
+  testing::write_megatron_dataset(prefix, kDocs, 8);
+  DataConfig data;
+  data.source = "indexed";
+  data.path = prefix;
+  data.eval_fraction = 0;
+  auto source = make_document_source(data, 1000, 1, Split::Train);
+  expect_error([&] { for (int i = 0; i < 3; ++i) source->document(i); }, "token id 60000 is outside model.vocab_size=1000");
+}
+
+TEST(Passkey, SamplesHoldTheirKeyAndAreDeterministic) {
+  PasskeyConfig config;
+  config.digits = 4;
+  PasskeyCorpus corpus(config, 256, 9);
+  auto s = corpus.sample(3, 300);
+  ASSERT_EQ(s.tokens.size(), 300u);
+  EXPECT_EQ(s.tokens.front(), passkey_tokens::kBos);
+  EXPECT_EQ(s.tokens.back(), passkey_tokens::kEos);
+  EXPECT_EQ(s.tokens[s.answer_start - 2], passkey_tokens::kQuery);
+  EXPECT_EQ(s.tokens[s.answer_start - 1], passkey_tokens::kKey);
+  // The answer repeats the digits that follow the <key> marker.
+  auto key = std::find(s.tokens.begin(), s.tokens.end(), passkey_tokens::kKey) - s.tokens.begin();
+  for (int d = 0; d < 4; ++d) EXPECT_EQ(s.tokens[key + 1 + d], s.tokens[s.answer_start + d]);
+  EXPECT_EQ(corpus.sample(3, 300).tokens, s.tokens);
+  EXPECT_NE(corpus.sample(4, 300).tokens, s.tokens);
+  for (int64_t t : corpus.document(11)) EXPECT_LT(t, 256);
+}
+
+// A fixed document stream: document i is i+1 tokens long, token values 100*i + j.
+class CountingSource : public DocumentSource {
+ public:
+  std::vector<int64_t> document(int64_t i) const override {
+    std::vector<int64_t> d(i + 1);
+    for (int64_t j = 0; j <= i; ++j) d[j] = 100 * i + j;
+    return d;
+  }
+};
+
+TEST(Packer, SplitPackingShiftsLabelsWithinDocuments) {
+  CountingSource source;
+  DataConfig config;
+  config.seq_len = 8;
+  config.packing = "split";
+  Packer packer(source, config, {2, 0});  // documents 2 (3 tokens), 3 (4 tokens), 4 (5 tokens)...
+  auto b = packer.next(2);
+  // Sequence 0: [200 201 202 | 300 301 302 303 | 400], document 4 continues.
+  EXPECT_TRUE(b.tokens[0].equal(at::tensor({200L, 201L, 202L, 300L, 301L, 302L, 303L, 400L})));
+  EXPECT_TRUE(b.labels[0].equal(at::tensor({201L, 202L, kIgnoreIndex, 301L, 302L, 303L, kIgnoreIndex, 401L})));
+  EXPECT_TRUE(b.positions[0].equal(at::tensor({0L, 1L, 2L, 0L, 1L, 2L, 3L, 0L})));
+  EXPECT_TRUE(b.documents[0].equal(at::tensor({0L, 0L, 0L, 1L, 1L, 1L, 1L, 2L})));
+  // Sequence 1 continues document 4 at offset 1.
+  EXPECT_TRUE(b.tokens[1].narrow(0, 0, 4).equal(at::tensor({401L, 402L, 403L, 404L})));
+  EXPECT_EQ(b.labels[1][3].item<int64_t>(), kIgnoreIndex);
+}
+
+TEST(Packer, WholePackingPadsInsteadOfSplitting) {
+  CountingSource source;
+  DataConfig config;
+  config.seq_len = 8;
+  config.packing = "whole";
+  Packer packer(source, config, {2, 0});
+  auto b = packer.next(2);
+  // [200 201 202 | 300 301 302 303 | pad]: document 4 (5 tokens) does not fit.
+  EXPECT_TRUE(b.tokens[0].narrow(0, 0, 7).equal(at::tensor({200L, 201L, 202L, 300L, 301L, 302L, 303L})));
+  EXPECT_EQ(b.labels[0][7].item<int64_t>(), kIgnoreIndex);
+  EXPECT_TRUE(b.tokens[1].narrow(0, 0, 5).equal(at::tensor({400L, 401L, 402L, 403L, 404L})));
+  EXPECT_EQ(b.valid_tokens(), 9);  // 2 + 3 labels in the first sequence, 4 in the second
+}
+
+TEST(Packer, ResumesFromItsPosition) {
+  CountingSource source;
+  DataConfig config;
+  config.seq_len = 16;
+  Packer straight(source, config);
+  straight.next(3);
+  auto expected = straight.next(2);
+  Packer first(source, config);
+  first.next(3);
+  Packer resumed(source, config, first.position());
+  auto got = resumed.next(2);
+  EXPECT_TRUE(got.tokens.equal(expected.tokens));
+  EXPECT_TRUE(got.labels.equal(expected.labels));
+  EXPECT_TRUE(got.positions.equal(expected.positions));
+}
+
+TEST(Packer, WithoutDocumentMaskOrPositionReset) {
+  CountingSource source;
+  DataConfig config;
+  config.seq_len = 6;
+  config.document_mask = false;
+  config.reset_position_ids = false;
+  auto b = Packer(source, config, {1, 0}).next(1);
+  EXPECT_FALSE(b.documents.defined());
+  EXPECT_TRUE(b.positions[0].equal(at::arange(6, at::kLong)));
+}
+
+}  // namespace
+}  // namespace lt
