@@ -97,7 +97,8 @@ void apply_preset(YAML::Node root, ConfigSources& sources) {
   fail(sources.locate(path) + message);
 }
 
-void validate(Config& c, const ConfigSources& s) {
+// Fills the defaults that depend on other keys, then checks relations between keys.
+void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   if (m.num_heads % m.num_kv_heads != 0)
     relation_error(s, "model.num_kv_heads",
@@ -116,24 +117,34 @@ void validate(Config& c, const ConfigSources& s) {
   if (d.source == "passkey") {
     if (d.passkey.min_doc_len > d.passkey.max_doc_len)
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be <= data.passkey.max_doc_len");
-    if (m.vocab_size < 64)
+    const int64_t needed = 5 + 10 * d.passkey.digits + 32;  // specials, digit alphabets, some filler
+    if (m.vocab_size < needed)
       relation_error(s, "model.vocab_size", "model.vocab_size=" + std::to_string(m.vocab_size) +
-                                                " is too small for the passkey corpus: use at least 64");
+                                                " is too small for a passkey of " + std::to_string(d.passkey.digits) +
+                                                " digits: use at least " + std::to_string(needed));
     if (d.passkey.min_doc_len < 4 * d.passkey.digits + 16)
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be >= 4 * digits + 16 = " +
                                                         std::to_string(4 * d.passkey.digits + 16));
   }
   auto& t = c.train;
   if (t.global_batch_tokens == 0) t.global_batch_tokens = d.seq_len * t.micro_batch_size;
-  if (t.global_batch_tokens % d.seq_len != 0)
-    relation_error(s, "train.global_batch_tokens",
-                   "train.global_batch_tokens=" + std::to_string(t.global_batch_tokens) +
-                       " is not a multiple of data.seq_len=" + std::to_string(d.seq_len) + ": use for example " +
-                       std::to_string(std::max<int64_t>(1, t.global_batch_tokens / d.seq_len) * d.seq_len));
-  if (c.sequences_per_step() % t.micro_batch_size != 0)
-    relation_error(s, "train.micro_batch_size",
-                   "train.micro_batch_size=" + std::to_string(t.micro_batch_size) + " does not divide the " +
-                       std::to_string(c.sequences_per_step()) + " sequences of a step (global_batch_tokens / seq_len)");
+  for (size_t i = 0; i <= d.curriculum.size(); ++i) {  // every stage, then the final length
+    const bool final = i == d.curriculum.size();
+    const int64_t length = final ? d.seq_len : d.curriculum[i].seq_len;
+    const std::string key = final ? "data.seq_len" : "data.curriculum[" + std::to_string(i) + "].seq_len";
+    if (!final && i > 0 && d.curriculum[i].until_step <= d.curriculum[i - 1].until_step)
+      relation_error(s, "data.curriculum", "data.curriculum: until_step must increase from stage to stage");
+    if (t.global_batch_tokens % length != 0)
+      relation_error(s, "train.global_batch_tokens",
+                     "train.global_batch_tokens=" + std::to_string(t.global_batch_tokens) + " is not a multiple of " +
+                         key + "=" + std::to_string(length) + ": use for example " +
+                         std::to_string(std::max<int64_t>(1, t.global_batch_tokens / length) * length));
+    if ((t.global_batch_tokens / length) % t.micro_batch_size != 0)
+      relation_error(s, "train.micro_batch_size",
+                     "train.micro_batch_size=" + std::to_string(t.micro_batch_size) + " does not divide the " +
+                         std::to_string(t.global_batch_tokens / length) + " sequences of a step at " + key + "=" +
+                         std::to_string(length) + " (global_batch_tokens / seq_len)");
+  }
   if (t.min_lr > t.lr)
     relation_error(s, "train.min_lr", "train.min_lr=" + std::to_string(t.min_lr) + " must be <= train.lr=" +
                                           std::to_string(t.lr));
@@ -156,6 +167,17 @@ class Printer {
     out_ << YAML::EndMap;
   }
 
+  template <class T>
+  void list(const char* key, std::vector<T>& values) {
+    out_ << YAML::Key << key << YAML::Value << YAML::BeginSeq;
+    for (auto& value : values) {
+      out_ << YAML::BeginMap;
+      visit(*this, value);
+      out_ << YAML::EndMap;
+    }
+    out_ << YAML::EndSeq;
+  }
+
  private:
   YAML::Emitter& out_;
 };
@@ -174,7 +196,7 @@ Config load_config(const std::string& recipe_path, const std::vector<std::string
   Section top(sources->root, "", sources);
   visit(top, config);
   top.finish();
-  validate(config, *sources);
+  complete_and_validate(config, *sources);
   return config;
 }
 

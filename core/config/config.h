@@ -35,6 +35,13 @@ struct PasskeyConfig {
   int64_t filler_sentences = 16;    // size of the bank of repeated filler sentences
 };
 
+// Shorter sequences first: until `until_step`, train at `seq_len` tokens
+// (tokens per step held constant), as long-context recipes grow the length.
+struct CurriculumStage {
+  int64_t until_step = 0;
+  int64_t seq_len = 0;
+};
+
 struct DataConfig {
   std::string source = "passkey";   // passkey | indexed
   std::string path;                 // indexed: prefix of <path>.bin / <path>.idx
@@ -44,6 +51,14 @@ struct DataConfig {
   bool reset_position_ids = true;   // positions restart at each document
   double eval_fraction = 0.01;      // indexed: share of documents held out for eval
   PasskeyConfig passkey;
+  std::vector<CurriculumStage> curriculum;  // stages by until_step; seq_len afterwards
+
+  // Sequence length of the (0-based) step.
+  int64_t seq_len_at(int64_t step) const {
+    for (const auto& stage : curriculum)
+      if (step < stage.until_step) return stage.seq_len;
+    return seq_len;
+  }
 };
 
 struct TrainConfig {
@@ -93,7 +108,7 @@ struct Config {
   EvalConfig eval;
 
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir + "/checkpoints" : checkpoint.dir; }
-  int64_t sequences_per_step() const { return train.global_batch_tokens / data.seq_len; }
+  int64_t sequences_per_step(int64_t step) const { return train.global_batch_tokens / data.seq_len_at(step); }
 };
 
 // Loads a recipe, applies `key.path=value` overrides, resolves the model

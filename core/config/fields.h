@@ -62,6 +62,12 @@ void visit(V& v, PasskeyConfig& p) {
 }
 
 template <class V>
+void visit(V& v, CurriculumStage& c) {
+  v.field("until_step", c.until_step, at_least<int64_t>(1));
+  v.field("seq_len", c.seq_len, at_least<int64_t>(8));
+}
+
+template <class V>
 void visit(V& v, DataConfig& d) {
   v.field("source", d.source, one_of({"passkey", "indexed"}));
   v.field("path", d.path);
@@ -71,6 +77,7 @@ void visit(V& v, DataConfig& d) {
   v.field("reset_position_ids", d.reset_position_ids);
   v.field("eval_fraction", d.eval_fraction, in_range<double>(0.0, 0.5));
   v.section("passkey", d.passkey);
+  v.list("curriculum", d.curriculum);
 }
 
 template <class V>

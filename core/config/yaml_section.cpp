@@ -117,8 +117,16 @@ void Section::read(const char* key, T& value, const Check<T>& check, const char*
   if (!check) return;
   std::string problem = check(value);
   if (problem.empty()) return;
-  if (!present) fail(sources_->locate(path) + path + " is required: " + problem);
+  // A missing key is reported after the unknown ones: a typo is the likelier cause.
+  if (!present) {
+    if (missing_.empty()) missing_ = sources_->locate(path) + path + " is required: " + problem;
+    return;
+  }
   fail(sources_->locate(path) + path + ": got " + YAML::Dump(child) + ", " + problem);
+}
+
+void Section::fail_at(const std::string& key, const std::string& message) const {
+  fail(sources_->locate(join(key)) + join(key) + ": " + message);
 }
 
 void Section::field(const char* key, int64_t& value, const Check<int64_t>& check) {
@@ -135,8 +143,7 @@ void Section::field(const char* key, std::string& value, const Check<std::string
 }
 
 void Section::finish() const {
-  if (!node_.IsMap()) return;
-  for (const auto& item : node_) {
+  for (const auto& item : node_.IsMap() ? node_ : YAML::Node(YAML::NodeType::Map)) {
     const std::string key = item.first.as<std::string>();
     if (seen_.count(key)) continue;
     std::string best;
@@ -150,6 +157,7 @@ void Section::finish() const {
     fail(sources_->locate(join(key), item.first.Mark()) + "unknown key '" + join(key) + "'" +
          (best.empty() ? "" : " (did you mean '" + join(best) + "'?)") + "; valid keys here: " + valid);
   }
+  if (!missing_.empty()) fail(missing_);
 }
 
 }  // namespace lt

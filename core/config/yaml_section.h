@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace lt {
 
@@ -44,10 +45,27 @@ class Section {
     child.finish();
   }
 
+  // A list of mappings, each read like a section ("key[i].field").
+  template <class T>
+  void list(const char* key, std::vector<T>& values) {
+    seen_.insert(key);
+    const YAML::Node node = static_cast<const YAML::Node&>(node_)[key];
+    if (!node.IsDefined() || node.IsNull()) return;
+    if (!node.IsSequence()) fail_at(key, "expected a list of mappings (- key: value)");
+    values.clear();
+    for (size_t i = 0; i < node.size(); ++i) {
+      Section child(node[i], join(key) + "[" + std::to_string(i) + "]", sources_);
+      values.emplace_back();
+      visit(child, values.back());
+      child.finish();
+    }
+  }
+
   // Rejects keys no field asked for, suggesting the nearest valid one.
   void finish() const;
 
  private:
+  [[noreturn]] void fail_at(const std::string& key, const std::string& message) const;
   template <class T>
   void read(const char* key, T& value, const Check<T>& check, const char* type_name,
             bool (*parse)(const std::string&, T&));
@@ -57,6 +75,7 @@ class Section {
   std::string path_;
   std::shared_ptr<const ConfigSources> sources_;
   std::set<std::string> seen_;
+  std::string missing_;  // the first required key that is absent
 };
 
 }  // namespace lt

@@ -27,7 +27,7 @@ class IndexedSource : public DocumentSource {
            (split == Split::Train ? "training" : "evaluation") + "; adjust data.eval_fraction");
   }
 
-  std::vector<int64_t> document(int64_t index) const override {
+  std::vector<int64_t> document(int64_t index, int64_t /*max_length*/) const override {
     const int64_t epoch = index / count_, local = index % count_;
     std::vector<int64_t> tokens;
     {

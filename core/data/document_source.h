@@ -1,5 +1,8 @@
 // An endless, deterministic stream of documents: document(i) depends only on
-// i and the seed, so a data position is one integer and resuming is exact.
+// i, the seed and `max_length`, so a data position is one integer and
+// resuming is exact. Sources that generate documents (the passkey corpus)
+// keep them within `max_length`, the current sequence length; stored
+// documents are what they are.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -12,7 +15,7 @@ namespace lt {
 class DocumentSource {
  public:
   virtual ~DocumentSource() = default;
-  virtual std::vector<int64_t> document(int64_t index) const = 0;
+  virtual std::vector<int64_t> document(int64_t index, int64_t max_length) const = 0;
 };
 
 enum class Split { Train, Eval };

@@ -17,20 +17,21 @@ Batch Batch::to(const at::Device& device) const {
 Packer::Packer(const DocumentSource& source, const DataConfig& config, DataPosition start)
     : source_(source), config_(config), position_(start) {}
 
-const std::vector<int64_t>& Packer::current() {
-  if (doc_loaded_ != position_.document) {
-    doc_ = source_.document(position_.document);
+const std::vector<int64_t>& Packer::current(int64_t length) {
+  if (doc_loaded_ != position_.document || doc_loaded_length_ != length) {
+    doc_ = source_.document(position_.document, length);
     doc_loaded_ = position_.document;
+    doc_loaded_length_ = length;
   }
   return doc_;
 }
 
-void Packer::fill_sequence(int64_t* tokens, int64_t* labels, int64_t* positions, int64_t* documents) {
-  const int64_t length = config_.seq_len;
+void Packer::fill_sequence(int64_t length, int64_t* tokens, int64_t* labels, int64_t* positions,
+                           int64_t* documents) {
   const bool whole = config_.packing == "whole";
   int64_t filled = 0, segment = 0;
   while (filled < length) {
-    const auto& doc = current();
+    const auto& doc = current(length);
     const int64_t remaining = static_cast<int64_t>(doc.size()) - position_.offset;
     // "whole": a document that does not fit starts the next sequence (unless
     // it could never fit), and the rest of this one is padding.
@@ -57,13 +58,12 @@ void Packer::fill_sequence(int64_t* tokens, int64_t* labels, int64_t* positions,
   }
 }
 
-Batch Packer::next(int64_t sequences) {
-  const int64_t length = config_.seq_len;
+Batch Packer::next(int64_t sequences, int64_t length) {
   auto options = at::TensorOptions().dtype(at::kLong);
   Batch batch{at::empty({sequences, length}, options), at::empty({sequences, length}, options),
               at::empty({sequences, length}, options), at::empty({sequences, length}, options)};
   for (int64_t i = 0; i < sequences; ++i)
-    fill_sequence(batch.tokens[i].data_ptr<int64_t>(), batch.labels[i].data_ptr<int64_t>(),
+    fill_sequence(length, batch.tokens[i].data_ptr<int64_t>(), batch.labels[i].data_ptr<int64_t>(),
                   batch.positions[i].data_ptr<int64_t>(), batch.documents[i].data_ptr<int64_t>());
   if (!config_.document_mask) batch.documents = at::Tensor();
   return batch;

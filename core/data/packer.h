@@ -19,18 +19,18 @@ class Packer {
  public:
   Packer(const DocumentSource& source, const DataConfig& config, DataPosition start = {});
 
-  Batch next(int64_t sequences);
+  Batch next(int64_t sequences, int64_t length);
   const DataPosition& position() const { return position_; }
 
  private:
-  void fill_sequence(int64_t* tokens, int64_t* labels, int64_t* positions, int64_t* documents);
-  const std::vector<int64_t>& current();
+  void fill_sequence(int64_t length, int64_t* tokens, int64_t* labels, int64_t* positions, int64_t* documents);
+  const std::vector<int64_t>& current(int64_t length);
 
   const DocumentSource& source_;
   DataConfig config_;
   DataPosition position_;
   std::vector<int64_t> doc_;
-  int64_t doc_loaded_ = -1;
+  int64_t doc_loaded_ = -1, doc_loaded_length_ = -1;
 };
 
 }  // namespace lt

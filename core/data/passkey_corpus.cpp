@@ -1,5 +1,7 @@
 #include "core/data/passkey_corpus.h"
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 namespace lt {
@@ -24,7 +26,7 @@ PasskeyCorpus::PasskeyCorpus(const PasskeyConfig& config, int64_t vocab_size, ui
   sentences_.resize(config.filler_sentences);
   for (auto& sentence : sentences_) {
     sentence.resize(uniform(g, 6, 16));
-    for (auto& token : sentence) token = uniform(g, passkey_tokens::kFirstFiller, vocab_size - 1);
+    for (auto& token : sentence) token = uniform(g, passkey_tokens::first_filler(config.digits), vocab_size - 1);
   }
 }
 
@@ -32,7 +34,7 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length) const {
   using namespace passkey_tokens;
   auto g = generator_for(seed_, index);
   std::vector<int64_t> key(config_.digits);
-  for (auto& d : key) d = kDigit0 + uniform(g, 0, 9);
+  for (int64_t place = 0; place < config_.digits; ++place) key[place] = kDigit0 + 10 * place + uniform(g, 0, 9);
 
   const int64_t filler = length - (2 * config_.digits + 6);
   const int64_t before = uniform(g, 0, filler);
@@ -60,10 +62,17 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length) const {
   return s;
 }
 
-std::vector<int64_t> PasskeyCorpus::document(int64_t index) const {
-  // The length comes from its own stream so sample() stays a pure function of (index, length).
+std::vector<int64_t> PasskeyCorpus::document(int64_t index, int64_t max_length) const {
+  // Lengths are log-uniform, long-tailed like real corpora: the many short
+  // documents teach retrieval fast, the long ones carry it to full length.
+  // They come from their own stream so sample() stays a function of (index, length).
   auto g = generator_for(seed_ ^ 0x1e9617ULL, index);
-  return sample(index, uniform(g, config_.min_doc_len, config_.max_doc_len)).tokens;
+  const double u = static_cast<double>(g() >> 11) / static_cast<double>(1ULL << 53);
+  const double low = std::log(static_cast<double>(config_.min_doc_len));
+  const int64_t longest = std::max(config_.min_doc_len, std::min(config_.max_doc_len, max_length));
+  const double high = std::log(static_cast<double>(longest) + 1.0);
+  const int64_t length = static_cast<int64_t>(std::exp(low + u * (high - low)));
+  return sample(index, std::clamp(length, config_.min_doc_len, longest)).tokens;
 }
 
 }  // namespace lt

@@ -10,13 +10,21 @@
 // Filler is drawn from a fixed bank of "sentences" (as the original repeats
 // "The grass is green. The sky is blue. ..."), so it is learnable and the
 // loss falls; the digits can only be predicted by retrieving them.
+//
+// Each place of the key has its own ten digit tokens (place i uses
+// kDigit0 + 10 i .. kDigit0 + 10 i + 9), so answering place i means finding
+// the one token of its alphabet anywhere in the context: a needle lookup a
+// small model learns in minutes on a CPU, where copying a key written in one
+// shared alphabet needs induction heads that take far longer to form.
 #pragma once
 #include "core/data/document_source.h"
 
 namespace lt {
 
 namespace passkey_tokens {
-constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kKey = 3, kQuery = 4, kDigit0 = 5, kFirstFiller = 15;
+constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kKey = 3, kQuery = 4, kDigit0 = 5;
+// Filler tokens follow the digit alphabets of every place.
+constexpr int64_t first_filler(int64_t digits) { return kDigit0 + 10 * digits; }
 }
 
 struct PasskeySample {
@@ -29,8 +37,8 @@ class PasskeyCorpus : public DocumentSource {
  public:
   PasskeyCorpus(const PasskeyConfig& config, int64_t vocab_size, uint64_t seed);
 
-  // Documents of random length in [min_doc_len, max_doc_len].
-  std::vector<int64_t> document(int64_t index) const override;
+  // Documents of log-uniform random length in [min_doc_len, min(max_doc_len, max_length)].
+  std::vector<int64_t> document(int64_t index, int64_t max_length) const override;
   // One sample of exactly `length` tokens (evaluation at a given context length).
   PasskeySample sample(int64_t index, int64_t length) const;
 

@@ -15,7 +15,8 @@ LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, cons
   LossResult result;
   double total = 0;
   for (int64_t done = 0; done < config.eval.sequences; done += config.train.micro_batch_size) {
-    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done)).to(device);
+    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done), config.data.seq_len)
+                     .to(device);
     total += loss_sum(model, batch).item<double>();
     result.tokens += batch.valid_tokens();
   }

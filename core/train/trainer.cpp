@@ -53,21 +53,19 @@ Trainer::Trainer(Config config)
   optimizer_ = std::make_unique<AdamW>(std::move(params), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
 }
 
-TrainState Trainer::resume() {
-  TrainState state;
+std::optional<std::string> Trainer::resume_point() const {
   checkpoints_.remove_partial();
-  std::optional<std::string> path;
-  if (config_.checkpoint.resume == "auto") path = checkpoints_.latest();
-  else if (config_.checkpoint.resume != "none") path = resolve_checkpoint(config_.checkpoint.resume);
-  logger_ = std::make_unique<Logger>(config_.run_dir, path.has_value());
-  if (!path) {
-    if (config_.checkpoint.resume == "auto") logger_->line("no checkpoint in " + config_.checkpoint_dir() + ", starting fresh");
-    return state;
-  }
-  load_checkpoint(*path, *model_, optimizer_.get(), &state);
+  if (config_.checkpoint.resume == "auto") return checkpoints_.latest();
+  if (config_.checkpoint.resume != "none") return resolve_checkpoint(config_.checkpoint.resume);
+  return std::nullopt;
+}
+
+TrainState Trainer::restore(const std::string& path) {
+  TrainState state;
+  load_checkpoint(path, *model_, optimizer_.get(), &state);
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.rng);
-  logger_->line("resumed from " + *path + " at step " + std::to_string(state.step));
+  logger_->line("resumed from " + path + " at step " + std::to_string(state.step));
   return state;
 }
 
@@ -102,16 +100,18 @@ double Trainer::step(const Batch& batch, double lr, double& grad_norm) {
   return total / valid;
 }
 
-void Trainer::log_step(int64_t step, double loss, double lr, double grad_norm, double seconds, int64_t tokens) {
+void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
+                       int64_t tokens) {
   const double tokens_per_s = tokens / seconds;
-  const double mfu = tokens_per_s * flops_per_token(config_.model, config_.data.seq_len) / peak_flops_;
+  const double mfu = tokens_per_s * flops_per_token(config_.model, length) / peak_flops_;
   const int64_t peak = peak_memory_bytes(device_);
   const double eta = elapsed_ / (step - first_step_) * (config_.train.steps - step);
-  logger_->line("step " + std::to_string(step) + "/" + std::to_string(config_.train.steps) + " | loss " +
+  logger_->line("step " + std::to_string(step) + "/" + std::to_string(config_.train.steps) + " | seq " +
+                std::to_string(length) + " | loss " +
                 format("%.4f", loss) + " | lr " + format("%.2e", lr) + " | grad " + format("%.3f", grad_norm) + " | " +
                 human_count(tokens_per_s) + " tok/s | MFU " + format("%.1f%%", 100 * mfu) + " | mem " +
                 human_bytes(peak) + " | ETA " + human_duration(eta));
-  logger_->metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+  logger_->metrics({{"step", step}, {"seq_len", length}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                     {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"peak_memory_bytes", peak},
                     {"elapsed_s", elapsed_}});
 }
@@ -137,7 +137,11 @@ void Trainer::evaluate(TrainResult& result) {
 }
 
 TrainResult Trainer::run() {
-  TrainState state = resume();
+  const auto resume_from = resume_point();
+  logger_ = std::make_unique<Logger>(config_.run_dir, resume_from.has_value());  // a resumed run appends
+  if (!resume_from && config_.checkpoint.resume == "auto")
+    logger_->line("no checkpoint in " + config_.checkpoint_dir() + ", starting fresh");
+  TrainState state = resume_from ? restore(*resume_from) : TrainState{};
   const std::string resolved = to_yaml(config_);
   std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
   logger_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
@@ -157,7 +161,8 @@ TrainResult Trainer::run() {
   double window_seconds = 0;
   for (int64_t s = state.step; s < config_.train.steps; ++s) {
     const auto start = std::chrono::steady_clock::now();
-    const Batch batch = packer.next(config_.sequences_per_step());
+    const int64_t length = config_.data.seq_len_at(s);
+    const Batch batch = packer.next(config_.sequences_per_step(s), length);
     const double lr = learning_rate(config_.train, s);
     double grad_norm = 0;
     const double loss = step(batch, lr, grad_norm);
@@ -169,7 +174,7 @@ TrainResult Trainer::run() {
     window_tokens += batch.tokens.numel();
     result.losses[s + 1] = loss;
     if ((s + 1) % config_.log.interval == 0 || s + 1 == config_.train.steps) {
-      log_step(s + 1, loss, lr, grad_norm, window_seconds, window_tokens);
+      log_step(s + 1, length, loss, lr, grad_norm, window_seconds, window_tokens);
       window_seconds = 0, window_tokens = 0;
     }
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||

@@ -31,8 +31,10 @@ class Trainer {
  private:
   double step(const Batch& batch, double lr, double& grad_norm);
   double clip_gradients();
-  TrainState resume();
-  void log_step(int64_t step, double loss, double lr, double grad_norm, double seconds, int64_t tokens);
+  std::optional<std::string> resume_point() const;
+  TrainState restore(const std::string& path);
+  void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
+                int64_t tokens);
   void evaluate(TrainResult& result);
 
   Config config_;

@@ -4,7 +4,7 @@ run="$LT_TEST_DIR/cli_mpirun"
 rm -rf "$run"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun --oversubscribe -np 1 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" > "$run.out"
-grep -q "step 4/4 | loss" "$run.out" || fail "no training under mpirun: $(cat "$run.out")"
+grep -q "step 4/4 | seq 256 | loss" "$run.out" || fail "no training under mpirun: $(cat "$run.out")"
 status=0
 mpirun --oversubscribe -np 1 "$LONGTRAIN" train recipes/tiny-passkey.yaml train.lr=fast 2> "$run.err" || status=$?
 [ "$status" -ne 0 ] || fail "mpirun hid the error exit"

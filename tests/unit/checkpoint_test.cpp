@@ -28,7 +28,6 @@ Config small_run(const std::string& dir, int64_t steps) {
   Config c;
   c.run_dir = dir;
   c.model = testing::tiny_model();
-  c.model.vocab_size = 64;
   c.data.seq_len = 64;
   c.data.passkey.min_doc_len = 40;
   c.data.passkey.max_doc_len = 90;

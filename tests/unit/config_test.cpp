@@ -46,7 +46,7 @@ TEST(Config, LoadsPresetAndRecipe) {
   EXPECT_EQ(c.model.hidden_size, 128);  // from configs/models/tiny.yaml
   EXPECT_EQ(c.data.seq_len, 512);
   EXPECT_EQ(c.train.global_batch_tokens, 2048);
-  EXPECT_EQ(c.sequences_per_step(), 4);
+  EXPECT_EQ(c.sequences_per_step(0), 4);
   EXPECT_EQ(c.checkpoint_dir(), "runs/x/checkpoints");
 }
 
@@ -60,8 +60,19 @@ TEST(Config, OverridesWinOverRecipeAndPreset) {
   EXPECT_EQ(c.checkpoint_dir(), "ck");
 }
 
+TEST(Config, Curriculum) {
+  auto c = load_config(write_recipe("ok.yaml", kValid),
+                       {"data.curriculum=[{until_step: 3, seq_len: 128}, {until_step: 6, seq_len: 256}]"});
+  ASSERT_EQ(c.data.curriculum.size(), 2u);
+  EXPECT_EQ(c.data.seq_len_at(0), 128);
+  EXPECT_EQ(c.data.seq_len_at(3), 256);
+  EXPECT_EQ(c.data.seq_len_at(6), 512);
+  EXPECT_EQ(c.sequences_per_step(0), 16);  // tokens per step held constant
+  EXPECT_EQ(c.sequences_per_step(9), 4);
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
-  auto c = load_config(write_recipe("ok.yaml", kValid));
+  auto c = load_config(write_recipe("ok.yaml", kValid), {"data.curriculum=[{until_step: 3, seq_len: 128}]"});
   auto again = load_config(write_recipe("resolved.yaml", to_yaml(c)));
   EXPECT_EQ(to_yaml(again), to_yaml(c));
 }
@@ -113,6 +124,13 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"SectionNotAMapping", "model:\n  preset: tiny\ntrain: [1, 2]\n", {}, {"r.yaml:3:8:", "train: expected a mapping"}},
         ErrorCase{"MissingRequiredKey", "model:\n  vocab_size: 100\n", {}, {"model.hidden_size is required"}},
         ErrorCase{"InvalidYaml", "model: {preset: tiny\n", {}, {"r.yaml:", "invalid YAML"}},
+        ErrorCase{"CurriculumNotAList", kBase, {"data.curriculum=5"}, {"data.curriculum: expected a list of mappings"}},
+        ErrorCase{"CurriculumUnknownKey", kBase, {"data.curriculum=[{until: 3, seq_len: 128}]"},
+                  {"unknown key 'data.curriculum[0].until'", "did you mean 'data.curriculum[0].until_step'"}},
+        ErrorCase{"CurriculumOrder", kBase, {"data.curriculum=[{until_step: 5, seq_len: 128}, {until_step: 2, seq_len: 256}]"},
+                  {"until_step must increase"}},
+        ErrorCase{"CurriculumLengthDoesNotDivideBatch", kBase, {"data.curriculum=[{until_step: 5, seq_len: 300}]"},
+                  {"not a multiple of data.curriculum[0].seq_len=300"}},
         ErrorCase{"UnknownTopLevelKey", kBase + "colour: red\n", {}, {"unknown key 'colour'", "valid keys here:"}}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
 

@@ -81,12 +81,13 @@ TEST(IndexedDataset, TokensOutsideTheVocabularyAreRefused) {
   data.path = prefix;
   data.eval_fraction = 0;
   auto source = make_document_source(data, 1000, 1, Split::Train);
-  expect_error([&] { for (int i = 0; i < 3; ++i) source->document(i); }, "token id 60000 is outside model.vocab_size=1000");
+  expect_error([&] { for (int i = 0; i < 3; ++i) source->document(i, 1024); }, "token id 60000 is outside model.vocab_size=1000");
 }
 
 TEST(Passkey, SamplesHoldTheirKeyAndAreDeterministic) {
   PasskeyConfig config;
   config.digits = 4;
+  config.min_doc_len = 64;
   PasskeyCorpus corpus(config, 256, 9);
   auto s = corpus.sample(3, 300);
   ASSERT_EQ(s.tokens.size(), 300u);
@@ -99,13 +100,14 @@ TEST(Passkey, SamplesHoldTheirKeyAndAreDeterministic) {
   for (int d = 0; d < 4; ++d) EXPECT_EQ(s.tokens[key + 1 + d], s.tokens[s.answer_start + d]);
   EXPECT_EQ(corpus.sample(3, 300).tokens, s.tokens);
   EXPECT_NE(corpus.sample(4, 300).tokens, s.tokens);
-  for (int64_t t : corpus.document(11)) EXPECT_LT(t, 256);
+  for (int64_t t : corpus.document(11, 1024)) EXPECT_LT(t, 256);
+  EXPECT_LE(corpus.document(12, 200).size(), 200u);  // generated within the current length
 }
 
 // A fixed document stream: document i is i+1 tokens long, token values 100*i + j.
 class CountingSource : public DocumentSource {
  public:
-  std::vector<int64_t> document(int64_t i) const override {
+  std::vector<int64_t> document(int64_t i, int64_t) const override {
     std::vector<int64_t> d(i + 1);
     for (int64_t j = 0; j <= i; ++j) d[j] = 100 * i + j;
     return d;
@@ -118,7 +120,7 @@ TEST(Packer, SplitPackingShiftsLabelsWithinDocuments) {
   config.seq_len = 8;
   config.packing = "split";
   Packer packer(source, config, {2, 0});  // documents 2 (3 tokens), 3 (4 tokens), 4 (5 tokens)...
-  auto b = packer.next(2);
+  auto b = packer.next(2, config.seq_len);
   // Sequence 0: [200 201 202 | 300 301 302 303 | 400], document 4 continues.
   EXPECT_TRUE(b.tokens[0].equal(at::tensor({200L, 201L, 202L, 300L, 301L, 302L, 303L, 400L})));
   EXPECT_TRUE(b.labels[0].equal(at::tensor({201L, 202L, kIgnoreIndex, 301L, 302L, 303L, kIgnoreIndex, 401L})));
@@ -135,7 +137,7 @@ TEST(Packer, WholePackingPadsInsteadOfSplitting) {
   config.seq_len = 8;
   config.packing = "whole";
   Packer packer(source, config, {2, 0});
-  auto b = packer.next(2);
+  auto b = packer.next(2, config.seq_len);
   // [200 201 202 | 300 301 302 303 | pad]: document 4 (5 tokens) does not fit.
   EXPECT_TRUE(b.tokens[0].narrow(0, 0, 7).equal(at::tensor({200L, 201L, 202L, 300L, 301L, 302L, 303L})));
   EXPECT_EQ(b.labels[0][7].item<int64_t>(), kIgnoreIndex);
@@ -148,12 +150,12 @@ TEST(Packer, ResumesFromItsPosition) {
   DataConfig config;
   config.seq_len = 16;
   Packer straight(source, config);
-  straight.next(3);
-  auto expected = straight.next(2);
+  straight.next(3, config.seq_len);
+  auto expected = straight.next(2, config.seq_len);
   Packer first(source, config);
-  first.next(3);
+  first.next(3, config.seq_len);
   Packer resumed(source, config, first.position());
-  auto got = resumed.next(2);
+  auto got = resumed.next(2, config.seq_len);
   EXPECT_TRUE(got.tokens.equal(expected.tokens));
   EXPECT_TRUE(got.labels.equal(expected.labels));
   EXPECT_TRUE(got.positions.equal(expected.positions));
@@ -165,7 +167,7 @@ TEST(Packer, WithoutDocumentMaskOrPositionReset) {
   config.seq_len = 6;
   config.document_mask = false;
   config.reset_position_ids = false;
-  auto b = Packer(source, config, {1, 0}).next(1);
+  auto b = Packer(source, config, {1, 0}).next(1, config.seq_len);
   EXPECT_FALSE(b.documents.defined());
   EXPECT_TRUE(b.positions[0].equal(at::arange(6, at::kLong)));
 }
