@@ -70,9 +70,10 @@ std::string ConfigSources::locate(const std::string& path, const YAML::Mark& mar
       file = it->second;
       break;
     }
-    auto dot = key.rfind('.');
-    if (dot == std::string::npos) break;
-    key.resize(dot);
+    // Up one level: "a.b[2]" -> "a.b" -> "a".
+    auto cut = key.back() == ']' ? key.rfind('[') : key.rfind('.');
+    if (cut == std::string::npos) break;
+    key.resize(cut);
   }
   if (file.rfind("command line", 0) == 0 || mark.is_null()) return file + ": ";
   return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1) + ": ";
@@ -149,7 +150,7 @@ void Section::finish() const {
     std::string best;
     size_t best_distance = 4;  // suggest only plausible typos
     for (const auto& known : seen_) {
-      size_t d = edit_distance(key, known);
+      size_t d = known.rfind(key, 0) == 0 ? 1 : edit_distance(key, known);  // a prefix is a near miss too
       if (d < best_distance) best_distance = d, best = known;
     }
     std::string valid;
