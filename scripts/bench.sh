@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Single-process training throughput: longtrain against a plain PyTorch loop
 # of the same ~59M-parameter Llama in Python (same torch wheel, so the same
-# kernels), at 2K and 8K tokens, in this one invocation. Writes
-# tests/bench/results/train_throughput.json and prints the README table.
+# kernels), at 2K and 8K tokens, in this one invocation; then the attention
+# kernels against each other. Writes tests/bench/results/*.json and prints
+# the README tables.
 #   scripts/bench.sh [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
-scripts/build.sh --target lt_bench_train > /dev/null
+scripts/build.sh --target lt_bench_train --target lt_bench_attention > /dev/null
 limit=$((16 << 30))  # the baseline's address space: its naive attention fails cleanly instead of swapping
 runs=()
 for seq in 2048 8192; do
@@ -23,3 +24,6 @@ for seq in 2048 8192; do
 done
 printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py --command "scripts/bench.sh $steps" \
   --out tests/bench/results/train_throughput.json
+
+build/lt_bench_attention 2048 8192 | python3 tests/bench/report.py --attention --command "scripts/bench.sh $steps" \
+  --out tests/bench/results/attention_kernels.json

@@ -2,8 +2,6 @@
 
 #include <ATen/Parallel.h>
 
-#include <cmath>
-#include <cstdio>
 #include <iostream>
 
 #include "core/checkpoint/checkpoint.h"
@@ -109,18 +107,11 @@ int run_eval(const Args& args) {
   load_checkpoint(path, *model, nullptr, nullptr);
   model->to(device);
   model->eval();
-  std::printf("checkpoint: %s\n", path.c_str());
-  if (config.eval.sequences > 0) {
-    auto loss = evaluate_loss(*model, config, device);
-    std::printf("eval: loss %.4f | perplexity %.2f over %lld tokens\n", loss.loss, loss.perplexity,
-                static_cast<long long>(loss.tokens));
-  }
-  if (config.data.source == "passkey" && config.eval.passkey_samples > 0) {
-    auto passkey = evaluate_passkey(*model, config, config.data.seq_len, device);
-    std::printf("passkey retrieval at %lld tokens: exact %.1f%% (chance %.4g%%), digits %.1f%% (chance 10%%)\n",
-                static_cast<long long>(passkey.length), 100 * passkey.exact_match,
-                100 * std::pow(0.1, config.data.passkey.digits), 100 * passkey.digit_accuracy);
-  }
+  std::cout << "checkpoint: " << path << "\n";
+  if (config.eval.sequences > 0) std::cout << describe(evaluate_loss(*model, config, device)) << "\n";
+  if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
+    std::cout << describe(evaluate_passkey(*model, config, config.data.seq_len, device), config.data.passkey.digits)
+              << "\n";
   return 0;
 }
 

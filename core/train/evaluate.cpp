@@ -1,12 +1,36 @@
 #include "core/train/evaluate.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "core/data/packer.h"
 #include "core/data/passkey_corpus.h"
 #include "core/train/loss.h"
 
 namespace lt {
+
+namespace {
+
+std::string percent(double fraction, const char* pattern = "%.1f%%") {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), pattern, 100 * fraction);
+  return buffer;
+}
+
+}  // namespace
+
+std::string describe(const LossResult& r) {
+  char buffer[128];
+  std::snprintf(buffer, sizeof(buffer), "eval: loss %.4f | perplexity %.2f over %lld tokens", r.loss, r.perplexity,
+                static_cast<long long>(r.tokens));
+  return buffer;
+}
+
+std::string describe(const PasskeyResult& r, int64_t digits) {
+  return "passkey retrieval at " + std::to_string(r.length) + " tokens: exact " + percent(r.exact_match) +
+         " (chance " + percent(std::pow(0.1, digits), "%.4g%%") + "), digits " + percent(r.digit_accuracy) +
+         " (chance 10%) over " + std::to_string(r.samples) + " samples";
+}
 
 LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device) {
   at::NoGradGuard no_grad;

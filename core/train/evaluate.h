@@ -17,6 +17,10 @@ struct PasskeyResult {
   int64_t length = 0;
 };
 
+// One-line summaries, as the trainer and `longtrain eval` print them.
+std::string describe(const LossResult& result);
+std::string describe(const PasskeyResult& result, int64_t digits);
+
 LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device);
 PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config, int64_t length,
                                const at::Device& device);

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 
 #include "core/data/packer.h"
@@ -119,17 +118,12 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
 void Trainer::evaluate(TrainResult& result) {
   if (config_.eval.sequences > 0) {
     result.eval = evaluate_loss(*model_, config_, device_);
-    logger_->line("eval: loss " + format("%.4f", result.eval->loss) + " | perplexity " +
-                  format("%.2f", result.eval->perplexity) + " over " + std::to_string(result.eval->tokens) + " tokens");
+    logger_->line(describe(*result.eval));
     logger_->metrics({{"eval_loss", result.eval->loss}, {"eval_perplexity", result.eval->perplexity}});
   }
   if (config_.data.source == "passkey" && config_.eval.passkey_samples > 0) {
     result.passkey = evaluate_passkey(*model_, config_, config_.data.seq_len, device_);
-    const double chance = std::pow(0.1, config_.data.passkey.digits);
-    logger_->line("passkey retrieval at " + std::to_string(result.passkey->length) + " tokens: exact " +
-                  format("%.1f%%", 100 * result.passkey->exact_match) + " (chance " + format("%.4g%%", 100 * chance) +
-                  "), digits " + format("%.1f%%", 100 * result.passkey->digit_accuracy) + " (chance 10%) over " +
-                  std::to_string(result.passkey->samples) + " samples");
+    logger_->line(describe(*result.passkey, config_.data.passkey.digits));
     logger_->metrics({{"passkey_length", result.passkey->length},
                       {"passkey_exact", result.passkey->exact_match},
                       {"passkey_digit_accuracy", result.passkey->digit_accuracy}});

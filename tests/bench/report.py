@@ -1,5 +1,6 @@
 """Combines benchmark JSON lines (stdin) into a results file with ratios
-against the baselines of the same invocation, and prints a Markdown table."""
+against the baselines of the same invocation, and prints a Markdown table.
+--attention: the lines are attention-kernel timings (lt_bench_attention)."""
 import argparse
 import datetime
 import json
@@ -11,9 +12,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--command", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--attention", action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    if a.attention:
+        attention_report(a, runs, cpu)
+        return
     rows = []
     for run in runs:
         if run["impl"] == "longtrain":
@@ -37,6 +42,16 @@ def main():
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "only longtrain runs"
         print(f"| {r['seq']} | {r['baseline']} | {r['longtrain_tokens_per_s']:.0f} | {100 * r['longtrain_mfu']:.1f}% "
               f"| {base} | {speed} | {gib(r['longtrain_peak_memory_bytes'])} | {gib(r['baseline_peak_memory_bytes'])} |")
+
+
+def attention_report(a, runs, cpu):
+    with open(a.out, "w") as f:
+        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
+    print("| seq | documents | flash fwd+bwd | blockwise fwd+bwd | flash speedup |")
+    print("|---|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['seq']} | {'4 packed' if r['documents'] else 'one'} | {r['flash_s'] * 1e3:.0f} ms "
+              f"| {r['blockwise_s'] * 1e3:.0f} ms | {r['flash_speedup']:.2f}x |")
 
 
 if __name__ == "__main__":
