@@ -94,6 +94,8 @@ struct ErrorCase {
   std::vector<std::string> fragments;
 };
 
+void PrintTo(const ErrorCase& c, std::ostream* out) { *out << c.name; }
+
 class ConfigErrors : public ::testing::TestWithParam<ErrorCase> {};
 
 TEST_P(ConfigErrors, NameFileKeyAndFix) {
