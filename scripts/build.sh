@@ -2,8 +2,14 @@
 # Configures and builds longtrain into build/ (build/longtrain is the program).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" > build.configure.log 2>&1 ||
+# LibTorch from the torch wheel; without one (or with LT_TORCH=debian) CMake
+# finds Debian's libtorch-dev in the system paths.
+prefix=""
+if [ "${LT_TORCH:-wheel}" != "debian" ]; then
+  prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+fi
+build=${LT_BUILD_DIR:-build}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" > build.configure.log 2>&1 ||
   { cat build.configure.log; exit 1; }
 grep "longtrain:" build.configure.log || true
-cmake --build build -j "$(nproc)" "$@"
+cmake --build "$build" -j "$(nproc)" "$@"

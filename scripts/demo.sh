@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh --target longtrain
 exec build/longtrain train recipes/tiny-passkey.yaml "$@"

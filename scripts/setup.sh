@@ -24,19 +24,32 @@ else
   echo "setup: Debian packages present"
 fi
 
+# LibTorch: PyPI's torch wheel at the pinned version. Where it cannot be had,
+# or with LT_TORCH=debian, Debian's libtorch-dev 1.13 instead: older, with no
+# fused attention kernels (the blockwise kernel serves), and it needs OpenBLAS
+# as the BLAS alternative or its matrix products run ~13x slower.
+install_debian_torch() {
+  echo "setup: installing the fallback LibTorch: Debian's libtorch-dev with libopenblas0-openmp"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    libtorch-dev libopenblas0-openmp > /dev/null
+  # Select OpenBLAS for the BLAS and LAPACK alternatives LibTorch loads.
+  for lib in libblas.so.3 liblapack.so.3; do
+    choice=$(update-alternatives --list "$lib-x86_64-linux-gnu" 2>/dev/null | grep openblas-openmp | head -1 || true)
+    [ -n "$choice" ] && $SUDO update-alternatives --set "$lib-x86_64-linux-gnu" "$choice" > /dev/null
+  done
+}
+
 installed_torch=$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
-if [ "$installed_torch" = "$TORCH_VERSION" ]; then
+if [ "${LT_TORCH:-wheel}" = "debian" ]; then
+  install_debian_torch
+elif [ "$installed_torch" = "$TORCH_VERSION" ]; then
   echo "setup: torch $TORCH_VERSION present"
 else
   echo "setup: installing torch==$TORCH_VERSION from PyPI (was: ${installed_torch:-none})"
   # Debian's own python refuses pip installs unless told otherwise (PEP 668).
   if ! PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q "torch==$TORCH_VERSION"; then
-    cat >&2 <<MSG
-setup: error: could not install torch==$TORCH_VERSION from PyPI.
-  longtrain needs LibTorch 2.x; check that PyPI is reachable and python3 -m pip works.
-  Debian's libtorch-dev (1.13) is older than the 2.x API longtrain is written against
-  (fused flash-attention kernels), so it is not a working substitute.
-MSG
-    exit 1
+    echo "setup: warning: could not install torch==$TORCH_VERSION from PyPI; falling back to Debian's" \
+         "libtorch-dev 1.13 (slower: no fused attention kernels)" >&2
+    install_debian_torch
   fi
 fi

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
-cd build
+cd "${LT_BUILD_DIR:-build}"
 # One test at a time: each uses every core.
 ctest --output-on-failure --timeout 900 "$@"

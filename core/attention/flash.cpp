@@ -2,9 +2,13 @@
 
 #include <vector>
 
+#include "core/util/error.h"
+#include "core/util/torch_version.h"
+
 namespace lt {
 
 bool flash_available(const at::Tensor& q) {
+  if (!LT_HAS_FUSED_FLASH_ATTENTION) return false;
   if (q.device().is_cpu()) return true;
   return q.device().is_cuda() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf);
 }
@@ -13,6 +17,9 @@ AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const 
   // The kernels take [batch, heads, seq, head_dim].
   auto qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
   at::Tensor out, lse;
+#if !LT_HAS_FUSED_FLASH_ATTENTION
+  fail("attention: this LibTorch has no fused flash kernel; use model.attention: blockwise");
+#else
   if (q.device().is_cpu()) {
     std::tie(out, lse) = at::_scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, 0.0, causal);
   } else {
@@ -20,6 +27,7 @@ AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const 
     out = std::get<0>(result);
     lse = std::get<1>(result);
   }
+#endif
   return {out.transpose(1, 2), lse.to(at::kFloat)};
 }
 

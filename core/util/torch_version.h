@@ -1,9 +1,14 @@
-// The one place where LibTorch version differences are gated.
+// The one place where LibTorch version differences are gated. longtrain is
+// written against LibTorch 2.x (PyPI's torch wheel); Debian's libtorch-dev
+// 1.13 is the fallback where the wheel cannot be had, without the fused
+// attention kernels (the blockwise kernel serves every case there).
 #pragma once
 #include <torch/version.h>
 
 #define LT_TORCH_AT_LEAST(major, minor) \
-  (TORCH_VERSION_MAJOR > (major) ||     \
-   (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
-static_assert(TORCH_VERSION_MAJOR >= 2, "longtrain needs LibTorch 2.x");
+static_assert(LT_TORCH_AT_LEAST(1, 13), "longtrain needs LibTorch 2.x (or Debian's 1.13 as a fallback)");
+
+// at::_scaled_dot_product_flash_attention_for_cpu and its backward.
+#define LT_HAS_FUSED_FLASH_ATTENTION LT_TORCH_AT_LEAST(2, 2)
