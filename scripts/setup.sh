@@ -2,10 +2,12 @@
 # Installs what longtrain needs to build and run, and only what is missing:
 # Debian packages (compiler, CMake, OpenMPI, yaml-cpp, GoogleTest,
 # nlohmann-json, ccache) and LibTorch from PyPI's torch wheel at a pinned
-# version. Safe to run any number of times.
+# version; with --tests also the reference implementations the tests compare
+# against. Safe to run any number of times.
 set -euo pipefail
 
 TORCH_VERSION=2.11.0   # the version of the GPU machines' PyTorch; keep in step with DESIGN.md
+MEGATRON_CORE_VERSION=0.16.1   # test oracle only (scripts/setup.sh --tests)
 DEBS=(g++ cmake make python3 python3-pip openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev
       nlohmann-json3-dev ccache)
 
@@ -51,5 +53,19 @@ else
     echo "setup: warning: could not install torch==$TORCH_VERSION from PyPI; falling back to Debian's" \
          "libtorch-dev 1.13 (slower: no fused attention kernels)" >&2
     install_debian_torch
+  fi
+fi
+
+if [ "${1:-}" = "--tests" ]; then
+  # Reference implementations the tests compare against (never used by
+  # longtrain itself). They need the torch wheel; pin it so pip keeps ours.
+  if python3 -c 'import numpy, megatron.core' 2>/dev/null; then
+    echo "setup: test oracles present (megatron-core)"
+  elif python3 -c 'import torch' 2>/dev/null; then
+    echo "setup: installing test oracles from PyPI: numpy megatron-core==$MEGATRON_CORE_VERSION"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q numpy "megatron-core==$MEGATRON_CORE_VERSION" \
+      "torch==$TORCH_VERSION" || echo "setup: warning: could not install megatron-core; its oracle test will be skipped" >&2
+  else
+    echo "setup: no torch wheel, so no megatron-core: its oracle test will be skipped"
   fi
 fi

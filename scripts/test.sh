@@ -3,7 +3,7 @@
 # through ctest. Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 scripts/build.sh
 cd "${LT_BUILD_DIR:-build}"
 # One test at a time: each uses every core.

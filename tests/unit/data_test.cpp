@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/data/indexed_dataset.h"
 #include "core/data/packer.h"
@@ -49,6 +50,20 @@ void expect_error(const std::function<void()>& body, const std::string& fragment
     ADD_FAILURE() << "no error; expected one containing: " << fragment;
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+// Files written by megatron-core's own builder (tests/oracle/megatron_write.py);
+// ctest's IndexedDataset.MegatronCoreOracle makes them and names the folder.
+TEST(IndexedDataset, ReadsWhatMegatronCoreWrites) {
+  const char* dir = std::getenv("LT_MEGATRON_ORACLE_DIR");
+  if (!dir) GTEST_SKIP() << "run through ctest's IndexedDataset.MegatronCoreOracle";
+  auto documents = nlohmann::json::parse(std::ifstream(std::string(dir) + "/documents.json"));
+  for (const char* name : {"uint16", "int32"}) {
+    IndexedDataset dataset(std::string(dir) + "/" + name);
+    ASSERT_EQ(dataset.num_documents(), static_cast<int64_t>(documents.size())) << name;
+    for (size_t i = 0; i < documents.size(); ++i)
+      EXPECT_EQ(dataset.document(i), documents[i].get<std::vector<int64_t>>()) << name << " document " << i;
   }
 }
 
