@@ -86,8 +86,16 @@ std::string ConfigSources::locate(const std::string& path) const {
   for (size_t start = 0; start <= path.size();) {
     size_t dot = path.find('.', start);
     std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (!node.IsMap() || !node[part]) break;
-    node = node[part];
+    // "name[i]" is item i of the list under name.
+    const auto bracket = part.find('[');
+    const std::string name = part.substr(0, bracket);
+    if (!node.IsMap() || !node[name]) break;
+    node = node[name];
+    if (bracket != std::string::npos) {
+      const size_t item = std::stoul(part.substr(bracket + 1));
+      if (!node.IsSequence() || item >= node.size()) break;
+      node = node[item];
+    }
     mark = node.Mark();
     if (dot == std::string::npos) break;
     start = dot + 1;

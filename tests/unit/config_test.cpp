@@ -133,6 +133,8 @@ INSTANTIATE_TEST_SUITE_P(
                   {"until_step must increase"}},
         ErrorCase{"CurriculumLengthDoesNotDivideBatch", kBase, {"data.curriculum=[{until_step: 5, seq_len: 300}]"},
                   {"not a multiple of data.curriculum[0].seq_len=300"}},
+        ErrorCase{"CurriculumItemLocated", kBase.substr(0, kBase.find("train:")) + "  curriculum:\n    - {until_step: 0, seq_len: 128}\n" + kBase.substr(kBase.find("train:")), {},
+                  {"r.yaml:7:20:", "data.curriculum[0].until_step: got 0, must be >= 1"}},
         ErrorCase{"UnknownTopLevelKey", kBase + "colour: red\n", {}, {"unknown key 'colour'", "valid keys here:"}}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
 
