@@ -115,16 +115,16 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
   fs::remove_all(temp);
   fs::create_directories(temp);
 
-  save_safetensors(temp + "/model.safetensors", model_tensors(model), {{"format", "pt"}});
-  save_safetensors(temp + "/optimizer.safetensors", optimizer.state());
+  const auto weights = save_safetensors(temp + "/model.safetensors", model_tensors(model), {{"format", "pt"}});
+  const auto moments = save_safetensors(temp + "/optimizer.safetensors", optimizer.state());
   nlohmann::ordered_json manifest = {{"format", kFormat},
                                      {"version", kVersion},
                                      {"step", state.step},
                                      {"optimizer_steps", optimizer.steps()},
                                      {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
                                      {"rng_cpu", to_hex(state.rng)}};
-  for (const char* name : {"model.safetensors", "optimizer.safetensors"})
-    manifest["files"][name] = {{"bytes", fs::file_size(temp + "/" + name)}, {"checksum", file_checksum(temp + "/" + name)}};
+  for (const auto& [name, file] : {std::pair{"model.safetensors", weights}, std::pair{"optimizer.safetensors", moments}})
+    manifest["files"][name] = {{"bytes", file.bytes}, {"checksum", file.checksum}};
   write_text_synced(temp + "/manifest.json", manifest.dump(2));
   sync_directory(temp);
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "core/util/mapped_file.h"
 
@@ -32,15 +33,16 @@ at::ScalarType dtype_from(const std::string& path, const std::string& name) {
   fail(path + ": unsupported dtype '" + name + "'");
 }
 
-void write_all(std::FILE* f, const void* data, size_t size, const std::string& path) {
+void write_all(std::FILE* f, const void* data, size_t size, const std::string& path, Checksum& sum) {
   if (size && std::fwrite(data, 1, size, f) != size)
     fail(path + ": write failed: " + std::strerror(errno) + " (is the disk full?)");
+  sum.update(data, size);
 }
 
 }  // namespace
 
-void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+WrittenFile save_safetensors(const std::string& path, const NamedTensors& tensors,
+                             const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> host;
@@ -59,12 +61,14 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) fail(path + ": cannot create: " + std::strerror(errno));
-  write_all(f, &length, sizeof(length), path);
-  write_all(f, text.data(), text.size(), path);
-  for (const auto& t : host) write_all(f, t.data_ptr(), t.numel() * t.element_size(), path);
+  Checksum sum;
+  write_all(f, &length, sizeof(length), path, sum);
+  write_all(f, text.data(), text.size(), path, sum);
+  for (const auto& t : host) write_all(f, t.data_ptr(), t.numel() * t.element_size(), path, sum);
   const bool ok = std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   std::fclose(f);
   if (!ok) fail(path + ": flush failed: " + std::strerror(errno) + " (is the disk full?)");
+  return {sizeof(length) + text.size() + offset, sum.hex()};
 }
 
 std::map<std::string, at::Tensor> load_safetensors(const std::string& path) {

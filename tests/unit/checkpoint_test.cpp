@@ -9,6 +9,7 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/train/trainer.h"
+#include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "tests/support/reference.h"
 
@@ -45,13 +46,29 @@ Config small_run(const std::string& dir, int64_t steps) {
   return c;
 }
 
+TEST(Checksum, StreamingEqualsWhole) {
+  std::vector<uint8_t> bytes(1001);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 37 + 11);
+  Checksum whole, pieces;
+  whole.update(bytes.data(), bytes.size());
+  for (size_t start = 0, step = 1; start < bytes.size(); start += step, step = step % 13 + 2)
+    pieces.update(bytes.data() + start, std::min(step, bytes.size() - start));
+  EXPECT_EQ(pieces.hex(), whole.hex());
+  Checksum changed;
+  bytes[500] ^= 1;
+  changed.update(bytes.data(), bytes.size());
+  EXPECT_NE(changed.hex(), whole.hex());
+}
+
 TEST(Safetensors, RoundTripsDtypesAndShapes) {
   const auto path = temp_dir("st") + "/t.safetensors";
   NamedTensors tensors = {{"a", at::randn({3, 4})},
                           {"b", at::randn({5}).to(at::kBFloat16)},
                           {"c", at::arange(6, at::kLong).view({2, 3})},
                           {"scalar", at::tensor(1.5f)}};
-  save_safetensors(path, tensors, {{"format", "pt"}});
+  const auto written = save_safetensors(path, tensors, {{"format", "pt"}});
+  EXPECT_EQ(written.bytes, fs::file_size(path));
+  EXPECT_EQ(written.checksum, file_checksum(path));
   auto loaded = load_safetensors(path);
   ASSERT_EQ(loaded.size(), tensors.size());
   for (const auto& [name, t] : tensors) EXPECT_TRUE(loaded.at(name).equal(t)) << name;
