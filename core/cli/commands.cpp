@@ -101,7 +101,7 @@ int run_eval(const Args& args) {
   auto parsed = parse(args, "eval", true);
   const Config config = load_config(parsed.recipe, parsed.overrides);
   at::set_num_threads(static_cast<int>(default_threads(config.train.threads)));
-  const at::Device device = config.train.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::Device device = device_for(config.train.device);
   const std::string path = resolve_checkpoint(parsed.checkpoint);
   LlamaForCausalLM model(config.model);
   load_checkpoint(path, *model, nullptr, nullptr);

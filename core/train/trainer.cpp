@@ -17,15 +17,6 @@
 namespace lt {
 namespace {
 
-at::Device pick_device(const std::string& name) {
-  if (name == "cuda") {
-    if (!at::hasCUDA())
-      fail("train.device is 'cuda' but no CUDA device is visible to this process; use train.device=cpu");
-    return at::Device(at::kCUDA, 0);
-  }
-  return at::Device(at::kCPU);
-}
-
 std::string format(const char* pattern, double value) {
   char buffer[64];
   std::snprintf(buffer, sizeof(buffer), pattern, value);
@@ -39,7 +30,7 @@ double flops_per_token(const ModelConfig& model, int64_t seq_len) {
 }
 
 Trainer::Trainer(Config config)
-    : config_(std::move(config)), device_(pick_device(config_.train.device)),
+    : config_(std::move(config)), device_(device_for(config_.train.device)),
       checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep) {
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads)));
   at::manual_seed(config_.train.seed);

@@ -6,6 +6,8 @@
 #include <string>
 #include <thread>
 
+#include "core/util/error.h"
+
 #ifdef LT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -50,6 +52,13 @@ double measure_matmul_peak(const at::Device& device) {
     if (i > 0) best = std::max(best, 2.0 * n * n * n / seconds);
   }
   return best;
+}
+
+at::Device device_for(const std::string& name) {
+  if (name != "cuda") return at::Device(at::kCPU);
+  if (!at::hasCUDA())
+    fail("train.device is 'cuda' but no CUDA device is visible to this process; use train.device=cpu");
+  return at::Device(at::kCUDA, 0);
 }
 
 int64_t default_threads(int64_t requested) {

@@ -14,6 +14,9 @@ void reset_peak_memory(const at::Device& device);
 // Best-of-several fp32 (CPU) / bf16 (CUDA) square matrix products, FLOP/s.
 double measure_matmul_peak(const at::Device& device);
 
+// The device `train.device` names; fails clearly when it is not there.
+at::Device device_for(const std::string& name);
+
 // Intra-op threads: cores / ranks on this node unless `requested` > 0.
 int64_t default_threads(int64_t requested);
 

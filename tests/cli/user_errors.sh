@@ -14,6 +14,7 @@ expect_error "missing --checkpoint" "$LONGTRAIN" eval recipes/tiny-passkey.yaml
 expect_error "checkpoint not found" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$dir/none"
 expect_error "contains no complete checkpoint" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$dir"
 expect_error "no CUDA device is visible" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.device=cuda "run_dir=$dir/cuda"
+expect_error "no CUDA device is visible" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$LT_TEST_DIR/cli_train/checkpoints" train.device=cuda
 expect_error "cannot open" "$LONGTRAIN" train recipes/tiny-passkey.yaml data.source=indexed "data.path=$dir/missing" "run_dir=$dir/ix"
 "$LONGTRAIN" --help | grep -q "usage: longtrain" || fail "--help"
 "$LONGTRAIN" train --help | grep -q "usage: longtrain train" || fail "train --help"
