@@ -19,10 +19,11 @@ void Checksum::mix_word(const uint8_t* bytes) {
 void Checksum::update(const void* data, size_t size) {
   const auto* p = static_cast<const uint8_t*>(data);
   total_ += size;
-  // Words are taken at offsets that are multiples of 8 in the whole stream.
-  while (size > 0 && (pending_size_ > 0 || size < 8)) {
-    pending_[pending_size_++] = *p++;
-    --size;
+  // Words are taken at offsets that are multiples of 8 in the whole stream:
+  // first complete a word begun by an earlier update, then whole words, then
+  // keep the tail for the next update.
+  while (size > 0 && pending_size_ > 0) {
+    pending_[pending_size_++] = *p++, --size;
     if (pending_size_ == 8) mix_word(pending_), pending_size_ = 0;
   }
   for (; size >= 8; p += 8, size -= 8) mix_word(p);
