@@ -6,10 +6,9 @@
 //
 // As in the original prompt ("The pass key is 71432. ... What is the pass
 // key? The pass key is"), the question ends with the phrase that introduced
-// the key, so retrieval is what an induction head does.
-// Filler is drawn from a fixed bank of "sentences" (as the original repeats
-// "The grass is green. The sky is blue. ..."), so it is learnable and the
-// loss falls; the digits can only be predicted by retrieving them.
+// the key. Filler is drawn from a fixed bank of "sentences" (as the original
+// repeats "The grass is green. The sky is blue. ..."), so it is learnable and
+// the loss falls; the digits can only be predicted by retrieving them.
 //
 // Each place of the key has its own ten digit tokens (place i uses
 // kDigit0 + 10 i .. kDigit0 + 10 i + 9), so answering place i means finding
