@@ -1,6 +1,9 @@
 #include "tests/support/reference.h"
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 
 namespace lt::testing {
 
@@ -89,6 +92,30 @@ ModelConfig tiny_model(bool tied, bool bias) {
   c.attention_bias = bias;
   c.init_std = 0.1;
   c.attention_block = 16;
+  return c;
+}
+
+std::string scratch_dir(const std::string& suite, const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("lt_" + suite + "_" + std::to_string(::getpid())) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+Config tiny_run(const std::string& run_dir, int64_t steps) {
+  Config c;
+  c.run_dir = run_dir;
+  c.model = tiny_model();
+  c.data.seq_len = 64;
+  c.data.passkey.min_doc_len = 40;
+  c.data.passkey.max_doc_len = 90;
+  c.data.passkey.digits = 3;
+  c.train.steps = steps;
+  c.train.global_batch_tokens = 4 * 64;
+  c.train.lr = 1e-2;
+  c.train.threads = 1;
+  c.log.interval = 1;
+  c.eval.at_end = false;
   return c;
 }
 

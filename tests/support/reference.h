@@ -29,4 +29,11 @@ double relative_error(const at::Tensor& a, const at::Tensor& b);
 // A small, fast model config for tests.
 ModelConfig tiny_model(bool tied = false, bool bias = false);
 
+// An empty scratch directory <tmp>/lt_<suite>_<pid>/<name>.
+std::string scratch_dir(const std::string& suite, const std::string& name);
+
+// A few-second training run of tiny_model on 64-token passkey sequences
+// (4 a step), one thread, no evaluation, writing into run_dir.
+Config tiny_run(const std::string& run_dir, int64_t steps);
+
 }  // namespace lt::testing

@@ -18,31 +18,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("lt_ckpt_test_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string temp_dir(const std::string& name) { return testing::scratch_dir("ckpt_test", name); }
 
+// Checkpoints every 3 steps, with accumulation and a decaying LR.
 Config small_run(const std::string& dir, int64_t steps) {
-  Config c;
-  c.run_dir = dir;
-  c.model = testing::tiny_model();
-  c.data.seq_len = 64;
-  c.data.passkey.min_doc_len = 40;
-  c.data.passkey.max_doc_len = 90;
-  c.data.passkey.digits = 3;
-  c.train.steps = steps;
-  c.train.global_batch_tokens = 256;
+  Config c = testing::tiny_run(dir, steps);
   c.train.micro_batch_size = 2;
   c.train.warmup_steps = 2;
-  c.train.lr = 1e-2;
   c.train.min_lr = 1e-3;
-  c.train.threads = 1;
   c.checkpoint.interval = 3;
-  c.log.interval = 1;
-  c.eval.at_end = false;
   return c;
 }
 
@@ -105,7 +89,6 @@ void expect_refused(const std::string& checkpoint, const std::string& fragment) 
 TEST(Checkpoint, CorruptionIsDetected) {
   const auto dir = temp_dir("corrupt");
   Config c = small_run(dir, 3);
-  c.model = testing::tiny_model();
   Trainer(c).run();
   const auto step = dir + "/checkpoints/step_00000003";
   const auto backup = dir + "/backup";

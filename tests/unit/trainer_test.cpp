@@ -2,7 +2,6 @@
 // Megatron-format data goes end to end.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <random>
 
 #include "core/train/trainer.h"
@@ -12,25 +11,7 @@
 namespace lt {
 namespace {
 
-namespace fs = std::filesystem;
-
-Config base(const std::string& name) {
-  Config c;
-  c.run_dir = (fs::temp_directory_path() / ("lt_trainer_test_" + std::to_string(::getpid())) / name).string();
-  fs::remove_all(c.run_dir);
-  c.model = testing::tiny_model();
-  c.data.seq_len = 64;
-  c.data.passkey.min_doc_len = 40;
-  c.data.passkey.max_doc_len = 100;
-  c.data.passkey.digits = 3;
-  c.train.steps = 3;
-  c.train.global_batch_tokens = 4 * 64;
-  c.train.lr = 1e-2;
-  c.train.threads = 1;
-  c.log.interval = 1;
-  c.eval.at_end = false;
-  return c;
-}
+Config base(const std::string& name) { return testing::tiny_run(testing::scratch_dir("trainer_test", name), 3); }
 
 // Micro-batches of 1, 2 or 4 sequences: the same losses, step after step,
 // because every micro-batch is normalised by the whole batch's valid tokens.
@@ -57,7 +38,6 @@ TEST(Trainer, TrainsAndEvaluatesOnMegatronData) {
       for (auto& t : sentence) t = g() % c.model.vocab_size;
     }
   }
-  fs::create_directories(c.run_dir);
   testing::write_megatron_dataset(c.run_dir + "/corpus", docs, 8);
   c.data.source = "indexed";
   c.data.path = c.run_dir + "/corpus";
