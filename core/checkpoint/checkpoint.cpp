@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kFormat = "longtrain-checkpoint";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;  // 2: optimizer state in sliced shards
 
 std::string step_name(int64_t step) {
   char buffer[32];
@@ -81,63 +81,142 @@ nlohmann::json read_manifest(const std::string& path) {
   if (!in) fail(file + ": missing; " + path + " is not a complete checkpoint");
   try {
     auto manifest = nlohmann::json::parse(in);
-    if (manifest.value("format", "") != kFormat || manifest.value("version", 0) != kVersion)
-      fail(file + ": not a longtrain checkpoint manifest (format/version)");
+    if (manifest.value("format", "") != kFormat) fail(file + ": not a longtrain checkpoint manifest");
+    if (manifest.value("version", 0) != kVersion)
+      fail(file + ": checkpoint format version " + std::to_string(manifest.value("version", 0)) + ", this build reads " +
+           std::to_string(kVersion) + ": load it with the longtrain that wrote it");
     return manifest;
   } catch (const nlohmann::json::exception& e) {
     fail(file + ": corrupt manifest: " + e.what());
   }
 }
 
-void verify_files(const std::string& path, const nlohmann::json& manifest) {
-  for (const auto& [name, entry] : manifest.at("files").items()) {
-    const std::string file = path + "/" + name;
-    if (!fs::exists(file)) fail(file + ": missing from the checkpoint; resume from an older checkpoint");
-    const auto bytes = static_cast<uintmax_t>(entry.at("bytes").get<int64_t>());
-    if (fs::file_size(file) != bytes)
-      fail(file + ": " + std::to_string(fs::file_size(file)) + " bytes, the manifest says " + std::to_string(bytes) +
-           " (truncated); resume from an older checkpoint");
-    const std::string sum = file_checksum(file);
-    if (sum != entry.at("checksum").get<std::string>())
-      fail(file + ": checksum " + sum + " does not match the manifest (" + entry.at("checksum").get<std::string>() +
-           "): the file is corrupt; resume from an older checkpoint");
-  }
+void verify_file(const std::string& path, const std::string& name, const nlohmann::json& manifest) {
+  const std::string file = path + "/" + name;
+  if (!manifest.at("files").contains(name)) fail(path + "/manifest.json: does not list " + name);
+  const auto& entry = manifest.at("files").at(name);
+  if (!fs::exists(file)) fail(file + ": missing from the checkpoint; resume from an older checkpoint");
+  const auto bytes = static_cast<uintmax_t>(entry.at("bytes").get<int64_t>());
+  if (fs::file_size(file) != bytes)
+    fail(file + ": " + std::to_string(fs::file_size(file)) + " bytes, the manifest says " + std::to_string(bytes) +
+         " (truncated); resume from an older checkpoint");
+  const std::string sum = file_checksum(file);
+  if (sum != entry.at("checksum").get<std::string>())
+    fail(file + ": checksum " + sum + " does not match the manifest (" + entry.at("checksum").get<std::string>() +
+         "): the file is corrupt; resume from an older checkpoint");
 }
+
+// A whole segment keeps its parameter's shape (readable by any tool); a
+// slice is stored flat.
+NamedTensors optimizer_tensors(const AdamW& optimizer, nlohmann::json& segments) {
+  NamedTensors out;
+  for (const auto& s : optimizer.state()) {
+    const auto& seg = s.segment;
+    const bool whole = seg.start == 0 && seg.end == seg.param.numel();
+    out.emplace_back(seg.name + ".exp_avg", whole ? s.exp_avg.view(seg.param.sizes()) : s.exp_avg);
+    out.emplace_back(seg.name + ".exp_avg_sq", whole ? s.exp_avg_sq.view(seg.param.sizes()) : s.exp_avg_sq);
+    segments.push_back({seg.name, seg.start, seg.end});
+  }
+  return out;
+}
+
+// What one rank wrote, as JSON text for the gather to rank 0.
+std::string write_part(const std::string& temp, LlamaForCausalLMImpl& model, const AdamW& optimizer,
+                       const CheckpointStore::Part& part) {
+  nlohmann::json record = {{"files", nlohmann::json::object()}, {"optimizer", nlohmann::json::object()}};
+  auto note = [&](const std::string& name, const WrittenFile& file) {
+    record["files"][name] = {{"bytes", file.bytes}, {"checksum", file.checksum}};
+  };
+  if (part.model) note("model.safetensors", save_safetensors(temp + "/model.safetensors", model_tensors(model), {{"format", "pt"}}));
+  if (!part.optimizer_file.empty()) {
+    nlohmann::json segments = nlohmann::json::array();
+    auto tensors = optimizer_tensors(optimizer, segments);
+    note(part.optimizer_file, save_safetensors(temp + "/" + part.optimizer_file, tensors));
+    record["optimizer"][part.optimizer_file] = segments;
+  }
+  return record.dump();
+}
+
+// Reads slices of the optimizer state from whichever files hold them.
+class OptimizerStateReader {
+ public:
+  OptimizerStateReader(std::string path, const nlohmann::json& manifest) : path_(std::move(path)), manifest_(manifest) {}
+
+  at::Tensor operator()(const std::string& name, const std::string& moment, int64_t start, int64_t end) {
+    auto out = at::empty({end - start}, at::kFloat);
+    int64_t covered = 0;
+    for (const auto& [file, segments] : manifest_.at("optimizer").at("shards").items())
+      for (const auto& s : segments) {
+        const int64_t lo = std::max(start, s[1].get<int64_t>()), hi = std::min(end, s[2].get<int64_t>());
+        if (s[0].get<std::string>() != name || lo >= hi) continue;
+        auto source = tensors(file).at(name + "." + moment).reshape(-1);
+        out.narrow(0, lo - start, hi - lo).copy_(source.narrow(0, lo - s[1].get<int64_t>(), hi - lo));
+        covered += hi - lo;
+      }
+    if (covered != end - start)
+      fail(path_ + ": the optimizer state of '" + name + "' [" + std::to_string(start) + ", " + std::to_string(end) +
+           ") is not in the checkpoint: it is from another model");
+    return out;
+  }
+
+ private:
+  const std::map<std::string, at::Tensor>& tensors(const std::string& file) {
+    auto it = loaded_.find(file);
+    if (it != loaded_.end()) return it->second;
+    verify_file(path_, file, manifest_);
+    return loaded_[file] = load_safetensors(path_ + "/" + file);
+  }
+
+  std::string path_;
+  const nlohmann::json& manifest_;
+  std::map<std::string, std::map<std::string, at::Tensor>> loaded_;
+};
 
 }  // namespace
 
 CheckpointStore::CheckpointStore(std::string dir, int64_t keep) : dir_(std::move(dir)), keep_(keep) {}
 
-std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& optimizer, const TrainState& state) {
-  fs::create_directories(dir_);
+std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& optimizer, const TrainState& state,
+                                  Communicator& world, const Part& part) {
   const std::string final_path = dir_ + "/" + step_name(state.step);
   const std::string temp = final_path + ".tmp";
-  fs::remove_all(temp);
-  fs::create_directories(temp);
+  if (world.rank() == 0) {
+    fs::create_directories(dir_);
+    fs::remove_all(temp);
+    fs::create_directories(temp);
+  }
+  world.barrier();
+  const auto records = world.all_gather(write_part(temp, model, optimizer, part));
+  if (world.rank() == 0) {
+    nlohmann::ordered_json manifest = {{"format", kFormat},
+                                       {"version", kVersion},
+                                       {"step", state.step},
+                                       {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
+                                       {"rng_cpu", to_hex(state.rng)},
+                                       {"optimizer", {{"steps", optimizer.steps()}, {"shards", nlohmann::json::object()}}},
+                                       {"files", nlohmann::json::object()}};
+    for (const auto& text : records) {
+      const auto record = nlohmann::json::parse(text);
+      for (const auto& [name, entry] : record.at("files").items()) manifest["files"][name] = entry;
+      for (const auto& [name, segments] : record.at("optimizer").items()) manifest["optimizer"]["shards"][name] = segments;
+    }
+    write_text_synced(temp + "/manifest.json", manifest.dump(2));
+    sync_directory(temp);
+    fs::remove_all(final_path);
+    fs::rename(temp, final_path);  // the commit point
+    sync_directory(dir_);
+    prune();
+  }
+  world.barrier();
+  return final_path;
+}
 
-  const auto weights = save_safetensors(temp + "/model.safetensors", model_tensors(model), {{"format", "pt"}});
-  const auto moments = save_safetensors(temp + "/optimizer.safetensors", optimizer.state());
-  nlohmann::ordered_json manifest = {{"format", kFormat},
-                                     {"version", kVersion},
-                                     {"step", state.step},
-                                     {"optimizer_steps", optimizer.steps()},
-                                     {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
-                                     {"rng_cpu", to_hex(state.rng)}};
-  for (const auto& [name, file] : {std::pair{"model.safetensors", weights}, std::pair{"optimizer.safetensors", moments}})
-    manifest["files"][name] = {{"bytes", file.bytes}, {"checksum", file.checksum}};
-  write_text_synced(temp + "/manifest.json", manifest.dump(2));
-  sync_directory(temp);
-
-  fs::remove_all(final_path);
-  fs::rename(temp, final_path);  // the commit point
-  sync_directory(dir_);
-
+void CheckpointStore::prune() const {
   std::vector<int64_t> steps;
   for (const auto& entry : fs::directory_iterator(dir_))
     if (auto step = parse_step(entry.path().filename().string())) steps.push_back(*step);
   std::sort(steps.rbegin(), steps.rend());
   for (size_t i = static_cast<size_t>(keep_); i < steps.size(); ++i) fs::remove_all(dir_ + "/" + step_name(steps[i]));
-  return final_path;
 }
 
 std::optional<std::string> CheckpointStore::latest() const {
@@ -151,10 +230,11 @@ std::optional<std::string> CheckpointStore::latest() const {
   return dir_ + "/" + step_name(*best);
 }
 
-void CheckpointStore::remove_partial() const {
-  if (!fs::is_directory(dir_)) return;
-  for (const auto& entry : fs::directory_iterator(dir_))
-    if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
+void CheckpointStore::remove_partial(Communicator& world) const {
+  if (world.rank() == 0 && fs::is_directory(dir_))
+    for (const auto& entry : fs::directory_iterator(dir_))
+      if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
+  world.barrier();
 }
 
 std::string resolve_checkpoint(const std::string& path) {
@@ -167,7 +247,7 @@ std::string resolve_checkpoint(const std::string& path) {
 
 void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state) {
   const auto manifest = read_manifest(path);
-  verify_files(path, manifest);
+  verify_file(path, "model.safetensors", manifest);
   auto weights = load_safetensors(path + "/model.safetensors");
   at::NoGradGuard no_grad;
   for (auto& [name, param] : model_tensors(model)) {
@@ -179,9 +259,8 @@ void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW
     param.copy_(it->second);
   }
   if (optimizer) {
-    auto moments = load_safetensors(path + "/optimizer.safetensors");
-    for (auto& [name, t] : moments) t = t.to(model.parameters().front().device());
-    optimizer->load_state(moments, manifest.at("optimizer_steps").get<int64_t>());
+    OptimizerStateReader reader(path, manifest);
+    optimizer->load_state(std::ref(reader), manifest.at("optimizer").at("steps").get<int64_t>());
   }
   if (state) {
     state->step = manifest.at("step").get<int64_t>();

@@ -1,8 +1,11 @@
-// Native checkpoints: <dir>/step_00000042/ holding model.safetensors,
-// optimizer.safetensors and manifest.json (step, data position, RNG state,
-// size and checksum of every file). A checkpoint is written under a temporary
-// name and renamed when complete, so a crash never leaves a half checkpoint
-// as the latest; the checksums catch later corruption.
+// Native checkpoints: <dir>/step_00000042/ holding model.safetensors, the
+// optimizer state (one file, or one shard per rank with ZeRO-1) and
+// manifest.json (step, data position, RNG state, which slice of which
+// parameter's state each optimizer file holds, size and checksum of every
+// file). Every rank writes its files into a temporary directory that rank 0
+// renames when all are complete, so a crash never leaves a half checkpoint as
+// the latest; the checksums catch later corruption. Optimizer state is read
+// back by slices, so a job may resume with another dp degree or ZeRO setting.
 #pragma once
 #include <optional>
 #include <string>
@@ -10,6 +13,7 @@
 #include "core/data/packer.h"
 #include "core/model/llama.h"
 #include "core/train/adamw.h"
+#include "parallel/comm/communicator.h"
 
 namespace lt {
 
@@ -23,16 +27,26 @@ class CheckpointStore {
  public:
   CheckpointStore(std::string dir, int64_t keep);
 
-  // Writes step_<step>, then drops all but the newest `keep`. Returns its path.
-  std::string save(LlamaForCausalLMImpl& model, const AdamW& optimizer, const TrainState& state);
+  // What this rank writes into a checkpoint.
+  struct Part {
+    bool model = true;           // model.safetensors (one rank writes the replicated weights)
+    std::string optimizer_file;  // its optimizer state, if it holds any to write
+  };
+
+  // Collective over `world`: writes step_<step>, then drops all but the
+  // newest `keep`. Returns its path.
+  std::string save(LlamaForCausalLMImpl& model, const AdamW& optimizer, const TrainState& state, Communicator& world,
+                   const Part& part);
 
   // Newest complete checkpoint in the directory, if any.
   std::optional<std::string> latest() const;
 
-  // Removes temporaries left by an interrupted save.
-  void remove_partial() const;
+  // Removes temporaries left by an interrupted save (collective: rank 0 does it).
+  void remove_partial(Communicator& world) const;
 
  private:
+  void prune() const;
+
   std::string dir_;
   int64_t keep_;
 };

@@ -2,7 +2,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <iostream>
+#include <map>
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/config/config.h"
@@ -10,6 +12,8 @@
 #include "core/train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/resources.h"
+#include "parallel/mesh/mesh.h"
+#include "parallel/mesh/plan.h"
 
 namespace lt {
 namespace {
@@ -19,8 +23,9 @@ const char* kProgramHelp = R"(longtrain: train LLMs on very long sequences
 usage: longtrain <command> [arguments]
 
 commands:
-  train RECIPE [key.path=value ...]                 train from a YAML recipe
+  train RECIPE [key.path=value ...]                 train from a YAML recipe (under mpirun: in parallel)
   eval RECIPE --checkpoint DIR [key.path=value ...] held-out loss, perplexity, passkey accuracy
+  plan RECIPE --world N [--ranks-per-node R]        rank grid, parameters and memory per rank
   help [command]                                    this text, or a command's
 
 Run with mpirun for several processes; every option of a recipe can be
@@ -34,9 +39,25 @@ resolved config (config.yaml), train.log, metrics.jsonl and, unless
 checkpoint.dir says otherwise, checkpoints/step_N. With checkpoint.resume=auto
 a run continues from its newest complete checkpoint, bit-exactly.
 
+Under mpirun every process is one rank of the grid the recipe's parallel
+section describes (parallel.dp=auto fills the world); the global batch, and
+so the result, is the same for any dp degree. If one rank fails, the whole
+job ends with its message.
+
 examples:
   longtrain train recipes/tiny-passkey.yaml
   longtrain train recipes/tiny-passkey.yaml train.steps=50 run_dir=runs/short
+  mpirun -np 4 longtrain train recipes/tiny-passkey.yaml parallel.zero=1
+)";
+
+const char* kPlanHelp = R"(usage: longtrain plan RECIPE --world N [--ranks-per-node R] [key.path=value ...]
+
+Lays out the recipe's parallel degrees on N ranks without running anything:
+prints which rank holds which tp/ulysses/ring/dp/pp coordinate and on which
+node (R ranks per node, default 8), the pipeline stages, and per rank the
+parameters and an estimate of memory (weights, gradients, optimizer state,
+activations at data.seq_len). Errors in the layout are reported as train
+would report them.
 )";
 
 const char* kEvalHelp = R"(usage: longtrain eval RECIPE --checkpoint DIR [key.path=value ...]
@@ -53,20 +74,21 @@ bool wants_help(const Args& args) {
   return false;
 }
 
-// Splits "RECIPE [--flag value] [key=value ...]".
+// Splits "RECIPE [--flag value] [key=value ...]"; `flags` are those the
+// command takes.
 struct Parsed {
   std::string recipe;
-  std::string checkpoint;
+  std::map<std::string, std::string> flags;
   std::vector<std::string> overrides;
 };
 
-Parsed parse(const Args& args, const char* command, bool takes_checkpoint) {
+Parsed parse(const Args& args, const char* command, const std::vector<std::string>& flags) {
   Parsed p;
   for (size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
-    if (takes_checkpoint && a == "--checkpoint") {
-      if (i + 1 >= args.size()) fail(std::string(command) + ": --checkpoint needs a directory");
-      p.checkpoint = args[++i];
+    if (std::find(flags.begin(), flags.end(), a) != flags.end()) {
+      if (i + 1 >= args.size()) fail(std::string(command) + ": " + a + " needs a value");
+      p.flags[a] = args[++i];
     } else if (a.rfind("--", 0) == 0) {
       fail(std::string(command) + ": unknown option '" + a + "' (see longtrain " + command + " --help)");
     } else if (p.recipe.empty() && a.find('=') == std::string::npos) {
@@ -76,8 +98,38 @@ Parsed parse(const Args& args, const char* command, bool takes_checkpoint) {
     }
   }
   if (p.recipe.empty()) fail(std::string(command) + ": missing RECIPE (see longtrain " + command + " --help)");
-  if (takes_checkpoint && p.checkpoint.empty()) fail(std::string(command) + ": missing --checkpoint DIR");
   return p;
+}
+
+int positive_flag(const Parsed& p, const std::string& flag, int fallback, const char* command) {
+  auto it = p.flags.find(flag);
+  if (it == p.flags.end()) {
+    if (fallback > 0) return fallback;
+    fail(std::string(command) + ": missing " + flag + " N");
+  }
+  const std::string& text = it->second;
+  const bool digits = !text.empty() && text.size() < 9 && text.find_first_not_of("0123456789") == std::string::npos;
+  if (!digits || std::stoi(text) < 1) fail(std::string(command) + ": " + flag + " '" + text + "' must be a positive integer");
+  return std::stoi(text);
+}
+
+// Runs the set-up every rank does alike. Errors in it are the same on every
+// rank, so they are agreed on and printed once; an error on some ranks only
+// is an ordinary failure (it ends the job).
+template <class Setup>
+void agree_on_setup(Setup&& setup) {
+  std::string error;
+  try {
+    setup();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  int failed = error.empty() ? 0 : 1, everywhere = 0, rank = 0, world = 1;
+  MPI_Allreduce(&failed, &everywhere, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (everywhere == world) throw AgreedError{error, rank == 0};
+  if (failed) fail(error);
 }
 
 }  // namespace
@@ -85,24 +137,44 @@ Parsed parse(const Args& args, const char* command, bool takes_checkpoint) {
 int print_help(const std::string& command) {
   if (command == "train") std::cout << kTrainHelp;
   else if (command == "eval") std::cout << kEvalHelp;
+  else if (command == "plan") std::cout << kPlanHelp;
   else std::cout << kProgramHelp;
   return 0;
 }
 
 int run_train(const Args& args) {
   if (wants_help(args)) return print_help("train");
-  auto parsed = parse(args, "train", false);
-  Trainer(load_config(parsed.recipe, parsed.overrides)).run();
+  auto parsed = parse(args, "train", {});
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  Config config;
+  Degrees degrees;
+  agree_on_setup([&] {
+    config = load_config(parsed.recipe, parsed.overrides);
+    degrees = resolve_degrees(config, world);
+  });
+  Mesh mesh(Layout(degrees), MPI_COMM_WORLD, config.parallel.timeout_s);
+  Trainer(config, &mesh).run();
+  return 0;
+}
+
+int run_plan(const Args& args) {
+  if (wants_help(args)) return print_help("plan");
+  auto parsed = parse(args, "plan", {"--world", "--ranks-per-node"});
+  const int world = positive_flag(parsed, "--world", 0, "plan");
+  const int per_node = positive_flag(parsed, "--ranks-per-node", 8, "plan");
+  std::cout << describe_plan(load_config(parsed.recipe, parsed.overrides), world, per_node);
   return 0;
 }
 
 int run_eval(const Args& args) {
   if (wants_help(args)) return print_help("eval");
-  auto parsed = parse(args, "eval", true);
+  auto parsed = parse(args, "eval", {"--checkpoint"});
+  if (!parsed.flags.count("--checkpoint")) fail("eval: missing --checkpoint DIR");
   const Config config = load_config(parsed.recipe, parsed.overrides);
   at::set_num_threads(static_cast<int>(default_threads(config.train.threads)));
   const at::Device device = device_for(config.train.device);
-  const std::string path = resolve_checkpoint(parsed.checkpoint);
+  const std::string path = resolve_checkpoint(parsed.flags.at("--checkpoint"));
   LlamaForCausalLM model(config.model);
   load_checkpoint(path, *model, nullptr, nullptr);
   model->to(device);

@@ -1,16 +1,30 @@
 // The `longtrain` program. Errors are caught here, once: a user error prints
-// one line and exits 2; anything else prints its first line and exits 1.
+// one line and exits 2; anything else prints its first line and exits 1. In
+// a job of several ranks the failing rank names itself and aborts the job,
+// so no rank is left waiting in a collective.
 #include <c10/util/Exception.h>
 
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "core/cli/commands.h"
 #include "core/util/error.h"
+#include "parallel/mesh/mesh.h"
 
 namespace {
 
+std::unique_ptr<lt::MpiSession> mpi;  // only `train` runs as an MPI job
+
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+int report(const std::string& kind, const std::string& message, int code) {
+  const bool job = mpi && mpi->world_size() > 1;
+  std::cerr << "longtrain: " << kind << (job ? " on rank " + std::to_string(mpi->world_rank()) : "") << ": "
+            << first_line(message) << std::endl;
+  if (job) MPI_Abort(MPI_COMM_WORLD, code);
+  return code;
+}
 
 int dispatch(const std::vector<std::string>& argv) {
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") return lt::print_help("");
@@ -18,23 +32,25 @@ int dispatch(const std::vector<std::string>& argv) {
   const lt::Args rest(argv.begin() + 1, argv.end());
   if (command == "train") return lt::run_train(rest);
   if (command == "eval") return lt::run_eval(rest);
+  if (command == "plan") return lt::run_plan(rest);
   if (command == "help") return lt::print_help(rest.empty() ? "" : rest[0]);
-  lt::fail("unknown command '" + command + "'; commands: train, eval, help");
+  lt::fail("unknown command '" + command + "'; commands: train, eval, plan, help");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
+    if (argc > 1 && std::string(argv[1]) == "train") mpi = std::make_unique<lt::MpiSession>(&argc, &argv);
     return dispatch(std::vector<std::string>(argv + 1, argv + argc));
-  } catch (const lt::Error& e) {
-    std::cerr << "longtrain: error: " << e.what() << std::endl;
+  } catch (const lt::AgreedError& e) {
+    if (e.print) std::cerr << "longtrain: error: " << e.message << std::endl;
     return 2;
+  } catch (const lt::Error& e) {
+    return report("error", e.what(), 2);
   } catch (const c10::Error& e) {
-    std::cerr << "longtrain: internal error: " << first_line(e.what_without_backtrace()) << std::endl;
-    return 1;
+    return report("internal error", e.what_without_backtrace(), 1);
   } catch (const std::exception& e) {
-    std::cerr << "longtrain: error: " << first_line(e.what()) << std::endl;
-    return 1;
+    return report("error", e.what(), 1);
   }
 }

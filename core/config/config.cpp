@@ -97,6 +97,40 @@ void apply_preset(YAML::Node root, ConfigSources& sources) {
   fail(sources.locate(path) + message);
 }
 
+// What the parallel degrees demand of the model and the sequence, known
+// before the world size is (that is checked when the mesh is laid out).
+void validate_parallel(const Config& c, const ConfigSources& s) {
+  const auto& p = c.parallel;
+  const auto& m = c.model;
+  auto divides = [&](int64_t degree, const std::string& degree_key, int64_t value, const std::string& value_key,
+                     const std::string& fix) {
+    if (value % degree != 0)
+      relation_error(s, degree_key, value_key + "=" + std::to_string(value) + " is not divisible by " + degree_key +
+                                        "=" + std::to_string(degree) + ": " + fix);
+  };
+  divides(p.tp, "parallel.tp", m.num_heads, "model.num_heads", "each tensor-parallel rank needs whole heads");
+  divides(p.tp, "parallel.tp", m.vocab_size, "model.vocab_size", "pad the vocabulary to a multiple of the degree");
+  divides(p.tp, "parallel.tp", m.intermediate_size, "model.intermediate_size", "choose a degree that divides it");
+  if (m.num_kv_heads % p.tp != 0 && p.tp % m.num_kv_heads != 0)
+    relation_error(s, "parallel.tp", "parallel.tp=" + std::to_string(p.tp) + " and model.num_kv_heads=" +
+                                         std::to_string(m.num_kv_heads) +
+                                         " must divide one another (kv heads are split or replicated)");
+  divides(p.tp * p.sp.ulysses, "parallel.tp * parallel.sp.ulysses", m.num_heads, "model.num_heads",
+          "Ulysses gives each rank whole heads");
+  if (p.pp > m.num_layers)
+    relation_error(s, "parallel.pp", "parallel.pp=" + std::to_string(p.pp) + " exceeds model.num_layers=" +
+                                         std::to_string(m.num_layers) + ": every pipeline stage needs a layer");
+  // Zigzag ring sharding cuts a sequence into 2 * ring chunks.
+  const int64_t chunks = p.sp.ulysses * p.sp.ring * (p.sp.ring > 1 ? 2 : 1);
+  for (size_t i = 0; i <= c.data.curriculum.size(); ++i) {
+    const bool final = i == c.data.curriculum.size();
+    const int64_t length = final ? c.data.seq_len : c.data.curriculum[i].seq_len;
+    const std::string key = final ? "data.seq_len" : "data.curriculum[" + std::to_string(i) + "].seq_len";
+    divides(chunks, "the sequence split (ulysses * ring, x2 for zigzag)", length, key,
+            "use a length divisible by " + std::to_string(chunks));
+  }
+}
+
 // Fills the defaults that depend on other keys, then checks relations between keys.
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
@@ -151,6 +185,7 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   if (t.warmup_steps > t.steps)
     relation_error(s, "train.warmup_steps", "train.warmup_steps=" + std::to_string(t.warmup_steps) +
                                                 " must be <= train.steps=" + std::to_string(t.steps));
+  validate_parallel(c, s);
 }
 
 class Printer {

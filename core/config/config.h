@@ -64,7 +64,7 @@ struct DataConfig {
 struct TrainConfig {
   int64_t steps = 100;
   int64_t global_batch_tokens = 0;  // 0: one sequence per step
-  int64_t micro_batch_size = 1;     // sequences per forward/backward
+  int64_t micro_batch_size = 1;     // sequences per forward/backward (at most, on a dp rank)
   double lr = 3e-4;
   double min_lr = 3e-5;
   int64_t warmup_steps = 0;
@@ -78,6 +78,30 @@ struct TrainConfig {
   int64_t seed = 1234;
   std::string device = "cpu";       // cpu | cuda
   int64_t threads = 0;              // 0: cores / ranks on this node
+};
+
+// Sequence parallelism: Ulysses (all-to-all over heads) inside, ring outside.
+struct SequenceParallelConfig {
+  int64_t ulysses = 1;
+  int64_t ring = 1;
+};
+
+// Degrees of the 4D rank grid (DESIGN.md: tp innermost, then ulysses, ring,
+// dp, pp outermost) and how data-parallel gradients travel.
+struct ParallelConfig {
+  std::string dp = "auto";          // auto: the world / (tp * ulysses * ring * pp)
+  int64_t tp = 1;
+  int64_t pp = 1;
+  SequenceParallelConfig sp;
+  int64_t ep = 1;                   // expert parallelism, carved from dp x sp
+  int64_t zero = 0;                 // 1: optimizer state sharded over the dp x sp replicas
+  double bucket_mb = 25;            // gradient reduction bucket (MiB of gradients)
+  bool overlap = true;              // reduce buckets during backward as they fill
+  double timeout_s = 600;           // a collective unfinished this long is an error
+
+  int64_t sp_degree() const { return sp.ulysses * sp.ring; }
+  // Ranks one data-parallel replica spans.
+  int64_t model_degree() const { return tp * sp_degree() * pp; }
 };
 
 struct CheckpointConfig {
@@ -106,6 +130,7 @@ struct Config {
   CheckpointConfig checkpoint;
   LogConfig log;
   EvalConfig eval;
+  ParallelConfig parallel;
 
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir + "/checkpoints" : checkpoint.dir; }
   int64_t sequences_per_step(int64_t step) const { return train.global_batch_tokens / data.seq_len_at(step); }

@@ -100,6 +100,33 @@ void visit(V& v, TrainConfig& t) {
   v.field("threads", t.threads, in_range<int64_t>(0, 1024));
 }
 
+inline Check<std::string> auto_or_positive() {
+  return [](const std::string& v) {
+    if (v == "auto") return std::string();
+    const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+    return digits && std::stoll(v) >= 1 ? std::string() : std::string("must be 'auto' or a positive integer");
+  };
+}
+
+template <class V>
+void visit(V& v, SequenceParallelConfig& s) {
+  v.field("ulysses", s.ulysses, in_range<int64_t>(1, 1 << 16));
+  v.field("ring", s.ring, in_range<int64_t>(1, 1 << 16));
+}
+
+template <class V>
+void visit(V& v, ParallelConfig& p) {
+  v.field("dp", p.dp, auto_or_positive());
+  v.field("tp", p.tp, in_range<int64_t>(1, 1 << 16));
+  v.field("pp", p.pp, in_range<int64_t>(1, 1 << 16));
+  v.section("sp", p.sp);
+  v.field("ep", p.ep, in_range<int64_t>(1, 1 << 16));
+  v.field("zero", p.zero, in_range<int64_t>(0, 1));
+  v.field("bucket_mb", p.bucket_mb, in_range<double>(0.001, 1 << 20));
+  v.field("overlap", p.overlap);
+  v.field("timeout_s", p.timeout_s, in_range<double>(0.1, 1e7));
+}
+
 template <class V>
 void visit(V& v, CheckpointConfig& c) {
   v.field("dir", c.dir);
@@ -129,6 +156,7 @@ void visit(V& v, Config& c) {
   v.section("checkpoint", c.checkpoint);
   v.section("log", c.log);
   v.section("eval", c.eval);
+  v.section("parallel", c.parallel);
 }
 
 }  // namespace lt

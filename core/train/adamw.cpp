@@ -6,22 +6,34 @@
 
 namespace lt {
 
+at::Tensor ParamSegment::grad() const {
+  const auto& g = param.grad();
+  return g.defined() ? g.view(-1).narrow(0, start, size()) : g;
+}
+
+std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params) {
+  std::vector<ParamSegment> out;
+  for (const auto& p : params) out.push_back({p.name, p.tensor, 0, p.tensor.numel()});
+  return out;
+}
+
 bool takes_weight_decay(const std::string& name, const at::Tensor& p) {
   const bool bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
   return !bias && name.find("norm") == std::string::npos && p.dim() >= 2;
 }
 
-AdamW::AdamW(std::vector<NamedParameter> params, AdamWOptions options) : options_(options) {
-  for (auto& p : params) {
-    const bool decay = takes_weight_decay(p.name, p.tensor);
-    auto zeros = at::zeros_like(p.tensor, at::MemoryFormat::Contiguous);
-    slots_.push_back({std::move(p), decay, zeros, zeros.clone()});
+AdamW::AdamW(std::vector<ParamSegment> segments, AdamWOptions options) : options_(options) {
+  for (auto& s : segments) {
+    check(s.param.is_contiguous(), "AdamW: parameter '" + s.name + "' must be contiguous");
+    const bool decay = takes_weight_decay(s.name, s.param);
+    auto zeros = at::zeros({s.size()}, s.param.options().dtype(at::kFloat));
+    slots_.push_back({std::move(s), decay, zeros, zeros.clone()});
   }
 }
 
 void AdamW::zero_grad() {
   for (auto& s : slots_)
-    if (s.param.tensor.grad().defined()) s.param.tensor.mutable_grad().zero_();
+    if (s.segment.param.grad().defined()) s.segment.param.mutable_grad().zero_();
 }
 
 void AdamW::step(double lr) {
@@ -31,9 +43,9 @@ void AdamW::step(double lr) {
   const double step_size = lr / bias1;
   at::NoGradGuard no_grad;
   for (auto& s : slots_) {
-    auto& p = s.param.tensor;
-    if (!p.grad().defined()) continue;
-    const auto& g = p.grad();
+    const auto g = s.segment.grad();
+    if (!g.defined()) continue;
+    auto p = s.segment.values();
     if (s.decay && options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
     s.exp_avg.mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
     s.exp_avg_sq.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
@@ -42,25 +54,18 @@ void AdamW::step(double lr) {
   }
 }
 
-std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& s : slots_) {
-    out.emplace_back(s.param.name + ".exp_avg", s.exp_avg);
-    out.emplace_back(s.param.name + ".exp_avg_sq", s.exp_avg_sq);
-  }
+std::vector<AdamW::SegmentState> AdamW::state() const {
+  std::vector<SegmentState> out;
+  for (const auto& s : slots_) out.push_back({s.segment, s.exp_avg, s.exp_avg_sq});
   return out;
 }
 
-void AdamW::load_state(const std::map<std::string, at::Tensor>& state, int64_t steps) {
+void AdamW::load_state(const StateReader& read, int64_t steps) {
   at::NoGradGuard no_grad;
   for (auto& s : slots_) {
-    for (auto [suffix, target] : {std::pair{".exp_avg", &s.exp_avg}, std::pair{".exp_avg_sq", &s.exp_avg_sq}}) {
-      auto it = state.find(s.param.name + suffix);
-      if (it == state.end()) fail("optimizer state has no '" + s.param.name + suffix + "': the checkpoint is from another model");
-      if (!it->second.sizes().equals(target->sizes()))
-        fail("optimizer state '" + s.param.name + suffix + "' has another shape: the checkpoint is from another model");
-      target->copy_(it->second);
-    }
+    const auto& seg = s.segment;
+    s.exp_avg.copy_(read(seg.name, "exp_avg", seg.start, seg.end));
+    s.exp_avg_sq.copy_(read(seg.name, "exp_avg_sq", seg.start, seg.end));
   }
   steps_ = steps;
 }

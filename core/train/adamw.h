@@ -1,11 +1,12 @@
 // AdamW with decoupled weight decay (Loshchilov & Hutter), the same update as
-// torch.optim.AdamW. Norms and biases get no weight decay. The state is
-// plain named tensors, so checkpoints and (later) host-offloaded chunks can
-// own it.
+// torch.optim.AdamW. Norms and biases get no weight decay. It updates
+// segments of parameters: whole parameters on one rank, and with ZeRO-1 the
+// slices of the flattened parameters this rank owns. The state is plain
+// tensors per segment, so checkpoints can reshard it.
 #pragma once
 #include <ATen/ATen.h>
 
-#include <map>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,26 +21,49 @@ struct NamedParameter {
   at::Tensor tensor;
 };
 
+// Elements [start, end) of a parameter's flattened form.
+struct ParamSegment {
+  std::string name;
+  at::Tensor param;
+  int64_t start = 0, end = 0;
+
+  int64_t size() const { return end - start; }
+  at::Tensor values() const { return param.detach().view(-1).narrow(0, start, size()); }
+  // Undefined while the parameter has no gradient.
+  at::Tensor grad() const;
+};
+
+// Every parameter whole.
+std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params);
+
 // Norm weights and biases are not decayed.
 bool takes_weight_decay(const std::string& name, const at::Tensor& p);
 
 class AdamW {
  public:
-  AdamW(std::vector<NamedParameter> params, AdamWOptions options);
+  AdamW(std::vector<ParamSegment> segments, AdamWOptions options);
+  AdamW(const std::vector<NamedParameter>& params, AdamWOptions options) : AdamW(whole(params), options) {}
 
   void step(double lr);
   void zero_grad();
   int64_t steps() const { return steps_; }
 
-  // "<param>.exp_avg" and "<param>.exp_avg_sq" for every parameter.
-  std::vector<std::pair<std::string, at::Tensor>> state() const;
-  void load_state(const std::map<std::string, at::Tensor>& state, int64_t steps);
+  struct SegmentState {
+    const ParamSegment& segment;
+    const at::Tensor& exp_avg;
+    const at::Tensor& exp_avg_sq;
+  };
+  std::vector<SegmentState> state() const;
+  // `read(name, moment, start, end)` returns elements [start, end) of the
+  // flattened moment ("exp_avg" or "exp_avg_sq") of parameter `name`.
+  using StateReader = std::function<at::Tensor(const std::string&, const std::string&, int64_t, int64_t)>;
+  void load_state(const StateReader& read, int64_t steps);
 
  private:
   struct Slot {
-    NamedParameter param;
+    ParamSegment segment;
     bool decay;
-    at::Tensor exp_avg, exp_avg_sq;
+    at::Tensor exp_avg, exp_avg_sq;  // 1-D, the segment's size
   };
   std::vector<Slot> slots_;
   AdamWOptions options_;

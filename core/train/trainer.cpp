@@ -12,6 +12,7 @@
 #include "core/train/loss.h"
 #include "core/train/lr_schedule.h"
 #include "core/util/error.h"
+#include "core/util/fault_injection.h"
 #include "core/util/resources.h"
 
 namespace lt {
@@ -29,22 +30,49 @@ double flops_per_token(const ModelConfig& model, int64_t seq_len) {
   return 6.0 * flop_parameters(model) + 6.0 * model.num_layers * model.hidden_size * seq_len;
 }
 
-Trainer::Trainer(Config config)
-    : config_(std::move(config)), device_(device_for(config_.train.device)),
+namespace {
+
+std::unique_ptr<Mesh> solo_mesh(const Config& config) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  check(initialized, "the trainer needs MPI: create an lt::MpiSession first");
+  return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s);
+}
+
+void check_trainable(const ParallelConfig& p) {
+  if (p.tp > 1 || p.pp > 1 || p.sp_degree() > 1 || p.ep > 1)
+    fail("parallel: this build trains with data parallelism only; tp, pp, sp and ep are laid out and planned "
+         "(longtrain plan) but not yet trained: set them to 1");
+}
+
+}  // namespace
+
+Trainer::Trainer(Config config, Mesh* mesh)
+    : config_(std::move(config)), own_mesh_(mesh ? nullptr : solo_mesh(config_)), mesh_(mesh ? *mesh : *own_mesh_),
+      replicas_(mesh_.group(Group::dp_sp)), device_(device_for(config_.train.device, mesh_.local_rank())),
       checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep) {
-  at::set_num_threads(static_cast<int>(default_threads(config_.train.threads)));
+  check_trainable(config_.parallel);
+  at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
+  // Every rank initialises from the same seed: the replicas start equal.
   model_ = LlamaForCausalLM(config_.model);
   model_->initialize(config_.train.seed);
   model_->to(device_);
+#ifdef LT_WITH_CUDA
+  if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
+#endif
   std::vector<NamedParameter> params;
   for (auto& item : model_->named_parameters()) params.push_back({item.key(), item.value()});
+  const auto& p = config_.parallel;
+  buckets_ = std::make_unique<GradientBuckets>(
+      params, replicas_,
+      DataParallelOptions{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1});
   const auto& t = config_.train;
-  optimizer_ = std::make_unique<AdamW>(std::move(params), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  optimizer_ = std::make_unique<AdamW>(buckets_->segments(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
 }
 
 std::optional<std::string> Trainer::resume_point() const {
-  checkpoints_.remove_partial();
+  checkpoints_.remove_partial(mesh_.group(Group::world));
   if (config_.checkpoint.resume == "auto") return checkpoints_.latest();
   if (config_.checkpoint.resume != "none") return resolve_checkpoint(config_.checkpoint.resume);
   return std::nullopt;
@@ -59,35 +87,52 @@ TrainState Trainer::restore(const std::string& path) {
   return state;
 }
 
-double Trainer::clip_gradients() {
-  std::vector<at::Tensor> norms;
-  for (const auto& p : model_->parameters())
-    if (p.grad().defined()) norms.push_back(p.grad().to(at::kFloat).norm().pow(2));
-  const double total = std::sqrt(at::stack(norms).sum().item<double>());
-  const double max_norm = config_.train.grad_clip;
-  if (max_norm > 0 && total > max_norm) {
-    at::NoGradGuard no_grad;
-    for (auto& p : model_->parameters())
-      if (p.grad().defined()) p.mutable_grad().mul_(max_norm / (total + 1e-6));
+// Rank 0 writes the (replicated) weights; the optimizer state is written by
+// rank 0 alone, or with ZeRO-1 by every replica, each its own shard.
+CheckpointStore::Part Trainer::checkpoint_part() {
+  CheckpointStore::Part part;
+  part.model = mesh_.rank() == 0;
+  if (config_.parallel.zero == 1) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "optimizer.%05d.safetensors", replicas_.rank());
+    part.optimizer_file = name;
+  } else if (mesh_.rank() == 0) {
+    part.optimizer_file = "optimizer.safetensors";
   }
+  return part;
+}
+
+double Trainer::clip_gradients() {
+  const double total = buckets_->grad_norm();
+  const double max_norm = config_.train.grad_clip;
+  if (max_norm > 0 && total > max_norm) buckets_->scale_grads(max_norm / (total + 1e-6));
   return total;
 }
 
-double Trainer::step(const Batch& batch, double lr, double& grad_norm) {
+double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
   // Every micro-batch's summed loss is divided by the valid tokens of the
-  // whole global batch, so accumulation gives exactly the full-batch mean.
+  // whole global batch, so accumulation and the sum over replicas give
+  // exactly the full-batch mean, for any dp degree.
   const double valid = static_cast<double>(std::max<int64_t>(1, batch.valid_tokens()));
-  const int64_t micro = config_.train.micro_batch_size;
-  optimizer_->zero_grad();
-  double total = 0;
-  for (int64_t first = 0; first < batch.size(); first += micro) {
-    auto loss = loss_sum(*model_, batch.rows(first, micro).to(device_));
+  auto& dp = mesh_.group(Group::dp);
+  const int64_t rows = batch.size() / dp.size();
+  const Batch mine = batch.rows(dp.rank() * rows, rows);
+  const int64_t micro = std::min(config_.train.micro_batch_size, rows);
+  buckets_->zero_grad();
+  auto total = at::zeros({1}, at::kDouble);
+  for (int64_t first = 0; first < mine.size(); first += micro) {
+    if (first + micro >= mine.size()) buckets_->arm();
+    auto loss = loss_sum(*model_, mine.rows(first, std::min(micro, mine.size() - first)).to(device_));
     (loss / valid).backward();
-    total += loss.item<double>();
+    total += loss.detach().to(at::kCPU, at::kDouble);
+    if (first == 0) inject_fault(mesh_.rank(), step);
   }
+  buckets_->finish();
+  replicas_.all_reduce(total);
   grad_norm = clip_gradients();
   optimizer_->step(lr);
-  return total / valid;
+  buckets_->gather_parameters();
+  return total.item<double>() / valid;
 }
 
 void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -123,20 +168,26 @@ void Trainer::evaluate(TrainResult& result) {
 
 TrainResult Trainer::run() {
   const auto resume_from = resume_point();
-  logger_ = std::make_unique<Logger>(config_.run_dir, resume_from.has_value());  // a resumed run appends
+  // Rank 0 speaks for the job; a resumed run appends to its files.
+  logger_ = mesh_.rank() == 0 ? std::make_unique<Logger>(config_.run_dir, resume_from.has_value())
+                              : std::make_unique<Logger>();
   if (!resume_from && config_.checkpoint.resume == "auto")
     logger_->line("no checkpoint in " + config_.checkpoint_dir() + ", starting fresh");
   TrainState state = resume_from ? restore(*resume_from) : TrainState{};
   const std::string resolved = to_yaml(config_);
-  std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
+  if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
   logger_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
+  const auto& d = mesh_.layout().degrees();
   logger_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
-                std::to_string(at::get_num_threads()) + " threads");
+                std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
+                " ranks (dp " + std::to_string(d.dp) + ", zero " + std::to_string(config_.parallel.zero) + ", " +
+                std::to_string(buckets_->bucket_count()) + " gradient buckets)");
 
   auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
   Packer packer(*source, config_.data, state.data);
-  peak_flops_ = measure_matmul_peak(device_);
+  // The job's peak: this rank's measured rate times the ranks.
+  peak_flops_ = measure_matmul_peak(device_) * mesh_.layout().world();
   logger_->line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s");
   reset_peak_memory(device_);
 
@@ -150,7 +201,7 @@ TrainResult Trainer::run() {
     const Batch batch = packer.next(config_.sequences_per_step(s), length);
     const double lr = learning_rate(config_.train, s);
     double grad_norm = 0;
-    const double loss = step(batch, lr, grad_norm);
+    const double loss = step(batch, s + 1, lr, grad_norm);
     if (!std::isfinite(loss)) fail("loss became " + std::to_string(loss) + " at step " + std::to_string(s + 1) +
                                    "; lower train.lr or raise train.warmup_steps");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -166,10 +217,12 @@ TrainResult Trainer::run() {
                       s + 1 == config_.train.steps;
     if (save) {
       TrainState now{s + 1, packer.position(), at::detail::getDefaultCPUGenerator().get_state()};
-      logger_->line("checkpoint: " + checkpoints_.save(*model_, *optimizer_, now));
+      const auto path = checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part());
+      logger_->line("checkpoint: " + path);
     }
   }
-  if (config_.eval.at_end) evaluate(result);
+  // The replicas are equal: rank 0 evaluates for the job.
+  if (config_.eval.at_end && mesh_.rank() == 0) evaluate(result);
   return result;
 }
 

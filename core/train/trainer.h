@@ -1,6 +1,8 @@
-// The single-process training loop: packed global batch -> micro-batches ->
-// loss averaged over the valid tokens of the whole global batch -> clip ->
-// AdamW -> log -> checkpoint; then held-out evaluation.
+// The training loop of one rank: packed global batch -> this dp rank's rows
+// -> micro-batches -> loss averaged over the valid tokens of the whole global
+// batch -> gradients reduced over the replicas (bucketed, overlapped) -> clip
+// -> AdamW (sharded with ZeRO-1) -> log -> checkpoint; then held-out
+// evaluation. One process alone is a mesh of one rank: the same code path.
 #pragma once
 #include <map>
 #include <memory>
@@ -10,6 +12,8 @@
 #include "core/config/config.h"
 #include "core/train/evaluate.h"
 #include "core/util/logger.h"
+#include "parallel/data_parallel/gradient_buckets.h"
+#include "parallel/mesh/mesh.h"
 
 namespace lt {
 
@@ -25,12 +29,15 @@ double flops_per_token(const ModelConfig& model, int64_t seq_len);
 // Runs a Config end to end. Throws lt::Error on user errors.
 class Trainer {
  public:
-  explicit Trainer(Config config);
+  // One rank of `mesh` (collective: every rank constructs and runs its
+  // Trainer), or without a mesh, a process of its own.
+  explicit Trainer(Config config, Mesh* mesh = nullptr);
   TrainResult run();
 
  private:
-  double step(const Batch& batch, double lr, double& grad_norm);
+  double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
   double clip_gradients();
+  CheckpointStore::Part checkpoint_part();
   std::optional<std::string> resume_point() const;
   TrainState restore(const std::string& path);
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -38,8 +45,12 @@ class Trainer {
   void evaluate(TrainResult& result);
 
   Config config_;
+  std::unique_ptr<Mesh> own_mesh_;
+  Mesh& mesh_;
+  Communicator& replicas_;  // dp x sp: who shares the weights
   at::Device device_;
   LlamaForCausalLM model_{nullptr};
+  std::unique_ptr<GradientBuckets> buckets_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<Logger> logger_;
   CheckpointStore checkpoints_;

@@ -8,7 +8,7 @@
 
 namespace lt {
 
-Logger::Logger(const std::string& run_dir, bool append) {
+Logger::Logger(const std::string& run_dir, bool append) : active_(true) {
   std::filesystem::create_directories(run_dir);
   const auto mode = append ? std::ios::app : std::ios::trunc;
   log_.open(run_dir + "/train.log", std::ios::out | mode);
@@ -17,11 +17,14 @@ Logger::Logger(const std::string& run_dir, bool append) {
 }
 
 void Logger::line(const std::string& text) {
+  if (!active_) return;
   std::cout << text << std::endl;
   log_ << text << std::endl;
 }
 
-void Logger::metrics(const nlohmann::ordered_json& record) { metrics_ << record.dump() << std::endl; }
+void Logger::metrics(const nlohmann::ordered_json& record) {
+  if (active_) metrics_ << record.dump() << std::endl;
+}
 
 std::string human_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

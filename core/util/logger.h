@@ -11,11 +11,14 @@ class Logger {
  public:
   // append: continue the files of a resumed run instead of starting them anew.
   Logger(const std::string& run_dir, bool append);
+  // Writes nothing: the logger of every rank but the first.
+  Logger() = default;
 
   void line(const std::string& text);
   void metrics(const nlohmann::ordered_json& record);
 
  private:
+  bool active_ = false;
   std::ofstream log_, metrics_;
 };
 

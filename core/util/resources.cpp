@@ -54,23 +54,21 @@ double measure_matmul_peak(const at::Device& device) {
   return best;
 }
 
-at::Device device_for(const std::string& name) {
+at::Device device_for(const std::string& name, int local_rank) {
   if (name != "cuda") return at::Device(at::kCPU);
   if (!at::hasCUDA())
     fail("train.device is 'cuda' but no CUDA device is visible to this process; use train.device=cpu");
-  return at::Device(at::kCUDA, 0);
+  const int devices = static_cast<int>(at::getNumGPUs());
+  if (local_rank >= devices)
+    fail("local rank " + std::to_string(local_rank) + " has no GPU of its own (" + std::to_string(devices) +
+         " visible on this machine): start at most " + std::to_string(devices) + " ranks per machine");
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }
 
-int64_t default_threads(int64_t requested) {
+int64_t default_threads(int64_t requested, int64_t local_ranks) {
   if (requested > 0) return requested;
-  int64_t local_ranks = 1;
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
-    if (const char* value = std::getenv(name)) {
-      local_ranks = std::max<int64_t>(1, std::atoll(value));
-      break;
-    }
   const int64_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
-  return std::max<int64_t>(1, cores / local_ranks);
+  return std::max<int64_t>(1, cores / std::max<int64_t>(1, local_ranks));
 }
 
 }  // namespace lt

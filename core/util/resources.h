@@ -14,10 +14,11 @@ void reset_peak_memory(const at::Device& device);
 // Best-of-several fp32 (CPU) / bf16 (CUDA) square matrix products, FLOP/s.
 double measure_matmul_peak(const at::Device& device);
 
-// The device `train.device` names; fails clearly when it is not there.
-at::Device device_for(const std::string& name);
+// The device `train.device` names (the local rank's GPU on CUDA); fails
+// clearly when it is not there.
+at::Device device_for(const std::string& name, int local_rank = 0);
 
-// Intra-op threads: cores / ranks on this node unless `requested` > 0.
-int64_t default_threads(int64_t requested);
+// Intra-op threads: cores / ranks on this machine unless `requested` > 0.
+int64_t default_threads(int64_t requested, int64_t local_ranks = 1);
 
 }  // namespace lt

@@ -1,5 +1,7 @@
 #include "parallel/comm/nccl_communicator.h"
 
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "core/util/error.h"
+#include "parallel/comm/communicator.h"
 
 namespace lt {
 namespace {
@@ -29,7 +32,15 @@ ncclDataType_t nccl_type(at::ScalarType type) {
   }
 }
 
+ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::max ? ncclMax : op == ReduceOp::avg ? ncclAvg : ncclSum; }
+
+char* bytes_of(const at::Tensor& t) { return static_cast<char*>(t.data_ptr()); }
+
 }  // namespace
+
+struct NcclCommunicator::Stream {
+  c10::cuda::CUDAStream stream;
+};
 
 NcclUniqueId NcclCommunicator::create_id() {
   static_assert(sizeof(ncclUniqueId) == sizeof(NcclUniqueId));
@@ -48,19 +59,84 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId& id_bytes, int rank, int s
   ncclComm_t comm;
   check_nccl(ncclCommInitRank(&comm, size, id, rank), "ncclCommInitRank");
   comm_ = comm;
+  stream_ = std::make_unique<Stream>(Stream{c10::cuda::getStreamFromPool(true, static_cast<c10::DeviceIndex>(device))});
 }
 
 NcclCommunicator::~NcclCommunicator() {
   if (comm_) ncclCommDestroy(static_cast<ncclComm_t>(comm_));
 }
 
-void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) {
-  check(tensor.is_cuda() && tensor.is_contiguous(), "NCCL all-reduce needs a contiguous CUDA tensor");
-  c10::cuda::CUDAGuard guard(tensor.device());
-  auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
-  check_nccl(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor.scalar_type()),
-                           ncclSum, static_cast<ncclComm_t>(comm_), stream.stream()),
-             "ncclAllReduce");
+template <class Call>
+Work NcclCommunicator::enqueue(Work::Source source, std::vector<at::Tensor> tensors, Call&& call) {
+  for (const auto& t : tensors)
+    check(t.is_cuda() && t.is_contiguous(), source.op + ": NCCL needs contiguous CUDA tensors");
+  const auto device = tensors.front().device();
+  c10::cuda::CUDAGuard guard(device);
+  auto compute = c10::cuda::getCurrentCUDAStream(device.index());
+  at::cuda::CUDAEvent inputs_ready;
+  inputs_ready.record(compute);
+  inputs_ready.block(stream_->stream);
+  call(static_cast<ncclComm_t>(comm_), stream_->stream.stream());
+  // The allocator must not reuse these blocks until the comm stream is done.
+  for (const auto& t : tensors) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), stream_->stream);
+  auto done = std::make_shared<at::cuda::CUDAEvent>();
+  done->record(stream_->stream);
+  return Work(std::move(source), [done] { return done->query(); }, [done, compute] { done->block(compute); });
+}
+
+Work NcclCommunicator::all_reduce(at::Tensor& t, ReduceOp op, Work::Source source) {
+  return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(op), comm,
+                             stream),
+               "all_reduce");
+  });
+}
+
+Work NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output, Work::Source source) {
+  return enqueue(std::move(source), {input, output}, [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, comm, stream),
+               "all_gather");
+  });
+}
+
+Work NcclCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op, Work::Source source) {
+  return enqueue(std::move(source), {input, output}, [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(), nccl_type(input.scalar_type()),
+                                 nccl_op(op), comm, stream),
+               "reduce_scatter");
+  });
+}
+
+Work NcclCommunicator::all_to_all(const at::Tensor& input, at::Tensor& output, const std::vector<int64_t>& send_bytes,
+                                  const std::vector<int64_t>& recv_bytes, Work::Source source) {
+  return enqueue(std::move(source), {input, output}, [&](ncclComm_t comm, cudaStream_t stream) {
+    int64_t send_at = 0, recv_at = 0;
+    check_nccl(ncclGroupStart(), "group start");
+    for (int peer = 0; peer < size_; ++peer) {
+      check_nccl(ncclSend(bytes_of(input) + send_at, send_bytes[peer], ncclUint8, peer, comm, stream), "send");
+      check_nccl(ncclRecv(bytes_of(output) + recv_at, recv_bytes[peer], ncclUint8, peer, comm, stream), "recv");
+      send_at += send_bytes[peer], recv_at += recv_bytes[peer];
+    }
+    check_nccl(ncclGroupEnd(), "all_to_all");
+  });
+}
+
+Work NcclCommunicator::broadcast(at::Tensor& t, int root, Work::Source source) {
+  return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.nbytes(), ncclUint8, root, comm, stream), "broadcast");
+  });
+}
+
+Work NcclCommunicator::send(const at::Tensor& t, int peer, Work::Source source) {
+  return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclSend(t.data_ptr(), t.nbytes(), ncclUint8, peer, comm, stream), "send");
+  });
+}
+
+Work NcclCommunicator::recv(at::Tensor& t, int peer, Work::Source source) {
+  return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclRecv(t.data_ptr(), t.nbytes(), ncclUint8, peer, comm, stream), "recv");
+  });
 }
 
 }  // namespace lt

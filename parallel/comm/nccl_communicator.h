@@ -1,13 +1,19 @@
-// NCCL communicator for device tensors (the CUDA path). The mesh issue wraps
-// it, together with an MPI communicator for host tensors, in one type; the
-// unique id it needs is created on one rank and broadcast over MPI.
+// NCCL for the device tensors of one group (the CUDA path of Communicator).
+// Operations run on the communicator's own stream, ordered after the work
+// already queued on the caller's stream by an event; the returned Work
+// completes when NCCL has, and then orders the caller's stream after it.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <array>
+#include <memory>
+#include <vector>
+
+#include "parallel/comm/work.h"
 
 namespace lt {
 
+enum class ReduceOp;
 using NcclUniqueId = std::array<char, 128>;
 
 class NcclCommunicator {
@@ -20,14 +26,25 @@ class NcclCommunicator {
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
-  // In place, on the tensor's device's current stream.
-  void all_reduce_sum(at::Tensor& tensor);
+  Work all_reduce(at::Tensor& tensor, ReduceOp op, Work::Source source);
+  Work all_gather(const at::Tensor& input, at::Tensor& output, Work::Source source);
+  Work reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op, Work::Source source);
+  Work all_to_all(const at::Tensor& input, at::Tensor& output, const std::vector<int64_t>& send_bytes,
+                  const std::vector<int64_t>& recv_bytes, Work::Source source);
+  Work broadcast(at::Tensor& tensor, int root, Work::Source source);
+  Work send(const at::Tensor& tensor, int peer, Work::Source source);
+  Work recv(at::Tensor& tensor, int peer, Work::Source source);
 
   int rank() const { return rank_; }
   int size() const { return size_; }
 
  private:
+  template <class Call>
+  Work enqueue(Work::Source source, std::vector<at::Tensor> tensors, Call&& call);
+
   void* comm_ = nullptr;  // ncclComm_t, kept opaque so this header needs no nccl.h
+  struct Stream;
+  std::unique_ptr<Stream> stream_;
   int rank_, size_;
 };
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 
+#include "parallel/mesh/mesh.h"
+
 namespace lt::testing {
 
 std::pair<at::Tensor, at::Tensor> naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -102,7 +104,14 @@ std::string scratch_dir(const std::string& suite, const std::string& name) {
   return dir.string();
 }
 
+void ensure_mpi() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) static MpiSession session;  // finalized at exit
+}
+
 Config tiny_run(const std::string& run_dir, int64_t steps) {
+  ensure_mpi();
   Config c;
   c.run_dir = run_dir;
   c.model = tiny_model();

@@ -32,8 +32,12 @@ ModelConfig tiny_model(bool tied = false, bool bias = false);
 // An empty scratch directory <tmp>/lt_<suite>_<pid>/<name>.
 std::string scratch_dir(const std::string& suite, const std::string& name);
 
+// Initialises MPI for the life of the test program unless it already is
+// (the trainer runs every process as a mesh, of one rank if need be).
+void ensure_mpi();
+
 // A few-second training run of tiny_model on 64-token passkey sequences
-// (4 a step), one thread, no evaluation, writing into run_dir.
+// (4 a step), one thread, no evaluation, writing into run_dir. Ensures MPI.
 Config tiny_run(const std::string& run_dir, int64_t steps);
 
 }  // namespace lt::testing

@@ -17,7 +17,7 @@ TEST(AdamW, MatchesTorchAdamW) {
   auto ours_w = weight.clone().requires_grad_(), ours_n = norm.clone().requires_grad_();
   auto ref_w = weight.clone().requires_grad_(), ref_n = norm.clone().requires_grad_();
   AdamWOptions options{0.9, 0.95, 1e-8, 0.1};
-  AdamW ours({{"layer.weight", ours_w}, {"layer.norm.weight", ours_n}}, options);
+  AdamW ours(std::vector<NamedParameter>{{"layer.weight", ours_w}, {"layer.norm.weight", ours_n}}, options);
   // torch applies weight decay per group: the norm goes in a group without it.
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(std::vector<at::Tensor>{ref_w},
@@ -38,6 +38,25 @@ TEST(AdamW, MatchesTorchAdamW) {
   }
   EXPECT_LT(testing::relative_error(ours_w, ref_w), 1e-6);
   EXPECT_LT(testing::relative_error(ours_n, ref_n), 1e-6);
+}
+
+// ZeRO-1 updates slices of parameters: two halves must give the whole update.
+TEST(AdamW, SegmentsUpdateLikeWholeParameters) {
+  at::manual_seed(2);
+  auto whole_w = at::randn({6, 5}).requires_grad_(), split_w = whole_w.detach().clone().requires_grad_();
+  AdamW one(std::vector<NamedParameter>{{"w.weight", whole_w}}, {});
+  AdamW halves({{"w.weight", split_w, 0, 13}, {"w.weight", split_w, 13, 30}}, {});
+  for (int step = 0; step < 3; ++step) {
+    auto g = at::randn({6, 5});
+    whole_w.mutable_grad() = g.clone();
+    split_w.mutable_grad() = g.clone();
+    one.step(1e-2);
+    halves.step(1e-2);
+  }
+  EXPECT_TRUE(whole_w.equal(split_w));
+  const auto state = halves.state();
+  ASSERT_EQ(state.size(), 2u);
+  EXPECT_TRUE(at::cat({state[0].exp_avg, state[1].exp_avg}).equal(one.state()[0].exp_avg));
 }
 
 TEST(AdamW, NoDecayOnNormsAndBiases) {

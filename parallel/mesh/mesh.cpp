@@ -1,0 +1,45 @@
+#include "parallel/mesh/mesh.h"
+
+#include "core/util/error.h"
+
+namespace lt {
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  // Serialized: the autograd engine may run gradient hooks, which start
+  // collectives, on its own thread, but never two MPI calls at once.
+  int provided = 0;
+  MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
+  if (provided < MPI_THREAD_SERIALIZED) fail("the MPI library does not support MPI_THREAD_SERIALIZED");
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+}
+
+MpiSession::~MpiSession() { MPI_Finalize(); }
+
+Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s) : layout_(layout) {
+  int size = 0;
+  MPI_Comm_rank(world, &rank_);
+  MPI_Comm_size(world, &size);
+  check(size == layout_.world(), "mesh: the layout is for " + std::to_string(layout_.world()) + " ranks, the world has " +
+                                     std::to_string(size));
+  for (Group kind : kAllGroups) {
+    // Groups partition the world; the lowest rank of each names it.
+    MPI_Comm comm;
+    MPI_Comm_split(world, layout_.group(kind, rank_).front(), rank_, &comm);
+    groups_[kind] = std::make_unique<Communicator>(comm, group_name(kind), timeout_s);
+  }
+  MPI_Comm node;
+  MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local_rank_);
+  MPI_Comm_size(node, &local_size_);
+  MPI_Comm_free(&node);
+}
+
+#ifdef LT_WITH_CUDA
+void Mesh::enable_nccl(int device) {
+  for (auto& [kind, comm] : groups_)
+    if (comm->size() > 1) comm->enable_nccl(device);
+}
+#endif
+
+}  // namespace lt

@@ -1,0 +1,52 @@
+// The rank grid of a running job: this rank's coordinate and one
+// communicator per group it belongs to, each split from the world with
+// MPI_Comm_split once, at start-up (collective: every rank builds the Mesh).
+#pragma once
+#include <map>
+#include <memory>
+
+#include "parallel/comm/communicator.h"
+#include "parallel/mesh/layout.h"
+
+namespace lt {
+
+// MPI for the life of the program (MPI_Init_thread .. MPI_Finalize).
+class MpiSession {
+ public:
+  MpiSession(int* argc = nullptr, char*** argv = nullptr);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+  int world_rank() const { return rank_; }
+  int world_size() const { return size_; }
+
+ private:
+  int rank_ = 0, size_ = 1;
+};
+
+class Mesh {
+ public:
+  Mesh(const Layout& layout, MPI_Comm world, double timeout_s);
+
+  const Layout& layout() const { return layout_; }
+  int rank() const { return rank_; }
+  Coord coord() const { return layout_.coord(rank_); }
+  Communicator& group(Group kind) { return *groups_.at(kind); }
+
+  // Ranks of this job on this machine (from a shared-memory split), and
+  // this rank's place among them: its GPU on CUDA builds.
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+
+#ifdef LT_WITH_CUDA
+  // Device tensors of every group go through NCCL on `device`.
+  void enable_nccl(int device);
+#endif
+
+ private:
+  Layout layout_;
+  int rank_ = 0, local_rank_ = 0, local_size_ = 1;
+  std::map<Group, std::unique_ptr<Communicator>> groups_;
+};
+
+}  // namespace lt

@@ -1,0 +1,125 @@
+#include "parallel/mesh/plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include "core/util/logger.h"
+
+namespace lt {
+namespace {
+
+// Parameters of one decoder layer held by one tensor-parallel rank.
+int64_t layer_parameters(const ModelConfig& m, int tp) {
+  const int64_t h = m.hidden_size, d = m.resolved_head_dim();
+  const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / tp);  // replicated when tp > kv heads
+  const int64_t q = h * m.num_heads * d / tp, kv = 2 * h * kv_heads * d, o = m.num_heads * d * h / tp;
+  const int64_t bias = m.attention_bias ? (m.num_heads * d / tp + 2 * kv_heads * d) : 0;
+  return q + kv + o + bias + 3 * h * m.intermediate_size / tp + 2 * h;
+}
+
+// Activation bytes one layer keeps for backward, per token of a rank, with
+// our kernels (flash/blockwise attention keep no seq x seq matrix): the
+// norms' inputs and outputs and the residual (hidden-sized, replicated over
+// tp), q/k/v before and after RoPE, the attention output and its
+// log-sum-exp, and the MLP's gate, up, activation and product (split by tp).
+int64_t layer_activation_bytes_per_token(const ModelConfig& m, int tp, int64_t bytes) {
+  const int64_t h = m.hidden_size, d = m.resolved_head_dim();
+  const int64_t q = m.num_heads * d / tp, kv = std::max<int64_t>(1, m.num_kv_heads / tp) * d;
+  const int64_t elements = 5 * h + 2 * (q + 2 * kv) + q + m.num_heads / tp + 4 * m.intermediate_size / tp;
+  return elements * bytes;
+}
+
+std::string row(const std::vector<std::string>& cells, const std::vector<int>& widths) {
+  std::string out;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    std::string cell = cells[i];
+    cell.resize(std::max<size_t>(cell.size(), widths[i]), ' ');
+    out += cell + (i + 1 < cells.size() ? "  " : "");
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out + "\n";
+}
+
+std::string ranks_text(const std::vector<int>& ranks) {
+  std::string out = "[";
+  for (size_t i = 0; i < ranks.size(); ++i) out += (i ? " " : "") + std::to_string(ranks[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees) {
+  const auto& m = config.model;
+  const bool cuda = config.train.device == "cuda";
+  // CPU: fp32 throughout. GPU: bf16 weights and activations, fp32 gradients,
+  // fp32 master weights with the moments.
+  const int64_t weight_bytes = cuda ? 2 : 4, activation_bytes = cuda ? 2 : 4;
+  const int64_t optimizer_bytes = cuda ? 12 : 8;
+  const int64_t replicas = static_cast<int64_t>(degrees.dp) * degrees.ulysses * degrees.ring;
+  const int64_t seq = config.data.seq_len;
+  const int64_t tokens = config.train.micro_batch_size * seq / (degrees.ulysses * degrees.ring);
+  const int64_t per_layer = layer_activation_bytes_per_token(m, degrees.tp, activation_bytes);
+  std::vector<StagePlan> stages(degrees.pp);
+  int64_t next = 0;
+  for (int s = 0; s < degrees.pp; ++s) {
+    auto& st = stages[s];
+    st.first_layer = next;
+    st.layers = m.num_layers / degrees.pp + (s < m.num_layers % degrees.pp ? 1 : 0);
+    next += st.layers;
+    st.embedding = s == 0;
+    st.head = s == degrees.pp - 1;
+    const int64_t vocab_slice = m.vocab_size * m.hidden_size / degrees.tp;
+    st.parameters = st.layers * layer_parameters(m, degrees.tp) + (st.embedding ? vocab_slice : 0) +
+                    (st.head ? m.hidden_size + (m.tie_embeddings && degrees.pp == 1 ? 0 : vocab_slice) : 0);
+    st.weights = st.parameters * weight_bytes;
+    st.gradients = st.parameters * 4;
+    st.optimizer = st.parameters * optimizer_bytes / (config.parallel.zero == 1 ? replicas : 1);
+    // 1F1B keeps up to (stages - s) micro-batches in flight on stage s; the
+    // last stage also holds the logits and their gradient (vocab split by tp).
+    const int64_t in_flight = std::min<int64_t>(degrees.pp - s, config.sequences_per_step(0) / degrees.dp /
+                                                                    config.train.micro_batch_size);
+    st.activations = std::max<int64_t>(1, in_flight) * tokens * st.layers * per_layer +
+                     (st.head ? 2 * tokens * m.vocab_size / degrees.tp * 4 : 0);
+  }
+  return stages;
+}
+
+std::string describe_plan(const Config& config, int world, int ranks_per_node) {
+  const Degrees d = resolve_degrees(config, world);
+  const Layout layout(d);
+  std::ostringstream out;
+  out << "plan: " << config.source_file << " on " << world << " ranks (" << ranks_per_node << " per node, "
+      << (world + ranks_per_node - 1) / ranks_per_node << " nodes)\n";
+  out << "layout: tp " << d.tp << " x ulysses " << d.ulysses << " x ring " << d.ring << " x dp " << d.dp << " x pp "
+      << d.pp << " (tp innermost, pp outermost); ep " << d.ep << " from dp x sp; zero " << config.parallel.zero << "\n\n";
+  const std::vector<int> widths = {5, 5, 3, 8, 5, 3, 3, 3};
+  out << row({"rank", "node", "tp", "ulysses", "ring", "dp", "pp", "ep"}, widths);
+  for (int r = 0; r < world; ++r) {
+    const Coord c = layout.coord(r);
+    const auto ep = layout.group(Group::ep, r);
+    const auto ep_rank = std::find(ep.begin(), ep.end(), r) - ep.begin();
+    out << row({std::to_string(r), std::to_string(r / ranks_per_node), std::to_string(c.tp), std::to_string(c.ulysses),
+                std::to_string(c.ring), std::to_string(c.dp), std::to_string(c.pp), std::to_string(ep_rank)},
+               widths);
+  }
+  out << "\ngroups of rank 0:";
+  for (Group g : kAllGroups) out << " " << group_name(g) << " " << ranks_text(layout.group(g, 0));
+  out << "\n\nper rank, at seq_len " << config.data.seq_len << ", micro-batch " << config.train.micro_batch_size
+      << " (" << (config.train.device == "cuda" ? "bf16 weights, fp32 grads and optimizer" : "fp32") << "):\n";
+  const std::vector<int> stage_widths = {5, 9, 10, 10, 10, 10, 11, 10};
+  out << row({"stage", "layers", "params", "weights", "grads", "optimizer", "activations", "total"}, stage_widths);
+  const auto stages = plan_stages(config, d);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const auto& st = stages[s];
+    out << row({std::to_string(s),
+                std::to_string(st.first_layer) + "-" + std::to_string(st.first_layer + st.layers - 1),
+                human_count(static_cast<double>(st.parameters)), human_bytes(st.weights), human_bytes(st.gradients),
+                human_bytes(st.optimizer), human_bytes(st.activations), human_bytes(st.total())},
+               stage_widths);
+  }
+  out << "activations: no checkpointing; what each layer keeps for backward with flash attention\n";
+  return out.str();
+}
+
+}  // namespace lt

@@ -1,0 +1,31 @@
+// What a parallel layout means for each rank, before anything runs: the
+// grid (coordinates, machine), how the layers split into pipeline stages,
+// and an estimate of parameters and memory per rank. `longtrain plan` prints
+// it; later memory features (checkpointing, offload) refine the estimate.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/config/config.h"
+#include "parallel/mesh/layout.h"
+
+namespace lt {
+
+struct StagePlan {
+  int64_t first_layer = 0, layers = 0;
+  bool embedding = false, head = false;  // first and last stage
+  int64_t parameters = 0;                // held by one rank of this stage
+  // Bytes per rank.
+  int64_t weights = 0, gradients = 0, optimizer = 0, activations = 0;
+  int64_t total() const { return weights + gradients + optimizer + activations; }
+};
+
+// Layers per stage as even as possible, the earlier stages taking the extra
+// ones (the last stage also holds the head and the loss).
+std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees);
+
+// The full report `longtrain plan` prints.
+std::string describe_plan(const Config& config, int world, int ranks_per_node);
+
+}  // namespace lt

@@ -1,0 +1,47 @@
+# The program as a parallel job: mpirun -np 2 with dp=2 gives the losses of
+# one process on the same global batch; one failing rank ends the whole job
+# quickly with its message; a layout that does not fit the world is one
+# clear line, before anything is allocated; `plan` prints the grid.
+source "$(dirname "$0")/lib.sh"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+dir="$LT_TEST_DIR/cli_dp"
+rm -rf "$dir"
+run() { "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false train.threads=1 "$@"; }
+
+run run_dir="$dir/one" > /dev/null
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false \
+  train.threads=1 run_dir="$dir/two" parallel.dp=2 parallel.zero=1 > "$dir/two.out"
+grep -q "2 ranks (dp 2, zero 1" "$dir/two.out" || fail "no dp=2 run: $(cat "$dir/two.out")"
+python3 - "$dir/one/metrics.jsonl" "$dir/two/metrics.jsonl" <<'PY' || fail "dp=2 losses differ from one process"
+import json, sys
+one, two = ([json.loads(l)["loss"] for l in open(f) if '"loss"' in l] for f in sys.argv[1:])
+assert len(one) == len(two) == 4, (one, two)
+for a, b in zip(one, two):
+    assert abs(a - b) <= 1e-5 * abs(a), (a, b)
+print("dp=2 losses equal one process:", two)
+PY
+
+# Rank 1 throws in step 2: non-zero exit within seconds, its message shown.
+start=$(date +%s)
+status=0
+LT_FAULT=throw@1:2 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
+  train.threads=1 run_dir="$dir/fault" > /dev/null 2> "$dir/fault.err" || status=$?
+elapsed=$(( $(date +%s) - start ))
+[ "$status" -ne 0 ] || fail "a failing rank left exit 0"
+grep -q "longtrain: error on rank 1: injected fault" "$dir/fault.err" || fail "message lost: $(cat "$dir/fault.err")"
+[ "$elapsed" -lt 60 ] || fail "the job took ${elapsed}s to end"
+echo "ok: rank failure ended the job in ${elapsed}s"
+
+# A layout that does not fit: every rank finds it, one line is printed.
+status=0
+"${MPIRUN[@]}" -np 3 "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.tp=2 > /dev/null 2> "$dir/layout.err" || status=$?
+[ "$status" -eq 2 ] || fail "bad layout exit $status: $(cat "$dir/layout.err")"
+[ "$(grep -c 'longtrain: error' "$dir/layout.err")" -eq 1 ] || fail "not one error line: $(cat "$dir/layout.err")"
+grep -q "3 ranks cannot be split into replicas of tp=2" "$dir/layout.err" || fail "unclear: $(cat "$dir/layout.err")"
+echo "ok: $(grep 'longtrain: error' "$dir/layout.err")"
+
+expect_error "6 ranks cannot be split into replicas of tp=4" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 6 parallel.tp=4
+"$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 8 --ranks-per-node 4 parallel.tp=2 parallel.pp=2 > "$dir/plan.out"
+grep -q "tp 2 x ulysses 1 x ring 1 x dp 2 x pp 2" "$dir/plan.out" || fail "plan: $(cat "$dir/plan.out")"
+echo "data parallel ok"

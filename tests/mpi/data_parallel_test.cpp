@@ -1,0 +1,138 @@
+// Data parallelism against one process on the same global batch: gradients
+// after the bucketed (overlapped, sharded) reduction, then whole training
+// runs (losses and parameters after 3 steps), with ZeRO 0 and 1, and resume
+// of a sharded checkpoint on the same and on another dp degree.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/checkpoint/safetensors.h"
+#include "core/data/document_source.h"
+#include "core/data/packer.h"
+#include "core/train/loss.h"
+#include "core/train/trainer.h"
+#include "parallel/data_parallel/gradient_buckets.h"
+#include "parallel/mesh/mesh.h"
+#include "tests/support/reference.h"
+
+namespace lt {
+namespace {
+
+struct DataParallelJob : ::testing::TestWithParam<int> {  // the ZeRO stage
+  DataParallelJob() {
+    MPI_Comm comm;
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    world = std::make_unique<Communicator>(comm, "test", 120);
+    P = world->size(), r = world->rank();
+  }
+
+  // One directory for the whole job: rank 0 names it.
+  std::string shared_dir(const std::string& name) {
+    const std::string mine = r == 0 ? testing::scratch_dir("dp_test", name) : "";
+    return world->all_gather(mine)[0];
+  }
+
+  // tiny_run with 2 sequences per rank a step, micro-batches of one (so
+  // gradients accumulate), and small buckets (so there are several).
+  Config run(const std::string& dir, int64_t steps, int dp) {
+    Config c = testing::tiny_run(dir, steps);
+    c.train.global_batch_tokens = 2 * P * c.data.seq_len;
+    c.train.micro_batch_size = 1;
+    c.parallel.dp = std::to_string(dp);
+    c.parallel.zero = GetParam();
+    c.parallel.bucket_mb = 0.01;
+    return c;
+  }
+
+  std::map<int64_t, double> train(const Config& c) {
+    Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+    return Trainer(c, &mesh).run().losses;
+  }
+
+  std::unique_ptr<Communicator> world;
+  int P = 1, r = 0;
+};
+
+void expect_close(const std::map<int64_t, double>& a, const std::map<int64_t, double>& b, double tolerance) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [step, loss] : a) EXPECT_NEAR(loss, b.at(step), tolerance * std::abs(b.at(step))) << "step " << step;
+}
+
+void expect_same_weights(const std::string& a, const std::string& b) {
+  auto x = load_safetensors(a + "/model.safetensors"), y = load_safetensors(b + "/model.safetensors");
+  ASSERT_EQ(x.size(), y.size());
+  for (const auto& [name, t] : x) EXPECT_LT(testing::relative_error(t, y.at(name)), 1e-5) << name;
+}
+
+TEST_P(DataParallelJob, ReducedGradientsEqualTheFullBatchGradients) {
+  for (bool overlap : {true, false}) {
+    Config c = run("", 1, P);
+    auto source = make_document_source(c.data, c.model.vocab_size, 7, Split::Train);
+    Packer packer(*source, c.data);
+    const Batch batch = packer.next(2 * P, c.data.seq_len);
+    const double valid = static_cast<double>(batch.valid_tokens());
+
+    LlamaForCausalLM serial(c.model), parallel(c.model);
+    serial->initialize(1);
+    parallel->initialize(1);
+    (loss_sum(*serial, batch) / valid).backward();
+
+    std::vector<NamedParameter> params;
+    for (auto& item : parallel->named_parameters()) params.push_back({item.key(), item.value()});
+    GradientBuckets buckets(params, *world, {10000, overlap, GetParam() == 1});
+    EXPECT_GT(buckets.bucket_count(), 2);
+    buckets.zero_grad();
+    for (int row = 0; row < 2; ++row) {
+      if (row == 1) buckets.arm();
+      (loss_sum(*parallel, batch.rows(2 * r + row, 1)) / valid).backward();
+    }
+    buckets.finish();
+    auto reference = serial->named_parameters();
+    for (const auto& s : buckets.segments()) {
+      auto expected = reference[s.name].grad().reshape(-1).narrow(0, s.start, s.size());
+      EXPECT_LT(testing::relative_error(s.grad(), expected), 1e-5) << s.name << " overlap " << overlap;
+    }
+    double norm = 0;
+    for (const auto& item : reference) norm += item.value().grad().pow(2).sum().item<double>();
+    EXPECT_NEAR(buckets.grad_norm(), std::sqrt(norm), 1e-5 * std::sqrt(norm));
+  }
+}
+
+TEST_P(DataParallelJob, TrainingEqualsOneProcess) {
+  const std::string dir = shared_dir("equal_zero" + std::to_string(GetParam()));
+  const auto parallel = train(run(dir + "/dp", 3, P));
+  // The reference: each rank trains the same global batch alone.
+  Config alone = run(dir + "/alone" + std::to_string(r), 3, 1);
+  alone.parallel.zero = 0;
+  const auto serial = Trainer(alone).run().losses;
+  expect_close(parallel, serial, 1e-5);
+  expect_same_weights(dir + "/dp/checkpoints/step_00000003", alone.run_dir + "/checkpoints/step_00000003");
+}
+
+TEST_P(DataParallelJob, ResumesOnTheSameAndOnAnotherDpDegree) {
+  const std::string dir = shared_dir("resume_zero" + std::to_string(GetParam()));
+  Config straight = run(dir + "/straight", 4, P);
+  straight.checkpoint.interval = 2;
+  const auto uninterrupted = train(straight);
+
+  // The same layout, from the step-2 checkpoint: bit-exact.
+  Config again = run(dir + "/again", 4, P);
+  again.checkpoint.resume = dir + "/straight/checkpoints/step_00000002";
+  const auto resumed = train(again);
+  ASSERT_EQ(resumed.size(), 2u);
+  for (const auto& [step, loss] : resumed) EXPECT_EQ(loss, uninterrupted.at(step)) << "step " << step;
+
+  // One process picks up the job's checkpoint: its optimizer state is
+  // gathered from every shard.
+  Config alone = run(dir + "/alone" + std::to_string(r), 4, 1);
+  alone.checkpoint.resume = again.checkpoint.resume;
+  const auto continued = Trainer(alone).run().losses;
+  ASSERT_EQ(continued.size(), 2u);
+  for (const auto& [step, loss] : continued) EXPECT_NEAR(loss, uninterrupted.at(step), 1e-5 * loss) << "step " << step;
+}
+
+INSTANTIATE_TEST_SUITE_P(Zero, DataParallelJob, ::testing::Values(0, 1),
+                         [](const auto& info) { return "zero" + std::to_string(info.param); });
+
+}  // namespace
+}  // namespace lt

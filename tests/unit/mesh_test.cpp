@@ -1,0 +1,132 @@
+// The rank grid as arithmetic: coordinates and groups of several layouts
+// against rank lists worked out by hand, the layout errors, and the plan.
+#include <gtest/gtest.h>
+
+#include "core/config/config.h"
+#include "core/util/error.h"
+#include "parallel/mesh/layout.h"
+#include "parallel/mesh/plan.h"
+#include "tests/support/reference.h"
+
+namespace lt {
+namespace {
+
+using Ranks = std::vector<int>;
+
+// 16 ranks as tp 2 x ulysses 2 x dp 2 x pp 2 (ring 1):
+// rank = tp + 2 * (ulysses + 2 * (dp + 2 * pp)).
+TEST(Layout, SixteenRanksTwoByTwoByTwoByTwo) {
+  const Layout layout({2, 2, 1, 2, 2, 1});
+  EXPECT_EQ(layout.world(), 16);
+  const Coord c = layout.coord(13);  // 13 = 1 + 2 * (0 + 2 * (1 + 2 * 1))
+  EXPECT_EQ(c.tp, 1);
+  EXPECT_EQ(c.ulysses, 0);
+  EXPECT_EQ(c.dp, 1);
+  EXPECT_EQ(c.pp, 1);
+  EXPECT_EQ(layout.rank(c), 13);
+  EXPECT_EQ(layout.group(Group::tp, 13), (Ranks{12, 13}));
+  EXPECT_EQ(layout.group(Group::ulysses, 13), (Ranks{13, 15}));
+  EXPECT_EQ(layout.group(Group::sp, 13), (Ranks{13, 15}));
+  EXPECT_EQ(layout.group(Group::dp, 13), (Ranks{9, 13}));
+  EXPECT_EQ(layout.group(Group::pp, 13), (Ranks{5, 13}));
+  EXPECT_EQ(layout.group(Group::dp_sp, 13), (Ranks{9, 11, 13, 15}));
+  EXPECT_EQ(layout.group(Group::world, 13).size(), 16u);
+  EXPECT_EQ(layout.next(Group::pp, 5), 13);
+  EXPECT_EQ(layout.previous(Group::pp, 5), 13);
+  EXPECT_EQ(layout.group(Group::tp, 0), (Ranks{0, 1}));
+  EXPECT_EQ(layout.group(Group::dp_sp, 0), (Ranks{0, 2, 4, 6}));
+}
+
+// Hybrid sequence parallelism: tp 1, ulysses 2 (inner), ring 2 (outer), dp 2.
+TEST(Layout, HybridSequenceParallelism) {
+  const Layout layout({1, 2, 2, 2, 1, 1});
+  EXPECT_EQ(layout.group(Group::ulysses, 5), (Ranks{4, 5}));
+  EXPECT_EQ(layout.group(Group::ring, 5), (Ranks{5, 7}));
+  EXPECT_EQ(layout.group(Group::sp, 5), (Ranks{4, 5, 6, 7}));
+  EXPECT_EQ(layout.group(Group::dp, 5), (Ranks{1, 5}));
+  EXPECT_EQ(layout.group(Group::dp_sp, 5), (Ranks{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(layout.next(Group::ring, 5), 7);
+  EXPECT_EQ(layout.next(Group::ring, 7), 5);
+}
+
+// A four-rank ring (ring 4 x dp 2): neighbours wrap around.
+TEST(Layout, RingNeighbours) {
+  const Layout layout({1, 1, 4, 2, 1, 1});
+  EXPECT_EQ(layout.group(Group::ring, 6), (Ranks{4, 5, 6, 7}));
+  EXPECT_EQ(layout.next(Group::ring, 7), 4);
+  EXPECT_EQ(layout.previous(Group::ring, 4), 7);
+  EXPECT_EQ(layout.group(Group::dp, 6), (Ranks{2, 6}));
+}
+
+// Expert parallelism carved from dp x sp: tp 2 x dp 4 with ep 2.
+TEST(Layout, ExpertGroupsFromReplicas) {
+  const Layout layout({2, 1, 1, 4, 1, 2});
+  EXPECT_EQ(layout.group(Group::dp_sp, 0), (Ranks{0, 2, 4, 6}));
+  EXPECT_EQ(layout.group(Group::ep, 0), (Ranks{0, 2}));
+  EXPECT_EQ(layout.group(Group::ep, 4), (Ranks{4, 6}));
+  EXPECT_EQ(layout.group(Group::ep, 5), (Ranks{5, 7}));
+  EXPECT_EQ(layout.group(Group::ep_dp, 0), (Ranks{0, 4}));
+  EXPECT_EQ(layout.group(Group::ep_dp, 3), (Ranks{3, 7}));
+}
+
+// Eight 64-token sequences a step.
+Config small_config() {
+  Config c;
+  c.model = testing::tiny_model();
+  c.data.seq_len = 64;
+  c.train.global_batch_tokens = 8 * 64;
+  return c;
+}
+
+void expect_layout_error(const Config& c, int world, const std::string& fragment) {
+  try {
+    resolve_degrees(c, world);
+    FAIL() << "no error for world " << world;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(Layout, ResolvesAutoDpAndRejectsWorldsThatDoNotFit) {
+  Config c = small_config();
+  c.parallel.tp = 4;
+  expect_layout_error(c, 6, "6 ranks cannot be split into replicas of tp=4 x sp.ulysses=1 x sp.ring=1 x pp=1 = 4");
+  EXPECT_EQ(resolve_degrees(c, 8).dp, 2);
+  c.parallel.dp = "3";
+  expect_layout_error(c, 8, "set parallel.dp=2 (or auto)");
+  c.parallel.dp = "auto";
+  c.parallel.tp = 1;
+  c.parallel.ep = 3;
+  expect_layout_error(c, 4, "parallel.ep=3 does not divide the dp x sp = 4 ranks");
+  c.parallel.ep = 1;
+  expect_layout_error(c, 16, "a step of 8 sequences of 64 tokens does not split over dp=16");
+}
+
+TEST(Plan, PrintsGridStagesAndMemory) {
+  Config c = small_config();
+  c.model.num_layers = 3;
+  c.parallel.tp = 2;
+  c.parallel.pp = 2;
+  c.source_file = "test.yaml";
+  const std::string plan = describe_plan(c, 8, 4);
+  EXPECT_NE(plan.find("on 8 ranks (4 per node, 2 nodes)"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("tp 2 x ulysses 1 x ring 1 x dp 2 x pp 2"), std::string::npos) << plan;
+  // Rank 7: node 1, tp 1, ulysses 0, ring 0, dp 1, pp 1, ep 0.
+  EXPECT_NE(plan.find("\n7      1      1    0         0      1    1    0\n"), std::string::npos) << plan;
+  const auto stages = plan_stages(c, resolve_degrees(c, 8));
+  ASSERT_EQ(stages.size(), 2u);
+  EXPECT_EQ(stages[0].layers, 2);  // the extra layer goes first: the last stage holds the head
+  EXPECT_EQ(stages[1].first_layer, 2);
+  // Stage 0: embedding slice + 2 layers, of one tp rank (kv heads 2 over tp 2: one each).
+  const auto& m = c.model;
+  const int64_t h = m.hidden_size, d = m.resolved_head_dim();
+  const int64_t layer = h * 4 * d / 2 + 2 * h * 1 * d + 4 * d * h / 2 + 3 * h * m.intermediate_size / 2 + 2 * h;
+  EXPECT_EQ(stages[0].parameters, m.vocab_size * h / 2 + 2 * layer);
+  EXPECT_EQ(stages[1].parameters, layer + h + m.vocab_size * h / 2);
+  EXPECT_EQ(stages[0].optimizer, 8 * stages[0].parameters);  // zero 0: both fp32 moments in full
+  c.parallel.zero = 1;
+  EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].optimizer, 8 * stages[0].parameters / 2);  // over dp 2
+}
+
+}  // namespace
+}  // namespace lt
