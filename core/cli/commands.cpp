@@ -142,19 +142,17 @@ int print_help(const std::string& command) {
   return 0;
 }
 
-int run_train(const Args& args) {
+int run_train(const Args& args, MpiSession& mpi) {
   if (wants_help(args)) return print_help("train");
   auto parsed = parse(args, "train", {});
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  const int world = mpi.world_size();
   Config config;
   Degrees degrees;
   agree_on_setup([&] {
     config = load_config(parsed.recipe, parsed.overrides);
     degrees = resolve_degrees(config, world);
   });
-  Mesh mesh(Layout(degrees), MPI_COMM_WORLD, config.parallel.timeout_s);
-  Trainer(config, &mesh).run();
+  Trainer(config, &mpi.create_mesh(Layout(degrees), config.parallel.timeout_s)).run();
   return 0;
 }
 

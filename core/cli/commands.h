@@ -6,6 +6,8 @@
 
 namespace lt {
 
+class MpiSession;
+
 using Args = std::vector<std::string>;
 
 // Thrown by every rank when all of them found the same error while setting
@@ -16,7 +18,7 @@ struct AgreedError {
   bool print;
 };
 
-int run_train(const Args& args);
+int run_train(const Args& args, MpiSession& mpi);
 int run_plan(const Args& args);
 int run_eval(const Args& args);
 int print_help(const std::string& command);

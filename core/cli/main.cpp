@@ -30,7 +30,7 @@ int dispatch(const std::vector<std::string>& argv) {
   if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") return lt::print_help("");
   const std::string& command = argv[0];
   const lt::Args rest(argv.begin() + 1, argv.end());
-  if (command == "train") return lt::run_train(rest);
+  if (command == "train") return lt::run_train(rest, *mpi);
   if (command == "eval") return lt::run_eval(rest);
   if (command == "plan") return lt::run_plan(rest);
   if (command == "help") return lt::print_help(rest.empty() ? "" : rest[0]);

@@ -1,5 +1,6 @@
 #include "parallel/comm/communicator.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <numeric>
@@ -53,13 +54,14 @@ std::function<void()> averaging(ReduceOp op, at::Tensor target, int size) {
 }  // namespace
 
 Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s)
-    : comm_(comm), name_(std::move(name)), timeout_s_(timeout_s) {
+    : comm_(comm), name_(std::move(name)), timeout_s_(timeout_s), worker_(std::make_unique<MpiWorker>()) {
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
 }
 
 Communicator::~Communicator() {
+  worker_.reset();  // its last calls finish on this communicator first
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_SELF && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
@@ -84,27 +86,23 @@ void Communicator::enable_nccl(int device) {
 
 Work::Source Communicator::source(const char* op) const { return {op, name_, rank_, size_, world_rank_, timeout_s_}; }
 
-Work Communicator::mpi_work(const char* op, std::vector<MPI_Request> requests, std::vector<at::Tensor> keep,
-                            std::function<void()> finish) const {
-  auto pending = std::make_shared<std::vector<MPI_Request>>(std::move(requests));
-  auto ready = [pending, keep = std::move(keep)]() {
-    int done = 0;
-    check_mpi(MPI_Testall(static_cast<int>(pending->size()), pending->data(), &done, MPI_STATUSES_IGNORE),
-              "test of a request");
-    return done != 0;
-  };
-  return Work(source(op), std::move(ready), std::move(finish));
+Work Communicator::submit(const char* op, std::function<void()> call, std::function<void()> finish) {
+  return Work(source(op), worker_->run(std::move(call)), std::move(finish));
+}
+
+Work Communicator::submit_posted(const char* op, std::function<MPI_Request()> call) {
+  return Work(source(op), worker_->post(std::move(call)));
 }
 
 Work Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
   count("all_reduce", tensor.nbytes());
   LT_ON_DEVICE(tensor, all_reduce(tensor, op, source("all_reduce")))
   check_host_input(tensor, "all_reduce");
-  MPI_Request request;
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), int_count(tensor.numel(), "all_reduce"),
-                           reduce_type(tensor.scalar_type()), mpi_op(op), comm_, &request),
-            "all_reduce");
-  return mpi_work("all_reduce", {request}, {tensor}, averaging(op, tensor, size_));
+  const int n = int_count(tensor.numel(), "all_reduce");
+  const MPI_Datatype type = reduce_type(tensor.scalar_type());
+  return submit("all_reduce", [=, comm = comm_] {
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), n, type, mpi_op(op), comm), "all_reduce");
+  }, averaging(op, tensor, size_));
 }
 
 Work Communicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
@@ -114,11 +112,10 @@ Work Communicator::all_gather_async(const at::Tensor& input, at::Tensor& output)
   LT_ON_DEVICE(input, all_gather(input, output, source("all_gather")))
   check_host_input(input, "all_gather");
   check_host_input(output, "all_gather");
-  MPI_Request request;
   const int bytes = int_count(input.nbytes(), "all_gather");
-  check_mpi(MPI_Iallgather(input.data_ptr(), bytes, MPI_BYTE, output.data_ptr(), bytes, MPI_BYTE, comm_, &request),
-            "all_gather");
-  return mpi_work("all_gather", {request}, {input, output});
+  return submit("all_gather", [=, comm = comm_] {
+    check_mpi(MPI_Allgather(input.data_ptr(), bytes, MPI_BYTE, output.data_ptr(), bytes, MPI_BYTE, comm), "all_gather");
+  });
 }
 
 at::Tensor Communicator::all_gather(const at::Tensor& input) {
@@ -150,11 +147,12 @@ Work Communicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& out
   LT_ON_DEVICE(input, reduce_scatter(input, output, op, source("reduce_scatter")))
   check_host_input(input, "reduce_scatter");
   check_host_input(output, "reduce_scatter");
-  MPI_Request request;
-  check_mpi(MPI_Ireduce_scatter_block(input.data_ptr(), output.data_ptr(), int_count(output.numel(), "reduce_scatter"),
-                                      reduce_type(input.scalar_type()), mpi_op(op), comm_, &request),
-            "reduce_scatter");
-  return mpi_work("reduce_scatter", {request}, {input, output}, averaging(op, output, size_));
+  const int n = int_count(output.numel(), "reduce_scatter");
+  const MPI_Datatype type = reduce_type(input.scalar_type());
+  return submit("reduce_scatter", [=, comm = comm_] {
+    check_mpi(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), n, type, mpi_op(op), comm),
+              "reduce_scatter");
+  }, averaging(op, output, size_));
 }
 
 at::Tensor Communicator::reduce_scatter(const at::Tensor& input, ReduceOp op) {
@@ -199,22 +197,27 @@ at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<i
   }
 #endif
   check_host_input(input, "all_to_all");
-  // Byte counts and offsets as MPI wants them; they live until completion.
-  auto layout = std::make_shared<std::vector<int>>(4 * size_);
-  int* sc = layout->data();
-  int* sd = sc + size_;
-  int* rc = sd + size_;
-  int* rd = rc + size_;
+  // Byte counts and offsets as MPI wants them: send, send offsets, receive,
+  // receive offsets; the call owns them until it completes.
+  auto counts = std::make_shared<std::vector<int>>(4 * size_);
   int64_t send_at = 0, recv_at = 0;
   for (int i = 0; i < size_; ++i) {
-    sc[i] = int_count(send_bytes[i], "all_to_all"), sd[i] = int_count(send_at, "all_to_all");
-    rc[i] = int_count(recv_bytes[i], "all_to_all"), rd[i] = int_count(recv_at, "all_to_all");
+    (*counts)[i] = int_count(send_bytes[i], "all_to_all"), (*counts)[size_ + i] = int_count(send_at, "all_to_all");
+    (*counts)[2 * size_ + i] = int_count(recv_bytes[i], "all_to_all");
+    (*counts)[3 * size_ + i] = int_count(recv_at, "all_to_all");
     send_at += send_bytes[i], recv_at += recv_bytes[i];
   }
-  MPI_Request request;
-  check_mpi(MPI_Ialltoallv(input.data_ptr(), sc, sd, MPI_BYTE, output.data_ptr(), rc, rd, MPI_BYTE, comm_, &request),
-            "all_to_all");
-  mpi_work("all_to_all", {request}, {input, output}, [layout] {}).wait();
+  // Equal splits take MPI's all-to-all proper: its algorithms beat alltoallv's.
+  const bool even = std::all_of(counts->begin(), counts->begin() + size_, [&](int c) { return c == (*counts)[0]; }) &&
+                    std::all_of(counts->begin() + 2 * size_, counts->begin() + 3 * size_,
+                                [&](int c) { return c == (*counts)[0]; });
+  submit("all_to_all", [counts, even, input, output, n = size_, comm = comm_] {
+    const int* c = counts->data();
+    check_mpi(even ? MPI_Alltoall(input.data_ptr(), c[0], MPI_BYTE, output.data_ptr(), c[0], MPI_BYTE, comm)
+                   : MPI_Alltoallv(input.data_ptr(), c, c + n, MPI_BYTE, output.data_ptr(), c + 2 * n, c + 3 * n,
+                                   MPI_BYTE, comm),
+              "all_to_all");
+  }).wait();
   return output;
 }
 
@@ -222,37 +225,39 @@ Work Communicator::broadcast_async(at::Tensor& tensor, int root) {
   count("broadcast", tensor.nbytes());
   LT_ON_DEVICE(tensor, broadcast(tensor, root, source("broadcast")))
   check_host_input(tensor, "broadcast");
-  MPI_Request request;
-  check_mpi(MPI_Ibcast(tensor.data_ptr(), int_count(tensor.nbytes(), "broadcast"), MPI_BYTE, root, comm_, &request),
-            "broadcast");
-  return mpi_work("broadcast", {request}, {tensor});
+  const int bytes = int_count(tensor.nbytes(), "broadcast");
+  return submit("broadcast", [=, comm = comm_] {
+    check_mpi(MPI_Bcast(tensor.data_ptr(), bytes, MPI_BYTE, root, comm), "broadcast");
+  });
 }
 
 Work Communicator::isend(const at::Tensor& tensor, int peer, int tag) {
   count("send", tensor.nbytes());
   LT_ON_DEVICE(tensor, send(tensor, peer, source("send")))
   check_host_input(tensor, "send");
-  MPI_Request request;
-  check_mpi(MPI_Isend(tensor.data_ptr(), int_count(tensor.nbytes(), "send"), MPI_BYTE, peer, tag, comm_, &request),
-            "send");
-  return mpi_work("send", {request}, {tensor});
+  const int bytes = int_count(tensor.nbytes(), "send");
+  return submit_posted("send", [=, comm = comm_] {
+    MPI_Request request;
+    check_mpi(MPI_Isend(tensor.data_ptr(), bytes, MPI_BYTE, peer, tag, comm, &request), "send");
+    return request;
+  });
 }
 
 Work Communicator::irecv(at::Tensor& tensor, int peer, int tag) {
   count("recv", tensor.nbytes());
   LT_ON_DEVICE(tensor, recv(tensor, peer, source("recv")))
   check_host_input(tensor, "recv");
-  MPI_Request request;
-  check_mpi(MPI_Irecv(tensor.data_ptr(), int_count(tensor.nbytes(), "recv"), MPI_BYTE, peer, tag, comm_, &request),
-            "recv");
-  return mpi_work("recv", {request}, {tensor});
+  const int bytes = int_count(tensor.nbytes(), "recv");
+  return submit_posted("recv", [=, comm = comm_] {
+    MPI_Request request;
+    check_mpi(MPI_Irecv(tensor.data_ptr(), bytes, MPI_BYTE, peer, tag, comm, &request), "recv");
+    return request;
+  });
 }
 
 void Communicator::barrier() {
   count("barrier", 0);
-  MPI_Request request;
-  check_mpi(MPI_Ibarrier(comm_, &request), "barrier");
-  mpi_work("barrier", {request}, {}).wait();
+  submit("barrier", [comm = comm_] { check_mpi(MPI_Barrier(comm), "barrier"); }).wait();
 }
 
 }  // namespace lt

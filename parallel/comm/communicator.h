@@ -1,9 +1,12 @@
 // One communicator type for a group of ranks. Host tensors travel through
-// MPI, device tensors through NCCL (CUDA builds), with the same calls. All
-// collectives work along dim 0 of contiguous tensors; the autograd wrappers
-// (autograd_collectives.h) move other dimensions there. Every operation is
-// non-blocking underneath, so `wait` runs under the watchdog, and counted per
-// operation, so tests and benchmarks can check volumes against theory.
+// MPI (on the communicator's own worker thread), device tensors through NCCL
+// (on its own stream, CUDA builds), with the same calls. All collectives work
+// along dim 0 of contiguous tensors; the autograd wrappers
+// (autograd_collectives.h) move other dimensions there. Every operation
+// returns, or waits on, a Work, so waiting runs under the watchdog; every
+// operation is counted, so tests and benchmarks can check volumes against
+// theory. The `_async` and p2p forms must keep their tensors unchanged until
+// their Work completes.
 #pragma once
 #include <ATen/ATen.h>
 #include <mpi.h>
@@ -13,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/comm/mpi_worker.h"
 #include "parallel/comm/work.h"
 
 namespace lt {
@@ -83,14 +87,16 @@ class Communicator {
     auto& c = counters_[op];
     ++c.calls, c.bytes += bytes;
   }
-  Work mpi_work(const char* op, std::vector<MPI_Request> requests, std::vector<at::Tensor> keep,
-                std::function<void()> finish = {}) const;
+  // Host operations run on the worker; their lambdas hold the tensors.
+  Work submit(const char* op, std::function<void()> call, std::function<void()> finish = {});
+  Work submit_posted(const char* op, std::function<MPI_Request()> call);
 
   MPI_Comm comm_;
   std::string name_;
   double timeout_s_;
   int rank_ = 0, size_ = 1, world_rank_ = 0;
   std::map<std::string, OpCounter> counters_;
+  std::unique_ptr<MpiWorker> worker_;
 #ifdef LT_WITH_CUDA
   std::unique_ptr<NcclCommunicator> nccl_;
 #endif

@@ -5,16 +5,25 @@
 namespace lt {
 
 MpiSession::MpiSession(int* argc, char*** argv) {
-  // Serialized: the autograd engine may run gradient hooks, which start
-  // collectives, on its own thread, but never two MPI calls at once.
+  // Every communicator makes its MPI calls on a thread of its own.
   int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
-  if (provided < MPI_THREAD_SERIALIZED) fail("the MPI library does not support MPI_THREAD_SERIALIZED");
+  MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+  if (provided < MPI_THREAD_MULTIPLE)
+    fail("the MPI library lacks MPI_THREAD_MULTIPLE, which longtrain's communicators need: use an MPI built "
+         "with thread support (Debian's OpenMPI has it)");
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
 }
 
-MpiSession::~MpiSession() { MPI_Finalize(); }
+MpiSession::~MpiSession() {
+  mesh_.reset();
+  MPI_Finalize();
+}
+
+Mesh& MpiSession::create_mesh(const Layout& layout, double timeout_s) {
+  mesh_ = std::make_unique<Mesh>(layout, MPI_COMM_WORLD, timeout_s);
+  return *mesh_;
+}
 
 Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s) : layout_(layout) {
   int size = 0;

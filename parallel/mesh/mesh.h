@@ -10,7 +10,13 @@
 
 namespace lt {
 
-// MPI for the life of the program (MPI_Init_thread .. MPI_Finalize).
+class Mesh;
+
+// MPI for the life of the program (MPI_Init_thread .. MPI_Finalize), and
+// the job's mesh. The mesh lives here, not on the stack of the code that
+// runs the job, so that an error unwinding that code reaches the entry
+// point (which aborts the job) without first waiting for this rank's
+// communicators, one of which may be stuck in a collective.
 class MpiSession {
  public:
   MpiSession(int* argc = nullptr, char*** argv = nullptr);
@@ -20,8 +26,12 @@ class MpiSession {
   int world_rank() const { return rank_; }
   int world_size() const { return size_; }
 
+  // Collective: builds the job's mesh over MPI_COMM_WORLD.
+  Mesh& create_mesh(const Layout& layout, double timeout_s);
+
  private:
   int rank_ = 0, size_ = 1;
+  std::unique_ptr<Mesh> mesh_;
 };
 
 class Mesh {

@@ -25,13 +25,22 @@ PY
 # Rank 1 throws in step 2: non-zero exit within seconds, its message shown.
 start=$(date +%s)
 status=0
-LT_FAULT=throw@1:2 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
+LT_FAULT=throw@1:2 timeout 120 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
   train.threads=1 run_dir="$dir/fault" > /dev/null 2> "$dir/fault.err" || status=$?
 elapsed=$(( $(date +%s) - start ))
 [ "$status" -ne 0 ] || fail "a failing rank left exit 0"
 grep -q "longtrain: error on rank 1: injected fault" "$dir/fault.err" || fail "message lost: $(cat "$dir/fault.err")"
 [ "$elapsed" -lt 60 ] || fail "the job took ${elapsed}s to end"
 echo "ok: rank failure ended the job in ${elapsed}s"
+
+# Rank 1 hangs: rank 0's watchdog names the collective it waited in.
+status=0
+LT_FAULT=hang@1:2 timeout 120 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
+  train.threads=1 run_dir="$dir/hang" parallel.timeout_s=2 > /dev/null 2> "$dir/hang.err" || status=$?
+[ "$status" -ne 0 ] || fail "a hung rank left exit 0"
+grep -q "error on rank 0: watchdog: all_reduce on group 'dp_sp' (rank 0 of 2, world rank 0) did not finish within 2 s" \
+  "$dir/hang.err" || fail "no watchdog message: $(cat "$dir/hang.err")"
+echo "ok: $(grep watchdog "$dir/hang.err")"
 
 # A layout that does not fit: every rank finds it, one line is printed.
 status=0
