@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Single-process training throughput: longtrain against a plain PyTorch loop
-# of the same ~59M-parameter Llama in Python (same torch wheel, so the same
-# kernels), at 2K and 8K tokens, in this one invocation; then the attention
-# kernels against each other. Writes tests/bench/results/*.json and prints
-# the README tables.
-#   scripts/bench.sh [STEPS]
+# Benchmarks, each against its baseline in the same invocation:
+#  train: single-process training throughput, longtrain against a plain
+#    PyTorch loop of the same ~59M-parameter Llama in Python (same torch
+#    wheel, so the same kernels), at 2K and 8K tokens; then the attention
+#    kernels against each other;
+#  dp: data parallelism on 2 ranks: gradient reduction overlapped with
+#    backward vs. after it, and our communicator vs. plain MPI calls.
+# Writes tests/bench/results/*.json and prints the README tables.
+#   scripts/bench.sh [STEPS] [all|train|dp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
-scripts/build.sh --target lt_bench_train --target lt_bench_attention > /dev/null
+which=${2:-all}
+scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp > /dev/null
+
+if [ "$which" = all ] || [ "$which" = dp ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  mpirun --oversubscribe --bind-to none -np 2 build/lt_bench_dp $((steps * 3)) |
+    python3 tests/bench/report.py --data-parallel --command "scripts/bench.sh $steps dp" \
+      --out tests/bench/results/data_parallel.json
+fi
+[ "$which" = all ] || [ "$which" = train ] || exit 0
 limit=$((16 << 30))  # the baseline's address space: its naive attention fails cleanly instead of swapping
 runs=()
 for seq in 2048 8192; do

@@ -45,7 +45,8 @@ std::string human_duration(double seconds) {
 
 std::string human_count(double count) {
   char buffer[32];
-  if (count >= 1e6) std::snprintf(buffer, sizeof(buffer), "%.2fM", count / 1e6);
+  if (count >= 1e9) std::snprintf(buffer, sizeof(buffer), "%.2fB", count / 1e9);
+  else if (count >= 1e6) std::snprintf(buffer, sizeof(buffer), "%.2fM", count / 1e6);
   else if (count >= 1e3) std::snprintf(buffer, sizeof(buffer), "%.1fK", count / 1e3);
   else std::snprintf(buffer, sizeof(buffer), "%.0f", count);
   return buffer;

@@ -1,6 +1,7 @@
 """Combines benchmark JSON lines (stdin) into a results file with ratios
 against the baselines of the same invocation, and prints a Markdown table.
---attention: the lines are attention-kernel timings (lt_bench_attention)."""
+--attention: the lines are attention-kernel timings (lt_bench_attention);
+--data-parallel: the lines are lt_bench_dp's (overlap, communicator overhead)."""
 import argparse
 import datetime
 import json
@@ -13,11 +14,15 @@ def main():
     p.add_argument("--command", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--attention", action="store_true")
+    p.add_argument("--data-parallel", action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     if a.attention:
         attention_report(a, runs, cpu)
+        return
+    if a.data_parallel:
+        data_parallel_report(a, runs, cpu)
         return
     rows = []
     for run in runs:
@@ -52,6 +57,22 @@ def attention_report(a, runs, cpu):
     for r in runs:
         print(f"| {r['seq']} | {'4 packed' if r['documents'] else 'one'} | {r['flash_s'] * 1e3:.0f} ms "
               f"| {r['blockwise_s'] * 1e3:.0f} ms | {r['flash_speedup']:.2f}x |")
+
+
+def data_parallel_report(a, runs, cpu):
+    with open(a.out, "w") as f:
+        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
+    for r in (r for r in runs if r["bench"] == "gradient_overlap"):
+        print(f"| dp={r['ranks']}, {r['parameters'] / 1e6:.1f}M parameters ({r['gradient_bytes'] / 2**20:.0f} MiB of "
+              f"gradients), {r['tokens_per_rank']} tokens per rank | {r['after_backward_s'] * 1e3:.0f} ms "
+              f"| {r['overlapped_s'] * 1e3:.0f} ms | {r['speedup']:.2f}x |")
+    print()
+    print("| operation | size | communicator | plain MPI | overhead |")
+    print("|---|---|---|---|---|")
+    for r in (r for r in runs if r["bench"] == "communicator_overhead"):
+        size = f"{r['bytes'] / 2**20:.0f} MiB" if r["bytes"] >= 2**20 else f"{r['bytes'] / 2**10:.0f} KiB"
+        print(f"| {r['op']} | {size} | {r['communicator_s'] * 1e6:.0f} us | {r['plain_mpi_s'] * 1e6:.0f} us "
+              f"| {r['overhead']:.2f}x |")
 
 
 if __name__ == "__main__":
