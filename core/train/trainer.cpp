@@ -24,14 +24,6 @@ std::string format(const char* pattern, double value) {
   return buffer;
 }
 
-}  // namespace
-
-double flops_per_token(const ModelConfig& model, int64_t seq_len) {
-  return 6.0 * flop_parameters(model) + 6.0 * model.num_layers * model.hidden_size * seq_len;
-}
-
-namespace {
-
 std::unique_ptr<Mesh> solo_mesh(const Config& config) {
   int initialized = 0;
   MPI_Initialized(&initialized);
@@ -46,6 +38,10 @@ void check_trainable(const ParallelConfig& p) {
 }
 
 }  // namespace
+
+double flops_per_token(const ModelConfig& model, int64_t seq_len) {
+  return 6.0 * flop_parameters(model) + 6.0 * model.num_layers * model.hidden_size * seq_len;
+}
 
 Trainer::Trainer(Config config, Mesh* mesh)
     : config_(std::move(config)), own_mesh_(mesh ? nullptr : solo_mesh(config_)), mesh_(mesh ? *mesh : *own_mesh_),

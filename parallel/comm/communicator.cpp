@@ -71,7 +71,8 @@ Communicator::~Communicator() {
 void Communicator::enable_nccl(int device) {
   NcclUniqueId id{};
   if (rank_ == 0) id = NcclCommunicator::create_id();
-  check_mpi(MPI_Bcast(id.data(), static_cast<int>(id.size()), MPI_BYTE, 0, comm_), "broadcast of the NCCL id");
+  auto bytes = at::from_blob(id.data(), {static_cast<int64_t>(id.size())}, at::kByte);
+  broadcast(bytes, 0);
   nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device);
 }
 #define LT_ON_DEVICE(tensor, call) \

@@ -48,23 +48,22 @@ MpiWorker::~MpiWorker() {
 MpiWorker::Ready MpiWorker::run(std::function<void()> call) {
   auto task = std::make_shared<Task>();
   task->run = std::move(call);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(task);
-  }
-  wake_.notify_one();
-  return ready_of(task);
+  return enqueue(std::move(task));
 }
 
 MpiWorker::Ready MpiWorker::post(std::function<MPI_Request()> call) {
   auto task = std::make_shared<Task>();
   task->post = std::move(call);
+  return enqueue(std::move(task));
+}
+
+MpiWorker::Ready MpiWorker::enqueue(std::shared_ptr<Task> task) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     queue_.push_back(task);
   }
   wake_.notify_one();
-  return ready_of(task);
+  return ready_of(std::move(task));
 }
 
 bool MpiWorker::poll_posted() {

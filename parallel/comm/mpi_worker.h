@@ -37,6 +37,7 @@ class MpiWorker {
   struct Task;  // one issued call (defined in the .cpp)
 
  private:
+  Ready enqueue(std::shared_ptr<Task> task);
   void loop();
   bool poll_posted();
 
