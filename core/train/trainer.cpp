@@ -31,13 +31,13 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
   return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s);
 }
 
+}  // namespace
+
 void check_trainable(const ParallelConfig& p) {
   if (p.tp > 1 || p.pp > 1 || p.sp_degree() > 1 || p.ep > 1)
     fail("parallel: this build trains with data parallelism only; tp, pp, sp and ep are laid out and planned "
          "(longtrain plan) but not yet trained: set them to 1");
 }
-
-}  // namespace
 
 double flops_per_token(const ModelConfig& model, int64_t seq_len) {
   return 6.0 * flop_parameters(model) + 6.0 * model.num_layers * model.hidden_size * seq_len;

@@ -26,6 +26,9 @@ struct TrainResult {
 // FLOPs of one trained token (forward + backward), DESIGN.md's MFU formula.
 double flops_per_token(const ModelConfig& model, int64_t seq_len);
 
+// Fails for the parallel dimensions this build cannot train yet.
+void check_trainable(const ParallelConfig& parallel);
+
 // Runs a Config end to end. Throws lt::Error on user errors.
 class Trainer {
  public:

@@ -16,7 +16,14 @@ expect_error "contains no complete checkpoint" "$LONGTRAIN" eval recipes/tiny-pa
 expect_error "no CUDA device is visible" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.device=cuda "run_dir=$dir/cuda"
 expect_error "no CUDA device is visible" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$LT_TEST_DIR/cli_train/checkpoints" train.device=cuda
 expect_error "cannot open" "$LONGTRAIN" train recipes/tiny-passkey.yaml data.source=indexed "data.path=$dir/missing" "run_dir=$dir/ix"
+expect_error "parallel.dp: got two, must be 'auto' or a positive integer" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.dp=two
+expect_error "model.num_heads=4 is not divisible by parallel.tp=3" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.tp=3
+expect_error "does not split over dp=3" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 3
+expect_error "plan: missing --world N" "$LONGTRAIN" plan recipes/tiny-passkey.yaml
+expect_error "plan: --world 'x' must be a positive integer" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world x
+expect_error "LT_FAULT='oops': expected" env LT_FAULT=oops "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" "run_dir=$dir/fault"
 "$LONGTRAIN" --help | grep -q "usage: longtrain" || fail "--help"
+"$LONGTRAIN" plan --help | grep -q "usage: longtrain plan" || fail "plan --help"
 "$LONGTRAIN" train --help | grep -q "usage: longtrain train" || fail "train --help"
 "$LONGTRAIN" eval --help | grep -q "usage: longtrain eval" || fail "eval --help"
 echo "user errors ok"
