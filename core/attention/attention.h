@@ -4,6 +4,9 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <functional>
+#include <string>
+
 namespace lt {
 
 struct AttentionMask {
@@ -36,5 +39,10 @@ struct AttentionResult {
 // seq x seq matrix: memory is O(seq x block).
 AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                           const AttentionOptions& options = {});
+
+// How a layer attends: attention() on one device; parallel/sequence supplies
+// the sequence-parallel versions (Ulysses, ring), with this same signature.
+using AttentionFn = std::function<AttentionResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                  const AttentionMask&, const AttentionOptions&)>;
 
 }  // namespace lt

@@ -11,6 +11,9 @@ struct Batch {
   at::Tensor labels;     // [batch, seq] int64, next token or kIgnoreIndex
   at::Tensor positions;  // [batch, seq] int64, restart per document unless disabled
   at::Tensor documents;  // [batch, seq] int64 segment ids; undefined when documents may attend to each other
+  // [seq] int64: where each column stands in the full sequence, for a shard
+  // of it (sequence parallelism); undefined: the whole sequence, 0..seq-1.
+  at::Tensor index;
 
   int64_t size() const { return tokens.size(0); }
   Batch rows(int64_t start, int64_t count) const;

@@ -6,12 +6,12 @@ namespace lt {
 
 Batch Batch::rows(int64_t start, int64_t count) const {
   auto slice = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, count) : t; };
-  return {slice(tokens), slice(labels), slice(positions), slice(documents)};
+  return {slice(tokens), slice(labels), slice(positions), slice(documents), index};
 }
 
 Batch Batch::to(const at::Device& device) const {
   auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  return {move(tokens), move(labels), move(positions), move(documents)};
+  return {move(tokens), move(labels), move(positions), move(documents), move(index)};
 }
 
 Packer::Packer(const DocumentSource& source, const DataConfig& config, DataPosition start)

@@ -26,7 +26,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   auto q = apply_rotary(q_proj(x).view({b, s, heads_, head_dim_}), cos, sin);
   auto k = apply_rotary(k_proj(x).view({b, s, kv_heads_, head_dim_}), cos, sin);
   auto v = v_proj(x).view({b, s, kv_heads_, head_dim_});
-  auto out = attention(q, k, v, mask, options_).out;
+  auto out = attend_(q, k, v, mask, options_).out;
   return o_proj(out.reshape({b, s, heads_ * head_dim_}));
 }
 
@@ -90,6 +90,10 @@ void LlamaForCausalLMImpl::initialize(uint64_t seed) {
     else value = at::empty(p.sizes()).normal_(0.0, config_.init_std, generator);
     p.copy_(value);
   }
+}
+
+void LlamaForCausalLMImpl::set_attention(const AttentionFn& attend) {
+  for (const auto& layer : *model->layers) layer->as<LlamaBlock>()->self_attn->set_attention(attend);
 }
 
 int64_t flop_parameters(const ModelConfig& c) {

@@ -25,12 +25,14 @@ class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const ModelConfig& config);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
+  void set_attention(AttentionFn attend) { attend_ = std::move(attend); }
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
   AttentionOptions options_;
+  AttentionFn attend_ = attention;
 };
 TORCH_MODULE(LlamaAttention);
 
@@ -79,6 +81,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   // Output projection weight, which is the embedding when tied.
   const at::Tensor& head_weight() const;
+
+  // Every layer attends with `attend` (a sequence-parallel strategy, or
+  // plain attention() again).
+  void set_attention(const AttentionFn& attend);
 
   LlamaModel model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when embeddings are tied

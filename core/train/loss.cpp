@@ -7,6 +7,8 @@ ModelInput model_input(const Batch& batch) {
   mask.causal = true;
   mask.q_document = batch.documents;
   mask.k_document = batch.documents;
+  mask.q_index = batch.index;
+  mask.k_index = batch.index;
   return {batch.tokens, batch.positions, mask};
 }
 

@@ -14,6 +14,8 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
+#include "parallel/sequence/sequence_shard.h"
+#include "parallel/sequence/ulysses_attention.h"
 
 namespace lt {
 namespace {
@@ -34,9 +36,9 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
 }  // namespace
 
 void check_trainable(const ParallelConfig& p) {
-  if (p.tp > 1 || p.pp > 1 || p.sp_degree() > 1 || p.ep > 1)
-    fail("parallel: this build trains with data parallelism only; tp, pp, sp and ep are laid out and planned "
-         "(longtrain plan) but not yet trained: set them to 1");
+  if (p.tp > 1 || p.pp > 1 || p.sp.ring > 1 || p.ep > 1)
+    fail("parallel: this build trains with data parallelism and Ulysses sequence parallelism; tp, pp, sp.ring "
+         "and ep are laid out and planned (longtrain plan) but not yet trained: set them to 1");
 }
 
 double flops_per_token(const ModelConfig& model, int64_t seq_len) {
@@ -60,6 +62,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
   std::vector<NamedParameter> params;
   for (auto& item : model_->named_parameters()) params.push_back({item.key(), item.value()});
   const auto& p = config_.parallel;
+  if (p.sp.ulysses > 1) model_->set_attention(ulysses_attention(mesh_.group(Group::ulysses)));
   buckets_ = std::make_unique<GradientBuckets>(
       params, replicas_,
       DataParallelOptions{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1});
@@ -110,9 +113,15 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   // whole global batch, so accumulation and the sum over replicas give
   // exactly the full-batch mean, for any dp degree.
   const double valid = static_cast<double>(std::max<int64_t>(1, batch.valid_tokens()));
+  // This dp rank's rows; of each, this sequence-parallel rank's columns.
   auto& dp = mesh_.group(Group::dp);
   const int64_t rows = batch.size() / dp.size();
-  const Batch mine = batch.rows(dp.rank() * rows, rows);
+  Batch mine = batch.rows(dp.rank() * rows, rows);
+  if (config_.parallel.sp_degree() > 1) {
+    const auto c = mesh_.coord();
+    const SequenceLayout layout{static_cast<int>(config_.parallel.sp.ulysses), static_cast<int>(config_.parallel.sp.ring)};
+    mine = shard_sequences(mine, sequence_columns(batch.tokens.size(1), layout, c.ulysses, c.ring));
+  }
   const int64_t micro = std::min(config_.train.micro_batch_size, rows);
   buckets_->zero_grad();
   auto total = at::zeros({1}, at::kDouble);
@@ -177,7 +186,8 @@ TrainResult Trainer::run() {
   logger_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
                 std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
-                " ranks (dp " + std::to_string(d.dp) + ", zero " + std::to_string(config_.parallel.zero) + ", " +
+                " ranks (dp " + std::to_string(d.dp) + ", ulysses " + std::to_string(d.ulysses) + ", zero " +
+                std::to_string(config_.parallel.zero) + ", " +
                 std::to_string(buckets_->bucket_count()) + " gradient buckets)");
 
   auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
@@ -217,8 +227,11 @@ TrainResult Trainer::run() {
       logger_->line("checkpoint: " + path);
     }
   }
-  // The replicas are equal: rank 0 evaluates for the job.
-  if (config_.eval.at_end && mesh_.rank() == 0) evaluate(result);
+  // The replicas are equal: rank 0 evaluates for the job, on its own.
+  if (config_.eval.at_end && mesh_.rank() == 0) {
+    model_->set_attention(attention);
+    evaluate(result);
+  }
   return result;
 }
 

@@ -1,5 +1,6 @@
-# The program as a parallel job: mpirun -np 2 with dp=2 gives the losses of
-# one process on the same global batch; one failing rank ends the whole job
+# The program as a parallel job: mpirun -np 2 with dp=2 (ZeRO-1), and with
+# Ulysses sequence parallelism, gives the losses of one process on the same
+# global batch; one failing rank ends the whole job
 # quickly with its message; a layout that does not fit the world is one
 # clear line, before anything is allocated; `plan` prints the grid.
 source "$(dirname "$0")/lib.sh"
@@ -10,17 +11,20 @@ rm -rf "$dir"
 run() { "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false train.threads=1 "$@"; }
 
 run run_dir="$dir/one" > /dev/null
-"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false \
-  train.threads=1 run_dir="$dir/two" parallel.dp=2 parallel.zero=1 > "$dir/two.out"
-grep -q "2 ranks (dp 2, zero 1" "$dir/two.out" || fail "no dp=2 run: $(cat "$dir/two.out")"
-python3 - "$dir/one/metrics.jsonl" "$dir/two/metrics.jsonl" <<'PY' || fail "dp=2 losses differ from one process"
+for layout in "parallel.dp=2 parallel.zero=1" "parallel.sp.ulysses=2"; do
+  name=${layout//[ .=]/_}
+  "${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false \
+    train.threads=1 run_dir="$dir/$name" $layout > "$dir/$name.out"
+  grep -q "2 ranks" "$dir/$name.out" || fail "no 2-rank run for $layout: $(cat "$dir/$name.out")"
+  python3 - "$dir/one/metrics.jsonl" "$dir/$name/metrics.jsonl" "$layout" <<'PY' || fail "$layout: losses differ from one process"
 import json, sys
-one, two = ([json.loads(l)["loss"] for l in open(f) if '"loss"' in l] for f in sys.argv[1:])
+one, two = ([json.loads(l)["loss"] for l in open(f) if '"loss"' in l] for f in sys.argv[1:3])
 assert len(one) == len(two) == 4, (one, two)
 for a, b in zip(one, two):
     assert abs(a - b) <= 1e-5 * abs(a), (a, b)
-print("dp=2 losses equal one process:", two)
+print(sys.argv[3] + ": losses equal one process:", two)
 PY
+done
 
 # Rank 1 throws in step 2: its message, once, a non-zero exit, within seconds.
 # (MPI itself may add a line about the vanished peer of a transfer.)
@@ -49,10 +53,10 @@ echo "ok: $(grep watchdog "$dir/hang.err")"
 # (mpirun -q keeps mpirun's own notice of the exit code out).
 expect_error "3 ranks cannot be split into replicas of tp=2" "${MPIRUN[@]}" -q -np 3 "$LONGTRAIN" train \
   recipes/tiny-passkey.yaml parallel.tp=2
-expect_error "tp, pp, sp and ep are laid out and planned" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" train \
+expect_error "tp, pp, sp.ring and ep are laid out and planned" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" train \
   recipes/tiny-passkey.yaml parallel.tp=2
 
 expect_error "6 ranks cannot be split into replicas of tp=4" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 6 parallel.tp=4
 "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 8 --ranks-per-node 4 parallel.tp=2 parallel.pp=2 > "$dir/plan.out"
 grep -q "tp 2 x ulysses 1 x ring 1 x dp 2 x pp 2" "$dir/plan.out" || fail "plan: $(cat "$dir/plan.out")"
-echo "data parallel ok"
+echo "parallel jobs ok"

@@ -1,0 +1,30 @@
+#include "parallel/sequence/sequence_shard.h"
+
+#include "core/util/error.h"
+
+namespace lt {
+
+at::Tensor sequence_columns(int64_t length, const SequenceLayout& layout, int u, int r) {
+  const int64_t ring_part = length / layout.ring;
+  check(length % (layout.ulysses * layout.ring * (layout.zigzag && layout.ring > 1 ? 2 : 1)) == 0,
+        "sequence of " + std::to_string(length) + " tokens does not split over the sequence-parallel ranks");
+  at::Tensor part;
+  if (layout.zigzag && layout.ring > 1) {
+    const int64_t chunk = length / (2 * layout.ring);
+    part = at::cat({at::arange(r * chunk, (r + 1) * chunk, at::kLong),
+                    at::arange((2 * layout.ring - 1 - r) * chunk, (2 * layout.ring - r) * chunk, at::kLong)});
+  } else {
+    part = at::arange(r * ring_part, (r + 1) * ring_part, at::kLong);
+  }
+  const int64_t piece = ring_part / layout.ulysses;
+  return part.narrow(0, u * piece, piece).contiguous();
+}
+
+Batch shard_sequences(const Batch& batch, const at::Tensor& columns) {
+  auto take = [&](const at::Tensor& t) { return t.defined() ? t.index_select(1, columns.to(t.device())) : t; };
+  Batch out{take(batch.tokens), take(batch.labels), take(batch.positions), take(batch.documents), columns};
+  if (batch.index.defined()) out.index = batch.index.index_select(0, columns);
+  return out;
+}
+
+}  // namespace lt

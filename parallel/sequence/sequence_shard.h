@@ -1,0 +1,27 @@
+// Which tokens of a sequence each sequence-parallel rank holds. The ring
+// splits the sequence first: zigzag cuts it into 2R chunks and ring rank r
+// holds chunks r and 2R-1-r (equal causal work on every rank), contiguous
+// gives rank r the r-th R-th; then the ring rank's part is cut
+// contiguously over the Ulysses ranks, in the order Ulysses' all-to-all
+// gathers it back. Labels are shifted before sharding (by the packer), so
+// every column carries its own token, label, position and document.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "core/data/batch.h"
+
+namespace lt {
+
+struct SequenceLayout {
+  int ulysses = 1, ring = 1;
+  bool zigzag = true;
+};
+
+// The columns (indices into the full sequence) rank (ulysses u, ring r)
+// holds, in order: [length / (ulysses * ring)] int64.
+at::Tensor sequence_columns(int64_t length, const SequenceLayout& layout, int u, int r);
+
+// This rank's columns of every row; `index` says where they stand.
+Batch shard_sequences(const Batch& batch, const at::Tensor& columns);
+
+}  // namespace lt
