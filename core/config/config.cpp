@@ -121,7 +121,7 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
     relation_error(s, "parallel.pp", "parallel.pp=" + std::to_string(p.pp) + " exceeds model.num_layers=" +
                                          std::to_string(m.num_layers) + ": every pipeline stage needs a layer");
   // Zigzag ring sharding cuts a sequence into 2 * ring chunks.
-  const int64_t chunks = p.sp.ulysses * p.sp.ring * (p.sp.ring > 1 ? 2 : 1);
+  const int64_t chunks = p.sp.ulysses * p.sp.ring * (p.sp.ring > 1 && p.sp.zigzag ? 2 : 1);
   for (size_t i = 0; i <= c.data.curriculum.size(); ++i) {
     const bool final = i == c.data.curriculum.size();
     const int64_t length = final ? c.data.seq_len : c.data.curriculum[i].seq_len;

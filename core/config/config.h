@@ -84,6 +84,7 @@ struct TrainConfig {
 struct SequenceParallelConfig {
   int64_t ulysses = 1;
   int64_t ring = 1;
+  bool zigzag = true;               // ring rank r holds chunks r and 2R-1-r (equal causal work); false: contiguous
 };
 
 // Degrees of the 4D rank grid (DESIGN.md: tp innermost, then ulysses, ring,

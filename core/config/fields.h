@@ -112,6 +112,7 @@ template <class V>
 void visit(V& v, SequenceParallelConfig& s) {
   v.field("ulysses", s.ulysses, in_range<int64_t>(1, 1 << 16));
   v.field("ring", s.ring, in_range<int64_t>(1, 1 << 16));
+  v.field("zigzag", s.zigzag);
 }
 
 template <class V>

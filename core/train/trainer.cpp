@@ -14,8 +14,7 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
-#include "parallel/sequence/sequence_shard.h"
-#include "parallel/sequence/ulysses_attention.h"
+#include "parallel/sequence/sequence_parallel.h"
 
 namespace lt {
 namespace {
@@ -36,9 +35,9 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
 }  // namespace
 
 void check_trainable(const ParallelConfig& p) {
-  if (p.tp > 1 || p.pp > 1 || p.sp.ring > 1 || p.ep > 1)
-    fail("parallel: this build trains with data parallelism and Ulysses sequence parallelism; tp, pp, sp.ring "
-         "and ep are laid out and planned (longtrain plan) but not yet trained: set them to 1");
+  if (p.tp > 1 || p.pp > 1 || p.ep > 1)
+    fail("parallel: this build trains with data and sequence parallelism; tp, pp and ep are laid out and "
+         "planned (longtrain plan) but not yet trained: set them to 1");
 }
 
 double flops_per_token(const ModelConfig& model, int64_t seq_len) {
@@ -62,7 +61,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
   std::vector<NamedParameter> params;
   for (auto& item : model_->named_parameters()) params.push_back({item.key(), item.value()});
   const auto& p = config_.parallel;
-  if (p.sp.ulysses > 1) model_->set_attention(ulysses_attention(mesh_.group(Group::ulysses)));
+  if (p.sp_degree() > 1) model_->set_attention(sequence_parallel_attention(mesh_));
   buckets_ = std::make_unique<GradientBuckets>(
       params, replicas_,
       DataParallelOptions{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1});
@@ -119,7 +118,7 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   Batch mine = batch.rows(dp.rank() * rows, rows);
   if (config_.parallel.sp_degree() > 1) {
     const auto c = mesh_.coord();
-    const SequenceLayout layout{static_cast<int>(config_.parallel.sp.ulysses), static_cast<int>(config_.parallel.sp.ring)};
+    const auto layout = sequence_layout(config_.parallel.sp);
     mine = shard_sequences(mine, sequence_columns(batch.tokens.size(1), layout, c.ulysses, c.ring));
   }
   const int64_t micro = std::min(config_.train.micro_batch_size, rows);

@@ -23,7 +23,7 @@ AttentionMask gather_mask(const AttentionMask& mask, Communicator& comm, int64_t
 }
 
 AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
-                        const AttentionOptions& options, Communicator& comm) {
+                        const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
   const int U = comm.size();
   const int64_t b = q.size(0), s = q.size(1), heads = q.size(2), d = q.size(3);
   check(heads % U == 0, "Ulysses: " + std::to_string(heads) + " heads do not split over " + std::to_string(U) + " ranks");
@@ -40,15 +40,17 @@ AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tens
   auto fused = at::cat({per_rank(q), per_rank(kk), per_rank(vv)}, 3).reshape({b, s, -1, d});
   auto gathered = all_to_all(fused, comm, 2, 1);  // [b, U*s, (heads + 2 kv) / U, d]
   auto parts = gathered.split({heads / U, kv / U, kv / U}, 2);
-  auto result = attention(parts[0], parts[1], parts[2], gather_mask(mask, comm, s), options);
+  auto result = inner(parts[0], parts[1], parts[2], gather_mask(mask, comm, s), options);
   return {all_to_all(result.out, comm, 1, 2), at::Tensor()};
 }
 
 }  // namespace
 
-AttentionFn ulysses_attention(Communicator& comm) {
-  return [&comm](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
-                 const AttentionOptions& options) { return ulysses(q, k, v, mask, options, comm); };
+AttentionFn ulysses_attention(Communicator& comm, AttentionFn inner) {
+  return [&comm, inner = std::move(inner)](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                           const AttentionMask& mask, const AttentionOptions& options) {
+    return ulysses(q, k, v, mask, options, comm, inner);
+  };
 }
 
 int64_t ulysses_forward_bytes(int64_t batch, int64_t local_seq, int64_t heads, int64_t kv_heads, int64_t head_dim,

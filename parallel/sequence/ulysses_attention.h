@@ -10,9 +10,10 @@
 
 namespace lt {
 
-// Attention over the Ulysses group `ulysses` (the layer's AttentionFn). The
-// log-sum-exp is not sent back: the layer needs only the output.
-AttentionFn ulysses_attention(Communicator& ulysses);
+// Attention over the Ulysses group `ulysses` (the layer's AttentionFn);
+// `inner` attends over the gathered tokens (ring attention in the hybrid).
+// The log-sum-exp is not sent back: the layer needs only the output.
+AttentionFn ulysses_attention(Communicator& ulysses, AttentionFn inner = attention);
 
 // Bytes one rank's forward all-to-alls send to other ranks per layer.
 int64_t ulysses_forward_bytes(int64_t batch, int64_t local_seq, int64_t heads, int64_t kv_heads, int64_t head_dim,

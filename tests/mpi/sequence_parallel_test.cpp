@@ -1,8 +1,9 @@
 // Sequence parallelism against one rank on the same data and init: the loss
-// and every gradient (fp32, 1e-5 relative), for Ulysses over all ranks and,
-// on 4 ranks, Ulysses 2 x dp 2; plain causal sequences, packed documents, and
-// GQA with fewer kv heads than ranks. The all-to-all volume per layer equals
-// the theory exactly. Whole training runs equal one process.
+// and every gradient (fp32, 1e-5 relative), for Ulysses and ring (zigzag and
+// contiguous) over all ranks and, on 4 ranks, the 2 x 2 hybrid and each with
+// dp 2; plain causal sequences, packed documents, and GQA/MQA with fewer kv
+// heads than ranks. Per-layer volumes equal the theory exactly; zigzag
+// balances causal work. Whole training runs equal one process.
 #include <gtest/gtest.h>
 
 #include "core/data/document_source.h"
@@ -10,7 +11,8 @@
 #include "core/train/loss.h"
 #include "core/train/trainer.h"
 #include "parallel/mesh/mesh.h"
-#include "parallel/sequence/sequence_shard.h"
+#include "parallel/sequence/ring_attention.h"
+#include "parallel/sequence/sequence_parallel.h"
 #include "parallel/sequence/ulysses_attention.h"
 #include "tests/support/reference.h"
 
@@ -31,25 +33,46 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-class UlyssesJob : public ::testing::TestWithParam<Case> {};
+struct Arrangement {
+  SequenceLayout sp;
+  int dp;
+  std::string describe() const {
+    return "ulysses " + std::to_string(sp.ulysses) + " x ring " + std::to_string(sp.ring) +
+           (sp.zigzag ? " zigzag" : " contiguous") + " x dp " + std::to_string(dp);
+  }
+};
+
+// Every way to split this job's ranks that the test covers.
+std::vector<Arrangement> arrangements(int P) {
+  std::vector<Arrangement> out = {{{P, 1, true}, 1}, {{1, P, true}, 1}, {{1, P, false}, 1}};
+  if (P == 4) {
+    out.push_back({{2, 2, true}, 1});   // the hybrid: Ulysses inside, ring outside
+    out.push_back({{2, 1, true}, 2});   // with data parallelism
+    out.push_back({{1, 2, true}, 2});
+  }
+  return out;
+}
+
+class SequenceJob : public ::testing::TestWithParam<Case> {};
 
 // 2 sequences per dp rank of 64 tokens; tiny model with 4 heads.
-Config case_config(const Case& c, int ulysses, int dp) {
+Config case_config(const Case& c, const Arrangement& split) {
   Config config = testing::tiny_run("", 1);
   config.model.num_kv_heads = c.kv_heads;
   config.data.document_mask = c.documents;
-  config.train.global_batch_tokens = 2 * dp * config.data.seq_len;
-  config.parallel.sp.ulysses = ulysses;
-  config.parallel.dp = std::to_string(dp);
+  config.train.global_batch_tokens = 2 * split.dp * config.data.seq_len;
+  config.parallel.sp = {split.sp.ulysses, split.sp.ring, split.sp.zigzag};
+  config.parallel.dp = std::to_string(split.dp);
   return config;
 }
 
-void expect_equal_to_one_rank(const Case& c, int ulysses, int dp) {
-  const Config config = case_config(c, ulysses, dp);
+void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
+  SCOPED_TRACE(split.describe());
+  const Config config = case_config(c, split);
   Mesh mesh(Layout(resolve_degrees(config, world_size())), MPI_COMM_WORLD, 60);
   auto source = make_document_source(config.data, config.model.vocab_size, 5, Split::Train);
   Packer packer(*source, config.data);
-  const Batch batch = packer.next(2 * dp, config.data.seq_len);
+  const Batch batch = packer.next(2 * split.dp, config.data.seq_len);
   const double valid = static_cast<double>(batch.valid_tokens());
 
   LlamaForCausalLM serial(config.model), parallel(config.model);
@@ -58,11 +81,11 @@ void expect_equal_to_one_rank(const Case& c, int ulysses, int dp) {
   auto serial_loss = loss_sum(*serial, batch) / valid;
   serial_loss.backward();
 
-  parallel->set_attention(ulysses_attention(mesh.group(Group::ulysses)));
+  parallel->set_attention(sequence_parallel_attention(mesh));
   const auto coord = mesh.coord();
   const Batch rows = batch.rows(coord.dp * 2, 2);
-  const Batch mine = shard_sequences(rows, sequence_columns(batch.tokens.size(1), {ulysses, 1}, coord.ulysses, 0));
-  auto loss = loss_sum(*parallel, mine) / valid;
+  const auto columns = sequence_columns(batch.tokens.size(1), split.sp, coord.ulysses, coord.ring);
+  auto loss = loss_sum(*parallel, shard_sequences(rows, columns)) / valid;
   loss.backward();
 
   auto& replicas = mesh.group(Group::dp_sp);
@@ -77,17 +100,29 @@ void expect_equal_to_one_rank(const Case& c, int ulysses, int dp) {
   }
 }
 
-TEST_P(UlyssesJob, OverAllRanksEqualsOneRank) { expect_equal_to_one_rank(GetParam(), world_size(), 1); }
-
-TEST_P(UlyssesJob, WithDataParallelEqualsOneRank) {
-  if (world_size() != 4) GTEST_SKIP() << "Ulysses 2 x dp 2 needs 4 ranks";
-  expect_equal_to_one_rank(GetParam(), 2, 2);
+TEST_P(SequenceJob, EveryLayoutEqualsOneRank) {
+  for (const auto& split : arrangements(world_size())) expect_equal_to_one_rank(GetParam(), split);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sequences, UlyssesJob,
+INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
                          ::testing::Values(Case{"causal", false, 4}, Case{"documents", true, 4},
                                            Case{"gqa", true, 2}, Case{"mqa", true, 1}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// Zigzag gives every ring rank the same causal work (query-key pairs).
+TEST(SequenceShard, ZigzagBalancesCausalWork) {
+  for (bool zigzag : {true, false}) {
+    std::vector<int64_t> work;
+    for (int r = 0; r < 4; ++r)
+      work.push_back((sequence_columns(64, {1, 4, zigzag}, 0, r) + 1).sum().item<int64_t>());
+    if (zigzag) EXPECT_EQ(work, std::vector<int64_t>(4, work[0]));
+    else EXPECT_LT(work[0] * 4, work[3]);
+  }
+  // Ulysses inside a zigzag ring part: contiguous pieces of it, in order.
+  // Ring rank 0 of 2 holds chunks 0 and 3 of 4: [0, 4) and [12, 16); Ulysses rank 1 the second half.
+  EXPECT_TRUE(sequence_columns(16, {2, 2, true}, 1, 0).equal(at::arange(12, 16, at::kLong)));
+  EXPECT_TRUE(sequence_columns(16, {2, 2, true}, 0, 1).equal(at::arange(4, 8, at::kLong)));
+}
 
 // One layer's forward: the all-to-all bytes of each rank equal the theory.
 TEST(Ulysses, AllToAllVolumeEqualsTheory) {
@@ -104,6 +139,24 @@ TEST(Ulysses, AllToAllVolumeEqualsTheory) {
     EXPECT_EQ(group.counters().at("all_to_all").bytes, ulysses_forward_bytes(b, s, heads, kv_heads, d, P, 4))
         << "kv heads " << kv_heads;
     EXPECT_EQ(group.counters().at("all_to_all").calls, 2);  // q, k, v fused; the output back
+  }
+}
+
+// One layer's forward: each rank sends R - 1 hops of its K/V block (kv
+// heads only), indices and document ids: exactly the theory.
+TEST(Ring, SendVolumeEqualsTheory) {
+  const int P = world_size();
+  for (bool documents : {false, true}) {
+    MPI_Comm comm;
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    Communicator group(comm, "ring", 60);
+    const int64_t b = 2, s = 16, heads = 4, kv_heads = 2, d = 8;
+    auto q = at::randn({b, s, heads, d}), k = at::randn({b, s, kv_heads, d}), v = at::randn({b, s, kv_heads, d});
+    AttentionMask mask;
+    mask.q_index = mask.k_index = sequence_columns(s * P, {1, P, true}, 0, group.rank());
+    if (documents) mask.q_document = mask.k_document = at::zeros({b, s}, at::kLong);
+    ring_attention(group)(q, k, v, mask, {});
+    EXPECT_EQ(group.counters().at("send").bytes, ring_forward_bytes(b, s, kv_heads, d, P, 4, documents));
   }
 }
 

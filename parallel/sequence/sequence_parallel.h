@@ -1,0 +1,16 @@
+// The attention a layer uses on this rank of the mesh: plain, Ulysses, ring,
+// or the hybrid (Ulysses over adjacent ranks outside, ring inside), and the
+// columns of each sequence this rank holds.
+#pragma once
+#include "core/attention/attention.h"
+#include "core/config/config.h"
+#include "parallel/mesh/mesh.h"
+#include "parallel/sequence/sequence_shard.h"
+
+namespace lt {
+
+AttentionFn sequence_parallel_attention(Mesh& mesh);
+
+SequenceLayout sequence_layout(const SequenceParallelConfig& sp);
+
+}  // namespace lt
