@@ -5,17 +5,32 @@
 #    wheel, so the same kernels), at 2K and 8K tokens; then the attention
 #    kernels against each other;
 #  dp: data parallelism on 2 ranks: gradient reduction overlapped with
-#    backward vs. after it, and our communicator vs. plain MPI calls.
+#    backward vs. after it, and our communicator vs. plain MPI calls;
+#  sp: one 8K-token sequence over 1, 2, 4, 8 ranks with Ulysses, ring and
+#    the hybrid: tokens/s, peak memory per rank, bytes sent against theory.
 # Writes tests/bench/results/*.json and prints the README tables.
-#   scripts/bench.sh [STEPS] [all|train|dp]
+#   scripts/bench.sh [STEPS] [all|train|dp|sp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
-scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp > /dev/null
+scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp > /dev/null
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
+if [ "$which" = all ] || [ "$which" = sp ]; then
+  {
+    mpirun -np 1 build/lt_bench_sp ulysses 8192 "$steps"
+    for ranks in 2 4 8; do
+      layouts="ulysses ring"
+      [ "$ranks" -lt 4 ] || layouts="$layouts hybrid"  # ulysses 2 x ring ranks/2
+      for layout in $layouts; do
+        mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_sp $layout 8192 "$steps"
+      done
+    done
+  } | python3 tests/bench/report.py --sequence-parallel --command "scripts/bench.sh $steps sp" \
+      --out tests/bench/results/sequence_parallel.json
+fi
 if [ "$which" = all ] || [ "$which" = dp ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   mpirun --oversubscribe --bind-to none -np 2 build/lt_bench_dp $((steps * 3)) |
     python3 tests/bench/report.py --data-parallel --command "scripts/bench.sh $steps dp" \
       --out tests/bench/results/data_parallel.json

@@ -1,7 +1,8 @@
 """Combines benchmark JSON lines (stdin) into a results file with ratios
 against the baselines of the same invocation, and prints a Markdown table.
 --attention: the lines are attention-kernel timings (lt_bench_attention);
---data-parallel: the lines are lt_bench_dp's (overlap, communicator overhead)."""
+--data-parallel: the lines are lt_bench_dp's (overlap, communicator overhead);
+--sequence-parallel: the lines are lt_bench_sp's (one sequence over N ranks)."""
 import argparse
 import datetime
 import json
@@ -15,6 +16,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--attention", action="store_true")
     p.add_argument("--data-parallel", action="store_true")
+    p.add_argument("--sequence-parallel", action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
@@ -23,6 +25,9 @@ def main():
         return
     if a.data_parallel:
         data_parallel_report(a, runs, cpu)
+        return
+    if a.sequence_parallel:
+        sequence_parallel_report(a, runs, cpu)
         return
     rows = []
     for run in runs:
@@ -73,6 +78,17 @@ def data_parallel_report(a, runs, cpu):
         size = f"{r['bytes'] / 2**20:.0f} MiB" if r["bytes"] >= 2**20 else f"{r['bytes'] / 2**10:.0f} KiB"
         print(f"| {r['op']} | {size} | {r['communicator_s'] * 1e6:.0f} us | {r['plain_mpi_s'] * 1e6:.0f} us "
               f"| {r['overhead']:.2f}x |")
+
+
+def sequence_parallel_report(a, runs, cpu):
+    with open(a.out, "w") as f:
+        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
+    print("| ranks | layout | tokens/s | peak memory per rank | forward bytes per rank | theory | measured / theory |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        ratio = f"{r['forward_bytes_per_rank'] / r['theory_bytes_per_rank']:.3f}" if r["theory_bytes_per_rank"] else "-"
+        print(f"| {r['ranks']} | {r['layout']} | {r['tokens_per_s']:.0f} | {r['peak_memory_bytes_per_rank'] / 2**20:.0f} MiB "
+              f"| {r['forward_bytes_per_rank'] / 2**20:.2f} MiB | {r['theory_bytes_per_rank'] / 2**20:.2f} MiB | {ratio} |")
 
 
 if __name__ == "__main__":
