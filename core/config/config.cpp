@@ -117,18 +117,15 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
                                          " must divide one another (kv heads are split or replicated)");
   divides(p.tp * p.sp.ulysses, "parallel.tp * parallel.sp.ulysses", m.num_heads, "model.num_heads",
           "Ulysses gives each rank whole heads");
+  const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / p.tp);
+  if (kv_heads % p.sp.ulysses != 0 && p.sp.ulysses % kv_heads != 0)
+    relation_error(s, "parallel.sp.ulysses", "parallel.sp.ulysses=" + std::to_string(p.sp.ulysses) + " and the " +
+                                                 std::to_string(kv_heads) +
+                                                 " kv heads of a tensor-parallel rank must divide one another "
+                                                 "(kv heads are split or replicated)");
   if (p.pp > m.num_layers)
     relation_error(s, "parallel.pp", "parallel.pp=" + std::to_string(p.pp) + " exceeds model.num_layers=" +
                                          std::to_string(m.num_layers) + ": every pipeline stage needs a layer");
-  // Zigzag ring sharding cuts a sequence into 2 * ring chunks.
-  const int64_t chunks = p.sp.ulysses * p.sp.ring * (p.sp.ring > 1 && p.sp.zigzag ? 2 : 1);
-  for (size_t i = 0; i <= c.data.curriculum.size(); ++i) {
-    const bool final = i == c.data.curriculum.size();
-    const int64_t length = final ? c.data.seq_len : c.data.curriculum[i].seq_len;
-    const std::string key = final ? "data.seq_len" : "data.curriculum[" + std::to_string(i) + "].seq_len";
-    divides(chunks, "the sequence split (ulysses * ring, x2 for zigzag)", length, key,
-            "use a length divisible by " + std::to_string(chunks));
-  }
 }
 
 // Fills the defaults that depend on other keys, then checks relations between keys.

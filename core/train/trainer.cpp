@@ -119,7 +119,8 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   if (config_.parallel.sp_degree() > 1) {
     const auto c = mesh_.coord();
     const auto layout = sequence_layout(config_.parallel.sp);
-    mine = shard_sequences(mine, sequence_columns(batch.tokens.size(1), layout, c.ulysses, c.ring));
+    mine = pad_sequences(mine, sequence_parts(layout));
+    mine = shard_sequences(mine, sequence_columns(mine.tokens.size(1), layout, c.ulysses, c.ring));
   }
   const int64_t micro = std::min(config_.train.micro_batch_size, rows);
   buckets_->zero_grad();

@@ -4,9 +4,28 @@
 
 namespace lt {
 
+int64_t sequence_parts(const SequenceLayout& layout) {
+  return static_cast<int64_t>(layout.ulysses) * layout.ring * (layout.zigzag && layout.ring > 1 ? 2 : 1);
+}
+
+Batch pad_sequences(const Batch& batch, int64_t multiple) {
+  const int64_t rows = batch.tokens.size(0), length = batch.tokens.size(1);
+  const int64_t extra = (multiple - length % multiple) % multiple;
+  if (extra == 0) return batch;
+  auto options = batch.tokens.options();
+  auto pad = [&](const at::Tensor& t, int64_t value) {
+    return t.defined() ? at::cat({t, at::full({rows, extra}, value, options)}, 1) : t;
+  };
+  Batch out{pad(batch.tokens, 0), pad(batch.labels, kIgnoreIndex),
+            at::cat({batch.positions, at::arange(length, length + extra, options).expand({rows, extra})}, 1),
+            pad(batch.documents, -1), batch.index};
+  check(!batch.index.defined(), "pad_sequences: pad whole sequences, before sharding");
+  return out;
+}
+
 at::Tensor sequence_columns(int64_t length, const SequenceLayout& layout, int u, int r) {
   const int64_t ring_part = length / layout.ring;
-  check(length % (layout.ulysses * layout.ring * (layout.zigzag && layout.ring > 1 ? 2 : 1)) == 0,
+  check(length % sequence_parts(layout) == 0,
         "sequence of " + std::to_string(length) + " tokens does not split over the sequence-parallel ranks");
   at::Tensor part;
   if (layout.zigzag && layout.ring > 1) {
