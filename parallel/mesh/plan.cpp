@@ -5,6 +5,9 @@
 #include <sstream>
 
 #include "core/util/logger.h"
+#include "parallel/sequence/ring_attention.h"
+#include "parallel/sequence/sequence_shard.h"
+#include "parallel/sequence/ulysses_attention.h"
 
 namespace lt {
 namespace {
@@ -45,6 +48,31 @@ std::string ranks_text(const std::vector<int>& ranks) {
   std::string out = "[";
   for (size_t i = 0; i < ranks.size(); ++i) out += (i ? " " : "") + std::to_string(ranks[i]);
   return out + "]";
+}
+
+// How a sequence is cut and what each rank's forward sends per layer.
+std::string describe_sequence_split(const Config& config, const Degrees& d) {
+  const auto& m = config.model;
+  const SequenceLayout layout{d.ulysses, d.ring, config.parallel.sp.zigzag};
+  const int64_t parts = sequence_parts(layout), seq = config.data.seq_len;
+  const int64_t padded = (seq + parts - 1) / parts * parts, local = padded / (d.ulysses * d.ring);
+  const int64_t b = config.train.micro_batch_size, element = config.train.device == "cuda" ? 2 : 4;
+  const int64_t heads = m.num_heads / d.tp, kv_heads = std::max<int64_t>(1, m.num_kv_heads / d.tp);
+  const int64_t hd = m.resolved_head_dim();
+  const int64_t a2a = d.ulysses > 1 ? ulysses_forward_bytes(b, local, heads, kv_heads, hd, d.ulysses, element) : 0;
+  // The ring runs inside Ulysses: on its tokens, with its share of the
+  // (replicated, when fewer than the ranks) kv heads.
+  const int64_t ring_kv_heads = kv_heads % d.ulysses == 0 ? kv_heads / d.ulysses : 1;
+  const int64_t ring = d.ring > 1 ? ring_forward_bytes(b, local * d.ulysses, ring_kv_heads, hd, d.ring, element,
+                                                       config.data.document_mask)
+                                  : 0;
+  std::ostringstream out;
+  out << "sequence: ulysses " << d.ulysses << " x ring " << d.ring
+      << (d.ring > 1 ? (layout.zigzag ? " (zigzag)" : " (contiguous)") : "") << ": " << local << " tokens per rank of "
+      << padded << (padded != seq ? " (padded from " + std::to_string(seq) + ")" : "")
+      << "; per layer and micro-batch each rank's forward sends " << human_bytes(static_cast<double>(a2a))
+      << " (Ulysses all-to-all) + " << human_bytes(static_cast<double>(ring)) << " (ring K/V)";
+  return out.str();
 }
 
 }  // namespace
@@ -105,6 +133,7 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
   }
   out << "\ngroups of rank 0:";
   for (Group g : kAllGroups) out << " " << group_name(g) << " " << ranks_text(layout.group(g, 0));
+  if (d.ulysses * d.ring > 1) out << "\n\n" << describe_sequence_split(config, d);
   out << "\n\nper rank, at seq_len " << config.data.seq_len << ", micro-batch " << config.train.micro_batch_size
       << " (" << (config.train.device == "cuda" ? "bf16 weights, fp32 grads and optimizer" : "fp32") << "):\n";
   const std::vector<int> stage_widths = {5, 9, 10, 10, 10, 10, 11, 10};

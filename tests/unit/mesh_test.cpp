@@ -128,5 +128,18 @@ TEST(Plan, PrintsGridStagesAndMemory) {
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].optimizer, 8 * stages[0].parameters / 2);  // over dp 2
 }
 
+TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {
+  Config c = small_config();
+  c.data.seq_len = 62;  // padded to 64 for ulysses 2 x zigzag ring 2
+  c.train.global_batch_tokens = 62;
+  c.parallel.sp.ulysses = 2;
+  c.parallel.sp.ring = 2;
+  c.source_file = "test.yaml";
+  const std::string plan = describe_plan(c, 4, 4);
+  EXPECT_NE(plan.find("sequence: ulysses 2 x ring 2 (zigzag): 16 tokens per rank of 64 (padded from 62)"),
+            std::string::npos)
+      << plan;
+}
+
 }  // namespace
 }  // namespace lt
