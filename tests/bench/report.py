@@ -54,9 +54,13 @@ def main():
               f"| {base} | {speed} | {gib(r['longtrain_peak_memory_bytes'])} | {gib(r['baseline_peak_memory_bytes'])} |")
 
 
-def attention_report(a, runs, cpu):
+def save_runs(a, runs, cpu):
     with open(a.out, "w") as f:
         json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
+
+
+def attention_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
     print("| seq | documents | flash fwd+bwd | blockwise fwd+bwd | flash speedup |")
     print("|---|---|---|---|---|")
     for r in runs:
@@ -65,8 +69,7 @@ def attention_report(a, runs, cpu):
 
 
 def data_parallel_report(a, runs, cpu):
-    with open(a.out, "w") as f:
-        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
+    save_runs(a, runs, cpu)
     for r in (r for r in runs if r["bench"] == "gradient_overlap"):
         print(f"| dp={r['ranks']}, {r['parameters'] / 1e6:.1f}M parameters ({r['gradient_bytes'] / 2**20:.0f} MiB of "
               f"gradients), {r['tokens_per_rank']} tokens per rank | {r['after_backward_s'] * 1e3:.0f} ms "
@@ -81,8 +84,7 @@ def data_parallel_report(a, runs, cpu):
 
 
 def sequence_parallel_report(a, runs, cpu):
-    with open(a.out, "w") as f:
-        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
+    save_runs(a, runs, cpu)
     print("| ranks | layout | tokens/s | peak memory per rank | forward bytes per rank | theory | measured / theory |")
     print("|---|---|---|---|---|---|---|")
     for r in runs:
