@@ -115,14 +115,10 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
     relation_error(s, "parallel.tp", "parallel.tp=" + std::to_string(p.tp) + " and model.num_kv_heads=" +
                                          std::to_string(m.num_kv_heads) +
                                          " must divide one another (kv heads are split or replicated)");
-  divides(p.tp * p.sp.ulysses, "parallel.tp * parallel.sp.ulysses", m.num_heads, "model.num_heads",
-          "Ulysses gives each rank whole heads");
-  const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / p.tp);
-  if (kv_heads % p.sp.ulysses != 0 && p.sp.ulysses % kv_heads != 0)
-    relation_error(s, "parallel.sp.ulysses", "parallel.sp.ulysses=" + std::to_string(p.sp.ulysses) + " and the " +
-                                                 std::to_string(kv_heads) +
-                                                 " kv heads of a tensor-parallel rank must divide one another "
-                                                 "(kv heads are split or replicated)");
+  if (m.num_heads / p.tp < p.sp.ulysses)
+    relation_error(s, "parallel.sp.ulysses", "parallel.sp.ulysses=" + std::to_string(p.sp.ulysses) + " exceeds the " +
+                                                 std::to_string(m.num_heads / p.tp) +
+                                                 " heads of a tensor-parallel rank: Ulysses gives each rank a head");
   if (p.pp > m.num_layers)
     relation_error(s, "parallel.pp", "parallel.pp=" + std::to_string(p.pp) + " exceeds model.num_layers=" +
                                          std::to_string(m.num_layers) + ": every pipeline stage needs a layer");

@@ -57,6 +57,21 @@ struct AllToAll : torch::autograd::Function<AllToAll> {
   }
 };
 
+struct UnevenAllToAll : torch::autograd::Function<UnevenAllToAll> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Communicator* comm,
+                            std::vector<int64_t> send_rows, std::vector<int64_t> recv_rows) {
+    remember(ctx, *comm);
+    ctx->saved_data["send"] = send_rows;
+    ctx->saved_data["recv"] = recv_rows;
+    return comm->all_to_all(x.contiguous(), send_rows, recv_rows);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto& d = ctx->saved_data;
+    return {recall(ctx).all_to_all(grads[0].contiguous(), d["recv"].toIntVector(), d["send"].toIntVector()),
+            {}, {}, {}};
+  }
+};
+
 struct AllGather : torch::autograd::Function<AllGather> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Communicator* comm, int64_t dim) {
     remember(ctx, *comm);
@@ -100,6 +115,10 @@ struct ReduceFromRegion : torch::autograd::Function<ReduceFromRegion> {
 
 at::Tensor all_to_all(const at::Tensor& x, Communicator& comm, int64_t scatter_dim, int64_t gather_dim) {
   return AllToAll::apply(x, &comm, scatter_dim, gather_dim);
+}
+at::Tensor all_to_all(const at::Tensor& x, Communicator& comm, std::vector<int64_t> send_rows,
+                      std::vector<int64_t> recv_rows) {
+  return UnevenAllToAll::apply(x, &comm, std::move(send_rows), std::move(recv_rows));
 }
 at::Tensor all_gather(const at::Tensor& x, Communicator& comm, int64_t dim) { return AllGather::apply(x, &comm, dim); }
 at::Tensor reduce_scatter(const at::Tensor& x, Communicator& comm, int64_t dim) {

@@ -112,7 +112,6 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     const auto grad_out = grads[0].defined() ? grads[0].to(at::kFloat) : at::zeros(out.sizes(), out.options().dtype(at::kFloat));
     check(!grads[1].defined() || grads[1].eq(0).all().item<bool>(),
           "ring attention: gradients through the log-sum-exp are not supported");
-    // Per query row: sum over d of dO * O, the term each block's lse gradient subtracts.
     auto q_grad = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
     Block current{k, v, index, documents};
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat)), dv = at::zeros_like(dk);

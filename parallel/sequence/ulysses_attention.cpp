@@ -22,26 +22,69 @@ AttentionMask gather_mask(const AttentionMask& mask, Communicator& comm, int64_t
   return out;
 }
 
-AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
-                        const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
+// Heads that split evenly, with kv heads that split or replicate evenly:
+// one fused all-to-all of equal chunks.
+AttentionResult even_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                           const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
   const int U = comm.size();
   const int64_t b = q.size(0), s = q.size(1), heads = q.size(2), d = q.size(3);
-  check(heads % U == 0, "Ulysses: " + std::to_string(heads) + " heads do not split over " + std::to_string(U) + " ranks");
   auto kk = k, vv = v;
   if (k.size(2) % U != 0) {
-    check(U % k.size(2) == 0, "Ulysses: " + std::to_string(k.size(2)) + " kv heads and " + std::to_string(U) +
-                                  " ranks must divide one another");
     kk = k.repeat_interleave(U / k.size(2), 2);
     vv = v.repeat_interleave(U / k.size(2), 2);
   }
   const int64_t kv = kk.size(2);
-  // One all-to-all: per destination rank, its q heads, then k, then v.
+  // Per destination rank, its q heads, then k, then v.
   auto per_rank = [&](const at::Tensor& t) { return t.reshape({b, s, U, t.size(2) / U, d}); };
   auto fused = at::cat({per_rank(q), per_rank(kk), per_rank(vv)}, 3).reshape({b, s, -1, d});
   auto gathered = all_to_all(fused, comm, 2, 1);  // [b, U*s, (heads + 2 kv) / U, d]
   auto parts = gathered.split({heads / U, kv / U, kv / U}, 2);
   auto result = inner(parts[0], parts[1], parts[2], gather_mask(mask, comm, s), options);
   return {all_to_all(result.out, comm, 1, 2), at::Tensor()};
+}
+
+// Any other head count: rank r takes heads [start_r, start_r + h_r), the
+// first heads % U ranks one more; kv heads are replicated to one per query
+// head so each rank's share is self-contained. Uneven all-to-alls, flat.
+AttentionResult uneven_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                             const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
+  const int U = comm.size(), me = comm.rank();
+  const int64_t b = q.size(0), s = q.size(1), heads = q.size(2), d = q.size(3);
+  std::vector<int64_t> count(U), start(U);
+  for (int r = 0; r < U; ++r) {
+    count[r] = heads / U + (r < heads % U ? 1 : 0);
+    start[r] = r == 0 ? 0 : start[r - 1] + count[r - 1];
+  }
+  const auto kk = k.repeat_interleave(heads / k.size(2), 2), vv = v.repeat_interleave(heads / k.size(2), 2);
+  std::vector<at::Tensor> outgoing;
+  std::vector<int64_t> send(U), recv(U, b * s * 3 * count[me] * d);
+  for (int r = 0; r < U; ++r) {
+    auto slice = [&](const at::Tensor& t) { return t.narrow(2, start[r], count[r]); };
+    outgoing.push_back(at::cat({slice(q), slice(kk), slice(vv)}, 2).reshape({-1}));
+    send[r] = outgoing.back().numel();
+  }
+  auto received = all_to_all(at::cat(outgoing), comm, send, recv);
+  // [U, b, s, 3h, d] -> [b, U*s, 3h, d]: the sequence parts in rank order.
+  auto gathered = received.view({U, b, s, 3 * count[me], d}).permute({1, 0, 2, 3, 4}).reshape({b, U * s, -1, d});
+  auto parts = gathered.split(count[me], 2);
+  auto out = inner(parts[0], parts[1], parts[2], gather_mask(mask, comm, s), options).out;
+  // Back: my heads of every rank's tokens to that rank.
+  auto back = out.view({b, U, s, count[me], d}).permute({1, 0, 2, 3, 4}).reshape({-1});
+  std::vector<int64_t> back_recv(U);
+  for (int r = 0; r < U; ++r) back_recv[r] = b * s * count[r] * d;
+  auto mine = all_to_all(back, comm, std::vector<int64_t>(U, b * s * count[me] * d), back_recv);
+  std::vector<at::Tensor> pieces;
+  for (const auto& piece : mine.split(back_recv)) pieces.push_back(piece.view({b, s, -1, d}));
+  return {at::cat(pieces, 2), at::Tensor()};
+}
+
+AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                        const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
+  const int U = comm.size();
+  const int64_t heads = q.size(2), kv = k.size(2);
+  check(heads >= U, "Ulysses: " + std::to_string(heads) + " heads cannot cover " + std::to_string(U) + " ranks");
+  const bool even = heads % U == 0 && (kv % U == 0 || U % kv == 0);
+  return even ? even_heads(q, k, v, mask, options, comm, inner) : uneven_heads(q, k, v, mask, options, comm, inner);
 }
 
 }  // namespace
@@ -55,6 +98,8 @@ AttentionFn ulysses_attention(Communicator& comm, AttentionFn inner) {
 
 int64_t ulysses_forward_bytes(int64_t batch, int64_t local_seq, int64_t heads, int64_t kv_heads, int64_t head_dim,
                               int ranks, int64_t element_size) {
+  check(heads % ranks == 0 && (kv_heads % ranks == 0 || ranks % kv_heads == 0),
+        "ulysses_forward_bytes: the theory here is for heads that split evenly");
   const int64_t kv = kv_heads_sent(kv_heads, ranks);
   const int64_t qkv = batch * local_seq * (heads + 2 * kv) * head_dim, out = batch * local_seq * heads * head_dim;
   return (qkv + out) / ranks * (ranks - 1) * element_size;

@@ -3,7 +3,8 @@
 // the inverse all-to-all returns its tokens. Per rank and layer, forward
 // sends (U-1)/U of its q, k, v and output: the 4Nh/U volume that stays
 // constant when sequence and ranks grow together. With fewer kv heads than
-// ranks (GQA), each kv head is replicated so every rank gets one.
+// ranks (GQA), each kv head is replicated so every rank gets one; head
+// counts the ranks do not divide split unevenly (uneven all-to-all).
 #pragma once
 #include "core/attention/attention.h"
 #include "parallel/comm/communicator.h"
@@ -15,7 +16,8 @@ namespace lt {
 // The log-sum-exp is not sent back: the layer needs only the output.
 AttentionFn ulysses_attention(Communicator& ulysses, AttentionFn inner = attention);
 
-// Bytes one rank's forward all-to-alls send to other ranks per layer.
+// Bytes one rank's forward all-to-alls send to other ranks per layer
+// (heads that split evenly).
 int64_t ulysses_forward_bytes(int64_t batch, int64_t local_seq, int64_t heads, int64_t kv_heads, int64_t head_dim,
                               int ranks, int64_t element_size);
 

@@ -62,7 +62,7 @@ void bench_overlap(Communicator& world, int64_t steps) {
   at::manual_seed(world.rank());
   auto tokens = at::randint(m.vocab_size, {2, seq + 1}, at::kLong);
   Batch batch{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-              at::arange(seq, at::kLong).repeat({2, 1}), at::Tensor()};
+              at::arange(seq, at::kLong).repeat({2, 1}), at::Tensor(), at::Tensor()};
   std::map<bool, std::vector<double>> times;
   for (bool overlap : {false, true}) {
     GradientBuckets buckets(params, world, {4 << 20, overlap, false});

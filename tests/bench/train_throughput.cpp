@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   at::manual_seed(0);
   auto tokens = at::randint(m.vocab_size, {1, seq + 1}, at::kLong);
   Batch batch{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-              at::arange(seq, at::kLong).view({1, seq}), at::Tensor()};
+              at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
   reset_peak_memory(cpu);
   double seconds = 0;
   for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up

@@ -1,8 +1,8 @@
 // Sequence parallelism against one rank on the same data and init: the loss
 // and every gradient (fp32, 1e-5 relative), for Ulysses and ring (zigzag and
 // contiguous) over all ranks and, on 4 ranks, the 2 x 2 hybrid and each with
-// dp 2; plain causal sequences, packed documents, and GQA/MQA with fewer kv
-// heads than ranks. Per-layer volumes equal the theory exactly; zigzag
+// dp 2; plain causal sequences, packed documents, GQA/MQA with fewer kv heads
+// than ranks, and head counts the Ulysses ranks do not divide. Per-layer volumes equal the theory exactly; zigzag
 // balances causal work. Whole training runs equal one process.
 #include <gtest/gtest.h>
 
@@ -29,6 +29,7 @@ struct Case {
   const char* name;
   bool documents;
   int64_t kv_heads;
+  int64_t heads = 4;
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -59,6 +60,8 @@ class SequenceJob : public ::testing::TestWithParam<Case> {};
 Config case_config(const Case& c, const Arrangement& split) {
   Config config = testing::tiny_run("", 1);
   config.model.num_kv_heads = c.kv_heads;
+  config.model.num_heads = c.heads;
+  config.model.hidden_size = 8 * c.heads;
   config.data.document_mask = c.documents;
   config.train.global_batch_tokens = 2 * split.dp * config.data.seq_len;
   config.parallel.sp = {split.sp.ulysses, split.sp.ring, split.sp.zigzag};
@@ -106,7 +109,8 @@ TEST_P(SequenceJob, EveryLayoutEqualsOneRank) {
 
 INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
                          ::testing::Values(Case{"causal", false, 4}, Case{"documents", true, 4},
-                                           Case{"gqa", true, 2}, Case{"mqa", true, 1}),
+                                           Case{"gqa", true, 2}, Case{"mqa", true, 1},
+                                           Case{"six_heads", true, 2, 6}),  // uneven over 4 Ulysses ranks
                          [](const auto& info) { return std::string(info.param.name); });
 
 // Zigzag gives every ring rank the same causal work (query-key pairs).
