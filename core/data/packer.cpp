@@ -61,7 +61,7 @@ void Packer::fill_sequence(int64_t length, int64_t* tokens, int64_t* labels, int
 Batch Packer::next(int64_t sequences, int64_t length) {
   auto options = at::TensorOptions().dtype(at::kLong);
   Batch batch{at::empty({sequences, length}, options), at::empty({sequences, length}, options),
-              at::empty({sequences, length}, options), at::empty({sequences, length}, options)};
+              at::empty({sequences, length}, options), at::empty({sequences, length}, options), at::Tensor()};
   for (int64_t i = 0; i < sequences; ++i)
     fill_sequence(length, batch.tokens[i].data_ptr<int64_t>(), batch.labels[i].data_ptr<int64_t>(),
                   batch.positions[i].data_ptr<int64_t>(), batch.documents[i].data_ptr<int64_t>());
