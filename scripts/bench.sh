@@ -7,7 +7,8 @@
 #  dp: data parallelism on 2 ranks: gradient reduction overlapped with
 #    backward vs. after it, and our communicator vs. plain MPI calls;
 #  sp: one 8K-token sequence over 1, 2, 4, 8 ranks with Ulysses, ring and
-#    the hybrid: tokens/s, peak memory per rank, bytes sent against theory.
+#    the hybrid: tokens/s, peak memory per rank, bytes sent against theory;
+#    and the longest sequence trainable in 256 MiB of working memory per rank.
 # Writes tests/bench/results/*.json and prints the README tables.
 #   scripts/bench.sh [STEPS] [all|train|dp|sp]
 set -euo pipefail
@@ -29,6 +30,16 @@ if [ "$which" = all ] || [ "$which" = sp ]; then
     done
   } | python3 tests/bench/report.py --sequence-parallel --command "scripts/bench.sh $steps sp" \
       --out tests/bench/results/sequence_parallel.json
+  # The longest sequence whose step fits 256 MiB of working memory per rank.
+  {
+    mpirun -np 1 build/lt_bench_sp ulysses longest 256
+    for ranks in 2 4 8; do
+      for layout in ulysses ring; do
+        mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_sp $layout longest 256
+      done
+    done
+  } | python3 tests/bench/report.py --longest --command "scripts/bench.sh $steps sp" \
+      --out tests/bench/results/longest_sequence.json
 fi
 if [ "$which" = all ] || [ "$which" = dp ]; then
   mpirun --oversubscribe --bind-to none -np 2 build/lt_bench_dp $((steps * 3)) |

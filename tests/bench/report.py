@@ -2,7 +2,8 @@
 against the baselines of the same invocation, and prints a Markdown table.
 --attention: the lines are attention-kernel timings (lt_bench_attention);
 --data-parallel: the lines are lt_bench_dp's (overlap, communicator overhead);
---sequence-parallel: the lines are lt_bench_sp's (one sequence over N ranks)."""
+--sequence-parallel: the lines are lt_bench_sp's (one sequence over N ranks);
+--longest: lt_bench_sp's longest-sequence search."""
 import argparse
 import datetime
 import json
@@ -17,6 +18,7 @@ def main():
     p.add_argument("--attention", action="store_true")
     p.add_argument("--data-parallel", action="store_true")
     p.add_argument("--sequence-parallel", action="store_true")
+    p.add_argument("--longest", action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
@@ -28,6 +30,13 @@ def main():
         return
     if a.sequence_parallel:
         sequence_parallel_report(a, runs, cpu)
+        return
+    if a.longest:
+        save_runs(a, runs, cpu)
+        print("| ranks | layout | longest sequence | its step's working memory per rank |")
+        print("|---|---|---|---|")
+        for r in runs:
+            print(f"| {r['ranks']} | {r['layout']} | {r['longest_seq']} | {r['step_memory_bytes'] / 2**20:.0f} MiB |")
         return
     rows = []
     for run in runs:

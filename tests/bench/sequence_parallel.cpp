@@ -1,9 +1,12 @@
 // One long sequence split over this job's ranks: training-step tokens/s, peak
 // memory per rank, and the bytes each rank's forward sends per layer against
-// the theory, for Ulysses, ring (zigzag) and the hybrid. Rank 0 prints one
-// JSON object. scripts/bench.sh runs it on 1, 2, 4 and 8 ranks.
+// the theory, for Ulysses, ring (zigzag) and the hybrid; or, with `longest`,
+// the longest sequence (doubling from 1K) whose training step stays within
+// CAP MiB of working memory on every rank. Rank 0 prints one JSON object.
+// scripts/bench.sh runs it on 1, 2, 4 and 8 ranks.
 //
 // usage: mpirun -np P lt_bench_sp ulysses|ring|hybrid SEQ [STEPS]
+//        mpirun -np P lt_bench_sp ulysses|ring|hybrid longest CAP
 #include <ATen/Parallel.h>
 
 #include <chrono>
@@ -44,27 +47,66 @@ int64_t sent_bytes(Mesh& mesh) {
   return total;
 }
 
+ModelConfig bench_model(int64_t seq) {
+  ModelConfig m;
+  m.hidden_size = 256, m.num_layers = 2, m.num_heads = m.num_kv_heads = 8, m.intermediate_size = 768;
+  m.vocab_size = 1024, m.max_seq_len = seq, m.attention_block = 256;
+  return m;
+}
+
+// This rank's shard of one random sequence.
+Batch sequence_shard(Mesh& mesh, const ModelConfig& m, int64_t seq) {
+  const auto& d = mesh.layout().degrees();
+  at::manual_seed(0);
+  auto tokens = at::randint(m.vocab_size, {1, seq + 1}, at::kLong);
+  Batch full{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
+             at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
+  if (d.world() == 1) return full;
+  const auto c = mesh.coord();
+  return shard_sequences(full, sequence_columns(seq, {d.ulysses, d.ring, true}, c.ulysses, c.ring));
+}
+
+// The most working memory (peak resident minus resident before) a training
+// step takes on any rank.
+double step_memory(Mesh& mesh, LlamaForCausalLMImpl& model, const Batch& mine, int64_t seq) {
+  reset_peak_memory(at::kCPU);
+  const double before = static_cast<double>(peak_memory_bytes(at::kCPU));
+  model.zero_grad();
+  (loss_sum(model, mine) / static_cast<double>(seq)).backward();
+  return max_over(mesh.group(Group::world), static_cast<double>(peak_memory_bytes(at::kCPU)) - before);
+}
+
+void longest(const std::string& layout, double cap_mib) {
+  int P = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  Mesh mesh(Layout(degrees_for(layout, P)), MPI_COMM_WORLD, 600);
+  int64_t best = 0;
+  double best_memory = 0;
+  for (int64_t seq = 1024; seq <= (int64_t{1} << 17); seq *= 2) {
+    LlamaForCausalLM model(bench_model(seq));
+    model->initialize(1);
+    if (P > 1) model->set_attention(sequence_parallel_attention(mesh));
+    const double memory = step_memory(mesh, *model, sequence_shard(mesh, bench_model(seq), seq), seq);
+    if (memory > cap_mib * (1 << 20)) break;
+    best = seq, best_memory = memory;
+  }
+  if (mesh.rank() == 0) {
+    nlohmann::ordered_json out = {{"layout", P > 1 ? layout : "one rank"}, {"ranks", P}, {"cap_mib", cap_mib},
+                                  {"longest_seq", best}, {"step_memory_bytes", best_memory}};
+    std::printf("%s\n", out.dump().c_str());
+  }
+}
+
 void run(const std::string& layout, int64_t seq, int64_t steps) {
   int P = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   const Degrees d = degrees_for(layout, P);
   Mesh mesh(Layout(d), MPI_COMM_WORLD, 600);
-  ModelConfig m;
-  m.hidden_size = 256, m.num_layers = 2, m.num_heads = m.num_kv_heads = 8, m.intermediate_size = 768;
-  m.vocab_size = 1024, m.max_seq_len = seq, m.attention_block = 256;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(std::max(1, cores / P));
+  const ModelConfig m = bench_model(seq);
   LlamaForCausalLM model(m);
   model->initialize(1);
   if (P > 1) model->set_attention(sequence_parallel_attention(mesh));
-
-  at::manual_seed(0);
-  auto tokens = at::randint(m.vocab_size, {1, seq + 1}, at::kLong);
-  Batch full{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-             at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
-  const auto c = mesh.coord();
-  const Batch mine = P > 1 ? shard_sequences(full, sequence_columns(seq, {d.ulysses, d.ring, true}, c.ulysses, c.ring))
-                           : full;
+  const Batch mine = sequence_shard(mesh, m, seq);
   {  // the forward's volume, counted alone
     at::NoGradGuard no_grad;
     (void)loss_sum(*model, mine);
@@ -105,8 +147,12 @@ void run(const std::string& layout, int64_t seq, int64_t steps) {
 
 int main(int argc, char** argv) {
   lt::MpiSession mpi(&argc, &argv);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(std::max(1, cores / mpi.world_size()));
+  const std::string layout = argc > 1 ? argv[1] : "ulysses", second = argc > 2 ? argv[2] : "8192";
   try {
-    lt::run(argc > 1 ? argv[1] : "ulysses", argc > 2 ? std::atoll(argv[2]) : 8192, argc > 3 ? std::atoll(argv[3]) : 2);
+    if (second == "longest") lt::longest(layout, argc > 3 ? std::atof(argv[3]) : 256);
+    else lt::run(layout, std::atoll(second.c_str()), argc > 3 ? std::atoll(argv[3]) : 2);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lt_bench_sp: %s\n", e.what());
     MPI_Abort(MPI_COMM_WORLD, 1);
