@@ -22,9 +22,32 @@ AttentionMask gather_mask(const AttentionMask& mask, Communicator& comm, int64_t
   return out;
 }
 
+// Every layer of a forward attends under the same mask: gather it once. The
+// cache holds the mask's own tensors, so a later forward's new tensors can
+// never be mistaken for them.
+class GatheredMasks {
+ public:
+  explicit GatheredMasks(Communicator& comm) : comm_(comm) {}
+  const AttentionMask& get(const AttentionMask& mask, int64_t local_seq) {
+    const bool same = valid_ && mask.causal == key_.causal && local_seq == local_seq_ &&
+                      mask.q_index.is_same(key_.q_index) && mask.q_document.is_same(key_.q_document);
+    if (!same) {
+      gathered_ = gather_mask(mask, comm_, local_seq);
+      key_ = mask, local_seq_ = local_seq, valid_ = true;
+    }
+    return gathered_;
+  }
+
+ private:
+  Communicator& comm_;
+  AttentionMask key_, gathered_;
+  int64_t local_seq_ = 0;
+  bool valid_ = false;
+};
+
 // Heads that split evenly, with kv heads that split or replicate evenly:
 // one fused all-to-all of equal chunks.
-AttentionResult even_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+AttentionResult even_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& gathered_mask,
                            const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
   const int U = comm.size();
   const int64_t b = q.size(0), s = q.size(1), heads = q.size(2), d = q.size(3);
@@ -39,15 +62,16 @@ AttentionResult even_heads(const at::Tensor& q, const at::Tensor& k, const at::T
   auto fused = at::cat({per_rank(q), per_rank(kk), per_rank(vv)}, 3).reshape({b, s, -1, d});
   auto gathered = all_to_all(fused, comm, 2, 1);  // [b, U*s, (heads + 2 kv) / U, d]
   auto parts = gathered.split({heads / U, kv / U, kv / U}, 2);
-  auto result = inner(parts[0], parts[1], parts[2], gather_mask(mask, comm, s), options);
+  auto result = inner(parts[0], parts[1], parts[2], gathered_mask, options);
   return {all_to_all(result.out, comm, 1, 2), at::Tensor()};
 }
 
 // Any other head count: rank r takes heads [start_r, start_r + h_r), the
 // first heads % U ranks one more; kv heads are replicated to one per query
 // head so each rank's share is self-contained. Uneven all-to-alls, flat.
-AttentionResult uneven_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
-                             const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
+AttentionResult uneven_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const AttentionMask& gathered_mask, const AttentionOptions& options, Communicator& comm,
+                             const AttentionFn& inner) {
   const int U = comm.size(), me = comm.rank();
   const int64_t b = q.size(0), s = q.size(1), heads = q.size(2), d = q.size(3);
   std::vector<int64_t> count(U), start(U);
@@ -67,7 +91,7 @@ AttentionResult uneven_heads(const at::Tensor& q, const at::Tensor& k, const at:
   // [U, b, s, 3h, d] -> [b, U*s, 3h, d]: the sequence parts in rank order.
   auto gathered = received.view({U, b, s, 3 * count[me], d}).permute({1, 0, 2, 3, 4}).reshape({b, U * s, -1, d});
   auto parts = gathered.split(count[me], 2);
-  auto out = inner(parts[0], parts[1], parts[2], gather_mask(mask, comm, s), options).out;
+  auto out = inner(parts[0], parts[1], parts[2], gathered_mask, options).out;
   // Back: my heads of every rank's tokens to that rank.
   auto back = out.view({b, U, s, count[me], d}).permute({1, 0, 2, 3, 4}).reshape({-1});
   std::vector<int64_t> back_recv(U);
@@ -78,21 +102,25 @@ AttentionResult uneven_heads(const at::Tensor& q, const at::Tensor& k, const at:
   return {at::cat(pieces, 2), at::Tensor()};
 }
 
-AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+// `gathered_mask`: the mask of the whole sequence part the group shares.
+AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& gathered_mask,
                         const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
   const int U = comm.size();
   const int64_t heads = q.size(2), kv = k.size(2);
   check(heads >= U, "Ulysses: " + std::to_string(heads) + " heads cannot cover " + std::to_string(U) + " ranks");
   const bool even = heads % U == 0 && (kv % U == 0 || U % kv == 0);
-  return even ? even_heads(q, k, v, mask, options, comm, inner) : uneven_heads(q, k, v, mask, options, comm, inner);
+  return even ? even_heads(q, k, v, gathered_mask, options, comm, inner)
+              : uneven_heads(q, k, v, gathered_mask, options, comm, inner);
 }
 
 }  // namespace
 
 AttentionFn ulysses_attention(Communicator& comm, AttentionFn inner) {
-  return [&comm, inner = std::move(inner)](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                           const AttentionMask& mask, const AttentionOptions& options) {
-    return ulysses(q, k, v, mask, options, comm, inner);
+  // Shared by the copies every layer holds.
+  auto masks = std::make_shared<GatheredMasks>(comm);
+  return [&comm, masks, inner = std::move(inner)](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                  const AttentionMask& mask, const AttentionOptions& options) {
+    return ulysses(q, k, v, masks->get(mask, q.size(1)), options, comm, inner);
   };
 }
 
