@@ -119,7 +119,7 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   if (config_.parallel.sp_degree() > 1) {
     const auto c = mesh_.coord();
     const auto layout = sequence_layout(config_.parallel.sp);
-    mine = pad_sequences(mine, sequence_parts(layout));
+    mine = pad_sequences(mine, layout);
     mine = shard_sequences(mine, sequence_columns(mine.tokens.size(1), layout, c.ulysses, c.ring));
   }
   const int64_t micro = std::min(config_.train.micro_batch_size, rows);
@@ -186,7 +186,8 @@ TrainResult Trainer::run() {
   logger_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
                 std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
-                " ranks (dp " + std::to_string(d.dp) + ", ulysses " + std::to_string(d.ulysses) + ", zero " +
+                " ranks (dp " + std::to_string(d.dp) + ", ulysses " + std::to_string(d.ulysses) + ", ring " +
+                std::to_string(d.ring) + ", zero " +
                 std::to_string(config_.parallel.zero) + ", " +
                 std::to_string(buckets_->bucket_count()) + " gradient buckets)");
 

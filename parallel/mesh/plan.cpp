@@ -54,8 +54,8 @@ std::string ranks_text(const std::vector<int>& ranks) {
 std::string describe_sequence_split(const Config& config, const Degrees& d) {
   const auto& m = config.model;
   const SequenceLayout layout{d.ulysses, d.ring, config.parallel.sp.zigzag};
-  const int64_t parts = sequence_parts(layout), seq = config.data.seq_len;
-  const int64_t padded = (seq + parts - 1) / parts * parts, local = padded / (d.ulysses * d.ring);
+  const int64_t seq = config.data.seq_len, padded = padded_length(seq, layout);
+  const int64_t local = padded / (d.ulysses * d.ring);
   const int64_t b = config.train.micro_batch_size, element = config.train.device == "cuda" ? 2 : 4;
   const int64_t heads = m.num_heads / d.tp, kv_heads = std::max<int64_t>(1, m.num_kv_heads / d.tp);
   const int64_t hd = m.resolved_head_dim();

@@ -8,9 +8,14 @@ int64_t sequence_parts(const SequenceLayout& layout) {
   return static_cast<int64_t>(layout.ulysses) * layout.ring * (layout.zigzag && layout.ring > 1 ? 2 : 1);
 }
 
-Batch pad_sequences(const Batch& batch, int64_t multiple) {
+int64_t padded_length(int64_t length, const SequenceLayout& layout) {
+  const int64_t parts = sequence_parts(layout);
+  return (length + parts - 1) / parts * parts;
+}
+
+Batch pad_sequences(const Batch& batch, const SequenceLayout& layout) {
   const int64_t rows = batch.tokens.size(0), length = batch.tokens.size(1);
-  const int64_t extra = (multiple - length % multiple) % multiple;
+  const int64_t extra = padded_length(length, layout) - length;
   if (extra == 0) return batch;
   auto options = batch.tokens.options();
   auto pad = [&](const at::Tensor& t, int64_t value) {

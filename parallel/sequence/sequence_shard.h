@@ -24,10 +24,13 @@ at::Tensor sequence_columns(int64_t length, const SequenceLayout& layout, int u,
 // How many parts every sequence is cut into: a length must be a multiple.
 int64_t sequence_parts(const SequenceLayout& layout);
 
-// Pads every row at its end to a multiple of `multiple` tokens, with
-// ignored labels and a document of their own: under causal attention no
-// real token sees them, so the loss and gradients are unchanged.
-Batch pad_sequences(const Batch& batch, int64_t multiple);
+// `length` rounded up to the next multiple of the parts.
+int64_t padded_length(int64_t length, const SequenceLayout& layout);
+
+// Pads every row at its end to padded_length, with ignored labels and a
+// document of their own: under causal attention no real token sees them, so
+// the loss and gradients are unchanged.
+Batch pad_sequences(const Batch& batch, const SequenceLayout& layout);
 
 // This rank's columns of every row; `index` says where they stand.
 Batch shard_sequences(const Batch& batch, const at::Tensor& columns);
