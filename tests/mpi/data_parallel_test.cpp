@@ -26,12 +26,6 @@ struct DataParallelJob : ::testing::TestWithParam<int> {  // the ZeRO stage
     P = world->size(), r = world->rank();
   }
 
-  // One directory for the whole job: rank 0 names it.
-  std::string shared_dir(const std::string& name) {
-    const std::string mine = r == 0 ? testing::scratch_dir("dp_test", name) : "";
-    return world->all_gather(mine)[0];
-  }
-
   // tiny_run with 2 sequences per rank a step, micro-batches of one (so
   // gradients accumulate), and small buckets (so there are several).
   Config run(const std::string& dir, int64_t steps, int dp) {
@@ -99,7 +93,7 @@ TEST_P(DataParallelJob, ReducedGradientsEqualTheFullBatchGradients) {
 }
 
 TEST_P(DataParallelJob, TrainingEqualsOneProcess) {
-  const std::string dir = shared_dir("equal_zero" + std::to_string(GetParam()));
+  const std::string dir = testing::shared_scratch_dir(*world, "dp_test", "equal_zero" + std::to_string(GetParam()));
   const auto parallel = train(run(dir + "/dp", 3, P));
   // The reference: each rank trains the same global batch alone.
   Config alone = run(dir + "/alone" + std::to_string(r), 3, 1);
@@ -110,7 +104,7 @@ TEST_P(DataParallelJob, TrainingEqualsOneProcess) {
 }
 
 TEST_P(DataParallelJob, ResumesOnTheSameAndOnAnotherDpDegree) {
-  const std::string dir = shared_dir("resume_zero" + std::to_string(GetParam()));
+  const std::string dir = testing::shared_scratch_dir(*world, "dp_test", "resume_zero" + std::to_string(GetParam()));
   Config straight = run(dir + "/straight", 4, P);
   straight.checkpoint.interval = 2;
   const auto uninterrupted = train(straight);

@@ -172,7 +172,7 @@ TEST(SequenceParallel, TrainingEqualsOneProcess) {
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);
   Communicator world(comm, "test", 60);
-  const std::string dir = world.all_gather(world.rank() == 0 ? testing::scratch_dir("sp_test", "train") : "")[0];
+  const std::string dir = testing::shared_scratch_dir(world, "sp_test", "train");
   for (bool ring : {false, true}) {
     Config config = testing::tiny_run(dir + (ring ? "/ring" : "/ulysses"), 3);
     config.model.num_kv_heads = 2;

@@ -104,6 +104,10 @@ std::string scratch_dir(const std::string& suite, const std::string& name) {
   return dir.string();
 }
 
+std::string shared_scratch_dir(Communicator& job, const std::string& suite, const std::string& name) {
+  return job.all_gather(job.rank() == 0 ? scratch_dir(suite, name) : std::string())[0];
+}
+
 void ensure_mpi() {
   int initialized = 0;
   MPI_Initialized(&initialized);

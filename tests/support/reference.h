@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/config/config.h"
+#include "parallel/comm/communicator.h"
 
 namespace lt::testing {
 
@@ -31,6 +32,9 @@ ModelConfig tiny_model(bool tied = false, bool bias = false);
 
 // An empty scratch directory <tmp>/lt_<suite>_<pid>/<name>.
 std::string scratch_dir(const std::string& suite, const std::string& name);
+
+// One scratch directory for every rank of `job`: rank 0 names it.
+std::string shared_scratch_dir(Communicator& job, const std::string& suite, const std::string& name);
 
 // Initialises MPI for the life of the test program unless it already is
 // (the trainer runs every process as a mesh, of one rank if need be).
