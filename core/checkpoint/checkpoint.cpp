@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kFormat = "longtrain-checkpoint";
-constexpr int kVersion = 2;  // 2: optimizer state in sliced shards
+constexpr int kVersion = 3;  // 3: weights and optimizer state as slices of full tensors
 
 std::string step_name(int64_t step) {
   char buffer[32];
@@ -69,9 +69,27 @@ void sync_directory(const std::string& dir) {
   }
 }
 
-NamedTensors model_tensors(LlamaForCausalLMImpl& model) {
+std::vector<int64_t> full_shape(const TensorSlice& slice, at::IntArrayRef local) {
+  auto shape = local.vec();
+  shape[slice.dim] = slice.full;
+  return shape;
+}
+
+// What a file holds of a tensor: elements [start, end) of the flattened local
+// slice full.narrow(dim, offset, local[dim]) of parameter `name`.
+nlohmann::json slice_record(const std::string& name, const TensorSlice& slice, at::IntArrayRef local, int64_t start,
+                            int64_t end) {
+  return {{"name", name}, {"shape", full_shape(slice, local)}, {"local", local.vec()}, {"dim", slice.dim},
+          {"offset", slice.offset}, {"start", start}, {"end", end}};
+}
+
+NamedTensors model_tensors(LlamaForCausalLMImpl& model, nlohmann::json& records) {
   NamedTensors out;
-  for (const auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_parameters()) {
+    const auto& p = item.value();
+    out.emplace_back(item.key(), p);
+    records.push_back(slice_record(item.key(), model.slice_of(item.key()), p.sizes(), 0, p.numel()));
+  }
   return out;
 }
 
@@ -108,14 +126,14 @@ void verify_file(const std::string& path, const std::string& name, const nlohman
 
 // A whole segment keeps its parameter's shape (readable by any tool); a
 // slice is stored flat.
-NamedTensors optimizer_tensors(const AdamW& optimizer, nlohmann::json& segments) {
+NamedTensors optimizer_tensors(const AdamW& optimizer, LlamaForCausalLMImpl& model, nlohmann::json& records) {
   NamedTensors out;
   for (const auto& s : optimizer.state()) {
     const auto& seg = s.segment;
     const bool whole = seg.start == 0 && seg.end == seg.param.numel();
     out.emplace_back(seg.name + ".exp_avg", whole ? s.exp_avg.view(seg.param.sizes()) : s.exp_avg);
     out.emplace_back(seg.name + ".exp_avg_sq", whole ? s.exp_avg_sq.view(seg.param.sizes()) : s.exp_avg_sq);
-    segments.push_back({seg.name, seg.start, seg.end});
+    records.push_back(slice_record(seg.name, model.slice_of(seg.name), seg.param.sizes(), seg.start, seg.end));
   }
   return out;
 }
@@ -123,43 +141,90 @@ NamedTensors optimizer_tensors(const AdamW& optimizer, nlohmann::json& segments)
 // What one rank wrote, as JSON text for the gather to rank 0.
 std::string write_part(const std::string& temp, LlamaForCausalLMImpl& model, const AdamW& optimizer,
                        const CheckpointStore::Part& part) {
-  nlohmann::json record = {{"files", nlohmann::json::object()}, {"optimizer", nlohmann::json::object()}};
-  auto note = [&](const std::string& name, const WrittenFile& file) {
-    record["files"][name] = {{"bytes", file.bytes}, {"checksum", file.checksum}};
+  nlohmann::json record = {{"files", nlohmann::json::object()}, {"model", nlohmann::json::object()},
+                           {"optimizer", nlohmann::json::object()}};
+  auto write = [&](const std::string& section, const std::string& file, const NamedTensors& tensors,
+                   const nlohmann::json& slices, const std::map<std::string, std::string>& metadata) {
+    const auto written = save_safetensors(temp + "/" + file, tensors, metadata);
+    record["files"][file] = {{"bytes", written.bytes}, {"checksum", written.checksum}};
+    record[section][file] = slices;
   };
-  if (part.model) note("model.safetensors", save_safetensors(temp + "/model.safetensors", model_tensors(model), {{"format", "pt"}}));
+  if (!part.model_file.empty()) {
+    nlohmann::json slices = nlohmann::json::array();
+    auto tensors = model_tensors(model, slices);
+    write("model", part.model_file, tensors, slices, {{"format", "pt"}});
+  }
   if (!part.optimizer_file.empty()) {
-    nlohmann::json segments = nlohmann::json::array();
-    auto tensors = optimizer_tensors(optimizer, segments);
-    note(part.optimizer_file, save_safetensors(temp + "/" + part.optimizer_file, tensors));
-    record["optimizer"][part.optimizer_file] = segments;
+    nlohmann::json slices = nlohmann::json::array();
+    auto tensors = optimizer_tensors(optimizer, model, slices);
+    write("optimizer", part.optimizer_file, tensors, slices, {});
   }
   return record.dump();
 }
 
-// Reads slices of the optimizer state from whichever files hold them.
-class OptimizerStateReader {
+// Reads any slice of a tensor from whichever files hold parts of it: the
+// full tensor is assembled from the parts (of whatever tp, pp, dp or ZeRO
+// layout wrote them), then cut the way this rank holds it.
+class SliceReader {
  public:
-  OptimizerStateReader(std::string path, const nlohmann::json& manifest) : path_(std::move(path)), manifest_(manifest) {}
+  // `section`: "model" or "optimizer" in the manifest.
+  SliceReader(std::string path, const nlohmann::json& manifest, const std::string& section)
+      : path_(std::move(path)), manifest_(manifest), shards_(manifest.at(section).at("shards")) {}
 
-  at::Tensor operator()(const std::string& name, const std::string& moment, int64_t start, int64_t end) {
-    auto out = at::empty({end - start}, at::kFloat);
-    int64_t covered = 0;
-    for (const auto& [file, segments] : manifest_.at("optimizer").at("shards").items())
-      for (const auto& s : segments) {
-        const int64_t lo = std::max(start, s[1].get<int64_t>()), hi = std::min(end, s[2].get<int64_t>());
-        if (s[0].get<std::string>() != name || lo >= hi) continue;
-        auto source = tensors(file).at(name + "." + moment).reshape(-1);
-        out.narrow(0, lo - start, hi - lo).copy_(source.narrow(0, lo - s[1].get<int64_t>(), hi - lo));
-        covered += hi - lo;
-      }
-    if (covered != end - start)
-      fail(path_ + ": the optimizer state of '" + name + "' [" + std::to_string(start) + ", " + std::to_string(end) +
-           ") is not in the checkpoint: it is from another model");
-    return out;
+  // Elements [start, end) of the flattened slice `want` (local shape `local`)
+  // of tensor `key` (in the files) of parameter `name`.
+  at::Tensor read(const std::string& name, const std::string& key, const TensorSlice& want, at::IntArrayRef local,
+                  int64_t start, int64_t end) {
+    auto [full, covered] = assemble(name, key, full_shape(want, local));
+    if (!covered.narrow(want.dim, want.offset, local[want.dim]).all().item<bool>())
+      fail(path_ + ": '" + key + "' is not complete in the checkpoint: a file is missing from its manifest");
+    return full.narrow(want.dim, want.offset, local[want.dim]).reshape(-1).narrow(0, start, end - start);
   }
 
  private:
+  std::pair<at::Tensor, at::Tensor> assemble(const std::string& name, const std::string& key,
+                                             const std::vector<int64_t>& shape) {
+    if (cached_key_ == key) return cached_;
+    // Each writer's local tensor, gathered from its (ZeRO) segments; copies
+    // of a slice (replicated weights) may come from several files.
+    struct Part {
+      nlohmann::json record;
+      at::Tensor flat, filled;
+    };
+    std::map<std::string, Part> parts;
+    for (const auto& [file, records] : shards_.items())
+      for (const auto& r : records) {
+        if (r.at("name").get<std::string>() != name) continue;
+        const auto stored = r.at("shape").get<std::vector<int64_t>>();
+        if (stored != shape)
+          fail(path_ + "/" + file + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(stored)) +
+               ", the model " + c10::str(at::IntArrayRef(shape)) + ": the recipe's model differs from the checkpoint's");
+        auto& part = parts[std::to_string(r.at("dim").get<int64_t>()) + ":" + std::to_string(r.at("offset").get<int64_t>())];
+        const auto local = r.at("local").get<std::vector<int64_t>>();
+        if (!part.flat.defined()) {
+          part.record = r;
+          part.flat = at::empty({c10::multiply_integers(local)}, at::kFloat);
+          part.filled = at::zeros({part.flat.numel()}, at::kBool);
+        }
+        const int64_t start = r.at("start").get<int64_t>(), end = r.at("end").get<int64_t>();
+        part.flat.narrow(0, start, end - start).copy_(tensors(file).at(key).reshape(-1));
+        part.filled.narrow(0, start, end - start).fill_(true);
+      }
+    if (parts.empty()) fail(path_ + ": no tensor '" + key + "': the checkpoint is from another model");
+    auto full = at::empty(shape, at::kFloat);
+    auto covered = at::zeros(shape, at::kBool);
+    for (auto& [where, part] : parts) {
+      if (!part.filled.all().item<bool>()) continue;
+      const auto local = part.record.at("local").get<std::vector<int64_t>>();
+      const int64_t dim = part.record.at("dim").get<int64_t>(), offset = part.record.at("offset").get<int64_t>();
+      full.narrow(dim, offset, local[dim]).copy_(part.flat.view(local));
+      covered.narrow(dim, offset, local[dim]).fill_(true);
+    }
+    cached_key_ = key;
+    cached_ = {full, covered};
+    return cached_;
+  }
+
   const std::map<std::string, at::Tensor>& tensors(const std::string& file) {
     auto it = loaded_.find(file);
     if (it != loaded_.end()) return it->second;
@@ -169,7 +234,10 @@ class OptimizerStateReader {
 
   std::string path_;
   const nlohmann::json& manifest_;
+  const nlohmann::json& shards_;
   std::map<std::string, std::map<std::string, at::Tensor>> loaded_;
+  std::string cached_key_;
+  std::pair<at::Tensor, at::Tensor> cached_;
 };
 
 }  // namespace
@@ -193,12 +261,14 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
                                        {"step", state.step},
                                        {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
                                        {"rng_cpu", to_hex(state.rng)},
+                                       {"model", {{"shards", nlohmann::json::object()}}},
                                        {"optimizer", {{"steps", optimizer.steps()}, {"shards", nlohmann::json::object()}}},
                                        {"files", nlohmann::json::object()}};
     for (const auto& text : records) {
       const auto record = nlohmann::json::parse(text);
       for (const auto& [name, entry] : record.at("files").items()) manifest["files"][name] = entry;
-      for (const auto& [name, segments] : record.at("optimizer").items()) manifest["optimizer"]["shards"][name] = segments;
+      for (const auto& section : {"model", "optimizer"})
+        for (const auto& [name, slices] : record.at(section).items()) manifest[section]["shards"][name] = slices;
     }
     write_text_synced(temp + "/manifest.json", manifest.dump(2));
     sync_directory(temp);
@@ -247,20 +317,21 @@ std::string resolve_checkpoint(const std::string& path) {
 
 void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state) {
   const auto manifest = read_manifest(path);
-  verify_file(path, "model.safetensors", manifest);
-  auto weights = load_safetensors(path + "/model.safetensors");
+  std::map<std::string, at::Tensor> params;
+  for (const auto& item : model.named_parameters()) params[item.key()] = item.value();
   at::NoGradGuard no_grad;
-  for (auto& [name, param] : model_tensors(model)) {
-    auto it = weights.find(name);
-    if (it == weights.end()) fail(path + "/model.safetensors: no tensor '" + name + "': the checkpoint is from another model");
-    if (!it->second.sizes().equals(param.sizes()))
-      fail(path + "/model.safetensors: '" + name + "' has shape " + c10::str(it->second.sizes()) + ", the model " +
-           c10::str(param.sizes()) + ": the recipe's model differs from the checkpoint's");
-    param.copy_(it->second);
+  {
+    SliceReader weights(path, manifest, "model");
+    for (auto& [name, param] : params)
+      param.copy_(weights.read(name, name, model.slice_of(name), param.sizes(), 0, param.numel()).view(param.sizes()));
   }
   if (optimizer) {
-    OptimizerStateReader reader(path, manifest);
-    optimizer->load_state(std::ref(reader), manifest.at("optimizer").at("steps").get<int64_t>());
+    SliceReader moments(path, manifest, "optimizer");
+    auto read = [&](const std::string& name, const std::string& moment, int64_t start, int64_t end) {
+      const auto& param = params.at(name);
+      return moments.read(name, name + "." + moment, model.slice_of(name), param.sizes(), start, end).clone();
+    };
+    optimizer->load_state(read, manifest.at("optimizer").at("steps").get<int64_t>());
   }
   if (state) {
     state->step = manifest.at("step").get<int64_t>();

@@ -1,11 +1,13 @@
-// Native checkpoints: <dir>/step_00000042/ holding model.safetensors, the
-// optimizer state (one file, or one shard per rank with ZeRO-1) and
-// manifest.json (step, data position, RNG state, which slice of which
-// parameter's state each optimizer file holds, size and checksum of every
-// file). Every rank writes its files into a temporary directory that rank 0
-// renames when all are complete, so a crash never leaves a half checkpoint as
-// the latest; the checksums catch later corruption. Optimizer state is read
-// back by slices, so a job may resume with another dp degree or ZeRO setting.
+// Native checkpoints: <dir>/step_00000042/ holding the weights (one
+// model.safetensors, or with tensor or pipeline parallelism one file per
+// (tp, pp) position), the optimizer state (one file, or one per writer with
+// ZeRO-1 or model parallelism) and manifest.json (step, data position, RNG
+// state, which slice of which tensor each file holds, size and checksum of
+// every file). Every rank writes its files into a temporary directory that
+// rank 0 renames when all are complete, so a crash never leaves a half
+// checkpoint as the latest; the checksums catch later corruption. Tensors are
+// read back by assembling the slices each rank needs, so a job may resume
+// with other dp, tp, pp or ZeRO settings.
 #pragma once
 #include <optional>
 #include <string>
@@ -29,7 +31,7 @@ class CheckpointStore {
 
   // What this rank writes into a checkpoint.
   struct Part {
-    bool model = true;           // model.safetensors (one rank writes the replicated weights)
+    std::string model_file;      // its weights, if it is the one that writes them
     std::string optimizer_file;  // its optimizer state, if it holds any to write
   };
 
@@ -54,7 +56,8 @@ class CheckpointStore {
 // `path` is a step directory, or a directory of them (the newest is used).
 std::string resolve_checkpoint(const std::string& path);
 
-// Verifies checksums, then loads weights (and, when given, optimizer and state).
+// Verifies checksums, then loads this rank's slices of the weights (and, when
+// given, of the optimizer state, and the training state).
 void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state);
 
 }  // namespace lt

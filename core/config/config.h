@@ -92,6 +92,7 @@ struct SequenceParallelConfig {
 struct ParallelConfig {
   std::string dp = "auto";          // auto: the world / (tp * ulysses * ring * pp)
   int64_t tp = 1;
+  bool tp_sequence = true;          // Megatron's sequence parallelism: norms and residual hold 1/tp of the tokens
   int64_t pp = 1;
   SequenceParallelConfig sp;
   int64_t ep = 1;                   // expert parallelism, carved from dp x sp

@@ -119,6 +119,7 @@ template <class V>
 void visit(V& v, ParallelConfig& p) {
   v.field("dp", p.dp, auto_or_positive());
   v.field("tp", p.tp, in_range<int64_t>(1, 1 << 16));
+  v.field("tp_sequence", p.tp_sequence);
   v.field("pp", p.pp, in_range<int64_t>(1, 1 << 16));
   v.section("sp", p.sp);
   v.field("ep", p.ep, in_range<int64_t>(1, 1 << 16));

@@ -9,10 +9,52 @@ torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
 
+at::Tensor region(const RegionFn& edge, const at::Tensor& x) { return edge ? edge(x) : x; }
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Kv heads a tp rank holds, and the first: split when there are at least as
+// many as ranks, else one each, shared by tp / kv_heads ranks.
+int64_t local_kv_heads(const ModelConfig& c, const ModelShard& s) { return std::max<int64_t>(1, c.num_kv_heads / s.tp_size); }
+int64_t first_kv_head(const ModelConfig& c, const ModelShard& s) {
+  return c.num_kv_heads >= s.tp_size ? s.tp_rank * c.num_kv_heads / s.tp_size
+                                     : s.tp_rank / (s.tp_size / c.num_kv_heads);
+}
+
+// Megatron's split: q, k, v, gate, up by output rows (column-parallel),
+// o and down by input columns (row-parallel), embedding and head by
+// vocabulary rows; norms are replicated.
+TensorSlice slice_for(const std::string& name, const ModelConfig& c, const ModelShard& s) {
+  const int64_t d = c.resolved_head_dim(), heads = c.num_heads / s.tp_size;
+  const int64_t columns = c.intermediate_size / s.tp_size, vocab = c.vocab_size / s.tp_size;
+  if (name.find("q_proj") != std::string::npos) return {0, s.tp_rank * heads * d, c.num_heads * d};
+  if (name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos) {
+    const int64_t copies = std::max<int64_t>(1, s.tp_size / c.num_kv_heads);
+    return {0, first_kv_head(c, s) * d, c.num_kv_heads * d, copies, true};
+  }
+  if (name.find("o_proj") != std::string::npos) return {1, s.tp_rank * heads * d, c.num_heads * d};
+  if (name.find("gate_proj") != std::string::npos || name.find("up_proj") != std::string::npos)
+    return {0, s.tp_rank * columns, c.intermediate_size};
+  if (name.find("down_proj") != std::string::npos) return {1, s.tp_rank * columns, c.intermediate_size};
+  if (name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos)
+    return {0, s.tp_rank * vocab, c.vocab_size};
+  return {0, 0, c.hidden_size, s.tp_size, s.tp_sequence};  // norms
+}
+
+// A generator per parameter, so a value does not depend on which other
+// parameters this rank holds.
+uint64_t parameter_seed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
+  return seed ^ (h * 0x9E3779B97F4A7C15ull);
+}
+
 }  // namespace
 
-LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c)
-    : heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.resolved_head_dim()),
+LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, const ModelShard& s)
+    : heads_(c.num_heads / s.tp_size), kv_heads_(local_kv_heads(c, s)), head_dim_(c.resolved_head_dim()),
       options_{parse_attention_kernel(c.attention), c.attention_block} {
   q_proj = register_module("q_proj", linear(c.hidden_size, heads_ * head_dim_, c.attention_bias));
   k_proj = register_module("k_proj", linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
@@ -30,70 +72,98 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   return o_proj(out.reshape({b, s, heads_ * head_dim_}));
 }
 
-LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c) {
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size, false));
-  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size, false));
-  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size, false));
+LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, const ModelShard& s) {
+  const int64_t columns = c.intermediate_size / s.tp_size;
+  gate_proj = register_module("gate_proj", linear(c.hidden_size, columns, false));
+  up_proj = register_module("up_proj", linear(c.hidden_size, columns, false));
+  down_proj = register_module("down_proj", linear(columns, c.hidden_size, false));
 }
 
 at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
 
-LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c) {
+LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s) : enter_(s.enter), leave_(s.leave) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  self_attn = register_module("self_attn", LlamaAttention(c));
+  self_attn = register_module("self_attn", LlamaAttention(c, s));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  mlp = register_module("mlp", LlamaMLP(c));
+  mlp = register_module("mlp", LlamaMLP(c, s));
 }
 
 at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                    const AttentionMask& mask) {
-  auto h = x + self_attn(input_layernorm(x), cos, sin, mask);
-  return h + mlp(post_attention_layernorm(h));
+  auto h = x + region(leave_, self_attn(region(enter_, input_layernorm(x)), cos, sin, mask));
+  return h + region(leave_, mlp(region(enter_, post_attention_layernorm(h))));
 }
 
-LlamaModelImpl::LlamaModelImpl(const ModelConfig& c) : rope_(c.resolved_head_dim(), c.rope_theta) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(LlamaBlock(c));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
+    : shard_(s), vocab_offset_(s.tp_rank * c.vocab_size / s.tp_size), rope_(c.resolved_head_dim(), c.rope_theta) {
+  if (s.first_stage || (s.last_stage && c.tie_embeddings))
+    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size / s.tp_size, c.hidden_size));
+  const int64_t count = s.num_layers < 0 ? c.num_layers : s.num_layers;
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> blocks;
+  for (int64_t i = s.first_layer; i < s.first_layer + count; ++i) blocks.emplace_back(std::to_string(i), LlamaBlock(c, s).ptr());
+  layers = register_module("layers", torch::nn::ModuleDict(blocks));
+  if (s.last_stage) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
-at::Tensor LlamaModelImpl::forward(const ModelInput& input) {
+// Vocabulary-parallel lookup: rows outside this rank's slice are zero, and
+// the region edge sums the ranks' parts.
+at::Tensor LlamaModelImpl::embed(const at::Tensor& tokens) {
+  if (shard_.tp_size == 1) return embed_tokens(tokens);
+  const int64_t rows = embed_tokens->weight.size(0);
+  auto local = tokens - vocab_offset_;
+  auto inside = local.ge(0).logical_and(local.lt(rows)).unsqueeze(-1);
+  return region(shard_.leave, embed_tokens(local.clamp(0, rows - 1)) * inside);
+}
+
+at::Tensor LlamaModelImpl::forward(const ModelInput& input, const at::Tensor& hidden) {
   auto [cos, sin] = rope_.cos_sin(input.positions);
-  auto h = embed_tokens(input.tokens);
-  for (const auto& layer : *layers) h = layer->as<LlamaBlock>()->forward(h, cos, sin, input.mask);
-  return norm(h);
+  auto h = shard_.first_stage ? embed(input.tokens) : hidden;
+  for (const auto& layer : layers->values()) h = layer->as<LlamaBlock>()->forward(h, cos, sin, input.mask);
+  return shard_.last_stage ? norm(h) : h;
 }
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c) : config_(c) {
-  model = register_module("model", LlamaModel(c));
-  if (!c.tie_embeddings) lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size, false));
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shard) : config_(c), shard_(std::move(shard)) {
+  model = register_module("model", LlamaModel(c, shard_));
+  if (shard_.last_stage && !c.tie_embeddings)
+    lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size / shard_.tp_size, false));
+  if (shard_.tp_size > 1)
+    for (const auto& item : named_parameters()) slices_[item.key()] = slice_for(item.key(), c, shard_);
+}
+
+TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const {
+  auto it = slices_.find(name);
+  if (it != slices_.end()) return it->second;
+  return {0, 0, named_parameters()[name].size(0)};
 }
 
 const at::Tensor& LlamaForCausalLMImpl::head_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
 
-at::Tensor LlamaForCausalLMImpl::forward(const ModelInput& input) {
-  return at::linear(model->forward(input), head_weight());
+at::Tensor LlamaForCausalLMImpl::forward(const ModelInput& input, const at::Tensor& hidden) {
+  auto h = model->forward(input, hidden);
+  return shard_.last_stage ? at::linear(region(shard_.enter, h), head_weight()) : h;
 }
 
 void LlamaForCausalLMImpl::initialize(uint64_t seed) {
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   at::NoGradGuard no_grad;
   for (auto& item : named_parameters()) {
     auto& p = item.value();
     const auto& name = item.key();
+    const TensorSlice slice = slice_of(name);
+    auto full = p.sizes().vec();
+    full[slice.dim] = slice.full;
     at::Tensor value;
-    if (name.find("norm") != std::string::npos) value = at::ones(p.sizes());
-    else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) value = at::zeros(p.sizes());
-    else value = at::empty(p.sizes()).normal_(0.0, config_.init_std, generator);
-    p.copy_(value);
+    if (name.find("norm") != std::string::npos) value = at::ones(full);
+    else if (ends_with(name, ".bias")) value = at::zeros(full);
+    else value = at::empty(full).normal_(0.0, config_.init_std,
+                                         at::make_generator<at::CPUGeneratorImpl>(parameter_seed(seed, name)));
+    p.copy_(value.narrow(slice.dim, slice.offset, p.size(slice.dim)));
   }
 }
 
 void LlamaForCausalLMImpl::set_attention(const AttentionFn& attend) {
-  for (const auto& layer : *model->layers) layer->as<LlamaBlock>()->self_attn->set_attention(attend);
+  for (const auto& layer : model->layers->values()) layer->as<LlamaBlock>()->self_attn->set_attention(attend);
 }
 
 int64_t flop_parameters(const ModelConfig& c) {

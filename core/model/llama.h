@@ -3,12 +3,15 @@
 // so HF checkpoints map 1:1; parallelism is applied around it, not inside.
 #pragma once
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/moduledict.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <map>
+
 #include "core/attention/attention.h"
 #include "core/config/config.h"
+#include "core/model/model_shard.h"
 #include "core/model/rms_norm.h"
 #include "core/model/rope.h"
 
@@ -21,9 +24,11 @@ struct ModelInput {
   AttentionMask mask;
 };
 
+// Every layer holds its tensor-parallel rank's heads and MLP columns; the
+// block applies the shard's region edges around attention and MLP.
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  explicit LlamaAttentionImpl(const ModelConfig& config);
+  LlamaAttentionImpl(const ModelConfig& config, const ModelShard& shard);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
   void set_attention(AttentionFn attend) { attend_ = std::move(attend); }
 
@@ -38,7 +43,7 @@ TORCH_MODULE(LlamaAttention);
 
 class LlamaMLPImpl : public torch::nn::Module {
  public:
-  explicit LlamaMLPImpl(const ModelConfig& config);
+  LlamaMLPImpl(const ModelConfig& config, const ModelShard& shard);
   at::Tensor forward(const at::Tensor& x);
 
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
@@ -47,37 +52,58 @@ TORCH_MODULE(LlamaMLP);
 
 class LlamaBlockImpl : public torch::nn::Module {
  public:
-  explicit LlamaBlockImpl(const ModelConfig& config);
+  LlamaBlockImpl(const ModelConfig& config, const ModelShard& shard);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
+
+ private:
+  RegionFn enter_, leave_;
 };
 TORCH_MODULE(LlamaBlock);
 
+// A pipeline stage holds its layers (named by their global index), the
+// embedding on the first stage and the final norm on the last; the last stage
+// of a tied model also holds the embedding, as its output projection.
 class LlamaModelImpl : public torch::nn::Module {
  public:
-  explicit LlamaModelImpl(const ModelConfig& config);
-  at::Tensor forward(const ModelInput& input);  // final hidden states [batch, seq, hidden]
+  LlamaModelImpl(const ModelConfig& config, const ModelShard& shard);
+  // The first stage embeds input.tokens; the others continue from `hidden`.
+  // Returns hidden states [batch, seq, hidden], normed on the last stage.
+  at::Tensor forward(const ModelInput& input, const at::Tensor& hidden = {});
 
-  torch::nn::Embedding embed_tokens{nullptr};
-  torch::nn::ModuleList layers{nullptr};
+  torch::nn::Embedding embed_tokens{nullptr};  // this rank's vocabulary rows
+  torch::nn::ModuleDict layers{nullptr};
   RMSNorm norm{nullptr};
 
  private:
+  at::Tensor embed(const at::Tensor& tokens);
+
+  ModelShard shard_;
+  int64_t vocab_offset_ = 0;
   RotaryEmbedding rope_;
 };
 TORCH_MODULE(LlamaModel);
 
 class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
-  explicit LlamaForCausalLMImpl(const ModelConfig& config);
-  at::Tensor forward(const ModelInput& input);  // logits [batch, seq, vocab]
+  explicit LlamaForCausalLMImpl(const ModelConfig& config, ModelShard shard = {});
+  // Logits [batch, seq, vocab] (this tp rank's vocabulary slice), or on a
+  // stage before the last its hidden states; `hidden` is what the previous
+  // stage sent.
+  at::Tensor forward(const ModelInput& input, const at::Tensor& hidden = {});
 
-  // Weights drawn from N(0, init_std) with a generator seeded by `seed`,
-  // norms at one, biases at zero: the same on every machine and device.
+  // Weights drawn from N(0, init_std), each from a generator seeded by `seed`
+  // and its name, norms at one, biases at zero: the same values on every
+  // machine and device, and for any tensor or pipeline split.
   void initialize(uint64_t seed);
+
+  // Where a parameter of this rank sits in the full model's tensor.
+  TensorSlice slice_of(const std::string& name) const;
+  const ModelShard& shard() const { return shard_; }
+  const ModelConfig& config() const { return config_; }
 
   // Output projection weight, which is the embedding when tied.
   const at::Tensor& head_weight() const;
@@ -87,10 +113,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void set_attention(const AttentionFn& attend);
 
   LlamaModel model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when embeddings are tied
+  torch::nn::Linear lm_head{nullptr};  // null when embeddings are tied, or before the last stage
 
  private:
   ModelConfig config_;
+  ModelShard shard_;
+  std::map<std::string, TensorSlice> slices_;  // the parameters split or replicated over tp
 };
 TORCH_MODULE(LlamaForCausalLM);
 

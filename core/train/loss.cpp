@@ -12,10 +12,13 @@ ModelInput model_input(const Batch& batch) {
   return {batch.tokens, batch.positions, mask};
 }
 
-at::Tensor loss_sum(LlamaForCausalLMImpl& model, const Batch& batch) {
-  auto logits = model.forward(model_input(batch));
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), batch.labels.reshape({-1}), {},
+at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels.reshape({-1}), {},
                                 at::Reduction::Sum, kIgnoreIndex);
+}
+
+at::Tensor loss_sum(LlamaForCausalLMImpl& model, const Batch& batch) {
+  return cross_entropy_sum(model.forward(model_input(batch)), batch.labels);
 }
 
 }  // namespace lt

@@ -8,6 +8,9 @@ namespace lt {
 
 ModelInput model_input(const Batch& batch);
 
+// Summed cross-entropy of logits [batch, seq, vocab] against labels (fp32 scalar).
+at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels);
+
 // Sum of token losses of a micro-batch (fp32 scalar).
 at::Tensor loss_sum(LlamaForCausalLMImpl& model, const Batch& batch);
 

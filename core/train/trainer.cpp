@@ -14,6 +14,7 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
+#include "parallel/data_parallel/replica_sets.h"
 #include "parallel/sequence/sequence_parallel.h"
 
 namespace lt {
@@ -35,9 +36,9 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
 }  // namespace
 
 void check_trainable(const ParallelConfig& p) {
-  if (p.tp > 1 || p.pp > 1 || p.ep > 1)
-    fail("parallel: this build trains with data and sequence parallelism; tp, pp and ep are laid out and "
-         "planned (longtrain plan) but not yet trained: set them to 1");
+  if (p.ep > 1)
+    fail("parallel.ep: this build has no mixture-of-experts layers to split; ep is laid out and planned "
+         "(longtrain plan) but not yet trained: set it to 1");
 }
 
 double flops_per_token(const ModelConfig& model, int64_t seq_len) {
@@ -51,22 +52,26 @@ Trainer::Trainer(Config config, Mesh* mesh)
   check_trainable(config_.parallel);
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
-  // Every rank initialises from the same seed: the replicas start equal.
-  model_ = LlamaForCausalLM(config_.model);
-  model_->initialize(config_.train.seed);
+  // Every rank initialises from the same seed: each holds its part of the
+  // same weights, and replicas start equal.
+  auto built = build_rank_model(config_, mesh_);
+  model_ = built.model;
+  loss_sum_ = built.loss_sum;
   model_->to(device_);
+  const auto& p = config_.parallel;
+  const DataParallelOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1};
+  std::vector<ParamSegment> segments;
+  for (auto& set : replica_sets(mesh_, *model_)) {
+    buckets_.push_back(std::make_unique<GradientBuckets>(set.params, *set.group, options));
+    copies_.push_back(set.copies);
+    for (auto& s : buckets_.back()->segments()) segments.push_back(s);
+  }
 #ifdef LT_WITH_CUDA
   if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
 #endif
-  std::vector<NamedParameter> params;
-  for (auto& item : model_->named_parameters()) params.push_back({item.key(), item.value()});
-  const auto& p = config_.parallel;
-  if (p.sp_degree() > 1) model_->set_attention(sequence_parallel_attention(mesh_));
-  buckets_ = std::make_unique<GradientBuckets>(
-      params, replicas_,
-      DataParallelOptions{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1});
+  pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp), at::TensorOptions().device(device_).dtype(at::kFloat));
   const auto& t = config_.train;
-  optimizer_ = std::make_unique<AdamW>(buckets_->segments(), AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  optimizer_ = std::make_unique<AdamW>(segments, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
 }
 
 std::optional<std::string> Trainer::resume_point() const {
@@ -85,26 +90,52 @@ TrainState Trainer::restore(const std::string& path) {
   return state;
 }
 
-// Rank 0 writes the (replicated) weights; the optimizer state is written by
-// rank 0 alone, or with ZeRO-1 by every replica, each its own shard.
+// The first replica of every (tp, pp) position writes its weights; the
+// optimizer state is written by those too, or with ZeRO-1 by every rank,
+// each its own shard. One process writes plain model.safetensors and
+// optimizer.safetensors.
 CheckpointStore::Part Trainer::checkpoint_part() {
-  CheckpointStore::Part part;
-  part.model = mesh_.rank() == 0;
-  if (config_.parallel.zero == 1) {
+  const bool one_copy = mesh_.group(Group::model).size() == 1;
+  auto numbered = [&](const char* stem) {
     char name[64];
-    std::snprintf(name, sizeof(name), "optimizer.%05d.safetensors", replicas_.rank());
-    part.optimizer_file = name;
-  } else if (mesh_.rank() == 0) {
-    part.optimizer_file = "optimizer.safetensors";
-  }
+    std::snprintf(name, sizeof(name), "%s.%05d.safetensors", stem, mesh_.rank());
+    return std::string(name);
+  };
+  CheckpointStore::Part part;
+  const bool writer = replicas_.rank() == 0;
+  if (writer) part.model_file = one_copy ? "model.safetensors" : numbered("model");
+  if (config_.parallel.zero == 1) part.optimizer_file = numbered("optimizer");
+  else if (writer) part.optimizer_file = one_copy ? "optimizer.safetensors" : numbered("optimizer");
   return part;
 }
 
+// The norm over the whole model: each set's squares are complete over its
+// replicas; summing over the tp x pp ranks counts a copy held by several of
+// them (norms, shared kv heads, tied embeddings) that many times.
 double Trainer::clip_gradients() {
-  const double total = buckets_->grad_norm();
+  auto squares = at::zeros({1}, at::kDouble);
+  for (size_t i = 0; i < buckets_.size(); ++i) squares += buckets_[i]->grad_square_sum() / copies_[i];
+  mesh_.group(Group::model).all_reduce(squares);
+  const double total = std::sqrt(squares.item<double>());
   const double max_norm = config_.train.grad_clip;
-  if (max_norm > 0 && total > max_norm) buckets_->scale_grads(max_norm / (total + 1e-6));
+  if (max_norm > 0 && total > max_norm)
+    for (auto& b : buckets_) b->scale_grads(max_norm / (total + 1e-6));
   return total;
+}
+
+// This dp rank's rows; of each, this sequence-parallel rank's columns,
+// padded so that sp (and tp's sequence split) divide them.
+Batch Trainer::local_batch(const Batch& batch) {
+  auto& dp = mesh_.group(Group::dp);
+  const int64_t rows = batch.size() / dp.size();
+  Batch mine = batch.rows(dp.rank() * rows, rows);
+  const auto layout = sequence_layout(config_.parallel);
+  if (sequence_parts(layout) > 1) mine = pad_sequences(mine, layout);
+  if (config_.parallel.sp_degree() > 1) {
+    const auto c = mesh_.coord();
+    mine = shard_sequences(mine, sequence_columns(mine.tokens.size(1), layout, c.ulysses, c.ring));
+  }
+  return mine;
 }
 
 double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
@@ -112,31 +143,39 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   // whole global batch, so accumulation and the sum over replicas give
   // exactly the full-batch mean, for any dp degree.
   const double valid = static_cast<double>(std::max<int64_t>(1, batch.valid_tokens()));
-  // This dp rank's rows; of each, this sequence-parallel rank's columns.
-  auto& dp = mesh_.group(Group::dp);
-  const int64_t rows = batch.size() / dp.size();
-  Batch mine = batch.rows(dp.rank() * rows, rows);
-  if (config_.parallel.sp_degree() > 1) {
-    const auto c = mesh_.coord();
-    const auto layout = sequence_layout(config_.parallel.sp);
-    mine = pad_sequences(mine, layout);
-    mine = shard_sequences(mine, sequence_columns(mine.tokens.size(1), layout, c.ulysses, c.ring));
-  }
-  const int64_t micro = std::min(config_.train.micro_batch_size, rows);
-  buckets_->zero_grad();
+  const Batch mine = local_batch(batch);
+  const int64_t micro = std::min(config_.train.micro_batch_size, mine.size());
+  std::vector<Batch> micros;
+  for (int64_t first = 0; first < mine.size(); first += micro)
+    micros.push_back(mine.rows(first, std::min(micro, mine.size() - first)).to(device_));
+  const auto& shard = model_->shard();
+  // What passes between stages: hidden states of this rank's tokens (1/tp
+  // of them under tp's sequence parallelism).
+  const int64_t tokens = mine.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
   auto total = at::zeros({1}, at::kDouble);
-  for (int64_t first = 0; first < mine.size(); first += micro) {
-    if (first + micro >= mine.size()) buckets_->arm();
-    auto loss = loss_sum(*model_, mine.rows(first, std::min(micro, mine.size() - first)).to(device_));
-    (loss / valid).backward();
+  StageWork work;
+  work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
+  work.forward = [&](int m, const at::Tensor& input) {
+    if (m == 0) inject_fault(mesh_.rank(), step);
+    auto out = model_->forward(model_input(micros[m]), input);
+    if (!shard.last_stage) return out;
+    auto loss = loss_sum_(out, micros[m].labels);
     total += loss.detach().to(at::kCPU, at::kDouble);
-    if (first == 0) inject_fault(mesh_.rank(), step);
-  }
-  buckets_->finish();
+    return loss / valid;
+  };
+  work.before_backward = [&](int m) {
+    if (m + 1 == static_cast<int>(micros.size()))
+      for (auto& b : buckets_) b->arm();
+  };
+  for (auto& b : buckets_) b->zero_grad();
+  pipeline_->run(static_cast<int>(micros.size()), work);
+  for (auto& b : buckets_) b->finish();
+  // The last stage has the loss; every tp rank of it the same one.
+  mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);
   grad_norm = clip_gradients();
   optimizer_->step(lr);
-  buckets_->gather_parameters();
+  for (auto& b : buckets_) b->gather_parameters();
   return total.item<double>() / valid;
 }
 
@@ -183,13 +222,14 @@ TrainResult Trainer::run() {
   if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
   logger_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
   const auto& d = mesh_.layout().degrees();
+  int64_t buckets = 0;
+  for (const auto& b : buckets_) buckets += b->bucket_count();
   logger_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
                 std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
-                " ranks (dp " + std::to_string(d.dp) + ", ulysses " + std::to_string(d.ulysses) + ", ring " +
-                std::to_string(d.ring) + ", zero " +
-                std::to_string(config_.parallel.zero) + ", " +
-                std::to_string(buckets_->bucket_count()) + " gradient buckets)");
+                " ranks (dp " + std::to_string(d.dp) + ", tp " + std::to_string(d.tp) + ", pp " + std::to_string(d.pp) +
+                ", ulysses " + std::to_string(d.ulysses) + ", ring " + std::to_string(d.ring) + ", zero " +
+                std::to_string(config_.parallel.zero) + ", " + std::to_string(buckets) + " gradient buckets)");
 
   auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
   Packer packer(*source, config_.data, state.data);
@@ -228,8 +268,14 @@ TrainResult Trainer::run() {
       logger_->line("checkpoint: " + path);
     }
   }
-  // The replicas are equal: rank 0 evaluates for the job, on its own.
+  // The replicas are equal: rank 0 evaluates for the job, on its own, with
+  // the whole model (from the final checkpoint when the model is split).
   if (config_.eval.at_end && mesh_.rank() == 0) {
+    if (mesh_.group(Group::model).size() > 1) {
+      model_ = LlamaForCausalLM(config_.model);
+      load_checkpoint(*checkpoints_.latest(), *model_, nullptr, nullptr);
+      model_->to(device_);
+    }
     model_->set_attention(attention);
     evaluate(result);
   }

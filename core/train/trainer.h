@@ -1,8 +1,11 @@
-// The training loop of one rank: packed global batch -> this dp rank's rows
-// -> micro-batches -> loss averaged over the valid tokens of the whole global
-// batch -> gradients reduced over the replicas (bucketed, overlapped) -> clip
-// -> AdamW (sharded with ZeRO-1) -> log -> checkpoint; then held-out
-// evaluation. One process alone is a mesh of one rank: the same code path.
+// The training loop of one rank: packed global batch -> this dp rank's rows,
+// of each this sp rank's columns -> micro-batches through this pipeline
+// stage's 1F1B schedule (its layers, its tensor-parallel slices) -> loss
+// averaged over the valid tokens of the whole global batch -> every gradient
+// reduced over the ranks holding its parameter (bucketed, overlapped) -> clip
+// by the norm over all shards -> AdamW (sharded with ZeRO-1) -> log ->
+// checkpoint; then held-out evaluation. One process alone is a mesh of one
+// rank: the same code path.
 #pragma once
 #include <map>
 #include <memory>
@@ -14,6 +17,8 @@
 #include "core/util/logger.h"
 #include "parallel/data_parallel/gradient_buckets.h"
 #include "parallel/mesh/mesh.h"
+#include "parallel/pipeline/pipeline.h"
+#include "parallel/rank_model.h"
 
 namespace lt {
 
@@ -39,6 +44,7 @@ class Trainer {
 
  private:
   double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
+  Batch local_batch(const Batch& batch);
   double clip_gradients();
   CheckpointStore::Part checkpoint_part();
   std::optional<std::string> resume_point() const;
@@ -50,10 +56,15 @@ class Trainer {
   Config config_;
   std::unique_ptr<Mesh> own_mesh_;
   Mesh& mesh_;
-  Communicator& replicas_;  // dp x sp: who shares the weights
+  Communicator& replicas_;  // dp x sp: who shares this rank's weights
   at::Device device_;
   LlamaForCausalLM model_{nullptr};
-  std::unique_ptr<GradientBuckets> buckets_;
+  LossFn loss_sum_;
+  // One per group of ranks holding the same parameters (replica_sets.h),
+  // with how many (tp, pp) positions hold each copy.
+  std::vector<std::unique_ptr<GradientBuckets>> buckets_;
+  std::vector<int64_t> copies_;
+  std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<Logger> logger_;
   CheckpointStore checkpoints_;

@@ -158,14 +158,14 @@ void GradientBuckets::finish() {
   armed_ = false;
 }
 
-double GradientBuckets::grad_norm() {
+double GradientBuckets::grad_square_sum() {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> squares;
   for (const auto& s : segments()) squares.push_back(s.grad().to(at::kFloat).norm().pow(2));
   auto total = squares.empty() ? at::zeros({1}, at::kDouble) : at::stack(squares).sum().to(at::kDouble).reshape({1});
   total = total.cpu().contiguous();
   if (options_.shard_optimizer && replicas_.size() > 1) replicas_.all_reduce(total);
-  return std::sqrt(total.item<double>());
+  return total.item<double>();
 }
 
 void GradientBuckets::scale_grads(double factor) {

@@ -40,8 +40,8 @@ class GradientBuckets {
   // Waits for every reduction (starting those not started); afterwards each
   // segment's gradient is the sum over all replicas.
   void finish();
-  // Global gradient norm over every parameter (each shard counted once).
-  double grad_norm();
+  // Sum of squared gradients over these parameters (each shard counted once).
+  double grad_square_sum();
   // Multiplies the gradients of this rank's segments.
   void scale_grads(double factor);
   // ZeRO-1: brings every rank's updated shards to all replicas.

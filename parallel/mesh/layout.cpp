@@ -23,6 +23,12 @@ bool same_group(Group kind, const Degrees& d, const Coord& a, const Coord& b) {
     case Group::dp_sp: return tp && pp;
     case Group::ep: return tp && pp && replica_index(d, a) / d.ep == replica_index(d, b) / d.ep;
     case Group::ep_dp: return tp && pp && replica_index(d, a) % d.ep == replica_index(d, b) % d.ep;
+    case Group::stage: return pp;
+    case Group::model: return u && r && dp;
+    case Group::tied: {
+      auto end = [&](const Coord& c) { return c.pp == 0 || c.pp == d.pp - 1; };
+      return tp && (pp || (end(a) && end(b)));
+    }
   }
   return false;
 }
@@ -46,6 +52,9 @@ const char* group_name(Group group) {
     case Group::dp_sp: return "dp_sp";
     case Group::ep: return "ep";
     case Group::ep_dp: return "ep_dp";
+    case Group::stage: return "stage";
+    case Group::model: return "model";
+    case Group::tied: return "tied";
   }
   return "?";
 }

@@ -31,9 +31,13 @@ enum class Group {
   dp_sp,   // every replica of a replicated weight: its gradients are reduced here
   ep,      // expert parallelism: `ep` consecutive ranks of dp_sp
   ep_dp,   // ranks of dp_sp holding the same experts
+  stage,   // tp x dp_sp: every rank of one pipeline stage
+  model,   // tp x pp: the ranks that together hold one copy of the model
+  tied,    // dp_sp of the first and last stage (tied embeddings); dp_sp elsewhere
 };
-inline constexpr Group kAllGroups[] = {Group::world, Group::tp,    Group::ulysses, Group::ring, Group::sp,
-                                       Group::dp,    Group::pp,    Group::dp_sp,   Group::ep,   Group::ep_dp};
+inline constexpr Group kAllGroups[] = {Group::world, Group::tp,    Group::ulysses, Group::ring,  Group::sp,
+                                       Group::dp,    Group::pp,    Group::dp_sp,   Group::ep,    Group::ep_dp,
+                                       Group::stage, Group::model, Group::tied};
 const char* group_name(Group group);
 
 class Layout {

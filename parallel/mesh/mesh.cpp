@@ -25,7 +25,8 @@ Mesh& MpiSession::create_mesh(const Layout& layout, double timeout_s) {
   return *mesh_;
 }
 
-Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s) : layout_(layout) {
+Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s)
+    : layout_(layout), world_(world), timeout_s_(timeout_s) {
   int size = 0;
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &size);
@@ -44,9 +45,21 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s) : layout_(lay
   MPI_Comm_free(&node);
 }
 
+Communicator& Mesh::subgroup(const std::string& name, int color) {
+  auto& slot = subgroups_[name];
+  if (!slot) {
+    MPI_Comm comm;
+    MPI_Comm_split(world_, color, rank_, &comm);
+    slot = std::make_unique<Communicator>(comm, name, timeout_s_);
+  }
+  return *slot;
+}
+
 #ifdef LT_WITH_CUDA
 void Mesh::enable_nccl(int device) {
   for (auto& [kind, comm] : groups_)
+    if (comm->size() > 1) comm->enable_nccl(device);
+  for (auto& [name, comm] : subgroups_)
     if (comm->size() > 1) comm->enable_nccl(device);
 }
 #endif

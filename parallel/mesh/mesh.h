@@ -42,6 +42,9 @@ class Mesh {
   int rank() const { return rank_; }
   Coord coord() const { return layout_.coord(rank_); }
   Communicator& group(Group kind) { return *groups_.at(kind); }
+  // Collective over the world, once per name: a group of its own for the
+  // ranks passing the same `color` (groups the layout does not name).
+  Communicator& subgroup(const std::string& name, int color);
 
   // Ranks of this job on this machine (from a shared-memory split), and
   // this rank's place among them: its GPU on CUDA builds.
@@ -56,7 +59,10 @@ class Mesh {
  private:
   Layout layout_;
   int rank_ = 0, local_rank_ = 0, local_size_ = 1;
+  MPI_Comm world_;
+  double timeout_s_;
   std::map<Group, std::unique_ptr<Communicator>> groups_;
+  std::map<std::string, std::unique_ptr<Communicator>> subgroups_;
 };
 
 }  // namespace lt

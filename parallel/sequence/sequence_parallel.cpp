@@ -11,8 +11,9 @@ AttentionFn sequence_parallel_attention(Mesh& mesh) {
   return d.ulysses > 1 ? ulysses_attention(mesh.group(Group::ulysses), inner) : inner;
 }
 
-SequenceLayout sequence_layout(const SequenceParallelConfig& sp) {
-  return {static_cast<int>(sp.ulysses), static_cast<int>(sp.ring), sp.zigzag};
+SequenceLayout sequence_layout(const ParallelConfig& p) {
+  return {static_cast<int>(p.sp.ulysses), static_cast<int>(p.sp.ring), p.sp.zigzag,
+          p.tp_sequence ? static_cast<int>(p.tp) : 1};
 }
 
 }  // namespace lt

@@ -11,6 +11,6 @@ namespace lt {
 
 AttentionFn sequence_parallel_attention(Mesh& mesh);
 
-SequenceLayout sequence_layout(const SequenceParallelConfig& sp);
+SequenceLayout sequence_layout(const ParallelConfig& parallel);
 
 }  // namespace lt

@@ -5,7 +5,7 @@
 namespace lt {
 
 int64_t sequence_parts(const SequenceLayout& layout) {
-  return static_cast<int64_t>(layout.ulysses) * layout.ring * (layout.zigzag && layout.ring > 1 ? 2 : 1);
+  return static_cast<int64_t>(layout.ulysses) * layout.ring * layout.tp * (layout.zigzag && layout.ring > 1 ? 2 : 1);
 }
 
 int64_t padded_length(int64_t length, const SequenceLayout& layout) {

@@ -15,6 +15,9 @@ namespace lt {
 struct SequenceLayout {
   int ulysses = 1, ring = 1;
   bool zigzag = true;
+  // Tensor-parallel ranks that cut each rank's part once more (Megatron's
+  // sequence parallelism, inside the model): it must divide evenly too.
+  int tp = 1;
 };
 
 // The columns (indices into the full sequence) rank (ulysses u, ring r)

@@ -1,6 +1,6 @@
 # The program as a parallel job: mpirun -np 2 with dp=2 (ZeRO-1), with
-# Ulysses and with ring sequence parallelism, gives the losses of one process on the same
-# global batch; one failing rank ends the whole job
+# Ulysses and with ring sequence parallelism, with tensor and with pipeline
+# parallelism, gives the losses of one process on the same global batch; one failing rank ends the whole job
 # quickly with its message; a layout that does not fit the world is one
 # clear line, before anything is allocated; `plan` prints the grid.
 source "$(dirname "$0")/lib.sh"
@@ -11,7 +11,8 @@ rm -rf "$dir"
 run() { "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false train.threads=1 "$@"; }
 
 run run_dir="$dir/one" > /dev/null
-for layout in "parallel.dp=2 parallel.zero=1" "parallel.sp.ulysses=2" "parallel.sp.ring=2"; do
+for layout in "parallel.dp=2 parallel.zero=1" "parallel.sp.ulysses=2" "parallel.sp.ring=2" "parallel.tp=2" \
+              "parallel.pp=2"; do
   name=${layout//[ .=]/_}
   "${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false \
     train.threads=1 run_dir="$dir/$name" $layout > "$dir/$name.out"
@@ -53,8 +54,8 @@ echo "ok: $(grep watchdog "$dir/hang.err")"
 # (mpirun -q keeps mpirun's own notice of the exit code out).
 expect_error "3 ranks cannot be split into replicas of tp=2" "${MPIRUN[@]}" -q -np 3 "$LONGTRAIN" train \
   recipes/tiny-passkey.yaml parallel.tp=2
-expect_error "tp, pp and ep are laid out and planned" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" train \
-  recipes/tiny-passkey.yaml parallel.tp=2
+expect_error "ep is laid out and planned" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" train \
+  recipes/tiny-passkey.yaml parallel.ep=2
 
 expect_error "6 ranks cannot be split into replicas of tp=4" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 6 parallel.tp=4
 "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 8 --ranks-per-node 4 parallel.tp=2 parallel.pp=2 > "$dir/plan.out"

@@ -1,0 +1,39 @@
+// How one rank's copy of the model is cut: its tensor-parallel slice of every
+// layer, its pipeline stage's layers, and the communication at the edges of
+// tensor-parallel regions. The model is written once; parallel/ fills this in
+// (parallel/tensor_parallel, parallel/pipeline) and the defaults are the
+// whole model on one rank.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <functional>
+
+namespace lt {
+
+using RegionFn = std::function<at::Tensor(const at::Tensor&)>;
+
+struct ModelShard {
+  int64_t tp_rank = 0, tp_size = 1;
+  // Megatron's sequence parallelism: between tensor-parallel regions (norms,
+  // residual) activations are split along the sequence over the tp ranks.
+  bool tp_sequence = false;
+  // Into a region (Megatron's f: identity, or the all-gather of the sequence)
+  // and out of it (g: the sum over tp ranks, or its reduce-scatter). Unset:
+  // identity.
+  RegionFn enter, leave;
+
+  int64_t first_layer = 0, num_layers = -1;  // this stage's layers; -1: all
+  bool first_stage = true, last_stage = true;
+};
+
+// Where a rank's parameter sits in the full tensor: the local tensor is
+// full.narrow(dim, offset, local.size(dim)); `copies` tensor-parallel ranks
+// hold the same slice, and when `partial` each holds only its share of the
+// gradient (to be summed over them), otherwise all of it.
+struct TensorSlice {
+  int64_t dim = 0, offset = 0, full = 0;
+  int64_t copies = 1;
+  bool partial = false;
+};
+
+}  // namespace lt

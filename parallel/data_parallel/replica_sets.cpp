@@ -1,0 +1,50 @@
+#include "parallel/data_parallel/replica_sets.h"
+
+#include <algorithm>
+
+namespace lt {
+namespace {
+
+enum Kind { kSplit, kNorm, kSharedKv, kTied, kKinds };
+
+bool contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
+
+Kind kind_of(const std::string& name, const TensorSlice& slice, bool tied_across_stages) {
+  if (tied_across_stages && contains(name, "embed_tokens")) return kTied;
+  if (contains(name, "norm")) return kNorm;
+  return slice.copies > 1 ? kSharedKv : kSplit;
+}
+
+}  // namespace
+
+std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model) {
+  const auto& d = mesh.layout().degrees();
+  const auto c = mesh.coord();
+  const auto& shard = model.shard();
+  const ModelConfig& config = model.config();
+  const bool tied_across_stages = config.tie_embeddings && d.pp > 1;
+  // The first kv head this tp rank holds names the ranks sharing it.
+  const int64_t kv_group = config.num_kv_heads >= d.tp ? c.tp : c.tp / (d.tp / config.num_kv_heads);
+  Communicator* groups[kKinds] = {
+      &mesh.group(Group::dp_sp),
+      shard.tp_sequence ? &mesh.group(Group::stage) : &mesh.group(Group::dp_sp),
+      &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * d.tp + kv_group)),
+      &mesh.group(Group::tied),
+  };
+  // One set per group and copy count, parameters in registration order
+  // (without tp, everything but tied embeddings is one set over dp x sp).
+  std::vector<ReplicaSet> sets;
+  for (auto& item : model.named_parameters()) {
+    const TensorSlice slice = model.slice_of(item.key());
+    const Kind kind = kind_of(item.key(), slice, tied_across_stages);
+    Communicator* group = groups[kind];
+    const int64_t copies = slice.copies * (kind == kTied ? 2 : 1);
+    auto set = std::find_if(sets.begin(), sets.end(),
+                            [&](const ReplicaSet& s) { return s.group == group && s.copies == copies; });
+    if (set == sets.end()) set = sets.insert(sets.end(), ReplicaSet{group, {}, copies});
+    set->params.push_back({item.key(), item.value()});
+  }
+  return sets;
+}
+
+}  // namespace lt

@@ -1,0 +1,29 @@
+// Which ranks hold each parameter, and so over which group its gradient is
+// summed (the gradient of a copy is the sum over every rank that holds it):
+//   tp-split weights: dp x sp, within their tp slice;
+//   norms: dp x sp, and with tp's sequence parallelism also over tp (each
+//     tp rank then saw only its share of the tokens);
+//   kv heads shared by several tp ranks (tp > kv heads): dp x sp x those ranks;
+//   tied embeddings split over pipeline stages: dp x sp of both end stages.
+// A set also says how many (tp, pp) positions hold the same values, so the
+// clipping norm counts each once.
+#pragma once
+#include <vector>
+
+#include "core/model/llama.h"
+#include "core/train/adamw.h"
+#include "parallel/mesh/mesh.h"
+
+namespace lt {
+
+struct ReplicaSet {
+  Communicator* group;
+  std::vector<NamedParameter> params;
+  int64_t copies;  // (tp, pp) positions holding these values
+};
+
+// Collective over the mesh's world (it may split groups); every rank gets the
+// sets of its own parameters, in a fixed order.
+std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model);
+
+}  // namespace lt

@@ -1,0 +1,25 @@
+// The model as one rank of the mesh holds it: its pipeline stage's layers,
+// its tensor-parallel slices and region edges, its sequence-parallel
+// attention, and the loss its last stage computes (vocabulary-parallel under
+// tp). Built and initialised identically to the single-rank model, so every
+// rank holds exactly its part of the same weights.
+#pragma once
+#include <functional>
+
+#include "core/config/config.h"
+#include "core/model/llama.h"
+#include "parallel/mesh/mesh.h"
+
+namespace lt {
+
+using LossFn = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& labels)>;
+
+struct RankModel {
+  LlamaForCausalLM model{nullptr};
+  LossFn loss_sum;  // summed token losses of a micro-batch (the last stage's)
+};
+
+// This rank's model, initialised from config.train.seed.
+RankModel build_rank_model(const Config& config, Mesh& mesh);
+
+}  // namespace lt
