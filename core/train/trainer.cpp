@@ -138,7 +138,7 @@ Batch Trainer::local_batch(const Batch& batch) {
   return mine;
 }
 
-double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
+double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   // Every micro-batch's summed loss is divided by the valid tokens of the
   // whole global batch, so accumulation and the sum over replicas give
   // exactly the full-batch mean, for any dp degree.
@@ -173,10 +173,15 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);
+  return total.item<double>() / valid;
+}
+
+double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
+  const double loss = compute_gradients(batch, step);
   grad_norm = clip_gradients();
   optimizer_->step(lr);
   for (auto& b : buckets_) b->gather_parameters();
-  return total.item<double>() / valid;
+  return loss;
 }
 
 void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,

@@ -42,6 +42,12 @@ class Trainer {
   explicit Trainer(Config config, Mesh* mesh = nullptr);
   TrainResult run();
 
+  // Forward and backward of a global batch (step `step`, 1-based): returns
+  // its mean loss and leaves in this rank's parameters their gradients,
+  // reduced over every rank holding them (with ZeRO-1: this rank's shards).
+  double compute_gradients(const Batch& batch, int64_t step);
+  LlamaForCausalLMImpl& model() { return *model_; }
+
  private:
   double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
   Batch local_batch(const Batch& batch);

@@ -5,9 +5,12 @@
 #include <sstream>
 
 #include "core/util/logger.h"
+#include "parallel/pipeline/schedule.h"
+#include "parallel/pipeline/stages.h"
 #include "parallel/sequence/ring_attention.h"
 #include "parallel/sequence/sequence_shard.h"
 #include "parallel/sequence/ulysses_attention.h"
+#include "parallel/tensor_parallel/tensor_parallel.h"
 
 namespace lt {
 namespace {
@@ -23,13 +26,17 @@ int64_t layer_parameters(const ModelConfig& m, int tp) {
 
 // Activation bytes one layer keeps for backward, per token of a rank, with
 // our kernels (flash/blockwise attention keep no seq x seq matrix): the
-// norms' inputs and outputs and the residual (hidden-sized, replicated over
-// tp), q/k/v before and after RoPE, the attention output and its
-// log-sum-exp, and the MLP's gate, up, activation and product (split by tp).
-int64_t layer_activation_bytes_per_token(const ModelConfig& m, int tp, int64_t bytes) {
+// inputs of attention's and the MLP's projections (hidden-sized, whole on
+// every tp rank), the norms' inputs and the residual (hidden-sized: split
+// over tp with its sequence parallelism, else whole), q/k/v before and after
+// RoPE, the attention output and its log-sum-exp, and the MLP's gate, up,
+// activation and product (split by tp).
+int64_t layer_activation_bytes_per_token(const ModelConfig& m, int tp, bool tp_sequence, int64_t bytes) {
   const int64_t h = m.hidden_size, d = m.resolved_head_dim();
   const int64_t q = m.num_heads * d / tp, kv = std::max<int64_t>(1, m.num_kv_heads / tp) * d;
-  const int64_t elements = 5 * h + 2 * (q + 2 * kv) + q + m.num_heads / tp + 4 * m.intermediate_size / tp;
+  const int64_t around_regions = tp_sequence ? 3 * h / tp : 3 * h;
+  const int64_t elements =
+      2 * h + around_regions + 2 * (q + 2 * kv) + q + m.num_heads / tp + 4 * m.intermediate_size / tp;
   return elements * bytes;
 }
 
@@ -75,6 +82,29 @@ std::string describe_sequence_split(const Config& config, const Degrees& d) {
   return out.str();
 }
 
+// What tensor and pipeline parallelism cost: tp's traffic per layer, the
+// pipeline's micro-batches and its idle fraction.
+std::string describe_model_split(const Config& config, const Degrees& d) {
+  std::ostringstream out;
+  const int64_t element = config.train.device == "cuda" ? 2 : 4, b = config.train.micro_batch_size;
+  if (d.tp > 1) {
+    const int64_t tokens = config.data.seq_len / (d.ulysses * d.ring);
+    out << "\ntensor: tp " << d.tp << (config.parallel.tp_sequence ? " with" : " without")
+        << " sequence split; per layer and micro-batch each rank's forward sends "
+        << human_bytes(static_cast<double>(tp_forward_bytes(b, tokens, config.model.hidden_size, d.tp, element)))
+        << (config.parallel.tp_sequence ? " (2 all-gathers + 2 reduce-scatters" : " (2 all-reduces")
+        << " of [" << b << ", " << tokens << ", " << config.model.hidden_size << "])";
+  }
+  if (d.pp > 1) {
+    const int64_t micro = config.sequences_per_step(0) / d.dp / b;
+    char bubble[32];
+    std::snprintf(bubble, sizeof(bubble), "%.1f%%", 100 * bubble_fraction(d.pp, static_cast<int>(micro)));
+    out << "\npipeline: pp " << d.pp << ", 1F1B over " << micro << " micro-batches per step: idle (p-1)/(m+p-1) = "
+        << bubble;
+  }
+  return out.str();
+}
+
 }  // namespace
 
 std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees) {
@@ -87,14 +117,14 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
   const int64_t replicas = static_cast<int64_t>(degrees.dp) * degrees.ulysses * degrees.ring;
   const int64_t seq = config.data.seq_len;
   const int64_t tokens = config.train.micro_batch_size * seq / (degrees.ulysses * degrees.ring);
-  const int64_t per_layer = layer_activation_bytes_per_token(m, degrees.tp, activation_bytes);
+  const int64_t per_layer =
+      layer_activation_bytes_per_token(m, degrees.tp, config.parallel.tp_sequence, activation_bytes);
+  const auto split = split_stages(m, seq, degrees.pp);
   std::vector<StagePlan> stages(degrees.pp);
-  int64_t next = 0;
   for (int s = 0; s < degrees.pp; ++s) {
     auto& st = stages[s];
-    st.first_layer = next;
-    st.layers = m.num_layers / degrees.pp + (s < m.num_layers % degrees.pp ? 1 : 0);
-    next += st.layers;
+    st.first_layer = split[s].first;
+    st.layers = split[s].count;
     st.embedding = s == 0;
     st.head = s == degrees.pp - 1;
     const int64_t vocab_slice = m.vocab_size * m.hidden_size / degrees.tp;
@@ -134,6 +164,7 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
   out << "\ngroups of rank 0:";
   for (Group g : kAllGroups) out << " " << group_name(g) << " " << ranks_text(layout.group(g, 0));
   if (d.ulysses * d.ring > 1) out << "\n\n" << describe_sequence_split(config, d);
+  if (d.tp * d.pp > 1) out << "\n" << describe_model_split(config, d);
   out << "\n\nper rank, at seq_len " << config.data.seq_len << ", micro-batch " << config.train.micro_batch_size
       << " (" << (config.train.device == "cuda" ? "bf16 weights, fp32 grads and optimizer" : "fp32") << "):\n";
   const std::vector<int> stage_widths = {5, 9, 10, 10, 10, 10, 11, 10};

@@ -21,8 +21,8 @@ struct StagePlan {
   int64_t total() const { return weights + gradients + optimizer + activations; }
 };
 
-// Layers per stage as even as possible, the earlier stages taking the extra
-// ones (the last stage also holds the head and the loss).
+// Per pipeline stage: its layers (split_stages: balanced by cost, the
+// embedding and the head counted), parameters and memory of one rank.
 std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees);
 
 // The full report `longtrain plan` prints.

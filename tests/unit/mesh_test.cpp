@@ -35,6 +35,18 @@ TEST(Layout, SixteenRanksTwoByTwoByTwoByTwo) {
   EXPECT_EQ(layout.previous(Group::pp, 5), 13);
   EXPECT_EQ(layout.group(Group::tp, 0), (Ranks{0, 1}));
   EXPECT_EQ(layout.group(Group::dp_sp, 0), (Ranks{0, 2, 4, 6}));
+  // The groups tensor and pipeline parallelism reduce over.
+  EXPECT_EQ(layout.group(Group::stage, 13), (Ranks{8, 9, 10, 11, 12, 13, 14, 15}));
+  EXPECT_EQ(layout.group(Group::model, 13), (Ranks{4, 5, 12, 13}));
+  EXPECT_EQ(layout.group(Group::tied, 13), (Ranks{1, 3, 5, 7, 9, 11, 13, 15}));  // both ends, tp rank 1
+}
+
+// Tied embeddings live on the first and last stage only: a middle stage's
+// tied group is its own replicas.
+TEST(Layout, TiedGroupSpansThePipelineEnds) {
+  const Layout layout({1, 1, 1, 2, 3, 1});  // dp 2 x pp 3
+  EXPECT_EQ(layout.group(Group::tied, 0), (Ranks{0, 1, 4, 5}));
+  EXPECT_EQ(layout.group(Group::tied, 2), (Ranks{2, 3}));
 }
 
 // Hybrid sequence parallelism: tp 1, ulysses 2 (inner), ring 2 (outer), dp 2.

@@ -100,5 +100,55 @@ TEST(Llama, InitializationIsDeterministic) {
     EXPECT_TRUE(item.value().equal(b->named_parameters()[item.key()])) << item.key();
 }
 
+// A rank's model holds exactly its slices of the full model's weights:
+// Megatron's column/row/vocabulary split, kv heads split (tp 2) or shared
+// (tp 4 over 2 kv heads), norms whole; initialised to the same values.
+TEST(Llama, TensorParallelSlicesOfTheSameWeights) {
+  const ModelConfig c = testing::tiny_model(false, true);
+  LlamaForCausalLM full(c);
+  full->initialize(9);
+  auto whole = full->named_parameters();
+  for (int64_t tp : {2, 4})
+    for (int64_t rank = 0; rank < tp; ++rank) {
+      ModelShard shard;
+      shard.tp_rank = rank, shard.tp_size = tp;
+      LlamaForCausalLM part(c, shard);
+      part->initialize(9);
+      for (const auto& item : part->named_parameters()) {
+        const auto& p = item.value();
+        const TensorSlice s = part->slice_of(item.key());
+        EXPECT_TRUE(p.equal(whole[item.key()].narrow(s.dim, s.offset, p.size(s.dim)))) << item.key() << " tp " << tp;
+      }
+      const auto q = part->slice_of("model.layers.0.self_attn.q_proj.weight");
+      EXPECT_EQ(q.offset, rank * c.num_heads / tp * 8);
+      EXPECT_EQ(part->slice_of("model.layers.0.self_attn.o_proj.weight").dim, 1);
+      EXPECT_EQ(part->slice_of("model.layers.0.mlp.down_proj.weight").dim, 1);
+      const auto k = part->slice_of("model.layers.0.self_attn.k_proj.bias");
+      EXPECT_EQ(k.offset, (tp == 2 ? rank : rank / 2) * 8);  // 2 kv heads of 8 dims
+      EXPECT_EQ(k.copies, tp == 4 ? 2 : 1);
+      EXPECT_EQ(part->slice_of("model.norm.weight").copies, tp);
+      EXPECT_EQ(part->named_parameters()["lm_head.weight"].size(0), c.vocab_size / tp);
+    }
+}
+
+// A pipeline stage holds its layers under their global names; the last
+// stage of a tied model holds a copy of the embedding as its head.
+TEST(Llama, PipelineStagesHoldTheirLayers) {
+  ModelConfig c = testing::tiny_model(true);
+  c.num_layers = 4;
+  ModelShard first, last;
+  first.num_layers = 3, first.last_stage = false;
+  last.first_layer = 3, last.num_layers = 1, last.first_stage = false;
+  LlamaForCausalLM a(c, first), b(c, last);
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  EXPECT_NE(pa.find("model.layers.2.mlp.up_proj.weight"), nullptr);
+  EXPECT_EQ(pa.find("model.layers.3.mlp.up_proj.weight"), nullptr);
+  EXPECT_EQ(pa.find("model.norm.weight"), nullptr);
+  EXPECT_NE(pb.find("model.layers.3.mlp.up_proj.weight"), nullptr);
+  EXPECT_NE(pb.find("model.norm.weight"), nullptr);
+  EXPECT_NE(pb.find("model.embed_tokens.weight"), nullptr);  // tied: the head
+  EXPECT_EQ(pb.size(), 9u + 1u + 1u);  // one layer, the norm, the embedding copy
+}
+
 }  // namespace
 }  // namespace lt

@@ -1,0 +1,119 @@
+// The 1F1B schedule as data: the exact order of forwards, backwards, sends
+// and receives per stage; every stage runs every micro-batch once each way,
+// holds at most (stages - stage) in flight, and the stages together never
+// deadlock (simulated with blocking receives and posted sends). Stage
+// splitting balances cost with the embedding and head counted.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+
+#include "parallel/pipeline/schedule.h"
+#include "parallel/pipeline/stages.h"
+#include "tests/support/reference.h"
+
+namespace lt {
+namespace {
+
+TEST(OneFOneB, OrderPerStage) {
+  // 4 stages, 4 micro-batches: warm-up of 3, 2, 1, 0 forwards.
+  EXPECT_EQ(describe(one_f_one_b(0, 4, 4)),
+            "F0 >F0 F1 >F1 F2 >F2 F3 >F3 <B0 B0 <B1 B1 <B2 B2 <B3 B3");
+  EXPECT_EQ(describe(one_f_one_b(1, 4, 4)),
+            "<F0 F0 >F0 <F1 F1 >F1 <F2 F2 >F2 <B0 B0 >B0 <F3 F3 >F3 <B1 B1 >B1 <B2 B2 >B2 <B3 B3 >B3");
+  EXPECT_EQ(describe(one_f_one_b(3, 4, 4)),
+            "<F0 F0 B0 >B0 <F1 F1 B1 >B1 <F2 F2 B2 >B2 <F3 F3 B3 >B3");
+  // One stage is the plain accumulation loop.
+  EXPECT_EQ(describe(one_f_one_b(0, 1, 3)), "F0 B0 F1 B1 F2 B2");
+  // Fewer micro-batches than stages: all forwards, then all backwards.
+  EXPECT_EQ(describe(one_f_one_b(0, 4, 2)), "F0 >F0 F1 >F1 <B0 B0 <B1 B1");
+}
+
+TEST(OneFOneB, EveryMicroBatchOnceEachWayWithBoundedActivations) {
+  for (int stages : {1, 2, 3, 4, 8})
+    for (int micro : {1, 2, 4, 7, 16})
+      for (int s = 0; s < stages; ++s) {
+        std::map<int, int> forwards, backwards;
+        int in_flight = 0, most = 0;
+        for (const auto& a : one_f_one_b(s, stages, micro)) {
+          if (a.op == PipeOp::forward) ++forwards[a.micro], most = std::max(most, ++in_flight);
+          if (a.op == PipeOp::backward) {
+            EXPECT_EQ(forwards[a.micro], 1) << "backward before forward";
+            ++backwards[a.micro], --in_flight;
+          }
+        }
+        for (int m = 0; m < micro; ++m) EXPECT_EQ(forwards[m] + backwards[m], 2);
+        EXPECT_LE(most, std::min(stages - s, micro)) << stages << " stages, stage " << s;
+      }
+}
+
+// All stages run their schedules: a receive waits for its message, a send
+// never waits. Deadlock would leave some stage unfinished.
+TEST(OneFOneB, StagesTogetherNeverDeadlock) {
+  for (int stages : {2, 3, 4, 8})
+    for (int micro : {1, 3, 4, 9}) {
+      std::vector<std::vector<PipeAction>> plans;
+      for (int s = 0; s < stages; ++s) plans.push_back(one_f_one_b(s, stages, micro));
+      std::vector<size_t> next(stages, 0);
+      // Messages in flight: (from, to, backward) -> micro-batches, in order.
+      std::map<std::tuple<int, int, bool>, std::deque<int>> wires;
+      bool progress = true;
+      while (progress) {
+        progress = false;
+        for (int s = 0; s < stages; ++s) {
+          while (next[s] < plans[s].size()) {
+            const auto& a = plans[s][next[s]];
+            if (a.op == PipeOp::send_forward) wires[{s, s + 1, false}].push_back(a.micro);
+            if (a.op == PipeOp::send_backward) wires[{s, s - 1, true}].push_back(a.micro);
+            if (a.op == PipeOp::recv_forward || a.op == PipeOp::recv_backward) {
+              const bool backward = a.op == PipeOp::recv_backward;
+              auto& wire = wires[{backward ? s + 1 : s - 1, s, backward}];
+              if (wire.empty()) break;  // blocked
+              EXPECT_EQ(wire.front(), a.micro);
+              wire.pop_front();
+            }
+            ++next[s], progress = true;
+          }
+        }
+      }
+      for (int s = 0; s < stages; ++s) EXPECT_EQ(next[s], plans[s].size()) << stages << " stages, " << micro << " micro";
+    }
+}
+
+TEST(OneFOneB, BubbleFraction) {
+  EXPECT_DOUBLE_EQ(bubble_fraction(1, 8), 0.0);
+  EXPECT_DOUBLE_EQ(bubble_fraction(4, 4), 3.0 / 7.0);
+  EXPECT_DOUBLE_EQ(bubble_fraction(2, 15), 1.0 / 16.0);
+}
+
+TEST(Stages, BalanceCostWithEmbeddingAndHead) {
+  ModelConfig m = testing::tiny_model();
+  m.num_layers = 8;
+  for (int stages : {1, 2, 3, 4, 8}) {
+    const auto split = split_stages(m, 64, stages);
+    ASSERT_EQ(split.size(), static_cast<size_t>(stages));
+    int64_t next = 0;
+    for (const auto& s : split) {
+      EXPECT_EQ(s.first, next);
+      EXPECT_GE(s.count, 1);
+      next += s.count;
+    }
+    EXPECT_EQ(next, 8);
+  }
+  // With a larger vocabulary the head costs about 3 layers: the last of two
+  // stages takes fewer layers (6 + 2).
+  m.vocab_size = 1024;
+  ASSERT_GT(head_cost(m) / layer_cost(m, 64), 3.0);
+  const auto two = split_stages(m, 64, 2);
+  EXPECT_EQ(two[0].count, 6);
+  // Nothing better exists: moving a layer either way makes the slowest stage slower.
+  auto slowest = [&](int64_t first_stage_layers) {
+    const double layer = layer_cost(m, 64);
+    return std::max(first_stage_layers * layer + m.hidden_size, (8 - first_stage_layers) * layer + head_cost(m));
+  };
+  EXPECT_LE(slowest(two[0].count), slowest(two[0].count - 1));
+  EXPECT_LE(slowest(two[0].count), slowest(two[0].count + 1));
+}
+
+}  // namespace
+}  // namespace lt
