@@ -8,14 +8,17 @@
 #    backward vs. after it, and our communicator vs. plain MPI calls;
 #  sp: one 8K-token sequence over 1, 2, 4, 8 ranks with Ulysses, ring and
 #    the hybrid: tokens/s, peak memory per rank, bytes sent against theory;
-#    and the longest sequence trainable in 256 MiB of working memory per rank.
+#    and the longest sequence trainable in 256 MiB of working memory per rank;
+#  mp: the 1F1B pipeline's idle fraction on 2 and 4 stages against
+#    (p-1)/(m+p-1), and the bytes tensor parallelism sends against theory.
 # Writes tests/bench/results/*.json and prints the README tables.
-#   scripts/bench.sh [STEPS] [all|train|dp|sp]
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
-scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp > /dev/null
+scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
+  --target lt_bench_mp > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -40,6 +43,21 @@ if [ "$which" = all ] || [ "$which" = sp ]; then
     done
   } | python3 tests/bench/report.py --longest --command "scripts/bench.sh $steps sp" \
       --out tests/bench/results/longest_sequence.json
+fi
+if [ "$which" = all ] || [ "$which" = mp ]; then
+  {
+    for stages in 2 4; do
+      for micro in 1 2 4 8 16; do
+        mpirun --oversubscribe --bind-to none -np $stages build/lt_bench_mp bubble $micro $((steps + 2))
+      done
+    done
+    for ranks in 2 4; do
+      for split in 1 0; do
+        mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_mp tp 1024 $split
+      done
+    done
+  } | python3 tests/bench/report.py --model-parallel --command "scripts/bench.sh $steps mp" \
+      --out tests/bench/results/model_parallel.json
 fi
 if [ "$which" = all ] || [ "$which" = dp ]; then
   mpirun --oversubscribe --bind-to none -np 2 build/lt_bench_dp $((steps * 3)) |

@@ -3,7 +3,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --attention: the lines are attention-kernel timings (lt_bench_attention);
 --data-parallel: the lines are lt_bench_dp's (overlap, communicator overhead);
 --sequence-parallel: the lines are lt_bench_sp's (one sequence over N ranks);
---longest: lt_bench_sp's longest-sequence search."""
+--longest: lt_bench_sp's longest-sequence search;
+--model-parallel: lt_bench_mp's (pipeline bubble, tensor-parallel bytes)."""
 import argparse
 import datetime
 import json
@@ -19,6 +20,7 @@ def main():
     p.add_argument("--data-parallel", action="store_true")
     p.add_argument("--sequence-parallel", action="store_true")
     p.add_argument("--longest", action="store_true")
+    p.add_argument("--model-parallel", action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
@@ -30,6 +32,9 @@ def main():
         return
     if a.sequence_parallel:
         sequence_parallel_report(a, runs, cpu)
+        return
+    if a.model_parallel:
+        model_parallel_report(a, runs, cpu)
         return
     if a.longest:
         save_runs(a, runs, cpu)
@@ -100,6 +105,22 @@ def sequence_parallel_report(a, runs, cpu):
         ratio = f"{r['forward_bytes_per_rank'] / r['theory_bytes_per_rank']:.3f}" if r["theory_bytes_per_rank"] else "-"
         print(f"| {r['ranks']} | {r['layout']} | {r['tokens_per_s']:.0f} | {r['peak_memory_bytes_per_rank'] / 2**20:.0f} MiB "
               f"| {r['forward_bytes_per_rank'] / 2**20:.2f} MiB | {r['theory_bytes_per_rank'] / 2**20:.2f} MiB | {ratio} |")
+
+
+def model_parallel_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    print("| stages | micro-batches | idle measured | 1F1B theory (p-1)/(m+p-1) | step |")
+    print("|---|---|---|---|---|")
+    for r in (r for r in runs if r["mode"] == "bubble"):
+        print(f"| {r['stages']} | {r['micro_batches']} | {100 * r['idle_measured']:.1f}% | {100 * r['idle_theory']:.1f}% "
+              f"| {r['step_s'] * 1e3:.0f} ms |")
+    print()
+    print("| tp | sequence split | seq | bytes sent per rank (fwd+bwd) | theory | measured / theory |")
+    print("|---|---|---|---|---|---|")
+    for r in (r for r in runs if r["mode"] == "tp"):
+        print(f"| {r['tp']} | {'yes' if r['sequence_split'] else 'no'} | {r['seq']} "
+              f"| {r['bytes_measured'] / 2**20:.2f} MiB | {r['bytes_theory'] / 2**20:.2f} MiB "
+              f"| {r['bytes_measured'] / r['bytes_theory']:.3f} |")
 
 
 if __name__ == "__main__":
