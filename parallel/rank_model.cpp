@@ -22,10 +22,11 @@ RankModel build_rank_model(const Config& config, Mesh& mesh) {
   out.model = LlamaForCausalLM(config.model, shard);
   out.model->initialize(config.train.seed);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
-  if (tp.size() > 1) out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {
-    return vocab_parallel_cross_entropy(logits, labels, tp);
-  };
-  else out.loss_sum = cross_entropy_sum;
+  out.loss_sum = cross_entropy_sum;
+  if (tp.size() > 1)
+    out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {
+      return vocab_parallel_cross_entropy(logits, labels, tp);
+    };
   return out;
 }
 

@@ -277,8 +277,10 @@ TrainResult Trainer::run() {
   // the whole model (from the final checkpoint when the model is split).
   if (config_.eval.at_end && mesh_.rank() == 0) {
     if (mesh_.group(Group::model).size() > 1) {
+      const auto latest = checkpoints_.latest();
+      check(latest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
       model_ = LlamaForCausalLM(config_.model);
-      load_checkpoint(*checkpoints_.latest(), *model_, nullptr, nullptr);
+      load_checkpoint(*latest, *model_, nullptr, nullptr);
       model_->to(device_);
     }
     model_->set_attention(attention);

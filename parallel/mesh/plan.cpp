@@ -8,7 +8,7 @@
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stages.h"
 #include "parallel/sequence/ring_attention.h"
-#include "parallel/sequence/sequence_shard.h"
+#include "parallel/sequence/sequence_parallel.h"
 #include "parallel/sequence/ulysses_attention.h"
 #include "parallel/tensor_parallel/tensor_parallel.h"
 
@@ -60,7 +60,7 @@ std::string ranks_text(const std::vector<int>& ranks) {
 // How a sequence is cut and what each rank's forward sends per layer.
 std::string describe_sequence_split(const Config& config, const Degrees& d) {
   const auto& m = config.model;
-  const SequenceLayout layout{d.ulysses, d.ring, config.parallel.sp.zigzag};
+  const SequenceLayout layout = sequence_layout(config.parallel);
   const int64_t seq = config.data.seq_len, padded = padded_length(seq, layout);
   const int64_t local = padded / (d.ulysses * d.ring);
   const int64_t b = config.train.micro_batch_size, element = config.train.device == "cuda" ? 2 : 4;

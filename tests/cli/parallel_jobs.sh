@@ -1,6 +1,7 @@
 # The program as a parallel job: mpirun -np 2 with dp=2 (ZeRO-1), with
 # Ulysses and with ring sequence parallelism, with tensor and with pipeline
-# parallelism, gives the losses of one process on the same global batch; one failing rank ends the whole job
+# parallelism, gives the losses of one process on the same global batch;
+# the shipped 4D recipe plans; one failing rank ends the whole job
 # quickly with its message; a layout that does not fit the world is one
 # clear line, before anything is allocated; `plan` prints the grid.
 source "$(dirname "$0")/lib.sh"
@@ -60,4 +61,10 @@ expect_error "ep is laid out and planned" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" t
 expect_error "6 ranks cannot be split into replicas of tp=4" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 6 parallel.tp=4
 "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 8 --ranks-per-node 4 parallel.tp=2 parallel.pp=2 > "$dir/plan.out"
 grep -q "tp 2 x ulysses 1 x ring 1 x dp 2 x pp 2" "$dir/plan.out" || fail "plan: $(cat "$dir/plan.out")"
+# The shipped 4D recipe plans on 64 ranks: its stages and the model split.
+"$LONGTRAIN" plan recipes/llama3-8b-128k-4d.yaml --world 64 > "$dir/plan4d.out"
+for line in "tp 4 x ulysses 4 x ring 1 x dp 2 x pp 2" "pipeline: pp 2, 1F1B over 16 micro-batches" \
+            "tensor: tp 4 with sequence split" "^1      16-31 "; do
+  grep -q "$line" "$dir/plan4d.out" || fail "plan of the 4D recipe lacks '$line': $(cat "$dir/plan4d.out")"
+done
 echo "parallel jobs ok"

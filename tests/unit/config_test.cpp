@@ -135,7 +135,15 @@ INSTANTIATE_TEST_SUITE_P(
                   {"not a multiple of data.curriculum[0].seq_len=300"}},
         ErrorCase{"CurriculumItemLocated", kBase.substr(0, kBase.find("train:")) + "  curriculum:\n    - {until_step: 0, seq_len: 128}\n" + kBase.substr(kBase.find("train:")), {},
                   {"r.yaml:7:20:", "data.curriculum[0].until_step: got 0, must be >= 1"}},
-        ErrorCase{"UnknownTopLevelKey", kBase + "colour: red\n", {}, {"unknown key 'colour'", "valid keys here:"}}),
+        ErrorCase{"UnknownTopLevelKey", kBase + "colour: red\n", {}, {"unknown key 'colour'", "valid keys here:"}},
+        ErrorCase{"TpDoesNotDivideHeads", kBase, {"parallel.tp=3"},
+                  {"model.num_heads=4 is not divisible by parallel.tp=3", "whole heads"}},
+        ErrorCase{"TpAndKvHeads", kBase, {"model.num_heads=6", "model.num_kv_heads=3", "model.head_dim=32", "parallel.tp=2"},
+                  {"parallel.tp=2 and model.num_kv_heads=3 must divide one another"}},
+        ErrorCase{"MoreStagesThanLayers", kBase, {"parallel.pp=5"},
+                  {"parallel.pp=5 exceeds model.num_layers=4", "every pipeline stage needs a layer"}},
+        ErrorCase{"UlyssesBeyondTpHeads", kBase, {"parallel.tp=2", "parallel.sp.ulysses=4"},
+                  {"parallel.sp.ulysses=4 exceeds the 2 heads of a tensor-parallel rank"}}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
 
 TEST(Config, MissingRecipe) {
