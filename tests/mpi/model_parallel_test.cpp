@@ -18,12 +18,6 @@
 namespace lt {
 namespace {
 
-int world_size() {
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  return world;
-}
-
 struct Layout4D {
   int tp = 1, pp = 1, ulysses = 1, ring = 1;
   bool tp_sequence = true, tied = false;
@@ -94,7 +88,7 @@ class ModelParallelJob : public ::testing::Test {
 };
 
 TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
-  const int P = world_size();
+  const int P = testing::world_size();
   for (const auto& l : layouts(P)) {
     SCOPED_TRACE(l.describe());
     const Config config = layout_config(l, P, "");
@@ -121,7 +115,7 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
 // Two optimizer steps, then every weight of the job's checkpoint (assembled
 // from its slices) against the single rank's.
 TEST_F(ModelParallelJob, TwoStepsEqualOneRank) {
-  const int P = world_size();
+  const int P = testing::world_size();
   const std::string dir = testing::shared_scratch_dir(*world, "mp_test", "steps");
   int index = 0;
   for (const auto& l : layouts(P)) {
@@ -146,7 +140,7 @@ TEST_F(ModelParallelJob, TwoStepsEqualOneRank) {
 // A checkpoint holds slices of full tensors: the same layout resumes
 // bit-exactly, and another layout (or one rank) reassembles what it needs.
 TEST_F(ModelParallelJob, ResumesOnTheSameAndOnOtherLayouts) {
-  const int P = world_size();
+  const int P = testing::world_size();
   if (P > 4) GTEST_SKIP() << "covered on 2 and 4 ranks";
   const std::string dir = testing::shared_scratch_dir(*world, "mp_test", "resume");
   const Layout4D first = P == 4 ? Layout4D{.tp = 2, .pp = 2, .tied = true, .zero = 1} : Layout4D{.tp = 2, .tied = true};

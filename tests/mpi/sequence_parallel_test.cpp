@@ -19,12 +19,6 @@
 namespace lt {
 namespace {
 
-int world_size() {
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  return world;
-}
-
 struct Case {
   const char* name;
   bool documents;
@@ -72,7 +66,7 @@ Config case_config(const Case& c, const Arrangement& split) {
 void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
   SCOPED_TRACE(split.describe());
   const Config config = case_config(c, split);
-  Mesh mesh(Layout(resolve_degrees(config, world_size())), MPI_COMM_WORLD, 60);
+  Mesh mesh(Layout(resolve_degrees(config, testing::world_size())), MPI_COMM_WORLD, 60);
   auto source = make_document_source(config.data, config.model.vocab_size, 5, Split::Train);
   Packer packer(*source, config.data);
   const Batch batch = packer.next(2 * split.dp, config.data.seq_len);
@@ -104,7 +98,7 @@ void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
 }
 
 TEST_P(SequenceJob, EveryLayoutEqualsOneRank) {
-  for (const auto& split : arrangements(world_size())) expect_equal_to_one_rank(GetParam(), split);
+  for (const auto& split : arrangements(testing::world_size())) expect_equal_to_one_rank(GetParam(), split);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
@@ -130,7 +124,7 @@ TEST(SequenceShard, ZigzagBalancesCausalWork) {
 
 // One layer's forward: the all-to-all bytes of each rank equal the theory.
 TEST(Ulysses, AllToAllVolumeEqualsTheory) {
-  const int P = world_size();
+  const int P = testing::world_size();
   for (int64_t kv_heads : {4, 1}) {
     MPI_Comm comm;
     MPI_Comm_dup(MPI_COMM_WORLD, &comm);
@@ -149,7 +143,7 @@ TEST(Ulysses, AllToAllVolumeEqualsTheory) {
 // One layer's forward: each rank sends R - 1 hops of its K/V block (kv
 // heads only), indices and document ids: exactly the theory.
 TEST(Ring, SendVolumeEqualsTheory) {
-  const int P = world_size();
+  const int P = testing::world_size();
   for (bool documents : {false, true}) {
     MPI_Comm comm;
     MPI_Comm_dup(MPI_COMM_WORLD, &comm);
@@ -168,7 +162,7 @@ TEST(Ring, SendVolumeEqualsTheory) {
 // pads them (ignored labels) to split over the ranks; the losses are those
 // of one process on the unpadded sequences.
 TEST(SequenceParallel, TrainingEqualsOneProcess) {
-  const int P = world_size();
+  const int P = testing::world_size();
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);
   Communicator world(comm, "test", 60);

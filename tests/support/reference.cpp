@@ -108,6 +108,12 @@ std::string shared_scratch_dir(Communicator& job, const std::string& suite, cons
   return job.all_gather(job.rank() == 0 ? scratch_dir(suite, name) : std::string())[0];
 }
 
+int world_size() {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  return world;
+}
+
 void ensure_mpi() {
   int initialized = 0;
   MPI_Initialized(&initialized);

@@ -36,6 +36,9 @@ std::string scratch_dir(const std::string& suite, const std::string& name);
 // One scratch directory for every rank of `job`: rank 0 names it.
 std::string shared_scratch_dir(Communicator& job, const std::string& suite, const std::string& name);
 
+// Ranks in MPI_COMM_WORLD (the multi-rank tests' job).
+int world_size();
+
 // Initialises MPI for the life of the test program unless it already is
 // (the trainer runs every process as a mesh, of one rank if need be).
 void ensure_mpi();
