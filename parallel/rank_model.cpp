@@ -1,6 +1,7 @@
 #include "parallel/rank_model.h"
 
 #include "core/train/loss.h"
+#include "offload/activations/memory_policy.h"
 #include "parallel/pipeline/stages.h"
 #include "parallel/sequence/sequence_parallel.h"
 #include "parallel/tensor_parallel/tensor_parallel.h"
@@ -22,6 +23,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh) {
   out.model = LlamaForCausalLM(config.model, shard);
   out.model->initialize(config.train.seed);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
+  apply_memory_policy(*out.model, config.memory);
   out.loss_sum = cross_entropy_sum;
   if (tp.size() > 1)
     out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {

@@ -106,6 +106,14 @@ struct ParallelConfig {
   int64_t model_degree() const { return tp * sp_degree() * pp; }
 };
 
+// What long sequences run out of first: activations (offload/activations).
+struct MemoryConfig {
+  std::string checkpoint = "none";  // none | full (whole layers) | attention | mlp: recomputed in backward
+  int64_t checkpoint_every = 1;     // only every k-th layer (0, k, 2k, ...)
+  std::string mlp_tiles = "1";      // the MLP over sequence tiles, intermediates recomputed: N | auto (seq / hidden)
+  std::string loss_tiles = "1";     // logits and loss over sequence tiles, never [seq, vocab] at once: N | auto
+};
+
 struct CheckpointConfig {
   std::string dir;                  // empty: <run_dir>/checkpoints
   int64_t interval = 0;             // 0: only at the end
@@ -133,6 +141,7 @@ struct Config {
   LogConfig log;
   EvalConfig eval;
   ParallelConfig parallel;
+  MemoryConfig memory;
 
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir + "/checkpoints" : checkpoint.dir; }
   int64_t sequences_per_step(int64_t step) const { return train.global_batch_tokens / data.seq_len_at(step); }

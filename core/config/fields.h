@@ -130,6 +130,14 @@ void visit(V& v, ParallelConfig& p) {
 }
 
 template <class V>
+void visit(V& v, MemoryConfig& m) {
+  v.field("checkpoint", m.checkpoint, one_of({"none", "full", "attention", "mlp"}));
+  v.field("checkpoint_every", m.checkpoint_every, in_range<int64_t>(1, 1 << 20));
+  v.field("mlp_tiles", m.mlp_tiles, auto_or_positive());
+  v.field("loss_tiles", m.loss_tiles, auto_or_positive());
+}
+
+template <class V>
 void visit(V& v, CheckpointConfig& c) {
   v.field("dir", c.dir);
   v.field("interval", c.interval, at_least<int64_t>(0));
@@ -159,6 +167,7 @@ void visit(V& v, Config& c) {
   v.section("log", c.log);
   v.section("eval", c.eval);
   v.section("parallel", c.parallel);
+  v.section("memory", c.memory);
 }
 
 }  // namespace lt

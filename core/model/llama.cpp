@@ -11,6 +11,8 @@ torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
 
 at::Tensor region(const RegionFn& edge, const at::Tensor& x) { return edge ? edge(x) : x; }
 
+at::Tensor run(const Runner& runner, const LayerPart& f, const at::Tensor& x) { return runner ? runner(f, x) : f(x); }
+
 bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -90,8 +92,16 @@ LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s) : ente
 
 at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                    const AttentionMask& mask) {
-  auto h = x + region(leave_, self_attn(region(enter_, input_layernorm(x)), cos, sin, mask));
-  return h + region(leave_, mlp(region(enter_, post_attention_layernorm(h))));
+  // By value: a runner that recomputes keeps these until backward.
+  LayerPart attention = [this, cos, sin, mask](const at::Tensor& t) {
+    return region(leave_, self_attn(region(enter_, input_layernorm(t)), cos, sin, mask));
+  };
+  LayerPart feed_forward = [this](const at::Tensor& t) { return mlp(t); };
+  LayerPart layer = [this, attention, feed_forward](const at::Tensor& t) {
+    auto h = t + run(runners_.attention, attention, t);
+    return h + region(leave_, run(runners_.mlp, feed_forward, region(enter_, post_attention_layernorm(h))));
+  };
+  return run(runners_.layer, layer, x);
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
@@ -140,9 +150,13 @@ const at::Tensor& LlamaForCausalLMImpl::head_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
 
+at::Tensor LlamaForCausalLMImpl::head_input(const ModelInput& input, const at::Tensor& hidden) {
+  return region(shard_.enter, model->forward(input, hidden));
+}
+
 at::Tensor LlamaForCausalLMImpl::forward(const ModelInput& input, const at::Tensor& hidden) {
-  auto h = model->forward(input, hidden);
-  return shard_.last_stage ? at::linear(region(shard_.enter, h), head_weight()) : h;
+  if (!shard_.last_stage) return model->forward(input, hidden);
+  return at::linear(head_input(input, hidden), head_weight());
 }
 
 void LlamaForCausalLMImpl::initialize(uint64_t seed) {
@@ -164,6 +178,11 @@ void LlamaForCausalLMImpl::initialize(uint64_t seed) {
 
 void LlamaForCausalLMImpl::set_attention(const AttentionFn& attend) {
   for (const auto& layer : model->layers->values()) layer->as<LlamaBlock>()->self_attn->set_attention(attend);
+}
+
+void LlamaForCausalLMImpl::set_runners(const std::function<LayerRunners(int64_t layer)>& runners) {
+  for (const auto& [index, layer] : model->layers->items())
+    layer->as<LlamaBlock>()->set_runners(runners(std::stoll(index)));
 }
 
 int64_t flop_parameters(const ModelConfig& c) {

@@ -50,10 +50,21 @@ class LlamaMLPImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaMLP);
 
+// How a part of a layer runs on its input: f(x), unless offload/activations
+// sets recomputation in backward (checkpointing) or sequence tiling.
+using LayerPart = std::function<at::Tensor(const at::Tensor&)>;
+using Runner = std::function<at::Tensor(const LayerPart& f, const at::Tensor& x)>;
+struct LayerRunners {
+  Runner layer;      // the whole layer
+  Runner attention;  // norm, tp region and attention, from the layer input
+  Runner mlp;        // the MLP alone, inside its tp region
+};
+
 class LlamaBlockImpl : public torch::nn::Module {
  public:
   LlamaBlockImpl(const ModelConfig& config, const ModelShard& shard);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
+  void set_runners(LayerRunners runners) { runners_ = std::move(runners); }
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
@@ -61,6 +72,7 @@ class LlamaBlockImpl : public torch::nn::Module {
 
  private:
   RegionFn enter_, leave_;
+  LayerRunners runners_;
 };
 TORCH_MODULE(LlamaBlock);
 
@@ -94,6 +106,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // stage before the last its hidden states; `hidden` is what the previous
   // stage sent.
   at::Tensor forward(const ModelInput& input, const at::Tensor& hidden = {});
+  // What the output projection reads (the last stage): the final normed
+  // hidden states, whole along the sequence within the tp group.
+  at::Tensor head_input(const ModelInput& input, const at::Tensor& hidden = {});
 
   // Weights drawn from N(0, init_std), each from a generator seeded by `seed`
   // and its name, norms at one, biases at zero: the same values on every
@@ -111,6 +126,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Every layer attends with `attend` (a sequence-parallel strategy, or
   // plain attention() again).
   void set_attention(const AttentionFn& attend);
+  // Every layer runs its parts with `runners(layer index)`.
+  void set_runners(const std::function<LayerRunners(int64_t layer)>& runners);
 
   LlamaModel model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when embeddings are tied, or before the last stage

@@ -14,6 +14,7 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
+#include "offload/activations/memory_policy.h"
 #include "parallel/data_parallel/replica_sets.h"
 #include "parallel/sequence/sequence_parallel.h"
 
@@ -157,9 +158,9 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
   work.forward = [&](int m, const at::Tensor& input) {
     if (m == 0) inject_fault(mesh_.rank(), step);
-    auto out = model_->forward(model_input(micros[m]), input);
-    if (!shard.last_stage) return out;
-    auto loss = loss_sum_(out, micros[m].labels);
+    if (!shard.last_stage) return model_->forward(model_input(micros[m]), input);
+    auto hidden = model_->head_input(model_input(micros[m]), input);
+    auto loss = head_loss(*model_, hidden, micros[m].labels, loss_sum_, config_.memory);
     total += loss.detach().to(at::kCPU, at::kDouble);
     return loss / valid;
   };

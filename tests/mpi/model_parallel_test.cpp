@@ -5,7 +5,8 @@
 // 1e-5 relative). Layouts cover tp 2 and 4 (with Megatron's sequence
 // parallelism and without; kv heads split and, at tp 4, shared), pp 2 and 4
 // over 4+ micro-batches with tied embeddings split across the pipeline ends,
-// tp x Ulysses, tp x ring, and (on 16 ranks) dp 2 x tp 2 x pp 2 x sp 2.
+// tp x Ulysses, tp x ring, tp x pp with recomputation and tiling, and (on
+// 16 ranks) dp 2 x tp 2 x pp 2 x sp 2.
 #include <gtest/gtest.h>
 
 #include "core/checkpoint/checkpoint.h"
@@ -22,11 +23,12 @@ struct Layout4D {
   int tp = 1, pp = 1, ulysses = 1, ring = 1;
   bool tp_sequence = true, tied = false;
   int zero = 0;
+  bool recompute = false;  // full checkpointing, tiled MLP and loss
   int ranks() const { return tp * pp * ulysses * ring; }
   std::string describe() const {
     return "tp " + std::to_string(tp) + (tp_sequence ? "" : " (no sequence split)") + " x pp " + std::to_string(pp) +
            " x ulysses " + std::to_string(ulysses) + " x ring " + std::to_string(ring) + (tied ? ", tied" : "") +
-           ", zero " + std::to_string(zero);
+           ", zero " + std::to_string(zero) + (recompute ? ", recompute and tiles" : "");
   }
 };
 
@@ -40,7 +42,8 @@ std::vector<Layout4D> layouts(int P) {
             {.tp = 2, .pp = 2, .tied = true, .zero = 1},
             {.pp = 2, .zero = 1},  // with dp 2
             {.tp = 2, .ulysses = 2},
-            {.tp = 2, .ring = 2, .tied = true}};
+            {.tp = 2, .ring = 2, .tied = true},
+            {.tp = 2, .pp = 2, .recompute = true}};
   if (P == 16) return {{.tp = 2, .pp = 2, .ulysses = 2, .tied = true}, {.tp = 2, .pp = 2, .ring = 2, .zero = 1}};
   return {};
 }
@@ -62,11 +65,13 @@ Config layout_config(const Layout4D& l, int P, const std::string& run_dir) {
   c.parallel.sp.ring = l.ring;
   c.parallel.zero = l.zero;
   c.parallel.bucket_mb = 0.01;  // several buckets per set
+  if (l.recompute) c.memory = {"full", 1, "3", "3"};
   return c;
 }
 
 Config one_rank(Config c, const std::string& run_dir) {
   c.parallel = ParallelConfig{};
+  c.memory = MemoryConfig{};
   c.run_dir = run_dir;
   return c;
 }

@@ -1,0 +1,23 @@
+// The memory settings (`memory` in a recipe) applied around a rank's model:
+// which layers, or which parts of them, recompute their activations in
+// backward instead of keeping them, how the MLP is tiled over the sequence,
+// and the loss computed over sequence tiles so the [seq, vocab] logits never
+// exist whole. Every setting gives the same loss and gradients.
+#pragma once
+#include <functional>
+
+#include "core/config/config.h"
+#include "core/model/llama.h"
+
+namespace lt {
+
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory);
+
+using TokenLoss = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& labels)>;
+
+// The summed loss of the head over `hidden` [batch, seq, hidden] (the
+// head's input) against labels [batch, seq], over memory.loss_tiles tiles.
+at::Tensor head_loss(LlamaForCausalLMImpl& model, const at::Tensor& hidden, const at::Tensor& labels,
+                     const TokenLoss& loss, const MemoryConfig& memory);
+
+}  // namespace lt
