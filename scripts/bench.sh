@@ -10,15 +10,18 @@
 #    the hybrid: tokens/s, peak memory per rank, bytes sent against theory;
 #    and the longest sequence trainable in 256 MiB of working memory per rank;
 #  mp: the 1F1B pipeline's idle fraction on 2 and 4 stages against
-#    (p-1)/(m+p-1), and the bytes tensor parallelism sends against theory.
+#    (p-1)/(m+p-1), and the bytes tensor parallelism sends against theory;
+#  mem: the longest sequence (up to 32K: longer steps take many minutes on
+#    CPU) one process trains within 512 MiB of working memory, with no
+#    memory feature and with all, and each feature's time.
 # Writes tests/bench/results/*.json and prints the README tables.
-#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp]
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp > /dev/null
+  --target lt_bench_mp --target lt_bench_mem > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -43,6 +46,29 @@ if [ "$which" = all ] || [ "$which" = sp ]; then
     done
   } | python3 tests/bench/report.py --longest --command "scripts/bench.sh $steps sp" \
       --out tests/bench/results/longest_sequence.json
+fi
+if [ "$which" = all ] || [ "$which" = mem ]; then
+  # glibc keeps freed large blocks in the heap once its mmap threshold has
+  # adapted, which would hide what a step frees: a fixed threshold returns
+  # them, for both arms alike.
+  export MALLOC_MMAP_THRESHOLD_=1048576
+  cap=$((512 << 20))
+  {
+    for features in none all; do
+      seq=512
+      while line=$(build/lt_bench_mem $seq $features) &&
+            [ "$(python3 -c "import json,sys; print(int(json.loads(sys.argv[1])['step_memory_bytes'] <= $cap))" "$line")" = 1 ]; do
+        echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); r['mode']='fits'; print(json.dumps(r))"
+        seq=$((seq * 2))
+        [ $seq -le 32768 ] || break
+      done
+    done
+    for features in none checkpoint tiled_mlp tiled_loss all; do
+      build/lt_bench_mem 2048 $features | python3 -c "import json,sys; r=json.load(sys.stdin); r['mode']='cost'; print(json.dumps(r))"
+    done
+  } | python3 tests/bench/report.py --memory --command "scripts/bench.sh $steps mem" \
+      --out tests/bench/results/activation_memory.json
+  unset MALLOC_MMAP_THRESHOLD_
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then
   {

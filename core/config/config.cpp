@@ -127,6 +127,10 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
 // Fills the defaults that depend on other keys, then checks relations between keys.
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
+  if (c.memory.offload_activations && c.memory.checkpoint == "none")
+    relation_error(s, "memory.offload_activations",
+                   "memory.offload_activations moves the inputs of recomputed layers: set memory.checkpoint "
+                   "(full, attention or mlp) too");
   if (m.num_heads % m.num_kv_heads != 0)
     relation_error(s, "model.num_kv_heads",
                    "model.num_heads=" + std::to_string(m.num_heads) + " is not divisible by model.num_kv_heads=" +

@@ -112,6 +112,7 @@ struct MemoryConfig {
   int64_t checkpoint_every = 1;     // only every k-th layer (0, k, 2k, ...)
   std::string mlp_tiles = "1";      // the MLP over sequence tiles, intermediates recomputed: N | auto (seq / hidden)
   std::string loss_tiles = "1";     // logits and loss over sequence tiles, never [seq, vocab] at once: N | auto
+  bool offload_activations = false; // checkpointed layers' inputs wait in host memory (CUDA; prefetched back)
 };
 
 struct CheckpointConfig {

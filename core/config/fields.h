@@ -135,6 +135,7 @@ void visit(V& v, MemoryConfig& m) {
   v.field("checkpoint_every", m.checkpoint_every, in_range<int64_t>(1, 1 << 20));
   v.field("mlp_tiles", m.mlp_tiles, auto_or_positive());
   v.field("loss_tiles", m.loss_tiles, auto_or_positive());
+  v.field("offload_activations", m.offload_activations);
 }
 
 template <class V>

@@ -47,12 +47,15 @@ struct RngState {
 struct Recompute : torch::CustomClassHolder {
   TensorFn f;
   RngState rng;
+  std::shared_ptr<InputStash> stash;
+  int64_t ticket = -1;
 };
 
 struct Checkpoint : torch::autograd::Function<Checkpoint> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::intrusive_ptr<Recompute> recompute) {
     recompute->rng = RngState::capture(x);
-    ctx->save_for_backward({x});
+    if (recompute->stash) recompute->ticket = recompute->stash->put(x.detach());
+    else ctx->save_for_backward({x});
     ctx->saved_data["recompute"] = c10::IValue::make_capsule(recompute);
     at::NoGradGuard no_grad;
     return recompute->f(x);
@@ -60,7 +63,9 @@ struct Checkpoint : torch::autograd::Function<Checkpoint> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto recompute = c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
-    auto input = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto input = (recompute->stash ? recompute->stash->take(recompute->ticket) : ctx->get_saved_variables()[0])
+                     .detach()
+                     .requires_grad_(true);
     const RngState now = RngState::capture(input);
     recompute->rng.restore();
     at::Tensor out;
@@ -77,9 +82,10 @@ struct Checkpoint : torch::autograd::Function<Checkpoint> {
 
 }  // namespace
 
-at::Tensor checkpoint(TensorFn f, const at::Tensor& x) {
+at::Tensor checkpoint(TensorFn f, const at::Tensor& x, std::shared_ptr<InputStash> stash) {
   auto recompute = c10::make_intrusive<Recompute>();
   recompute->f = std::move(f);
+  recompute->stash = std::move(stash);
   return Checkpoint::apply(x, recompute);
 }
 

@@ -1,11 +1,14 @@
 #include "offload/activations/memory_policy.h"
 
+#include "offload/activations/activation_offload.h"
 #include "offload/activations/tiling.h"
 
 namespace lt {
 
 void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory) {
-  const Runner recompute = [](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x); };
+  std::shared_ptr<InputStash> stash;
+  if (memory.offload_activations) stash = std::make_shared<ActivationOffload>();
+  const Runner recompute = [stash](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x, stash); };
   Runner tiled_mlp;
   if (memory.mlp_tiles != "1")
     tiled_mlp = [setting = memory.mlp_tiles, width = model.config().hidden_size](const LayerPart& f, const at::Tensor& x) {

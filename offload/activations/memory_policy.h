@@ -1,6 +1,7 @@
 // The memory settings (`memory` in a recipe) applied around a rank's model:
 // which layers, or which parts of them, recompute their activations in
-// backward instead of keeping them, how the MLP is tiled over the sequence,
+// backward instead of keeping them (and whether their inputs wait in host
+// memory meanwhile), how the MLP is tiled over the sequence,
 // and the loss computed over sequence tiles so the [seq, vocab] logits never
 // exist whole. Every setting gives the same loss and gradients.
 #pragma once

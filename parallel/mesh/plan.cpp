@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/util/logger.h"
+#include "offload/activations/tiling.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stages.h"
 #include "parallel/sequence/ring_attention.h"
@@ -24,20 +25,33 @@ int64_t layer_parameters(const ModelConfig& m, int tp) {
   return q + kv + o + bias + 3 * h * m.intermediate_size / tp + 2 * h;
 }
 
-// Activation bytes one layer keeps for backward, per token of a rank, with
-// our kernels (flash/blockwise attention keep no seq x seq matrix): the
-// inputs of attention's and the MLP's projections (hidden-sized, whole on
-// every tp rank), the norms' inputs and the residual (hidden-sized: split
-// over tp with its sequence parallelism, else whole), q/k/v before and after
-// RoPE, the attention output and its log-sum-exp, and the MLP's gate, up,
-// activation and product (split by tp).
-int64_t layer_activation_bytes_per_token(const ModelConfig& m, int tp, bool tp_sequence, int64_t bytes) {
+// Activation elements one layer keeps for backward, per token of a rank,
+// with our kernels (flash/blockwise attention keep no seq x seq matrix):
+// around the tp regions the norms' inputs and the residual (split over tp
+// with its sequence parallelism; the first is the layer's input); inside
+// attention its gathered input, q/k/v before and after RoPE, the output and
+// its log-sum-exp; the MLP's gathered input, and its gate, up, activation
+// and product.
+struct LayerActivations {
+  int64_t input, around, attention, mlp_input, mlp_inner;
+};
+
+LayerActivations layer_activations(const ModelConfig& m, int tp, bool tp_sequence) {
   const int64_t h = m.hidden_size, d = m.resolved_head_dim();
   const int64_t q = m.num_heads * d / tp, kv = std::max<int64_t>(1, m.num_kv_heads / tp) * d;
-  const int64_t around_regions = tp_sequence ? 3 * h / tp : 3 * h;
-  const int64_t elements =
-      2 * h + around_regions + 2 * (q + 2 * kv) + q + m.num_heads / tp + 4 * m.intermediate_size / tp;
-  return elements * bytes;
+  const int64_t input = tp_sequence ? h / tp : h;
+  return {input, 3 * input, h + 2 * (q + 2 * kv) + q + m.num_heads / tp, h, 4 * m.intermediate_size / tp};
+}
+
+// Elements per token a layer keeps under the memory settings, and those
+// that exist only while it is recomputed in backward.
+std::pair<int64_t, int64_t> kept_per_token(const LayerActivations& a, const MemoryConfig& memory, bool checkpointed) {
+  const int64_t mlp_inner = memory.mlp_tiles != "1" ? 0 : a.mlp_inner;  // tiles recompute theirs
+  const int64_t all = a.around + a.attention + a.mlp_input + mlp_inner;
+  if (!checkpointed) return {all, 0};
+  if (memory.checkpoint == "full") return {a.input, all};
+  if (memory.checkpoint == "attention") return {all - a.attention, a.attention};
+  return {all - mlp_inner, mlp_inner};  // mlp
 }
 
 std::string row(const std::vector<std::string>& cells, const std::vector<int>& widths) {
@@ -117,8 +131,8 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
   const int64_t replicas = static_cast<int64_t>(degrees.dp) * degrees.ulysses * degrees.ring;
   const int64_t seq = config.data.seq_len;
   const int64_t tokens = config.train.micro_batch_size * seq / (degrees.ulysses * degrees.ring);
-  const int64_t per_layer =
-      layer_activation_bytes_per_token(m, degrees.tp, config.parallel.tp_sequence, activation_bytes);
+  const auto layer = layer_activations(m, degrees.tp, config.parallel.tp_sequence);
+  const auto& memory = config.memory;
   const auto split = split_stages(m, seq, degrees.pp);
   std::vector<StagePlan> stages(degrees.pp);
   for (int s = 0; s < degrees.pp; ++s) {
@@ -137,8 +151,16 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     // last stage also holds the logits and their gradient (vocab split by tp).
     const int64_t in_flight = std::min<int64_t>(degrees.pp - s, config.sequences_per_step(0) / degrees.dp /
                                                                     config.train.micro_batch_size);
-    st.activations = std::max<int64_t>(1, in_flight) * tokens * st.layers * per_layer +
-                     (st.head ? 2 * tokens * m.vocab_size / degrees.tp * 4 : 0);
+    int64_t kept = 0, recompute = 0;
+    for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
+      const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
+      const auto [keeps, needs] = kept_per_token(layer, memory, checkpointed);
+      kept += keeps, recompute = std::max(recompute, needs);
+    }
+    // The logits and their gradient (vocab split by tp), of one loss tile.
+    const int64_t loss_tiles = tile_count(memory.loss_tiles, seq / (degrees.ulysses * degrees.ring), m.hidden_size);
+    const int64_t logits = st.head ? 2 * tokens / loss_tiles * m.vocab_size / degrees.tp * 4 : 0;
+    st.activations = (std::max<int64_t>(1, in_flight) * kept + recompute) * tokens * activation_bytes + logits;
   }
   return stages;
 }
@@ -178,7 +200,11 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
                 human_bytes(st.optimizer), human_bytes(st.activations), human_bytes(st.total())},
                stage_widths);
   }
-  out << "activations: no checkpointing; what each layer keeps for backward with flash attention\n";
+  const auto& memory = config.memory;
+  out << "activations: what each layer keeps for backward with flash attention; checkpoint " << memory.checkpoint
+      << (memory.checkpoint != "none" && memory.checkpoint_every > 1
+              ? " (every " + std::to_string(memory.checkpoint_every) + " layers)" : "")
+      << ", mlp tiles " << memory.mlp_tiles << ", loss tiles " << memory.loss_tiles << "\n";
   return out.str();
 }
 

@@ -4,7 +4,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --data-parallel: the lines are lt_bench_dp's (overlap, communicator overhead);
 --sequence-parallel: the lines are lt_bench_sp's (one sequence over N ranks);
 --longest: lt_bench_sp's longest-sequence search;
---model-parallel: lt_bench_mp's (pipeline bubble, tensor-parallel bytes)."""
+--model-parallel: lt_bench_mp's (pipeline bubble, tensor-parallel bytes);
+--memory: lt_bench_mem's (longest sequence under a cap, each feature's cost)."""
 import argparse
 import datetime
 import json
@@ -21,6 +22,7 @@ def main():
     p.add_argument("--sequence-parallel", action="store_true")
     p.add_argument("--longest", action="store_true")
     p.add_argument("--model-parallel", action="store_true")
+    p.add_argument("--memory", action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
@@ -32,6 +34,9 @@ def main():
         return
     if a.sequence_parallel:
         sequence_parallel_report(a, runs, cpu)
+        return
+    if a.memory:
+        memory_report(a, runs, cpu)
         return
     if a.model_parallel:
         model_parallel_report(a, runs, cpu)
@@ -105,6 +110,29 @@ def sequence_parallel_report(a, runs, cpu):
         ratio = f"{r['forward_bytes_per_rank'] / r['theory_bytes_per_rank']:.3f}" if r["theory_bytes_per_rank"] else "-"
         print(f"| {r['ranks']} | {r['layout']} | {r['tokens_per_s']:.0f} | {r['peak_memory_bytes_per_rank'] / 2**20:.0f} MiB "
               f"| {r['forward_bytes_per_rank'] / 2**20:.2f} MiB | {r['theory_bytes_per_rank'] / 2**20:.2f} MiB | {ratio} |")
+
+
+def memory_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    mib = lambda b: f"{b / 2**20:.0f} MiB"
+    longest = {}
+    for r in (r for r in runs if r["mode"] == "fits"):
+        if r["seq"] > longest.get(r["features"], {"seq": 0})["seq"]:
+            longest[r["features"]] = r
+    print("| memory features | longest sequence in 512 MiB | its step's working memory |")
+    print("|---|---|---|")
+    for name, r in longest.items():
+        print(f"| {name} | {r['seq']} | {mib(r['step_memory_bytes'])} |")
+    if "none" in longest and "all" in longest:
+        print(f"\nall / none: {longest['all']['seq'] / longest['none']['seq']:.0f}x longer")
+    print()
+    cost = [r for r in runs if r["mode"] == "cost"]
+    base = next(r for r in cost if r["features"] == "none")
+    print("| features (at 2048 tokens) | step working memory | step time | time vs none |")
+    print("|---|---|---|---|")
+    for r in cost:
+        print(f"| {r['features']} | {mib(r['step_memory_bytes'])} | {r['step_s'] * 1e3:.0f} ms "
+              f"| {r['step_s'] / base['step_s']:.2f}x |")
 
 
 def model_parallel_report(a, runs, cpu):

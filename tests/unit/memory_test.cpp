@@ -1,12 +1,14 @@
 // Activation memory features against the plain run: checkpointing (full,
-// every k-th layer, attention or MLP only), the tiled MLP and the tiled loss
-// each give the same loss and every gradient (1e-6 relative), alone and
-// together; recomputation replays the random draws of forward.
+// every k-th layer, attention or MLP only), the tiled MLP, the tiled loss and
+// offloaded inputs each give the same loss and every gradient (1e-6
+// relative), alone and together; recomputation replays the random draws of
+// forward.
 #include <gtest/gtest.h>
 
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
 #include "core/train/trainer.h"
+#include "offload/activations/activation_offload.h"
 #include "offload/activations/checkpoint.h"
 #include "offload/activations/tiling.h"
 #include "tests/support/reference.h"
@@ -34,6 +36,26 @@ TEST(Recompute, ReplaysTheRandomDrawsOfForward) {
   EXPECT_LT(relative_error(w.grad(), gw), 1e-6);
 }
 
+// Inputs put in forward come back in backward (on the host: the same
+// tensors), and nothing stays behind.
+TEST(ActivationOffload, ReturnsEveryInputOnce) {
+  auto stash = std::make_shared<ActivationOffload>();
+  auto w = at::randn({8, 8}).requires_grad_(true);
+  auto x = at::randn({2, 8}).requires_grad_(true);
+  auto h = x;
+  for (int layer = 0; layer < 3; ++layer)
+    h = checkpoint([&](const at::Tensor& t) { return at::tanh(at::matmul(t, w)); }, h, stash);
+  EXPECT_EQ(stash->host_bytes(), 3 * 2 * 8 * 4);
+  h.sum().backward();
+  EXPECT_EQ(stash->host_bytes(), 0);
+  EXPECT_EQ(stash->peak_host_bytes(), 3 * 2 * 8 * 4);
+  auto grad_x = x.grad().clone(), grad_w = w.grad().clone();
+  x.mutable_grad().reset(), w.mutable_grad().reset();
+  at::tanh(at::matmul(at::tanh(at::matmul(at::tanh(at::matmul(x, w)), w)), w)).sum().backward();
+  EXPECT_LT(relative_error(grad_x, x.grad()), 1e-6);
+  EXPECT_LT(relative_error(grad_w, w.grad()), 1e-6);
+}
+
 TEST(Tiling, TileCounts) {
   EXPECT_EQ(tile_count("1", 1000, 64), 1);
   EXPECT_EQ(tile_count("4", 1000, 64), 4);
@@ -47,6 +69,7 @@ struct Setting {
   std::string checkpoint = "none";
   int64_t every = 1;
   std::string mlp_tiles = "1", loss_tiles = "1";
+  bool offload = false;
 };
 
 void PrintTo(const Setting& s, std::ostream* os) { *os << s.name; }
@@ -69,7 +92,7 @@ TEST_P(MemorySetting, SameLossAndGradients) {
   const Setting& s = GetParam();
   Config plain = memory_config();
   Config config = plain;
-  config.memory = {s.checkpoint, s.every, s.mlp_tiles, s.loss_tiles};
+  config.memory = {s.checkpoint, s.every, s.mlp_tiles, s.loss_tiles, s.offload};
   auto source = make_document_source(plain.data, plain.model.vocab_size, 4, Split::Train);
   Packer packer(*source, plain.data);
   const Batch batch = packer.next(2, plain.data.seq_len);
@@ -87,7 +110,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Setting{"attention", "attention"}, Setting{"mlp", "mlp"},
                       Setting{"tiled_mlp", "none", 1, "3"}, Setting{"tiled_mlp_auto", "none", 1, "auto"},
                       Setting{"tiled_loss", "none", 1, "1", "4"},
-                      Setting{"everything", "full", 1, "auto", "auto"}),
+                      Setting{"offloaded_inputs", "full", 1, "1", "1", true},
+                      Setting{"everything", "full", 1, "auto", "auto", true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -140,6 +140,26 @@ TEST(Plan, PrintsGridStagesAndMemory) {
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].optimizer, 8 * stages[0].parameters / 2);  // over dp 2
 }
 
+// Each memory feature lowers the activation estimate; together they leave
+// each layer's input, one layer's recomputation and one tile of logits.
+TEST(Plan, MemoryFeaturesLowerTheActivationEstimate) {
+  Config c = small_config();
+  c.data.seq_len = 1024;
+  c.train.global_batch_tokens = 1024;
+  const Degrees d = resolve_degrees(c, 1);
+  auto estimate = [&](const MemoryConfig& m) {
+    c.memory = m;
+    return plan_stages(c, d)[0].activations;
+  };
+  const int64_t none = estimate({});
+  for (const MemoryConfig& m : {MemoryConfig{"none", 1, "1", "auto"}, MemoryConfig{"mlp", 1, "1", "1"},
+                                MemoryConfig{"attention", 1, "1", "1"}, MemoryConfig{"none", 1, "auto", "1"}})
+    EXPECT_LT(estimate(m), none) << m.checkpoint << " mlp tiles " << m.mlp_tiles << " loss tiles " << m.loss_tiles;
+  const int64_t every_second = estimate({"full", 2, "auto", "auto"}), all = estimate({"full", 1, "auto", "auto"});
+  EXPECT_LT(all, every_second);
+  EXPECT_LT(3 * all, none);  // a tiny model: the ratio grows with hidden size and vocabulary
+}
+
 TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {
   Config c = small_config();
   c.data.seq_len = 62;  // padded to 64 for ulysses 2 x zigzag ring 2
