@@ -8,7 +8,24 @@
 
 namespace lt {
 
-RankModel build_rank_model(const Config& config, Mesh& mesh) {
+namespace {
+
+std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const MemoryConfig& memory, at::Device device) {
+  std::vector<std::pair<int64_t, std::vector<NamedParameter>>> layers;
+  for (const auto& [index, layer] : model.model->layers->items()) {
+    std::vector<NamedParameter> params;
+    for (const auto& item : layer->named_parameters()) params.push_back({"model.layers." + index + "." + item.key(), item.value()});
+    layers.emplace_back(std::stoll(index), std::move(params));
+  }
+  return std::make_shared<ChunkManager>(
+      layers, device,
+      ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), memory.n_persist, memory.n_buffer,
+                   static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30))});
+}
+
+}  // namespace
+
+RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) {
   const auto& p = config.parallel;
   Communicator& tp = mesh.group(Group::tp);
   ModelShard shard = tensor_parallel_shard(tp, p.tp_sequence);
@@ -22,8 +39,10 @@ RankModel build_rank_model(const Config& config, Mesh& mesh) {
   RankModel out;
   out.model = LlamaForCausalLM(config.model, shard);
   out.model->initialize(config.train.seed);
+  out.model->to(device);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
-  apply_memory_policy(*out.model, config.memory);
+  if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config.memory, device);
+  apply_memory_policy(*out.model, config.memory, out.chunks.get());
   out.loss_sum = cross_entropy_sum;
   if (tp.size() > 1)
     out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {

@@ -8,6 +8,7 @@
 
 #include "core/config/config.h"
 #include "core/model/llama.h"
+#include "offload/chunks/chunk_manager.h"
 #include "parallel/mesh/mesh.h"
 
 namespace lt {
@@ -16,10 +17,11 @@ using LossFn = std::function<at::Tensor(const at::Tensor& logits, const at::Tens
 
 struct RankModel {
   LlamaForCausalLM model{nullptr};
-  LossFn loss_sum;  // summed token losses of a micro-batch (the last stage's)
+  LossFn loss_sum;                       // summed token losses of a micro-batch (the last stage's)
+  std::shared_ptr<ChunkManager> chunks;  // the layers' state in host memory (memory.offload_model)
 };
 
-// This rank's model, initialised from config.train.seed.
-RankModel build_rank_model(const Config& config, Mesh& mesh);
+// This rank's model, initialised from config.train.seed, on `device`.
+RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device = at::kCPU);
 
 }  // namespace lt

@@ -131,6 +131,13 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "memory.offload_activations",
                    "memory.offload_activations moves the inputs of recomputed layers: set memory.checkpoint "
                    "(full, attention or mlp) too");
+  if (c.memory.offload_model && (c.memory.checkpoint != "full" || c.memory.checkpoint_every != 1))
+    relation_error(s, "memory.offload_model",
+                   "memory.offload_model brings each layer's weights back when it is recomputed: set "
+                   "memory.checkpoint: full and memory.checkpoint_every: 1");
+  if (c.memory.offload_model && c.parallel.tp > 1)
+    relation_error(s, "memory.offload_model",
+                   "memory.offload_model is not yet combined with tensor parallelism: set parallel.tp=1");
   if (m.num_heads % m.num_kv_heads != 0)
     relation_error(s, "model.num_kv_heads",
                    "model.num_heads=" + std::to_string(m.num_heads) + " is not divisible by model.num_kv_heads=" +

@@ -113,6 +113,11 @@ struct MemoryConfig {
   std::string mlp_tiles = "1";      // the MLP over sequence tiles, intermediates recomputed: N | auto (seq / hidden)
   std::string loss_tiles = "1";     // logits and loss over sequence tiles, never [seq, vocab] at once: N | auto
   bool offload_activations = false; // checkpointed layers' inputs wait in host memory (CUDA; prefetched back)
+  bool offload_model = false;       // layers' weights, gradients and AdamW state in host memory, in chunks
+  double chunk_mb = 32;             // chunk size (whole layers, in execution order)
+  int64_t n_persist = 0;            // chunks kept on the device
+  int64_t n_buffer = 2;             // device buffers the other chunks take turns in
+  double device_budget_gb = 0;      // device memory the chunks may take; 0: no limit
 };
 
 struct CheckpointConfig {

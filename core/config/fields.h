@@ -136,6 +136,11 @@ void visit(V& v, MemoryConfig& m) {
   v.field("mlp_tiles", m.mlp_tiles, auto_or_positive());
   v.field("loss_tiles", m.loss_tiles, auto_or_positive());
   v.field("offload_activations", m.offload_activations);
+  v.field("offload_model", m.offload_model);
+  v.field("chunk_mb", m.chunk_mb, in_range<double>(0.001, 1 << 20));
+  v.field("n_persist", m.n_persist, in_range<int64_t>(0, 1 << 20));
+  v.field("n_buffer", m.n_buffer, in_range<int64_t>(1, 1 << 10));
+  v.field("device_budget_gb", m.device_budget_gb, in_range<double>(0, 1 << 20));
 }
 
 template <class V>

@@ -55,14 +55,16 @@ Trainer::Trainer(Config config, Mesh* mesh)
   at::manual_seed(config_.train.seed);
   // Every rank initialises from the same seed: each holds its part of the
   // same weights, and replicas start equal.
-  auto built = build_rank_model(config_, mesh_);
+  auto built = build_rank_model(config_, mesh_, device_);
   model_ = built.model;
   loss_sum_ = built.loss_sum;
-  model_->to(device_);
+  chunks_ = built.chunks;
   const auto& p = config_.parallel;
   const DataParallelOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1};
-  std::vector<ParamSegment> segments;
-  for (auto& set : replica_sets(mesh_, *model_)) {
+  // The optimizer updates the bucketed parameters' segments and the chunked
+  // layers' host copies.
+  std::vector<ParamSegment> segments = chunks_ ? whole(chunks_->host_parameters()) : std::vector<ParamSegment>{};
+  for (auto& set : replica_sets(mesh_, *model_, chunks_ ? chunks_->host_parameters() : std::vector<NamedParameter>{})) {
     buckets_.push_back(std::make_unique<GradientBuckets>(set.params, *set.group, options));
     copies_.push_back(set.copies);
     for (auto& s : buckets_.back()->segments()) segments.push_back(s);
@@ -85,6 +87,7 @@ std::optional<std::string> Trainer::resume_point() const {
 TrainState Trainer::restore(const std::string& path) {
   TrainState state;
   load_checkpoint(path, *model_, optimizer_.get(), &state);
+  if (chunks_) chunks_->pull();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.rng);
   logger_->line("resumed from " + path + " at step " + std::to_string(state.step));
@@ -116,11 +119,16 @@ CheckpointStore::Part Trainer::checkpoint_part() {
 double Trainer::clip_gradients() {
   auto squares = at::zeros({1}, at::kDouble);
   for (size_t i = 0; i < buckets_.size(); ++i) squares += buckets_[i]->grad_square_sum() / copies_[i];
+  if (chunks_)
+    for (const auto& p : chunks_->host_parameters()) squares += p.tensor.grad().to(at::kDouble).pow(2).sum();
   mesh_.group(Group::model).all_reduce(squares);
   const double total = std::sqrt(squares.item<double>());
   const double max_norm = config_.train.grad_clip;
-  if (max_norm > 0 && total > max_norm)
+  if (max_norm > 0 && total > max_norm) {
     for (auto& b : buckets_) b->scale_grads(max_norm / (total + 1e-6));
+    if (chunks_)
+      for (const auto& p : chunks_->host_parameters()) p.tensor.grad().mul_(max_norm / (total + 1e-6));
+  }
   return total;
 }
 
@@ -169,8 +177,10 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
       for (auto& b : buckets_) b->arm();
   };
   for (auto& b : buckets_) b->zero_grad();
+  if (chunks_) chunks_->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
   for (auto& b : buckets_) b->finish();
+  if (chunks_) chunks_->reduce(replicas_);
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);
@@ -182,6 +192,7 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   grad_norm = clip_gradients();
   optimizer_->step(lr);
   for (auto& b : buckets_) b->gather_parameters();
+  if (chunks_) chunks_->refresh();
   return loss;
 }
 

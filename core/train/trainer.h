@@ -47,6 +47,7 @@ class Trainer {
   // reduced over every rank holding them (with ZeRO-1: this rank's shards).
   double compute_gradients(const Batch& batch, int64_t step);
   LlamaForCausalLMImpl& model() { return *model_; }
+  ChunkManager* chunks() { return chunks_.get(); }
 
  private:
   double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
@@ -70,6 +71,7 @@ class Trainer {
   // with how many (tp, pp) positions hold each copy.
   std::vector<std::unique_ptr<GradientBuckets>> buckets_;
   std::vector<int64_t> copies_;
+  std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<Logger> logger_;

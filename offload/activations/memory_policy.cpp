@@ -2,10 +2,11 @@
 
 #include "offload/activations/activation_offload.h"
 #include "offload/activations/tiling.h"
+#include "offload/chunks/chunk_manager.h"
 
 namespace lt {
 
-void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory) {
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks) {
   std::shared_ptr<InputStash> stash;
   if (memory.offload_activations) stash = std::make_shared<ActivationOffload>();
   const Runner recompute = [stash](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x, stash); };
@@ -19,6 +20,13 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
     r.mlp = tiled_mlp;
     if (memory.checkpoint == "none" || layer % memory.checkpoint_every != 0) return r;
     if (memory.checkpoint == "full") r.layer = recompute;
+    if (chunks)
+      r.layer = [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
+        return checkpoint([chunks, layer, f](const at::Tensor& t) {
+          chunks->use(layer);
+          return f(t);
+        }, x, stash);
+      };
     if (memory.checkpoint == "attention") r.attention = recompute;
     if (memory.checkpoint == "mlp" && !r.mlp) r.mlp = recompute;  // a tiled MLP recomputes already
     return r;

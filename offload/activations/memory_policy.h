@@ -12,7 +12,11 @@
 
 namespace lt {
 
-void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory);
+class ChunkManager;
+
+// With `chunks` (memory.offload_model), every layer brings its chunk to the
+// device when it runs or is recomputed.
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks = nullptr);
 
 using TokenLoss = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& labels)>;
 

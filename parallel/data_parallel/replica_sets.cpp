@@ -1,6 +1,7 @@
 #include "parallel/data_parallel/replica_sets.h"
 
 #include <algorithm>
+#include <set>
 
 namespace lt {
 namespace {
@@ -17,7 +18,8 @@ Kind kind_of(const std::string& name, const TensorSlice& slice, bool tied_across
 
 }  // namespace
 
-std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model) {
+std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
+                                     const std::vector<NamedParameter>& elsewhere) {
   const auto& d = mesh.layout().degrees();
   const auto c = mesh.coord();
   const auto& shard = model.shard();
@@ -34,7 +36,10 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model) {
   // One set per group and copy count, parameters in registration order
   // (without tp, everything but tied embeddings is one set over dp x sp).
   std::vector<ReplicaSet> sets;
+  std::set<std::string> skip;
+  for (const auto& p : elsewhere) skip.insert(p.name);
   for (auto& item : model.named_parameters()) {
+    if (skip.count(item.key())) continue;
     const TensorSlice slice = model.slice_of(item.key());
     const Kind kind = kind_of(item.key(), slice, tied_across_stages);
     Communicator* group = groups[kind];

@@ -23,7 +23,9 @@ struct ReplicaSet {
 };
 
 // Collective over the mesh's world (it may split groups); every rank gets the
-// sets of its own parameters, in a fixed order.
-std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model);
+// sets of its own parameters, in a fixed order, leaving out those named in
+// `elsewhere` (reduced by other means).
+std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
+                                     const std::vector<NamedParameter>& elsewhere = {});
 
 }  // namespace lt

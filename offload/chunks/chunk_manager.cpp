@@ -1,0 +1,222 @@
+#include "offload/chunks/chunk_manager.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <algorithm>
+
+#include "core/util/error.h"
+#include "core/util/logger.h"
+
+namespace lt {
+namespace {
+
+class AccumulatedHook : public torch::autograd::FunctionPostHook {
+ public:
+  explicit AccumulatedHook(std::function<void()> callback) : callback_(std::move(callback)) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    callback_();
+    return outputs;
+  }
+
+ private:
+  std::function<void()> callback_;
+};
+
+at::Tensor view_of(const at::Tensor& flat, int64_t offset, const at::Tensor& like) {
+  return flat.narrow(0, offset, like.numel()).view(like.sizes());
+}
+
+}  // namespace
+
+struct ChunkManager::Chunk {
+  std::vector<at::Tensor> params;  // the model's parameters
+  std::vector<int64_t> offsets;
+  int64_t numel = 0;
+  at::Tensor values, grads;        // host
+  int slot = -1;                   // resident in this device slot
+  bool persistent = false;
+  size_t pending = 0;              // gradients still to come from a running backward
+  int64_t last_used = 0;
+};
+
+struct ChunkManager::Slot {
+  at::Tensor values, grads;  // device
+  int chunk = -1;
+};
+
+struct ChunkManager::Hooks {
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+};
+
+int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, int64_t persist, int64_t buffers) {
+  int64_t total = 0, largest = 0;
+  for (size_t i = 0; i < chunk_bytes.size(); ++i) {
+    if (static_cast<int64_t>(i) < persist) total += 2 * chunk_bytes[i];  // values and gradients
+    else largest = std::max(largest, chunk_bytes[i]);
+  }
+  return total + buffers * 2 * largest;
+}
+
+ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers,
+                           at::Device device, ChunkOptions options)
+    : device_(device), hooks_(std::make_unique<Hooks>()) {
+  // Whole layers, in execution order, until a chunk reaches chunk_bytes.
+  for (const auto& [layer, params] : layers) {
+    int64_t bytes = 0;
+    for (const auto& p : params) bytes += static_cast<int64_t>(p.tensor.nbytes());
+    if (chunks_.empty() || chunks_.back()->numel * 4 + bytes > options.chunk_bytes) chunks_.push_back(std::make_unique<Chunk>());
+    auto& c = *chunks_.back();
+    chunk_of_layer_[layer] = chunks_.size() - 1;
+    for (const auto& p : params) {
+      c.params.push_back(p.tensor), c.offsets.push_back(c.numel);
+      c.numel += p.tensor.numel();
+      host_params_.push_back({p.name, at::Tensor()});
+    }
+  }
+  std::vector<int64_t> sizes;
+  for (const auto& c : chunks_) sizes.push_back(c->numel * 4);
+  const int64_t persist = std::min<int64_t>(options.persist, chunk_count());
+  const int64_t buffers = chunk_count() > persist ? std::max<int64_t>(1, options.buffers) : 0;
+  device_bytes_ = required_bytes(sizes, persist, buffers);
+  if (options.budget_bytes > 0 && device_bytes_ > options.budget_bytes)
+    fail("memory.device_budget_gb: the chunked model state needs " + human_bytes(static_cast<double>(device_bytes_)) +
+         " on the device (" + std::to_string(persist) + " persistent chunks + " + std::to_string(buffers) +
+         " buffers), over the budget of " + human_bytes(static_cast<double>(options.budget_bytes)) +
+         ": lower memory.n_persist or memory.n_buffer, or raise the budget to at least " +
+         human_bytes(static_cast<double>(required_bytes(sizes, 0, 1))));
+
+  at::NoGradGuard no_grad;
+  const auto host = at::TensorOptions().dtype(at::kFloat).pinned_memory(device.is_cuda());
+  size_t named = 0;
+  for (size_t i = 0; i < chunks_.size(); ++i) {
+    auto& c = *chunks_[i];
+    c.values = at::empty({c.numel}, host);
+    c.grads = at::zeros({c.numel}, host);
+    for (size_t k = 0; k < c.params.size(); ++k) {
+      auto& p = c.params[k];
+      view_of(c.values, c.offsets[k], p).copy_(p);
+      auto& master = host_params_[named++].tensor;
+      master = view_of(c.values, c.offsets[k], p);
+      master.mutable_grad() = view_of(c.grads, c.offsets[k], p);
+      auto accumulator = torch::autograd::impl::grad_accumulator(p);
+      accumulator->add_post_hook(std::make_unique<AccumulatedHook>([this, i] { on_gradient(i); }));
+      hooks_->accumulators.push_back(std::move(accumulator));
+    }
+    evict(i);
+  }
+  // Device memory, all of it now: persistent chunks' own buffers, then the shared ones.
+  const auto on_device = at::TensorOptions().dtype(at::kFloat).device(device);
+  int64_t largest = 0;
+  for (size_t i = persist; i < chunks_.size(); ++i) largest = std::max(largest, chunks_[i]->numel);
+  for (int64_t i = 0; i < persist + buffers; ++i) {
+    const int64_t numel = i < persist ? chunks_[i]->numel : largest;
+    slots_.push_back(std::make_unique<Slot>(Slot{at::empty({numel}, on_device), at::zeros({numel}, on_device)}));
+  }
+  for (int64_t i = 0; i < persist; ++i) {
+    chunks_[i]->persistent = true;
+    make_resident(i);
+  }
+}
+
+ChunkManager::~ChunkManager() {
+  for (auto& accumulator : hooks_->accumulators) accumulator->post_hooks().clear();
+}
+
+// The model's parameters point at the chunk's device buffer.
+void ChunkManager::make_resident(size_t index) {
+  auto& c = *chunks_[index];
+  c.last_used = ++clock_;
+  if (c.slot >= 0) return;
+  int chosen = -1;
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    const int holder = slots_[s]->chunk;
+    if (holder >= 0 && (chunks_[holder]->persistent || chunks_[holder]->pending > 0)) continue;
+    if (holder < 0) {
+      chosen = static_cast<int>(s);
+      break;
+    }
+    if (holder != static_cast<int>(index) &&
+        (chosen < 0 || chunks_[holder]->last_used < chunks_[slots_[chosen]->chunk]->last_used))
+      chosen = static_cast<int>(s);
+  }
+  check(chosen >= 0, "chunk manager: no device buffer is free (every one holds a chunk in backward): raise memory.n_buffer");
+  auto& slot = *slots_[chosen];
+  if (slot.chunk >= 0) evict(slot.chunk);
+  at::NoGradGuard no_grad;
+  slot.values.narrow(0, 0, c.numel).copy_(c.values, /*non_blocking=*/true);
+  slot.grads.narrow(0, 0, c.numel).zero_();
+  for (size_t k = 0; k < c.params.size(); ++k) {
+    auto& p = c.params[k];
+    p.set_data(view_of(slot.values, c.offsets[k], p));
+    p.mutable_grad() = view_of(slot.grads, c.offsets[k], p);
+  }
+  slot.chunk = static_cast<int>(index);
+  c.slot = chosen;
+  fetches_.push_back(static_cast<int64_t>(index));
+}
+
+// The model's parameters point at the host copy again (on a device build,
+// using one of them before make_resident fails loudly: it is on the host).
+void ChunkManager::evict(size_t index) {
+  auto& c = *chunks_[index];
+  for (size_t k = 0; k < c.params.size(); ++k) {
+    auto& p = c.params[k];
+    p.set_data(view_of(c.values, c.offsets[k], p));
+    p.mutable_grad() = view_of(c.grads, c.offsets[k], p);
+  }
+  if (c.slot >= 0) slots_[c.slot]->chunk = -1;
+  c.slot = -1;
+}
+
+void ChunkManager::use(int64_t layer) {
+  const size_t index = chunk_of_layer_.at(layer);
+  make_resident(index);
+  // Recomputation (autograd on) walks backward; forward walks forward.
+  const bool backward = torch::autograd::GradMode::is_enabled();
+  if (backward) chunks_[index]->pending = chunks_[index]->params.size();
+  const int64_t next = static_cast<int64_t>(index) + (backward ? -1 : 1);
+  if (next >= 0 && next < chunk_count() && chunks_[next]->slot < 0) {
+    const bool spare = std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) {
+      return s->chunk < 0 || (s->chunk != static_cast<int>(index) && !chunks_[s->chunk]->persistent &&
+                              chunks_[s->chunk]->pending == 0);
+    });
+    if (spare) make_resident(next);
+  }
+}
+
+// A gradient of the chunk has been accumulated on the device; once all have,
+// they join the host gradients and the chunk may leave.
+void ChunkManager::on_gradient(size_t index) {
+  auto& c = *chunks_[index];
+  if (c.pending == 0 || --c.pending > 0 || c.slot < 0) return;
+  auto& slot = *slots_[c.slot];
+  at::NoGradGuard no_grad;
+  c.grads.add_(slot.grads.narrow(0, 0, c.numel).to(at::kCPU));
+  slot.grads.narrow(0, 0, c.numel).zero_();
+}
+
+void ChunkManager::zero_grad() {
+  for (auto& c : chunks_) c->grads.zero_();
+}
+
+void ChunkManager::reduce(Communicator& replicas) {
+  if (replicas.size() == 1) return;
+  for (auto& c : chunks_) replicas.all_reduce(c->grads);
+}
+
+void ChunkManager::refresh() {
+  at::NoGradGuard no_grad;
+  for (auto& c : chunks_)
+    if (c->slot >= 0) slots_[c->slot]->values.narrow(0, 0, c->numel).copy_(c->values);
+}
+
+void ChunkManager::pull() {
+  at::NoGradGuard no_grad;
+  for (auto& c : chunks_)
+    if (c->slot >= 0) c->values.copy_(slots_[c->slot]->values.narrow(0, 0, c->numel));
+}
+
+}  // namespace lt

@@ -1,0 +1,80 @@
+// ProTrain-style chunked model state. The layers' parameters, packed in
+// execution order into chunks of whole layers (about `chunk_bytes` each),
+// live in host memory (pinned on CUDA) with their gradients, and the
+// optimizer updates them there. The first `persist` chunks stay on the
+// device; the others are copied into `buffers` reusable device buffers when
+// a layer runs, the next chunk in the direction of travel is prefetched, and
+// the least recently used idle chunk gives up its buffer. After a layer's
+// backward its gradients are added into the host copy and its buffer is
+// free again. Layers are recomputed in backward (checkpointing), so a
+// chunk's weights need not stay on the device between forward and backward.
+// The manager holds all the device memory it uses and counts it, so a
+// budget is enforced (and measured) on any build; on the host the "device"
+// buffers are ordinary memory and the copies are real.
+#pragma once
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "core/train/adamw.h"
+#include "parallel/comm/communicator.h"
+
+namespace lt {
+
+struct ChunkOptions {
+  int64_t chunk_bytes = 32 << 20;
+  int64_t persist = 0;       // chunks kept on the device
+  int64_t buffers = 2;       // device buffers the other chunks take turns in (current + prefetch)
+  int64_t budget_bytes = 0;  // device bytes the manager may hold; 0: no limit
+};
+
+class ChunkManager {
+ public:
+  // `layers`: each layer's index and parameters, in execution order. The
+  // parameters' values move to host memory now.
+  ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers, at::Device device,
+               ChunkOptions options);
+  ~ChunkManager();
+
+  // Layer `layer` is about to run (forward, or recomputed in backward):
+  // its chunk is made resident and the next one prefetched.
+  void use(int64_t layer);
+
+  // The host copies with their host gradients: what the optimizer updates.
+  const std::vector<NamedParameter>& host_parameters() const { return host_params_; }
+  void zero_grad();
+  // Sums the host gradients over the replicas (every rank holds every chunk).
+  void reduce(Communicator& replicas);
+  // After the optimizer: the resident chunks' device copies follow the host.
+  void refresh();
+  // After the model's parameters were written (a checkpoint loaded): the
+  // host copies take the resident chunks' values.
+  void pull();
+
+  int64_t chunk_count() const { return static_cast<int64_t>(chunks_.size()); }
+  int64_t device_bytes() const { return device_bytes_; }
+  // Chunks copied to the device, in order (prefetches included).
+  const std::vector<int64_t>& fetches() const { return fetches_; }
+
+  // The device bytes `persist` and `buffers` need for these chunks.
+  static int64_t required_bytes(const std::vector<int64_t>& chunk_bytes, int64_t persist, int64_t buffers);
+
+ private:
+  struct Chunk;
+  struct Slot;
+  void make_resident(size_t chunk);
+  void evict(size_t chunk);
+  void on_gradient(size_t chunk);
+
+  std::vector<std::unique_ptr<Chunk>> chunks_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::map<int64_t, size_t> chunk_of_layer_;
+  std::vector<NamedParameter> host_params_;
+  at::Device device_;
+  int64_t device_bytes_ = 0, clock_ = 0;
+  std::vector<int64_t> fetches_;
+  struct Hooks;
+  std::unique_ptr<Hooks> hooks_;
+};
+
+}  // namespace lt

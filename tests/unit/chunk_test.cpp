@@ -1,0 +1,113 @@
+// Chunked model state (memory.offload_model) against the plain run: the loss
+// and every gradient, and whole training runs; chunks come to the device in
+// execution order (the next one prefetched), never more than the budget
+// holds; an impossible budget is refused with the minimum that would work.
+#include <gtest/gtest.h>
+
+#include "core/data/document_source.h"
+#include "core/data/packer.h"
+#include "core/train/trainer.h"
+#include "core/util/error.h"
+#include "offload/chunks/chunk_manager.h"
+#include "tests/support/reference.h"
+
+namespace lt {
+namespace {
+
+using testing::relative_error;
+
+// 4 layers, each its own chunk (the chunk size is below a layer's bytes).
+Config chunk_config(const std::string& dir) {
+  Config c = testing::tiny_run(dir, 3);
+  c.model.num_layers = 4;
+  c.memory.checkpoint = "full";
+  return c;
+}
+
+Config offloaded(Config c, int64_t persist, int64_t buffers) {
+  c.memory.offload_model = true;
+  c.memory.chunk_mb = 0.01;
+  c.memory.n_persist = persist;
+  c.memory.n_buffer = buffers;
+  c.run_dir += "_chunked";
+  return c;
+}
+
+Batch one_batch(const Config& c) {
+  auto source = make_document_source(c.data, c.model.vocab_size, 8, Split::Train);
+  Packer packer(*source, c.data);
+  return packer.next(c.sequences_per_step(0), c.data.seq_len);
+}
+
+TEST(Chunks, SameLossAndEveryGradient) {
+  const Config plain = chunk_config("");
+  const Batch batch = one_batch(plain);
+  Trainer reference(plain);
+  const double expected = reference.compute_gradients(batch, 1);
+  for (int64_t persist : {0, 1}) {
+    Trainer trainer(offloaded(plain, persist, 2));
+    EXPECT_NEAR(trainer.compute_gradients(batch, 1), expected, 1e-6 * expected);
+    auto want = reference.model().named_parameters();
+    int64_t layers = 0;
+    for (const auto& p : trainer.chunks()->host_parameters()) {  // the layers': on the host
+      EXPECT_LT(relative_error(p.tensor.grad(), want[p.name].grad()), 1e-6) << p.name;
+      ++layers;
+    }
+    EXPECT_EQ(layers, 4 * 9);
+    for (const auto& item : trainer.model().named_parameters())
+      if (item.key().find("layers") == std::string::npos)
+        EXPECT_LT(relative_error(item.value().grad(), want[item.key()].grad()), 1e-6) << item.key();
+  }
+}
+
+TEST(Chunks, ManagerFetchesInExecutionOrderWithinItsBudget) {
+  Config c = offloaded(chunk_config(""), 0, 2);
+  c.train.micro_batch_size = 4;  // one micro-batch: one forward, one backward
+  Trainer trainer(c);
+  // Forward 0 1 2 3 (each prefetching the next), backward 3 2 1 0 (each
+  // prefetching the one before): 2 and 3 are still resident after forward.
+  trainer.compute_gradients(one_batch(c), 1);
+  auto* chunks = trainer.chunks();
+  ASSERT_NE(chunks, nullptr);
+  EXPECT_EQ(chunks->chunk_count(), 4);
+  EXPECT_EQ(chunks->fetches(), (std::vector<int64_t>{0, 1, 2, 3, 1, 0}));
+  // Device memory: two buffers, each one layer's values and gradients.
+  int64_t layer_bytes = 0;
+  for (const auto& item : trainer.model().named_parameters())
+    if (item.key().rfind("model.layers.0.", 0) == 0) layer_bytes += item.value().numel() * 4;
+  EXPECT_EQ(chunks->device_bytes(), 2 * 2 * layer_bytes);
+}
+
+TEST(Chunks, ImpossibleBudgetNamesTheMinimum) {
+  Config c = offloaded(chunk_config(""), 2, 2);
+  c.memory.device_budget_gb = 1e-6;  // about 1 KiB
+  try {
+    Trainer trainer(c);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("memory.device_budget_gb: the chunked model state needs"), std::string::npos) << message;
+    EXPECT_NE(message.find("raise the budget to at least"), std::string::npos) << message;
+  }
+}
+
+// Three optimizer steps with the state on the host: the plain run's losses
+// (the host AdamW is the same update), and a resumed run continues exactly.
+TEST(Chunks, TrainingAndResumeEqualThePlainRun) {
+  const std::string dir = testing::scratch_dir("chunk_test", "train");
+  const Config plain = chunk_config(dir + "/plain");
+  const auto expected = Trainer(plain).run().losses;
+  Config chunked = offloaded(plain, 1, 2);
+  chunked.checkpoint.interval = 2;
+  const auto losses = Trainer(chunked).run().losses;
+  for (const auto& [step, loss] : losses) EXPECT_NEAR(loss, expected.at(step), 1e-6 * loss) << "step " << step;
+  Config again = chunked;
+  again.run_dir += "_again";
+  again.checkpoint.resume = chunked.run_dir + "/checkpoints/step_00000002";
+  const auto resumed = Trainer(again).run().losses;
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_EQ(resumed.at(3), losses.at(3));
+}
+
+}  // namespace
+}  // namespace lt
