@@ -1,8 +1,6 @@
 #include "offload/chunks/chunk_manager.h"
 
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
-#include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
 
@@ -11,19 +9,6 @@
 
 namespace lt {
 namespace {
-
-class AccumulatedHook : public torch::autograd::FunctionPostHook {
- public:
-  explicit AccumulatedHook(std::function<void()> callback) : callback_(std::move(callback)) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list&) override {
-    callback_();
-    return outputs;
-  }
-
- private:
-  std::function<void()> callback_;
-};
 
 at::Tensor view_of(const at::Tensor& flat, int64_t offset, const at::Tensor& like) {
   return flat.narrow(0, offset, like.numel()).view(like.sizes());
@@ -47,10 +32,6 @@ struct ChunkManager::Slot {
   int chunk = -1;
 };
 
-struct ChunkManager::Hooks {
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
-};
-
 int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, int64_t persist, int64_t buffers) {
   int64_t total = 0, largest = 0;
   for (size_t i = 0; i < chunk_bytes.size(); ++i) {
@@ -62,7 +43,7 @@ int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, in
 
 ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers,
                            at::Device device, ChunkOptions options)
-    : device_(device), hooks_(std::make_unique<Hooks>()) {
+    : device_(device) {
   // Whole layers, in execution order, until a chunk reaches chunk_bytes.
   for (const auto& [layer, params] : layers) {
     int64_t bytes = 0;
@@ -101,9 +82,7 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
       auto& master = host_params_[named++].tensor;
       master = view_of(c.values, c.offsets[k], p);
       master.mutable_grad() = view_of(c.grads, c.offsets[k], p);
-      auto accumulator = torch::autograd::impl::grad_accumulator(p);
-      accumulator->add_post_hook(std::make_unique<AccumulatedHook>([this, i] { on_gradient(i); }));
-      hooks_->accumulators.push_back(std::move(accumulator));
+      hooks_.add(p, [this, i] { on_gradient(i); });
     }
     evict(i);
   }
@@ -121,9 +100,7 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
   }
 }
 
-ChunkManager::~ChunkManager() {
-  for (auto& accumulator : hooks_->accumulators) accumulator->post_hooks().clear();
-}
+ChunkManager::~ChunkManager() = default;
 
 // The model's parameters point at the chunk's device buffer.
 void ChunkManager::make_resident(size_t index) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/train/adamw.h"
+#include "core/train/gradient_hooks.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
@@ -73,8 +74,7 @@ class ChunkManager {
   at::Device device_;
   int64_t device_bytes_ = 0, clock_ = 0;
   std::vector<int64_t> fetches_;
-  struct Hooks;
-  std::unique_ptr<Hooks> hooks_;
+  GradientHooks hooks_;
 };
 
 }  // namespace lt

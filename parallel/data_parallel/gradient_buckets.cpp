@@ -1,32 +1,11 @@
 #include "parallel/data_parallel/gradient_buckets.h"
 
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
-#include <torch/csrc/autograd/variable.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "core/util/error.h"
 
 namespace lt {
-namespace {
-
-// Runs after a parameter's gradient has been accumulated into .grad.
-class AccumulatedHook : public torch::autograd::FunctionPostHook {
- public:
-  explicit AccumulatedHook(std::function<void()> callback) : callback_(std::move(callback)) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list&) override {
-    callback_();
-    return outputs;
-  }
-
- private:
-  std::function<void()> callback_;
-};
-
-}  // namespace
 
 struct GradientBuckets::Bucket {
   at::Tensor params, grads;     // flat, padded to a multiple of the replica count
@@ -38,15 +17,9 @@ struct GradientBuckets::Bucket {
   Work work;
 };
 
-struct GradientBuckets::Hooks {
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
-  std::vector<torch::autograd::FunctionPostHook*> added;
-};
-
 GradientBuckets::GradientBuckets(const std::vector<NamedParameter>& params, Communicator& replicas,
                                  DataParallelOptions options)
-    : params_(params), replicas_(replicas), options_(options), bucket_of_(params.size()),
-      hooks_(std::make_unique<Hooks>()) {
+    : params_(params), replicas_(replicas), options_(options), bucket_of_(params.size()) {
   check(!params_.empty(), "data parallelism needs parameters");
   const auto dtype = params_.front().tensor.scalar_type();
   // Reverse registration order: the last layers' gradients come first.
@@ -84,27 +57,10 @@ GradientBuckets::GradientBuckets(const std::vector<NamedParameter>& params, Comm
     b->pending = b->members.size();
     buckets_.push_back(std::move(b));
   }
-  for (size_t i = 0; i < params_.size(); ++i) {
-    auto accumulator = torch::autograd::impl::grad_accumulator(params_[i].tensor);
-    auto hook = std::make_unique<AccumulatedHook>([this, i] { on_gradient(i); });
-    hooks_->added.push_back(hook.get());
-    accumulator->add_post_hook(std::move(hook));
-    hooks_->accumulators.push_back(std::move(accumulator));
-  }
+  for (size_t i = 0; i < params_.size(); ++i) hooks_.add(params_[i].tensor, [this, i] { on_gradient(i); });
 }
 
-GradientBuckets::~GradientBuckets() {
-  // The parameters may outlive us: take our hooks off their accumulators.
-  for (auto& accumulator : hooks_->accumulators) {
-    auto& hooks = accumulator->post_hooks();
-    hooks.erase(std::remove_if(hooks.begin(), hooks.end(),
-                               [&](const auto& h) {
-                                 return std::find(hooks_->added.begin(), hooks_->added.end(), h.get()) !=
-                                        hooks_->added.end();
-                               }),
-                hooks.end());
-  }
-}
+GradientBuckets::~GradientBuckets() = default;
 
 std::vector<ParamSegment> GradientBuckets::segments() const {
   if (!options_.shard_optimizer) return whole(params_);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/train/adamw.h"
+#include "core/train/gradient_hooks.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
@@ -60,8 +61,7 @@ class GradientBuckets {
   DataParallelOptions options_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
   std::vector<size_t> bucket_of_;  // parameter -> bucket
-  struct Hooks;
-  std::unique_ptr<Hooks> hooks_;  // on each parameter's gradient accumulator
+  GradientHooks hooks_;  // on each parameter's gradient accumulator
   size_t next_launch_ = 0;
   bool armed_ = false;
 };

@@ -17,37 +17,18 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--command", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--attention", action="store_true")
-    p.add_argument("--data-parallel", action="store_true")
-    p.add_argument("--sequence-parallel", action="store_true")
-    p.add_argument("--longest", action="store_true")
-    p.add_argument("--model-parallel", action="store_true")
-    p.add_argument("--memory", action="store_true")
+    reports = {"attention": attention_report, "data_parallel": data_parallel_report,
+               "sequence_parallel": sequence_parallel_report, "longest": longest_report,
+               "model_parallel": model_parallel_report, "memory": memory_report}
+    for flag in reports:
+        p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-    if a.attention:
-        attention_report(a, runs, cpu)
-        return
-    if a.data_parallel:
-        data_parallel_report(a, runs, cpu)
-        return
-    if a.sequence_parallel:
-        sequence_parallel_report(a, runs, cpu)
-        return
-    if a.memory:
-        memory_report(a, runs, cpu)
-        return
-    if a.model_parallel:
-        model_parallel_report(a, runs, cpu)
-        return
-    if a.longest:
-        save_runs(a, runs, cpu)
-        print("| ranks | layout | longest sequence | its step's working memory per rank |")
-        print("|---|---|---|---|")
-        for r in runs:
-            print(f"| {r['ranks']} | {r['layout']} | {r['longest_seq']} | {r['step_memory_bytes'] / 2**20:.0f} MiB |")
-        return
+    for flag, report in reports.items():
+        if getattr(a, flag):
+            report(a, runs, cpu)
+            return
     rows = []
     for run in runs:
         if run["impl"] == "longtrain":
@@ -73,18 +54,29 @@ def main():
               f"| {base} | {speed} | {gib(r['longtrain_peak_memory_bytes'])} | {gib(r['baseline_peak_memory_bytes'])} |")
 
 
+def table(headers, rows):
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
 def save_runs(a, runs, cpu):
     with open(a.out, "w") as f:
         json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "cpu": cpu, "runs": runs}, f, indent=2)
 
 
+def longest_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    table(["ranks", "layout", "longest sequence", "its step's working memory per rank"],
+          [[r["ranks"], r["layout"], r["longest_seq"], f"{r['step_memory_bytes'] / 2**20:.0f} MiB"] for r in runs])
+
+
 def attention_report(a, runs, cpu):
     save_runs(a, runs, cpu)
-    print("| seq | documents | flash fwd+bwd | blockwise fwd+bwd | flash speedup |")
-    print("|---|---|---|---|---|")
-    for r in runs:
-        print(f"| {r['seq']} | {'4 packed' if r['documents'] else 'one'} | {r['flash_s'] * 1e3:.0f} ms "
-              f"| {r['blockwise_s'] * 1e3:.0f} ms | {r['flash_speedup']:.2f}x |")
+    table(["seq", "documents", "flash fwd+bwd", "blockwise fwd+bwd", "flash speedup"],
+          [[r["seq"], "4 packed" if r["documents"] else "one", f"{r['flash_s'] * 1e3:.0f} ms",
+            f"{r['blockwise_s'] * 1e3:.0f} ms", f"{r['flash_speedup']:.2f}x"] for r in runs])
 
 
 def data_parallel_report(a, runs, cpu):
@@ -119,36 +111,28 @@ def memory_report(a, runs, cpu):
     for r in (r for r in runs if r["mode"] == "fits"):
         if r["seq"] > longest.get(r["features"], {"seq": 0})["seq"]:
             longest[r["features"]] = r
-    print("| memory features | longest sequence in 512 MiB | its step's working memory |")
-    print("|---|---|---|")
-    for name, r in longest.items():
-        print(f"| {name} | {r['seq']} | {mib(r['step_memory_bytes'])} |")
+    table(["memory features", "longest sequence in 512 MiB", "its step's working memory"],
+          [[name, r["seq"], mib(r["step_memory_bytes"])] for name, r in longest.items()])
     if "none" in longest and "all" in longest:
         print(f"\nall / none: {longest['all']['seq'] / longest['none']['seq']:.0f}x longer")
     print()
     cost = [r for r in runs if r["mode"] == "cost"]
     base = next(r for r in cost if r["features"] == "none")
-    print("| features (at 2048 tokens) | step working memory | step time | time vs none |")
-    print("|---|---|---|---|")
-    for r in cost:
-        print(f"| {r['features']} | {mib(r['step_memory_bytes'])} | {r['step_s'] * 1e3:.0f} ms "
-              f"| {r['step_s'] / base['step_s']:.2f}x |")
+    table(["features (at 2048 tokens)", "step working memory", "step time", "time vs none"],
+          [[r["features"], mib(r["step_memory_bytes"]), f"{r['step_s'] * 1e3:.0f} ms",
+            f"{r['step_s'] / base['step_s']:.2f}x"] for r in cost])
 
 
 def model_parallel_report(a, runs, cpu):
     save_runs(a, runs, cpu)
-    print("| stages | micro-batches | idle measured | 1F1B theory (p-1)/(m+p-1) | step |")
-    print("|---|---|---|---|---|")
-    for r in (r for r in runs if r["mode"] == "bubble"):
-        print(f"| {r['stages']} | {r['micro_batches']} | {100 * r['idle_measured']:.1f}% | {100 * r['idle_theory']:.1f}% "
-              f"| {r['step_s'] * 1e3:.0f} ms |")
+    table(["stages", "micro-batches", "idle measured", "1F1B theory (p-1)/(m+p-1)", "step"],
+          [[r["stages"], r["micro_batches"], f"{100 * r['idle_measured']:.1f}%", f"{100 * r['idle_theory']:.1f}%",
+            f"{r['step_s'] * 1e3:.0f} ms"] for r in runs if r["mode"] == "bubble"])
     print()
-    print("| tp | sequence split | seq | bytes sent per rank (fwd+bwd) | theory | measured / theory |")
-    print("|---|---|---|---|---|---|")
-    for r in (r for r in runs if r["mode"] == "tp"):
-        print(f"| {r['tp']} | {'yes' if r['sequence_split'] else 'no'} | {r['seq']} "
-              f"| {r['bytes_measured'] / 2**20:.2f} MiB | {r['bytes_theory'] / 2**20:.2f} MiB "
-              f"| {r['bytes_measured'] / r['bytes_theory']:.3f} |")
+    table(["tp", "sequence split", "seq", "bytes sent per rank (fwd+bwd)", "theory", "measured / theory"],
+          [[r["tp"], "yes" if r["sequence_split"] else "no", r["seq"], f"{r['bytes_measured'] / 2**20:.2f} MiB",
+            f"{r['bytes_theory'] / 2**20:.2f} MiB", f"{r['bytes_measured'] / r['bytes_theory']:.3f}"]
+           for r in runs if r["mode"] == "tp"])
 
 
 if __name__ == "__main__":
