@@ -20,7 +20,7 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
     r.mlp = tiled_mlp;
     if (memory.checkpoint == "none" || layer % memory.checkpoint_every != 0) return r;
     if (memory.checkpoint == "full") r.layer = recompute;
-    if (chunks)
+    if (chunks)  // the layer's chunk comes to the device for forward and for the recomputation
       r.layer = [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
         return checkpoint([chunks, layer, f](const at::Tensor& t) {
           chunks->use(layer);
