@@ -25,12 +25,18 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
   const auto& shard = model.shard();
   const ModelConfig& config = model.config();
   const bool tied_across_stages = config.tie_embeddings && d.pp > 1;
-  // The first kv head this tp rank holds names the ranks sharing it.
-  const int64_t kv_group = config.num_kv_heads >= d.tp ? c.tp : c.tp / (d.tp / config.num_kv_heads);
+  // Ranks sharing kv heads hold the same slice of k_proj: where it starts
+  // names them (every stage has a layer).
+  TensorSlice kv;
+  for (const auto& item : model.named_parameters())
+    if (contains(item.key(), "k_proj.weight")) {
+      kv = model.slice_of(item.key());
+      break;
+    }
   Communicator* groups[kKinds] = {
       &mesh.group(Group::dp_sp),
       shard.tp_sequence ? &mesh.group(Group::stage) : &mesh.group(Group::dp_sp),
-      &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * d.tp + kv_group)),
+      &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * kv.full + kv.offset)),
       &mesh.group(Group::tied),
   };
   // One set per group and copy count, parameters in registration order

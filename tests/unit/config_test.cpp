@@ -142,6 +142,12 @@ INSTANTIATE_TEST_SUITE_P(
                   {"parallel.tp=2 and model.num_kv_heads=3 must divide one another"}},
         ErrorCase{"MoreStagesThanLayers", kBase, {"parallel.pp=5"},
                   {"parallel.pp=5 exceeds model.num_layers=4", "every pipeline stage needs a layer"}},
+        ErrorCase{"OffloadedInputsWithoutRecompute", kBase, {"memory.offload_activations=true"},
+                  {"memory.offload_activations moves the inputs of recomputed layers", "set memory.checkpoint"}},
+        ErrorCase{"ChunksWithoutFullRecompute", kBase, {"memory.offload_model=true", "memory.checkpoint=mlp"},
+                  {"memory.offload_model brings each layer's weights back", "memory.checkpoint: full"}},
+        ErrorCase{"ChunksWithTensorParallelism", kBase, {"memory.offload_model=true", "memory.checkpoint=full", "parallel.tp=2"},
+                  {"memory.offload_model is not yet combined with tensor parallelism"}},
         ErrorCase{"UlyssesBeyondTpHeads", kBase, {"parallel.tp=2", "parallel.sp.ulysses=4"},
                   {"parallel.sp.ulysses=4 exceeds the 2 heads of a tensor-parallel rank"}}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
