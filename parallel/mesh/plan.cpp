@@ -144,9 +144,23 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     const int64_t vocab_slice = m.vocab_size * m.hidden_size / degrees.tp;
     st.parameters = st.layers * layer_parameters(m, degrees.tp) + (st.embedding ? vocab_slice : 0) +
                     (st.head ? m.hidden_size + (m.tie_embeddings && degrees.pp == 1 ? 0 : vocab_slice) : 0);
-    st.weights = st.parameters * weight_bytes;
-    st.gradients = st.parameters * 4;
-    st.optimizer = st.parameters * optimizer_bytes / (config.parallel.zero == 1 ? replicas : 1);
+    // With the model state offloaded, the layers' weights and gradients on
+    // the device are those of the resident chunks (fp32, as the chunk
+    // manager holds them), their optimizer state is on the host.
+    const int64_t per_layer = layer_parameters(m, degrees.tp);
+    int64_t resident = st.layers;
+    if (memory.offload_model) {
+      const int64_t per_chunk = std::max<int64_t>(1, static_cast<int64_t>(memory.chunk_mb * (1 << 20)) / (4 * per_layer));
+      const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
+      const int64_t held = std::min(chunks, memory.n_persist) + (chunks > memory.n_persist ? memory.n_buffer : 0);
+      resident = std::min(st.layers, held * per_chunk);
+      st.host = st.layers * per_layer * (4 + 4 + 8);
+    }
+    const int64_t others = st.parameters - st.layers * per_layer;
+    st.weights = others * weight_bytes + resident * per_layer * (memory.offload_model ? 4 : weight_bytes);
+    st.gradients = (others + resident * per_layer) * 4;
+    st.optimizer = (memory.offload_model ? others : st.parameters) * optimizer_bytes /
+                   (config.parallel.zero == 1 ? replicas : 1);
     // 1F1B keeps up to (stages - s) micro-batches in flight on stage s; the
     // last stage also holds the logits and their gradient (vocab split by tp).
     const int64_t in_flight = std::min<int64_t>(degrees.pp - s, config.sequences_per_step(0) / degrees.dp /
@@ -201,6 +215,12 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
                stage_widths);
   }
   const auto& memory = config.memory;
+  if (memory.offload_model) {
+    out << "model state offload: the layers' weights, gradients and AdamW state in host memory (";
+    for (size_t s = 0; s < stages.size(); ++s) out << (s ? ", " : "") << human_bytes(stages[s].host);
+    out << " per rank by stage); on the device " << memory.n_persist << " persistent chunks and " << memory.n_buffer
+        << " buffers of " << memory.chunk_mb << " MiB or a layer\n";
+  }
   out << "activations: what each layer keeps for backward with flash attention; checkpoint " << memory.checkpoint
       << (memory.checkpoint != "none" && memory.checkpoint_every > 1
               ? " (every " + std::to_string(memory.checkpoint_every) + " layers)" : "")

@@ -16,8 +16,9 @@ struct StagePlan {
   int64_t first_layer = 0, layers = 0;
   bool embedding = false, head = false;  // first and last stage
   int64_t parameters = 0;                // held by one rank of this stage
-  // Bytes per rank.
+  // Bytes per rank on the device.
   int64_t weights = 0, gradients = 0, optimizer = 0, activations = 0;
+  int64_t host = 0;                      // memory.offload_model: the layers' state in host memory
   int64_t total() const { return weights + gradients + optimizer + activations; }
 };
 

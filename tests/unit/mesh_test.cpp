@@ -160,6 +160,28 @@ TEST(Plan, MemoryFeaturesLowerTheActivationEstimate) {
   EXPECT_LT(3 * all, none);  // a tiny model: the ratio grows with hidden size and vocabulary
 }
 
+// Model-state offload: the device holds the resident chunks' weights and
+// gradients only, the layers' optimizer state moves to the host.
+TEST(Plan, ModelStateOffloadLeavesTheResidentChunks) {
+  Config c = small_config();
+  c.model.num_layers = 8;
+  const Degrees d = resolve_degrees(c, 1);
+  const auto plain = plan_stages(c, d)[0];
+  c.memory.checkpoint = "full";
+  c.memory.offload_model = true;
+  c.memory.chunk_mb = 1e-6;  // one layer a chunk
+  c.memory.n_persist = 1;
+  c.memory.n_buffer = 2;
+  const auto offloaded = plan_stages(c, d)[0];
+  const auto& m = c.model;
+  const int64_t others = 2 * m.vocab_size * m.hidden_size + m.hidden_size;  // embedding, head, final norm
+  const int64_t layer = (plain.parameters - others) / 8;
+  EXPECT_EQ(offloaded.gradients, (others + 3 * layer) * 4);  // 1 persistent + 2 buffers of one layer
+  EXPECT_EQ(offloaded.optimizer, others * 8);
+  EXPECT_EQ(offloaded.host, 8 * layer * 16);  // fp32 weights, gradients and two moments
+  EXPECT_EQ(plain.host, 0);
+}
+
 TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {
   Config c = small_config();
   c.data.seq_len = 62;  // padded to 64 for ulysses 2 x zigzag ring 2
