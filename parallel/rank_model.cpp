@@ -11,10 +11,14 @@ namespace lt {
 namespace {
 
 std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const MemoryConfig& memory, at::Device device) {
+  // Each layer's parameters under their model names, layers in execution order.
+  const auto named = model.named_parameters();
   std::vector<std::pair<int64_t, std::vector<NamedParameter>>> layers;
   for (const auto& [index, layer] : model.model->layers->items()) {
+    const std::string prefix = "model.layers." + index + ".";
     std::vector<NamedParameter> params;
-    for (const auto& item : layer->named_parameters()) params.push_back({"model.layers." + index + "." + item.key(), item.value()});
+    for (const auto& item : named)
+      if (item.key().rfind(prefix, 0) == 0) params.push_back({item.key(), item.value()});
     layers.emplace_back(std::stoll(index), std::move(params));
   }
   return std::make_shared<ChunkManager>(

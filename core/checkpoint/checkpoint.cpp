@@ -169,7 +169,10 @@ class SliceReader {
  public:
   // `section`: "model" or "optimizer" in the manifest.
   SliceReader(std::string path, const nlohmann::json& manifest, const std::string& section)
-      : path_(std::move(path)), manifest_(manifest), shards_(manifest.at(section).at("shards")) {}
+      : path_(std::move(path)), manifest_(manifest) {
+    for (const auto& [file, records] : manifest.at(section).at("shards").items())
+      for (const auto& r : records) records_[r.at("name").get<std::string>()].emplace_back(file, &r);
+  }
 
   // Elements [start, end) of the flattened slice `want` (local shape `local`)
   // of tensor `key` (in the files) of parameter `name`.
@@ -192,24 +195,23 @@ class SliceReader {
       at::Tensor flat, filled;
     };
     std::map<std::string, Part> parts;
-    for (const auto& [file, records] : shards_.items())
-      for (const auto& r : records) {
-        if (r.at("name").get<std::string>() != name) continue;
-        const auto stored = r.at("shape").get<std::vector<int64_t>>();
-        if (stored != shape)
-          fail(path_ + "/" + file + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(stored)) +
-               ", the model " + c10::str(at::IntArrayRef(shape)) + ": the recipe's model differs from the checkpoint's");
-        auto& part = parts[std::to_string(r.at("dim").get<int64_t>()) + ":" + std::to_string(r.at("offset").get<int64_t>())];
-        const auto local = r.at("local").get<std::vector<int64_t>>();
-        if (!part.flat.defined()) {
-          part.record = r;
-          part.flat = at::empty({c10::multiply_integers(local)}, at::kFloat);
-          part.filled = at::zeros({part.flat.numel()}, at::kBool);
-        }
-        const int64_t start = r.at("start").get<int64_t>(), end = r.at("end").get<int64_t>();
-        part.flat.narrow(0, start, end - start).copy_(tensors(file).at(key).reshape(-1));
-        part.filled.narrow(0, start, end - start).fill_(true);
+    for (const auto& [file, record] : records_[name]) {
+      const auto& r = *record;
+      const auto stored = r.at("shape").get<std::vector<int64_t>>();
+      if (stored != shape)
+        fail(path_ + "/" + file + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(stored)) +
+             ", the model " + c10::str(at::IntArrayRef(shape)) + ": the recipe's model differs from the checkpoint's");
+      auto& part = parts[std::to_string(r.at("dim").get<int64_t>()) + ":" + std::to_string(r.at("offset").get<int64_t>())];
+      const auto local = r.at("local").get<std::vector<int64_t>>();
+      if (!part.flat.defined()) {
+        part.record = r;
+        part.flat = at::empty({c10::multiply_integers(local)}, at::kFloat);
+        part.filled = at::zeros({part.flat.numel()}, at::kBool);
       }
+      const int64_t start = r.at("start").get<int64_t>(), end = r.at("end").get<int64_t>();
+      part.flat.narrow(0, start, end - start).copy_(tensors(file).at(key).reshape(-1));
+      part.filled.narrow(0, start, end - start).fill_(true);
+    }
     if (parts.empty()) fail(path_ + ": no tensor '" + key + "': the checkpoint is from another model");
     auto full = at::empty(shape, at::kFloat);
     auto covered = at::zeros(shape, at::kBool);
@@ -234,7 +236,8 @@ class SliceReader {
 
   std::string path_;
   const nlohmann::json& manifest_;
-  const nlohmann::json& shards_;
+  // Parameter name -> (file, record) of every part of it.
+  std::map<std::string, std::vector<std::pair<std::string, const nlohmann::json*>>> records_;
   std::map<std::string, std::map<std::string, at::Tensor>> loaded_;
   std::string cached_key_;
   std::pair<at::Tensor, at::Tensor> cached_;

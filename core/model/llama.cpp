@@ -136,15 +136,10 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shar
   model = register_module("model", LlamaModel(c, shard_));
   if (shard_.last_stage && !c.tie_embeddings)
     lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size / shard_.tp_size, false));
-  if (shard_.tp_size > 1)
-    for (const auto& item : named_parameters()) slices_[item.key()] = slice_for(item.key(), c, shard_);
+  for (const auto& item : named_parameters()) slices_[item.key()] = slice_for(item.key(), c, shard_);
 }
 
-TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const {
-  auto it = slices_.find(name);
-  if (it != slices_.end()) return it->second;
-  return {0, 0, named_parameters()[name].size(0)};
-}
+TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const { return slices_.at(name); }
 
 const at::Tensor& LlamaForCausalLMImpl::head_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;

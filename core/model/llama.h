@@ -135,7 +135,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   ModelShard shard_;
-  std::map<std::string, TensorSlice> slices_;  // the parameters split or replicated over tp
+  std::map<std::string, TensorSlice> slices_;  // every parameter's place in the full model
 };
 TORCH_MODULE(LlamaForCausalLM);
 

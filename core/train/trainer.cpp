@@ -119,15 +119,14 @@ CheckpointStore::Part Trainer::checkpoint_part() {
 double Trainer::clip_gradients() {
   auto squares = at::zeros({1}, at::kDouble);
   for (size_t i = 0; i < buckets_.size(); ++i) squares += buckets_[i]->grad_square_sum() / copies_[i];
-  if (chunks_)
-    for (const auto& p : chunks_->host_parameters()) squares += p.tensor.grad().to(at::kDouble).pow(2).sum();
+  if (chunks_) squares += chunks_->grad_square_sum();
   mesh_.group(Group::model).all_reduce(squares);
   const double total = std::sqrt(squares.item<double>());
   const double max_norm = config_.train.grad_clip;
   if (max_norm > 0 && total > max_norm) {
-    for (auto& b : buckets_) b->scale_grads(max_norm / (total + 1e-6));
-    if (chunks_)
-      for (const auto& p : chunks_->host_parameters()) p.tensor.grad().mul_(max_norm / (total + 1e-6));
+    const double factor = max_norm / (total + 1e-6);
+    for (auto& b : buckets_) b->scale_grads(factor);
+    if (chunks_) chunks_->scale_grads(factor);
   }
   return total;
 }

@@ -19,9 +19,10 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
     LayerRunners r;
     r.mlp = tiled_mlp;
     if (memory.checkpoint == "none" || layer % memory.checkpoint_every != 0) return r;
-    if (memory.checkpoint == "full") r.layer = recompute;
-    if (chunks)  // the layer's chunk comes to the device for forward and for the recomputation
-      r.layer = [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
+    // With chunks, the layer's chunk comes to the device for forward and
+    // for the recomputation (the config requires full recomputation then).
+    if (memory.checkpoint == "full")
+      r.layer = !chunks ? recompute : [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
         return checkpoint([chunks, layer, f](const at::Tensor& t) {
           chunks->use(layer);
           return f(t);

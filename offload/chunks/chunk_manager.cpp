@@ -184,6 +184,16 @@ void ChunkManager::reduce(Communicator& replicas) {
   for (auto& c : chunks_) replicas.all_reduce(c->grads);
 }
 
+double ChunkManager::grad_square_sum() const {
+  double total = 0;
+  for (const auto& c : chunks_) total += c->grads.to(at::kDouble).pow(2).sum().item<double>();
+  return total;
+}
+
+void ChunkManager::scale_grads(double factor) {
+  for (auto& c : chunks_) c->grads.mul_(factor);
+}
+
 void ChunkManager::refresh() {
   at::NoGradGuard no_grad;
   for (auto& c : chunks_)

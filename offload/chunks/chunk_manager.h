@@ -46,6 +46,9 @@ class ChunkManager {
   void zero_grad();
   // Sums the host gradients over the replicas (every rank holds every chunk).
   void reduce(Communicator& replicas);
+  // Sum of squared host gradients, and scaling them (gradient clipping).
+  double grad_square_sum() const;
+  void scale_grads(double factor);
   // After the optimizer: the resident chunks' device copies follow the host.
   void refresh();
   // After the model's parameters were written (a checkpoint loaded): the
