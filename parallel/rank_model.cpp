@@ -21,10 +21,12 @@ std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const M
       if (item.key().rfind(prefix, 0) == 0) params.push_back({item.key(), item.value()});
     layers.emplace_back(std::stoll(index), std::move(params));
   }
+  // memory.plan: auto starts lean (the profile runs so) and lets the planner choose.
+  const bool manual = memory.plan == "manual";
   return std::make_shared<ChunkManager>(
       layers, device,
-      ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), memory.n_persist, memory.n_buffer,
-                   static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30))});
+      ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), manual ? memory.n_persist : 0,
+                   manual ? memory.n_buffer : 1, static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30))});
 }
 
 }  // namespace

@@ -127,11 +127,15 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
 // Fills the defaults that depend on other keys, then checks relations between keys.
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
-  if (c.memory.offload_activations && c.memory.checkpoint == "none")
+  const bool manual = c.memory.plan == "manual";
+  if (!manual && c.memory.device_budget_gb <= 0)
+    relation_error(s, "memory.plan",
+                   "memory.plan: auto fits the step into memory.device_budget_gb: set the budget (GiB per rank)");
+  if (manual && c.memory.offload_activations && c.memory.checkpoint == "none")
     relation_error(s, "memory.offload_activations",
                    "memory.offload_activations moves the inputs of recomputed layers: set memory.checkpoint "
                    "(full, attention or mlp) too");
-  if (c.memory.offload_model && (c.memory.checkpoint != "full" || c.memory.checkpoint_every != 1))
+  if (manual && c.memory.offload_model && (c.memory.checkpoint != "full" || c.memory.checkpoint_every != 1))
     relation_error(s, "memory.offload_model",
                    "memory.offload_model brings each layer's weights back when it is recomputed: set "
                    "memory.checkpoint: full and memory.checkpoint_every: 1");

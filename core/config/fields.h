@@ -141,6 +141,7 @@ void visit(V& v, MemoryConfig& m) {
   v.field("n_persist", m.n_persist, in_range<int64_t>(0, 1 << 20));
   v.field("n_buffer", m.n_buffer, in_range<int64_t>(1, 1 << 10));
   v.field("device_budget_gb", m.device_budget_gb, in_range<double>(0, 1 << 20));
+  v.field("plan", m.plan, one_of({"manual", "auto"}));
 }
 
 template <class V>

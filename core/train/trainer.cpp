@@ -15,6 +15,7 @@
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
 #include "offload/activations/memory_policy.h"
+#include "offload/profiler/memory_tracker.h"
 #include "parallel/data_parallel/replica_sets.h"
 #include "parallel/sequence/sequence_parallel.h"
 
@@ -51,6 +52,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
       replicas_(mesh_.group(Group::dp_sp)), device_(device_for(config_.train.device, mesh_.local_rank())),
       checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep) {
   check_trainable(config_.parallel);
+  track_device_memory();
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
   // Every rank initialises from the same seed: each holds its part of the
@@ -187,7 +189,10 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
 }
 
 double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
+  reset_device_peak(device_);
+  const int64_t before = device_bytes(device_);
   const double loss = compute_gradients(batch, step);
+  last_activation_bytes_ = device_peak_bytes(device_) - before;
   grad_norm = clip_gradients();
   optimizer_->step(lr);
   for (auto& b : buckets_) b->gather_parameters();
@@ -252,10 +257,11 @@ TrainResult Trainer::run() {
   // The job's peak: this rank's measured rate times the ranks.
   peak_flops_ = measure_matmul_peak(device_) * mesh_.layout().world();
   logger_->line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s");
+  first_step_ = state.step;
+  if (config_.memory.plan == "auto") plan_memory();
   reset_peak_memory(device_);
 
   TrainResult result;
-  first_step_ = state.step;
   int64_t window_tokens = 0;
   double window_seconds = 0;
   for (int64_t s = state.step; s < config_.train.steps; ++s) {
@@ -272,6 +278,9 @@ TrainResult Trainer::run() {
     window_seconds += seconds;
     window_tokens += batch.tokens.numel();
     result.losses[s + 1] = loss;
+    // The plan's check, on a step past the first (which warms caches up).
+    if (plan_ && (s + 1 == first_step_ + 3 || (s + 1 == config_.train.steps && s + 1 < first_step_ + 3)))
+      report_plan(seconds);
     if ((s + 1) % config_.log.interval == 0 || s + 1 == config_.train.steps) {
       log_step(s + 1, length, loss, lr, grad_norm, window_seconds, window_tokens);
       window_seconds = 0, window_tokens = 0;

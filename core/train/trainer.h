@@ -15,6 +15,7 @@
 #include "core/config/config.h"
 #include "core/train/evaluate.h"
 #include "core/util/logger.h"
+#include "offload/profiler/planner.h"
 #include "parallel/data_parallel/gradient_buckets.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/pipeline/pipeline.h"
@@ -48,6 +49,10 @@ class Trainer {
   double compute_gradients(const Batch& batch, int64_t step);
   LlamaForCausalLMImpl& model() { return *model_; }
   ChunkManager* chunks() { return chunks_.get(); }
+  // memory.plan: auto: the plan chosen before the first step.
+  const std::optional<MemoryPlan>& memory_plan() const { return plan_; }
+  // Device bytes the last step's forward and backward added at their peak.
+  int64_t last_activation_bytes() const { return last_activation_bytes_; }
 
  private:
   double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
@@ -59,6 +64,11 @@ class Trainer {
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
                 int64_t tokens);
   void evaluate(TrainResult& result);
+  // memory_planning.cpp
+  Batch probe_batch();
+  void probe_step(const Batch& probe);
+  void plan_memory();
+  void report_plan(double step_seconds);
 
   Config config_;
   std::unique_ptr<Mesh> own_mesh_;
@@ -72,6 +82,8 @@ class Trainer {
   std::vector<std::unique_ptr<GradientBuckets>> buckets_;
   std::vector<int64_t> copies_;
   std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
+  std::optional<MemoryPlan> plan_;        // memory.plan: auto
+  int64_t last_activation_bytes_ = 0;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<Logger> logger_;

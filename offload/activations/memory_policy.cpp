@@ -5,11 +5,29 @@
 #include "offload/chunks/chunk_manager.h"
 
 namespace lt {
+namespace {
 
-void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks) {
-  std::shared_ptr<InputStash> stash;
-  if (memory.offload_activations) stash = std::make_shared<ActivationOffload>();
-  const Runner recompute = [stash](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x, stash); };
+// The layer's mode under the manual settings (memory.checkpoint full).
+BlockMode manual_mode(const MemoryConfig& memory, int64_t layer) {
+  if (memory.checkpoint != "full" || layer % memory.checkpoint_every != 0) return BlockMode::keep;
+  return memory.offload_activations ? BlockMode::swap : BlockMode::checkpoint;
+}
+
+}  // namespace
+
+const char* mode_name(BlockMode mode) {
+  switch (mode) {
+    case BlockMode::keep: return "keep";
+    case BlockMode::checkpoint: return "checkpoint";
+    case BlockMode::swap: return "swap";
+  }
+  return "?";
+}
+
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks,
+                         const LayerModes* modes) {
+  std::shared_ptr<InputStash> host;
+  if (memory.offload_activations || modes) host = std::make_shared<ActivationOffload>();
   Runner tiled_mlp;
   if (memory.mlp_tiles != "1")
     tiled_mlp = [setting = memory.mlp_tiles, width = model.config().hidden_size](const LayerPart& f, const at::Tensor& x) {
@@ -18,16 +36,23 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
   model.set_runners([&](int64_t layer) {
     LayerRunners r;
     r.mlp = tiled_mlp;
-    if (memory.checkpoint == "none" || layer % memory.checkpoint_every != 0) return r;
-    // With chunks, the layer's chunk comes to the device for forward and
-    // for the recomputation (the config requires full recomputation then).
-    if (memory.checkpoint == "full")
-      r.layer = !chunks ? recompute : [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
+    const BlockMode mode = modes ? modes->at(layer) : manual_mode(memory, layer);
+    if (mode != BlockMode::keep) {
+      // With chunks, the layer's chunk comes to the device for forward and
+      // for the recomputation (a chunked layer is never kept).
+      auto stash = mode == BlockMode::swap ? host : nullptr;
+      r.layer = [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
+        if (!chunks) return checkpoint(f, x, stash);
         return checkpoint([chunks, layer, f](const at::Tensor& t) {
           chunks->use(layer);
           return f(t);
         }, x, stash);
       };
+      return r;
+    }
+    if (memory.checkpoint == "none" || modes || layer % memory.checkpoint_every != 0) return r;
+    const auto stash = memory.offload_activations ? host : nullptr;
+    const Runner recompute = [stash](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x, stash); };
     if (memory.checkpoint == "attention") r.attention = recompute;
     if (memory.checkpoint == "mlp" && !r.mlp) r.mlp = recompute;  // a tiled MLP recomputes already
     return r;

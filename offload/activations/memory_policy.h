@@ -6,6 +6,7 @@
 // exist whole. Every setting gives the same loss and gradients.
 #pragma once
 #include <functional>
+#include <map>
 
 #include "core/config/config.h"
 #include "core/model/llama.h"
@@ -14,9 +15,19 @@ namespace lt {
 
 class ChunkManager;
 
+// What a whole layer keeps for backward: everything, only its input
+// (recomputed in backward), or nothing on the device (the input waits in
+// host memory).
+enum class BlockMode { keep, checkpoint, swap };
+using LayerModes = std::map<int64_t, BlockMode>;  // layer index -> mode
+const char* mode_name(BlockMode mode);
+
 // With `chunks` (memory.offload_model), every layer brings its chunk to the
-// device when it runs or is recomputed.
-void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks = nullptr);
+// device when it runs or is recomputed. `modes` (the planner's choice,
+// memory.plan: auto) replaces memory.checkpoint's and offload_activations'
+// per-layer choice; tiling stays as configured.
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks = nullptr,
+                         const LayerModes* modes = nullptr);
 
 using TokenLoss = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& labels)>;
 

@@ -57,18 +57,6 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
       host_params_.push_back({p.name, at::Tensor()});
     }
   }
-  std::vector<int64_t> sizes;
-  for (const auto& c : chunks_) sizes.push_back(c->numel * 4);
-  const int64_t persist = std::min<int64_t>(options.persist, chunk_count());
-  const int64_t buffers = chunk_count() > persist ? std::max<int64_t>(1, options.buffers) : 0;
-  device_bytes_ = required_bytes(sizes, persist, buffers);
-  if (options.budget_bytes > 0 && device_bytes_ > options.budget_bytes)
-    fail("memory.device_budget_gb: the chunked model state needs " + human_bytes(static_cast<double>(device_bytes_)) +
-         " on the device (" + std::to_string(persist) + " persistent chunks + " + std::to_string(buffers) +
-         " buffers), over the budget of " + human_bytes(static_cast<double>(options.budget_bytes)) +
-         ": lower memory.n_persist or memory.n_buffer, or raise the budget to at least " +
-         human_bytes(static_cast<double>(required_bytes(sizes, 0, 1))));
-
   at::NoGradGuard no_grad;
   const auto host = at::TensorOptions().dtype(at::kFloat).pinned_memory(device.is_cuda());
   size_t named = 0;
@@ -86,14 +74,43 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
     }
     evict(i);
   }
+  budget_bytes_ = options.budget_bytes;
+  configure(options.persist, options.buffers);
+}
+
+std::vector<int64_t> ChunkManager::chunk_bytes() const {
+  std::vector<int64_t> sizes;
+  for (const auto& c : chunks_) sizes.push_back(c->numel * 4);
+  return sizes;
+}
+
+void ChunkManager::configure(int64_t persist, int64_t buffers) {
+  const auto sizes = chunk_bytes();
+  persist = std::min<int64_t>(persist, chunk_count());
+  buffers = chunk_count() > persist ? std::max<int64_t>(1, buffers) : 0;
+  const int64_t needed = required_bytes(sizes, persist, buffers);
+  if (budget_bytes_ > 0 && needed > budget_bytes_)
+    fail("memory.device_budget_gb: the chunked model state needs " + human_bytes(static_cast<double>(needed)) +
+         " on the device (" + std::to_string(persist) + " persistent chunks + " + std::to_string(buffers) +
+         " buffers), over the budget of " + human_bytes(static_cast<double>(budget_bytes_)) +
+         ": lower memory.n_persist or memory.n_buffer, or raise the budget to at least " +
+         human_bytes(static_cast<double>(required_bytes(sizes, 0, 1))));
+  // The device copies of the old layout are current (refresh() follows
+  // every update): the host copies need nothing, the buffers go.
+  for (size_t i = 0; i < chunks_.size(); ++i) {
+    chunks_[i]->persistent = false;
+    evict(i);
+  }
+  slots_.clear();
   // Device memory, all of it now: persistent chunks' own buffers, then the shared ones.
-  const auto on_device = at::TensorOptions().dtype(at::kFloat).device(device);
+  const auto on_device = at::TensorOptions().dtype(at::kFloat).device(device_);
   int64_t largest = 0;
   for (size_t i = persist; i < chunks_.size(); ++i) largest = std::max(largest, chunks_[i]->numel);
   for (int64_t i = 0; i < persist + buffers; ++i) {
     const int64_t numel = i < persist ? chunks_[i]->numel : largest;
     slots_.push_back(std::make_unique<Slot>(Slot{at::empty({numel}, on_device), at::zeros({numel}, on_device)}));
   }
+  device_bytes_ = needed;
   for (int64_t i = 0; i < persist; ++i) {
     chunks_[i]->persistent = true;
     make_resident(i);

@@ -37,6 +37,11 @@ class ChunkManager {
                ChunkOptions options);
   ~ChunkManager();
 
+  // Keeps the first `persist` chunks on the device and gives the others
+  // `buffers` device buffers, replacing the layout in use (the planner's
+  // choice). Fails if that exceeds the budget.
+  void configure(int64_t persist, int64_t buffers);
+
   // Layer `layer` is about to run (forward, or recomputed in backward):
   // its chunk is made resident and the next one prefetched.
   void use(int64_t layer);
@@ -56,6 +61,8 @@ class ChunkManager {
   void pull();
 
   int64_t chunk_count() const { return static_cast<int64_t>(chunks_.size()); }
+  std::vector<int64_t> chunk_bytes() const;  // each chunk's weights (its gradients take as much)
+  int64_t chunk_of(int64_t layer) const { return static_cast<int64_t>(chunk_of_layer_.at(layer)); }
   int64_t device_bytes() const { return device_bytes_; }
   // Chunks copied to the device, in order (prefetches included).
   const std::vector<int64_t>& fetches() const { return fetches_; }
@@ -75,7 +82,7 @@ class ChunkManager {
   std::map<int64_t, size_t> chunk_of_layer_;
   std::vector<NamedParameter> host_params_;
   at::Device device_;
-  int64_t device_bytes_ = 0, clock_ = 0;
+  int64_t device_bytes_ = 0, budget_bytes_ = 0, clock_ = 0;
   std::vector<int64_t> fetches_;
   GradientHooks hooks_;
 };

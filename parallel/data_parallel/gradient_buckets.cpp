@@ -76,6 +76,13 @@ std::vector<ParamSegment> GradientBuckets::segments() const {
   return out;
 }
 
+int64_t GradientBuckets::buffer_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& b : buckets_)
+    bytes += b->params.nbytes() + b->grads.nbytes() + (b->reduced.defined() ? b->reduced.nbytes() : 0);
+  return bytes;
+}
+
 void GradientBuckets::zero_grad() {
   for (auto& b : buckets_) b->grads.zero_();
 }

@@ -49,6 +49,8 @@ class GradientBuckets {
   void gather_parameters();
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+  // Bytes of the flat parameter and gradient buffers (and ZeRO's shard).
+  int64_t buffer_bytes() const;
 
  private:
   struct Bucket;

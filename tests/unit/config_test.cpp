@@ -148,6 +148,9 @@ INSTANTIATE_TEST_SUITE_P(
                   {"memory.offload_model brings each layer's weights back", "memory.checkpoint: full"}},
         ErrorCase{"ChunksWithTensorParallelism", kBase, {"memory.offload_model=true", "memory.checkpoint=full", "parallel.tp=2"},
                   {"memory.offload_model is not yet combined with tensor parallelism"}},
+        ErrorCase{"AutoPlanWithoutBudget", kBase, {"memory.plan=auto"},
+                  {"memory.plan: auto fits the step into memory.device_budget_gb: set the budget"}},
+        ErrorCase{"UnknownPlan", kBase, {"memory.plan=magic"}, {"memory.plan", "must be one of: manual, auto"}},
         ErrorCase{"UlyssesBeyondTpHeads", kBase, {"parallel.tp=2", "parallel.sp.ulysses=4"},
                   {"parallel.sp.ulysses=4 exceeds the 2 heads of a tensor-parallel rank"}}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
