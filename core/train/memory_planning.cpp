@@ -106,7 +106,7 @@ void Trainer::plan_memory() {
   const double host_rate = device_.is_cuda() ? measure_adamw(at::Device(at::kCPU)) : device_rate;
   profile.optimizer_s = device_rate * static_cast<double>(device_elements) + host_rate * static_cast<double>(host_elements);
   profile.link_bytes_per_s = measure_link(device_, 64 << 20);
-  profile.overlap_copies = device_.is_cuda();
+  profile.overlap_swaps = device_.is_cuda();
   profile.swap_frees_device = device_.is_cuda();
 
   const auto budget = static_cast<int64_t>(config_.memory.device_budget_gb * (int64_t{1} << 30));

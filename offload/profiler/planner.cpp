@@ -53,14 +53,14 @@ double step_seconds(const Profile& p, const LayerModes& modes, int64_t n_persist
     const BlockMode mode = modes.at(b.layer);
     const double compute = b.recompute_s + b.backward_s + (mode == BlockMode::keep ? 0 : b.forward_s);
     micro += compute;
-    if (mode == BlockMode::swap) micro += exposed(p, 2.0 * b.input, b.forward_s + b.recompute_s, p.overlap_copies);
+    if (mode == BlockMode::swap) micro += exposed(p, 2.0 * b.input, b.forward_s + b.recompute_s, p.overlap_swaps);
     if (!p.chunks.empty()) chunk_compute[p.chunk_of_block[i]] += compute;
   }
   // A chunk off the device comes over for forward and for the
   // recomputation, and its gradients go back; with a second buffer the
   // next chunk's copy runs while this one computes.
   for (size_t c = static_cast<size_t>(n_persist); c < p.chunks.size(); ++c)
-    micro += exposed(p, 3.0 * p.chunks[c], chunk_compute[c], p.overlap_copies && n_buffer >= 2);
+    micro += exposed(p, 3.0 * p.chunks[c], chunk_compute[c], p.overlap_chunk_copies && n_buffer >= 2);
   return p.micro_batches * micro + p.optimizer_s;
 }
 
@@ -101,8 +101,12 @@ std::string layer_ranges(const MemoryPlan& plan) {
       last = (++end)->first;
     if (!out.empty()) out += ", ";
     out += std::to_string(it->first);
-    if (last > it->first) out += "-" + std::to_string(last);
-    out += std::string(" ") + mode_name(it->second);
+    if (last > it->first) {
+      out += '-';
+      out += std::to_string(last);
+    }
+    out += ' ';
+    out += mode_name(it->second);
     it = std::next(end);
   }
   return out;

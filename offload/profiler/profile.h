@@ -35,7 +35,8 @@ struct Profile {
   std::vector<int64_t> chunk_of_block;  // per block, its chunk
   double optimizer_s = 0;               // one AdamW step over all of this rank's parameters
   double link_bytes_per_s = 0;          // host <-> device copies
-  bool overlap_copies = false;          // copies run beside compute (CUDA side streams)
+  bool overlap_swaps = false;           // activation copies run beside compute (CUDA side stream)
+  bool overlap_chunk_copies = false;    // chunk copies run beside compute (not yet: they share its stream)
   bool swap_frees_device = false;       // host memory is not the device's (CUDA)
 };
 

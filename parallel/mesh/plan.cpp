@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <sstream>
 
+#include "core/util/error.h"
 #include "core/util/logger.h"
 #include "offload/activations/tiling.h"
+#include "offload/profiler/planner.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stages.h"
 #include "parallel/sequence/ring_attention.h"
@@ -67,7 +69,10 @@ std::string row(const std::vector<std::string>& cells, const std::vector<int>& w
 
 std::string ranks_text(const std::vector<int>& ranks) {
   std::string out = "[";
-  for (size_t i = 0; i < ranks.size(); ++i) out += (i ? " " : "") + std::to_string(ranks[i]);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (i) out += ' ';
+    out += std::to_string(ranks[i]);
+  }
   return out + "]";
 }
 
@@ -115,6 +120,76 @@ std::string describe_model_split(const Config& config, const Degrees& d) {
     std::snprintf(bubble, sizeof(bubble), "%.1f%%", 100 * bubble_fraction(d.pp, static_cast<int>(micro)));
     out << "\npipeline: pp " << d.pp << ", 1F1B over " << micro << " micro-batches per step: idle (p-1)/(m+p-1) = "
         << bubble;
+  }
+  return out.str();
+}
+
+// What memory.plan: auto would choose on each stage, from a profile
+// estimated without running: layer times from their FLOPs at an assumed
+// rate, bytes from layer_activations, the state from the stage plan.
+struct AssumedMachine {
+  double flops, link;
+  const char* text;
+};
+
+AssumedMachine assumed_machine(const Config& config) {
+  if (config.train.device == "cuda") return {400e12, 25e9, "400 TFLOP/s and a 25 GB/s host link"};
+  return {100e9, 10e9, "100 GFLOP/s and a 10 GB/s copy rate"};
+}
+
+Profile estimated_profile(const Config& config, const Degrees& d, const StagePlan& st, int stage) {
+  const auto& m = config.model;
+  const auto machine = assumed_machine(config);
+  const int64_t bytes = config.train.device == "cuda" ? 2 : 4;
+  const int64_t seq = config.data.seq_len, tokens = config.train.micro_batch_size * seq / (d.ulysses * d.ring);
+  const auto a = layer_activations(m, d.tp, config.parallel.tp_sequence);
+  const int64_t kept = kept_per_token(a, config.memory, false).first * tokens * bytes;
+  const int64_t out = a.input * tokens * bytes;
+  // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
+  const double forward = tokens * (2.0 * layer_parameters(m, d.tp) + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
+  Profile p;
+  p.base = out;
+  for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
+    const int64_t i = l - st.first_layer;
+    // Backward begins with the outputs so far and the incoming gradient;
+    // the recomputation and its gradients come on top.
+    p.blocks.push_back({l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 2) * out, 2 * kept});
+  }
+  const int64_t loss_tiles = tile_count(config.memory.loss_tiles, seq / (d.ulysses * d.ring), m.hidden_size);
+  p.head_peak = p.base + st.layers * out + (st.head ? 2 * tokens / loss_tiles * m.vocab_size / d.tp * 4 : 0);
+  const int64_t micro = config.sequences_per_step(0) / d.dp / config.train.micro_batch_size;
+  p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro));
+  p.in_flight = std::min(d.pp - stage, p.micro_batches);
+  p.state = st.weights + st.gradients + st.optimizer;
+  if (config.memory.offload_model) {
+    const int64_t per_layer = layer_parameters(m, d.tp) * 4;
+    const int64_t per_chunk = std::max<int64_t>(1, static_cast<int64_t>(config.memory.chunk_mb * (1 << 20)) / per_layer);
+    const int64_t resident = st.weights + st.gradients - (st.parameters - st.layers * layer_parameters(m, d.tp)) *
+                                                            ((config.train.device == "cuda" ? 2 : 4) + 4);
+    p.state -= resident;  // the planner adds the chunks it keeps
+    for (int64_t l = 0; l < st.layers; l += per_chunk)
+      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer);
+    for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
+  }
+  p.link_bytes_per_s = machine.link;
+  p.overlap_swaps = p.swap_frees_device = config.train.device == "cuda";
+  return p;
+}
+
+std::string describe_auto_plan(const Config& config, const Degrees& d, const std::vector<StagePlan>& stages) {
+  const auto budget = static_cast<int64_t>(config.memory.device_budget_gb * (int64_t{1} << 30));
+  std::ostringstream out;
+  out << "memory plan (auto, budget " << human_bytes(static_cast<double>(budget)) << " per rank, in place of the "
+      << "manual settings of the table; assuming " << assumed_machine(config).text
+      << ", optimizer excluded; training profiles its own):\n";
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const Profile profile = estimated_profile(config, d, stages[s], static_cast<int>(s));
+    out << "  stage " << s << ": ";
+    try {
+      out << describe(choose_plan(profile, budget), static_cast<int64_t>(profile.chunks.size())) << "\n";
+    } catch (const Error& e) {
+      out << e.what() << "\n";
+    }
   }
   return out.str();
 }
@@ -220,6 +295,10 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
     for (size_t s = 0; s < stages.size(); ++s) out << (s ? ", " : "") << human_bytes(stages[s].host);
     out << " per rank by stage); on the device " << memory.n_persist << " persistent chunks and " << memory.n_buffer
         << " buffers of " << memory.chunk_mb << " MiB or a layer\n";
+  }
+  if (memory.plan == "auto") {
+    out << describe_auto_plan(config, d, stages);
+    return out.str();
   }
   out << "activations: what each layer keeps for backward with flash attention; checkpoint " << memory.checkpoint
       << (memory.checkpoint != "none" && memory.checkpoint_every > 1

@@ -21,6 +21,8 @@ expect_error "model.num_heads=4 is not divisible by parallel.tp=3" "$LONGTRAIN" 
 expect_error "does not split over dp=3" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 3
 expect_error "plan: missing --world N" "$LONGTRAIN" plan recipes/tiny-passkey.yaml
 expect_error "plan: --world 'x' must be a positive integer" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world x
+expect_error "memory.device_budget_gb: no plan fits 10.2 MiB per rank; the leanest" "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" memory.plan=auto memory.device_budget_gb=0.01 "run_dir=$dir/budget"
+expect_error "memory.plan: auto fits the step into memory.device_budget_gb" "$LONGTRAIN" train recipes/tiny-passkey.yaml memory.plan=auto
 expect_error "LT_FAULT='oops': expected" env LT_FAULT=oops "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" "run_dir=$dir/fault"
 "$LONGTRAIN" --help | grep -q "usage: longtrain" || fail "--help"
 "$LONGTRAIN" plan --help | grep -q "usage: longtrain plan" || fail "plan --help"

@@ -111,8 +111,9 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
       auto full = reference[item.key()].grad();
       auto mine = full.narrow(slice.dim, slice.offset, item.value().size(slice.dim));
       // (ZeRO-1 reduces only this rank's shards: the two-step test covers it.)
-      if (config.parallel.zero == 0)
+      if (config.parallel.zero == 0) {
         EXPECT_LT(testing::relative_error(item.value().grad(), mine), 1e-5) << item.key();
+      }
     }
   }
 }

@@ -85,7 +85,7 @@ TEST(Planner, ImpossibleBudgetNamesTheMinimum) {
 TEST(Planner, SwapsWhereTheHostIsSeparateAndTheLinkKeepsUp) {
   Profile p = eight_layers();
   p.swap_frees_device = true;
-  p.overlap_copies = true;
+  p.overlap_swaps = true;
   const MemoryPlan lean = choose_plan(p, 122 * kMiB);
   EXPECT_GE(count(lean, BlockMode::swap), 7);
   EXPECT_LE(lean.peak(), 0.95 * 122 * kMiB);
@@ -113,6 +113,19 @@ TEST(Planner, PersistsChunksAsTheBudgetAllows) {
   EXPECT_DOUBLE_EQ(lean.step_s, 8 * 4.0 + (4 - lean.n_persist) * 3.0);
   EXPECT_LE(lean.peak(), 0.95 * 160 * kMiB);
   EXPECT_EQ(lean.chunks, ChunkManager::required_bytes(p.chunks, lean.n_persist, lean.n_buffer));
+}
+
+// Where chunk copies run beside compute, a second buffer hides them (3 s of
+// copies behind 8 s of a chunk's layers): cheaper than persistent chunks.
+TEST(Planner, SecondBufferHidesOverlappedChunkCopies) {
+  Profile p = eight_layers();
+  p.chunks = std::vector<int64_t>(4, 8 * kMiB);
+  for (int64_t l = 0; l < 8; ++l) p.chunk_of_block.push_back(l / 2);
+  p.link_bytes_per_s = 8.0 * kMiB;
+  p.overlap_chunk_copies = true;
+  const MemoryPlan plan = choose_plan(p, 175 * kMiB);
+  EXPECT_EQ(plan.n_buffer, 2);
+  EXPECT_DOUBLE_EQ(plan.step_s, 8 * 4.0);
 }
 
 // The tiny model at 512 tokens: what keeping everything takes decides a
