@@ -279,8 +279,7 @@ TrainResult Trainer::run() {
     window_tokens += batch.tokens.numel();
     result.losses[s + 1] = loss;
     // The plan's check, on a step past the first (which warms caches up).
-    if (plan_ && (s + 1 == first_step_ + 3 || (s + 1 == config_.train.steps && s + 1 < first_step_ + 3)))
-      report_plan(seconds);
+    if (plan_ && s + 1 == std::min(first_step_ + 3, config_.train.steps)) report_plan(seconds);
     if ((s + 1) % config_.log.interval == 0 || s + 1 == config_.train.steps) {
       log_step(s + 1, length, loss, lr, grad_norm, window_seconds, window_tokens);
       window_seconds = 0, window_tokens = 0;

@@ -195,5 +195,21 @@ TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {
       << plan;
 }
 
+TEST(Plan, ShowsWhatTheAutoPlanWouldChoose) {
+  Config c = small_config();
+  c.source_file = "test.yaml";
+  c.memory.plan = "auto";
+  c.memory.device_budget_gb = 1;
+  const std::string roomy = describe_plan(c, 1, 1);
+  EXPECT_NE(roomy.find("memory plan (auto, budget 1.0 GiB per rank"), std::string::npos) << roomy;
+  std::string all_kept = "stage 0: layers 0-";
+  all_kept += std::to_string(c.model.num_layers - 1);
+  all_kept += " keep; predicted step";
+  EXPECT_NE(roomy.find(all_kept), std::string::npos) << roomy;
+  c.memory.device_budget_gb = 1e-6;
+  const std::string tight = describe_plan(c, 1, 1);
+  EXPECT_NE(tight.find("stage 0: memory.device_budget_gb: no plan fits"), std::string::npos) << tight;
+}
+
 }  // namespace
 }  // namespace lt
