@@ -7,7 +7,6 @@
 
 #include <cstdio>
 
-#include "core/train/loss.h"
 #include "core/train/trainer.h"
 #include "core/util/error.h"
 #include "offload/activations/memory_policy.h"
@@ -63,19 +62,14 @@ Batch Trainer::probe_batch() {
 // ones, so no pipeline traffic is needed.
 void Trainer::probe_step(const Batch& probe) {
   const auto& shard = model_->shard();
-  const auto input = model_input(probe);
   at::Tensor hidden;
   if (!shard.first_stage) {
     const int64_t tokens = probe.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
     at::Generator g = at::make_generator<at::CPUGeneratorImpl>(config_.train.seed + 2);
     hidden = at::randn({probe.size(), tokens, config_.model.hidden_size}, g).to(device_);
   }
-  if (shard.last_stage) {
-    head_loss(*model_, model_->head_input(input, hidden), probe.labels, loss_sum_, config_.memory).backward();
-  } else {
-    auto out = model_->forward(input, hidden);
-    out.backward(at::ones_like(out));
-  }
+  auto out = stage_forward(probe, hidden);
+  out.backward(at::ones_like(out));
 }
 
 void Trainer::plan_memory() {

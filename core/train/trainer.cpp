@@ -148,6 +148,11 @@ Batch Trainer::local_batch(const Batch& batch) {
   return mine;
 }
 
+at::Tensor Trainer::stage_forward(const Batch& micro, const at::Tensor& input) {
+  if (!model_->shard().last_stage) return model_->forward(model_input(micro), input);
+  return head_loss(*model_, model_->head_input(model_input(micro), input), micro.labels, loss_sum_, config_.memory);
+}
+
 double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   // Every micro-batch's summed loss is divided by the valid tokens of the
   // whole global batch, so accumulation and the sum over replicas give
@@ -167,11 +172,10 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
   work.forward = [&](int m, const at::Tensor& input) {
     if (m == 0) inject_fault(mesh_.rank(), step);
-    if (!shard.last_stage) return model_->forward(model_input(micros[m]), input);
-    auto hidden = model_->head_input(model_input(micros[m]), input);
-    auto loss = head_loss(*model_, hidden, micros[m].labels, loss_sum_, config_.memory);
-    total += loss.detach().to(at::kCPU, at::kDouble);
-    return loss / valid;
+    auto out = stage_forward(micros[m], input);
+    if (!shard.last_stage) return out;
+    total += out.detach().to(at::kCPU, at::kDouble);
+    return out / valid;
   };
   work.before_backward = [&](int m) {
     if (m + 1 == static_cast<int>(micros.size()))

@@ -57,6 +57,9 @@ class Trainer {
  private:
   double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
   Batch local_batch(const Batch& batch);
+  // This stage's forward of a micro-batch from `input` (what the previous
+  // stage sent): its hidden states, or on the last stage the summed loss.
+  at::Tensor stage_forward(const Batch& micro, const at::Tensor& input);
   double clip_gradients();
   CheckpointStore::Part checkpoint_part();
   std::optional<std::string> resume_point() const;

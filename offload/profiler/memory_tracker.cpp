@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "core/util/resources.h"
+
 #ifdef LT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
@@ -50,13 +52,6 @@ class CountingAllocator final : public c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 };
 
-#ifdef LT_WITH_CUDA
-c10::CachingAllocator::Stat cuda_allocated(const at::Device& device) {
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-}
-#endif
-
 }  // namespace
 
 void track_device_memory() {
@@ -67,26 +62,22 @@ void track_device_memory() {
 
 int64_t device_bytes(const at::Device& device) {
 #ifdef LT_WITH_CUDA
-  if (device.is_cuda()) return cuda_allocated(device).current;
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+  }
 #endif
   return g_current.load();
 }
 
+// On CUDA the caching allocator keeps the peak (resources.h reads it).
 int64_t device_peak_bytes(const at::Device& device) {
-#ifdef LT_WITH_CUDA
-  if (device.is_cuda()) return cuda_allocated(device).peak;
-#endif
-  return g_peak.load();
+  return device.is_cuda() ? peak_memory_bytes(device) : g_peak.load();
 }
 
 void reset_device_peak(const at::Device& device) {
-#ifdef LT_WITH_CUDA
-  if (device.is_cuda()) {
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
-    return;
-  }
-#endif
-  g_peak.store(g_current.load());
+  if (device.is_cuda()) reset_peak_memory(device);
+  else g_peak.store(g_current.load());
 }
 
 }  // namespace lt

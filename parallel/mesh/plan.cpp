@@ -56,6 +56,23 @@ std::pair<int64_t, int64_t> kept_per_token(const LayerActivations& a, const Memo
   return {all - mlp_inner, mlp_inner};  // mlp
 }
 
+// Micro-batches per step on one dp rank.
+int64_t micro_batches(const Config& config, const Degrees& d) {
+  return config.sequences_per_step(0) / d.dp / config.train.micro_batch_size;
+}
+
+// The logits and their gradient (vocab split by tp) of one loss tile, fp32.
+int64_t logits_bytes(const Config& config, const Degrees& d, int64_t tokens) {
+  const auto& m = config.model;
+  const int64_t tiles = tile_count(config.memory.loss_tiles, config.data.seq_len / (d.ulysses * d.ring), m.hidden_size);
+  return 2 * tokens / tiles * m.vocab_size / d.tp * 4;
+}
+
+// Whole layers of `layer_parameters` fp32 parameters per chunk_mb chunk.
+int64_t layers_per_chunk(const MemoryConfig& memory, int64_t layer_parameters) {
+  return std::max<int64_t>(1, static_cast<int64_t>(memory.chunk_mb * (1 << 20)) / (4 * layer_parameters));
+}
+
 std::string row(const std::vector<std::string>& cells, const std::vector<int>& widths) {
   std::string out;
   for (size_t i = 0; i < cells.size(); ++i) {
@@ -115,7 +132,7 @@ std::string describe_model_split(const Config& config, const Degrees& d) {
         << " of [" << b << ", " << tokens << ", " << config.model.hidden_size << "])";
   }
   if (d.pp > 1) {
-    const int64_t micro = config.sequences_per_step(0) / d.dp / b;
+    const int64_t micro = micro_batches(config, d);
     char bubble[32];
     std::snprintf(bubble, sizeof(bubble), "%.1f%%", 100 * bubble_fraction(d.pp, static_cast<int>(micro)));
     out << "\npipeline: pp " << d.pp << ", 1F1B over " << micro << " micro-batches per step: idle (p-1)/(m+p-1) = "
@@ -155,20 +172,14 @@ Profile estimated_profile(const Config& config, const Degrees& d, const StagePla
     // the recomputation and its gradients come on top.
     p.blocks.push_back({l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 2) * out, 2 * kept});
   }
-  const int64_t loss_tiles = tile_count(config.memory.loss_tiles, seq / (d.ulysses * d.ring), m.hidden_size);
-  p.head_peak = p.base + st.layers * out + (st.head ? 2 * tokens / loss_tiles * m.vocab_size / d.tp * 4 : 0);
-  const int64_t micro = config.sequences_per_step(0) / d.dp / config.train.micro_batch_size;
-  p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro));
+  p.head_peak = p.base + st.layers * out + (st.head ? logits_bytes(config, d, tokens) : 0);
+  p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro_batches(config, d)));
   p.in_flight = std::min(d.pp - stage, p.micro_batches);
-  p.state = st.weights + st.gradients + st.optimizer;
+  p.state = st.weights + st.gradients + st.optimizer - st.chunks;  // the planner adds the chunks it keeps
   if (config.memory.offload_model) {
-    const int64_t per_layer = layer_parameters(m, d.tp) * 4;
-    const int64_t per_chunk = std::max<int64_t>(1, static_cast<int64_t>(config.memory.chunk_mb * (1 << 20)) / per_layer);
-    const int64_t resident = st.weights + st.gradients - (st.parameters - st.layers * layer_parameters(m, d.tp)) *
-                                                            ((config.train.device == "cuda" ? 2 : 4) + 4);
-    p.state -= resident;  // the planner adds the chunks it keeps
+    const int64_t per_chunk = layers_per_chunk(config.memory, layer_parameters(m, d.tp));
     for (int64_t l = 0; l < st.layers; l += per_chunk)
-      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer);
+      p.chunks.push_back(std::min(per_chunk, st.layers - l) * layer_parameters(m, d.tp) * 4);
     for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
   }
   p.link_bytes_per_s = machine.link;
@@ -225,11 +236,12 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     const int64_t per_layer = layer_parameters(m, degrees.tp);
     int64_t resident = st.layers;
     if (memory.offload_model) {
-      const int64_t per_chunk = std::max<int64_t>(1, static_cast<int64_t>(memory.chunk_mb * (1 << 20)) / (4 * per_layer));
+      const int64_t per_chunk = layers_per_chunk(memory, per_layer);
       const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
       const int64_t held = std::min(chunks, memory.n_persist) + (chunks > memory.n_persist ? memory.n_buffer : 0);
       resident = std::min(st.layers, held * per_chunk);
       st.host = st.layers * per_layer * (4 + 4 + 8);
+      st.chunks = resident * per_layer * (4 + 4);
     }
     const int64_t others = st.parameters - st.layers * per_layer;
     st.weights = others * weight_bytes + resident * per_layer * (memory.offload_model ? 4 : weight_bytes);
@@ -238,17 +250,14 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
                    (config.parallel.zero == 1 ? replicas : 1);
     // 1F1B keeps up to (stages - s) micro-batches in flight on stage s; the
     // last stage also holds the logits and their gradient (vocab split by tp).
-    const int64_t in_flight = std::min<int64_t>(degrees.pp - s, config.sequences_per_step(0) / degrees.dp /
-                                                                    config.train.micro_batch_size);
+    const int64_t in_flight = std::min<int64_t>(degrees.pp - s, micro_batches(config, degrees));
     int64_t kept = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
       const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
       const auto [keeps, needs] = kept_per_token(layer, memory, checkpointed);
       kept += keeps, recompute = std::max(recompute, needs);
     }
-    // The logits and their gradient (vocab split by tp), of one loss tile.
-    const int64_t loss_tiles = tile_count(memory.loss_tiles, seq / (degrees.ulysses * degrees.ring), m.hidden_size);
-    const int64_t logits = st.head ? 2 * tokens / loss_tiles * m.vocab_size / degrees.tp * 4 : 0;
+    const int64_t logits = st.head ? logits_bytes(config, degrees, tokens) : 0;
     st.activations = (std::max<int64_t>(1, in_flight) * kept + recompute) * tokens * activation_bytes + logits;
   }
   return stages;
