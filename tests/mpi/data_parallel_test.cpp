@@ -1,7 +1,8 @@
 // Data parallelism against one process on the same global batch: gradients
 // after the bucketed (overlapped, sharded) reduction, then whole training
-// runs (losses and parameters after 3 steps), with ZeRO 0 and 1, and resume
-// of a sharded checkpoint on the same and on another dp degree.
+// runs (losses and parameters after 3 steps), with ZeRO 0 and 1, also with
+// the layers' state offloaded in chunks, and resume of a sharded checkpoint
+// on the same and on another dp degree.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -101,6 +102,28 @@ TEST_P(DataParallelJob, TrainingEqualsOneProcess) {
   const auto serial = Trainer(alone).run().losses;
   expect_close(parallel, serial, 1e-5);
   expect_same_weights(dir + "/dp/checkpoints/step_00000003", alone.run_dir + "/checkpoints/step_00000003");
+}
+
+// The layers' state in host chunks (their gradients all-reduced by the
+// chunk manager), set by hand and by the memory planner (whose stage-wide
+// mean profile must lead every rank to the same plan): one process's losses
+// and weights.
+TEST_P(DataParallelJob, OffloadedChunksEqualOneProcess) {
+  const std::string dir = testing::shared_scratch_dir(*world, "dp_test", "chunks_zero" + std::to_string(GetParam()));
+  Config alone = run(dir + "/alone" + std::to_string(r), 3, 1);
+  alone.parallel.zero = 0;
+  const auto serial = Trainer(alone).run().losses;
+  for (const std::string plan : {"manual", "auto"}) {
+    Config c = run(dir + "/" + plan, 3, P);
+    c.memory.offload_model = true;
+    c.memory.checkpoint = "full";
+    c.memory.chunk_mb = 0.01;  // a chunk per layer
+    c.memory.n_persist = 1;
+    c.memory.plan = plan;
+    c.memory.device_budget_gb = plan == "auto" ? 1 : 0;
+    expect_close(train(c), serial, 1e-5);
+    expect_same_weights(c.run_dir + "/checkpoints/step_00000003", alone.run_dir + "/checkpoints/step_00000003");
+  }
 }
 
 TEST_P(DataParallelJob, ResumesOnTheSameAndOnAnotherDpDegree) {
