@@ -10,7 +10,10 @@ namespace lt {
 
 namespace {
 
-std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const MemoryConfig& memory, at::Device device) {
+// The layers' replicas are the dp x sp ranks (chunks require tp 1); with
+// ZeRO-1 they split every chunk's optimizer state and update.
+std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const Config& config, Mesh& mesh,
+                                            at::Device device) {
   // Each layer's parameters under their model names, layers in execution order.
   const auto named = model.named_parameters();
   std::vector<std::pair<int64_t, std::vector<NamedParameter>>> layers;
@@ -22,11 +25,13 @@ std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const M
     layers.emplace_back(std::stoll(index), std::move(params));
   }
   // memory.plan: auto starts lean (the profile runs so) and lets the planner choose.
+  const auto& memory = config.memory;
   const bool manual = memory.plan == "manual";
   return std::make_shared<ChunkManager>(
-      layers, device,
+      layers, device, mesh.group(Group::dp_sp),
       ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), manual ? memory.n_persist : 0,
-                   manual ? memory.n_buffer : 1, static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30))});
+                   manual ? memory.n_buffer : 1, static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30)),
+                   config.parallel.zero == 1});
 }
 
 }  // namespace
@@ -47,7 +52,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
   out.model->initialize(config.train.seed);
   out.model->to(device);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
-  if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config.memory, device);
+  if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config, mesh, device);
   apply_memory_policy(*out.model, config.memory, out.chunks.get());
   out.loss_sum = cross_entropy_sum;
   if (tp.size() > 1)

@@ -1,5 +1,6 @@
 #include "core/train/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/util/error.h"
@@ -15,6 +16,12 @@ std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params) {
   std::vector<ParamSegment> out;
   for (const auto& p : params) out.push_back({p.name, p.tensor, 0, p.tensor.numel()});
   return out;
+}
+
+std::optional<ParamSegment> segment_within(const NamedParameter& p, int64_t offset, int64_t lo, int64_t hi) {
+  const int64_t start = std::max(lo, offset), end = std::min(hi, offset + p.tensor.numel());
+  if (start >= end) return std::nullopt;
+  return ParamSegment{p.name, p.tensor, start - offset, end - offset};
 }
 
 bool takes_weight_decay(const std::string& name, const at::Tensor& p) {

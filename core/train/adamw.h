@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct ParamSegment {
 
 // Every parameter whole.
 std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params);
+
+// ZeRO's cut: the part of `p`, stored from `offset` in a flat buffer, that
+// falls in the buffer's elements [lo, hi), if any.
+std::optional<ParamSegment> segment_within(const NamedParameter& p, int64_t offset, int64_t lo, int64_t hi);
 
 // Norm weights and biases are not decayed.
 bool takes_weight_decay(const std::string& name, const at::Tensor& p);

@@ -94,7 +94,7 @@ void Trainer::plan_memory() {
   if (chunks_) {
     profile.chunks = chunks_->chunk_bytes();
     for (const auto& b : profile.blocks) profile.chunk_of_block.push_back(chunks_->chunk_of(b.layer));
-    for (const auto& p : chunks_->host_parameters()) host_elements += p.tensor.numel();
+    for (const auto& s : chunks_->segments()) host_elements += s.size();
   }
   const double device_rate = measure_adamw(device_);
   const double host_rate = device_.is_cuda() ? measure_adamw(at::Device(at::kCPU)) : device_rate;

@@ -65,7 +65,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
   const DataParallelOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1};
   // The optimizer updates the bucketed parameters' segments and the chunked
   // layers' host copies.
-  std::vector<ParamSegment> segments = chunks_ ? whole(chunks_->host_parameters()) : std::vector<ParamSegment>{};
+  std::vector<ParamSegment> segments = chunks_ ? chunks_->segments() : std::vector<ParamSegment>{};
   for (auto& set : replica_sets(mesh_, *model_, chunks_ ? chunks_->host_parameters() : std::vector<NamedParameter>{})) {
     buckets_.push_back(std::make_unique<GradientBuckets>(set.params, *set.group, options));
     copies_.push_back(set.copies);
@@ -185,7 +185,7 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   if (chunks_) chunks_->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
   for (auto& b : buckets_) b->finish();
-  if (chunks_) chunks_->reduce(replicas_);
+  if (chunks_) chunks_->reduce();
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);

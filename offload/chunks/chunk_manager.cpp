@@ -20,7 +20,10 @@ struct ChunkManager::Chunk {
   std::vector<at::Tensor> params;  // the model's parameters
   std::vector<int64_t> offsets;
   int64_t numel = 0;
-  at::Tensor values, grads;        // host
+  // Host, padded so the replicas split them evenly; values and grads are
+  // their first numel elements.
+  at::Tensor padded_values, padded_grads;
+  at::Tensor values, grads;
   int slot = -1;                   // resident in this device slot
   bool persistent = false;
   size_t pending = 0;              // gradients still to come from a running backward
@@ -42,8 +45,8 @@ int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, in
 }
 
 ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers,
-                           at::Device device, ChunkOptions options)
-    : device_(device) {
+                           at::Device device, Communicator& replicas, ChunkOptions options)
+    : device_(device), replicas_(replicas), shard_(options.shard_optimizer) {
   // Whole layers, in execution order, until a chunk reaches chunk_bytes.
   for (const auto& [layer, params] : layers) {
     int64_t bytes = 0;
@@ -62,8 +65,11 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
   size_t named = 0;
   for (size_t i = 0; i < chunks_.size(); ++i) {
     auto& c = *chunks_[i];
-    c.values = at::empty({c.numel}, host);
-    c.grads = at::zeros({c.numel}, host);
+    const int64_t padded = (c.numel + replicas_.size() - 1) / replicas_.size() * replicas_.size();
+    c.padded_values = at::zeros({padded}, host);
+    c.padded_grads = at::zeros({padded}, host);
+    c.values = c.padded_values.narrow(0, 0, c.numel);
+    c.grads = c.padded_grads.narrow(0, 0, c.numel);
     for (size_t k = 0; k < c.params.size(); ++k) {
       auto& p = c.params[k];
       view_of(c.values, c.offsets[k], p).copy_(p);
@@ -196,23 +202,50 @@ void ChunkManager::zero_grad() {
   for (auto& c : chunks_) c->grads.zero_();
 }
 
-void ChunkManager::reduce(Communicator& replicas) {
-  if (replicas.size() == 1) return;
-  for (auto& c : chunks_) replicas.all_reduce(c->grads);
+at::Tensor ChunkManager::mine(const at::Tensor& flat) const {
+  if (!sharded()) return flat;
+  const int64_t shard = flat.numel() / replicas_.size();
+  return flat.narrow(0, replicas_.rank() * shard, shard);
 }
 
-double ChunkManager::grad_square_sum() const {
-  double total = 0;
-  for (const auto& c : chunks_) total += c->grads.to(at::kDouble).pow(2).sum().item<double>();
-  return total;
+std::vector<ParamSegment> ChunkManager::segments() const {
+  if (!sharded()) return whole(host_params_);
+  std::vector<ParamSegment> out;
+  size_t named = 0;
+  for (const auto& c : chunks_) {
+    const int64_t shard = c->padded_values.numel() / replicas_.size(), lo = replicas_.rank() * shard;
+    for (size_t k = 0; k < c->params.size(); ++k)
+      if (auto s = segment_within(host_params_[named++], c->offsets[k], lo, lo + shard)) out.push_back(*s);
+  }
+  return out;
+}
+
+void ChunkManager::reduce() {
+  if (replicas_.size() == 1) return;
+  for (auto& c : chunks_) {
+    if (!sharded()) {
+      replicas_.all_reduce(c->padded_grads);
+      continue;
+    }
+    mine(c->padded_grads).copy_(replicas_.reduce_scatter(c->padded_grads));
+  }
+}
+
+double ChunkManager::grad_square_sum() {
+  auto total = at::zeros({1}, at::kDouble);
+  for (const auto& c : chunks_) total += mine(c->padded_grads).to(at::kDouble).pow(2).sum();
+  if (sharded()) replicas_.all_reduce(total);
+  return total.item<double>();
 }
 
 void ChunkManager::scale_grads(double factor) {
-  for (auto& c : chunks_) c->grads.mul_(factor);
+  for (auto& c : chunks_) mine(c->padded_grads).mul_(factor);
 }
 
 void ChunkManager::refresh() {
   at::NoGradGuard no_grad;
+  if (sharded())
+    for (auto& c : chunks_) replicas_.all_gather_async(mine(c->padded_values).clone(), c->padded_values).wait();
   for (auto& c : chunks_)
     if (c->slot >= 0) slots_[c->slot]->values.narrow(0, 0, c->numel).copy_(c->values);
 }

@@ -1,8 +1,10 @@
 // ProTrain-style chunked model state. The layers' parameters, packed in
 // execution order into chunks of whole layers (about `chunk_bytes` each),
 // live in host memory (pinned on CUDA) with their gradients, and the
-// optimizer updates them there. The first `persist` chunks stay on the
-// device; the others are copied into `buffers` reusable device buffers when
+// optimizer updates them there (with ZeRO-1 each replica its 1/R of every
+// chunk, the gradients reduce-scattered and the update all-gathered). The
+// first `persist` chunks stay on the device; the others are copied into
+// `buffers` reusable device buffers when
 // a layer runs, the next chunk in the direction of travel is prefetched, and
 // the least recently used idle chunk gives up its buffer. After a layer's
 // backward its gradients are added into the host copy and its buffer is
@@ -27,14 +29,16 @@ struct ChunkOptions {
   int64_t persist = 0;       // chunks kept on the device
   int64_t buffers = 2;       // device buffers the other chunks take turns in (current + prefetch)
   int64_t budget_bytes = 0;  // device bytes the manager may hold; 0: no limit
+  bool shard_optimizer = false;  // ZeRO-1 over the replicas: each updates 1/R of every chunk
 };
 
 class ChunkManager {
  public:
   // `layers`: each layer's index and parameters, in execution order. The
-  // parameters' values move to host memory now.
+  // parameters' values move to host memory now. `replicas`: the ranks
+  // holding the same layers, whose gradients are summed.
   ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers, at::Device device,
-               ChunkOptions options);
+               Communicator& replicas, ChunkOptions options);
   ~ChunkManager();
 
   // Keeps the first `persist` chunks on the device and gives the others
@@ -46,15 +50,21 @@ class ChunkManager {
   // its chunk is made resident and the next one prefetched.
   void use(int64_t layer);
 
-  // The host copies with their host gradients: what the optimizer updates.
+  // The host copies with their host gradients.
   const std::vector<NamedParameter>& host_parameters() const { return host_params_; }
+  // What this rank's optimizer updates: the host copies whole, or with
+  // ZeRO-1 this rank's 1/R of every chunk.
+  std::vector<ParamSegment> segments() const;
   void zero_grad();
-  // Sums the host gradients over the replicas (every rank holds every chunk).
-  void reduce(Communicator& replicas);
-  // Sum of squared host gradients, and scaling them (gradient clipping).
-  double grad_square_sum() const;
+  // Sums the host gradients over the replicas (with ZeRO-1 only this rank's
+  // part of each chunk: a reduce-scatter).
+  void reduce();
+  // Sum of squared host gradients over the whole model's chunks, and
+  // scaling this rank's (gradient clipping).
+  double grad_square_sum();
   void scale_grads(double factor);
-  // After the optimizer: the resident chunks' device copies follow the host.
+  // After the optimizer: with ZeRO-1 every rank's updated parts are
+  // gathered; the resident chunks' device copies follow the host.
   void refresh();
   // After the model's parameters were written (a checkpoint loaded): the
   // host copies take the resident chunks' values.
@@ -76,12 +86,17 @@ class ChunkManager {
   void make_resident(size_t chunk);
   void evict(size_t chunk);
   void on_gradient(size_t chunk);
+  bool sharded() const { return shard_ && replicas_.size() > 1; }
+  // This rank's part of chunk `c` (all of it unsharded).
+  at::Tensor mine(const at::Tensor& flat) const;
 
   std::vector<std::unique_ptr<Chunk>> chunks_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::map<int64_t, size_t> chunk_of_layer_;
   std::vector<NamedParameter> host_params_;
   at::Device device_;
+  Communicator& replicas_;
+  bool shard_;
   int64_t device_bytes_ = 0, budget_bytes_ = 0, clock_ = 0;
   std::vector<int64_t> fetches_;
   GradientHooks hooks_;

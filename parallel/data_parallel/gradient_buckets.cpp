@@ -67,11 +67,8 @@ std::vector<ParamSegment> GradientBuckets::segments() const {
   std::vector<ParamSegment> out;
   for (const auto& b : buckets_) {
     const int64_t lo = replicas_.rank() * b->shard, hi = lo + b->shard;
-    for (size_t k = 0; k < b->members.size(); ++k) {
-      const auto& p = params_[b->members[k]];
-      const int64_t start = std::max(lo, b->offsets[k]), end = std::min(hi, b->offsets[k] + p.tensor.numel());
-      if (start < end) out.push_back({p.name, p.tensor, start - b->offsets[k], end - b->offsets[k]});
-    }
+    for (size_t k = 0; k < b->members.size(); ++k)
+      if (auto s = segment_within(params_[b->members[k]], b->offsets[k], lo, hi)) out.push_back(*s);
   }
   return out;
 }

@@ -240,7 +240,8 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
       const int64_t held = std::min(chunks, memory.n_persist) + (chunks > memory.n_persist ? memory.n_buffer : 0);
       resident = std::min(st.layers, held * per_chunk);
-      st.host = st.layers * per_layer * (4 + 4 + 8);
+      // fp32 weights and gradients whole; the moments split by ZeRO-1.
+      st.host = st.layers * per_layer * (4 + 4) + st.layers * per_layer * 8 / (config.parallel.zero == 1 ? replicas : 1);
       st.chunks = resident * per_layer * (4 + 4);
     }
     const int64_t others = st.parameters - st.layers * per_layer;

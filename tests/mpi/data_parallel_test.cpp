@@ -104,10 +104,11 @@ TEST_P(DataParallelJob, TrainingEqualsOneProcess) {
   expect_same_weights(dir + "/dp/checkpoints/step_00000003", alone.run_dir + "/checkpoints/step_00000003");
 }
 
-// The layers' state in host chunks (their gradients all-reduced by the
-// chunk manager), set by hand and by the memory planner (whose stage-wide
-// mean profile must lead every rank to the same plan): one process's losses
-// and weights.
+// The layers' state in host chunks (their gradients all-reduced, or with
+// ZeRO-1 reduce-scattered and each rank's update gathered), set by hand and
+// by the memory planner (whose stage-wide mean profile must lead every rank
+// to the same plan): one process's losses and weights; one process resumes
+// the job's sharded checkpoint.
 TEST_P(DataParallelJob, OffloadedChunksEqualOneProcess) {
   const std::string dir = testing::shared_scratch_dir(*world, "dp_test", "chunks_zero" + std::to_string(GetParam()));
   Config alone = run(dir + "/alone" + std::to_string(r), 3, 1);
@@ -121,9 +122,31 @@ TEST_P(DataParallelJob, OffloadedChunksEqualOneProcess) {
     c.memory.n_persist = 1;
     c.memory.plan = plan;
     c.memory.device_budget_gb = plan == "auto" ? 1 : 0;
-    expect_close(train(c), serial, 1e-5);
+    c.checkpoint.interval = 2;
+    const auto losses = train(c);
+    expect_close(losses, serial, 1e-5);
     expect_same_weights(c.run_dir + "/checkpoints/step_00000003", alone.run_dir + "/checkpoints/step_00000003");
+    Config resumed = alone;
+    resumed.run_dir += "_resumed_" + plan;
+    resumed.checkpoint.resume = c.run_dir + "/checkpoints/step_00000002";
+    expect_close(Trainer(resumed).run().losses, {{3, losses.at(3)}}, 1e-5);
   }
+}
+
+// With ZeRO-1 each rank's optimizer holds its 1/P of every chunk (up to the
+// padding that makes the chunks split evenly).
+TEST_P(DataParallelJob, ShardedChunksSplitTheOptimizer) {
+  Config c = run("", 1, P);
+  c.memory.offload_model = true;
+  c.memory.checkpoint = "full";
+  c.memory.chunk_mb = 0.01;
+  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+  Trainer trainer(c, &mesh);
+  int64_t mine = 0, all = 0;
+  for (const auto& s : trainer.chunks()->segments()) mine += s.size();
+  for (const auto& p : trainer.chunks()->host_parameters()) all += p.tensor.numel();
+  const int64_t parts = GetParam() == 1 ? P : 1;
+  EXPECT_NEAR(static_cast<double>(mine), static_cast<double>(all) / parts, trainer.chunks()->chunk_count());
 }
 
 TEST_P(DataParallelJob, ResumesOnTheSameAndOnAnotherDpDegree) {
