@@ -56,16 +56,19 @@ std::pair<int64_t, int64_t> kept_per_token(const LayerActivations& a, const Memo
   return {all - mlp_inner, mlp_inner};  // mlp
 }
 
-// Micro-batches per step on one dp rank.
+// Micro-batches per step on one dp rank, at data.seq_len (the length the
+// plan describes; a curriculum's shorter stages have more of them).
 int64_t micro_batches(const Config& config, const Degrees& d) {
-  return config.sequences_per_step(0) / d.dp / config.train.micro_batch_size;
+  return config.train.global_batch_tokens / config.data.seq_len / d.dp / config.train.micro_batch_size;
 }
 
-// The logits and their gradient (vocab split by tp) of one loss tile, fp32.
+// The loss's working set for one loss tile, fp32, vocab split by tp: the
+// logits, their log-softmax and both gradients (as measured by the
+// profiler at the loss's peak).
 int64_t logits_bytes(const Config& config, const Degrees& d, int64_t tokens) {
   const auto& m = config.model;
   const int64_t tiles = tile_count(config.memory.loss_tiles, config.data.seq_len / (d.ulysses * d.ring), m.hidden_size);
-  return 2 * tokens / tiles * m.vocab_size / d.tp * 4;
+  return 4 * tokens / tiles * m.vocab_size / d.tp * 4;
 }
 
 // Whole layers of `layer_parameters` fp32 parameters per chunk_mb chunk.
@@ -141,9 +144,7 @@ std::string describe_model_split(const Config& config, const Degrees& d) {
   return out.str();
 }
 
-// What memory.plan: auto would choose on each stage, from a profile
-// estimated without running: layer times from their FLOPs at an assumed
-// rate, bytes from layer_activations, the state from the stage plan.
+// What memory.plan: auto would choose on each stage (estimated_profile).
 struct AssumedMachine {
   double flops, link;
   const char* text;
@@ -154,7 +155,7 @@ AssumedMachine assumed_machine(const Config& config) {
   return {100e9, 10e9, "100 GFLOP/s and a 10 GB/s copy rate"};
 }
 
-Profile estimated_profile(const Config& config, const Degrees& d, const StagePlan& st, int stage) {
+Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& st, int stage) {
   const auto& m = config.model;
   const auto machine = assumed_machine(config);
   const int64_t bytes = config.train.device == "cuda" ? 2 : 4;
@@ -164,13 +165,16 @@ Profile estimated_profile(const Config& config, const Degrees& d, const StagePla
   const int64_t out = a.input * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
   const double forward = tokens * (2.0 * layer_parameters(m, d.tp) + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
+  // Backward of a layer begins with the outputs before it and the incoming
+  // gradient; on top come its recomputation and the MLP's gradients of gate
+  // and up (one tile of them), the largest in its backward.
+  const int64_t mlp_tiles = tile_count(config.memory.mlp_tiles, seq / (d.ulysses * d.ring), m.hidden_size);
+  const int64_t mlp_gradients = 2 * tokens / mlp_tiles * (m.intermediate_size / d.tp) * bytes;
   Profile p;
-  p.base = out;
+  p.base = out + 2 * tokens * m.resolved_head_dim() * bytes;  // the embeddings and RoPE's cos and sin
   for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
     const int64_t i = l - st.first_layer;
-    // Backward begins with the outputs so far and the incoming gradient;
-    // the recomputation and its gradients come on top.
-    p.blocks.push_back({l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 2) * out, 2 * kept});
+    p.blocks.push_back({l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 1) * out, kept + mlp_gradients});
   }
   p.head_peak = p.base + st.layers * out + (st.head ? logits_bytes(config, d, tokens) : 0);
   p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro_batches(config, d)));
@@ -194,7 +198,7 @@ std::string describe_auto_plan(const Config& config, const Degrees& d, const std
       << "manual settings of the table; assuming " << assumed_machine(config).text
       << ", optimizer excluded; training profiles its own):\n";
   for (size_t s = 0; s < stages.size(); ++s) {
-    const Profile profile = estimated_profile(config, d, stages[s], static_cast<int>(s));
+    const Profile profile = stage_profile(config, d, stages[s], static_cast<int>(s));
     out << "  stage " << s << ": ";
     try {
       out << describe(choose_plan(profile, budget), static_cast<int64_t>(profile.chunks.size())) << "\n";
@@ -262,6 +266,10 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     st.activations = (std::max<int64_t>(1, in_flight) * kept + recompute) * tokens * activation_bytes + logits;
   }
   return stages;
+}
+
+Profile estimated_profile(const Config& config, const Degrees& degrees, int stage) {
+  return stage_profile(config, degrees, plan_stages(config, degrees)[stage], stage);
 }
 
 std::string describe_plan(const Config& config, int world, int ranks_per_node) {

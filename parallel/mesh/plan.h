@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/config/config.h"
+#include "offload/profiler/profile.h"
 #include "parallel/mesh/layout.h"
 
 namespace lt {
@@ -26,6 +27,11 @@ struct StagePlan {
 // Per pipeline stage: its layers (split_stages: balanced by cost, the
 // embedding and the head counted), parameters and memory of one rank.
 std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees);
+
+// What memory.plan: auto would profile on `stage`, estimated without
+// running: layer times from their FLOPs at an assumed rate, bytes from the
+// activation model.
+Profile estimated_profile(const Config& config, const Degrees& degrees, int stage);
 
 // The full report `longtrain plan` prints.
 std::string describe_plan(const Config& config, int world, int ranks_per_node);

@@ -9,6 +9,7 @@
 #include "core/util/error.h"
 #include "offload/chunks/chunk_manager.h"
 #include "offload/profiler/planner.h"
+#include "parallel/mesh/plan.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -161,6 +162,11 @@ TEST(Planner, ProfiledPlanPredictsTheTrackedPeakAndTrainsAsThePlainRun) {
   ASSERT_TRUE(roomy.memory_plan().has_value());
   EXPECT_EQ(count(*roomy.memory_plan(), BlockMode::keep), 4);
   expect_prediction_holds(roomy);
+
+  // `longtrain plan`'s estimate, made without running, agrees.
+  const MemoryPlan estimated = choose_plan(estimated_profile(planned("", 1.0), Degrees{}, 0), 1 << 30);
+  EXPECT_EQ(estimated.modes, roomy.memory_plan()->modes);
+  EXPECT_LT(std::abs(estimated.activations - roomy.memory_plan()->activations), 0.1 * estimated.activations);
 
   // Room for about three quarters of everything kept.
   const double everything = static_cast<double>(roomy.memory_plan()->peak());
