@@ -13,7 +13,8 @@
 #    (p-1)/(m+p-1), and the bytes tensor parallelism sends against theory;
 #  mem: the longest sequence (up to 32K: longer steps take many minutes on
 #    CPU) one process trains within 512 MiB of working memory, with no
-#    memory feature and with all, and each feature's time.
+#    memory feature and with all, and each feature's time (and the chunked
+#    model state's).
 # Writes tests/bench/results/*.json and prints the README tables.
 #   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem]
 set -euo pipefail
@@ -63,8 +64,8 @@ if [ "$which" = all ] || [ "$which" = mem ]; then
         [ $seq -le 32768 ] || break
       done
     done
-    for features in none checkpoint tiled_mlp tiled_loss all; do
-      build/lt_bench_mem 2048 $features | python3 -c "import json,sys; r=json.load(sys.stdin); r['mode']='cost'; print(json.dumps(r))"
+    for features in none checkpoint tiled_mlp tiled_loss all offload; do
+      build/lt_bench_mem 2048 $features 3 | python3 -c "import json,sys; r=json.load(sys.stdin); r['mode']='cost'; print(json.dumps(r))"
     done
   } | python3 tests/bench/report.py --memory --command "scripts/bench.sh $steps mem" \
       --out tests/bench/results/activation_memory.json

@@ -1,16 +1,20 @@
 // Activation memory of one training step (forward and backward) in a fresh
 // process, so that no memory freed by an earlier run is reused unseen: the
 // working memory of a step (peak resident minus resident before it, after a
-// short warm-up that sets up the libraries) and the time of the next, for
-// one sequence length and one set of memory features. A 4-layer Llama with
+// short warm-up that sets up the libraries) and the best time of the next
+// REPEATS (default 1; single steps on a busy machine vary by 10-20%), for
+// one sequence length and one set of memory features ("offload": checkpoint
+// with the layers' state in host chunks, none persistent, two buffers: on
+// CPU the cost of the chunk manager's copies). A 4-layer Llama with
 // hidden 256 and a 32K vocabulary (the logits weigh most, as in real models
 // at long context). scripts/bench.sh searches the longest sequence under a
 // cap with none and with all features, and the step time of each feature
 // at a length where all fit.
 //
-// usage: lt_bench_mem SEQ none|checkpoint|tiled_mlp|tiled_loss|all
+// usage: lt_bench_mem SEQ none|checkpoint|tiled_mlp|tiled_loss|all|offload [REPEATS]
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,7 +34,14 @@ MemoryConfig features(const std::string& name) {
   if (name == "tiled_mlp") return {"none", 1, "auto", "1"};
   if (name == "tiled_loss") return {"none", 1, "1", "auto"};
   if (name == "all") return {"full", 1, "auto", "auto"};
-  fail("features must be none, checkpoint, tiled_mlp, tiled_loss or all, not '" + name + "'");
+  if (name == "offload") {
+    MemoryConfig m{"full", 1, "1", "1"};
+    m.offload_model = true;
+    m.chunk_mb = 1;  // below a layer's 4 MiB: a chunk per layer
+    m.n_persist = 0;
+    return m;
+  }
+  fail("features must be none, checkpoint, tiled_mlp, tiled_loss, all or offload, not '" + name + "'");
 }
 
 Config bench_config(int64_t seq, const MemoryConfig& memory) {
@@ -51,7 +62,7 @@ Batch random_batch(int64_t seq) {
           at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
 }
 
-void step(int64_t seq, const std::string& name) {
+void step(int64_t seq, const std::string& name, int repeats) {
   Trainer trainer(bench_config(seq, features(name)));
   const Batch batch = random_batch(seq);
   trainer.compute_gradients(random_batch(64), 1);  // the libraries' one-time set-up, on a short sequence
@@ -59,9 +70,12 @@ void step(int64_t seq, const std::string& name) {
   const double before = static_cast<double>(peak_memory_bytes(at::kCPU));
   trainer.compute_gradients(batch, 1);
   const double memory = static_cast<double>(peak_memory_bytes(at::kCPU)) - before;
-  const auto start = std::chrono::steady_clock::now();
-  trainer.compute_gradients(batch, 2);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    trainer.compute_gradients(batch, 2 + i);
+    seconds = std::min(seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
   nlohmann::ordered_json out = {{"features", name}, {"seq", seq}, {"step_memory_bytes", memory}, {"step_s", seconds}};
   std::printf("%s\n", out.dump().c_str());
 }
@@ -73,8 +87,9 @@ int main(int argc, char** argv) {
   lt::MpiSession mpi(&argc, &argv);
   at::set_num_threads(static_cast<int>(lt::default_threads(0)));
   try {
-    if (argc != 3) lt::fail("usage: lt_bench_mem SEQ none|checkpoint|tiled_mlp|tiled_loss|all");
-    lt::step(std::atoll(argv[1]), argv[2]);
+    if (argc != 3 && argc != 4)
+      lt::fail("usage: lt_bench_mem SEQ none|checkpoint|tiled_mlp|tiled_loss|all|offload [REPEATS]");
+    lt::step(std::atoll(argv[1]), argv[2], argc == 4 ? std::max(1, std::atoi(argv[3])) : 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lt_bench_mem: %s\n", e.what());
     return 1;
