@@ -117,6 +117,7 @@ struct MemoryConfig {
   double chunk_mb = 32;             // chunk size (whole layers, in execution order)
   int64_t n_persist = 0;            // chunks kept on the device
   int64_t n_buffer = 2;             // device buffers the other chunks take turns in
+  bool overlap_update = true;       // each chunk's host AdamW runs as soon as backward is done with it
   double device_budget_gb = 0;      // device memory per rank; 0: no limit (manual: the chunks' share)
   // manual: the settings above; auto: a profile of the first step chooses
   // checkpoint/swap/keep per layer, n_persist and n_buffer under the budget.

@@ -140,6 +140,7 @@ void visit(V& v, MemoryConfig& m) {
   v.field("chunk_mb", m.chunk_mb, in_range<double>(0.001, 1 << 20));
   v.field("n_persist", m.n_persist, in_range<int64_t>(0, 1 << 20));
   v.field("n_buffer", m.n_buffer, in_range<int64_t>(1, 1 << 10));
+  v.field("overlap_update", m.overlap_update);
   v.field("device_budget_gb", m.device_budget_gb, in_range<double>(0, 1 << 20));
   v.field("plan", m.plan, one_of({"manual", "auto"}));
 }

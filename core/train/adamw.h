@@ -1,11 +1,13 @@
-// AdamW with decoupled weight decay (Loshchilov & Hutter), the same update as
-// torch.optim.AdamW. Norms and biases get no weight decay. It updates
+// AdamW with decoupled weight decay (Loshchilov & Hutter): the update, and
+// the fused kernel, of torch.optim.AdamW(fused=True). Norms and biases get
+// no weight decay. It updates
 // segments of parameters: whole parameters on one rank, and with ZeRO-1 the
 // slices of the flattened parameters this rank owns. The state is plain
 // tensors per segment, so checkpoints can reshard it.
 #pragma once
 #include <ATen/ATen.h>
 
+#include <array>
 #include <functional>
 #include <optional>
 #include <string>
@@ -49,7 +51,19 @@ class AdamW {
   AdamW(std::vector<ParamSegment> segments, AdamWOptions options);
   AdamW(const std::vector<NamedParameter>& params, AdamWOptions options) : AdamW(whole(params), options) {}
 
-  void step(double lr);
+  void step(double lr) {
+    begin_step();
+    update(0, size(), lr);
+  }
+  // A step in parts (the chunks' update overlapped with backward):
+  // begin_step() once, then update() over every slot exactly once.
+  void begin_step() { ++steps_; }
+  void update(size_t first, size_t last, double lr);
+  size_t size() const { return slots_.size(); }
+  // Slots [first, last)'s values and moments copied into `into` (allocated
+  // on first use), and back: an update undone exactly.
+  void save(size_t first, size_t last, std::vector<at::Tensor>& into) const;
+  void restore(size_t first, size_t last, const std::vector<at::Tensor>& from);
   void zero_grad();
   int64_t steps() const { return steps_; }
 
@@ -70,6 +84,8 @@ class AdamW {
     bool decay;
     at::Tensor exp_avg, exp_avg_sq;  // 1-D, the segment's size
   };
+  // What an update changes: the values and both moments.
+  static std::array<at::Tensor, 3> changed(const Slot& s) { return {s.segment.values(), s.exp_avg, s.exp_avg_sq}; }
   std::vector<Slot> slots_;
   AdamWOptions options_;
   int64_t steps_ = 0;

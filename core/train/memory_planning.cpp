@@ -98,7 +98,10 @@ void Trainer::plan_memory() {
   }
   const double device_rate = measure_adamw(device_);
   const double host_rate = device_.is_cuda() ? measure_adamw(at::Device(at::kCPU)) : device_rate;
-  profile.optimizer_s = device_rate * static_cast<double>(device_elements) + host_rate * static_cast<double>(host_elements);
+  profile.optimizer_s = device_rate * static_cast<double>(device_elements);
+  profile.host_optimizer_s = host_rate * static_cast<double>(host_elements);
+  // On a CPU build the update would share backward's cores.
+  profile.overlap_host_optimizer = device_.is_cuda() && config_.memory.overlap_update;
   profile.link_bytes_per_s = measure_link(device_, 64 << 20);
   profile.overlap_swaps = device_.is_cuda();
   profile.swap_frees_device = device_.is_cuda();

@@ -77,6 +77,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
   pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp), at::TensorOptions().device(device_).dtype(at::kFloat));
   const auto& t = config_.train;
   optimizer_ = std::make_unique<AdamW>(segments, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  if (chunks_ && config_.memory.overlap_update)
+    overlap_ = std::make_unique<OverlappedUpdate>(*chunks_, *optimizer_, t.grad_clip > 0);
 }
 
 std::optional<std::string> Trainer::resume_point() const {
@@ -125,7 +127,7 @@ double Trainer::clip_gradients() {
   mesh_.group(Group::model).all_reduce(squares);
   const double total = std::sqrt(squares.item<double>());
   const double max_norm = config_.train.grad_clip;
-  if (max_norm > 0 && total > max_norm) {
+  if (clips(total)) {
     const double factor = max_norm / (total + 1e-6);
     for (auto& b : buckets_) b->scale_grads(factor);
     if (chunks_) chunks_->scale_grads(factor);
@@ -178,13 +180,15 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
     return out / valid;
   };
   work.before_backward = [&](int m) {
-    if (m + 1 == static_cast<int>(micros.size()))
-      for (auto& b : buckets_) b->arm();
+    if (m + 1 != static_cast<int>(micros.size())) return;
+    for (auto& b : buckets_) b->arm();
+    if (chunks_) chunks_->arm();
   };
   for (auto& b : buckets_) b->zero_grad();
   if (chunks_) chunks_->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
   for (auto& b : buckets_) b->finish();
+  if (overlap_) overlap_->drain();
   if (chunks_) chunks_->reduce();
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
@@ -195,10 +199,16 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
 double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
   reset_device_peak(device_);
   const int64_t before = device_bytes(device_);
+  if (overlap_) overlap_->begin(lr);
   const double loss = compute_gradients(batch, step);
   last_activation_bytes_ = device_peak_bytes(device_) - before;
   grad_norm = clip_gradients();
-  optimizer_->step(lr);
+  if (overlap_) {
+    overlap_->end(clips(grad_norm));
+    optimizer_->update(overlap_->slots(), optimizer_->size(), lr);
+  } else {
+    optimizer_->step(lr);
+  }
   for (auto& b : buckets_) b->gather_parameters();
   if (chunks_) chunks_->refresh();
   return loss;

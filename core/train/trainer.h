@@ -15,6 +15,7 @@
 #include "core/config/config.h"
 #include "core/train/evaluate.h"
 #include "core/util/logger.h"
+#include "offload/chunks/overlapped_update.h"
 #include "offload/profiler/planner.h"
 #include "parallel/data_parallel/gradient_buckets.h"
 #include "parallel/mesh/mesh.h"
@@ -49,6 +50,7 @@ class Trainer {
   double compute_gradients(const Batch& batch, int64_t step);
   LlamaForCausalLMImpl& model() { return *model_; }
   ChunkManager* chunks() { return chunks_.get(); }
+  const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
   // memory.plan: auto: the plan chosen before the first step.
   const std::optional<MemoryPlan>& memory_plan() const { return plan_; }
   // Device bytes the last step's forward and backward added at their peak.
@@ -61,6 +63,7 @@ class Trainer {
   // stage sent): its hidden states, or on the last stage the summed loss.
   at::Tensor stage_forward(const Batch& micro, const at::Tensor& input);
   double clip_gradients();
+  bool clips(double grad_norm) const { return config_.train.grad_clip > 0 && grad_norm > config_.train.grad_clip; }
   CheckpointStore::Part checkpoint_part();
   std::optional<std::string> resume_point() const;
   TrainState restore(const std::string& path);
@@ -89,6 +92,7 @@ class Trainer {
   int64_t last_activation_bytes_ = 0;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<OverlappedUpdate> overlap_;  // memory.overlap_update (with offload_model)
   std::unique_ptr<Logger> logger_;
   CheckpointStore checkpoints_;
   double peak_flops_ = 0;

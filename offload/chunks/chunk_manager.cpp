@@ -28,6 +28,12 @@ struct ChunkManager::Chunk {
   bool persistent = false;
   size_t pending = 0;              // gradients still to come from a running backward
   int64_t last_used = 0;
+  // The step's gradient reduction: in flight (with ZeRO-1 into `reduced`),
+  // then settled with this rank's sum of squares.
+  Work reduction;
+  at::Tensor reduced;
+  bool reducing = false, settled = false;
+  double square_sum = 0;
 };
 
 struct ChunkManager::Slot {
@@ -79,6 +85,11 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
       hooks_.add(p, [this, i] { on_gradient(i); });
     }
     evict(i);
+  }
+  for (size_t i = 0, first = 0; i < chunks_.size(); ++i) {
+    const size_t count = chunk_segments(i).size();
+    segment_range_.push_back({first, first + count});
+    first += count;
   }
   budget_bytes_ = options.budget_bytes;
   configure(options.persist, options.buffers);
@@ -196,10 +207,16 @@ void ChunkManager::on_gradient(size_t index) {
   at::NoGradGuard no_grad;
   c.grads.add_(slot.grads.narrow(0, 0, c.numel).to(at::kCPU));
   slot.grads.narrow(0, 0, c.numel).zero_();
+  if (!armed_) return;
+  start_reduction(index);
+  if (on_complete_) on_complete_(index);
 }
 
 void ChunkManager::zero_grad() {
-  for (auto& c : chunks_) c->grads.zero_();
+  for (auto& c : chunks_) {
+    c->grads.zero_();
+    c->reducing = c->settled = false;
+  }
 }
 
 at::Tensor ChunkManager::mine(const at::Tensor& flat) const {
@@ -208,32 +225,61 @@ at::Tensor ChunkManager::mine(const at::Tensor& flat) const {
   return flat.narrow(0, replicas_.rank() * shard, shard);
 }
 
-std::vector<ParamSegment> ChunkManager::segments() const {
-  if (!sharded()) return whole(host_params_);
-  std::vector<ParamSegment> out;
+std::vector<ParamSegment> ChunkManager::chunk_segments(size_t index) const {
   size_t named = 0;
-  for (const auto& c : chunks_) {
-    const int64_t shard = c->padded_values.numel() / replicas_.size(), lo = replicas_.rank() * shard;
-    for (size_t k = 0; k < c->params.size(); ++k)
-      if (auto s = segment_within(host_params_[named++], c->offsets[k], lo, lo + shard)) out.push_back(*s);
-  }
+  for (size_t i = 0; i < index; ++i) named += chunks_[i]->params.size();
+  const auto& c = *chunks_[index];
+  const int64_t shard = c.padded_values.numel() / replicas_.size();
+  const int64_t lo = sharded() ? replicas_.rank() * shard : 0, hi = sharded() ? lo + shard : c.numel;
+  std::vector<ParamSegment> out;
+  for (size_t k = 0; k < c.params.size(); ++k)
+    if (auto s = segment_within(host_params_[named + k], c.offsets[k], lo, hi)) out.push_back(*s);
   return out;
 }
 
-void ChunkManager::reduce() {
+std::vector<ParamSegment> ChunkManager::segments() const {
+  std::vector<ParamSegment> out;
+  for (size_t i = 0; i < chunks_.size(); ++i)
+    for (auto& s : chunk_segments(i)) out.push_back(std::move(s));
+  return out;
+}
+
+void ChunkManager::arm() { armed_ = true; }
+
+void ChunkManager::start_reduction(size_t index) {
+  auto& c = *chunks_[index];
+  c.reducing = true;
   if (replicas_.size() == 1) return;
-  for (auto& c : chunks_) {
-    if (!sharded()) {
-      replicas_.all_reduce(c->padded_grads);
-      continue;
-    }
-    mine(c->padded_grads).copy_(replicas_.reduce_scatter(c->padded_grads));
+  if (!sharded()) {
+    c.reduction = replicas_.all_reduce_async(c.padded_grads);
+    return;
   }
+  c.reduced = at::empty({c.padded_grads.numel() / replicas_.size()}, c.padded_grads.options());
+  c.reduction = replicas_.reduce_scatter_async(c.padded_grads, c.reduced);
+}
+
+void ChunkManager::settle(size_t index) {
+  auto& c = *chunks_[index];
+  if (c.settled) return;
+  if (!c.reducing) start_reduction(index);
+  c.reduction.wait();
+  if (c.reduced.defined()) {
+    mine(c.padded_grads).copy_(c.reduced);
+    c.reduced = at::Tensor();
+  }
+  c.square_sum = mine(c.padded_grads).to(at::kDouble).pow(2).sum().item<double>();
+  c.settled = true;
+}
+
+void ChunkManager::reduce() {
+  for (size_t i = 0; i < chunks_.size(); ++i) settle(i);
+  armed_ = false;
 }
 
 double ChunkManager::grad_square_sum() {
-  auto total = at::zeros({1}, at::kDouble);
-  for (const auto& c : chunks_) total += mine(c->padded_grads).to(at::kDouble).pow(2).sum();
+  double sum = 0;
+  for (const auto& c : chunks_) sum += c->square_sum;
+  auto total = at::full({1}, sum, at::kDouble);
   if (sharded()) replicas_.all_reduce(total);
   return total.item<double>();
 }

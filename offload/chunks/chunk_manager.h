@@ -14,6 +14,7 @@
 // budget is enforced (and measured) on any build; on the host the "device"
 // buffers are ordinary memory and the copies are real.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -53,11 +54,21 @@ class ChunkManager {
   // The host copies with their host gradients.
   const std::vector<NamedParameter>& host_parameters() const { return host_params_; }
   // What this rank's optimizer updates: the host copies whole, or with
-  // ZeRO-1 this rank's 1/R of every chunk.
+  // ZeRO-1 this rank's 1/R of every chunk; in chunk order.
   std::vector<ParamSegment> segments() const;
+  // Chunk `c`'s segments: elements [first, last) of segments().
+  std::pair<size_t, size_t> segments_of(size_t chunk) const { return segment_range_.at(chunk); }
   void zero_grad();
-  // Sums the host gradients over the replicas (with ZeRO-1 only this rank's
-  // part of each chunk: a reduce-scatter).
+  // The coming backward is the step's last: as each chunk's gradients are
+  // complete, their sum over the replicas starts (with ZeRO-1 only this
+  // rank's part of each chunk: a reduce-scatter) and `on_complete` hears
+  // of the chunk (from the thread running backward).
+  void arm();
+  void set_on_complete(std::function<void(size_t chunk)> callback) { on_complete_ = std::move(callback); }
+  // Waits for chunk `c`'s reduction (starting it if backward did not) and
+  // sums the squares of this rank's part of its gradients.
+  void settle(size_t chunk);
+  // Settles every chunk not yet settled.
   void reduce();
   // Sum of squared host gradients over the whole model's chunks, and
   // scaling this rank's (gradient clipping).
@@ -86,7 +97,9 @@ class ChunkManager {
   void make_resident(size_t chunk);
   void evict(size_t chunk);
   void on_gradient(size_t chunk);
+  void start_reduction(size_t chunk);
   bool sharded() const { return shard_ && replicas_.size() > 1; }
+  std::vector<ParamSegment> chunk_segments(size_t chunk) const;
   // This rank's part of chunk `c` (all of it unsharded).
   at::Tensor mine(const at::Tensor& flat) const;
 
@@ -94,6 +107,9 @@ class ChunkManager {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::map<int64_t, size_t> chunk_of_layer_;
   std::vector<NamedParameter> host_params_;
+  std::vector<std::pair<size_t, size_t>> segment_range_;
+  std::function<void(size_t)> on_complete_;
+  bool armed_ = false;
   at::Device device_;
   Communicator& replicas_;
   bool shard_;

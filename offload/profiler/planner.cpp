@@ -46,13 +46,14 @@ double exposed(const Profile& p, double bytes, double compute, bool overlapped) 
 }
 
 double step_seconds(const Profile& p, const LayerModes& modes, int64_t n_persist, int64_t n_buffer) {
-  double micro = p.other_s;
+  double micro = p.other_s, backward = 0;
   std::vector<double> chunk_compute(p.chunks.size(), 0.0);
   for (size_t i = 0; i < p.blocks.size(); ++i) {
     const auto& b = p.blocks[i];
     const BlockMode mode = modes.at(b.layer);
     const double compute = b.recompute_s + b.backward_s + (mode == BlockMode::keep ? 0 : b.forward_s);
     micro += compute;
+    backward += b.backward_s + (mode == BlockMode::keep ? 0 : b.recompute_s);
     if (mode == BlockMode::swap) micro += exposed(p, 2.0 * b.input, b.forward_s + b.recompute_s, p.overlap_swaps);
     if (!p.chunks.empty()) chunk_compute[p.chunk_of_block[i]] += compute;
   }
@@ -61,7 +62,9 @@ double step_seconds(const Profile& p, const LayerModes& modes, int64_t n_persist
   // next chunk's copy runs while this one computes.
   for (size_t c = static_cast<size_t>(n_persist); c < p.chunks.size(); ++c)
     micro += exposed(p, 3.0 * p.chunks[c], chunk_compute[c], p.overlap_chunk_copies && n_buffer >= 2);
-  return p.micro_batches * micro + p.optimizer_s;
+  // The chunks' host update hides behind the last micro-batch's backward.
+  const double host = p.overlap_host_optimizer ? std::max(0.0, p.host_optimizer_s - backward) : p.host_optimizer_s;
+  return p.micro_batches * micro + p.optimizer_s + host;
 }
 
 BlockMode leanest(const Profile& p) { return p.swap_frees_device ? BlockMode::swap : BlockMode::checkpoint; }

@@ -33,7 +33,9 @@ struct Profile {
   int64_t state = 0;                    // device bytes of the weights, gradients and optimizer state outside chunks
   std::vector<int64_t> chunks;          // bytes of each chunk's weights (memory.offload_model; else empty)
   std::vector<int64_t> chunk_of_block;  // per block, its chunk
-  double optimizer_s = 0;               // one AdamW step over all of this rank's parameters
+  double optimizer_s = 0;               // one AdamW step over the parameters outside chunks
+  double host_optimizer_s = 0;          // and over this rank's part of the chunks, on the host
+  bool overlap_host_optimizer = false;  // the chunks' update runs beside the last backward (on its own cores)
   double link_bytes_per_s = 0;          // host <-> device copies
   bool overlap_swaps = false;           // activation copies run beside compute (CUDA side stream)
   bool overlap_chunk_copies = false;    // chunk copies run beside compute (not yet: they share its stream)

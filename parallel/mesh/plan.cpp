@@ -244,8 +244,11 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
       const int64_t held = std::min(chunks, memory.n_persist) + (chunks > memory.n_persist ? memory.n_buffer : 0);
       resident = std::min(st.layers, held * per_chunk);
-      // fp32 weights and gradients whole; the moments split by ZeRO-1.
-      st.host = st.layers * per_layer * (4 + 4) + st.layers * per_layer * 8 / (config.parallel.zero == 1 ? replicas : 1);
+      // fp32 weights and gradients whole; the moments split by ZeRO-1, and
+      // so the copies an overlapped update keeps in case clipping undoes it.
+      const int64_t undo = memory.overlap_update && config.train.grad_clip > 0 ? 12 : 0;
+      st.host = st.layers * per_layer * (4 + 4) +
+                st.layers * per_layer * (8 + undo) / (config.parallel.zero == 1 ? replicas : 1);
       st.chunks = resident * per_layer * (4 + 4);
     }
     const int64_t others = st.parameters - st.layers * per_layer;

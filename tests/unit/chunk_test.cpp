@@ -110,5 +110,42 @@ TEST(Chunks, TrainingAndResumeEqualThePlainRun) {
   EXPECT_EQ(resumed.at(3), losses.at(3));
 }
 
+// The host AdamW of each chunk runs during backward, as soon as backward is
+// done with the chunk; clipping is exact although the norm is known only
+// afterwards (clipped steps redo the update). With clipping off, never
+// triggered and on every step: the plain run's losses and weights, and the
+// same as the update after backward.
+TEST(Chunks, UpdateOverlappedWithBackwardEqualsThePlainRun) {
+  const std::string dir = testing::scratch_dir("chunk_test", "overlap");
+  for (double clip : {0.0, 1e3, 1e-3}) {
+    Config plain = chunk_config(dir + "/plain" + std::to_string(clip));
+    plain.train.grad_clip = clip;
+    Trainer reference(plain);
+    const auto expected = reference.run().losses;
+    auto want = reference.model().named_parameters();
+    for (bool overlap : {true, false}) {
+      Config chunked = offloaded(plain, 1, 2);
+      chunked.memory.overlap_update = overlap;
+      chunked.run_dir += overlap ? "_overlap" : "_after";
+      Trainer trainer(chunked);
+      const auto losses = trainer.run().losses;
+      for (const auto& [step, loss] : losses)
+        EXPECT_NEAR(loss, expected.at(step), 1e-6 * loss) << "clip " << clip << " step " << step;
+      for (const auto& p : trainer.chunks()->host_parameters())
+        EXPECT_LT(relative_error(p.tensor, want[p.name]), 1e-6) << "clip " << clip << " " << p.name;
+    }
+  }
+}
+
+// The chunks reach the worker as backward completes them, last layer first.
+TEST(Chunks, BackwardHandsEachChunkToTheUpdateAsItCompletes) {
+  Config c = offloaded(chunk_config(testing::scratch_dir("chunk_test", "handover")), 1, 2);
+  c.train.steps = 1;
+  Trainer trainer(c);
+  trainer.run();
+  ASSERT_NE(trainer.overlapped_update(), nullptr);
+  EXPECT_EQ(trainer.overlapped_update()->handed_over(), (std::vector<size_t>{3, 2, 1, 0}));
+}
+
 }  // namespace
 }  // namespace lt

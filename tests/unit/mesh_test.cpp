@@ -178,8 +178,12 @@ TEST(Plan, ModelStateOffloadLeavesTheResidentChunks) {
   const int64_t layer = (plain.parameters - others) / 8;
   EXPECT_EQ(offloaded.gradients, (others + 3 * layer) * 4);  // 1 persistent + 2 buffers of one layer
   EXPECT_EQ(offloaded.optimizer, others * 8);
-  EXPECT_EQ(offloaded.host, 8 * layer * 16);  // fp32 weights, gradients and two moments
+  // fp32 weights, gradients and two moments, and the copies of the values
+  // and moments that undo an overlapped update when clipping scales it.
+  EXPECT_EQ(offloaded.host, 8 * layer * (16 + 12));
   EXPECT_EQ(plain.host, 0);
+  c.memory.overlap_update = false;
+  EXPECT_EQ(plan_stages(c, d)[0].host, 8 * layer * 16);
 }
 
 TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {

@@ -129,6 +129,22 @@ TEST(Planner, SecondBufferHidesOverlappedChunkCopies) {
   EXPECT_DOUBLE_EQ(plan.step_s, 8 * 4.0);
 }
 
+// The chunks' host update, overlapped, costs only what outlasts the last
+// backward (8 x 2 s with every layer kept, 8 x 3 s with recomputation).
+TEST(Planner, OverlappedHostUpdateHidesBehindBackward) {
+  Profile p = eight_layers();
+  p.optimizer_s = 1;
+  p.host_optimizer_s = 30;
+  EXPECT_DOUBLE_EQ(choose_plan(p, 260 * kMiB).step_s, 8 * 3.0 + 1 + 30);
+  p.overlap_host_optimizer = true;
+  EXPECT_DOUBLE_EQ(choose_plan(p, 260 * kMiB).step_s, 8 * 3.0 + 1 + (30 - 8 * 2.0));
+  LayerModes recomputed;
+  for (const auto& b : p.blocks) recomputed[b.layer] = BlockMode::checkpoint;
+  EXPECT_DOUBLE_EQ(predict(p, recomputed, 0, 0).step_s, 8 * 4.0 + 1 + (30 - 8 * 3.0));
+  p.host_optimizer_s = 10;
+  EXPECT_DOUBLE_EQ(choose_plan(p, 260 * kMiB).step_s, 8 * 3.0 + 1);
+}
+
 // The tiny model at 512 tokens: what keeping everything takes decides a
 // budget that forces a mix.
 Config planned(const std::string& dir, double budget_gb) {
