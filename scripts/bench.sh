@@ -14,7 +14,8 @@
 #  mem: the longest sequence (up to 32K: longer steps take many minutes on
 #    CPU) one process trains within 512 MiB of working memory, with no
 #    memory feature and with all, and each feature's time (and the chunked
-#    model state's).
+#    model state's); the host AdamW against separate ATen operations, and a
+#    step with the chunks' update overlapped with backward vs after it.
 # Writes tests/bench/results/*.json and prints the README tables.
 #   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem]
 set -euo pipefail
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp --target lt_bench_mem > /dev/null
+  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -70,6 +71,9 @@ if [ "$which" = all ] || [ "$which" = mem ]; then
   } | python3 tests/bench/report.py --memory --command "scripts/bench.sh $steps mem" \
       --out tests/bench/results/activation_memory.json
   unset MALLOC_MMAP_THRESHOLD_
+  { build/lt_bench_opt adamw $((16 << 20)) 5; build/lt_bench_opt step "$steps"; } |
+    python3 tests/bench/report.py --host-optimizer --command "scripts/bench.sh $steps mem" \
+      --out tests/bench/results/host_optimizer.json
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then
   {

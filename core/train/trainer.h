@@ -48,6 +48,10 @@ class Trainer {
   // its mean loss and leaves in this rank's parameters their gradients,
   // reduced over every rank holding them (with ZeRO-1: this rank's shards).
   double compute_gradients(const Batch& batch, int64_t step);
+  // compute_gradients, clipping and the optimizer's update with learning
+  // rate `lr`: one training step. Returns the loss; `grad_norm` the norm
+  // before clipping.
+  double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
   LlamaForCausalLMImpl& model() { return *model_; }
   ChunkManager* chunks() { return chunks_.get(); }
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
@@ -57,7 +61,6 @@ class Trainer {
   int64_t last_activation_bytes() const { return last_activation_bytes_; }
 
  private:
-  double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
   Batch local_batch(const Batch& batch);
   // This stage's forward of a micro-batch from `input` (what the previous
   // stage sent): its hidden states, or on the last stage the summed loss.

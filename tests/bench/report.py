@@ -5,7 +5,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --sequence-parallel: the lines are lt_bench_sp's (one sequence over N ranks);
 --longest: lt_bench_sp's longest-sequence search;
 --model-parallel: lt_bench_mp's (pipeline bubble, tensor-parallel bytes);
---memory: lt_bench_mem's (longest sequence under a cap, each feature's cost)."""
+--memory: lt_bench_mem's (longest sequence under a cap, each feature's cost);
+--host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update)."""
 import argparse
 import datetime
 import json
@@ -19,7 +20,8 @@ def main():
     p.add_argument("--out", required=True)
     reports = {"attention": attention_report, "data_parallel": data_parallel_report,
                "sequence_parallel": sequence_parallel_report, "longest": longest_report,
-               "model_parallel": model_parallel_report, "memory": memory_report}
+               "model_parallel": model_parallel_report, "memory": memory_report,
+               "host_optimizer": host_optimizer_report}
     for flag in reports:
         p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
@@ -121,6 +123,21 @@ def memory_report(a, runs, cpu):
     table(["features (at 2048 tokens)", "step working memory", "step time", "time vs none"],
           [[r["features"], mib(r["step_memory_bytes"]), f"{r['step_s'] * 1e3:.0f} ms",
             f"{r['step_s'] / base['step_s']:.2f}x"] for r in cost])
+
+
+def host_optimizer_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    for r in (r for r in runs if r["bench"] == "adamw"):
+        table(["AdamW on the host", "elements", "ours (fused)", "separate ATen ops", "speedup"],
+              [["one step", f"{r['elements'] / 2**20:.0f}M", f"{r['fused_s'] * 1e3:.1f} ms", f"{r['ops_s'] * 1e3:.1f} ms",
+                f"{r['speedup']:.2f}x"]])
+    print()
+    for r in (r for r in runs if r["bench"] == "step"):
+        table(["step, layers in host chunks", "update after backward", "overlapped", "overlapped, clipping on",
+               "overlap speedup"],
+              [[f"{r['chunked_parameters'] / 1e6:.0f}M chunked parameters, {r['tokens']} tokens",
+                f"{r['after_backward_s'] * 1e3:.0f} ms", f"{r['overlapped_s'] * 1e3:.0f} ms",
+                f"{r['overlapped_clip_s'] * 1e3:.0f} ms", f"{r['speedup']:.2f}x"]])
 
 
 def model_parallel_report(a, runs, cpu):
