@@ -46,6 +46,15 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
   shard.num_layers = layers.count;
   shard.first_stage = stage == 0;
   shard.last_stage = stage == stages - 1;
+  if (config.model.moe.enabled()) {
+    // Routing counts are summed over the ranks sharing a sequence (a
+    // micro-batch's or a sequence's balance) or over every rank holding a
+    // part of the global batch.
+    auto sum_over = [&mesh](Group group) {
+      return [&comm = mesh.group(group)](at::Tensor& t) { comm.all_reduce(t); };
+    };
+    shard.moe = std::make_shared<MoeBalance>(config.model, sum_over(Group::sp), sum_over(Group::dp_sp));
+  }
 
   RankModel out;
   out.model = LlamaForCausalLM(config.model, shard);

@@ -7,6 +7,28 @@
 
 namespace lt {
 
+// Mixture of experts (Qwen2-MoE / Mixtral): in the MoE layers the MLP is a
+// router choosing top_k of `experts` SwiGLU experts per token, plus
+// optional shared experts every token passes through.
+struct MoeConfig {
+  int64_t experts = 0;               // 0: every layer dense
+  int64_t top_k = 2;
+  int64_t every = 1;                 // layer i is MoE when (i + 1) % every == 0 (HF's decoder_sparse_step)
+  int64_t expert_intermediate_size = 0;         // 0: model.intermediate_size
+  int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
+  bool normalize_top_k = true;       // the chosen experts' weights sum to one (Mixtral; Qwen2-MoE: false)
+  double capacity_factor = 0;        // 0: dropless; else each expert takes at most cf * tokens * top_k / experts
+  std::string drop_policy = "probability";  // over capacity, drop the lowest-weight (probability) or latest (position)
+  // Load balancing over what: each micro-batch, the whole global batch
+  // (counts summed over dp x sp and the accumulation), or each sequence.
+  std::string balance = "global_batch";
+  double balance_coef = 0.01;
+  double z_loss_coef = 0;            // router z-loss (ST-MoE)
+
+  bool enabled() const { return experts > 0; }
+  bool is_moe_layer(int64_t layer) const { return enabled() && (layer + 1) % every == 0; }
+};
+
 struct ModelConfig {
   std::string preset;               // name of configs/models/<preset>.yaml
   int64_t vocab_size = 0;
@@ -24,6 +46,7 @@ struct ModelConfig {
   double init_std = 0.02;
   std::string attention = "auto";   // auto | flash | blockwise
   int64_t attention_block = 512;    // block size of the blockwise kernel
+  MoeConfig moe;
 
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
 };

@@ -34,6 +34,21 @@ inline Check<std::string> not_empty() {
 }
 
 template <class V>
+void visit(V& v, MoeConfig& m) {
+  v.field("experts", m.experts, in_range<int64_t>(0, 1 << 16));
+  v.field("top_k", m.top_k, in_range<int64_t>(1, 1 << 16));
+  v.field("every", m.every, in_range<int64_t>(1, 1 << 16));
+  v.field("expert_intermediate_size", m.expert_intermediate_size, at_least<int64_t>(0));
+  v.field("shared_expert_intermediate_size", m.shared_expert_intermediate_size, at_least<int64_t>(0));
+  v.field("normalize_top_k", m.normalize_top_k);
+  v.field("capacity_factor", m.capacity_factor, in_range<double>(0.0, 1024.0));
+  v.field("drop_policy", m.drop_policy, one_of({"probability", "position"}));
+  v.field("balance", m.balance, one_of({"micro_batch", "global_batch", "sequence"}));
+  v.field("balance_coef", m.balance_coef, in_range<double>(0.0, 100.0));
+  v.field("z_loss_coef", m.z_loss_coef, in_range<double>(0.0, 100.0));
+}
+
+template <class V>
 void visit(V& v, ModelConfig& m) {
   v.field("preset", m.preset);
   v.field("vocab_size", m.vocab_size, at_least<int64_t>(1));
@@ -51,6 +66,7 @@ void visit(V& v, ModelConfig& m) {
   v.field("init_std", m.init_std, in_range<double>(0.0, 1.0));
   v.field("attention", m.attention, one_of({"auto", "flash", "blockwise"}));
   v.field("attention_block", m.attention_block, in_range<int64_t>(16, 1 << 16));
+  v.section("moe", m.moe);
 }
 
 template <class V>

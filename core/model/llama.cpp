@@ -74,20 +74,13 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   return o_proj(out.reshape({b, s, heads_ * head_dim_}));
 }
 
-LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, const ModelShard& s) {
-  const int64_t columns = c.intermediate_size / s.tp_size;
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, columns, false));
-  up_proj = register_module("up_proj", linear(c.hidden_size, columns, false));
-  down_proj = register_module("down_proj", linear(columns, c.hidden_size, false));
-}
-
-at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
-
-LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s) : enter_(s.enter), leave_(s.leave) {
+LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s, int64_t index)
+    : enter_(s.enter), leave_(s.leave) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   self_attn = register_module("self_attn", LlamaAttention(c, s));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  mlp = register_module("mlp", LlamaMLP(c, s));
+  if (c.moe.is_moe_layer(index)) moe = register_module("mlp", SparseMoe(c, index, s.moe));
+  else mlp = register_module("mlp", LlamaMLP(c.hidden_size, c.intermediate_size / s.tp_size));
 }
 
 at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -96,7 +89,7 @@ at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, c
   LayerPart attention = [this, cos, sin, mask](const at::Tensor& t) {
     return region(leave_, self_attn(region(enter_, input_layernorm(t)), cos, sin, mask));
   };
-  LayerPart feed_forward = [this](const at::Tensor& t) { return mlp(t); };
+  LayerPart feed_forward = [this](const at::Tensor& t) { return moe ? moe(t) : mlp(t); };
   LayerPart layer = [this, attention, feed_forward](const at::Tensor& t) {
     auto h = t + run(runners_.attention, attention, t);
     return h + region(leave_, run(runners_.mlp, feed_forward, region(enter_, post_attention_layernorm(h))));
@@ -110,7 +103,7 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
     embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size / s.tp_size, c.hidden_size));
   const int64_t count = s.num_layers < 0 ? c.num_layers : s.num_layers;
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> blocks;
-  for (int64_t i = s.first_layer; i < s.first_layer + count; ++i) blocks.emplace_back(std::to_string(i), LlamaBlock(c, s).ptr());
+  for (int64_t i = s.first_layer; i < s.first_layer + count; ++i) blocks.emplace_back(std::to_string(i), LlamaBlock(c, s, i).ptr());
   layers = register_module("layers", torch::nn::ModuleDict(blocks));
   if (s.last_stage) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
@@ -133,10 +126,17 @@ at::Tensor LlamaModelImpl::forward(const ModelInput& input, const at::Tensor& hi
 }
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shard) : config_(c), shard_(std::move(shard)) {
+  if (c.moe.enabled() && !shard_.moe) shard_.moe = std::make_shared<MoeBalance>(c);
   model = register_module("model", LlamaModel(c, shard_));
   if (shard_.last_stage && !c.tie_embeddings)
     lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size / shard_.tp_size, false));
-  for (const auto& item : named_parameters()) slices_[item.key()] = slice_for(item.key(), c, shard_);
+  // Mixture-of-experts weights are whole on every rank that holds them (tp 1).
+  for (const auto& item : named_parameters())
+    slices_[item.key()] = item.key().find(".mlp.gate.") != std::string::npos ||
+                                  item.key().find(".mlp.experts.") != std::string::npos ||
+                                  item.key().find(".mlp.shared_expert") != std::string::npos
+                              ? TensorSlice{0, 0, item.value().size(0)}
+                              : slice_for(item.key(), c, shard_);
 }
 
 TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const { return slices_.at(name); }
@@ -183,8 +183,14 @@ void LlamaForCausalLMImpl::set_runners(const std::function<LayerRunners(int64_t 
 int64_t flop_parameters(const ModelConfig& c) {
   const int64_t h = c.hidden_size, d = c.resolved_head_dim();
   const int64_t attention = h * c.num_heads * d * 2 + h * c.num_kv_heads * d * 2;
-  const int64_t mlp = 3 * h * c.intermediate_size;
-  return c.num_layers * (attention + mlp) + h * c.vocab_size;
+  const int64_t dense = 3 * h * c.intermediate_size;
+  // A mixture-of-experts layer: the router, top_k experts and the shared one.
+  const auto& m = c.moe;
+  const int64_t expert = 3 * h * (m.expert_intermediate_size > 0 ? m.expert_intermediate_size : c.intermediate_size);
+  const int64_t sparse = h * m.experts + m.top_k * expert + 3 * h * m.shared_expert_intermediate_size;
+  int64_t layers = 0;
+  for (int64_t i = 0; i < c.num_layers; ++i) layers += attention + (m.is_moe_layer(i) ? sparse : dense);
+  return layers + h * c.vocab_size;
 }
 
 }  // namespace lt

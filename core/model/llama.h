@@ -11,7 +11,9 @@
 
 #include "core/attention/attention.h"
 #include "core/config/config.h"
+#include "core/model/mlp.h"
 #include "core/model/model_shard.h"
+#include "core/model/moe.h"
 #include "core/model/rms_norm.h"
 #include "core/model/rope.h"
 
@@ -41,14 +43,6 @@ class LlamaAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaAttention);
 
-class LlamaMLPImpl : public torch::nn::Module {
- public:
-  LlamaMLPImpl(const ModelConfig& config, const ModelShard& shard);
-  at::Tensor forward(const at::Tensor& x);
-
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
-};
-TORCH_MODULE(LlamaMLP);
 
 // How a part of a layer runs on its input: f(x), unless offload/activations
 // sets recomputation in backward (checkpointing) or sequence tiling.
@@ -62,13 +56,14 @@ struct LayerRunners {
 
 class LlamaBlockImpl : public torch::nn::Module {
  public:
-  LlamaBlockImpl(const ModelConfig& config, const ModelShard& shard);
+  LlamaBlockImpl(const ModelConfig& config, const ModelShard& shard, int64_t index);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
   void set_runners(LayerRunners runners) { runners_ = std::move(runners); }
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
-  LlamaMLP mlp{nullptr};
+  LlamaMLP mlp{nullptr};     // a dense layer's
+  SparseMoe moe{nullptr};    // or a mixture-of-experts layer's (also named "mlp", as HF)
 
  private:
   RegionFn enter_, leave_;
@@ -140,7 +135,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 TORCH_MODULE(LlamaForCausalLM);
 
 // Parameters that are neither embeddings nor norms/biases, plus the head:
-// the N of MFU's 6N.
+// the N of MFU's 6N (of a mixture of experts, the active ones).
 int64_t flop_parameters(const ModelConfig& config);
 
 }  // namespace lt

@@ -7,8 +7,11 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <memory>
 
 namespace lt {
+
+class MoeBalance;
 
 using RegionFn = std::function<at::Tensor(const at::Tensor&)>;
 
@@ -24,6 +27,9 @@ struct ModelShard {
 
   int64_t first_layer = 0, num_layers = -1;  // this stage's layers; -1: all
   bool first_stage = true, last_stage = true;
+  // What the mixture-of-experts layers share (their balance scope over the
+  // ranks); unset: one rank's.
+  std::shared_ptr<MoeBalance> moe;
 };
 
 // Where a rank's parameter sits in the full tensor: the local tensor is

@@ -170,16 +170,22 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   // of them under tp's sequence parallelism).
   const int64_t tokens = mine.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
   auto total = at::zeros({1}, at::kDouble);
+  MoeBalance* moe = shard.moe.get();
+  const auto& dp = mesh_.group(Group::dp);
+  if (moe) moe->begin_step(mine.tokens.numel() * replicas_.size(), batch.size(), dp.size() * static_cast<int64_t>(micros.size()));
   StageWork work;
+  work.all_forward_first = moe && config_.model.moe.balance == "global_batch";
   work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
   work.forward = [&](int m, const at::Tensor& input) {
     if (m == 0) inject_fault(mesh_.rank(), step);
+    if (moe) moe->set_micro_batch(m);
     auto out = stage_forward(micros[m], input);
     if (!shard.last_stage) return out;
     total += out.detach().to(at::kCPU, at::kDouble);
     return out / valid;
   };
   work.before_backward = [&](int m) {
+    if (moe) moe->set_micro_batch(m);  // its recomputation finds the forward's routing
     if (m + 1 != static_cast<int>(micros.size())) return;
     for (auto& b : buckets_) b->arm();
     if (chunks_) chunks_->arm();
@@ -190,6 +196,7 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   for (auto& b : buckets_) b->finish();
   if (overlap_) overlap_->drain();
   if (chunks_) chunks_->reduce();
+  if (moe) moe_stats_ = moe->end_step([this](at::Tensor& t) { mesh_.group(Group::world).all_reduce(t); });
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);
@@ -220,14 +227,26 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   const double mfu = tokens_per_s * flops_per_token(config_.model, length) / peak_flops_;
   const int64_t peak = peak_memory_bytes(device_);
   const double eta = elapsed_ / (step - first_step_) * (config_.train.steps - step);
+  std::string moe;
+  nlohmann::ordered_json metrics = {{"step", step}, {"seq_len", length}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                             {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"peak_memory_bytes", peak},
+                             {"elapsed_s", elapsed_}};
+  if (config_.model.moe.enabled()) {
+    // The last step's routing: the losses it added and each expert's load
+    // against the mean (min, max, coefficient of variation over experts).
+    const auto& m = moe_stats_;
+    moe = " | aux " + format("%.4f", m.balance_loss + m.z_loss) + " | load " + format("%.2f", m.load_min) + "-" +
+          format("%.2f", m.load_max) + " cv " + format("%.3f", m.load_cv) + " | dropped " +
+          format("%.1f%%", 100 * m.dropped);
+    metrics.update({{"moe_balance_loss", m.balance_loss}, {"moe_z_loss", m.z_loss}, {"moe_load_min", m.load_min},
+                    {"moe_load_max", m.load_max}, {"moe_load_cv", m.load_cv}, {"moe_dropped", m.dropped}});
+  }
   logger_->line("step " + std::to_string(step) + "/" + std::to_string(config_.train.steps) + " | seq " +
                 std::to_string(length) + " | loss " +
-                format("%.4f", loss) + " | lr " + format("%.2e", lr) + " | grad " + format("%.3f", grad_norm) + " | " +
-                human_count(tokens_per_s) + " tok/s | MFU " + format("%.1f%%", 100 * mfu) + " | mem " +
+                format("%.4f", loss) + moe + " | lr " + format("%.2e", lr) + " | grad " + format("%.3f", grad_norm) +
+                " | " + human_count(tokens_per_s) + " tok/s | MFU " + format("%.1f%%", 100 * mfu) + " | mem " +
                 human_bytes(peak) + " | ETA " + human_duration(eta));
-  logger_->metrics({{"step", step}, {"seq_len", length}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                    {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"peak_memory_bytes", peak},
-                    {"elapsed_s", elapsed_}});
+  logger_->metrics(metrics);
 }
 
 void Trainer::evaluate(TrainResult& result) {

@@ -57,6 +57,8 @@ class Trainer {
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
   // memory.plan: auto: the plan chosen before the first step.
   const std::optional<MemoryPlan>& memory_plan() const { return plan_; }
+  // The mixture-of-experts statistics of the last compute_gradients.
+  const MoeStepStats& moe_stats() const { return moe_stats_; }
   // Device bytes the last step's forward and backward added at their peak.
   int64_t last_activation_bytes() const { return last_activation_bytes_; }
 
@@ -93,6 +95,7 @@ class Trainer {
   std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
   std::optional<MemoryPlan> plan_;        // memory.plan: auto
   int64_t last_activation_bytes_ = 0;
+  MoeStepStats moe_stats_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<OverlappedUpdate> overlap_;  // memory.overlap_update (with offload_model)

@@ -24,7 +24,16 @@ int64_t layer_parameters(const ModelConfig& m, int tp) {
   const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / tp);  // replicated when tp > kv heads
   const int64_t q = h * m.num_heads * d / tp, kv = 2 * h * kv_heads * d, o = m.num_heads * d * h / tp;
   const int64_t bias = m.attention_bias ? (m.num_heads * d / tp + 2 * kv_heads * d) : 0;
-  return q + kv + o + bias + 3 * h * m.intermediate_size / tp + 2 * h;
+  // A mixture-of-experts layer holds every expert (tp 1); averaged over the
+  // layers, so that a stage's layers sum to the right total.
+  const auto& e = m.moe;
+  const int64_t dense = 3 * h * m.intermediate_size / tp;
+  const int64_t sparse = e.experts * (h + 3 * h * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size
+                                                                                 : m.intermediate_size)) +
+                         (e.shared_expert_intermediate_size > 0 ? 3 * h * e.shared_expert_intermediate_size + h : 0);
+  int64_t mlp = 0;
+  for (int64_t i = 0; i < m.num_layers; ++i) mlp += e.is_moe_layer(i) ? sparse : dense;
+  return q + kv + o + bias + mlp / m.num_layers + 2 * h;
 }
 
 // Activation elements one layer keeps for backward, per token of a rank,

@@ -22,7 +22,7 @@ void Pipeline::run(int micro_batches, const StageWork& work) {
   std::vector<at::Tensor> inputs(micro_batches), outputs(micro_batches), grads(micro_batches);
   std::vector<std::pair<Work, at::Tensor>> sends;  // a send's tensor lives until it completes
   compute_s_ = 0;
-  for (const auto& a : one_f_one_b(stage, pp_.size(), micro_batches)) {
+  for (const auto& a : one_f_one_b(stage, pp_.size(), micro_batches, work.all_forward_first)) {
     const int m = a.micro;
     switch (a.op) {
       case PipeOp::recv_forward:

@@ -20,6 +20,10 @@ struct StageWork {
   std::function<std::vector<int64_t>(int micro)> shape;
   // Runs before the backward of micro-batch `micro` (may be empty).
   std::function<void(int micro)> before_backward;
+  // GPipe's order: every forward before the first backward (a global-batch
+  // balance loss needs every micro-batch's routing first), holding every
+  // micro-batch's activations instead of 1F1B's p - s.
+  bool all_forward_first = false;
 };
 
 class Pipeline {

@@ -4,7 +4,7 @@
 
 namespace lt {
 
-std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches) {
+std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches, bool all_forward_first) {
   const bool first = stage == 0, last = stage == stages - 1;
   std::vector<PipeAction> out;
   auto forward = [&](int micro) {
@@ -17,7 +17,7 @@ std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches) {
     out.push_back({PipeOp::backward, micro});
     if (!first) out.push_back({PipeOp::send_backward, micro});
   };
-  const int warmup = std::min(stages - stage - 1, micro_batches);
+  const int warmup = all_forward_first ? micro_batches : std::min(stages - stage - 1, micro_batches);
   for (int i = 0; i < warmup; ++i) forward(i);
   for (int i = warmup; i < micro_batches; ++i) {
     forward(i);

@@ -18,7 +18,8 @@ struct PipeAction {
   bool operator==(const PipeAction&) const = default;
 };
 
-std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches);
+// `all_forward_first`: warm up with every forward (GPipe's order).
+std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches, bool all_forward_first = false);
 
 // "F0 F1 B0 ..." with sends and receives as ">F0" "<F0" (debugging, tests).
 std::string describe(const std::vector<PipeAction>& actions);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/config/config.h"
+#include "core/model/llama.h"
 #include "core/util/error.h"
 #include "parallel/mesh/layout.h"
 #include "parallel/mesh/plan.h"
@@ -184,6 +185,19 @@ TEST(Plan, ModelStateOffloadLeavesTheResidentChunks) {
   EXPECT_EQ(plain.host, 0);
   c.memory.overlap_update = false;
   EXPECT_EQ(plan_stages(c, d)[0].host, 8 * layer * 16);
+}
+
+// A mixture of experts holds every expert: the plan counts the model's parameters.
+TEST(Plan, CountsEveryExpert) {
+  Config c = small_config();
+  c.model.num_layers = 4;
+  c.model.moe.experts = 8;
+  c.model.moe.every = 2;
+  c.model.moe.expert_intermediate_size = 48;
+  c.model.moe.shared_expert_intermediate_size = 24;
+  int64_t numel = 0;
+  for (const auto& p : LlamaForCausalLM(c.model)->parameters()) numel += p.numel();
+  EXPECT_EQ(plan_stages(c, resolve_degrees(c, 1))[0].parameters, numel);
 }
 
 TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {

@@ -1,0 +1,40 @@
+// A mixture-of-experts MLP, named as Qwen2-MoE's so HF checkpoints map 1:1
+// (mlp.gate, mlp.experts.N.{gate,up,down}_proj, mlp.shared_expert.*,
+// mlp.shared_expert_gate). The router picks top_k experts per token
+// (moe_balance.h: route), each expert runs on the tokens sent to it
+// (dropless, or within its capacity), and their outputs, weighted, return
+// to the tokens; a shared expert, gated per token, sees every token. The
+// balance and z losses ride on the output (MoeBalance::attach).
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
+
+#include <memory>
+
+#include "core/config/config.h"
+#include "core/model/mlp.h"
+#include "core/model/moe_balance.h"
+
+namespace lt {
+
+class SparseMoeImpl : public torch::nn::Module {
+ public:
+  SparseMoeImpl(const ModelConfig& config, int64_t layer, std::shared_ptr<MoeBalance> balance);
+  at::Tensor forward(const at::Tensor& x);  // [batch, seq, hidden]
+
+  torch::nn::Linear gate{nullptr};
+  torch::nn::ModuleList experts{nullptr};
+  LlamaMLP shared_expert{nullptr};               // null without one
+  torch::nn::Linear shared_expert_gate{nullptr};
+
+ private:
+  at::Tensor run_experts(const at::Tensor& x, const Routing& routing);
+
+  MoeConfig config_;
+  int64_t layer_;
+  std::shared_ptr<MoeBalance> balance_;
+};
+TORCH_MODULE(SparseMoe);
+
+}  // namespace lt

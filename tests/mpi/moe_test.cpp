@@ -1,0 +1,84 @@
+// Mixture of experts over dp, sp (Ulysses, ring) and pp against one rank on
+// the same global batch, for each balance scope: the loss, the balance and
+// z losses, and every gradient. The global-batch balance sums routing counts
+// over dp x sp and four accumulated micro-batches per rank, and so equals
+// the single rank's balance over the whole batch.
+#include <gtest/gtest.h>
+
+#include "core/data/document_source.h"
+#include "core/data/packer.h"
+#include "core/train/trainer.h"
+#include "parallel/mesh/mesh.h"
+#include "tests/support/reference.h"
+
+namespace lt {
+namespace {
+
+struct MoeLayout {
+  int pp = 1, ulysses = 1, ring = 1;
+  bool recompute = false;
+  int ranks() const { return pp * ulysses * ring; }
+  std::string describe() const {
+    return "pp " + std::to_string(pp) + " x ulysses " + std::to_string(ulysses) + " x ring " + std::to_string(ring) +
+           (recompute ? ", recomputed" : "");
+  }
+};
+
+std::vector<MoeLayout> moe_layouts(int P) {
+  if (P == 2) return {{}, {.ulysses = 2}, {.ring = 2, .recompute = true}, {.pp = 2}};
+  if (P == 4) return {{}, {.ulysses = 2}, {.pp = 2, .recompute = true}, {.pp = 2, .ring = 2}};
+  return {};
+}
+
+// 4 layers, MoE in 1 and 3 (4 experts, top 2, a shared expert); 4 sequences
+// per dp rank, one per micro-batch.
+Config moe_config(const MoeLayout& l, int P, const std::string& balance) {
+  Config c = testing::tiny_run("", 1);
+  c.model.num_layers = 4;
+  auto& m = c.model.moe;
+  m.experts = 4, m.top_k = 2, m.every = 2;
+  m.expert_intermediate_size = 32, m.shared_expert_intermediate_size = 16;
+  m.balance = balance;
+  m.balance_coef = 0.1, m.z_loss_coef = 0.01;
+  c.data.document_mask = true;
+  c.train.global_batch_tokens = 4 * (P / l.ranks()) * c.data.seq_len;
+  c.train.micro_batch_size = 1;
+  c.parallel.pp = l.pp;
+  c.parallel.sp.ulysses = l.ulysses;
+  c.parallel.sp.ring = l.ring;
+  c.parallel.bucket_mb = 0.01;
+  if (l.recompute) c.memory.checkpoint = "full";
+  return c;
+}
+
+TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
+  const int P = testing::world_size();
+  for (const auto& l : moe_layouts(P)) {
+    for (const std::string balance : {"micro_batch", "global_batch", "sequence"}) {
+      SCOPED_TRACE(l.describe() + ", balance " + balance);
+      const Config config = moe_config(l, P, balance);
+      auto source = make_document_source(config.data, config.model.vocab_size, 13, Split::Train);
+      Packer packer(*source, config.data);
+      const Batch batch = packer.next(config.sequences_per_step(0), config.data.seq_len);
+      Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
+      Trainer parallel(config, &mesh);
+      Config alone = config;
+      alone.parallel = ParallelConfig{};
+      alone.memory = MemoryConfig{};
+      Trainer serial(alone);
+      const double loss = parallel.compute_gradients(batch, 1);
+      const double expected = serial.compute_gradients(batch, 1);
+      EXPECT_NEAR(loss, expected, 1e-5 * expected);
+      const auto &got = parallel.moe_stats(), &want = serial.moe_stats();
+      EXPECT_NEAR(got.balance_loss, want.balance_loss, 1e-5 * want.balance_loss);
+      EXPECT_NEAR(got.z_loss, want.z_loss, 1e-5 * want.z_loss);
+      EXPECT_NEAR(got.load_cv, want.load_cv, 1e-5);
+      auto reference = serial.model().named_parameters();
+      for (auto& item : parallel.model().named_parameters())
+        EXPECT_LT(testing::relative_error(item.value().grad(), reference[item.key()].grad()), 1e-5) << item.key();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lt
