@@ -1,6 +1,7 @@
 #include "parallel/rank_model.h"
 
 #include "core/train/loss.h"
+#include "parallel/comm/autograd_collectives.h"
 #include "offload/activations/memory_policy.h"
 #include "parallel/pipeline/stages.h"
 #include "parallel/sequence/sequence_parallel.h"
@@ -34,6 +35,21 @@ std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const C
                    config.parallel.zero == 1});
 }
 
+// Each ep rank holds 1/ep of the experts; rows travel to them and back by
+// uneven all-to-all over the ep group.
+void expert_parallel(ModelShard& shard, Communicator& ep) {
+  shard.ep_rank = ep.rank();
+  shard.ep_size = ep.size();
+  if (ep.size() == 1) return;
+  shard.exchange_counts = [&ep](const std::vector<int64_t>& counts) {
+    const auto arrived = ep.all_to_all(at::tensor(counts, at::kLong));
+    return std::vector<int64_t>(arrived.data_ptr<int64_t>(), arrived.data_ptr<int64_t>() + arrived.numel());
+  };
+  shard.exchange = [&ep](const at::Tensor& x, const std::vector<int64_t>& send, const std::vector<int64_t>& recv) {
+    return all_to_all(x, ep, send, recv);
+  };
+}
+
 }  // namespace
 
 RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) {
@@ -54,6 +70,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
       return [&comm = mesh.group(group)](at::Tensor& t) { comm.all_reduce(t); };
     };
     shard.moe = std::make_shared<MoeBalance>(config.model, sum_over(Group::sp), sum_over(Group::dp_sp));
+    expert_parallel(shard, mesh.group(Group::ep));
   }
 
   RankModel out;

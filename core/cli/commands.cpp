@@ -151,7 +151,7 @@ int run_train(const Args& args, MpiSession& mpi) {
   agree_on_setup([&] {
     config = load_config(parsed.recipe, parsed.overrides);
     degrees = resolve_degrees(config, world);
-    check_trainable(config.parallel);
+    check_trainable(config);
   });
   Trainer(config, &mpi.create_mesh(Layout(degrees), config.parallel.timeout_s)).run();
   return 0;

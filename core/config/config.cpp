@@ -143,6 +143,9 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "memory.offload_model",
                    "memory.offload_model brings each layer's weights back when it is recomputed: set "
                    "memory.checkpoint: full and memory.checkpoint_every: 1");
+  if (c.memory.offload_model && c.parallel.ep > 1)
+    relation_error(s, "memory.offload_model",
+                   "memory.offload_model is not yet combined with expert parallelism: set parallel.ep=1");
   if (c.memory.offload_model && c.parallel.tp > 1)
     relation_error(s, "memory.offload_model",
                    "memory.offload_model is not yet combined with tensor parallelism: set parallel.tp=1");

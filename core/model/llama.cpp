@@ -79,7 +79,7 @@ LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s, int64_
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   self_attn = register_module("self_attn", LlamaAttention(c, s));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  if (c.moe.is_moe_layer(index)) moe = register_module("mlp", SparseMoe(c, index, s.moe));
+  if (c.moe.is_moe_layer(index)) moe = register_module("mlp", SparseMoe(c, s, index));
   else mlp = register_module("mlp", LlamaMLP(c.hidden_size, c.intermediate_size / s.tp_size));
 }
 

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace lt {
 
@@ -30,6 +31,16 @@ struct ModelShard {
   // What the mixture-of-experts layers share (their balance scope over the
   // ranks); unset: one rank's.
   std::shared_ptr<MoeBalance> moe;
+  // Expert parallelism: this rank holds experts [ep_rank * n, (ep_rank + 1)
+  // * n) of n * ep_size. `exchange_counts` sends counts[i * m, (i + 1) * m)
+  // to ep rank i and returns what each sent (rank j's m at j * m);
+  // `exchange` sends send_rows[i] rows of x to ep rank i and returns the
+  // rows that arrive, recv_rows[j] from rank j (differentiable).
+  int64_t ep_rank = 0, ep_size = 1;
+  std::function<std::vector<int64_t>(const std::vector<int64_t>& counts)> exchange_counts;
+  std::function<at::Tensor(const at::Tensor& x, const std::vector<int64_t>& send_rows,
+                           const std::vector<int64_t>& recv_rows)>
+      exchange;
 };
 
 // Where a rank's parameter sits in the full tensor: the local tensor is

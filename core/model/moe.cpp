@@ -2,13 +2,16 @@
 
 namespace lt {
 
-SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, int64_t layer, std::shared_ptr<MoeBalance> balance)
-    : config_(c.moe), layer_(layer), balance_(std::move(balance)) {
+SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int64_t layer)
+    : config_(c.moe), shard_(shard), layer_(layer) {
   const auto& m = c.moe;
   const int64_t columns = m.expert_intermediate_size > 0 ? m.expert_intermediate_size : c.intermediate_size;
   gate = register_module("gate", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, m.experts).bias(false)));
-  experts = register_module("experts", torch::nn::ModuleList());
-  for (int64_t e = 0; e < m.experts; ++e) experts->push_back(LlamaMLP(c.hidden_size, columns));
+  const int64_t local = m.experts / shard.ep_size;
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> mine;
+  for (int64_t e = shard.ep_rank * local; e < (shard.ep_rank + 1) * local; ++e)
+    mine.emplace_back(std::to_string(e), LlamaMLP(c.hidden_size, columns).ptr());
+  experts = register_module("experts", torch::nn::ModuleDict(mine));
   if (m.shared_expert_intermediate_size > 0) {
     shared_expert = register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size));
     shared_expert_gate =
@@ -16,10 +19,50 @@ SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, int64_t layer, std::shared_pt
   }
 }
 
-// Selections grouped by expert (stable: token order within), each expert on
-// its rows, the outputs weighted and summed back into their tokens. Every
-// expert runs, on no rows if none chose it, so every expert has a gradient
-// and data parallelism's buckets complete in the same order on every rank.
+// This rank's experts, each on its run of `rows` (per_expert[i] rows for
+// the i-th). Every expert runs, on no rows if none came, so every expert
+// has a gradient and data parallelism's buckets complete in the same order
+// on every rank.
+at::Tensor SparseMoeImpl::run_local(const at::Tensor& rows, const std::vector<int64_t>& per_expert) {
+  std::vector<at::Tensor> outputs;
+  int64_t start = 0, i = 0;
+  for (const auto& expert : experts->values()) {
+    outputs.push_back(expert->as<LlamaMLP>()->forward(rows.narrow(0, start, per_expert[i])));
+    start += per_expert[i++];
+  }
+  return at::cat(outputs);
+}
+
+// Rows sorted by expert (per_expert: rows of each global expert) go to the
+// ranks holding their experts, run there, and come back in their order.
+at::Tensor SparseMoeImpl::on_expert_ranks(const at::Tensor& rows, const std::vector<int64_t>& per_expert) {
+  const int64_t ranks = shard_.ep_size, local = config_.experts / ranks;
+  if (ranks == 1) return run_local(rows, per_expert);
+  // What each rank sends to each other, per expert of the receiver.
+  const std::vector<int64_t> arriving = shard_.exchange_counts(per_expert);
+  std::vector<int64_t> send_rows(ranks, 0), recv_rows(ranks, 0), mine(local, 0);
+  for (int64_t j = 0; j < ranks; ++j)
+    for (int64_t l = 0; l < local; ++l) {
+      send_rows[j] += per_expert[j * local + l];
+      recv_rows[j] += arriving[j * local + l];
+      mine[l] += arriving[j * local + l];
+    }
+  const auto arrived = shard_.exchange(rows, send_rows, recv_rows);
+  // The arrivals come by source, each sorted by expert: regroup by expert.
+  std::vector<int64_t> order;
+  std::vector<int64_t> block_start(ranks * local);
+  for (int64_t j = 0, at = 0; j < ranks; ++j)
+    for (int64_t l = 0; l < local; ++l) block_start[j * local + l] = at, at += arriving[j * local + l];
+  for (int64_t l = 0; l < local; ++l)
+    for (int64_t j = 0; j < ranks; ++j)
+      for (int64_t r = 0; r < arriving[j * local + l]; ++r) order.push_back(block_start[j * local + l] + r);
+  const auto index = at::tensor(order, at::TensorOptions().dtype(at::kLong)).to(rows.device());
+  const auto out = run_local(arrived.index_select(0, index), mine);
+  return shard_.exchange(at::zeros_like(out).index_copy(0, index, out), recv_rows, send_rows);
+}
+
+// Selections grouped by expert (stable: token order within), run where
+// their experts live, the outputs weighted and summed back into their tokens.
 at::Tensor SparseMoeImpl::run_experts(const at::Tensor& x, const Routing& r) {
   const int64_t k = r.experts.size(1);
   const auto kept = r.kept.reshape(-1).nonzero().squeeze(1);
@@ -30,15 +73,8 @@ at::Tensor SparseMoeImpl::run_experts(const at::Tensor& x, const Routing& r) {
   token = token.index_select(0, order);
   weight = weight.index_select(0, order);
   const auto counts = at::bincount(expert, {}, config_.experts).cpu();
-  const auto inputs = x.index_select(0, token);
-  std::vector<at::Tensor> outputs;
-  int64_t start = 0;
-  for (int64_t e = 0; e < config_.experts; ++e) {
-    const int64_t rows = counts[e].item<int64_t>();
-    outputs.push_back(experts[e]->as<LlamaMLP>()->forward(inputs.narrow(0, start, rows)));
-    start += rows;
-  }
-  const auto y = at::cat(outputs) * weight.unsqueeze(1).to(x.scalar_type());
+  const std::vector<int64_t> per_expert(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
+  const auto y = on_expert_ranks(x.index_select(0, token), per_expert) * weight.unsqueeze(1).to(x.scalar_type());
   return at::zeros_like(x).index_add(0, token, y);
 }
 
@@ -47,7 +83,7 @@ at::Tensor SparseMoeImpl::forward(const at::Tensor& x) {
   const Routing routing = route(gate(flat), config_);
   auto out = run_experts(flat, routing);
   if (shared_expert) out = out + at::sigmoid(shared_expert_gate(flat)) * shared_expert(flat);
-  return balance_->attach(layer_, out, routing, x.size(0)).view_as(x);
+  return shard_.moe->attach(layer_, out, routing, x.size(0)).view_as(x);
 }
 
 }  // namespace lt

@@ -37,10 +37,11 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
 
 }  // namespace
 
-void check_trainable(const ParallelConfig& p) {
-  if (p.ep > 1)
-    fail("parallel.ep: this build has no mixture-of-experts layers to split; ep is laid out and planned "
-         "(longtrain plan) but not yet trained: set it to 1");
+void check_trainable(const Config& c) {
+  if (c.parallel.ep > 1 && !c.model.moe.enabled())
+    fail("parallel.ep=" + std::to_string(c.parallel.ep) +
+         " splits the experts of a mixture-of-experts model, and this model has none (model.moe.experts: 0): "
+         "set parallel.ep to 1");
 }
 
 double flops_per_token(const ModelConfig& model, int64_t seq_len) {
@@ -51,7 +52,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
     : config_(std::move(config)), own_mesh_(mesh ? nullptr : solo_mesh(config_)), mesh_(mesh ? *mesh : *own_mesh_),
       replicas_(mesh_.group(Group::dp_sp)), device_(device_for(config_.train.device, mesh_.local_rank())),
       checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep) {
-  check_trainable(config_.parallel);
+  check_trainable(config_);
   track_device_memory();
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
@@ -69,6 +70,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
   for (auto& set : replica_sets(mesh_, *model_, chunks_ ? chunks_->host_parameters() : std::vector<NamedParameter>{})) {
     buckets_.push_back(std::make_unique<GradientBuckets>(set.params, *set.group, options));
     copies_.push_back(set.copies);
+    parts_.push_back(set.parts);
     for (auto& s : buckets_.back()->segments()) segments.push_back(s);
   }
 #ifdef LT_WITH_CUDA
@@ -98,19 +100,26 @@ TrainState Trainer::restore(const std::string& path) {
   return state;
 }
 
+bool Trainer::holds_whole_model() {
+  return mesh_.group(Group::model).size() == 1 && mesh_.group(Group::ep).size() == 1;
+}
+
 // The first replica of every (tp, pp) position writes its weights; the
 // optimizer state is written by those too, or with ZeRO-1 by every rank,
 // each its own shard. One process writes plain model.safetensors and
 // optimizer.safetensors.
 CheckpointStore::Part Trainer::checkpoint_part() {
-  const bool one_copy = mesh_.group(Group::model).size() == 1;
+  const bool one_copy = holds_whole_model();
   auto numbered = [&](const char* stem) {
     char name[64];
     std::snprintf(name, sizeof(name), "%s.%05d.safetensors", stem, mesh_.rank());
     return std::string(name);
   };
   CheckpointStore::Part part;
-  const bool writer = replicas_.rank() == 0;
+  // (Under expert parallelism the first replica of each set of experts:
+  // the weights outside experts are written by each, copies the reader
+  // tolerates.)
+  const bool writer = mesh_.group(Group::ep_dp).rank() == 0;
   if (writer) part.model_file = one_copy ? "model.safetensors" : numbered("model");
   if (config_.parallel.zero == 1) part.optimizer_file = numbered("optimizer");
   else if (writer) part.optimizer_file = one_copy ? "optimizer.safetensors" : numbered("optimizer");
@@ -122,7 +131,11 @@ CheckpointStore::Part Trainer::checkpoint_part() {
 // them (norms, shared kv heads, tied embeddings) that many times.
 double Trainer::clip_gradients() {
   auto squares = at::zeros({1}, at::kDouble);
-  for (size_t i = 0; i < buckets_.size(); ++i) squares += buckets_[i]->grad_square_sum() / copies_[i];
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    auto part = at::full({1}, buckets_[i]->grad_square_sum() / copies_[i], at::kDouble);
+    if (parts_[i]) parts_[i]->all_reduce(part);  // the other ranks' experts
+    squares += part;
+  }
   if (chunks_) squares += chunks_->grad_square_sum();
   mesh_.group(Group::model).all_reduce(squares);
   const double total = std::sqrt(squares.item<double>());
@@ -282,7 +295,7 @@ TrainResult Trainer::run() {
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
                 std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
                 " ranks (dp " + std::to_string(d.dp) + ", tp " + std::to_string(d.tp) + ", pp " + std::to_string(d.pp) +
-                ", ulysses " + std::to_string(d.ulysses) + ", ring " + std::to_string(d.ring) + ", zero " +
+                ", ulysses " + std::to_string(d.ulysses) + ", ring " + std::to_string(d.ring) + ", ep " + std::to_string(d.ep) + ", zero " +
                 std::to_string(config_.parallel.zero) + ", " + std::to_string(buckets) + " gradient buckets)");
 
   auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
@@ -328,7 +341,7 @@ TrainResult Trainer::run() {
   // The replicas are equal: rank 0 evaluates for the job, on its own, with
   // the whole model (from the final checkpoint when the model is split).
   if (config_.eval.at_end && mesh_.rank() == 0) {
-    if (mesh_.group(Group::model).size() > 1) {
+    if (!holds_whole_model()) {
       const auto latest = checkpoints_.latest();
       check(latest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
       model_ = LlamaForCausalLM(config_.model);

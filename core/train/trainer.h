@@ -34,7 +34,7 @@ struct TrainResult {
 double flops_per_token(const ModelConfig& model, int64_t seq_len);
 
 // Fails for the parallel dimensions this build cannot train yet.
-void check_trainable(const ParallelConfig& parallel);
+void check_trainable(const Config& config);
 
 // Runs a Config end to end. Throws lt::Error on user errors.
 class Trainer {
@@ -70,6 +70,8 @@ class Trainer {
   double clip_gradients();
   bool clips(double grad_norm) const { return config_.train.grad_clip > 0 && grad_norm > config_.train.grad_clip; }
   CheckpointStore::Part checkpoint_part();
+  // One rank holds every weight: no tp, pp or ep split.
+  bool holds_whole_model();
   std::optional<std::string> resume_point() const;
   TrainState restore(const std::string& path);
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -92,6 +94,7 @@ class Trainer {
   // with how many (tp, pp) positions hold each copy.
   std::vector<std::unique_ptr<GradientBuckets>> buckets_;
   std::vector<int64_t> copies_;
+  std::vector<Communicator*> parts_;
   std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
   std::optional<MemoryPlan> plan_;        // memory.plan: auto
   int64_t last_activation_bytes_ = 0;

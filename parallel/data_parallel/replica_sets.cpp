@@ -6,12 +6,13 @@
 namespace lt {
 namespace {
 
-enum Kind { kSplit, kNorm, kSharedKv, kTied, kKinds };
+enum Kind { kSplit, kNorm, kSharedKv, kTied, kExpert, kKinds };
 
 bool contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
 
-Kind kind_of(const std::string& name, const TensorSlice& slice, bool tied_across_stages) {
+Kind kind_of(const std::string& name, const TensorSlice& slice, bool tied_across_stages, bool expert_parallel) {
   if (tied_across_stages && contains(name, "embed_tokens")) return kTied;
+  if (expert_parallel && contains(name, ".mlp.experts.")) return kExpert;
   if (contains(name, "norm")) return kNorm;
   return slice.copies > 1 ? kSharedKv : kSplit;
 }
@@ -38,6 +39,7 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
       shard.tp_sequence ? &mesh.group(Group::stage) : &mesh.group(Group::dp_sp),
       &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * kv.full + kv.offset)),
       &mesh.group(Group::tied),
+      &mesh.group(Group::ep_dp),
   };
   // One set per group and copy count, parameters in registration order
   // (without tp, everything but tied embeddings is one set over dp x sp).
@@ -47,12 +49,13 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
   for (auto& item : model.named_parameters()) {
     if (skip.count(item.key())) continue;
     const TensorSlice slice = model.slice_of(item.key());
-    const Kind kind = kind_of(item.key(), slice, tied_across_stages);
+    const Kind kind = kind_of(item.key(), slice, tied_across_stages, d.ep > 1);
     Communicator* group = groups[kind];
     const int64_t copies = slice.copies * (kind == kTied ? 2 : 1);
     auto set = std::find_if(sets.begin(), sets.end(),
                             [&](const ReplicaSet& s) { return s.group == group && s.copies == copies; });
-    if (set == sets.end()) set = sets.insert(sets.end(), ReplicaSet{group, {}, copies});
+    if (set == sets.end())
+      set = sets.insert(sets.end(), ReplicaSet{group, {}, copies, kind == kExpert ? &mesh.group(Group::ep) : nullptr});
     set->params.push_back({item.key(), item.value()});
   }
   return sets;

@@ -4,7 +4,9 @@
 //   norms: dp x sp, and with tp's sequence parallelism also over tp (each
 //     tp rank then saw only its share of the tokens);
 //   kv heads shared by several tp ranks (tp > kv heads): dp x sp x those ranks;
-//   tied embeddings split over pipeline stages: dp x sp of both end stages.
+//   tied embeddings split over pipeline stages: dp x sp of both end stages;
+//   experts under expert parallelism: the dp x sp ranks holding the same
+//     experts (ep_dp); the ep group holds the others.
 // A set also says how many (tp, pp) positions hold the same values, so the
 // clipping norm counts each once.
 #pragma once
@@ -20,6 +22,9 @@ struct ReplicaSet {
   Communicator* group;
   std::vector<NamedParameter> params;
   int64_t copies;  // (tp, pp) positions holding these values
+  // Ranks holding the set's other parts (the other experts), whose squares
+  // add to the clipping norm; null: none.
+  Communicator* parts = nullptr;
 };
 
 // Collective over the mesh's world (it may split groups); every rank gets the

@@ -55,7 +55,7 @@ echo "ok: $(grep watchdog "$dir/hang.err")"
 # (mpirun -q keeps mpirun's own notice of the exit code out).
 expect_error "3 ranks cannot be split into replicas of tp=2" "${MPIRUN[@]}" -q -np 3 "$LONGTRAIN" train \
   recipes/tiny-passkey.yaml parallel.tp=2
-expect_error "ep is laid out and planned" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" train \
+expect_error "parallel.ep=2 splits the experts of a mixture-of-experts model, and this model has none" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" train \
   recipes/tiny-passkey.yaml parallel.ep=2
 
 expect_error "6 ranks cannot be split into replicas of tp=4" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 6 parallel.tp=4

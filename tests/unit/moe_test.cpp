@@ -65,7 +65,9 @@ TEST(Moe, LayerAndEveryGradientEqualTheFormulas) {
   for (const std::string balance : {"micro_batch", "global_batch", "sequence"}) {
     const ModelConfig c = moe_model(balance);
     auto balance_state = std::make_shared<MoeBalance>(c);
-    SparseMoe layer(c, 0, balance_state);
+    ModelShard shard;
+    shard.moe = balance_state;
+    SparseMoe layer(c, shard, 0);
     at::manual_seed(3);
     for (auto& p : layer->parameters()) p.data().normal_(0, 0.3);
     const int64_t rows = 2, seq = 5, h = c.hidden_size, E = 4;
@@ -91,7 +93,7 @@ TEST(Moe, LayerAndEveryGradientEqualTheFormulas) {
       auto y = at::sigmoid(at::linear(flat[t], layer->shared_expert_gate->weight)) * swiglu(*layer->shared_expert, flat[t]);
       for (int64_t j = 0; j < 2; ++j) {
         const int64_t e = chosen[t][j].item<int64_t>();
-        y = y + probs[t][e] * swiglu(*layer->experts[e]->as<LlamaMLP>(), flat[t]);
+        y = y + probs[t][e] * swiglu(*layer->experts[std::to_string(e)]->as<LlamaMLP>(), flat[t]);
       }
       outs.push_back(y);
     }
@@ -122,7 +124,9 @@ TEST(Moe, UniformRouterScoresTheCoefficient) {
     c.moe.top_k = 4;  // every expert chosen by every token: f = P = 1/E
     c.moe.shared_expert_intermediate_size = 0;
     auto state = std::make_shared<MoeBalance>(c);
-    SparseMoe layer(c, 0, state);
+    ModelShard shard;
+    shard.moe = state;
+    SparseMoe layer(c, shard, 0);
     at::NoGradGuard no_grad;
     layer->gate->weight.zero_();
     state->begin_step(8, 2, 1);
