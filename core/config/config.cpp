@@ -66,6 +66,22 @@ std::vector<fs::path> preset_dirs(const std::string& recipe_path) {
   return dirs;
 }
 
+// The preset's keys under `target`'s, section by section (model.moe): the
+// recipe (or command line) wins key by key.
+void merge_preset(YAML::Node target, const YAML::Node& preset, const std::string& path, const std::string& file,
+                  ConfigSources& sources) {
+  for (const auto& item : preset) {
+    const std::string key = item.first.as<std::string>();
+    if (target[key] && target[key].IsMap() && item.second.IsMap()) {
+      merge_preset(target[key], item.second, path + "." + key, file, sources);
+      continue;
+    }
+    if (target[key]) continue;
+    target[key] = item.second;
+    sources.origin[path + "." + key] = file;
+  }
+}
+
 // model.preset: NAME merges configs/models/NAME.yaml under the recipe's model keys.
 void apply_preset(YAML::Node root, ConfigSources& sources) {
   YAML::Node model = root["model"];
@@ -84,13 +100,7 @@ void apply_preset(YAML::Node root, ConfigSources& sources) {
   if (found.empty())
     fail(sources.locate("model.preset") + "model.preset: no preset '" + name + "' in configs/models/" +
          (known.empty() ? "" : " (available: " + known + ")"));
-  YAML::Node preset = load_yaml_file(found, "model preset");
-  for (const auto& item : preset) {
-    const std::string key = item.first.as<std::string>();
-    if (model[key]) continue;  // the recipe (or command line) wins
-    model[key] = item.second;
-    sources.origin["model." + key] = found;
-  }
+  merge_preset(model, load_yaml_file(found, "model preset"), "model", found, sources);
 }
 
 [[noreturn]] void relation_error(const ConfigSources& sources, const std::string& path, const std::string& message) {

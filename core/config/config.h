@@ -178,6 +178,9 @@ struct Config {
 
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir + "/checkpoints" : checkpoint.dir; }
   int64_t sequences_per_step(int64_t step) const { return train.global_batch_tokens / data.seq_len_at(step); }
+  // The pipeline runs every forward before the first backward (GPipe's
+  // order): a global-batch balance loss needs every micro-batch's routing.
+  bool all_forward_first() const { return model.moe.enabled() && model.moe.balance == "global_batch"; }
 };
 
 // Loads a recipe, applies `key.path=value` overrides, resolves the model

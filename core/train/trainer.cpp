@@ -187,7 +187,7 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   const auto& dp = mesh_.group(Group::dp);
   if (moe) moe->begin_step(mine.tokens.numel() * replicas_.size(), batch.size(), dp.size() * static_cast<int64_t>(micros.size()));
   StageWork work;
-  work.all_forward_first = moe && config_.model.moe.balance == "global_batch";
+  work.all_forward_first = config_.all_forward_first();
   work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
   work.forward = [&](int m, const at::Tensor& input) {
     if (m == 0) inject_fault(mesh_.rank(), step);

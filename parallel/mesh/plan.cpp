@@ -19,17 +19,18 @@ namespace lt {
 namespace {
 
 // Parameters of one decoder layer held by one tensor-parallel rank.
-int64_t layer_parameters(const ModelConfig& m, int tp) {
+int64_t layer_parameters(const ModelConfig& m, int tp, int64_t experts) {
   const int64_t h = m.hidden_size, d = m.resolved_head_dim();
   const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / tp);  // replicated when tp > kv heads
   const int64_t q = h * m.num_heads * d / tp, kv = 2 * h * kv_heads * d, o = m.num_heads * d * h / tp;
   const int64_t bias = m.attention_bias ? (m.num_heads * d / tp + 2 * kv_heads * d) : 0;
-  // A mixture-of-experts layer holds every expert (tp 1); averaged over the
-  // layers, so that a stage's layers sum to the right total.
+  // A mixture-of-experts layer (tp 1): the router, `experts` experts and
+  // the shared one; averaged over the layers, so that a stage's layers sum
+  // to the right total.
   const auto& e = m.moe;
   const int64_t dense = 3 * h * m.intermediate_size / tp;
-  const int64_t sparse = e.experts * (h + 3 * h * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size
-                                                                                 : m.intermediate_size)) +
+  const int64_t expert = 3 * h * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size);
+  const int64_t sparse = h * e.experts + experts * expert +
                          (e.shared_expert_intermediate_size > 0 ? 3 * h * e.shared_expert_intermediate_size + h : 0);
   int64_t mlp = 0;
   for (int64_t i = 0; i < m.num_layers; ++i) mlp += e.is_moe_layer(i) ? sparse : dense;
@@ -147,8 +148,8 @@ std::string describe_model_split(const Config& config, const Degrees& d) {
     const int64_t micro = micro_batches(config, d);
     char bubble[32];
     std::snprintf(bubble, sizeof(bubble), "%.1f%%", 100 * bubble_fraction(d.pp, static_cast<int>(micro)));
-    out << "\npipeline: pp " << d.pp << ", 1F1B over " << micro << " micro-batches per step: idle (p-1)/(m+p-1) = "
-        << bubble;
+    out << "\npipeline: pp " << d.pp << ", " << (config.all_forward_first() ? "all forwards first (GPipe)" : "1F1B")
+        << " over " << micro << " micro-batches per step: idle (p-1)/(m+p-1) = " << bubble;
   }
   return out.str();
 }
@@ -173,7 +174,7 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   const int64_t kept = kept_per_token(a, config.memory, false).first * tokens * bytes;
   const int64_t out = a.input * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
-  const double forward = tokens * (2.0 * layer_parameters(m, d.tp) + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
+  const double forward = tokens * (2.0 * layer_parameters(m, d.tp, m.moe.top_k) + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
   // Backward of a layer begins with the outputs before it and the incoming
   // gradient; on top come its recomputation and the MLP's gradients of gate
   // and up (one tile of them), the largest in its backward.
@@ -187,12 +188,12 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   }
   p.head_peak = p.base + st.layers * out + (st.head ? logits_bytes(config, d, tokens) : 0);
   p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro_batches(config, d)));
-  p.in_flight = std::min(d.pp - stage, p.micro_batches);
+  p.in_flight = config.all_forward_first() ? p.micro_batches : std::min(d.pp - stage, p.micro_batches);
   p.state = st.weights + st.gradients + st.optimizer - st.chunks;  // the planner adds the chunks it keeps
   if (config.memory.offload_model) {
-    const int64_t per_chunk = layers_per_chunk(config.memory, layer_parameters(m, d.tp));
+    const int64_t per_chunk = layers_per_chunk(config.memory, layer_parameters(m, d.tp, m.moe.experts / d.ep));
     for (int64_t l = 0; l < st.layers; l += per_chunk)
-      p.chunks.push_back(std::min(per_chunk, st.layers - l) * layer_parameters(m, d.tp) * 4);
+      p.chunks.push_back(std::min(per_chunk, st.layers - l) * layer_parameters(m, d.tp, m.moe.experts / d.ep) * 4);
     for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
   }
   p.link_bytes_per_s = machine.link;
@@ -241,12 +242,12 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     st.embedding = s == 0;
     st.head = s == degrees.pp - 1;
     const int64_t vocab_slice = m.vocab_size * m.hidden_size / degrees.tp;
-    st.parameters = st.layers * layer_parameters(m, degrees.tp) + (st.embedding ? vocab_slice : 0) +
+    const int64_t per_layer = layer_parameters(m, degrees.tp, m.moe.experts / degrees.ep);
+    st.parameters = st.layers * per_layer + (st.embedding ? vocab_slice : 0) +
                     (st.head ? m.hidden_size + (m.tie_embeddings && degrees.pp == 1 ? 0 : vocab_slice) : 0);
     // With the model state offloaded, the layers' weights and gradients on
     // the device are those of the resident chunks (fp32, as the chunk
     // manager holds them), their optimizer state is on the host.
-    const int64_t per_layer = layer_parameters(m, degrees.tp);
     int64_t resident = st.layers;
     if (memory.offload_model) {
       const int64_t per_chunk = layers_per_chunk(memory, per_layer);
@@ -267,7 +268,8 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
                    (config.parallel.zero == 1 ? replicas : 1);
     // 1F1B keeps up to (stages - s) micro-batches in flight on stage s; the
     // last stage also holds the logits and their gradient (vocab split by tp).
-    const int64_t in_flight = std::min<int64_t>(degrees.pp - s, micro_batches(config, degrees));
+    const int64_t micro = micro_batches(config, degrees);
+    const int64_t in_flight = config.all_forward_first() ? micro : std::min<int64_t>(degrees.pp - s, micro);
     int64_t kept = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
       const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;

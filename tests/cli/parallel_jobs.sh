@@ -67,4 +67,9 @@ for line in "tp 4 x ulysses 4 x ring 1 x dp 2 x pp 2" "pipeline: pp 2, 1F1B over
             "tensor: tp 4 with sequence split" "^1      16-31 "; do
   grep -q "$line" "$dir/plan4d.out" || fail "plan of the 4D recipe lacks '$line': $(cat "$dir/plan4d.out")"
 done
+# The Mixtral recipe: experts over 8 ranks, all forwards first for its global-batch balance.
+"$LONGTRAIN" plan recipes/mixtral-8x7b-64k-ep.yaml --world 64 > "$dir/plan_moe.out"
+for line in "ep 8 from dp x sp" "pp 4, all forwards first (GPipe) over 4 micro-batches"; do
+  grep -qF "$line" "$dir/plan_moe.out" || fail "plan of the MoE recipe lacks '$line': $(cat "$dir/plan_moe.out")"
+done
 echo "parallel jobs ok"

@@ -1,8 +1,9 @@
 // Mixture of experts over dp, sp (Ulysses, ring) and pp against one rank on
 // the same global batch, for each balance scope: the loss, the balance and
-// z losses, and every gradient. The global-batch balance sums routing counts
-// over dp x sp and four accumulated micro-batches per rank, and so equals
-// the single rank's balance over the whole batch.
+// z losses, every gradient and the clipping norm, also with the experts
+// split over ep ranks. The global-batch balance sums routing counts over
+// dp x sp and four accumulated micro-batches per rank, and so equals the
+// single rank's balance over the whole batch in one micro-batch.
 #include <gtest/gtest.h>
 
 #include "core/data/document_source.h"
@@ -77,6 +78,8 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
       Config alone = config;
       alone.parallel = ParallelConfig{};
       alone.memory = MemoryConfig{};
+      // Global-batch balance: the single rank takes the whole batch at once.
+      if (balance == "global_batch") alone.train.micro_batch_size = config.sequences_per_step(0);
       Trainer serial(alone);
       const double loss = parallel.compute_gradients(batch, 1);
       const double expected = serial.compute_gradients(batch, 1);

@@ -78,13 +78,17 @@ TEST(Config, ResolvedYamlRoundTrips) {
 }
 
 TEST(Config, RealPresetsAreValid) {
-  for (const char* preset : {"tiny", "llama3-8b", "qwen2.5-7b", "mistral-7b"}) {
+  for (const char* preset : {"tiny", "llama3-8b", "qwen2.5-7b", "mistral-7b", "mixtral-8x7b"}) {
     auto c = load_config(write_recipe("p.yaml", kValid), {std::string("model.preset=") + preset});
     EXPECT_GT(c.model.hidden_size, 0) << preset;
   }
   auto qwen = load_config(write_recipe("p.yaml", kValid), {"model.preset=qwen2.5-7b"});
   EXPECT_TRUE(qwen.model.attention_bias);
   EXPECT_EQ(qwen.model.num_kv_heads, 4);
+  // A recipe's model.moe keys join the preset's, key by key.
+  auto mixtral = load_config(write_recipe("p.yaml", kValid), {"model.preset=mixtral-8x7b", "model.moe.balance=sequence"});
+  EXPECT_EQ(mixtral.model.moe.experts, 8);
+  EXPECT_EQ(mixtral.model.moe.balance, "sequence");
 }
 
 struct ErrorCase {
