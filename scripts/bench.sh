@@ -17,13 +17,16 @@
 #    model state's); the host AdamW against separate ATen operations, and a
 #    step with the chunks' update overlapped with backward vs after it.
 # Writes tests/bench/results/*.json and prints the README tables.
-#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem]
+#  moe: a mixture-of-experts step against a dense one with the same active
+#    parameters, and the experts' load under micro-batch vs global-batch
+#    balance.
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt > /dev/null
+  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -74,6 +77,10 @@ if [ "$which" = all ] || [ "$which" = mem ]; then
   { build/lt_bench_opt adamw $((16 << 20)) 5; build/lt_bench_opt step "$steps"; } |
     python3 tests/bench/report.py --host-optimizer --command "scripts/bench.sh $steps mem" \
       --out tests/bench/results/host_optimizer.json
+fi
+if [ "$which" = all ] || [ "$which" = moe ]; then
+  { build/lt_bench_moe step "$steps"; build/lt_bench_moe balance; } |
+    python3 tests/bench/report.py --moe --command "scripts/bench.sh $steps moe" --out tests/bench/results/moe.json
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then
   {

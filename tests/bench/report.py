@@ -6,7 +6,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --longest: lt_bench_sp's longest-sequence search;
 --model-parallel: lt_bench_mp's (pipeline bubble, tensor-parallel bytes);
 --memory: lt_bench_mem's (longest sequence under a cap, each feature's cost);
---host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update)."""
+--host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update);
+--moe: lt_bench_moe's (MoE vs dense step, load under each balance scope)."""
 import argparse
 import datetime
 import json
@@ -21,7 +22,7 @@ def main():
     reports = {"attention": attention_report, "data_parallel": data_parallel_report,
                "sequence_parallel": sequence_parallel_report, "longest": longest_report,
                "model_parallel": model_parallel_report, "memory": memory_report,
-               "host_optimizer": host_optimizer_report}
+               "host_optimizer": host_optimizer_report, "moe": moe_report}
     for flag in reports:
         p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
@@ -138,6 +139,20 @@ def host_optimizer_report(a, runs, cpu):
               [[f"{r['chunked_parameters'] / 1e6:.0f}M chunked parameters, {r['tokens']} tokens",
                 f"{r['after_backward_s'] * 1e3:.0f} ms", f"{r['overlapped_s'] * 1e3:.0f} ms",
                 f"{r['overlapped_clip_s'] * 1e3:.0f} ms", f"{r['speedup']:.2f}x"]])
+
+
+def moe_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    for r in (r for r in runs if r["bench"] == "step"):
+        table(["model (4 layers, hidden 256, 2048 tokens)", "parameters", "active", "step", "vs dense"],
+              [["dense (MLP 1024)", f"{r['dense_parameters'] / 1e6:.1f}M", f"{r['dense_active_parameters'] / 1e6:.2f}M",
+                f"{r['dense_s'] * 1e3:.0f} ms", "1.00x"],
+               ["MoE (8 experts of 512, top 2)", f"{r['moe_parameters'] / 1e6:.1f}M",
+                f"{r['moe_active_parameters'] / 1e6:.2f}M", f"{r['moe_s'] * 1e3:.0f} ms", f"{r['moe_vs_dense']:.2f}x"]])
+    print()
+    table(["balance", "steps", "load CV (last 20)", "max load / mean", "LM loss (last 20)"],
+          [[r["balance"], r["steps"], f"{r['load_cv']:.3f}", f"{r['load_max']:.2f}", f"{r['loss']:.4f}"]
+           for r in runs if r["bench"] == "balance"])
 
 
 def model_parallel_report(a, runs, cpu):
