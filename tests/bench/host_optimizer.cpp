@@ -11,10 +11,8 @@
 //    expected there; the overlap pays where backward runs on a GPU.
 //
 // usage: lt_bench_opt adamw ELEMENTS REPEATS | lt_bench_opt step REPEATS
-#include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -26,34 +24,24 @@
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
+#include "tests/bench/bench_support.h"
 
 namespace lt {
 namespace {
-
-double best_of(int repeats, const std::function<void()>& run) {
-  run();  // warm-up
-  double best = 1e30;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
-}
 
 void adamw(int64_t elements, int repeats) {
   at::manual_seed(0);
   auto param = at::randn({elements});
   param.mutable_grad() = at::randn({elements});
   AdamW fused(std::vector<NamedParameter>{{"w.weight", param}}, AdamWOptions{});
-  const double fused_s = best_of(repeats, [&] { fused.step(1e-4); });
+  const double fused_s = bench::best_of(repeats, [&] { fused.step(1e-4); });
   // The update as separate operations: each a pass over memory, the
   // denominator a temporary.
   const AdamWOptions o;
   auto exp_avg = at::zeros_like(param), exp_avg_sq = at::zeros_like(param);
   const auto& grad = param.grad();
   int64_t steps = 0;
-  const double ops_s = best_of(repeats, [&] {
+  const double ops_s = bench::best_of(repeats, [&] {
     at::NoGradGuard no_grad;
     ++steps;
     const double lr = 1e-4, bias1 = 1 - std::pow(o.beta1, steps), bias2 = 1 - std::pow(o.beta2, steps);
@@ -83,10 +71,7 @@ Config step_config(bool overlap, double clip) {
 }
 
 void step(int repeats) {
-  at::manual_seed(0);
-  auto tokens = at::randint(1024, {1, 257}, at::kLong);
-  const Batch batch{tokens.narrow(1, 0, 256).contiguous(), tokens.narrow(1, 1, 256).contiguous(),
-                    at::arange(256, at::kLong).view({1, 256}), at::Tensor(), at::Tensor()};
+  const Batch batch = bench::random_batch(256, 1024);
   nlohmann::ordered_json out = {{"bench", "step"}, {"tokens", 256}, {"threads", at::get_num_threads()}};
   for (const auto& [name, overlap, clip] : {std::tuple{"after_backward_s", false, 0.0},
                                            std::tuple{"overlapped_s", true, 0.0},
@@ -94,7 +79,7 @@ void step(int repeats) {
     Trainer trainer(step_config(overlap, clip));
     int64_t n = 0;
     double norm = 0;
-    out[name] = best_of(repeats, [&] { trainer.step(batch, ++n, 1e-4, norm); });
+    out[name] = bench::best_of(repeats, [&] { trainer.step(batch, ++n, 1e-4, norm); });
     int64_t chunked = 0;
     for (const auto& p : trainer.chunks()->host_parameters()) chunked += p.tensor.numel();
     out["chunked_parameters"] = chunked;
@@ -107,16 +92,10 @@ void step(int repeats) {
 }  // namespace lt
 
 int main(int argc, char** argv) {
-  lt::MpiSession mpi(&argc, &argv);
-  at::set_num_threads(static_cast<int>(lt::default_threads(0)));
-  try {
+  return lt::bench::main(argc, argv, "lt_bench_opt", [&] {
     const std::string which = argc > 1 ? argv[1] : "";
     if (which == "adamw" && argc == 4) lt::adamw(std::atoll(argv[2]), std::max(1, std::atoi(argv[3])));
     else if (which == "step" && argc == 3) lt::step(std::max(1, std::atoi(argv[2])));
     else lt::fail("usage: lt_bench_opt adamw ELEMENTS REPEATS | lt_bench_opt step REPEATS");
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lt_bench_opt: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

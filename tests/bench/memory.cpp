@@ -12,10 +12,8 @@
 // at a length where all fit.
 //
 // usage: lt_bench_mem SEQ none|checkpoint|tiled_mlp|tiled_loss|all|offload [REPEATS]
-#include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -24,6 +22,7 @@
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
+#include "tests/bench/bench_support.h"
 
 namespace lt {
 namespace {
@@ -55,27 +54,16 @@ Config bench_config(int64_t seq, const MemoryConfig& memory) {
   return c;
 }
 
-Batch random_batch(int64_t seq) {
-  at::manual_seed(0);
-  auto tokens = at::randint(32000, {1, seq + 1}, at::kLong);
-  return {tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-          at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
-}
-
 void step(int64_t seq, const std::string& name, int repeats) {
   Trainer trainer(bench_config(seq, features(name)));
-  const Batch batch = random_batch(seq);
-  trainer.compute_gradients(random_batch(64), 1);  // the libraries' one-time set-up, on a short sequence
+  const Batch batch = bench::random_batch(seq, 32000);
+  trainer.compute_gradients(bench::random_batch(64, 32000), 1);  // the libraries' one-time set-up, on a short sequence
   reset_peak_memory(at::kCPU);
   const double before = static_cast<double>(peak_memory_bytes(at::kCPU));
   trainer.compute_gradients(batch, 1);
   const double memory = static_cast<double>(peak_memory_bytes(at::kCPU)) - before;
-  double seconds = 1e30;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    trainer.compute_gradients(batch, 2 + i);
-    seconds = std::min(seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
+  int64_t n = 1;
+  const double seconds = bench::best_of(repeats, [&] { trainer.compute_gradients(batch, ++n); }, 0);
   nlohmann::ordered_json out = {{"features", name}, {"seq", seq}, {"step_memory_bytes", memory}, {"step_s", seconds}};
   std::printf("%s\n", out.dump().c_str());
 }
@@ -84,15 +72,9 @@ void step(int64_t seq, const std::string& name, int repeats) {
 }  // namespace lt
 
 int main(int argc, char** argv) {
-  lt::MpiSession mpi(&argc, &argv);
-  at::set_num_threads(static_cast<int>(lt::default_threads(0)));
-  try {
+  return lt::bench::main(argc, argv, "lt_bench_mem", [&] {
     if (argc != 3 && argc != 4)
       lt::fail("usage: lt_bench_mem SEQ none|checkpoint|tiled_mlp|tiled_loss|all|offload [REPEATS]");
     lt::step(std::atoll(argv[1]), argv[2], argc == 4 ? std::max(1, std::atoi(argv[3])) : 1);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lt_bench_mem: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -9,10 +9,8 @@
 //    steps, and the language-model loss.
 //
 // usage: lt_bench_moe step REPEATS | lt_bench_moe balance
-#include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -24,6 +22,7 @@
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
+#include "tests/bench/bench_support.h"
 
 namespace lt {
 namespace {
@@ -40,21 +39,13 @@ Config model_config(bool moe) {
 }
 
 void step(int repeats) {
-  at::manual_seed(0);
-  auto tokens = at::randint(1024, {1, 2049}, at::kLong);
-  const Batch batch{tokens.narrow(1, 0, 2048).contiguous(), tokens.narrow(1, 1, 2048).contiguous(),
-                    at::arange(2048, at::kLong).view({1, 2048}), at::Tensor(), at::Tensor()};
+  const Batch batch = bench::random_batch(2048, 1024);
   nlohmann::ordered_json out = {{"bench", "step"}, {"tokens", 2048}, {"threads", at::get_num_threads()}};
   for (bool moe : {false, true}) {
     const Config c = model_config(moe);
     Trainer trainer(c);
-    trainer.compute_gradients(batch, 1);  // warm-up
-    double best = 1e30;
-    for (int i = 0; i < repeats; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      trainer.compute_gradients(batch, 2 + i);
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    }
+    int64_t n = 0;
+    const double best = bench::best_of(repeats, [&] { trainer.compute_gradients(batch, ++n); });
     int64_t all = 0;
     for (const auto& p : trainer.model().parameters()) all += p.numel();
     const std::string name = moe ? "moe" : "dense";
@@ -92,16 +83,10 @@ void balance() {
 }  // namespace lt
 
 int main(int argc, char** argv) {
-  lt::MpiSession mpi(&argc, &argv);
-  at::set_num_threads(static_cast<int>(lt::default_threads(0)));
-  try {
+  return lt::bench::main(argc, argv, "lt_bench_moe", [&] {
     const std::string which = argc > 1 ? argv[1] : "";
     if (which == "step" && argc == 3) lt::step(std::max(1, std::atoi(argv[2])));
     else if (which == "balance" && argc == 2) lt::balance();
     else lt::fail("usage: lt_bench_moe step REPEATS | lt_bench_moe balance");
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lt_bench_moe: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

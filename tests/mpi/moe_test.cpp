@@ -6,8 +6,6 @@
 // single rank's balance over the whole batch in one micro-batch.
 #include <gtest/gtest.h>
 
-#include "core/data/document_source.h"
-#include "core/data/packer.h"
 #include "core/train/trainer.h"
 #include "parallel/mesh/mesh.h"
 #include "tests/support/reference.h"
@@ -70,9 +68,7 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
     for (const std::string balance : {"micro_batch", "global_batch", "sequence"}) {
       SCOPED_TRACE(l.describe() + ", balance " + balance);
       const Config config = moe_config(l, P, balance);
-      auto source = make_document_source(config.data, config.model.vocab_size, 13, Split::Train);
-      Packer packer(*source, config.data);
-      const Batch batch = packer.next(config.sequences_per_step(0), config.data.seq_len);
+      const Batch batch = testing::first_batch(config, 13);
       Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
       Trainer parallel(config, &mesh);
       Config alone = config;

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 
+#include "core/data/document_source.h"
+#include "core/data/packer.h"
 #include "parallel/mesh/mesh.h"
 
 namespace lt::testing {
@@ -118,6 +120,12 @@ void ensure_mpi() {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) static MpiSession session;  // finalized at exit
+}
+
+Batch first_batch(const Config& c, uint64_t seed) {
+  auto source = make_document_source(c.data, c.model.vocab_size, seed, Split::Train);
+  Packer packer(*source, c.data);
+  return packer.next(c.sequences_per_step(0), c.data.seq_len);
 }
 
 Config tiny_run(const std::string& run_dir, int64_t steps) {

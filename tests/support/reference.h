@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/config/config.h"
+#include "core/data/batch.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt::testing {
@@ -42,6 +43,9 @@ int world_size();
 // Initialises MPI for the life of the test program unless it already is
 // (the trainer runs every process as a mesh, of one rank if need be).
 void ensure_mpi();
+
+// The first global batch of `c`'s training data, drawn with `seed`.
+Batch first_batch(const Config& c, uint64_t seed);
 
 // A few-second training run of tiny_model on 64-token passkey sequences
 // (4 a step), one thread, no evaluation, writing into run_dir. Ensures MPI.

@@ -4,8 +4,6 @@
 // holds; an impossible budget is refused with the minimum that would work.
 #include <gtest/gtest.h>
 
-#include "core/data/document_source.h"
-#include "core/data/packer.h"
 #include "core/train/trainer.h"
 #include "core/util/error.h"
 #include "offload/chunks/chunk_manager.h"
@@ -33,15 +31,9 @@ Config offloaded(Config c, int64_t persist, int64_t buffers) {
   return c;
 }
 
-Batch one_batch(const Config& c) {
-  auto source = make_document_source(c.data, c.model.vocab_size, 8, Split::Train);
-  Packer packer(*source, c.data);
-  return packer.next(c.sequences_per_step(0), c.data.seq_len);
-}
-
 TEST(Chunks, SameLossAndEveryGradient) {
   const Config plain = chunk_config("");
-  const Batch batch = one_batch(plain);
+  const Batch batch = testing::first_batch(plain, 8);
   Trainer reference(plain);
   const double expected = reference.compute_gradients(batch, 1);
   for (int64_t persist : {0, 1}) {
@@ -67,7 +59,7 @@ TEST(Chunks, ManagerFetchesInExecutionOrderWithinItsBudget) {
   Trainer trainer(c);
   // Forward 0 1 2 3 (each prefetching the next), backward 3 2 1 0 (each
   // prefetching the one before): 2 and 3 are still resident after forward.
-  trainer.compute_gradients(one_batch(c), 1);
+  trainer.compute_gradients(testing::first_batch(c, 8), 1);
   auto* chunks = trainer.chunks();
   ASSERT_NE(chunks, nullptr);
   EXPECT_EQ(chunks->chunk_count(), 4);

@@ -7,8 +7,6 @@
 
 #include <cmath>
 
-#include "core/data/document_source.h"
-#include "core/data/packer.h"
 #include "core/model/moe.h"
 #include "core/train/trainer.h"
 #include "tests/support/reference.h"
@@ -142,12 +140,6 @@ Config moe_run(const std::string& dir, const std::string& balance) {
   return c;
 }
 
-Batch one_batch(const Config& c) {
-  auto source = make_document_source(c.data, c.model.vocab_size, 5, Split::Train);
-  Packer packer(*source, c.data);
-  return packer.next(c.sequences_per_step(0), c.data.seq_len);
-}
-
 // Recomputed layers reuse their forward's routing (no second count), and
 // the global-batch balance over four micro-batches equals one micro-batch
 // of the whole batch (every forward runs before the first backward).
@@ -155,7 +147,7 @@ TEST(Moe, RecomputationAndAccumulationChangeNothing) {
   for (const std::string balance : {"micro_batch", "global_batch", "sequence"}) {
     Config whole = moe_run("", balance);
     whole.train.micro_batch_size = balance == "micro_batch" ? 1 : 4;
-    const Batch batch = one_batch(whole);
+    const Batch batch = testing::first_batch(whole, 5);
     Trainer reference(whole);
     const double expected = reference.compute_gradients(batch, 1);
     const auto want = reference.moe_stats();
@@ -179,7 +171,7 @@ TEST(Moe, RecomputationAndAccumulationChangeNothing) {
 TEST(Moe, MicroBatchBalanceDiffersFromGlobalBatch) {
   Config global = moe_run("", "global_batch"), micro = moe_run("", "micro_batch");
   global.train.micro_batch_size = micro.train.micro_batch_size = 1;
-  const Batch batch = one_batch(global);
+  const Batch batch = testing::first_batch(global, 5);
   Trainer a(global), b(micro);
   a.compute_gradients(batch, 1);
   b.compute_gradients(batch, 1);

@@ -1,0 +1,51 @@
+// What the single-process benchmarks share: the best time of repeated runs,
+// a random batch, and a main that sets up MPI and threads and turns an error
+// into one line and exit 1.
+#pragma once
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include "core/data/batch.h"
+#include "core/util/resources.h"
+#include "parallel/mesh/mesh.h"
+
+namespace lt::bench {
+
+// The least seconds of `repeats` runs of `run`, after `warmups` untimed ones.
+inline double best_of(int repeats, const std::function<void()>& run, int warmups = 1) {
+  for (int i = 0; i < warmups; ++i) run();
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+// One sequence of `seq` random tokens below `vocab` (seed 0), no documents.
+inline Batch random_batch(int64_t seq, int64_t vocab) {
+  at::manual_seed(0);
+  auto tokens = at::randint(vocab, {1, seq + 1}, at::kLong);
+  return {tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
+          at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
+}
+
+// Runs `body` in an MPI session with every core's threads.
+inline int main(int& argc, char**& argv, const char* name, const std::function<void()>& body) {
+  MpiSession mpi(&argc, &argv);
+  at::set_num_threads(static_cast<int>(default_threads(0)));
+  try {
+    body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace lt::bench
