@@ -129,7 +129,8 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
     relation_error(s, "parallel.sp.ulysses", "parallel.sp.ulysses=" + std::to_string(p.sp.ulysses) + " exceeds the " +
                                                  std::to_string(m.num_heads / p.tp) +
                                                  " heads of a tensor-parallel rank: Ulysses gives each rank a head");
-  if (m.moe.enabled()) divides(p.ep, "parallel.ep", m.moe.experts, "model.moe.experts", "each expert-parallel rank holds whole experts");
+  if (m.moe.enabled())
+    divides(p.ep, "parallel.ep", m.moe.experts, "model.moe.experts", "each expert-parallel rank holds whole experts");
   if (m.moe.enabled() && p.tp > 1)
     relation_error(s, "model.moe.experts",
                    "mixture-of-experts layers are not yet split by tensor parallelism: set parallel.tp=1");
@@ -160,8 +161,9 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "memory.offload_model",
                    "memory.offload_model is not yet combined with tensor parallelism: set parallel.tp=1");
   if (m.moe.enabled() && m.moe.top_k > m.moe.experts)
-    relation_error(s, "model.moe.top_k", "model.moe.top_k=" + std::to_string(m.moe.top_k) + " exceeds model.moe.experts=" +
-                                             std::to_string(m.moe.experts) + ": a token cannot choose more experts than exist");
+    relation_error(s, "model.moe.top_k",
+                   "model.moe.top_k=" + std::to_string(m.moe.top_k) + " exceeds model.moe.experts=" +
+                       std::to_string(m.moe.experts) + ": a token cannot choose more experts than exist");
   if (m.moe.enabled() && c.memory.mlp_tiles != "1")
     relation_error(s, "memory.mlp_tiles",
                    "memory.mlp_tiles tiles the dense MLP; a mixture-of-experts model needs memory.mlp_tiles: 1");

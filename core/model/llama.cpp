@@ -45,6 +45,14 @@ TensorSlice slice_for(const std::string& name, const ModelConfig& c, const Model
   return {0, 0, c.hidden_size, s.tp_size, s.tp_sequence};  // norms
 }
 
+// A mixture-of-experts layer's weights, whole on every rank that holds them
+// (tp 1).
+bool in_moe(const std::string& name) {
+  for (const char* part : {".mlp.gate.", ".mlp.experts.", ".mlp.shared_expert"})
+    if (name.find(part) != std::string::npos) return true;
+  return false;
+}
+
 // A generator per parameter, so a value does not depend on which other
 // parameters this rank holds.
 uint64_t parameter_seed(uint64_t seed, const std::string& name) {
@@ -103,7 +111,8 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
     embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size / s.tp_size, c.hidden_size));
   const int64_t count = s.num_layers < 0 ? c.num_layers : s.num_layers;
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> blocks;
-  for (int64_t i = s.first_layer; i < s.first_layer + count; ++i) blocks.emplace_back(std::to_string(i), LlamaBlock(c, s, i).ptr());
+  for (int64_t i = s.first_layer; i < s.first_layer + count; ++i)
+    blocks.emplace_back(std::to_string(i), LlamaBlock(c, s, i).ptr());
   layers = register_module("layers", torch::nn::ModuleDict(blocks));
   if (s.last_stage) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
@@ -130,13 +139,8 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shar
   model = register_module("model", LlamaModel(c, shard_));
   if (shard_.last_stage && !c.tie_embeddings)
     lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size / shard_.tp_size, false));
-  // Mixture-of-experts weights are whole on every rank that holds them (tp 1).
   for (const auto& item : named_parameters())
-    slices_[item.key()] = item.key().find(".mlp.gate.") != std::string::npos ||
-                                  item.key().find(".mlp.experts.") != std::string::npos ||
-                                  item.key().find(".mlp.shared_expert") != std::string::npos
-                              ? TensorSlice{0, 0, item.value().size(0)}
-                              : slice_for(item.key(), c, shard_);
+    slices_[item.key()] = in_moe(item.key()) ? TensorSlice{0, 0, item.value().size(0)} : slice_for(item.key(), c, shard_);
 }
 
 TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const { return slices_.at(name); }

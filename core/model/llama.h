@@ -43,7 +43,6 @@ class LlamaAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaAttention);
 
-
 // How a part of a layer runs on its input: f(x), unless offload/activations
 // sets recomputation in backward (checkpointing) or sequence tiling.
 using LayerPart = std::function<at::Tensor(const at::Tensor&)>;

@@ -3,7 +3,9 @@
 namespace lt {
 
 LlamaMLPImpl::LlamaMLPImpl(int64_t hidden, int64_t columns) {
-  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  auto linear = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
   gate_proj = register_module("gate_proj", linear(hidden, columns));
   up_proj = register_module("up_proj", linear(hidden, columns));
   down_proj = register_module("down_proj", linear(columns, hidden));

@@ -14,8 +14,8 @@ SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int6
   experts = register_module("experts", torch::nn::ModuleDict(mine));
   if (m.shared_expert_intermediate_size > 0) {
     shared_expert = register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size));
-    shared_expert_gate =
-        register_module("shared_expert_gate", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, 1).bias(false)));
+    shared_expert_gate = register_module("shared_expert_gate",
+                                         torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, 1).bias(false)));
   }
 }
 

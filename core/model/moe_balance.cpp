@@ -47,14 +47,12 @@ struct LazyWeightedSum : torch::autograd::Function<LazyWeightedSum> {
 // The layer's output, unchanged, carrying `loss` into backward: the loss
 // gets a gradient of one (it is already in units of the global-batch loss).
 struct AttachLoss : torch::autograd::Function<AttachLoss> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& out, const at::Tensor& loss) {
-    ctx->saved_data["loss_shape"] = loss.sizes().vec();
-    ctx->saved_data["loss_dtype"] = static_cast<int64_t>(loss.scalar_type());
+  // `loss`: a float scalar.
+  static at::Tensor forward(AutogradContext*, const at::Tensor& out, const at::Tensor& /*loss*/) {
     return out.view_as(out);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["loss_dtype"].toInt());
-    return {grads[0], at::ones(ctx->saved_data["loss_shape"].toIntVector(), grads[0].options().dtype(dtype))};
+  static variable_list backward(AutogradContext*, variable_list grads) {
+    return {grads[0], at::ones({}, grads[0].options().dtype(at::kFloat))};
   }
 };
 
@@ -103,7 +101,8 @@ MoeBalance::Slot& MoeBalance::slot(int64_t layer, const Routing& r, int64_t rows
   const int64_t experts = config_.experts;
   if (config_.balance == "sequence") {
     const auto chosen = r.experts.reshape({rows, -1});
-    s.counts = at::zeros({rows, experts}, at::kFloat).scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
+    s.counts = at::zeros({rows, experts}, at::kFloat)
+                   .scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
     s.psum = r.probs.view({rows, -1, experts}).sum(1).cpu();
   } else {
     s.counts = at::bincount(r.experts.reshape(-1).cpu(), {}, experts).to(at::kFloat);

@@ -69,7 +69,8 @@ void AdamW::update(size_t first, size_t last, double lr) {
   at::NoGradGuard no_grad;
   for (auto& group : groups) {
     // The kernel reads each tensor's step count; it does not advance it.
-    const auto step = at::full({}, static_cast<double>(steps_), at::TensorOptions().dtype(at::kFloat).device(group.device));
+    const auto step =
+        at::full({}, static_cast<double>(steps_), at::TensorOptions().dtype(at::kFloat).device(group.device));
     const std::vector<at::Tensor> steps(group.params.size(), step);
     at::_fused_adamw_(group.params, group.grads, group.exp_avgs, group.exp_avg_sqs, {}, steps, lr, options_.beta1,
                       options_.beta2, group.decay ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false,

@@ -116,9 +116,9 @@ CheckpointStore::Part Trainer::checkpoint_part() {
     return std::string(name);
   };
   CheckpointStore::Part part;
-  // (Under expert parallelism the first replica of each set of experts:
-  // the weights outside experts are written by each, copies the reader
-  // tolerates.)
+  // Under expert parallelism, the first replica of each set of experts
+  // writes; the weights outside experts are then written by several ranks,
+  // copies the reader tolerates.
   const bool writer = mesh_.group(Group::ep_dp).rank() == 0;
   if (writer) part.model_file = one_copy ? "model.safetensors" : numbered("model");
   if (config_.parallel.zero == 1) part.optimizer_file = numbered("optimizer");
@@ -184,8 +184,8 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   const int64_t tokens = mine.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
   auto total = at::zeros({1}, at::kDouble);
   MoeBalance* moe = shard.moe.get();
-  const auto& dp = mesh_.group(Group::dp);
-  if (moe) moe->begin_step(mine.tokens.numel() * replicas_.size(), batch.size(), dp.size() * static_cast<int64_t>(micros.size()));
+  const int64_t global_micro_batches = mesh_.group(Group::dp).size() * static_cast<int64_t>(micros.size());
+  if (moe) moe->begin_step(mine.tokens.numel() * replicas_.size(), batch.size(), global_micro_batches);
   StageWork work;
   work.all_forward_first = config_.all_forward_first();
   work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
@@ -241,9 +241,9 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   const int64_t peak = peak_memory_bytes(device_);
   const double eta = elapsed_ / (step - first_step_) * (config_.train.steps - step);
   std::string moe;
-  nlohmann::ordered_json metrics = {{"step", step}, {"seq_len", length}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                             {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"peak_memory_bytes", peak},
-                             {"elapsed_s", elapsed_}};
+  nlohmann::ordered_json metrics = {
+      {"step", step}, {"seq_len", length}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+      {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"peak_memory_bytes", peak}, {"elapsed_s", elapsed_}};
   if (config_.model.moe.enabled()) {
     // The last step's routing: the losses it added and each expert's load
     // against the mean (min, max, coefficient of variation over experts).
@@ -295,8 +295,9 @@ TrainResult Trainer::run() {
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
                 std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
                 " ranks (dp " + std::to_string(d.dp) + ", tp " + std::to_string(d.tp) + ", pp " + std::to_string(d.pp) +
-                ", ulysses " + std::to_string(d.ulysses) + ", ring " + std::to_string(d.ring) + ", ep " + std::to_string(d.ep) + ", zero " +
-                std::to_string(config_.parallel.zero) + ", " + std::to_string(buckets) + " gradient buckets)");
+                ", ulysses " + std::to_string(d.ulysses) + ", ring " + std::to_string(d.ring) + ", ep " +
+                std::to_string(d.ep) + ", zero " + std::to_string(config_.parallel.zero) + ", " +
+                std::to_string(buckets) + " gradient buckets)");
 
   auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
   Packer packer(*source, config_.data, state.data);

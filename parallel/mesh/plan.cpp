@@ -174,7 +174,8 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   const int64_t kept = kept_per_token(a, config.memory, false).first * tokens * bytes;
   const int64_t out = a.input * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
-  const double forward = tokens * (2.0 * layer_parameters(m, d.tp, m.moe.top_k) + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
+  const double active = layer_parameters(m, d.tp, m.moe.top_k);  // a token's parameters in a layer
+  const double forward = tokens * (2.0 * active + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
   // Backward of a layer begins with the outputs before it and the incoming
   // gradient; on top come its recomputation and the MLP's gradients of gate
   // and up (one tile of them), the largest in its backward.
