@@ -18,8 +18,8 @@
 #    step with the chunks' update overlapped with backward vs after it.
 # Writes tests/bench/results/*.json and prints the README tables.
 #  moe: a mixture-of-experts step against a dense one with the same active
-#    parameters, and the experts' load under micro-batch vs global-batch
-#    balance.
+#    parameters, the experts' load under micro-batch vs global-batch
+#    balance, and the bytes expert parallelism sends against theory.
 #   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +79,11 @@ if [ "$which" = all ] || [ "$which" = mem ]; then
       --out tests/bench/results/host_optimizer.json
 fi
 if [ "$which" = all ] || [ "$which" = moe ]; then
-  { build/lt_bench_moe step "$steps"; build/lt_bench_moe balance; } |
+  {
+    build/lt_bench_moe step "$steps"
+    build/lt_bench_moe balance
+    for ranks in 2 4; do mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_moe dispatch; done
+  } |
     python3 tests/bench/report.py --moe --command "scripts/bench.sh $steps moe" --out tests/bench/results/moe.json
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then

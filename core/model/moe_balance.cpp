@@ -165,8 +165,9 @@ MoeStepStats MoeBalance::end_step(const Sum& over_world) {
   }
   slots_.clear();
   in_step_ = false;
-  if (over_world) over_world(packed);
   MoeStepStats stats;
+  stats.selections = counts.clone();
+  if (over_world) over_world(packed);
   stats.balance_loss = packed[0].item<double>();
   stats.z_loss = packed[1].item<double>();
   stats.dropped = packed[2].item<double>() > 0 ? packed[3].item<double>() / packed[2].item<double>() : 0;

@@ -52,6 +52,7 @@ struct MoeStepStats {
   double balance_loss = 0, z_loss = 0;
   double load_min = 0, load_max = 0, load_cv = 0;  // expert load / mean load, over the MoE layers
   double dropped = 0;                              // fraction of the selections over capacity
+  at::Tensor selections;  // this rank's selections per expert [layers, experts] (fp64), over the step
 };
 
 class MoeBalance {

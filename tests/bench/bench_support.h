@@ -27,12 +27,12 @@ inline double best_of(int repeats, const std::function<void()>& run, int warmups
   return best;
 }
 
-// One sequence of `seq` random tokens below `vocab` (seed 0), no documents.
-inline Batch random_batch(int64_t seq, int64_t vocab) {
+// `rows` sequences of `seq` random tokens below `vocab` (seed 0), no documents.
+inline Batch random_batch(int64_t seq, int64_t vocab, int64_t rows = 1) {
   at::manual_seed(0);
-  auto tokens = at::randint(vocab, {1, seq + 1}, at::kLong);
+  auto tokens = at::randint(vocab, {rows, seq + 1}, at::kLong);
   return {tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-          at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
+          at::arange(seq, at::kLong).expand({rows, seq}).contiguous(), at::Tensor(), at::Tensor()};
 }
 
 // Runs `body` in an MPI session with every core's threads.

@@ -1,4 +1,4 @@
-// Mixture of experts on one process:
+// Mixture of experts:
 //  step: a training step of an MoE model against a dense one with the same
 //    active parameters (8 experts, top 2, each half the dense MLP's width,
 //    in every layer), 4 layers of hidden 256 at 2048 tokens, best of REPEATS;
@@ -6,9 +6,11 @@
 //    the passkey corpus, 8 sequences a step in micro-batches of one, with
 //    the balance loss over each micro-batch vs over the global batch: the
 //    experts' load (coefficient of variation, max / mean) over the last 20
-//    steps, and the language-model loss.
+//    steps, and the language-model loss;
+//  dispatch (under mpirun -np P): what each rank sends over the ep group in
+//    one step, against theory from the step's routing.
 //
-// usage: lt_bench_moe step REPEATS | lt_bench_moe balance
+// usage: lt_bench_moe step REPEATS | lt_bench_moe balance | mpirun -np P lt_bench_moe dispatch
 
 #include <algorithm>
 #include <cstdio>
@@ -79,6 +81,50 @@ void balance() {
   }
 }
 
+// Bytes each rank sends over the ep group in one step's forward and backward
+// (experts over all P ranks, one micro-batch of one sequence per rank)
+// against theory from the routing: the rows it dispatches to other ranks'
+// experts and the rows other ranks dispatched to it, each going out once in
+// forward (dispatch, combine) and once in backward (their gradients), plus
+// the per-expert counts exchanged in forward.
+void dispatch() {
+  Config c = model_config(true);
+  int P = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  c.data.seq_len = c.model.max_seq_len = 1024;
+  c.train.global_batch_tokens = 1024 * P;
+  c.parallel.ep = P;
+  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 600);
+  Trainer trainer(c, &mesh);
+  auto& ep = mesh.group(Group::ep);
+  auto& world = mesh.group(Group::world);
+  const Batch batch = bench::random_batch(1024, c.model.vocab_size, P);
+  ep.reset_counters();
+  trainer.compute_gradients(batch, 1);
+  const double measured = static_cast<double>(ep.counters().at("all_to_all").bytes);
+  // Every rank's selections [P, layers, experts].
+  const auto all = world.all_gather(trainer.moe_stats().selections.unsqueeze(0).contiguous());
+  const int64_t E = c.model.moe.experts, local = E / P, me = ep.rank();
+  const auto mine = all.narrow(2, me * local, local);
+  const double sent = (all[world.rank()].sum() - mine[world.rank()].sum()).item<double>();
+  const double arrived = (mine.sum() - mine[world.rank()].sum()).item<double>();
+  int64_t moe_layers = 0;
+  for (int64_t l = 0; l < c.model.num_layers; ++l) moe_layers += c.model.moe.is_moe_layer(l);
+  const double row = 4.0 * c.model.hidden_size;
+  const double theory = 2 * (sent + arrived) * row + moe_layers * (E - local) * 8.0;
+  auto both = at::tensor({measured, theory, sent, arrived}, at::kDouble).unsqueeze(0);
+  const auto gathered = world.all_gather(both);
+  if (world.rank() != 0) return;
+  for (int r = 0; r < P; ++r) {
+    const auto g = gathered[r];
+    nlohmann::ordered_json out = {{"bench", "dispatch"}, {"ranks", P}, {"rank", r}, {"tokens_per_rank", 1024},
+                                  {"measured_bytes", g[0].item<double>()}, {"theory_bytes", g[1].item<double>()},
+                                  {"rows_sent", g[2].item<double>()}, {"rows_arrived", g[3].item<double>()},
+                                  {"measured_over_theory", g[0].item<double>() / g[1].item<double>()}};
+    std::printf("%s\n", out.dump().c_str());
+  }
+}
+
 }  // namespace
 }  // namespace lt
 
@@ -87,6 +133,7 @@ int main(int argc, char** argv) {
     const std::string which = argc > 1 ? argv[1] : "";
     if (which == "step" && argc == 3) lt::step(std::max(1, std::atoi(argv[2])));
     else if (which == "balance" && argc == 2) lt::balance();
-    else lt::fail("usage: lt_bench_moe step REPEATS | lt_bench_moe balance");
+    else if (which == "dispatch" && argc == 2) lt::dispatch();
+    else lt::fail("usage: lt_bench_moe step REPEATS | lt_bench_moe balance | mpirun -np P lt_bench_moe dispatch");
   });
 }

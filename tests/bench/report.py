@@ -153,6 +153,11 @@ def moe_report(a, runs, cpu):
     table(["balance", "steps", "load CV (last 20)", "max load / mean", "LM loss (last 20)"],
           [[r["balance"], r["steps"], f"{r['load_cv']:.3f}", f"{r['load_max']:.2f}", f"{r['loss']:.4f}"]
            for r in runs if r["bench"] == "balance"])
+    print()
+    table(["ep ranks", "rank", "rows sent", "rows received", "bytes sent", "theory", "measured / theory"],
+          [[r["ranks"], r["rank"], f"{r['rows_sent']:.0f}", f"{r['rows_arrived']:.0f}",
+            f"{r['measured_bytes'] / 2**20:.2f} MiB", f"{r['theory_bytes'] / 2**20:.2f} MiB",
+            f"{r['measured_over_theory']:.3f}"] for r in runs if r["bench"] == "dispatch"])
 
 
 def model_parallel_report(a, runs, cpu):
