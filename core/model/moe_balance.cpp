@@ -92,9 +92,9 @@ void MoeBalance::begin_step(int64_t tokens, int64_t sequences, int64_t micro_bat
   micro_batches_ = static_cast<double>(std::max<int64_t>(1, micro_batches));
 }
 
-MoeBalance::Slot& MoeBalance::slot(int64_t layer, const Routing& r, int64_t rows) {
+void MoeBalance::record(int64_t layer, const Routing& r, int64_t rows, const at::Tensor& psum, const at::Tensor& z) {
   auto& held = slots_[{layer, micro_}];
-  if (held) return *held;  // recomputation: as the forward found it
+  if (held) return;  // recomputation: as the forward found it
   held = std::make_shared<Slot>();
   auto& s = *held;
   at::NoGradGuard no_grad;
@@ -103,18 +103,16 @@ MoeBalance::Slot& MoeBalance::slot(int64_t layer, const Routing& r, int64_t rows
     const auto chosen = r.experts.reshape({rows, -1});
     s.counts = at::zeros({rows, experts}, at::kFloat)
                    .scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
-    s.psum = r.probs.view({rows, -1, experts}).sum(1).cpu();
   } else {
     s.counts = at::bincount(r.experts.reshape(-1).cpu(), {}, experts).to(at::kFloat);
-    s.psum = r.probs.sum(0).cpu();
   }
+  s.psum = psum.detach().cpu();
   s.reduced = s.counts.clone();
   const Sum& scope = config_.balance == "global_batch" ? over_batch_ : over_sequence_;
   if (scope) scope(s.reduced);
   s.selections = r.kept.numel();
   s.dropped = s.selections - r.kept.sum().item<int64_t>();
-  if (config_.z_loss_coef > 0) s.z = at::logsumexp(r.logits.to(at::kFloat), -1).pow(2).sum().item<double>();
-  return s;
+  if (z.defined()) s.z = z.item<double>();
 }
 
 // d(balance loss)/d(psum): coef * E * f / T, f and T over the scope.
@@ -134,11 +132,14 @@ at::Tensor MoeBalance::balance_weights(int64_t layer, const Slot& s) const {
 
 at::Tensor MoeBalance::attach(int64_t layer, const at::Tensor& out, const Routing& r, int64_t rows) {
   if (!in_step_) return out;
-  slot(layer, r, rows);
+  // The router probabilities summed over this rank's tokens (per sequence
+  // under sequence balance), and the sum of squared log-partitions.
+  const auto psum = config_.balance == "sequence" ? r.probs.view({rows, -1, config_.experts}).sum(1) : r.probs.sum(0);
+  const auto z = config_.z_loss_coef > 0 ? at::logsumexp(r.logits.to(at::kFloat), -1).pow(2).sum() : at::Tensor();
+  record(layer, r, rows, psum, z);
   if (!at::GradMode::is_enabled()) return out;  // a forward whose graph is not kept (checkpointing)
   auto loss = at::zeros({}, out.options().dtype(at::kFloat));
   if (config_.balance_coef > 0) {
-    const auto psum = config_.balance == "sequence" ? r.probs.view({rows, -1, config_.experts}).sum(1) : r.probs.sum(0);
     auto holder = c10::make_intrusive<LazyWeightedSum::Holder>();
     const auto key = std::make_pair(layer, micro_);
     holder->weights = [this, layer, key, device = psum.device()] {
@@ -146,8 +147,7 @@ at::Tensor MoeBalance::attach(int64_t layer, const at::Tensor& out, const Routin
     };
     loss = loss + LazyWeightedSum::apply(psum, holder);
   }
-  if (config_.z_loss_coef > 0)
-    loss = loss + at::logsumexp(r.logits.to(at::kFloat), -1).pow(2).sum() * (config_.z_loss_coef / tokens_);
+  if (z.defined()) loss = loss + z * (config_.z_loss_coef / tokens_);
   return AttachLoss::apply(out, loss);
 }
 

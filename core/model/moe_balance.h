@@ -77,7 +77,9 @@ class MoeBalance {
 
  private:
   struct Slot;
-  Slot& slot(int64_t layer, const Routing& routing, int64_t rows);
+  // Records the (layer, micro-batch)'s routing once: its counts, reduced
+  // over the scope, and the detached `psum` and `z` the losses are built from.
+  void record(int64_t layer, const Routing& routing, int64_t rows, const at::Tensor& psum, const at::Tensor& z);
   at::Tensor balance_weights(int64_t layer, const Slot& s) const;
 
   MoeConfig config_;

@@ -82,8 +82,7 @@ void Trainer::plan_memory() {
   const int64_t rows = config_.sequences_per_step(first_step_) / mesh_.group(Group::dp).size();
   profile.micro_batches = static_cast<int>((rows + config_.train.micro_batch_size - 1) / config_.train.micro_batch_size);
   const int stages = mesh_.layout().degrees().pp;
-  profile.in_flight =
-      config_.all_forward_first() ? profile.micro_batches : std::min(stages - mesh_.coord().pp, profile.micro_batches);
+  profile.in_flight = in_flight(mesh_.coord().pp, stages, profile.micro_batches, config_.all_forward_first());
   // Device state: the buckets' flat weights and gradients and the
   // optimizer's two moments of the segments they hand it.
   int64_t device_elements = 0, host_elements = 0;

@@ -189,12 +189,13 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   }
   p.head_peak = p.base + st.layers * out + (st.head ? logits_bytes(config, d, tokens) : 0);
   p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro_batches(config, d)));
-  p.in_flight = config.all_forward_first() ? p.micro_batches : std::min(d.pp - stage, p.micro_batches);
+  p.in_flight = in_flight(stage, d.pp, p.micro_batches, config.all_forward_first());
   p.state = st.weights + st.gradients + st.optimizer - st.chunks;  // the planner adds the chunks it keeps
   if (config.memory.offload_model) {
-    const int64_t per_chunk = layers_per_chunk(config.memory, layer_parameters(m, d.tp, m.moe.experts / d.ep));
+    const int64_t per_layer = layer_parameters(m, d.tp, m.moe.experts / d.ep);
+    const int64_t per_chunk = layers_per_chunk(config.memory, per_layer);
     for (int64_t l = 0; l < st.layers; l += per_chunk)
-      p.chunks.push_back(std::min(per_chunk, st.layers - l) * layer_parameters(m, d.tp, m.moe.experts / d.ep) * 4);
+      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer * 4);
     for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
   }
   p.link_bytes_per_s = machine.link;
@@ -267,10 +268,11 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     st.gradients = (others + resident * per_layer) * 4;
     st.optimizer = (memory.offload_model ? others : st.parameters) * optimizer_bytes /
                    (config.parallel.zero == 1 ? replicas : 1);
-    // 1F1B keeps up to (stages - s) micro-batches in flight on stage s; the
-    // last stage also holds the logits and their gradient (vocab split by tp).
-    const int64_t micro = micro_batches(config, degrees);
-    const int64_t in_flight = config.all_forward_first() ? micro : std::min<int64_t>(degrees.pp - s, micro);
+    // The schedule keeps `held` micro-batches in flight on stage s (1F1B:
+    // up to stages - s); the last stage also holds the logits and their
+    // gradient (vocab split by tp).
+    const int64_t held = in_flight(s, degrees.pp, static_cast<int>(micro_batches(config, degrees)),
+                                   config.all_forward_first());
     int64_t kept = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
       const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
@@ -278,7 +280,7 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       kept += keeps, recompute = std::max(recompute, needs);
     }
     const int64_t logits = st.head ? logits_bytes(config, degrees, tokens) : 0;
-    st.activations = (std::max<int64_t>(1, in_flight) * kept + recompute) * tokens * activation_bytes + logits;
+    st.activations = (std::max<int64_t>(1, held) * kept + recompute) * tokens * activation_bytes + logits;
   }
   return stages;
 }

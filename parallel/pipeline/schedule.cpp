@@ -27,6 +27,10 @@ std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches, bo
   return out;
 }
 
+int in_flight(int stage, int stages, int micro_batches, bool all_forward_first) {
+  return all_forward_first ? micro_batches : std::min(stages - stage, micro_batches);
+}
+
 std::string describe(const std::vector<PipeAction>& actions) {
   std::string out;
   for (const auto& a : actions) {

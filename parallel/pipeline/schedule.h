@@ -21,6 +21,10 @@ struct PipeAction {
 // `all_forward_first`: warm up with every forward (GPipe's order).
 std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches, bool all_forward_first = false);
 
+// Micro-batches whose activations stage `stage` holds at once under that
+// schedule: p - s with 1F1B, every one with all forwards first (at most m).
+int in_flight(int stage, int stages, int micro_batches, bool all_forward_first = false);
+
 // "F0 F1 B0 ..." with sends and receives as ">F0" "<F0" (debugging, tests).
 std::string describe(const std::vector<PipeAction>& actions);
 

@@ -27,24 +27,29 @@ TEST(OneFOneB, OrderPerStage) {
   EXPECT_EQ(describe(one_f_one_b(0, 1, 3)), "F0 B0 F1 B1 F2 B2");
   // Fewer micro-batches than stages: all forwards, then all backwards.
   EXPECT_EQ(describe(one_f_one_b(0, 4, 2)), "F0 >F0 F1 >F1 <B0 B0 <B1 B1");
+  EXPECT_EQ(describe(one_f_one_b(0, 1, 3, /*all_forward_first=*/true)), "F0 F1 F2 B0 B1 B2");
 }
 
+// Also with all forwards first, whose stages hold every micro-batch;
+// in_flight() says what each schedule holds.
 TEST(OneFOneB, EveryMicroBatchOnceEachWayWithBoundedActivations) {
-  for (int stages : {1, 2, 3, 4, 8})
-    for (int micro : {1, 2, 4, 7, 16})
-      for (int s = 0; s < stages; ++s) {
-        std::map<int, int> forwards, backwards;
-        int in_flight = 0, most = 0;
-        for (const auto& a : one_f_one_b(s, stages, micro)) {
-          if (a.op == PipeOp::forward) ++forwards[a.micro], most = std::max(most, ++in_flight);
-          if (a.op == PipeOp::backward) {
-            EXPECT_EQ(forwards[a.micro], 1) << "backward before forward";
-            ++backwards[a.micro], --in_flight;
+  for (bool all_forward_first : {false, true})
+    for (int stages : {1, 2, 3, 4, 8})
+      for (int micro : {1, 2, 4, 7, 16})
+        for (int s = 0; s < stages; ++s) {
+          std::map<int, int> forwards, backwards;
+          int held = 0, most = 0;
+          for (const auto& a : one_f_one_b(s, stages, micro, all_forward_first)) {
+            if (a.op == PipeOp::forward) ++forwards[a.micro], most = std::max(most, ++held);
+            if (a.op == PipeOp::backward) {
+              EXPECT_EQ(forwards[a.micro], 1) << "backward before forward";
+              ++backwards[a.micro], --held;
+            }
           }
+          for (int m = 0; m < micro; ++m) EXPECT_EQ(forwards[m] + backwards[m], 2);
+          if (!all_forward_first) EXPECT_LE(most, std::min(stages - s, micro)) << stages << " stages, stage " << s;
+          EXPECT_EQ(most, in_flight(s, stages, micro, all_forward_first)) << stages << " stages, stage " << s;
         }
-        for (int m = 0; m < micro; ++m) EXPECT_EQ(forwards[m] + backwards[m], 2);
-        EXPECT_LE(most, std::min(stages - s, micro)) << stages << " stages, stage " << s;
-      }
 }
 
 // All stages run their schedules: a receive waits for its message, a send
