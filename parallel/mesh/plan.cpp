@@ -18,23 +18,36 @@
 namespace lt {
 namespace {
 
-// Parameters of one decoder layer held by one tensor-parallel rank.
+// A mixture-of-experts layer's MLP parameters (tp 1): the router,
+// `experts` experts and the shared one.
+int64_t sparse_mlp_parameters(const ModelConfig& m, int64_t experts) {
+  const auto& e = m.moe;
+  const int64_t h = m.hidden_size;
+  const int64_t expert = 3 * h * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size);
+  return h * e.experts + experts * expert +
+         (e.shared_expert_intermediate_size > 0 ? 3 * h * e.shared_expert_intermediate_size + h : 0);
+}
+
+// Parameters of one decoder layer held by one tensor-parallel rank, with
+// `experts` experts in its MoE layers; averaged over the layers, so that a
+// stage's layers sum to the right total.
 int64_t layer_parameters(const ModelConfig& m, int tp, int64_t experts) {
   const int64_t h = m.hidden_size, d = m.resolved_head_dim();
   const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / tp);  // replicated when tp > kv heads
   const int64_t q = h * m.num_heads * d / tp, kv = 2 * h * kv_heads * d, o = m.num_heads * d * h / tp;
   const int64_t bias = m.attention_bias ? (m.num_heads * d / tp + 2 * kv_heads * d) : 0;
-  // A mixture-of-experts layer (tp 1): the router, `experts` experts and
-  // the shared one; averaged over the layers, so that a stage's layers sum
-  // to the right total.
-  const auto& e = m.moe;
   const int64_t dense = 3 * h * m.intermediate_size / tp;
-  const int64_t expert = 3 * h * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size);
-  const int64_t sparse = h * e.experts + experts * expert +
-                         (e.shared_expert_intermediate_size > 0 ? 3 * h * e.shared_expert_intermediate_size + h : 0);
   int64_t mlp = 0;
-  for (int64_t i = 0; i < m.num_layers; ++i) mlp += e.is_moe_layer(i) ? sparse : dense;
+  for (int64_t i = 0; i < m.num_layers; ++i) mlp += m.moe.is_moe_layer(i) ? sparse_mlp_parameters(m, experts) : dense;
   return q + kv + o + bias + mlp / m.num_layers + 2 * h;
+}
+
+// The experts' parameters a rank holds, averaged over the layers as above:
+// ZeRO-1 shards their optimizer state over ep_dp, not dp x sp.
+int64_t layer_expert_parameters(const ModelConfig& m, int ep) {
+  int64_t moe_layers = 0;
+  for (int64_t i = 0; i < m.num_layers; ++i) moe_layers += m.moe.is_moe_layer(i);
+  return moe_layers * (sparse_mlp_parameters(m, m.moe.experts / ep) - sparse_mlp_parameters(m, 0)) / m.num_layers;
 }
 
 // Activation elements one layer keeps for backward, per token of a rank,
@@ -48,11 +61,23 @@ struct LayerActivations {
   int64_t input, around, attention, mlp_input, mlp_inner;
 };
 
-LayerActivations layer_activations(const ModelConfig& m, int tp, bool tp_sequence) {
+// Per token inside the MLP: a dense one keeps gate, up, activation and
+// product; an MoE one keeps those for each of its top_k selections with the
+// selection's dispatched input and weighted output (dropless: capacity only
+// lowers it), the router's logits and probabilities, and the shared expert.
+int64_t mlp_activations(const ModelConfig& m, int tp, int64_t layer) {
+  if (!m.moe.is_moe_layer(layer)) return 4 * m.intermediate_size / tp;
+  const auto& e = m.moe;
+  const int64_t columns = e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size;
+  const int64_t shared = e.shared_expert_intermediate_size > 0 ? 4 * e.shared_expert_intermediate_size + 1 : 0;
+  return e.top_k * (2 * m.hidden_size + 4 * columns) + 2 * e.experts + shared;
+}
+
+LayerActivations layer_activations(const ModelConfig& m, int tp, bool tp_sequence, int64_t layer) {
   const int64_t h = m.hidden_size, d = m.resolved_head_dim();
   const int64_t q = m.num_heads * d / tp, kv = std::max<int64_t>(1, m.num_kv_heads / tp) * d;
   const int64_t input = tp_sequence ? h / tp : h;
-  return {input, 3 * input, h + 2 * (q + 2 * kv) + q + m.num_heads / tp, h, 4 * m.intermediate_size / tp};
+  return {input, 3 * input, h + 2 * (q + 2 * kv) + q + m.num_heads / tp, h, mlp_activations(m, tp, layer)};
 }
 
 // Elements per token a layer keeps under the memory settings, and those
@@ -170,20 +195,21 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   const auto machine = assumed_machine(config);
   const int64_t bytes = config.train.device == "cuda" ? 2 : 4;
   const int64_t seq = config.data.seq_len, tokens = config.train.micro_batch_size * seq / (d.ulysses * d.ring);
-  const auto a = layer_activations(m, d.tp, config.parallel.tp_sequence);
-  const int64_t kept = kept_per_token(a, config.memory, false).first * tokens * bytes;
-  const int64_t out = a.input * tokens * bytes;
+  const int64_t out = (config.parallel.tp_sequence ? m.hidden_size / d.tp : m.hidden_size) * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
   const double active = layer_parameters(m, d.tp, m.moe.top_k);  // a token's parameters in a layer
   const double forward = tokens * (2.0 * active + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
   // Backward of a layer begins with the outputs before it and the incoming
   // gradient; on top come its recomputation and the MLP's gradients of gate
-  // and up (one tile of them), the largest in its backward.
+  // and up (one tile of them, half of what the MLP keeps), the largest in
+  // its backward.
   const int64_t mlp_tiles = tile_count(config.memory.mlp_tiles, seq / (d.ulysses * d.ring), m.hidden_size);
-  const int64_t mlp_gradients = 2 * tokens / mlp_tiles * (m.intermediate_size / d.tp) * bytes;
   Profile p;
   p.base = out + 2 * tokens * m.resolved_head_dim() * bytes;  // the embeddings and RoPE's cos and sin
   for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
+    const auto a = layer_activations(m, d.tp, config.parallel.tp_sequence, l);
+    const int64_t kept = kept_per_token(a, config.memory, false).first * tokens * bytes;
+    const int64_t mlp_gradients = a.mlp_inner / 2 * tokens / mlp_tiles * bytes;
     const int64_t i = l - st.first_layer;
     p.blocks.push_back({l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 1) * out, kept + mlp_gradients});
   }
@@ -231,9 +257,10 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
   const int64_t weight_bytes = cuda ? 2 : 4, activation_bytes = cuda ? 2 : 4;
   const int64_t optimizer_bytes = cuda ? 12 : 8;
   const int64_t replicas = static_cast<int64_t>(degrees.dp) * degrees.ulysses * degrees.ring;
+  const int64_t zero_replicas = config.parallel.zero == 1 ? replicas : 1;
+  const int64_t expert_replicas = config.parallel.zero == 1 ? replicas / degrees.ep : 1;
   const int64_t seq = config.data.seq_len;
   const int64_t tokens = config.train.micro_batch_size * seq / (degrees.ulysses * degrees.ring);
-  const auto layer = layer_activations(m, degrees.tp, config.parallel.tp_sequence);
   const auto& memory = config.memory;
   const auto split = split_stages(m, seq, degrees.pp);
   std::vector<StagePlan> stages(degrees.pp);
@@ -259,15 +286,18 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       // fp32 weights and gradients whole; the moments split by ZeRO-1, and
       // so the copies an overlapped update keeps in case clipping undoes it.
       const int64_t undo = memory.overlap_update && config.train.grad_clip > 0 ? 12 : 0;
-      st.host = st.layers * per_layer * (4 + 4) +
-                st.layers * per_layer * (8 + undo) / (config.parallel.zero == 1 ? replicas : 1);
+      st.host = st.layers * per_layer * (4 + 4) + st.layers * per_layer * (8 + undo) / zero_replicas;
       st.chunks = resident * per_layer * (4 + 4);
     }
     const int64_t others = st.parameters - st.layers * per_layer;
     st.weights = others * weight_bytes + resident * per_layer * (memory.offload_model ? 4 : weight_bytes);
     st.gradients = (others + resident * per_layer) * 4;
-    st.optimizer = (memory.offload_model ? others : st.parameters) * optimizer_bytes /
-                   (config.parallel.zero == 1 ? replicas : 1);
+    // ZeRO-1 shards each parameter's moments over the ranks replicating it:
+    // dp x sp, and for experts the ep_dp ranks holding the same experts.
+    const int64_t experts = st.layers * layer_expert_parameters(m, degrees.ep);
+    st.optimizer = memory.offload_model
+                       ? others * optimizer_bytes / zero_replicas
+                       : ((st.parameters - experts) / zero_replicas + experts / expert_replicas) * optimizer_bytes;
     // The schedule keeps `held` micro-batches in flight on stage s (1F1B:
     // up to stages - s); the last stage also holds the logits and their
     // gradient (vocab split by tp).
@@ -276,6 +306,7 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     int64_t kept = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
       const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
+      const auto layer = layer_activations(m, degrees.tp, config.parallel.tp_sequence, l);
       const auto [keeps, needs] = kept_per_token(layer, memory, checkpointed);
       kept += keeps, recompute = std::max(recompute, needs);
     }

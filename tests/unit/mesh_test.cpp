@@ -200,6 +200,31 @@ TEST(Plan, CountsEveryExpert) {
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 1))[0].parameters, numel);
 }
 
+// With ep, a rank holds 1/ep of the experts, and ZeRO-1 shards their
+// moments over the ep_dp ranks holding the same experts (dp x sp / ep),
+// the other parameters' over dp x sp.
+TEST(Plan, ShardsExpertMomentsOverTheirReplicas) {
+  Config c = small_config();
+  c.model.num_layers = 2;
+  c.model.moe.experts = 8;
+  c.model.moe.every = 2;
+  c.model.moe.expert_intermediate_size = 48;
+  c.parallel.ep = 4;
+  c.parallel.zero = 1;
+  const auto& m = c.model;
+  const int64_t expert = 3 * m.hidden_size * 48, held = 2 * expert;  // 8 experts over ep 4
+  const auto dense = [&] {
+    Config d = c;
+    d.model.moe.experts = 0;
+    d.parallel.ep = 1;
+    return plan_stages(d, resolve_degrees(d, 8))[0].parameters;
+  }();
+  const int64_t others = dense - 3 * m.hidden_size * m.intermediate_size + m.hidden_size * 8;  // the router
+  const auto stage = plan_stages(c, resolve_degrees(c, 8))[0];
+  EXPECT_EQ(stage.parameters, others + held);
+  EXPECT_EQ(stage.optimizer, 8 * (others / 8 + held / 2));  // dp 8, ep_dp 2
+}
+
 TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {
   Config c = small_config();
   c.data.seq_len = 62;  // padded to 64 for ulysses 2 x zigzag ring 2

@@ -196,6 +196,26 @@ TEST(Planner, ProfiledPlanPredictsTheTrackedPeakAndTrainsAsThePlainRun) {
   for (const auto& [step, loss] : losses) EXPECT_NEAR(loss, expected.at(step), 1e-6 * loss) << "step " << step;
 }
 
+// An MoE layer keeps each selection's rows: `longtrain plan`'s estimate
+// follows what the profiler measures of a mixture of experts.
+TEST(Planner, EstimateCountsTheExpertsActivations) {
+  const std::string dir = testing::scratch_dir("planner_test", "moe");
+  Config c = planned(dir, 1.0);
+  c.model.moe.experts = 4;
+  c.model.moe.top_k = 2;
+  c.model.moe.every = 2;
+  c.model.moe.expert_intermediate_size = 96;
+  c.model.moe.shared_expert_intermediate_size = 32;
+  c.train.steps = 1;
+  Trainer trainer(c);
+  trainer.run();
+  ASSERT_TRUE(trainer.memory_plan().has_value());
+  const MemoryPlan estimated = choose_plan(estimated_profile(c, Degrees{}, 0), 1 << 30);
+  const double measured = trainer.memory_plan()->activations;
+  EXPECT_LT(std::abs(estimated.activations - measured), 0.1 * measured)
+      << "estimated " << estimated.activations << " bytes, profiled " << measured;
+}
+
 // With room for the state, the activations and three and a half chunks,
 // two chunks stay and one buffer serves the others (on the host a second
 // buffer would hide no copy); what the step then tracked fits the budget.
