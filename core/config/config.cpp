@@ -140,8 +140,21 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
 }
 
 // Fills the defaults that depend on other keys, then checks relations between keys.
+// Scaled RoPE needs the context the model was pretrained on.
+void validate_rope(const RopeConfig& r, const ConfigSources& s) {
+  if (!r.scaled()) return;
+  if (r.type != "linear" && r.original_max_seq_len <= 0)
+    relation_error(s, "model.rope.type",
+                   "model.rope.type=" + r.type + " needs model.rope.original_max_seq_len: the pretrained context "
+                   "(HF original_max_position_embeddings), e.g. 8192");
+  if (r.type == "llama3" && r.high_freq_factor <= r.low_freq_factor)
+    relation_error(s, "model.rope.high_freq_factor",
+                   "model.rope.high_freq_factor must exceed model.rope.low_freq_factor (Llama 3.1: 4 and 1)");
+}
+
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
+  validate_rope(m.rope, s);
   const bool manual = c.memory.plan == "manual";
   if (!manual && c.memory.device_budget_gb <= 0)
     relation_error(s, "memory.plan",

@@ -29,6 +29,22 @@ struct MoeConfig {
   bool is_moe_layer(int64_t layer) const { return enabled() && (layer + 1) % every == 0; }
 };
 
+// RoPE scaling for context extension (HF's rope_parameters; see
+// core/model/rope_scaling.h for the formulas). A base change (ABF) is
+// model.rope_theta alone.
+struct RopeConfig {
+  std::string type = "default";     // default | linear | dynamic | yarn | llama3
+  double factor = 1.0;              // how many times the original context
+  int64_t original_max_seq_len = 0; // the pretrained context (HF original_max_position_embeddings)
+  double low_freq_factor = 1.0;     // llama3
+  double high_freq_factor = 4.0;    // llama3
+  double beta_fast = 32.0;          // yarn
+  double beta_slow = 1.0;           // yarn
+  double attention_factor = 0.0;    // yarn: 0 = 0.1 ln(factor) + 1
+
+  bool scaled() const { return type != "default"; }
+};
+
 struct ModelConfig {
   std::string preset;               // name of configs/models/<preset>.yaml
   int64_t vocab_size = 0;
@@ -40,6 +56,7 @@ struct ModelConfig {
   int64_t head_dim = 0;             // 0: hidden_size / num_heads
   int64_t max_seq_len = 4096;
   double rope_theta = 10000.0;
+  RopeConfig rope;
   double rms_norm_eps = 1e-5;
   bool attention_bias = false;      // q/k/v bias, as Qwen2
   bool tie_embeddings = false;

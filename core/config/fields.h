@@ -49,6 +49,18 @@ void visit(V& v, MoeConfig& m) {
 }
 
 template <class V>
+void visit(V& v, RopeConfig& r) {
+  v.field("type", r.type, one_of({"default", "linear", "dynamic", "yarn", "llama3"}));
+  v.field("factor", r.factor, in_range<double>(1.0, 1e6));
+  v.field("original_max_seq_len", r.original_max_seq_len, at_least<int64_t>(0));
+  v.field("low_freq_factor", r.low_freq_factor, in_range<double>(1e-6, 1e6));
+  v.field("high_freq_factor", r.high_freq_factor, in_range<double>(1e-6, 1e6));
+  v.field("beta_fast", r.beta_fast, in_range<double>(1e-6, 1e6));
+  v.field("beta_slow", r.beta_slow, in_range<double>(1e-6, 1e6));
+  v.field("attention_factor", r.attention_factor, in_range<double>(0.0, 100.0));
+}
+
+template <class V>
 void visit(V& v, ModelConfig& m) {
   v.field("preset", m.preset);
   v.field("vocab_size", m.vocab_size, at_least<int64_t>(1));
@@ -60,6 +72,7 @@ void visit(V& v, ModelConfig& m) {
   v.field("head_dim", m.head_dim, at_least<int64_t>(0));
   v.field("max_seq_len", m.max_seq_len, at_least<int64_t>(1));
   v.field("rope_theta", m.rope_theta, at_least<double>(1.0));
+  v.section("rope", m.rope);
   v.field("rms_norm_eps", m.rms_norm_eps, in_range<double>(1e-12, 1e-1));
   v.field("attention_bias", m.attention_bias);
   v.field("tie_embeddings", m.tie_embeddings);

@@ -106,7 +106,7 @@ at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, c
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
-    : shard_(s), vocab_offset_(s.tp_rank * c.vocab_size / s.tp_size), rope_(c.resolved_head_dim(), c.rope_theta) {
+    : shard_(s), vocab_offset_(s.tp_rank * c.vocab_size / s.tp_size), rope_(rope_frequencies(c)) {
   if (s.first_stage || (s.last_stage && c.tie_embeddings))
     embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size / s.tp_size, c.hidden_size));
   const int64_t count = s.num_layers < 0 ? c.num_layers : s.num_layers;

@@ -7,12 +7,15 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta) {
   inv_freq_ = at::pow(theta, exponents).reciprocal();
 }
 
+RotaryEmbedding::RotaryEmbedding(RopeFrequencies frequencies)
+    : inv_freq_(std::move(frequencies.inv_freq)), attention_factor_(frequencies.attention_factor) {}
+
 std::pair<at::Tensor, at::Tensor> RotaryEmbedding::cos_sin(const at::Tensor& positions) const {
   // Angles in fp64 so positions in the millions keep their precision.
   auto inv = inv_freq_.to(positions.device());
   auto freqs = positions.to(at::kDouble).unsqueeze(-1) * inv;
   auto angles = at::cat({freqs, freqs}, -1);
-  return {angles.cos().to(at::kFloat), angles.sin().to(at::kFloat)};
+  return {(angles.cos() * attention_factor_).to(at::kFloat), (angles.sin() * attention_factor_).to(at::kFloat)};
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
