@@ -71,36 +71,61 @@ WrittenFile save_safetensors(const std::string& path, const NamedTensors& tensor
   return {sizeof(length) + text.size() + offset, sum.hex()};
 }
 
-std::map<std::string, at::Tensor> load_safetensors(const std::string& path) {
-  MappedFile file(path);
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   uint64_t length = 0;
-  if (file.size() < 8) fail(path + ": truncated safetensors file (" + std::to_string(file.size()) + " bytes)");
-  std::memcpy(&length, file.data(), 8);
-  if (length > file.size() - 8) fail(path + ": truncated safetensors file (header runs past the end)");
+  if (file_.size() < 8) fail(path + ": truncated safetensors file (" + std::to_string(file_.size()) + " bytes)");
+  std::memcpy(&length, file_.data(), 8);
+  if (length > file_.size() - 8) fail(path + ": truncated safetensors file (header runs past the end)");
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(file.data() + 8, file.data() + 8 + length);
+    header = nlohmann::json::parse(file_.data() + 8, file_.data() + 8 + length);
   } catch (const nlohmann::json::exception& e) {
     fail(path + ": malformed safetensors header: " + e.what());
   }
   const size_t data_start = 8 + length;
-  std::map<std::string, at::Tensor> out;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     try {
-      const auto type = dtype_from(path, entry.at("dtype").get<std::string>());
-      const auto shape = entry.at("shape").get<std::vector<int64_t>>();
+      Entry e{dtype_from(path + ": tensor '" + name + "'", entry.at("dtype").get<std::string>()),
+              entry.at("shape").get<std::vector<int64_t>>(), 0};
       const auto range = entry.at("data_offsets").get<std::vector<uint64_t>>();
-      auto t = at::empty(shape, at::TensorOptions().dtype(type));
-      const uint64_t bytes = t.numel() * t.element_size();
-      if (range.size() != 2 || range[1] - range[0] != bytes || data_start + range[1] > file.size())
+      const uint64_t bytes = c10::multiply_integers(e.shape) * c10::elementSize(e.dtype);
+      if (range.size() != 2 || range[1] < range[0] || range[1] - range[0] != bytes ||
+          data_start + range[1] > file_.size())
         fail(path + ": tensor '" + name + "' lies outside the file or has the wrong size (truncated file?)");
-      std::memcpy(t.data_ptr(), file.data() + data_start + range[0], bytes);
-      out.emplace(name, t);
+      e.offset = data_start + range[0];
+      entries_.emplace(name, std::move(e));
     } catch (const nlohmann::json::exception& e) {
       fail(path + ": malformed entry for tensor '" + name + "': " + e.what());
     }
   }
+}
+
+at::Tensor SafetensorsFile::view(const std::string& name) const {
+  const auto it = entries_.find(name);
+  if (it == entries_.end()) fail(path() + ": no tensor '" + name + "'");
+  const Entry& e = it->second;
+  auto* data = const_cast<uint8_t*>(file_.data() + e.offset);
+  const auto options = at::TensorOptions().dtype(e.dtype);
+  // A writer may leave a tensor unaligned for its element type: copy it.
+  if (reinterpret_cast<uintptr_t>(data) % c10::elementSize(e.dtype) != 0) {
+    auto t = at::empty(e.shape, options);
+    std::memcpy(t.data_ptr(), data, t.numel() * t.element_size());
+    return t;
+  }
+  return at::from_blob(data, e.shape, options);
+}
+
+std::vector<std::string> SafetensorsFile::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, entry] : entries_) out.push_back(name);
+  return out;
+}
+
+std::map<std::string, at::Tensor> load_safetensors(const std::string& path) {
+  const SafetensorsFile file(path);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& name : file.names()) out.emplace(name, file.view(name).clone());
   return out;
 }
 

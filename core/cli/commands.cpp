@@ -3,11 +3,13 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/config/config.h"
+#include "core/hf/hf_weights.h"
 #include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "core/util/error.h"
@@ -25,6 +27,7 @@ usage: longtrain <command> [arguments]
 commands:
   train RECIPE [key.path=value ...]                 train from a YAML recipe (under mpirun: in parallel)
   eval RECIPE --checkpoint DIR [key.path=value ...] held-out loss, perplexity, passkey accuracy
+  export RUN_DIR --hf OUT                           the run's newest checkpoint as a Hugging Face model
   plan RECIPE --world N [--ranks-per-node R]        rank grid, parameters and memory per rank
   help [command]                                    this text, or a command's
 
@@ -60,12 +63,23 @@ activations at data.seq_len). Errors in the layout are reported as train
 would report them.
 )";
 
-const char* kEvalHelp = R"(usage: longtrain eval RECIPE --checkpoint DIR [key.path=value ...]
+const char* kEvalHelp = R"(usage: longtrain eval RECIPE [--checkpoint DIR] [key.path=value ...]
 
 Loads the weights of a checkpoint (a step_N directory, or a directory of them:
 the newest is used) into the recipe's model and reports the loss and
 perplexity over eval.sequences held-out sequences; for the passkey corpus also
-retrieval accuracy at data.seq_len tokens.
+retrieval accuracy at data.seq_len tokens. Without --checkpoint, a recipe
+with init.from_hf evaluates that Hugging Face model's weights.
+)";
+
+const char* kExportHelp = R"(usage: longtrain export RUN_DIR --hf OUT [--checkpoint DIR] [--dtype D] [--shard-gb G]
+
+Writes the newest checkpoint of a run (or --checkpoint DIR) as a Hugging Face
+model directory OUT: config.json (with the run's RoPE settings) and
+safetensors weights under HF's names, in shards of at most G GB (default 5)
+with model.safetensors.index.json, as D (bfloat16, the default; float16;
+float32). transformers' AutoModelForCausalLM.from_pretrained(OUT) loads it.
+OUT must not exist; it appears complete or not at all.
 )";
 
 bool wants_help(const Args& args) {
@@ -138,6 +152,7 @@ int print_help(const std::string& command) {
   if (command == "train") std::cout << kTrainHelp;
   else if (command == "eval") std::cout << kEvalHelp;
   else if (command == "plan") std::cout << kPlanHelp;
+  else if (command == "export") std::cout << kExportHelp;
   else std::cout << kProgramHelp;
   return 0;
 }
@@ -169,20 +184,49 @@ int run_plan(const Args& args) {
 int run_eval(const Args& args) {
   if (wants_help(args)) return print_help("eval");
   auto parsed = parse(args, "eval", {"--checkpoint"});
-  if (!parsed.flags.count("--checkpoint")) fail("eval: missing --checkpoint DIR");
   const Config config = load_config(parsed.recipe, parsed.overrides);
+  const bool checkpoint = parsed.flags.count("--checkpoint") > 0;
+  if (!checkpoint && config.init.from_hf.empty())
+    fail("eval: missing --checkpoint DIR (or init.from_hf in the recipe)");
   at::set_num_threads(static_cast<int>(default_threads(config.train.threads)));
   const at::Device device = device_for(config.train.device);
-  const std::string path = resolve_checkpoint(parsed.flags.at("--checkpoint"));
   LlamaForCausalLM model(config.model);
-  load_checkpoint(path, *model, nullptr, nullptr);
+  const std::string path = checkpoint ? resolve_checkpoint(parsed.flags.at("--checkpoint")) : config.init.from_hf;
+  if (checkpoint) load_checkpoint(path, *model, nullptr, nullptr);
+  else load_hf_weights(path, *model);
   model->to(device);
   model->eval();
-  std::cout << "checkpoint: " << path << "\n";
+  std::cout << (checkpoint ? "checkpoint: " : "hugging face model: ") << path << "\n";
   if (config.eval.sequences > 0) std::cout << describe(evaluate_loss(*model, config, device)) << "\n";
   if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
     std::cout << describe(evaluate_passkey(*model, config, config.data.seq_len, device), config.data.passkey.digits)
               << "\n";
+  return 0;
+}
+
+int run_export(const Args& args) {
+  if (wants_help(args)) return print_help("export");
+  auto parsed = parse(args, "export", {"--hf", "--checkpoint", "--dtype", "--shard-gb"});
+  if (!parsed.flags.count("--hf")) fail("export: missing --hf OUT (the directory to write)");
+  // The run's resolved recipe; the HF model it may have started from is
+  // not needed any more.
+  const Config config = load_config(parsed.recipe + "/config.yaml", {"init.from_hf=''"});
+  const std::string path =
+      resolve_checkpoint(parsed.flags.count("--checkpoint") ? parsed.flags.at("--checkpoint") : config.checkpoint_dir());
+  LlamaForCausalLM model(config.model);
+  load_checkpoint(path, *model, nullptr, nullptr);
+  HfExportOptions options;
+  if (parsed.flags.count("--dtype")) options.dtype = parsed.flags.at("--dtype");
+  if (parsed.flags.count("--shard-gb")) {
+    const std::string& text = parsed.flags.at("--shard-gb");
+    char* end = nullptr;
+    options.shard_gb = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() || *end != '\0' || !(options.shard_gb > 0))
+      fail("export: --shard-gb '" + text + "' must be a positive number of GB");
+  }
+  const std::string out = parsed.flags.at("--hf");
+  export_hf(config.model, *model, out, options);
+  std::cout << "exported " << path << " to " << out << " (" << options.dtype << ")\n";
   return 0;
 }
 

@@ -21,6 +21,7 @@ struct AgreedError {
 int run_train(const Args& args, MpiSession& mpi);
 int run_plan(const Args& args);
 int run_eval(const Args& args);
+int run_export(const Args& args);
 int print_help(const std::string& command);
 
 }  // namespace lt

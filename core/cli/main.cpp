@@ -33,8 +33,9 @@ int dispatch(const std::vector<std::string>& argv) {
   if (command == "train") return lt::run_train(rest, *mpi);
   if (command == "eval") return lt::run_eval(rest);
   if (command == "plan") return lt::run_plan(rest);
+  if (command == "export") return lt::run_export(rest);
   if (command == "help") return lt::print_help(rest.empty() ? "" : rest[0]);
-  lt::fail("unknown command '" + command + "'; commands: train, eval, plan, help");
+  lt::fail("unknown command '" + command + "'; commands: train, eval, plan, export, help");
 }
 
 }  // namespace

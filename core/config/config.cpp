@@ -7,6 +7,7 @@
 
 #include "core/config/fields.h"
 #include "core/config/yaml_section.h"
+#include "core/hf/hf_config.h"
 #include "core/util/error.h"
 
 namespace lt {
@@ -85,7 +86,7 @@ void merge_preset(YAML::Node target, const YAML::Node& preset, const std::string
 // model.preset: NAME merges configs/models/NAME.yaml under the recipe's model keys.
 void apply_preset(YAML::Node root, ConfigSources& sources) {
   YAML::Node model = root["model"];
-  if (!model || !model.IsMap() || !model["preset"]) return;
+  if (!model || !model.IsMap() || !model["preset"] || model["preset"].as<std::string>().empty()) return;
   const std::string name = model["preset"].as<std::string>();
   std::string found, known;
   for (const auto& dir : preset_dirs(sources.recipe_file)) {
@@ -101,6 +102,20 @@ void apply_preset(YAML::Node root, ConfigSources& sources) {
     fail(sources.locate("model.preset") + "model.preset: no preset '" + name + "' in configs/models/" +
          (known.empty() ? "" : " (available: " + known + ")"));
   merge_preset(model, load_yaml_file(found, "model preset"), "model", found, sources);
+}
+
+// init.from_hf: DIR merges the model keys of DIR/config.json under the
+// recipe's model keys (the recipe wins: a context extension changes rope
+// and max_seq_len).
+void apply_hf_config(YAML::Node root, ConfigSources& sources) {
+  const YAML::Node init = root["init"];
+  if (!init || !init.IsMap() || !init["from_hf"] || init["from_hf"].as<std::string>().empty()) return;
+  const std::string dir = init["from_hf"].as<std::string>();
+  if (root["model"] && root["model"]["preset"] && !root["model"]["preset"].as<std::string>().empty())
+    fail(sources.locate("init.from_hf") + "init.from_hf takes the model from " + dir +
+         "/config.json: remove model.preset");
+  if (!root["model"]) root["model"] = YAML::Node(YAML::NodeType::Map);
+  merge_preset(root["model"], model_keys_from_hf(dir), "model", dir + "/config.json", sources);
 }
 
 [[noreturn]] void relation_error(const ConfigSources& sources, const std::string& path, const std::string& message) {
@@ -271,6 +286,7 @@ Config load_config(const std::string& recipe_path, const std::vector<std::string
   sources->root = load_yaml_file(recipe_path, "recipe");
   for (const auto& text : overrides) apply_override(sources->root, text, *sources);
   apply_preset(sources->root, *sources);
+  apply_hf_config(sources->root, *sources);
 
   Config config;
   config.source_file = recipe_path;

@@ -171,6 +171,11 @@ struct CheckpointConfig {
   int64_t keep = 2;                 // newest complete checkpoints kept
 };
 
+// Where the weights start from (without a checkpoint to resume).
+struct InitConfig {
+  std::string from_hf;              // a Hugging Face model directory: its config.json sets the model keys
+};
+
 struct LogConfig {
   int64_t interval = 10;
 };
@@ -185,6 +190,7 @@ struct Config {
   std::string source_file;          // the recipe it came from
   std::string run_dir = "runs/default";
   ModelConfig model;
+  InitConfig init;
   DataConfig data;
   TrainConfig train;
   CheckpointConfig checkpoint;

@@ -183,6 +183,11 @@ void visit(V& v, CheckpointConfig& c) {
 }
 
 template <class V>
+void visit(V& v, InitConfig& i) {
+  v.field("from_hf", i.from_hf);
+}
+
+template <class V>
 void visit(V& v, LogConfig& l) {
   v.field("interval", l.interval, at_least<int64_t>(1));
 }
@@ -198,6 +203,7 @@ template <class V>
 void visit(V& v, Config& c) {
   v.field("run_dir", c.run_dir, not_empty());
   v.section("model", c.model);
+  v.section("init", c.init);
   v.section("data", c.data);
   v.section("train", c.train);
   v.section("checkpoint", c.checkpoint);

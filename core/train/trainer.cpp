@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "core/data/packer.h"
+#include "core/hf/hf_weights.h"
 #include "core/train/loss.h"
 #include "core/train/lr_schedule.h"
 #include "core/util/error.h"
@@ -98,6 +99,13 @@ TrainState Trainer::restore(const std::string& path) {
   generator.set_state(state.rng);
   logger_->line("resumed from " + path + " at step " + std::to_string(state.step));
   return state;
+}
+
+// The run starts from a Hugging Face model's weights, with a fresh optimizer.
+void Trainer::initialize_from_hf() {
+  load_hf_weights(config_.init.from_hf, *model_);
+  if (chunks_) chunks_->pull();
+  logger_->line("initialized from " + config_.init.from_hf);
 }
 
 bool Trainer::holds_whole_model() {
@@ -285,6 +293,7 @@ TrainResult Trainer::run() {
   if (!resume_from && config_.checkpoint.resume == "auto")
     logger_->line("no checkpoint in " + config_.checkpoint_dir() + ", starting fresh");
   TrainState state = resume_from ? restore(*resume_from) : TrainState{};
+  if (!resume_from && !config_.init.from_hf.empty()) initialize_from_hf();
   const std::string resolved = to_yaml(config_);
   if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
   logger_->line("# resolved config (" + config_.source_file + ")\n" + resolved);

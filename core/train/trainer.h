@@ -74,6 +74,7 @@ class Trainer {
   bool holds_whole_model();
   std::optional<std::string> resume_point() const;
   TrainState restore(const std::string& path);
+  void initialize_from_hf();
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
                 int64_t tokens);
   void evaluate(TrainResult& result);
