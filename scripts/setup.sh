@@ -7,7 +7,8 @@
 set -euo pipefail
 
 TORCH_VERSION=2.11.0   # the version of the GPU machines' PyTorch; keep in step with DESIGN.md
-MEGATRON_CORE_VERSION=0.16.1   # test oracle only (scripts/setup.sh --tests)
+MEGATRON_CORE_VERSION=0.16.1   # test oracles only (scripts/setup.sh --tests)
+TRANSFORMERS_VERSION=5.23.0
 DEBS=(g++ cmake make python3 python3-pip openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev
       nlohmann-json3-dev ccache)
 
@@ -59,13 +60,15 @@ fi
 if [ "${1:-}" = "--tests" ]; then
   # Reference implementations the tests compare against (never used by
   # longtrain itself). They need the torch wheel; pin it so pip keeps ours.
-  if python3 -c 'import numpy, megatron.core' 2>/dev/null; then
-    echo "setup: test oracles present (megatron-core)"
+  if python3 -c 'import numpy, megatron.core, transformers' 2>/dev/null; then
+    echo "setup: test oracles present (megatron-core, transformers)"
   elif python3 -c 'import torch' 2>/dev/null; then
-    echo "setup: installing test oracles from PyPI: numpy megatron-core==$MEGATRON_CORE_VERSION"
+    echo "setup: installing test oracles from PyPI: numpy megatron-core==$MEGATRON_CORE_VERSION" \
+         "transformers==$TRANSFORMERS_VERSION"
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q numpy "megatron-core==$MEGATRON_CORE_VERSION" \
-      "torch==$TORCH_VERSION" || echo "setup: warning: could not install megatron-core; its oracle test will be skipped" >&2
+      "transformers==$TRANSFORMERS_VERSION" "torch==$TORCH_VERSION" \
+      || echo "setup: warning: could not install the test oracles; their tests will be skipped" >&2
   else
-    echo "setup: no torch wheel, so no megatron-core: its oracle test will be skipped"
+    echo "setup: no torch wheel, so no megatron-core or transformers: their oracle tests will be skipped"
   fi
 fi
