@@ -12,6 +12,7 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
+#include "core/hf/hf_weights.h"
 #include "core/train/trainer.h"
 #include "parallel/mesh/mesh.h"
 #include "tests/support/reference.h"
@@ -170,6 +171,35 @@ TEST_F(ModelParallelJob, ResumesOnTheSameAndOnOtherLayouts) {
   alone.train.steps = 3;
   alone.checkpoint.resume = step2;
   EXPECT_NEAR(Trainer(alone).run().losses.at(3), straight.at(3), 1e-5 * straight.at(3));
+}
+
+// A run starting from an HF model (init.from_hf): each rank copies its
+// tp/pp slices out of the shards, and the job's first steps equal one rank
+// started from the same model (and differ from the seed's initialisation).
+TEST_F(ModelParallelJob, StartsFromAnHfModelOnEveryLayout) {
+  const int P = testing::world_size();
+  if (P > 4) GTEST_SKIP() << "covered on 2 and 4 ranks";
+  const std::string dir = testing::shared_scratch_dir(*world, "mp_test", "from_hf");
+  const Layout4D layout = P == 4 ? Layout4D{.tp = 2, .pp = 2, .tied = true} : Layout4D{.tp = 2, .tied = true};
+  Config c = layout_config(layout, P, dir + "/job");
+  if (world->rank() == 0) {
+    LlamaForCausalLM model(c.model);
+    model->initialize(99);
+    export_hf(c.model, *model, dir + "/hf", {"float32", 1e-5});  // 10 KB shards
+  }
+  world->barrier();
+  c.init.from_hf = dir + "/hf";
+  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+  const auto losses = Trainer(c, &mesh).run().losses;
+  Config alone = one_rank(c, dir + "/alone" + std::to_string(world->rank()));
+  const auto expected = Trainer(alone).run().losses;
+  alone.init.from_hf.clear();
+  alone.run_dir += "_seeded";
+  const auto seeded = Trainer(alone).run().losses;
+  for (const auto& [step, loss] : losses) {
+    EXPECT_NEAR(loss, expected.at(step), 1e-5 * loss) << layout.describe() << ", step " << step;
+    EXPECT_GT(std::abs(loss - seeded.at(step)), 1e-3) << "step " << step;
+  }
 }
 
 }  // namespace
