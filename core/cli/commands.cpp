@@ -67,9 +67,11 @@ const char* kEvalHelp = R"(usage: longtrain eval RECIPE [--checkpoint DIR] [key.
 
 Loads the weights of a checkpoint (a step_N directory, or a directory of them:
 the newest is used) into the recipe's model and reports the loss and
-perplexity over eval.sequences held-out sequences; for the passkey corpus also
-retrieval accuracy at data.seq_len tokens. Without --checkpoint, a recipe
-with init.from_hf evaluates that Hugging Face model's weights.
+perplexity over eval.sequences held-out sequences, and the loss by position
+(eval.position_buckets); for the passkey corpus also retrieval accuracy at
+eval.passkey_lengths (default data.seq_len), by depth of the key with
+eval.passkey_depths > 1. Without --checkpoint, a recipe with init.from_hf
+evaluates that Hugging Face model's weights.
 )";
 
 const char* kExportHelp = R"(usage: longtrain export RUN_DIR --hf OUT [--checkpoint DIR] [--dtype D] [--shard-gb G]
@@ -197,10 +199,7 @@ int run_eval(const Args& args) {
   model->to(device);
   model->eval();
   std::cout << (checkpoint ? "checkpoint: " : "hugging face model: ") << path << "\n";
-  if (config.eval.sequences > 0) std::cout << describe(evaluate_loss(*model, config, device)) << "\n";
-  if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
-    std::cout << describe(evaluate_passkey(*model, config, config.data.seq_len, device), config.data.passkey.digits)
-              << "\n";
+  std::cout << describe(evaluate(*model, config, device), config);
   return 0;
 }
 

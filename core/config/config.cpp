@@ -170,6 +170,12 @@ void validate_rope(const RopeConfig& r, const ConfigSources& s) {
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   validate_rope(m.rope, s);
+  const auto& p = c.parallel;
+  if (c.eval.interval > 0 && (p.model_degree() > 1 || p.ep > 1 || m.moe.enabled() || c.memory.offload_model))
+    relation_error(s, "eval.interval",
+                   "eval.interval evaluates between steps on rank 0, which needs the whole dense model resident "
+                   "there (tp, pp, sp and ep 1, no offload_model, no MoE): evaluate checkpoints with longtrain eval "
+                   "instead");
   const bool manual = c.memory.plan == "manual";
   if (!manual && c.memory.device_budget_gb <= 0)
     relation_error(s, "memory.plan",

@@ -183,7 +183,11 @@ struct LogConfig {
 struct EvalConfig {
   int64_t sequences = 16;           // held-out sequences for loss / perplexity
   bool at_end = true;               // evaluate after training
-  int64_t passkey_samples = 32;     // passkey retrieval samples at the training length
+  int64_t interval = 0;             // also every N steps during training (0: only at the end)
+  int64_t position_buckets = 4;     // held-out loss by position: equal ranges of data.seq_len
+  int64_t passkey_samples = 32;     // passkey retrieval samples per length
+  std::vector<int64_t> passkey_lengths;  // context lengths to retrieve at; empty: data.seq_len
+  int64_t passkey_depths = 1;       // the key at D depths of the filler, samples spread over them; 1: random depth
 };
 
 struct Config {

@@ -196,7 +196,11 @@ template <class V>
 void visit(V& v, EvalConfig& e) {
   v.field("sequences", e.sequences, at_least<int64_t>(0));
   v.field("at_end", e.at_end);
+  v.field("interval", e.interval, at_least<int64_t>(0));
+  v.field("position_buckets", e.position_buckets, in_range<int64_t>(1, 1024));
   v.field("passkey_samples", e.passkey_samples, at_least<int64_t>(0));
+  v.field("passkey_lengths", e.passkey_lengths, at_least<int64_t>(64));
+  v.field("passkey_depths", e.passkey_depths, in_range<int64_t>(1, 100));
 }
 
 template <class V>

@@ -151,6 +151,24 @@ void Section::field(const char* key, std::string& value, const Check<std::string
   read(key, value, check, "a string", parse_string);
 }
 
+void Section::field(const char* key, std::vector<int64_t>& values, const Check<int64_t>& check) {
+  seen_.insert(key);
+  const std::string path = join(key);
+  const YAML::Node node = node_.IsMap() ? static_cast<const YAML::Node&>(node_)[key] : YAML::Node();
+  if (!node || node.IsNull()) return;
+  if (!node.IsSequence()) fail(sources_->locate(path) + path + ": expected a list of integers, e.g. [1K, 4K]");
+  values.clear();
+  for (size_t i = 0; i < node.size(); ++i) {
+    int64_t value = 0;
+    const std::string item = path + "[" + std::to_string(i) + "]";
+    if (!node[i].IsScalar() || !parse_int(node[i].Scalar(), value))
+      fail(sources_->locate(path) + item + ": expected an integer, got " + YAML::Dump(node[i]));
+    const std::string problem = check ? check(value) : "";
+    if (!problem.empty()) fail(sources_->locate(path) + item + ": got " + node[i].Scalar() + ", " + problem);
+    values.push_back(value);
+  }
+}
+
 void Section::finish() const {
   for (const auto& item : node_.IsMap() ? node_ : YAML::Node(YAML::NodeType::Map)) {
     const std::string key = item.first.as<std::string>();

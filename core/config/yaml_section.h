@@ -36,6 +36,8 @@ class Section {
   void field(const char* key, double& value, const Check<double>& check = {});
   void field(const char* key, bool& value, const Check<bool>& check = {});
   void field(const char* key, std::string& value, const Check<std::string>& check = {});
+  // A list of integers ([256, 1K, 4K]); `check` applies to each.
+  void field(const char* key, std::vector<int64_t>& values, const Check<int64_t>& check = {});
 
   template <class T>
   void section(const char* key, T& value) {

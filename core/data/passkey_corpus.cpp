@@ -30,14 +30,15 @@ PasskeyCorpus::PasskeyCorpus(const PasskeyConfig& config, int64_t vocab_size, ui
   }
 }
 
-PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length) const {
+PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length, double depth) const {
   using namespace passkey_tokens;
   auto g = generator_for(seed_, index);
   std::vector<int64_t> key(config_.digits);
   for (int64_t place = 0; place < config_.digits; ++place) key[place] = kDigit0 + 10 * place + uniform(g, 0, 9);
 
   const int64_t filler = length - (2 * config_.digits + 6);
-  const int64_t before = uniform(g, 0, filler);
+  const int64_t drawn = uniform(g, 0, filler);
+  const int64_t before = depth < 0 ? drawn : std::llround(depth * static_cast<double>(filler));
   std::vector<int64_t> text;
   while (static_cast<int64_t>(text.size()) < filler) {
     const auto& sentence = sentences_[uniform(g, 0, static_cast<int64_t>(sentences_.size()) - 1)];

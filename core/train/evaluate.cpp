@@ -2,50 +2,69 @@
 
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include "core/data/packer.h"
 #include "core/data/passkey_corpus.h"
 #include "core/train/loss.h"
 
 namespace lt {
-
 namespace {
 
-std::string percent(double fraction, const char* pattern = "%.1f%%") {
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), pattern, 100 * fraction);
+std::string format(const char* pattern, double value) {
+  char buffer[48];
+  std::snprintf(buffer, sizeof(buffer), pattern, value);
   return buffer;
+}
+
+std::string percent(double fraction) { return format("%.1f%%", 100 * fraction); }
+
+// Depth d of D: the key at the middle of the d-th of D equal ranges.
+double depth_of(int64_t bucket, int64_t depths) { return depths == 1 ? -1.0 : (bucket + 0.5) / depths; }
+
+std::vector<int64_t> passkey_lengths(const Config& config) {
+  return config.eval.passkey_lengths.empty() ? std::vector<int64_t>{config.data.seq_len} : config.eval.passkey_lengths;
+}
+
+std::string loss_lines(const LossResult& r, int64_t seq_len) {
+  std::string out = "eval: loss " + format("%.4f", r.loss) + " | perplexity " + format("%.2f", r.perplexity) +
+                    " over " + std::to_string(r.tokens) + " tokens";
+  if (r.by_position.size() < 2) return out;
+  out += "\neval: loss by position:";
+  const auto buckets = static_cast<int64_t>(r.by_position.size());
+  for (int64_t b = 0; b < buckets; ++b)
+    out += (b ? " |" : "") + std::string(" ") + std::to_string(b * seq_len / buckets) + "-" +
+           std::to_string((b + 1) * seq_len / buckets) + " " + format("%.4f", r.by_position[b]);
+  return out;
 }
 
 }  // namespace
-
-std::string describe(const LossResult& r) {
-  char buffer[128];
-  std::snprintf(buffer, sizeof(buffer), "eval: loss %.4f | perplexity %.2f over %lld tokens", r.loss, r.perplexity,
-                static_cast<long long>(r.tokens));
-  return buffer;
-}
-
-std::string describe(const PasskeyResult& r, int64_t digits) {
-  return "passkey retrieval at " + std::to_string(r.length) + " tokens: exact " + percent(r.exact_match) +
-         " (chance " + percent(std::pow(0.1, digits), "%.4g%%") + "), digits " + percent(r.digit_accuracy) +
-         " (chance 10%) over " + std::to_string(r.samples) + " samples";
-}
 
 LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device) {
   at::NoGradGuard no_grad;
   auto source = make_document_source(config.data, config.model.vocab_size, config.train.seed, Split::Eval);
   Packer packer(*source, config.data);
+  const int64_t buckets = config.eval.position_buckets, seq_len = config.data.seq_len;
+  auto bucket_sum = at::zeros({buckets}, at::kDouble), bucket_count = at::zeros({buckets}, at::kDouble);
   LossResult result;
-  double total = 0;
   for (int64_t done = 0; done < config.eval.sequences; done += config.train.micro_batch_size) {
-    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done), config.data.seq_len)
-                     .to(device);
-    total += loss_sum(model, batch).item<double>();
-    result.tokens += batch.valid_tokens();
+    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done), seq_len).to(device);
+    const auto logits = model.forward(model_input(batch)).to(at::kFloat);
+    const auto labels = batch.labels.reshape({-1});
+    const auto losses = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels, {},
+                                               at::Reduction::None, kIgnoreIndex).to(at::kCPU, at::kDouble);
+    // Buckets by position: the context a token sees (its document's, when
+    // documents are masked and positions restart).
+    const auto bucket = batch.positions.reshape({-1}).to(at::kCPU).clamp(0, seq_len - 1).mul(buckets).div(seq_len, "floor");
+    const auto valid = labels.ne(kIgnoreIndex).to(at::kCPU, at::kDouble);
+    bucket_sum.index_add_(0, bucket, losses * valid);
+    bucket_count.index_add_(0, bucket, valid);
   }
-  result.loss = total / std::max<int64_t>(1, result.tokens);
+  result.tokens = static_cast<int64_t>(bucket_count.sum().item<double>());
+  result.loss = bucket_sum.sum().item<double>() / std::max<int64_t>(1, result.tokens);
   result.perplexity = std::exp(result.loss);
+  const auto means = bucket_sum / bucket_count.clamp_min(1);
+  for (int64_t b = 0; b < buckets; ++b) result.by_position.push_back(means[b].item<double>());
   return result;
 }
 
@@ -53,8 +72,10 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
                                const at::Device& device) {
   at::NoGradGuard no_grad;
   PasskeyCorpus corpus(config.data.passkey, config.model.vocab_size, config.train.seed ^ 0x9a55ce7ULL);
+  const int64_t depths = config.eval.passkey_depths;
   PasskeyResult result;
   result.length = length;
+  std::vector<int64_t> exact_at(depths, 0), samples_at(depths, 0);
   int64_t digits_right = 0, digits_total = 0, exact = 0;
   const int64_t batch_size = config.train.micro_batch_size;
   for (int64_t first = 0; first < config.eval.passkey_samples; first += batch_size) {
@@ -62,7 +83,7 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
     std::vector<PasskeySample> samples;
     auto tokens = at::empty({n, length}, at::kLong);
     for (int64_t i = 0; i < n; ++i) {
-      samples.push_back(corpus.sample(first + i, length));
+      samples.push_back(corpus.sample(first + i, length, depth_of((first + i) % depths, depths)));
       std::copy(samples.back().tokens.begin(), samples.back().tokens.end(), tokens[i].data_ptr<int64_t>());
     }
     auto positions = at::arange(length, at::kLong).unsqueeze(0).expand({n, length}).contiguous();
@@ -80,12 +101,57 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
         ++digits_total;
       }
       exact += all;
+      exact_at[(first + i) % depths] += all;
+      ++samples_at[(first + i) % depths];
     }
     result.samples += n;
   }
   result.digit_accuracy = static_cast<double>(digits_right) / std::max<int64_t>(1, digits_total);
   result.exact_match = static_cast<double>(exact) / std::max<int64_t>(1, result.samples);
+  for (int64_t d = 0; d < depths; ++d)
+    result.exact_by_depth.push_back(static_cast<double>(exact_at[d]) / std::max<int64_t>(1, samples_at[d]));
   return result;
+}
+
+EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device) {
+  EvalReport report;
+  if (config.eval.sequences > 0) report.loss = evaluate_loss(model, config, device);
+  if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
+    for (int64_t length : passkey_lengths(config)) report.passkey.push_back(evaluate_passkey(model, config, length, device));
+  return report;
+}
+
+std::string describe(const EvalReport& report, const Config& config) {
+  std::ostringstream out;
+  if (report.loss) out << loss_lines(*report.loss, config.data.seq_len) << "\n";
+  if (report.passkey.empty()) return out.str();
+  const int64_t digits = config.data.passkey.digits, depths = config.eval.passkey_depths;
+  for (const auto& r : report.passkey)
+    out << "passkey retrieval at " << r.length << " tokens: exact " << percent(r.exact_match) << " (chance "
+        << format("%.4g%%", 100 * std::pow(0.1, digits)) << "), digits " << percent(r.digit_accuracy)
+        << " (chance 10%) over " << r.samples << " samples\n";
+  if (depths == 1) return out.str();
+  // Exact match by length (rows) and depth of the key (columns).
+  out << "passkey exact match by depth of the key:\n  length ";
+  for (int64_t d = 0; d < depths; ++d) out << format("%7.1f%%", 100 * depth_of(d, depths));
+  out << "\n";
+  for (const auto& r : report.passkey) {
+    out << format("  %6.0f ", static_cast<double>(r.length));
+    for (double e : r.exact_by_depth) out << format("%7.1f%%", 100 * e);
+    out << "\n";
+  }
+  return out.str();
+}
+
+nlohmann::json to_json(const EvalReport& report) {
+  nlohmann::json j = nlohmann::json::object();
+  if (report.loss)
+    j["loss"] = {{"loss", report.loss->loss}, {"perplexity", report.loss->perplexity},
+                 {"tokens", report.loss->tokens}, {"by_position", report.loss->by_position}};
+  for (const auto& r : report.passkey)
+    j["passkey"].push_back({{"length", r.length}, {"exact", r.exact_match}, {"digits", r.digit_accuracy},
+                            {"samples", r.samples}, {"exact_by_depth", r.exact_by_depth}});
+  return j;
 }
 
 }  // namespace lt

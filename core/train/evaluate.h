@@ -1,5 +1,9 @@
-// Held-out loss / perplexity, and passkey retrieval accuracy at a context length.
+// Long-context evaluation: held-out loss (and by position in the sequence),
+// and passkey retrieval at several context lengths and key depths.
 #pragma once
+#include <nlohmann/json.hpp>
+#include <optional>
+
 #include "core/config/config.h"
 #include "core/model/llama.h"
 
@@ -8,6 +12,7 @@ namespace lt {
 struct LossResult {
   double loss = 0, perplexity = 0;
   int64_t tokens = 0;
+  std::vector<double> by_position;  // mean loss per eval.position_buckets range of positions
 };
 
 struct PasskeyResult {
@@ -15,14 +20,25 @@ struct PasskeyResult {
   double exact_match = 0;     // share of samples with every digit right (greedy retrieval)
   int64_t samples = 0;
   int64_t length = 0;
+  std::vector<double> exact_by_depth;  // per eval.passkey_depths depth (one: random depths)
 };
 
-// One-line summaries, as the trainer and `longtrain eval` print them.
-std::string describe(const LossResult& result);
-std::string describe(const PasskeyResult& result, int64_t digits);
+struct EvalReport {
+  std::optional<LossResult> loss;
+  std::vector<PasskeyResult> passkey;  // one per length
+};
 
 LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device);
 PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config, int64_t length,
                                const at::Device& device);
+
+// What the eval section asks for: the loss unless eval.sequences is 0, and
+// for the passkey corpus retrieval at each of eval.passkey_lengths.
+EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device);
+
+// As the trainer and `longtrain eval` print it: the loss line, the loss by
+// position, and a table of retrieval by length and depth.
+std::string describe(const EvalReport& report, const Config& config);
+nlohmann::json to_json(const EvalReport& report);
 
 }  // namespace lt

@@ -270,19 +270,26 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   logger_->metrics(metrics);
 }
 
-void Trainer::evaluate(TrainResult& result) {
-  if (config_.eval.sequences > 0) {
-    result.eval = evaluate_loss(*model_, config_, device_);
-    logger_->line(describe(*result.eval));
-    logger_->metrics({{"eval_loss", result.eval->loss}, {"eval_perplexity", result.eval->perplexity}});
+// Rank 0 only, with the whole model: the table goes to the log, the
+// figures to metrics.jsonl and, with the step, to eval.jsonl.
+void Trainer::evaluate(TrainResult& result, int64_t step) {
+  const EvalReport report = lt::evaluate(*model_, config_, device_);
+  std::string text = describe(report, config_);
+  text.pop_back();  // the last newline: the logger adds its own
+  logger_->line(text);
+  if (report.loss) {
+    result.eval = report.loss;
+    logger_->metrics({{"step", step}, {"eval_loss", report.loss->loss}, {"eval_perplexity", report.loss->perplexity}});
   }
-  if (config_.data.source == "passkey" && config_.eval.passkey_samples > 0) {
-    result.passkey = evaluate_passkey(*model_, config_, config_.data.seq_len, device_);
-    logger_->line(describe(*result.passkey, config_.data.passkey.digits));
-    logger_->metrics({{"passkey_length", result.passkey->length},
+  if (!report.passkey.empty()) {
+    result.passkey = report.passkey.back();
+    logger_->metrics({{"step", step}, {"passkey_length", result.passkey->length},
                       {"passkey_exact", result.passkey->exact_match},
                       {"passkey_digit_accuracy", result.passkey->digit_accuracy}});
   }
+  auto record = to_json(report);
+  record["step"] = step;
+  std::ofstream(config_.run_dir + "/eval.jsonl", std::ios::app) << record.dump() << "\n";
 }
 
 TrainResult Trainer::run() {
@@ -340,6 +347,12 @@ TrainResult Trainer::run() {
       log_step(s + 1, length, loss, lr, grad_norm, window_seconds, window_tokens);
       window_seconds = 0, window_tokens = 0;
     }
+    // Between steps, the model whole on every rank (the config checks it);
+    // the last step's evaluation is the one at the end.
+    const auto& eval = config_.eval;
+    if (mesh_.rank() == 0 && eval.interval > 0 && (s + 1) % eval.interval == 0 &&
+        !(eval.at_end && s + 1 == config_.train.steps))
+      evaluate(result, s + 1);
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
                       s + 1 == config_.train.steps;
     if (save) {
@@ -359,7 +372,7 @@ TrainResult Trainer::run() {
       model_->to(device_);
     }
     model_->set_attention(attention);
-    evaluate(result);
+    evaluate(result, config_.train.steps);
   }
   return result;
 }

@@ -77,7 +77,7 @@ class Trainer {
   void initialize_from_hf();
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
                 int64_t tokens);
-  void evaluate(TrainResult& result);
+  void evaluate(TrainResult& result, int64_t step);
   // memory_planning.cpp
   Batch probe_batch();
   void probe_step(const Batch& probe);

@@ -119,6 +119,27 @@ TEST(Passkey, SamplesHoldTheirKeyAndAreDeterministic) {
   EXPECT_LE(corpus.document(12, 200).size(), 200u);  // generated within the current length
 }
 
+// Evaluation places the key at a chosen depth of the same filler.
+TEST(Passkey, KeyAtAChosenDepth) {
+  PasskeyConfig config;
+  config.digits = 3;
+  PasskeyCorpus corpus(config, 256, 9);
+  const int64_t filler = 400 - (2 * 3 + 6);
+  auto without_key = [](std::vector<int64_t> tokens) {
+    const auto key = std::find(tokens.begin(), tokens.end(), passkey_tokens::kKey);
+    tokens.erase(key, key + 5);  // <key> d1 d2 d3 <key>
+    return tokens;
+  };
+  const auto random = corpus.sample(5, 400);
+  for (double depth : {0.0, 0.25, 0.5, 1.0}) {
+    const auto s = corpus.sample(5, 400, depth);
+    const auto key = std::find(s.tokens.begin(), s.tokens.end(), passkey_tokens::kKey) - s.tokens.begin();
+    EXPECT_EQ(key, 1 + std::llround(depth * filler)) << depth;  // after <bos> and that much filler
+    EXPECT_EQ(without_key(s.tokens), without_key(random.tokens)) << depth;
+    EXPECT_EQ(s.tokens.size(), 400u);
+  }
+}
+
 // A fixed document stream: document i is i+1 tokens long, token values 100*i + j.
 class CountingSource : public DocumentSource {
  public:

@@ -2,8 +2,11 @@
 // Megatron-format data goes end to end.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
+#include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "tests/support/megatron_writer.h"
 #include "tests/support/reference.h"
@@ -52,6 +55,48 @@ TEST(Trainer, TrainsAndEvaluatesOnMegatronData) {
   EXPECT_GT(result.eval->tokens, 0);
   EXPECT_TRUE(std::isfinite(result.eval->loss));
   EXPECT_FALSE(result.passkey.has_value());
+}
+
+// eval.interval evaluates between steps, and the end of the run once more:
+// each evaluation is a line of eval.jsonl with the loss by position (whose
+// token-weighted mean is the loss) and passkey retrieval by length and depth.
+TEST(Trainer, EvaluatesAtIntervalsIntoTheRunDirectory) {
+  Config c = base("eval_interval");
+  c.train.steps = 4;
+  c.eval.at_end = true;
+  c.eval.interval = 2;
+  c.eval.sequences = 4;
+  c.eval.passkey_samples = 4;
+  c.eval.passkey_lengths = {64, 128};
+  c.eval.passkey_depths = 2;
+  const auto result = Trainer(c).run();
+  std::ifstream in(c.run_dir + "/eval.jsonl");
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(in, line);) records.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].at("step"), 2);
+  EXPECT_EQ(records[1].at("step"), 4);
+  const auto& last = records[1];
+  EXPECT_DOUBLE_EQ(last.at("loss").at("loss").get<double>(), result.eval->loss);
+  EXPECT_EQ(last.at("loss").at("by_position").size(), 4u);
+  ASSERT_EQ(last.at("passkey").size(), 2u);
+  EXPECT_EQ(last.at("passkey")[1].at("length"), 128);
+  EXPECT_EQ(last.at("passkey")[1].at("exact_by_depth").size(), 2u);
+  EXPECT_EQ(result.passkey->length, 128);
+}
+
+TEST(Evaluate, LossByPositionAveragesToTheLoss) {
+  Config c = base("by_position");
+  c.eval.sequences = 4;
+  c.eval.position_buckets = 8;
+  c.data.reset_position_ids = false;  // positions are the sequence's columns: equal-sized buckets
+  LlamaForCausalLM model(c.model);
+  model->initialize(3);
+  const auto r = evaluate_loss(*model, c, at::kCPU);
+  ASSERT_EQ(r.by_position.size(), 8u);
+  double sum = 0;
+  for (double b : r.by_position) sum += b;
+  EXPECT_NEAR(sum / 8, r.loss, 1e-3 * r.loss);  // each bucket holds the same count of valid labels, up to the ends of documents
 }
 
 }  // namespace
