@@ -213,8 +213,17 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "model.head_dim", "model head_dim=" + std::to_string(m.resolved_head_dim()) +
                                             " must be even for rotary embeddings");
   auto& d = c.data;
-  if (d.source == "indexed" && d.path.empty())
-    relation_error(s, "data.path", "data.path is required when data.source is 'indexed' (prefix of .bin/.idx)");
+  if (d.source == "indexed" && d.path.empty() == d.mixture.empty())
+    relation_error(s, "data.path",
+                   "data.source 'indexed' reads data.path (prefix of .bin/.idx) or data.mixture (several, "
+                   "weighted): set exactly one");
+  if (d.source != "indexed" && (!d.mixture.empty() || d.upsample_long.min_length > 0))
+    relation_error(s, d.mixture.empty() ? "data.upsample_long" : "data.mixture",
+                   "data.mixture and data.upsample_long read Megatron datasets: set data.source: indexed");
+  if ((d.upsample_long.min_length > 0) != (d.upsample_long.share > 0))
+    relation_error(s, "data.upsample_long",
+                   "data.upsample_long needs both min_length (tokens) and share (of each dataset's tokens), "
+                   "e.g. {min_length: 32K, share: 0.5}");
   if (d.source == "passkey") {
     if (d.passkey.min_doc_len > d.passkey.max_doc_len)
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be <= data.passkey.max_doc_len");

@@ -82,9 +82,25 @@ struct CurriculumStage {
   int64_t seq_len = 0;
 };
 
+// One dataset of a mixture; weights are shares of the training tokens.
+struct MixtureEntry {
+  std::string path;                 // prefix of <path>.bin / <path>.idx
+  double weight = 1.0;
+};
+
+// Per-domain length upsampling (Fu et al. 2024): within each dataset, the
+// documents of at least min_length tokens are drawn more often, until they
+// carry `share` of its tokens; the datasets' shares stay as weighted.
+struct LongUpsample {
+  int64_t min_length = 0;           // 0: off
+  double share = 0.0;
+};
+
 struct DataConfig {
   std::string source = "passkey";   // passkey | indexed
   std::string path;                 // indexed: prefix of <path>.bin / <path>.idx
+  std::vector<MixtureEntry> mixture;  // indexed: several datasets instead of path
+  LongUpsample upsample_long;
   int64_t seq_len = 2048;
   std::string packing = "split";    // split: documents continue in the next sequence; whole: pad instead
   bool document_mask = true;        // no attention across packed documents

@@ -97,9 +97,23 @@ void visit(V& v, CurriculumStage& c) {
 }
 
 template <class V>
+void visit(V& v, MixtureEntry& e) {
+  v.field("path", e.path, not_empty());
+  v.field("weight", e.weight, in_range<double>(1e-9, 1e9));
+}
+
+template <class V>
+void visit(V& v, LongUpsample& u) {
+  v.field("min_length", u.min_length, at_least<int64_t>(0));
+  v.field("share", u.share, in_range<double>(0.0, 0.99));
+}
+
+template <class V>
 void visit(V& v, DataConfig& d) {
   v.field("source", d.source, one_of({"passkey", "indexed"}));
   v.field("path", d.path);
+  v.list("mixture", d.mixture);
+  v.section("upsample_long", d.upsample_long);
   v.field("seq_len", d.seq_len, at_least<int64_t>(8));
   v.field("packing", d.packing, one_of({"split", "whole"}));
   v.field("document_mask", d.document_mask);

@@ -125,4 +125,10 @@ std::vector<int64_t> IndexedDataset::document(int64_t d) const {
   return out;
 }
 
+int64_t IndexedDataset::document_length(int64_t d) const {
+  int64_t length = 0;
+  for (int64_t i = doc_index_[d]; i < doc_index_[d + 1]; ++i) length += sizes_[i];
+  return length;
+}
+
 }  // namespace lt

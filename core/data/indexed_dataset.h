@@ -27,6 +27,7 @@ class IndexedDataset {
   std::vector<int64_t> sequence(int64_t i) const;
   // A document is the concatenation of its sequences (sentences).
   std::vector<int64_t> document(int64_t d) const;
+  int64_t document_length(int64_t d) const;  // from the index alone
 
  private:
   void parse_index();
