@@ -124,7 +124,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"HeadsNotDivisible", kBase, {"model.num_kv_heads=3"}, {"model.num_heads=4 is not divisible by model.num_kv_heads=3"}},
         ErrorCase{"UnknownPreset", kBase, {"model.preset=gpt5"}, {"no preset 'gpt5'", "available:"}},
         ErrorCase{"OverrideWithoutValue", kBase, {"train.lr"}, {"must look like key.path=value"}},
-        ErrorCase{"IndexedWithoutPath", kBase, {"data.source=indexed"}, {"data.path is required"}},
+        ErrorCase{"IndexedWithoutPath", kBase, {"data.source=indexed"}, {"data.source 'indexed' reads data.path", "or data.mixture"}},
         ErrorCase{"MinLrAboveLr", kBase, {"train.min_lr=1"}, {"train.min_lr=1", "must be <= train.lr"}},
         ErrorCase{"WarmupLongerThanRun", kBase + "  warmup_steps: 11\n", {}, {"train.warmup_steps=11 must be <= train.steps=10"}},
         ErrorCase{"SectionNotAMapping", "model:\n  preset: tiny\ntrain: [1, 2]\n", {}, {"r.yaml:3:8:", "train: expected a mapping"}},
