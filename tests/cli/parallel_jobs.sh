@@ -62,7 +62,7 @@ expect_error "6 ranks cannot be split into replicas of tp=4" "$LONGTRAIN" plan r
 "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 8 --ranks-per-node 4 parallel.tp=2 parallel.pp=2 > "$dir/plan.out"
 grep -q "tp 2 x ulysses 1 x ring 1 x dp 2 x pp 2" "$dir/plan.out" || fail "plan: $(cat "$dir/plan.out")"
 # The shipped 4D recipe plans on 64 ranks: its stages and the model split.
-"$LONGTRAIN" plan recipes/llama3-8b-128k-4d.yaml --world 64 > "$dir/plan4d.out"
+"$LONGTRAIN" plan recipes/llama3-8b-128k-4d.yaml --world 64 init.from_hf="''" model.preset=llama3-8b > "$dir/plan4d.out"
 for line in "tp 4 x ulysses 4 x ring 1 x dp 2 x pp 2" "pipeline: pp 2, 1F1B over 16 micro-batches" \
             "tensor: tp 4 with sequence split" "^1      16-31 "; do
   grep -q "$line" "$dir/plan4d.out" || fail "plan of the 4D recipe lacks '$line': $(cat "$dir/plan4d.out")"
@@ -72,4 +72,13 @@ done
 for line in "ep 8 from dp x sp" "pp 4, all forwards first (GPipe) over 4 micro-batches"; do
   grep -qF "$line" "$dir/plan_moe.out" || fail "plan of the MoE recipe lacks '$line': $(cat "$dir/plan_moe.out")"
 done
+# The context-extension recipes plan from their presets (no HF download).
+for recipe in llama3-8b-128k-4d:llama3-8b qwen2.5-7b-128k-yarn:qwen2.5-7b llama3-8b-512k:llama3-8b; do
+  file=recipes/${recipe%%:*}.yaml
+  "$LONGTRAIN" plan "$file" --world 64 init.from_hf="''" model.preset="${recipe##*:}" > "$dir/plan_ext.out" ||
+    fail "plan of $file failed"
+  grep -q "^0 " "$dir/plan_ext.out" || fail "plan of $file: $(cat "$dir/plan_ext.out")"
+done
+grep -q "sequence: ulysses 2 x ring 4 (zigzag): 65536 tokens per rank of 524288" "$dir/plan_ext.out" ||
+  fail "512K plan: $(cat "$dir/plan_ext.out")"
 echo "parallel jobs ok"

@@ -1,0 +1,34 @@
+# The context-extension workflow through the program: a run exported to HF
+# format evaluates as its checkpoint does, a new run starts from it
+# (init.from_hf) with the RoPE base changed, and its export carries the new base.
+source "$(dirname "$0")/lib.sh"
+run="$LT_TEST_DIR/cli_hf"
+rm -rf "$run" "$run.hf" "$run.extended" "$run.extended.hf"
+
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" > "$run.out"
+"$LONGTRAIN" export "$run" --hf "$run.hf" --dtype float32 --shard-gb 0.001 > "$run.export"
+[ -f "$run.hf/config.json" ] && [ -f "$run.hf/model.safetensors.index.json" ] || fail "export incomplete: $(ls "$run.hf")"
+expect_error "already exists" "$LONGTRAIN" export "$run" --hf "$run.hf"
+
+# The same weights, the same held-out loss.
+"$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$run/checkpoints" "${SHORT[@]}" > "$run.eval_checkpoint"
+"$LONGTRAIN" eval recipes/tiny-passkey.yaml "${SHORT[@]}" init.from_hf="$run.hf" "model.preset=''" > "$run.eval_hf"
+want=$(grep "^eval: loss " "$run.eval_checkpoint")
+got=$(grep "^eval: loss " "$run.eval_hf")
+[ -n "$want" ] && [ "$want" = "$got" ] || fail "HF eval '$got' differs from the checkpoint's '$want'"
+
+# Extend: a new base, the model from the export; the result goes back out.
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run.extended" init.from_hf="$run.hf" \
+  "model.preset=''" model.rope_theta=80000 data.seq_len=512 data.passkey.max_doc_len=512 \
+  "eval.passkey_lengths=[256,512]" eval.passkey_depths=2 > "$run.extended.out"
+grep -q "initialized from $run.hf" "$run.extended.out" || fail "did not start from the HF model"
+grep -q "passkey exact match by depth of the key" "$run.extended.out" || fail "no passkey table"
+[ "$(wc -l < "$run.extended/eval.jsonl")" -eq 1 ] || fail "eval.jsonl: $(cat "$run.extended/eval.jsonl")"
+"$LONGTRAIN" export "$run.extended" --hf "$run.extended.hf" > /dev/null
+grep -q '"rope_theta": 80000.0' "$run.extended.hf/config.json" || fail "export lost the new base"
+grep -q '"torch_dtype": "bfloat16"' "$run.extended.hf/config.json" || fail "default dtype"
+
+expect_error "init.from_hf takes the model from" "$LONGTRAIN" train recipes/tiny-passkey.yaml init.from_hf="$run.hf"
+expect_error "config.json: cannot open" "$LONGTRAIN" eval recipes/tiny-passkey.yaml init.from_hf="$run.missing" \
+  "model.preset=''"
+echo "hf round trip ok"
