@@ -20,13 +20,16 @@
 #  moe: a mixture-of-experts step against a dense one with the same active
 #    parameters, the experts' load under micro-batch vs global-batch
 #    balance, and the bytes expert parallelism sends against theory.
-#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe]
+#  hf: loading an HF checkpoint into one rank (whole, a tp rank's or a
+#    pipeline stage's slices) against reading its whole files, from disk;
+#    tokens/s across a length curriculum's stages.
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe > /dev/null
+  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -85,6 +88,11 @@ if [ "$which" = all ] || [ "$which" = moe ]; then
     for ranks in 2 4; do mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_moe dispatch; done
   } |
     python3 tests/bench/report.py --moe --command "scripts/bench.sh $steps moe" --out tests/bench/results/moe.json
+fi
+if [ "$which" = all ] || [ "$which" = hf ]; then
+  # The checkpoint is written once into build/ and reused.
+  { build/lt_bench_hf load build/bench_hf_checkpoint 3; build/lt_bench_hf curriculum $((steps + 2)); } |
+    python3 tests/bench/report.py --hf --command "scripts/bench.sh $steps hf" --out tests/bench/results/hf.json
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then
   {

@@ -7,7 +7,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --model-parallel: lt_bench_mp's (pipeline bubble, tensor-parallel bytes);
 --memory: lt_bench_mem's (longest sequence under a cap, each feature's cost);
 --host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update);
---moe: lt_bench_moe's (MoE vs dense step, load under each balance scope)."""
+--moe: lt_bench_moe's (MoE vs dense step, load under each balance scope);
+--hf: lt_bench_hf's (HF checkpoint load per rank, tokens/s by curriculum stage)."""
 import argparse
 import datetime
 import json
@@ -22,7 +23,7 @@ def main():
     reports = {"attention": attention_report, "data_parallel": data_parallel_report,
                "sequence_parallel": sequence_parallel_report, "longest": longest_report,
                "model_parallel": model_parallel_report, "memory": memory_report,
-               "host_optimizer": host_optimizer_report, "moe": moe_report}
+               "host_optimizer": host_optimizer_report, "moe": moe_report, "hf": hf_report}
     for flag in reports:
         p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
@@ -158,6 +159,22 @@ def moe_report(a, runs, cpu):
           [[r["ranks"], r["rank"], f"{r['rows_sent']:.0f}", f"{r['rows_arrived']:.0f}",
             f"{r['measured_bytes'] / 2**20:.2f} MiB", f"{r['theory_bytes'] / 2**20:.2f} MiB",
             f"{r['measured_over_theory']:.3f}"] for r in runs if r["bench"] == "dispatch"])
+
+
+def hf_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    for r in (r for r in runs if r["bench"] == "load"):
+        base = r["whole_files_s"]
+        rows = [["whole files read (no slicing)", f"{r['parameters'] / 1e6:.0f}M", f"{base:.2f} s", "1.00x"]]
+        for key, name in (("whole_model", "whole model"), ("tp4_rank", "one tp rank of 4"),
+                          ("pp4_middle_stage", "one pipeline stage of 4")):
+            rows.append([name, f"{r[key]['parameters'] / 1e6:.0f}M", f"{r[key]['seconds']:.2f} s",
+                         f"{r[key]['seconds'] / base:.2f}x"])
+        table([f"load {r['bytes'] / 1e6:.0f} MB of BF16 shards, page cache evicted", "parameters", "time",
+               "vs whole files"], rows)
+    print()
+    table(["curriculum stage (8K tokens a step)", "steps timed", "tokens/s"],
+          [[f"{r['seq']} tokens", r["steps"], f"{r['tokens_per_s']:.0f}"] for r in runs if r["bench"] == "curriculum"])
 
 
 def model_parallel_report(a, runs, cpu):

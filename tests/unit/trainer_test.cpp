@@ -85,6 +85,31 @@ TEST(Trainer, EvaluatesAtIntervalsIntoTheRunDirectory) {
   EXPECT_EQ(result.passkey->length, 128);
 }
 
+// A length curriculum switches at its steps with the tokens per step held,
+// and a run resumed in the middle of a stage reproduces the straight run.
+TEST(Trainer, CurriculumSwitchesAtItsStepsAndResumesMidStage) {
+  auto curriculum = [](const std::string& name) {
+    Config c = base(name);
+    c.train.steps = 6;
+    c.log.interval = 1;
+    c.checkpoint.interval = 2;
+    c.data.curriculum = {{3, 32}, {5, 16}};  // 32 tokens for steps 1-3, 16 for 4-5, then 64
+    return c;
+  };
+  Config c = curriculum("curriculum");
+  for (int64_t s = 0; s < 6; ++s) EXPECT_EQ(c.sequences_per_step(s) * c.data.seq_len_at(s), c.train.global_batch_tokens);
+  const auto straight = Trainer(c).run().losses;
+  std::ifstream log(c.run_dir + "/train.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  for (const char* line : {"step 3/6 | seq 32 ", "step 4/6 | seq 16 ", "step 5/6 | seq 16 ", "step 6/6 | seq 64 "})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
+  Config resumed = curriculum("curriculum_resumed");
+  resumed.checkpoint.resume = c.run_dir + "/checkpoints/step_00000004";  // inside the second stage
+  const auto again = Trainer(resumed).run().losses;
+  ASSERT_EQ(again.size(), 2u);
+  for (const auto& [step, loss] : again) EXPECT_EQ(loss, straight.at(step)) << "step " << step;
+}
+
 TEST(Evaluate, LossByPositionAveragesToTheLoss) {
   Config c = base("by_position");
   c.eval.sequences = 4;
