@@ -91,7 +91,8 @@ if [ "$which" = all ] || [ "$which" = moe ]; then
 fi
 if [ "$which" = all ] || [ "$which" = hf ]; then
   # The checkpoint is written once into build/ and reused.
-  { build/lt_bench_hf load build/bench_hf_checkpoint 3; build/lt_bench_hf curriculum $((steps + 2)); } |
+  # (the curriculum's training run logs its steps too: only the JSON lines go on)
+  { build/lt_bench_hf load build/bench_hf_checkpoint 3; build/lt_bench_hf curriculum $((steps + 2)); } | grep '^{' |
     python3 tests/bench/report.py --hf --command "scripts/bench.sh $steps hf" --out tests/bench/results/hf.json
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then
