@@ -154,7 +154,6 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
                                          std::to_string(m.num_layers) + ": every pipeline stage needs a layer");
 }
 
-// Fills the defaults that depend on other keys, then checks relations between keys.
 // Scaled RoPE needs the context the model was pretrained on.
 void validate_rope(const RopeConfig& r, const ConfigSources& s) {
   if (!r.scaled()) return;
@@ -167,6 +166,7 @@ void validate_rope(const RopeConfig& r, const ConfigSources& s) {
                    "model.rope.high_freq_factor must exceed model.rope.low_freq_factor (Llama 3.1: 4 and 1)");
 }
 
+// Fills the defaults that depend on other keys, then checks relations between keys.
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   validate_rope(m.rope, s);
@@ -176,6 +176,9 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
                    "eval.interval evaluates between steps on rank 0, which needs the whole dense model resident "
                    "there (tp, pp, sp and ep 1, no offload_model, no MoE): evaluate checkpoints with longtrain eval "
                    "instead");
+  if (!c.checkpoint.export_hf.empty() && m.moe.enabled())
+    relation_error(s, "checkpoint.export_hf",
+                   "checkpoint.export_hf: mixture-of-experts models cannot be exported to HF format yet");
   const bool manual = c.memory.plan == "manual";
   if (!manual && c.memory.device_budget_gb <= 0)
     relation_error(s, "memory.plan",

@@ -185,6 +185,7 @@ struct CheckpointConfig {
   int64_t interval = 0;             // 0: only at the end
   std::string resume = "none";      // none | auto | path of a checkpoint
   int64_t keep = 2;                 // newest complete checkpoints kept
+  std::string export_hf;            // at the end, also the final weights in HF format: bfloat16 | float16 | float32
 };
 
 // Where the weights start from (without a checkpoint to resume).

@@ -194,6 +194,9 @@ void visit(V& v, CheckpointConfig& c) {
   v.field("interval", c.interval, at_least<int64_t>(0));
   v.field("resume", c.resume, not_empty());
   v.field("keep", c.keep, at_least<int64_t>(1));
+  v.field("export_hf", c.export_hf, [](const std::string& v) {
+    return v.empty() ? std::string() : one_of({"bfloat16", "float16", "float32"})(v);
+  });
 }
 
 template <class V>

@@ -37,7 +37,7 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length, double depth)
   for (int64_t place = 0; place < config_.digits; ++place) key[place] = kDigit0 + 10 * place + uniform(g, 0, 9);
 
   const int64_t filler = length - (2 * config_.digits + 6);
-  const int64_t drawn = uniform(g, 0, filler);
+  const int64_t drawn = uniform(g, 0, filler);  // drawn either way: the filler after it is the same at every depth
   const int64_t before = depth < 0 ? drawn : std::llround(depth * static_cast<double>(filler));
   std::vector<int64_t> text;
   while (static_cast<int64_t>(text.size()) < filler) {

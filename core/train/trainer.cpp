@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "core/data/packer.h"
@@ -106,6 +107,17 @@ void Trainer::initialize_from_hf() {
   load_hf_weights(config_.init.from_hf, *model_);
   if (chunks_) chunks_->pull();
   logger_->line("initialized from " + config_.init.from_hf);
+}
+
+// The final checkpoint, whatever the layout that wrote it, as an HF model
+// in run_dir/hf (replacing this run's export of an earlier end).
+void Trainer::export_final() {
+  const std::string out = config_.run_dir + "/hf";
+  LlamaForCausalLM whole(config_.model);
+  load_checkpoint(*checkpoints_.latest(), *whole, nullptr, nullptr);
+  std::filesystem::remove_all(out);
+  export_hf(config_.model, *whole, out, {config_.checkpoint.export_hf});
+  logger_->line("exported to " + out + " (" + config_.checkpoint.export_hf + ")");
 }
 
 bool Trainer::holds_whole_model() {
@@ -374,6 +386,7 @@ TrainResult Trainer::run() {
     model_->set_attention(attention);
     evaluate(result, config_.train.steps);
   }
+  if (!config_.checkpoint.export_hf.empty() && mesh_.rank() == 0) export_final();
   return result;
 }
 

@@ -75,6 +75,7 @@ class Trainer {
   std::optional<std::string> resume_point() const;
   TrainState restore(const std::string& path);
   void initialize_from_hf();
+  void export_final();
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
                 int64_t tokens);
   void evaluate(TrainResult& result, int64_t step);

@@ -3,7 +3,7 @@
 # (init.from_hf) with the RoPE base changed, and its export carries the new base.
 source "$(dirname "$0")/lib.sh"
 run="$LT_TEST_DIR/cli_hf"
-rm -rf "$run" "$run.hf" "$run.extended" "$run.extended.hf"
+rm -rf "$run" "$run.hf" "$run.extended" "$run.extended.hf" "$run.bf16"
 
 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" > "$run.out"
 "$LONGTRAIN" export "$run" --hf "$run.hf" --dtype float32 --shard-gb 0.001 > "$run.export"
@@ -20,13 +20,18 @@ got=$(grep "^eval: loss " "$run.eval_hf")
 # Extend: a new base, the model from the export; the result goes back out.
 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run.extended" init.from_hf="$run.hf" \
   "model.preset=''" model.rope_theta=80000 data.seq_len=512 data.passkey.max_doc_len=512 \
-  "eval.passkey_lengths=[256,512]" eval.passkey_depths=2 > "$run.extended.out"
+  "eval.passkey_lengths=[256,512]" eval.passkey_depths=2 checkpoint.export_hf=float32 > "$run.extended.out"
 grep -q "initialized from $run.hf" "$run.extended.out" || fail "did not start from the HF model"
 grep -q "passkey exact match by depth of the key" "$run.extended.out" || fail "no passkey table"
 [ "$(wc -l < "$run.extended/eval.jsonl")" -eq 1 ] || fail "eval.jsonl: $(cat "$run.extended/eval.jsonl")"
-"$LONGTRAIN" export "$run.extended" --hf "$run.extended.hf" > /dev/null
+"$LONGTRAIN" export "$run.extended" --hf "$run.extended.hf" --dtype float32 > /dev/null
 grep -q '"rope_theta": 80000.0' "$run.extended.hf/config.json" || fail "export lost the new base"
-grep -q '"torch_dtype": "bfloat16"' "$run.extended.hf/config.json" || fail "default dtype"
+# checkpoint.export_hf wrote the same at the end of training.
+cmp -s "$run.extended/hf/model.safetensors" "$run.extended.hf/model.safetensors" || fail "end-of-run export differs"
+cmp -s "$run.extended/hf/config.json" "$run.extended.hf/config.json" || fail "end-of-run config.json differs"
+rm -rf "$run.bf16"
+"$LONGTRAIN" export "$run" --hf "$run.bf16" > /dev/null
+grep -q '"torch_dtype": "bfloat16"' "$run.bf16/config.json" || fail "default dtype"
 
 expect_error "init.from_hf takes the model from" "$LONGTRAIN" train recipes/tiny-passkey.yaml init.from_hf="$run.hf"
 expect_error "config.json: cannot open" "$LONGTRAIN" eval recipes/tiny-passkey.yaml init.from_hf="$run.missing" \
