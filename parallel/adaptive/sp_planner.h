@@ -1,0 +1,56 @@
+// FlexSP's planning problem (issue 9's first piece): a step's documents of
+// very different lengths, and R ranks to run them on. The ranks are split
+// into sequence-parallel groups of power-of-two sizes, each document goes to
+// one group, and a group runs its documents one after another; the step
+// lasts as long as its slowest group. Short documents are cheapest on small
+// groups (no all-to-all to pay), long ones need large groups to fit memory.
+// plan_adaptive solves it as a mixed-integer program (GLPK), with documents
+// bucketed by length to keep the program small and a time limit; where the
+// solver does not finish, the best greedy plan is used.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lt {
+
+// Predicted cost of one document of L tokens on a group of g ranks: its
+// attention is quadratic, the rest linear, both split over g; Ulysses'
+// all-to-alls move (g - 1) / g of each rank's activations, plus a latency
+// per collective when g > 1. Memory per rank is linear in L / g.
+struct SpCostModel {
+  double attention_s = 0;      // seconds per token^2 on one rank
+  double linear_s = 0;         // seconds per token on one rank
+  double exchange_s = 0;       // seconds per token of a rank's share moved by the all-to-alls
+  double latency_s = 0;        // per document on a group of more than one rank
+  double bytes_per_token = 0;  // activation memory per token a rank holds
+  double memory_limit = 0;     // bytes per rank for activations
+
+  double seconds(int64_t length, int group) const;
+  bool fits(int64_t length, int group) const;
+};
+
+struct SpPlan {
+  std::vector<int> groups;                      // group sizes, largest first
+  std::vector<std::vector<int64_t>> documents;  // indices of the documents each group runs
+  double predicted_s = 0;                       // the slowest group's predicted time
+  std::string method;                           // "milp" (optimal within its buckets), "milp-limit" or "greedy"
+};
+
+// The best of the uniform layouts (every group of one size), documents
+// assigned longest first to the group that finishes earliest among those
+// that can hold them. Fails when no group of up to `ranks` holds the
+// longest document.
+SpPlan plan_greedy(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model);
+
+// The mixed-integer program over `buckets` length buckets, with at most
+// `time_limit_s` of solving; the greedy plan when it is better or the
+// solver found nothing in time.
+SpPlan plan_adaptive(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model, double time_limit_s,
+                     int buckets = 8);
+
+// Every document once, groups within the ranks, power-of-two sizes, every
+// document fits its group: an empty string, or what is wrong.
+std::string check_plan(const SpPlan& plan, const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model);
+
+}  // namespace lt
