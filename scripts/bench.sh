@@ -23,13 +23,15 @@
 #  hf: loading an HF checkpoint into one rank (whole, a tp rank's or a
 #    pipeline stage's slices) against reading its whole files, from disk;
 #    tokens/s across a length curriculum's stages.
-#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf]
+#  asp: the adaptive sequence-parallel planner on a simulated 64-GPU
+#    cluster against the best static layout (predicted by the same model).
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf|asp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf > /dev/null
+  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf --target lt_bench_asp > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -94,6 +96,11 @@ if [ "$which" = all ] || [ "$which" = hf ]; then
   # (the curriculum's training run logs its steps too: only the JSON lines go on)
   { build/lt_bench_hf load build/bench_hf_checkpoint 3; build/lt_bench_hf curriculum $((steps + 2)); } | grep '^{' |
     python3 tests/bench/report.py --hf --command "scripts/bench.sh $steps hf" --out tests/bench/results/hf.json
+fi
+if [ "$which" = all ] || [ "$which" = asp ]; then
+  build/lt_bench_asp "$steps" 5 |
+    python3 tests/bench/report.py --adaptive-sp --command "scripts/bench.sh $steps asp" \
+      --out tests/bench/results/adaptive_sp.json
 fi
 if [ "$which" = all ] || [ "$which" = mp ]; then
   {

@@ -8,7 +8,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --memory: lt_bench_mem's (longest sequence under a cap, each feature's cost);
 --host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update);
 --moe: lt_bench_moe's (MoE vs dense step, load under each balance scope);
---hf: lt_bench_hf's (HF checkpoint load per rank, tokens/s by curriculum stage)."""
+--hf: lt_bench_hf's (HF checkpoint load per rank, tokens/s by curriculum stage);
+--adaptive-sp: lt_bench_asp's (planned step time, adaptive vs the best static layout)."""
 import argparse
 import datetime
 import json
@@ -23,7 +24,8 @@ def main():
     reports = {"attention": attention_report, "data_parallel": data_parallel_report,
                "sequence_parallel": sequence_parallel_report, "longest": longest_report,
                "model_parallel": model_parallel_report, "memory": memory_report,
-               "host_optimizer": host_optimizer_report, "moe": moe_report, "hf": hf_report}
+               "host_optimizer": host_optimizer_report, "moe": moe_report, "hf": hf_report,
+               "adaptive_sp": adaptive_sp_report}
     for flag in reports:
         p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
@@ -175,6 +177,15 @@ def hf_report(a, runs, cpu):
     print()
     table(["curriculum stage (8K tokens a step)", "steps timed", "tokens/s"],
           [[f"{r['seq']} tokens", r["steps"], f"{r['tokens_per_s']:.0f}"] for r in runs if r["bench"] == "curriculum"])
+
+
+def adaptive_sp_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    table(["batch (64 ranks, 4M tokens)", "documents", "static layout", "static step", "adaptive groups",
+           "adaptive step", "method", "solve", "speedup"],
+          [[i + 1, r["documents"], f"groups of {r['static_group']}", f"{r['static_s']:.2f} s",
+            ", ".join(f"{n}x{size}" for size, n in r["adaptive_groups"].items()), f"{r['adaptive_s']:.2f} s",
+            r["method"], f"{r['solve_s']:.1f} s", f"{r['speedup']:.2f}x"] for i, r in enumerate(runs)])
 
 
 def model_parallel_report(a, runs, cpu):
