@@ -2,10 +2,8 @@
 
 namespace lt {
 
-RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta) {
-  auto exponents = at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim);
-  inv_freq_ = at::pow(theta, exponents).reciprocal();
-}
+RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta)
+    : RotaryEmbedding(RopeFrequencies{base_inv_freq(head_dim, theta)}) {}
 
 RotaryEmbedding::RotaryEmbedding(RopeFrequencies frequencies)
     : inv_freq_(std::move(frequencies.inv_freq)), attention_factor_(frequencies.attention_factor) {}

@@ -3,11 +3,11 @@
 #include <cmath>
 
 namespace lt {
-namespace {
-
-at::Tensor base_inv_freq(int64_t dim, double theta) {
-  return at::pow(theta, at::arange(0, dim, 2, at::kDouble) / static_cast<double>(dim)).reciprocal();
+at::Tensor base_inv_freq(int64_t head_dim, double theta) {
+  return at::pow(theta, at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim)).reciprocal();
 }
+
+namespace {
 
 double yarn_mscale(double factor) { return factor <= 1 ? 1.0 : 0.1 * std::log(factor) + 1.0; }
 

@@ -13,6 +13,9 @@ struct RopeFrequencies {
   double attention_factor = 1.0;  // cos and sin are multiplied by it (YaRN)
 };
 
+// theta^(-2i/d) for the d/2 rotary pairs: unscaled RoPE.
+at::Tensor base_inv_freq(int64_t head_dim, double theta);
+
 // default: theta^(-2i/d). linear: divided by factor (position interpolation).
 // dynamic: NTK base theta * (factor L / L0 - (factor - 1))^(d / (d - 2)) at
 // L = model.max_seq_len (HF recomputes it per sequence at inference; a run

@@ -195,7 +195,7 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   const auto machine = assumed_machine(config);
   const int64_t bytes = config.train.device == "cuda" ? 2 : 4;
   const int64_t seq = config.data.seq_len, tokens = config.train.micro_batch_size * seq / (d.ulysses * d.ring);
-  const int64_t out = (config.parallel.tp_sequence ? m.hidden_size / d.tp : m.hidden_size) * tokens * bytes;
+  const int64_t out = layer_activations(m, d.tp, config.parallel.tp_sequence, st.first_layer).input * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
   const double active = layer_parameters(m, d.tp, m.moe.top_k);  // a token's parameters in a layer
   const double forward = tokens * (2.0 * active + 2.0 * m.hidden_size * seq / d.tp) / machine.flops;
