@@ -166,6 +166,28 @@ void validate_rope(const RopeConfig& r, const ConfigSources& s) {
                    "model.rope.high_freq_factor must exceed model.rope.low_freq_factor (Llama 3.1: 4 and 1)");
 }
 
+// Adaptive sequence parallelism chooses the Ulysses groups itself, over
+// ranks that each hold the whole dense model.
+void validate_adaptive(const Config& c, const ConfigSources& s) {
+  const auto& p = c.parallel;
+  if (p.sp_degree() > 1 || p.tp > 1 || p.pp > 1 || p.ep > 1 || c.model.moe.enabled() || c.memory.offload_model ||
+      c.memory.plan != "manual")
+    relation_error(s, "data.packing",
+                   "data.packing: adaptive forms its own sequence-parallel groups over ranks holding the whole dense "
+                   "model: set parallel.sp.ulysses, sp.ring, tp, pp and ep to 1, and use no MoE, "
+                   "memory.offload_model or memory.plan: auto");
+  const auto& a = p.adaptive;
+  for (const auto& [key, value] : {std::pair{"group", a.group}, {"max_group", a.max_group}})
+    if (value & (value - 1))
+      relation_error(s, std::string("parallel.adaptive.") + key,
+                     std::string("parallel.adaptive.") + key + "=" + std::to_string(value) +
+                         " must be a power of two (or 0): groups are aligned blocks of ranks");
+  if (a.group > c.model.num_heads || a.max_group > c.model.num_heads)
+    relation_error(s, a.group ? "parallel.adaptive.group" : "parallel.adaptive.max_group",
+                   "a Ulysses group gives each rank a head: groups may not exceed model.num_heads=" +
+                       std::to_string(c.model.num_heads));
+}
+
 // Fills the defaults that depend on other keys, then checks relations between keys.
 void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
@@ -239,6 +261,7 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be >= 4 * digits + 16 = " +
                                                         std::to_string(4 * d.passkey.digits + 16));
   }
+  if (d.packing == "adaptive") validate_adaptive(c, s);
   auto& t = c.train;
   if (t.global_batch_tokens == 0) t.global_batch_tokens = d.seq_len * t.micro_batch_size;
   for (size_t i = 0; i <= d.curriculum.size(); ++i) {  // every stage, then the final length

@@ -102,7 +102,9 @@ struct DataConfig {
   std::vector<MixtureEntry> mixture;  // indexed: several datasets instead of path
   LongUpsample upsample_long;
   int64_t seq_len = 2048;
-  std::string packing = "split";    // split: documents continue in the next sequence; whole: pad instead
+  // split: documents continue in the next sequence; whole: pad instead;
+  // adaptive: unpacked documents on sequence-parallel groups a planner sizes (parallel.adaptive)
+  std::string packing = "split";
   bool document_mask = true;        // no attention across packed documents
   bool reset_position_ids = true;   // positions restart at each document
   double eval_fraction = 0.01;      // indexed: share of documents held out for eval
@@ -143,6 +145,19 @@ struct SequenceParallelConfig {
   bool zigzag = true;               // ring rank r holds chunks r and 2R-1-r (equal causal work); false: contiguous
 };
 
+// data.packing: adaptive (FlexSP): each step, the ranks split into Ulysses
+// groups of power-of-two sizes and every document of the step runs whole on
+// one of them, the groups and the assignment chosen to finish the step
+// soonest within each rank's activation memory.
+struct AdaptiveSpConfig {
+  std::string planner = "milp";     // milp: mixed group sizes (GLPK, greedy fallback) | uniform: the best one size per step
+  int64_t group = 0;                // > 0: every group of this size, a static layout (no planning)
+  int64_t max_group = 0;            // 0: the largest power of two within the ranks and the heads
+  double activation_gb = 0;         // activation memory per rank no group may exceed; 0: no limit
+  double time_limit_s = 1;          // the solver's time per step (it plans the next step during this one)
+  int64_t buckets = 8;              // document length buckets of the program
+};
+
 // Degrees of the 4D rank grid (DESIGN.md: tp innermost, then ulysses, ring,
 // dp, pp outermost) and how data-parallel gradients travel.
 struct ParallelConfig {
@@ -151,6 +166,7 @@ struct ParallelConfig {
   bool tp_sequence = true;          // Megatron's sequence parallelism: norms and residual hold 1/tp of the tokens
   int64_t pp = 1;
   SequenceParallelConfig sp;
+  AdaptiveSpConfig adaptive;        // data.packing: adaptive
   int64_t ep = 1;                   // expert parallelism, carved from dp x sp
   int64_t zero = 0;                 // 1: optimizer state sharded over the dp x sp replicas
   double bucket_mb = 25;            // gradient reduction bucket (MiB of gradients)

@@ -115,7 +115,7 @@ void visit(V& v, DataConfig& d) {
   v.list("mixture", d.mixture);
   v.section("upsample_long", d.upsample_long);
   v.field("seq_len", d.seq_len, at_least<int64_t>(8));
-  v.field("packing", d.packing, one_of({"split", "whole"}));
+  v.field("packing", d.packing, one_of({"split", "whole", "adaptive"}));
   v.field("document_mask", d.document_mask);
   v.field("reset_position_ids", d.reset_position_ids);
   v.field("eval_fraction", d.eval_fraction, in_range<double>(0.0, 0.5));
@@ -159,12 +159,23 @@ void visit(V& v, SequenceParallelConfig& s) {
 }
 
 template <class V>
+void visit(V& v, AdaptiveSpConfig& a) {
+  v.field("planner", a.planner, one_of({"milp", "uniform"}));
+  v.field("group", a.group, in_range<int64_t>(0, 1 << 16));
+  v.field("max_group", a.max_group, in_range<int64_t>(0, 1 << 16));
+  v.field("activation_gb", a.activation_gb, in_range<double>(0, 1 << 20));
+  v.field("time_limit_s", a.time_limit_s, in_range<double>(0, 3600));
+  v.field("buckets", a.buckets, in_range<int64_t>(1, 64));
+}
+
+template <class V>
 void visit(V& v, ParallelConfig& p) {
   v.field("dp", p.dp, auto_or_positive());
   v.field("tp", p.tp, in_range<int64_t>(1, 1 << 16));
   v.field("tp_sequence", p.tp_sequence);
   v.field("pp", p.pp, in_range<int64_t>(1, 1 << 16));
   v.section("sp", p.sp);
+  v.section("adaptive", p.adaptive);
   v.field("ep", p.ep, in_range<int64_t>(1, 1 << 16));
   v.field("zero", p.zero, in_range<int64_t>(0, 1));
   v.field("bucket_mb", p.bucket_mb, in_range<double>(0.001, 1 << 20));

@@ -26,12 +26,25 @@ const std::vector<int64_t>& Packer::current(int64_t length) {
   return doc_;
 }
 
-void Packer::fill_sequence(int64_t length, int64_t* tokens, int64_t* labels, int64_t* positions,
-                           int64_t* documents) {
+namespace {
+
+Batch empty_batch(int64_t rows, int64_t length) {
+  auto options = at::TensorOptions().dtype(at::kLong);
+  return {at::empty({rows, length}, options), at::empty({rows, length}, options), at::empty({rows, length}, options),
+          at::empty({rows, length}, options), at::Tensor()};
+}
+
+}  // namespace
+
+void Packer::fill_sequence(int64_t length, int64_t source_length, Batch& batch, int64_t row) {
+  int64_t* tokens = batch.tokens[row].data_ptr<int64_t>();
+  int64_t* labels = batch.labels[row].data_ptr<int64_t>();
+  int64_t* positions = batch.positions[row].data_ptr<int64_t>();
+  int64_t* documents = batch.documents[row].data_ptr<int64_t>();
   const bool whole = config_.packing == "whole";
   int64_t filled = 0, segment = 0;
   while (filled < length) {
-    const auto& doc = current(length);
+    const auto& doc = current(source_length);
     const int64_t remaining = static_cast<int64_t>(doc.size()) - position_.offset;
     // "whole": a document that does not fit starts the next sequence (unless
     // it could never fit), and the rest of this one is padding.
@@ -59,14 +72,23 @@ void Packer::fill_sequence(int64_t length, int64_t* tokens, int64_t* labels, int
 }
 
 Batch Packer::next(int64_t sequences, int64_t length) {
-  auto options = at::TensorOptions().dtype(at::kLong);
-  Batch batch{at::empty({sequences, length}, options), at::empty({sequences, length}, options),
-              at::empty({sequences, length}, options), at::empty({sequences, length}, options), at::Tensor()};
-  for (int64_t i = 0; i < sequences; ++i)
-    fill_sequence(length, batch.tokens[i].data_ptr<int64_t>(), batch.labels[i].data_ptr<int64_t>(),
-                  batch.positions[i].data_ptr<int64_t>(), batch.documents[i].data_ptr<int64_t>());
+  Batch batch = empty_batch(sequences, length);
+  for (int64_t i = 0; i < sequences; ++i) fill_sequence(length, length, batch, i);
   if (!config_.document_mask) batch.documents = at::Tensor();
   return batch;
+}
+
+std::vector<Batch> Packer::documents(int64_t tokens, int64_t max_length) {
+  std::vector<Batch> out;
+  while (tokens > 0) {
+    const int64_t remaining = static_cast<int64_t>(current(max_length).size()) - position_.offset;
+    const int64_t length = std::min({remaining, max_length, tokens});
+    out.push_back(empty_batch(1, length));
+    fill_sequence(length, max_length, out.back(), 0);  // exactly this document's next `length` tokens
+    out.back().documents = at::Tensor();  // one document: no mask needed
+    tokens -= length;
+  }
+  return out;
 }
 
 }  // namespace lt

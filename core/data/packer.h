@@ -20,10 +20,16 @@ class Packer {
   Packer(const DocumentSource& source, const DataConfig& config, DataPosition start = {});
 
   Batch next(int64_t sequences, int64_t length);
+  // Unpacked (data.packing: adaptive): the next documents, one row each,
+  // `tokens` in all; a document longer than `max_length`, or than the
+  // tokens left, is cut and continues in the next row, as in a packed
+  // sequence.
+  std::vector<Batch> documents(int64_t tokens, int64_t max_length);
   const DataPosition& position() const { return position_; }
 
  private:
-  void fill_sequence(int64_t length, int64_t* tokens, int64_t* labels, int64_t* positions, int64_t* documents);
+  // `source_length`: the length documents are drawn for (DocumentSource).
+  void fill_sequence(int64_t length, int64_t source_length, Batch& batch, int64_t row);
   const std::vector<int64_t>& current(int64_t length);
 
   const DocumentSource& source_;

@@ -75,6 +75,11 @@ Trainer::Trainer(Config config, Mesh* mesh)
     parts_.push_back(set.parts);
     for (auto& s : buckets_.back()->segments()) segments.push_back(s);
   }
+  if (config_.data.packing == "adaptive") {
+    const auto& a = config_.parallel.adaptive;
+    adaptive_ = std::make_unique<AdaptiveSequenceParallel>(
+        mesh_, a, adaptive_max_group(a, mesh_.layout().world(), config_.model.num_heads));
+  }
 #ifdef LT_WITH_CUDA
   if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
 #endif
@@ -198,17 +203,26 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
   std::vector<Batch> micros;
   for (int64_t first = 0; first < mine.size(); first += micro)
     micros.push_back(mine.rows(first, std::min(micro, mine.size() - first)).to(device_));
-  const auto& shard = model_->shard();
-  // What passes between stages: hidden states of this rank's tokens (1/tp
-  // of them under tp's sequence parallelism).
-  const int64_t tokens = mine.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
-  auto total = at::zeros({1}, at::kDouble);
-  MoeBalance* moe = shard.moe.get();
+  MoeBalance* moe = model_->shard().moe.get();
   const int64_t global_micro_batches = mesh_.group(Group::dp).size() * static_cast<int64_t>(micros.size());
   if (moe) moe->begin_step(mine.tokens.numel() * replicas_.size(), batch.size(), global_micro_batches);
+  const double loss = run_micro_batches(micros, valid, step);
+  if (moe) moe_stats_ = moe->end_step([this](at::Tensor& t) { mesh_.group(Group::world).all_reduce(t); });
+  return loss;
+}
+
+double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid, int64_t step) {
+  const auto& shard = model_->shard();
+  auto total = at::zeros({1}, at::kDouble);
+  MoeBalance* moe = shard.moe.get();
   StageWork work;
   work.all_forward_first = config_.all_forward_first();
-  work.shape = [&](int m) { return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size}; };
+  // What passes between stages: hidden states of this rank's tokens (1/tp
+  // of them under tp's sequence parallelism).
+  work.shape = [&](int m) {
+    const int64_t tokens = micros[m].tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
+    return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size};
+  };
   work.forward = [&](int m, const at::Tensor& input) {
     if (m == 0) inject_fault(mesh_.rank(), step);
     if (moe) moe->set_micro_batch(m);
@@ -217,30 +231,32 @@ double Trainer::compute_gradients(const Batch& batch, int64_t step) {
     total += out.detach().to(at::kCPU, at::kDouble);
     return out / valid;
   };
-  work.before_backward = [&](int m) {
-    if (moe) moe->set_micro_batch(m);  // its recomputation finds the forward's routing
-    if (m + 1 != static_cast<int>(micros.size())) return;
+  auto arm = [&] {
     for (auto& b : buckets_) b->arm();
     if (chunks_) chunks_->arm();
+  };
+  work.before_backward = [&](int m) {
+    if (moe) moe->set_micro_batch(m);  // its recomputation finds the forward's routing
+    if (m + 1 == static_cast<int>(micros.size())) arm();
   };
   for (auto& b : buckets_) b->zero_grad();
   if (chunks_) chunks_->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
+  if (micros.empty()) arm();  // a rank with nothing to run still joins the reductions
   for (auto& b : buckets_) b->finish();
   if (overlap_) overlap_->drain();
   if (chunks_) chunks_->reduce();
-  if (moe) moe_stats_ = moe->end_step([this](at::Tensor& t) { mesh_.group(Group::world).all_reduce(t); });
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);
   return total.item<double>() / valid;
 }
 
-double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
+double Trainer::update(const std::function<double()>& gradients, double lr, double& grad_norm) {
   reset_device_peak(device_);
   const int64_t before = device_bytes(device_);
   if (overlap_) overlap_->begin(lr);
-  const double loss = compute_gradients(batch, step);
+  const double loss = gradients();
   last_activation_bytes_ = device_peak_bytes(device_) - before;
   grad_norm = clip_gradients();
   if (overlap_) {
@@ -252,6 +268,15 @@ double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_n
   for (auto& b : buckets_) b->gather_parameters();
   if (chunks_) chunks_->refresh();
   return loss;
+}
+
+double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
+  return update([&] { return compute_gradients(batch, step); }, lr, grad_norm);
+}
+
+double Trainer::step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr,
+                     double& grad_norm) {
+  return update([&] { return compute_gradients(documents, plan, step); }, lr, grad_norm);
 }
 
 void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -275,8 +300,8 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
                     {"moe_load_max", m.load_max}, {"moe_load_cv", m.load_cv}, {"moe_dropped", m.dropped}});
   }
   logger_->line("step " + std::to_string(step) + "/" + std::to_string(config_.train.steps) + " | seq " +
-                std::to_string(length) + " | loss " +
-                format("%.4f", loss) + moe + " | lr " + format("%.2e", lr) + " | grad " + format("%.3f", grad_norm) +
+                std::to_string(length) + " | loss " + format("%.4f", loss) + moe +
+                (adaptive_ ? describe_adaptive_step() : "") + " | lr " + format("%.2e", lr) + " | grad " + format("%.3f", grad_norm) +
                 " | " + human_count(tokens_per_s) + " tok/s | MFU " + format("%.1f%%", 100 * mfu) + " | mem " +
                 human_bytes(peak) + " | ETA " + human_duration(eta));
   logger_->metrics(metrics);
@@ -285,6 +310,7 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
 // Rank 0 only, with the whole model: the table goes to the log, the
 // figures to metrics.jsonl and, with the step, to eval.jsonl.
 void Trainer::evaluate(TrainResult& result, int64_t step) {
+  model_->set_attention(attention);  // adaptive steps leave a group's attention behind
   const EvalReport report = lt::evaluate(*model_, config_, device_);
   std::string text = describe(report, config_);
   text.pop_back();  // the last newline: the logger adds its own
@@ -334,6 +360,7 @@ TrainResult Trainer::run() {
   logger_->line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s");
   first_step_ = state.step;
   if (config_.memory.plan == "auto") plan_memory();
+  if (adaptive_) calibrate_adaptive();
   reset_peak_memory(device_);
 
   TrainResult result;
@@ -342,16 +369,22 @@ TrainResult Trainer::run() {
   for (int64_t s = state.step; s < config_.train.steps; ++s) {
     const auto start = std::chrono::steady_clock::now();
     const int64_t length = config_.data.seq_len_at(s);
-    const Batch batch = packer.next(config_.sequences_per_step(s), length);
     const double lr = learning_rate(config_.train, s);
     double grad_norm = 0;
-    const double loss = step(batch, s + 1, lr, grad_norm);
+    DataPosition position;
+    double loss = 0;
+    if (adaptive_) {
+      loss = adaptive_step(packer, s, lr, grad_norm, position);
+    } else {
+      loss = step(packer.next(config_.sequences_per_step(s), length), s + 1, lr, grad_norm);
+      position = packer.position();
+    }
     if (!std::isfinite(loss)) fail("loss became " + std::to_string(loss) + " at step " + std::to_string(s + 1) +
                                    "; lower train.lr or raise train.warmup_steps");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     elapsed_ += seconds;
     window_seconds += seconds;
-    window_tokens += batch.tokens.numel();
+    window_tokens += config_.train.global_batch_tokens;
     result.losses[s + 1] = loss;
     // The plan's check, on a step past the first (which warms caches up).
     if (plan_ && s + 1 == std::min(first_step_ + 3, config_.train.steps)) report_plan(seconds);
@@ -368,7 +401,7 @@ TrainResult Trainer::run() {
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
                       s + 1 == config_.train.steps;
     if (save) {
-      TrainState now{s + 1, packer.position(), at::detail::getDefaultCPUGenerator().get_state()};
+      TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state()};
       const auto path = checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part());
       logger_->line("checkpoint: " + path);
     }

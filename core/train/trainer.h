@@ -12,11 +12,13 @@
 #include <optional>
 
 #include "core/checkpoint/checkpoint.h"
+#include "core/data/packer.h"
 #include "core/config/config.h"
 #include "core/train/evaluate.h"
 #include "core/util/logger.h"
 #include "offload/chunks/overlapped_update.h"
 #include "offload/profiler/planner.h"
+#include "parallel/adaptive/adaptive_sp.h"
 #include "parallel/data_parallel/gradient_buckets.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/pipeline/pipeline.h"
@@ -52,6 +54,11 @@ class Trainer {
   // rate `lr`: one training step. Returns the loss; `grad_norm` the norm
   // before clipping.
   double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
+  // data.packing: adaptive: the same for a step's documents (one row each),
+  // run as `plan` says, every rank with the same plan.
+  double compute_gradients(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step);
+  double step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr, double& grad_norm);
+  AdaptiveSequenceParallel* adaptive() { return adaptive_.get(); }
   LlamaForCausalLMImpl& model() { return *model_; }
   ChunkManager* chunks() { return chunks_.get(); }
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
@@ -64,6 +71,12 @@ class Trainer {
 
  private:
   Batch local_batch(const Batch& batch);
+  // Forward and backward of this rank's micro-batches, each loss divided by
+  // `valid`; the gradients reduced over the replicas. Returns the summed
+  // loss of every rank's micro-batches, divided by `valid`.
+  double run_micro_batches(const std::vector<Batch>& micros, double valid, int64_t step);
+  // Clipping and the optimizer's update after `gradients` (which returns the loss).
+  double update(const std::function<double()>& gradients, double lr, double& grad_norm);
   // This stage's forward of a micro-batch from `input` (what the previous
   // stage sent): its hidden states, or on the last stage the summed loss.
   at::Tensor stage_forward(const Batch& micro, const at::Tensor& input);
@@ -79,6 +92,11 @@ class Trainer {
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
                 int64_t tokens);
   void evaluate(TrainResult& result, int64_t step);
+  // adaptive_training.cpp
+  void calibrate_adaptive();
+  double profile_document(int64_t length, int group, int64_t* activation_bytes = nullptr);
+  double adaptive_step(Packer& packer, int64_t step, double lr, double& grad_norm, DataPosition& position);
+  std::string describe_adaptive_step();
   // memory_planning.cpp
   Batch probe_batch();
   void probe_step(const Batch& probe);
@@ -106,6 +124,12 @@ class Trainer {
   std::unique_ptr<OverlappedUpdate> overlap_;  // memory.overlap_update (with offload_model)
   std::unique_ptr<Logger> logger_;
   CheckpointStore checkpoints_;
+  // data.packing: adaptive: the groups, the next step's documents (planned
+  // during this step), and this step's plan and measured phase.
+  std::unique_ptr<AdaptiveSequenceParallel> adaptive_;
+  std::vector<Batch> next_documents_;
+  SpPlan last_plan_;
+  double last_busy_max_s_ = 0, last_busy_mean_s_ = 0;
   double peak_flops_ = 0;
   double elapsed_ = 0;
   int64_t first_step_ = 0;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
+#include <optional>
 
 #include "core/util/error.h"
 
@@ -17,14 +18,16 @@ double SpCostModel::seconds(int64_t length, int group) const {
 }
 
 bool SpCostModel::fits(int64_t length, int group) const {
+  if (max_group > 0 && group > max_group) return false;
   return memory_limit <= 0 || bytes_per_token * std::ceil(static_cast<double>(length) / group) <= memory_limit;
 }
 
 namespace {
 
-std::vector<int> powers_of_two(int ranks) {
+// The group sizes that may form.
+std::vector<int> powers_of_two(int ranks, const SpCostModel& model) {
   std::vector<int> sizes;
-  for (int g = 1; g <= ranks; g *= 2) sizes.push_back(g);
+  for (int g = 1; g <= ranks && (model.max_group <= 0 || g <= model.max_group); g *= 2) sizes.push_back(g);
   return sizes;
 }
 
@@ -100,7 +103,7 @@ class Program {
     glp_set_obj_dir(lp_, GLP_MIN);
     const int t = add_column(GLP_CV, 1.0);
     glp_set_col_bnds(lp_, t, GLP_LO, 0, 0);
-    for (int g : powers_of_two(ranks))
+    for (int g : powers_of_two(ranks, model))
       for (int k = 0; k < ranks / g; ++k) groups_.push_back({g, add_column(GLP_BV, 0)});
     const int nb = static_cast<int>(buckets.longest.size());
     x_.assign(nb, std::vector<int>(groups_.size(), 0));
@@ -209,22 +212,34 @@ class Program {
 
 }  // namespace
 
+SpPlan plan_uniform(const std::vector<int64_t>& lengths, int ranks, int group, const SpCostModel& model) {
+  const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
+  check(group >= 1 && group <= ranks, "adaptive sequence parallelism: groups of " + std::to_string(group) +
+                                          " ranks do not fit the " + std::to_string(ranks) + " ranks");
+  check(model.fits(longest, group), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
+                                        " tokens exceeds the activation memory of a group of " +
+                                        std::to_string(group) + " ranks: use larger groups");
+  SpPlan plan;
+  plan.groups.assign(ranks / group, group);
+  plan.documents.assign(plan.groups.size(), {});
+  place(plan, longest_first(lengths), lengths, model, [](size_t, int64_t) { return true; });
+  drop_idle(plan);
+  plan.method = "uniform";
+  return plan;
+}
+
 SpPlan plan_greedy(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model) {
   const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
-  SpPlan best;
-  for (int g : powers_of_two(ranks)) {
+  std::optional<SpPlan> best;
+  for (int g : powers_of_two(ranks, model)) {
     if (!model.fits(longest, g)) continue;
-    SpPlan plan;
-    plan.groups.assign(ranks / g, g);
-    plan.documents.assign(plan.groups.size(), {});
-    place(plan, longest_first(lengths), lengths, model, [](size_t, int64_t) { return true; });
-    if (best.groups.empty() || plan.predicted_s < best.predicted_s) best = plan;
+    SpPlan plan = plan_uniform(lengths, ranks, g, model);
+    if (!best || plan.predicted_s < best->predicted_s) best = std::move(plan);
   }
-  check(!best.groups.empty(), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
-                                  " tokens does not fit even on all " + std::to_string(ranks) + " ranks");
-  drop_idle(best);
-  best.method = "greedy";
-  return best;
+  check(best.has_value(), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
+                              " tokens does not fit even on all " + std::to_string(ranks) + " ranks");
+  best->method = "greedy";
+  return *best;
 }
 
 SpPlan plan_adaptive(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model, double time_limit_s,
@@ -232,11 +247,17 @@ SpPlan plan_adaptive(const std::vector<int64_t>& lengths, int ranks, const SpCos
   SpPlan greedy = plan_greedy(lengths, ranks, model);
   if (time_limit_s <= 0 || lengths.empty()) return greedy;
   const Buckets b = bucket(lengths, buckets);
-  Program program(b, ranks, model);
+  std::optional<SpPlan> solved;
   bool optimal = false;
-  if (!program.solve(time_limit_s, optimal)) return greedy;
-  SpPlan plan = program.plan(b, lengths, model);
-  if (plan.predicted_s > greedy.predicted_s) return greedy;
+  {
+    Program program(b, ranks, model);
+    if (program.solve(time_limit_s, optimal)) solved = program.plan(b, lengths, model);
+  }
+  // GLPK keeps an environment per thread, and the trainer plans on a new
+  // thread every step: release it.
+  glp_free_env();
+  if (!solved || solved->predicted_s > greedy.predicted_s) return greedy;
+  SpPlan plan = std::move(*solved);
   drop_idle(plan);
   plan.method = optimal ? "milp" : "milp-limit";
   return plan;

@@ -17,14 +17,16 @@ namespace lt {
 // Predicted cost of one document of L tokens on a group of g ranks: its
 // attention is quadratic, the rest linear, both split over g; Ulysses'
 // all-to-alls move (g - 1) / g of each rank's activations, plus a latency
-// per collective when g > 1. Memory per rank is linear in L / g.
+// per collective when g > 1. Memory per rank is linear in L / g; a
+// document fits a group within the memory limit and max_group.
 struct SpCostModel {
   double attention_s = 0;      // seconds per token^2 on one rank
   double linear_s = 0;         // seconds per token on one rank
   double exchange_s = 0;       // seconds per token of a rank's share moved by the all-to-alls
   double latency_s = 0;        // per document on a group of more than one rank
   double bytes_per_token = 0;  // activation memory per token a rank holds
-  double memory_limit = 0;     // bytes per rank for activations
+  double memory_limit = 0;     // bytes per rank for activations (0: no limit)
+  int max_group = 0;           // the largest group that may form (0: any)
 
   double seconds(int64_t length, int group) const;
   bool fits(int64_t length, int group) const;
@@ -36,6 +38,11 @@ struct SpPlan {
   double predicted_s = 0;                       // the slowest group's predicted time
   std::string method;                           // "milp" (optimal within its buckets), "milp-limit" or "greedy"
 };
+
+// Every group of size `group` (a static layout): documents assigned
+// longest first to the group that finishes earliest. Fails when a document
+// does not fit such a group.
+SpPlan plan_uniform(const std::vector<int64_t>& lengths, int ranks, int group, const SpCostModel& model);
 
 // The best of the uniform layouts (every group of one size), documents
 // assigned longest first to the group that finishes earliest among those
