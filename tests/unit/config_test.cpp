@@ -185,7 +185,15 @@ INSTANTIATE_TEST_SUITE_P(
                   {"memory.plan: auto fits the step into memory.device_budget_gb: set the budget"}},
         ErrorCase{"UnknownPlan", kBase, {"memory.plan=magic"}, {"memory.plan", "must be one of: manual, auto"}},
         ErrorCase{"UlyssesBeyondTpHeads", kBase, {"parallel.tp=2", "parallel.sp.ulysses=4"},
-                  {"parallel.sp.ulysses=4 exceeds the 2 heads of a tensor-parallel rank"}}),
+                  {"parallel.sp.ulysses=4 exceeds the 2 heads of a tensor-parallel rank"}},
+        ErrorCase{"AdaptiveWithStaticSequenceParallelism", kBase, {"data.packing=adaptive", "parallel.sp.ulysses=2"},
+                  {"data.packing: adaptive forms its own sequence-parallel groups", "parallel.sp.ulysses"}},
+        ErrorCase{"AdaptiveGroupNotAPowerOfTwo", kBase, {"data.packing=adaptive", "parallel.adaptive.group=3"},
+                  {"parallel.adaptive.group=3 must be a power of two"}},
+        ErrorCase{"AdaptiveGroupBeyondHeads", kBase, {"data.packing=adaptive", "parallel.adaptive.max_group=8"},
+                  {"groups may not exceed model.num_heads=4"}},
+        ErrorCase{"UnknownAdaptivePlanner", kBase, {"data.packing=adaptive", "parallel.adaptive.planner=cbc"},
+                  {"parallel.adaptive.planner", "must be one of: milp, uniform"}}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
 
 TEST(Config, MissingRecipe) {

@@ -167,6 +167,33 @@ TEST(Packer, SplitPackingShiftsLabelsWithinDocuments) {
   EXPECT_EQ(b.labels[1][3].item<int64_t>(), kIgnoreIndex);
 }
 
+// data.packing: adaptive: whole documents, one row each, cut at the longest
+// length and at the step's last token, continuing in the next row.
+TEST(Packer, DocumentsOneRowEachCutAtTheLimits) {
+  CountingSource source;
+  DataConfig config;
+  config.packing = "adaptive";
+  Packer packer(source, config, {2, 0});  // documents of 3, 4, 5, 6... tokens
+  const auto step = packer.documents(14, 5);
+  ASSERT_EQ(step.size(), 4u);  // 3, 4, 5, then 2 of document 5's 6 tokens
+  EXPECT_TRUE(step[0].tokens[0].equal(at::tensor({200L, 201L, 202L})));
+  EXPECT_TRUE(step[0].labels[0].equal(at::tensor({201L, 202L, kIgnoreIndex})));
+  EXPECT_TRUE(step[2].positions[0].equal(at::tensor({0L, 1L, 2L, 3L, 4L})));
+  EXPECT_TRUE(step[3].tokens[0].equal(at::tensor({500L, 501L})));
+  EXPECT_TRUE(step[3].labels[0].equal(at::tensor({501L, 502L})));  // it continues
+  EXPECT_FALSE(step[0].documents.defined());
+  const auto next = packer.documents(6, 5);  // the rest of document 5 (4 tokens), then 2 of document 6
+  EXPECT_TRUE(next[0].tokens[0].equal(at::tensor({502L, 503L, 504L, 505L})));
+  EXPECT_EQ(next[0].labels[0][3].item<int64_t>(), kIgnoreIndex);
+  // A document longer than the limit: rows of 5, 5, then the rest.
+  Packer longer(source, config, {10, 0});
+  const auto cut = longer.documents(11, 5);
+  ASSERT_EQ(cut.size(), 3u);
+  EXPECT_EQ(cut[0].tokens.size(1), 5);
+  EXPECT_EQ(cut[2].tokens.size(1), 1);
+  EXPECT_EQ(longer.position().document, 11);
+}
+
 TEST(Packer, WholePackingPadsInsteadOfSplitting) {
   CountingSource source;
   DataConfig config;

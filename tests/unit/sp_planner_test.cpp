@@ -6,6 +6,7 @@
 #include <functional>
 #include <random>
 
+#include "parallel/adaptive/cost_calibration.h"
 #include "parallel/adaptive/sp_planner.h"
 
 namespace lt {
@@ -111,6 +112,49 @@ TEST(SpPlanner, FallsBackUnderATinyTimeLimit) {
 
 TEST(SpPlanner, RefusesADocumentNoGroupHolds) {
   EXPECT_THROW(plan_greedy({5 * 4096}, 4, model()), std::exception);
+  SpCostModel capped = model();
+  capped.max_group = 2;  // the heads allow no more
+  EXPECT_THROW(plan_greedy({3 * 4096}, 4, capped), std::exception);
+  EXPECT_THROW(plan_uniform({4096, 4097}, 4, 1, model()), std::exception);  // a static layout too small
+}
+
+// No group beyond max_group forms, whatever the ranks.
+TEST(SpPlanner, KeepsGroupsWithinTheLargestAllowed) {
+  SpCostModel m = model();
+  m.max_group = 2;
+  const std::vector<int64_t> lengths = {8000, 8000, 6000, 300, 200, 100};
+  for (const SpPlan& plan : {plan_adaptive(lengths, 8, m, 1), plan_greedy(lengths, 8, m)}) {
+    EXPECT_EQ(check_plan(plan, lengths, 8, m), "");
+    for (int g : plan.groups) EXPECT_LE(g, 2);
+  }
+}
+
+// The profile's samples, made from a known model, give that model back; a
+// negative fitted term becomes zero and the other term refits.
+TEST(CostCalibration, FitRecoversTheModel) {
+  const SpCostModel truth = model();
+  SpCostModel memory;
+  memory.max_group = 8;
+  memory.bytes_per_token = 1, memory.memory_limit = 3000;
+  auto points = calibration_points(16384, memory);
+  ASSERT_EQ(points.size(), 3u + 2 * 3);
+  for (auto& p : points) {
+    EXPECT_TRUE(memory.fits(p.length, p.group)) << p.length << " on " << p.group;
+    EXPECT_EQ(p.length % p.group, 0);
+    p.seconds = truth.seconds(p.length, p.group);
+  }
+  const SpCostModel fitted = fit_cost_model(points, 1, 3000);
+  EXPECT_NEAR(fitted.attention_s, truth.attention_s, 1e-6 * truth.attention_s);
+  EXPECT_NEAR(fitted.linear_s, truth.linear_s, 1e-6 * truth.linear_s);
+  EXPECT_NEAR(fitted.exchange_s, truth.exchange_s, 1e-6 * truth.exchange_s);
+  EXPECT_NEAR(fitted.latency_s, truth.latency_s, 1e-6 * truth.latency_s);
+  // Purely linear times (attention too small to see): no negative attention.
+  for (auto& p : points) p.seconds = 1e-5 * p.length / p.group * (1 + 1e-3 * (p.length % 7));
+  const SpCostModel linear = fit_cost_model(points, 1, 0);
+  EXPECT_GE(linear.attention_s, 0);
+  EXPECT_GE(linear.exchange_s, 0);
+  EXPECT_GE(linear.latency_s, 0);
+  EXPECT_NEAR(linear.linear_s, 1e-5, 1e-7);
 }
 
 }  // namespace
