@@ -63,8 +63,8 @@ double Trainer::compute_gradients(const std::vector<Batch>& documents, const SpP
 }
 
 // Forward and backward of one made-up document of `length` tokens on every
-// block of `group` ranks (ranks outside a whole block wait); the slowest
-// rank's seconds, the best of two runs. The gradients are thrown away.
+// block of `group` ranks (ranks outside a whole block wait): the slowest
+// rank's seconds. The gradients are thrown away.
 double Trainer::profile_document(int64_t length, int group, int64_t* activation_bytes) {
   auto& block = adaptive_->group(group);
   const bool runs = block.size() == group;
@@ -73,20 +73,16 @@ double Trainer::profile_document(int64_t length, int group, int64_t* activation_
             at::arange(length, at::kLong).unsqueeze(0), at::Tensor(), at::Tensor()};
   const Batch part = runs ? group_part(doc, group, block.rank()).to(device_) : Batch{};
   model_->set_attention(adaptive_->attention(group));
-  double best = 0;
-  for (int run = 0; run < 2; ++run) {
-    reset_device_peak(device_);
-    const int64_t before = device_bytes(device_);
-    const auto start = std::chrono::steady_clock::now();
-    if (runs) stage_forward(part, at::Tensor()).backward();
-    auto seconds = at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                            at::kDouble);
-    if (activation_bytes) *activation_bytes = device_peak_bytes(device_) - before;
-    mesh_.group(Group::world).all_reduce(seconds, ReduceOp::max);
-    best = run == 0 ? seconds.item<double>() : std::min(best, seconds.item<double>());
-  }
+  reset_device_peak(device_);
+  const int64_t before = device_bytes(device_);
+  const auto start = std::chrono::steady_clock::now();
+  if (runs) stage_forward(part, at::Tensor()).backward();
+  auto seconds =
+      at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), at::kDouble);
+  if (activation_bytes) *activation_bytes = device_peak_bytes(device_) - before;
+  mesh_.group(Group::world).all_reduce(seconds, ReduceOp::max);
   for (auto& b : buckets_) b->zero_grad();
-  return best;
+  return seconds.item<double>();
 }
 
 void Trainer::calibrate_adaptive() {
@@ -95,7 +91,7 @@ void Trainer::calibrate_adaptive() {
   memory.max_group = adaptive_->max_group();
   memory.memory_limit = config_.parallel.adaptive.activation_gb * static_cast<double>(int64_t{1} << 30);
   // Activation bytes grow linearly with a rank's tokens (attention is
-  // blockwise): a short document on one rank gives the rate.
+  // blockwise): a short document on one rank gives the rate, and warms up.
   const int64_t probe = std::max<int64_t>(16, config_.data.seq_len / 8);
   int64_t bytes = 0;
   profile_document(probe, 1, &bytes);

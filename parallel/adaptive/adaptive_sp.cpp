@@ -8,7 +8,7 @@
 namespace lt {
 namespace {
 
-const std::vector<std::string> kMethods = {"milp", "milp-limit", "greedy", "uniform"};
+const std::vector<std::string> kMethods = {"milp", "milp-limit", "sweep", "greedy", "uniform"};
 
 // A plan as doubles, for one broadcast: predicted time, method, group
 // count, the groups, then each document's group.
@@ -69,9 +69,14 @@ SpPlan AdaptiveSequenceParallel::plan(const std::vector<int64_t>& lengths) const
   const int ranks = mesh_.layout().world() / max_group_ * max_group_;
   auto model = model_;
   model.max_group = max_group_;
-  if (config_.group > 0) return plan_uniform(lengths, ranks, static_cast<int>(config_.group), model);
-  if (config_.planner == "uniform") return plan_greedy(lengths, ranks, model);
-  return plan_adaptive(lengths, ranks, model, config_.time_limit_s, static_cast<int>(config_.buckets));
+  try {
+    if (config_.group > 0) return plan_uniform(lengths, ranks, static_cast<int>(config_.group), model);
+    if (config_.planner == "uniform") return plan_greedy(lengths, ranks, model);
+    return plan_adaptive(lengths, ranks, model, config_.time_limit_s, static_cast<int>(config_.buckets));
+  } catch (const Error& e) {
+    fail(std::string(e.what()) + " (parallel.adaptive.activation_gb=" + std::to_string(config_.activation_gb) +
+         "): raise it, run on more ranks, or lower data.seq_len");
+  }
 }
 
 void AdaptiveSequenceParallel::start_planning(std::vector<int64_t> lengths) {

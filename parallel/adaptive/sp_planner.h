@@ -4,9 +4,9 @@
 // one group, and a group runs its documents one after another; the step
 // lasts as long as its slowest group. Short documents are cheapest on small
 // groups (no all-to-all to pay), long ones need large groups to fit memory.
-// plan_adaptive solves it as a mixed-integer program (GLPK), with documents
-// bucketed by length to keep the program small and a time limit; where the
-// solver does not finish, the best greedy plan is used.
+// plan_adaptive solves it as mixed-integer programs (GLPK), with documents
+// bucketed by length to keep them small and a time limit; where the solver
+// does not finish, the best greedy plan is used.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -36,7 +36,11 @@ struct SpPlan {
   std::vector<int> groups;                      // group sizes, largest first
   std::vector<std::vector<int64_t>> documents;  // indices of the documents each group runs
   double predicted_s = 0;                       // the slowest group's predicted time
-  std::string method;                           // "milp" (optimal within its buckets), "milp-limit" or "greedy"
+  // How it was found: "milp" (the exact program, optimal within its
+  // buckets), "milp-limit" (its best when time ran out), "sweep" (the
+  // aggregated program), "greedy" (the best uniform layout) or "uniform"
+  // (a given group size).
+  std::string method;
 };
 
 // Every group of size `group` (a static layout): documents assigned
@@ -50,11 +54,19 @@ SpPlan plan_uniform(const std::vector<int64_t>& lengths, int ranks, int group, c
 // longest document.
 SpPlan plan_greedy(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model);
 
-// The mixed-integer program over `buckets` length buckets, with at most
-// `time_limit_s` of solving; the greedy plan when it is better or the
-// solver found nothing in time.
+// The best of: the greedy plan; on up to 16 ranks, the exact program over
+// group instances (up to half the time); and FlexSP's aggregated program
+// (group counts and documents per size, its size independent of the ranks)
+// solved for a sweep of step times. Every candidate is improved by moving
+// documents off the slowest group. Documents are bucketed by length into
+// `buckets` log-spaced buckets, each costed at its longest; at most
+// `time_limit_s` of solving in all.
 SpPlan plan_adaptive(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model, double time_limit_s,
                      int buckets = 8);
+
+// No plan is faster: the longest document on its best group, or the least
+// rank-seconds of all documents spread evenly over the ranks.
+double step_lower_bound(const std::vector<int64_t>& lengths, int ranks, const SpCostModel& model);
 
 // Every document once, groups within the ranks, power-of-two sizes, every
 // document fits its group: an empty string, or what is wrong.

@@ -9,7 +9,7 @@ against the baselines of the same invocation, and prints a Markdown table.
 --host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update);
 --moe: lt_bench_moe's (MoE vs dense step, load under each balance scope);
 --hf: lt_bench_hf's (HF checkpoint load per rank, tokens/s by curriculum stage);
---adaptive-sp: lt_bench_asp's (planned step time, adaptive vs the best static layout)."""
+--adaptive-sp: lt_bench_asp's (planned step time, adaptive vs the best static layout; training on CPU ranks)."""
 import argparse
 import datetime
 import json
@@ -181,11 +181,24 @@ def hf_report(a, runs, cpu):
 
 def adaptive_sp_report(a, runs, cpu):
     save_runs(a, runs, cpu)
+    simulated = [r for r in runs if r["bench"] == "simulate"]
     table(["batch (64 ranks, 4M tokens)", "documents", "static layout", "static step", "adaptive groups",
-           "adaptive step", "method", "solve", "speedup"],
+           "adaptive step", "method", "solve", "speedup", "bound"],
           [[i + 1, r["documents"], f"groups of {r['static_group']}", f"{r['static_s']:.2f} s",
             ", ".join(f"{n}x{size}" for size, n in r["adaptive_groups"].items()), f"{r['adaptive_s']:.2f} s",
-            r["method"], f"{r['solve_s']:.1f} s", f"{r['speedup']:.2f}x"] for i, r in enumerate(runs)])
+            r["method"], f"{r['solve_s']:.2f} s", f"{r['speedup']:.2f}x", f"{r['bound_speedup']:.2f}x"]
+           for i, r in enumerate(simulated)])
+    trained = [r for r in runs if r["bench"] == "train"]
+    if not trained:
+        return
+    print()
+    best_static = max(r["tokens_per_s"] for r in trained if r["layout"] != "milp")
+    table(["layout (8 CPU ranks)", "steps timed", "tokens/s", "vs best static", "predicted step", "measured step",
+           "idle", "last step's groups"],
+          [["adaptive" if r["layout"] == "milp" else f"static, groups of {r['layout']}", r["steps"],
+            f"{r['tokens_per_s']:.0f}", f"{r['tokens_per_s'] / best_static:.2f}x", f"{r['predicted_s']:.2f} s",
+            f"{r['measured_s']:.2f} s", f"{100 * r['idle']:.0f}%", "+".join(str(g) for g in r["last_groups"])]
+           for r in trained])
 
 
 def model_parallel_report(a, runs, cpu):

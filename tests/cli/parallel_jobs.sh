@@ -81,4 +81,28 @@ for recipe in llama3-8b-128k-4d:llama3-8b qwen2.5-7b-128k-yarn:qwen2.5-7b llama3
 done
 grep -q "sequence: ulysses 2 x ring 4 (zigzag): 65536 tokens per rank of 524288" "$dir/plan_ext.out" ||
   fail "512K plan: $(cat "$dir/plan_ext.out")"
+
+# Adaptive sequence parallelism, the shipped recipe shortened: 4 ranks give
+# the losses of one process (without the activation limit, which one rank
+# cannot meet), every step's plan is logged; on one rank with the limit, a
+# document no group holds is one clear line.
+ASP=(train.steps=3 train.warmup_steps=1 train.global_batch_tokens=4K data.seq_len=1024 data.passkey.max_doc_len=1024
+     parallel.adaptive.activation_gb=0.015 eval.at_end=false train.threads=1)
+"${MPIRUN[@]}" -np 4 "$LONGTRAIN" train recipes/tiny-adaptive-sp.yaml "${ASP[@]}" run_dir="$dir/asp4" > "$dir/asp4.out"
+grep -q "| groups " "$dir/asp4.out" || fail "no plan in the log: $(cat "$dir/asp4.out")"
+"$LONGTRAIN" train recipes/tiny-adaptive-sp.yaml "${ASP[@]}" parallel.adaptive.activation_gb=0 \
+  run_dir="$dir/asp1" > /dev/null
+python3 - "$dir/asp1/metrics.jsonl" "$dir/asp4/metrics.jsonl" "$dir/asp4/adaptive_sp.jsonl" <<'PY' || fail "adaptive: $(cat "$dir/asp4.out")"
+import json, sys
+one, four = ([json.loads(l)["loss"] for l in open(f) if '"loss"' in l] for f in sys.argv[1:3])
+assert len(one) == len(four) == 3, (one, four)
+for a, b in zip(one, four):
+    assert abs(a - b) <= 1e-5 * abs(a), (a, b)
+plans = [json.loads(l) for l in open(sys.argv[3])]
+assert [p["step"] for p in plans] == [1, 2, 3], plans
+assert all(max(p["groups"]) >= 2 for p in plans), plans  # the long documents needed groups
+print("adaptive on 4 ranks: losses equal one process:", four, "groups", [p["groups"] for p in plans])
+PY
+expect_error "exceeds the activation memory of every group up to 1 ranks (parallel.adaptive.activation_gb=0.015" "$LONGTRAIN" train recipes/tiny-adaptive-sp.yaml "${ASP[@]}" \
+  run_dir="$dir/asp_too_long"
 echo "parallel jobs ok"
