@@ -34,7 +34,8 @@ std::string loss_lines(const LossResult& r, int64_t seq_len) {
   const auto buckets = static_cast<int64_t>(r.by_position.size());
   for (int64_t b = 0; b < buckets; ++b)
     out += (b ? " |" : "") + std::string(" ") + std::to_string(b * seq_len / buckets) + "-" +
-           std::to_string((b + 1) * seq_len / buckets) + " " + format("%.4f", r.by_position[b]);
+           std::to_string((b + 1) * seq_len / buckets) + " " +
+           (std::isnan(r.by_position[b]) ? std::string("-") : format("%.4f", r.by_position[b]));
   return out;
 }
 
@@ -63,7 +64,8 @@ LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, cons
   result.tokens = static_cast<int64_t>(bucket_count.sum().item<double>());
   result.loss = bucket_sum.sum().item<double>() / std::max<int64_t>(1, result.tokens);
   result.perplexity = std::exp(result.loss);
-  const auto means = bucket_sum / bucket_count.clamp_min(1);
+  // A bucket no token reached (documents shorter than its positions) has no loss.
+  const auto means = at::where(bucket_count > 0, bucket_sum / bucket_count.clamp_min(1), std::nan(""));
   for (int64_t b = 0; b < buckets; ++b) result.by_position.push_back(means[b].item<double>());
   return result;
 }

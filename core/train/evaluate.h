@@ -12,7 +12,7 @@ namespace lt {
 struct LossResult {
   double loss = 0, perplexity = 0;
   int64_t tokens = 0;
-  std::vector<double> by_position;  // mean loss per eval.position_buckets range of positions
+  std::vector<double> by_position;  // mean loss per eval.position_buckets range of positions (NaN: no token there)
 };
 
 struct PasskeyResult {

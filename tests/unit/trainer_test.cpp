@@ -124,5 +124,22 @@ TEST(Evaluate, LossByPositionAveragesToTheLoss) {
   EXPECT_NEAR(sum / 8, r.loss, 1e-3 * r.loss);  // each bucket holds the same count of valid labels, up to the ends of documents
 }
 
+// Documents of at most 90 tokens in sequences of 256, positions restarting:
+// the buckets past 90 hold no token, and say so instead of a loss of 0.
+TEST(Evaluate, EmptyPositionBucketHasNoLoss) {
+  Config c = base("empty_bucket");
+  c.data.seq_len = 256;
+  c.eval.sequences = 2;
+  c.eval.passkey_samples = 0;
+  LlamaForCausalLM model(c.model);
+  model->initialize(3);
+  EvalReport report;
+  report.loss = evaluate_loss(*model, c, at::kCPU);
+  ASSERT_EQ(report.loss->by_position.size(), 4u);
+  EXPECT_FALSE(std::isnan(report.loss->by_position[0]));
+  EXPECT_TRUE(std::isnan(report.loss->by_position[3]));
+  EXPECT_NE(describe(report, c).find("192-256 -"), std::string::npos) << describe(report, c);
+}
+
 }  // namespace
 }  // namespace lt
