@@ -133,6 +133,7 @@ struct TrainConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;           // 0: off
+  int64_t max_skipped_steps = 3;    // steps in a row whose non-finite loss or gradients skip the update; then stop
   int64_t seed = 1234;
   std::string device = "cpu";       // cpu | cuda
   int64_t threads = 0;              // 0: cores / ranks on this node

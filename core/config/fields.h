@@ -138,6 +138,7 @@ void visit(V& v, TrainConfig& t) {
   v.field("beta2", t.beta2, in_range<double>(0.0, 0.9999999));
   v.field("eps", t.eps, in_range<double>(1e-30, 1.0));
   v.field("grad_clip", t.grad_clip, at_least<double>(0.0));
+  v.field("max_skipped_steps", t.max_skipped_steps, in_range<int64_t>(0, 1 << 20));
   v.field("seed", t.seed, at_least<int64_t>(0));
   v.field("device", t.device, one_of({"cpu", "cuda"}));
   v.field("threads", t.threads, in_range<int64_t>(0, 1024));

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -14,8 +15,10 @@
 #include "core/train/loss.h"
 #include "core/train/lr_schedule.h"
 #include "core/util/error.h"
+#include "core/train/loss_watch.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
+#include "core/util/stop_signal.h"
 #include "offload/activations/memory_policy.h"
 #include "offload/profiler/memory_tracker.h"
 #include "parallel/data_parallel/replica_sets.h"
@@ -223,10 +226,11 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
     const int64_t tokens = micros[m].tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
     return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size};
   };
+  const bool poisoned = inject_fault(mesh_.rank(), step);
   work.forward = [&](int m, const at::Tensor& input) {
-    if (m == 0) inject_fault(mesh_.rank(), step);
     if (moe) moe->set_micro_batch(m);
     auto out = stage_forward(micros[m], input);
+    if (poisoned) out = out * std::nan("");
     if (!shard.last_stage) return out;
     total += out.detach().to(at::kCPU, at::kDouble);
     return out / valid;
@@ -259,6 +263,13 @@ double Trainer::update(const std::function<double()>& gradients, double lr, doub
   const double loss = gradients();
   last_activation_bytes_ = device_peak_bytes(device_) - before;
   grad_norm = clip_gradients();
+  // Every rank has the same loss and norm: all skip, or none.
+  last_skipped_ = !std::isfinite(loss) || !std::isfinite(grad_norm);
+  if (last_skipped_) {
+    check(!overlap_, "loss " + std::to_string(loss) + ": memory.overlap_update already updated the chunks during "
+                     "backward, so this step cannot be skipped: set memory.overlap_update: false to skip such steps");
+    return loss;
+  }
   if (overlap_) {
     overlap_->end(clips(grad_norm));
     optimizer_->update(overlap_->slots(), optimizer_->size(), lr);
@@ -364,6 +375,8 @@ TrainResult Trainer::run() {
   reset_peak_memory(device_);
 
   TrainResult result;
+  LossWatch watch(config_.train.max_skipped_steps);
+  watch_stop_signals();
   int64_t window_tokens = 0;
   double window_seconds = 0;
   for (int64_t s = state.step; s < config_.train.steps; ++s) {
@@ -379,13 +392,18 @@ TrainResult Trainer::run() {
       loss = step(packer.next(config_.sequences_per_step(s), length), s + 1, lr, grad_norm);
       position = packer.position();
     }
-    if (!std::isfinite(loss)) fail("loss became " + std::to_string(loss) + " at step " + std::to_string(s + 1) +
-                                   "; lower train.lr or raise train.warmup_steps");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     elapsed_ += seconds;
     window_seconds += seconds;
     window_tokens += config_.train.global_batch_tokens;
     result.losses[s + 1] = loss;
+    if (last_skipped_) {
+      logger_->line(watch.skipped(s + 1, loss, grad_norm));
+      logger_->metrics({{"step", s + 1}, {"skipped", true}});
+    } else if (auto spike = watch.updated(s + 1, loss)) {
+      logger_->line(*spike);
+      logger_->metrics({{"step", s + 1}, {"loss_spike", loss}});
+    }
     // The plan's check, on a step past the first (which warms caches up).
     if (plan_ && s + 1 == std::min(first_step_ + 3, config_.train.steps)) report_plan(seconds);
     if ((s + 1) % config_.log.interval == 0 || s + 1 == config_.train.steps) {
@@ -400,10 +418,21 @@ TrainResult Trainer::run() {
       evaluate(result, s + 1);
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
                       s + 1 == config_.train.steps;
-    if (save) {
+    auto save_checkpoint = [&] {
       TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state()};
-      const auto path = checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part());
-      logger_->line("checkpoint: " + path);
+      logger_->line("checkpoint: " +
+                    checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part()));
+    };
+    if (save) save_checkpoint();
+    // Preemption: a signal any rank received, agreed at this boundary.
+    auto signal = at::full({1}, static_cast<int64_t>(stop_signal()), at::kLong);
+    mesh_.group(Group::world).all_reduce(signal, ReduceOp::max);
+    if (signal.item<int64_t>() != 0 && s + 1 < config_.train.steps) {
+      if (!save) save_checkpoint();
+      logger_->line("received " + std::string(strsignal(static_cast<int>(signal.item<int64_t>()))) +
+                    ": stopped after step " + std::to_string(s + 1) +
+                    " with its checkpoint; a job with checkpoint.resume: auto continues from there");
+      return result;
     }
   }
   // The replicas are equal: rank 0 evaluates for the job, on its own, with

@@ -118,6 +118,7 @@ class Trainer {
   std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
   std::optional<MemoryPlan> plan_;        // memory.plan: auto
   int64_t last_activation_bytes_ = 0;
+  bool last_skipped_ = false;  // the last step's loss or gradients were not finite: no update
   MoeStepStats moe_stats_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;

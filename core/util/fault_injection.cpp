@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -10,17 +11,20 @@
 
 namespace lt {
 
-void inject_fault(int world_rank, int64_t step) {
+bool inject_fault(int world_rank, int64_t step) {
   const char* spec = std::getenv("LT_FAULT");
-  if (!spec || !*spec) return;
+  if (!spec || !*spec) return false;
   char kind[16] = {};
   int rank = -1;
   long long at_step = -1;
-  if (std::sscanf(spec, "%15[a-z]@%d:%lld", kind, &rank, &at_step) != 3 ||
-      (std::string(kind) != "throw" && std::string(kind) != "hang"))
-    fail(std::string("LT_FAULT='") + spec + "': expected throw@RANK:STEP or hang@RANK:STEP");
-  if (rank != world_rank || at_step != step) return;
-  if (std::string(kind) == "hang")
+  static const std::set<std::string> kinds = {"throw", "hang", "exit", "nan"};
+  if (std::sscanf(spec, "%15[a-z]@%d:%lld", kind, &rank, &at_step) != 3 || !kinds.count(kind))
+    fail(std::string("LT_FAULT='") + spec + "': expected KIND@RANK:STEP, KIND one of throw, hang, exit, nan");
+  if (rank != world_rank || at_step != step) return false;
+  const std::string what = kind;
+  if (what == "nan") return true;
+  if (what == "exit") std::_Exit(1);
+  if (what == "hang")
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   fail("injected fault (LT_FAULT=" + std::string(spec) + ") on rank " + std::to_string(world_rank) + " at step " +
        std::to_string(step));

@@ -1,14 +1,18 @@
 // Test-only fault injection: off unless the environment variable LT_FAULT
-// names a fault: LT_FAULT=throw@1:3 makes world rank 1 throw in the middle
-// of step 3, hang@1:3 makes it stop there forever. Tests use it to prove that
-// one rank's failure ends the whole job with that rank's message, and that a
-// stuck rank is reported by the others' watchdog.
+// names a fault KIND@RANK:STEP, which world rank RANK meets in the middle of
+// step STEP:
+//   throw  an error (the job must end with its message)
+//   hang   stops there forever (the others' watchdog must name the collective)
+//   exit   the process ends at once, exit code 1, no message (a crash)
+//   nan    its loss and so every gradient become NaN (the step is skipped)
+// Tests use it to prove what the job does under each fault.
 #pragma once
 #include <cstdint>
 
 namespace lt {
 
-// Called by the trainer mid-step; acts when LT_FAULT names this rank and step.
-void inject_fault(int world_rank, int64_t step);
+// Called by the trainer mid-step; acts when LT_FAULT names this rank and
+// step. Returns true when the step's loss must be made NaN.
+bool inject_fault(int world_rank, int64_t step);
 
 }  // namespace lt

@@ -124,6 +124,30 @@ TEST(Evaluate, LossByPositionAveragesToTheLoss) {
   EXPECT_NEAR(sum / 8, r.loss, 1e-3 * r.loss);  // each bucket holds the same count of valid labels, up to the ends of documents
 }
 
+// A step whose loss is NaN (LT_FAULT=nan@0:2) updates nothing: the weights
+// stay as the step before left them, and the next step updates again.
+TEST(Trainer, NonFiniteStepIsSkipped) {
+  Config c = base("skip");
+  Trainer trainer(c);
+  const Batch batch = testing::first_batch(c, 1);
+  double norm = 0;
+  trainer.step(batch, 1, 1e-2, norm);
+  auto weights = [&] {
+    std::vector<at::Tensor> out;
+    for (const auto& p : trainer.model().parameters()) out.push_back(p.detach().clone());
+    return out;
+  };
+  const auto before = weights();
+  setenv("LT_FAULT", "nan@0:2", 1);
+  const double poisoned = trainer.step(batch, 2, 1e-2, norm);
+  unsetenv("LT_FAULT");
+  EXPECT_TRUE(std::isnan(poisoned));
+  const auto after = weights();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(after[i].equal(before[i])) << "parameter " << i;
+  EXPECT_TRUE(std::isfinite(trainer.step(batch, 3, 1e-2, norm)));
+  EXPECT_FALSE(weights()[0].equal(before[0]));
+}
+
 // Documents of at most 90 tokens in sequences of 256, positions restarting:
 // the buckets past 90 hold no token, and say so instead of a loss of 0.
 TEST(Evaluate, EmptyPositionBucketHasNoLoss) {
