@@ -15,6 +15,7 @@
 #include "core/checkpoint/safetensors.h"
 #include "core/util/checksum.h"
 #include "core/util/error.h"
+#include "core/util/fault_injection.h"
 
 namespace lt {
 namespace fs = std::filesystem;
@@ -257,6 +258,11 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
     fs::create_directories(temp);
   }
   world.barrier();
+  const std::string first_file = part.model_file.empty() ? part.optimizer_file : part.model_file;
+  if (!first_file.empty() && fault_at(world.rank(), state.step) == "diskfull") {
+    std::ofstream(temp + "/" + first_file) << "partial";  // what a full disk leaves behind
+    fail(temp + "/" + first_file + ": write failed: " + std::strerror(ENOSPC) + " (is the disk full?) [LT_FAULT]");
+  }
   const auto records = world.all_gather(write_part(temp, model, optimizer, part));
   if (world.rank() == 0) {
     nlohmann::ordered_json manifest = {{"format", kFormat},

@@ -5,11 +5,16 @@
 //   hang   stops there forever (the others' watchdog must name the collective)
 //   exit   the process ends at once, exit code 1, no message (a crash)
 //   nan    its loss and so every gradient become NaN (the step is skipped)
+//   diskfull  writing its part of step STEP's checkpoint fails as on a full disk
 // Tests use it to prove what the job does under each fault.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace lt {
+
+// The kind of fault LT_FAULT names for this rank and step, or "".
+std::string fault_at(int world_rank, int64_t step);
 
 // Called by the trainer mid-step; acts when LT_FAULT names this rank and
 // step. Returns true when the step's loss must be made NaN.

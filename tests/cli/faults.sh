@@ -32,6 +32,30 @@ echo "ok: $(grep 'update skipped' "$dir/nan.out")"
 expect_error "1 steps in a row without a finite loss and gradient (train.max_skipped_steps=0)" \
   env LT_FAULT=nan@0:2 "$LONGTRAIN" train "${ARGS[@]}" train.max_skipped_steps=0 run_dir="$dir/nan_stop"
 
+# A full disk while rank 1 writes its part of step 4's checkpoint: the job
+# ends naming the file and the reason; step 2's checkpoint stays the latest;
+# the next job removes the partial one, resumes at step 2 and repeats the
+# uninterrupted run's losses exactly.
+CKPT=(train.steps=6 checkpoint.interval=2 parallel.zero=1)
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" run_dir="$dir/straight" > /dev/null
+status=0
+LT_FAULT=diskfull@1:4 "${MPIRUN[@]}" -q -x LT_FAULT -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" \
+  run_dir="$dir/full" > /dev/null 2> "$dir/full.err" || status=$?
+[ "$status" -ne 0 ] || fail "a failed checkpoint write left exit 0"
+grep -q "longtrain: error on rank 1: .*/step_00000004.tmp/optimizer.00001.safetensors: write failed: No space left on device" \
+  "$dir/full.err" || fail "full disk: $(cat "$dir/full.err")"
+[ -f "$dir/full/checkpoints/step_00000002/manifest.json" ] && [ ! -e "$dir/full/checkpoints/step_00000004" ] ||
+  fail "full disk: checkpoints $(ls "$dir/full/checkpoints")"
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" checkpoint.resume=auto run_dir="$dir/full" > "$dir/full2.out"
+grep -q "resumed from .*step_00000002 at step 2" "$dir/full2.out" || fail "no resume at step 2: $(head -3 "$dir/full2.out")"
+[ ! -e "$dir/full/checkpoints/step_00000004.tmp" ] || fail "the partial checkpoint is still there"
+python3 - "$dir/straight/metrics.jsonl" "$dir/full/metrics.jsonl" <<'PY' || fail "resumed losses differ"
+import json, sys
+straight, full = ({json.loads(l)["step"]: json.loads(l)["loss"] for l in open(f) if '"loss"' in l} for f in sys.argv[1:])
+assert all(full[s] == straight[s] for s in range(1, 7)), (straight, full)  # the resumed run's lines come last
+print("ok: full disk at step 4: resumed at step 2, losses of steps 3-6 equal the uninterrupted run", [full[s] for s in range(3, 7)])
+PY
+
 # Waits until run directory $1 has logged step $2.
 wait_for_step() {
   for _ in $(seq 600); do
