@@ -83,11 +83,24 @@ void merge_preset(YAML::Node target, const YAML::Node& preset, const std::string
   }
 }
 
+// The text of the name-like key `section.key` (model.preset, init.from_hf),
+// empty when absent.
+std::string name_at(const YAML::Node& root, const std::string& section, const std::string& key,
+                    const ConfigSources& sources) {
+  const YAML::Node parent = root[section];
+  if (!parent || !parent.IsMap() || !parent[key]) return "";
+  const YAML::Node node = parent[key];
+  if (!node.IsScalar() && !node.IsNull())
+    fail(sources.locate(section + "." + key) + section + "." + key + ": expected a name, got a " +
+         (node.IsMap() ? "mapping" : "list"));
+  return node.IsNull() ? "" : node.as<std::string>();
+}
+
 // model.preset: NAME merges configs/models/NAME.yaml under the recipe's model keys.
 void apply_preset(YAML::Node root, ConfigSources& sources) {
+  const std::string name = name_at(root, "model", "preset", sources);
+  if (name.empty()) return;
   YAML::Node model = root["model"];
-  if (!model || !model.IsMap() || !model["preset"] || model["preset"].as<std::string>().empty()) return;
-  const std::string name = model["preset"].as<std::string>();
   std::string found, known;
   for (const auto& dir : preset_dirs(sources.recipe_file)) {
     if (fs::exists(dir / (name + ".yaml"))) {
@@ -108,13 +121,13 @@ void apply_preset(YAML::Node root, ConfigSources& sources) {
 // recipe's model keys (the recipe wins: a context extension changes rope
 // and max_seq_len).
 void apply_hf_config(YAML::Node root, ConfigSources& sources) {
-  const YAML::Node init = root["init"];
-  if (!init || !init.IsMap() || !init["from_hf"] || init["from_hf"].as<std::string>().empty()) return;
-  const std::string dir = init["from_hf"].as<std::string>();
-  if (root["model"] && root["model"]["preset"] && !root["model"]["preset"].as<std::string>().empty())
+  const std::string dir = name_at(root, "init", "from_hf", sources);
+  if (dir.empty()) return;
+  if (!name_at(root, "model", "preset", sources).empty())
     fail(sources.locate("init.from_hf") + "init.from_hf takes the model from " + dir +
          "/config.json: remove model.preset");
   if (!root["model"]) root["model"] = YAML::Node(YAML::NodeType::Map);
+  if (!root["model"].IsMap()) fail(sources.locate("model") + "model: expected a mapping of model keys");
   merge_preset(root["model"], model_keys_from_hf(dir), "model", dir + "/config.json", sources);
 }
 
