@@ -1,6 +1,8 @@
 # Faults a long run meets, as a user sees them (LT_FAULT injects them): a
-# crashed rank ends the job quickly and non-zero; a NaN step is skipped on
-# every rank and logged, or ends the run past train.max_skipped_steps; a
+# crashed rank ends the job quickly and non-zero, and the next job repeats
+# the uninterrupted losses from the last checkpoint; a NaN step is skipped
+# on every rank and logged, or ends the run past train.max_skipped_steps; a
+# full disk during a checkpoint leaves the previous one the latest; a
 # SIGTERM (to one process) or SIGUSR1 (to one rank of two) saves a
 # checkpoint at the next step boundary and exits 0, and the next job
 # resumes from it.
@@ -12,15 +14,33 @@ rm -rf "$dir"
 mkdir -p "$dir"
 ARGS=(recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false train.threads=1)
 
-# Rank 1 dies at step 2 without a word.
+# The uninterrupted run that restarts must reproduce.
+CKPT=(train.steps=6 checkpoint.interval=2 parallel.zero=1)
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" run_dir="$dir/straight" > /dev/null
+# Losses of steps $2.. in run directory $1 (a resumed run's lines come last) equal the uninterrupted run's.
+same_losses() {
+  python3 - "$dir/straight/metrics.jsonl" "$1/metrics.jsonl" "$2" <<'PY' || fail "$1: resumed losses differ"
+import json, sys
+straight, run = ({json.loads(l)["step"]: json.loads(l)["loss"] for l in open(f) if '"loss"' in l} for f in sys.argv[1:3])
+steps = range(int(sys.argv[3]), 7)
+assert all(run[s] == straight[s] for s in steps), (straight, run)
+print("ok: losses of steps", list(steps), "equal the uninterrupted run exactly:", [run[s] for s in steps])
+PY
+}
+
+# Rank 1 dies in step 5 without a word: the job ends quickly and non-zero;
+# the next job resumes from step 4's checkpoint and repeats the losses.
 start=$(date +%s)
 status=0
-LT_FAULT=exit@1:2 timeout 120 "${MPIRUN[@]}" -q -x LT_FAULT -np 2 "$LONGTRAIN" train "${ARGS[@]}" \
+LT_FAULT=exit@1:5 timeout 120 "${MPIRUN[@]}" -q -x LT_FAULT -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" \
   run_dir="$dir/crash" > /dev/null 2> "$dir/crash.err" || status=$?
 elapsed=$(( $(date +%s) - start ))
 [ "$status" -ne 0 ] && [ "$status" -ne 124 ] || fail "a crashed rank left exit $status"
 [ "$elapsed" -lt 30 ] || fail "the job took ${elapsed}s to end after a crash"
 echo "ok: a crashed rank ended the job, exit $status, ${elapsed}s from launch"
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" checkpoint.resume=auto run_dir="$dir/crash" > "$dir/crash2.out"
+grep -q "resumed from .*step_00000004 at step 4" "$dir/crash2.out" || fail "no resume at step 4: $(head -3 "$dir/crash2.out")"
+same_losses "$dir/crash" 5
 
 # NaN on rank 1 at step 2: both ranks skip the update and go on.
 LT_FAULT=nan@1:2 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train "${ARGS[@]}" run_dir="$dir/nan" > "$dir/nan.out"
@@ -36,8 +56,6 @@ expect_error "1 steps in a row without a finite loss and gradient (train.max_ski
 # ends naming the file and the reason; step 2's checkpoint stays the latest;
 # the next job removes the partial one, resumes at step 2 and repeats the
 # uninterrupted run's losses exactly.
-CKPT=(train.steps=6 checkpoint.interval=2 parallel.zero=1)
-"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" run_dir="$dir/straight" > /dev/null
 status=0
 LT_FAULT=diskfull@1:4 "${MPIRUN[@]}" -q -x LT_FAULT -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" \
   run_dir="$dir/full" > /dev/null 2> "$dir/full.err" || status=$?
@@ -49,12 +67,7 @@ grep -q "longtrain: error on rank 1: .*/step_00000004.tmp/optimizer.00001.safete
 "${MPIRUN[@]}" -np 2 "$LONGTRAIN" train "${ARGS[@]}" "${CKPT[@]}" checkpoint.resume=auto run_dir="$dir/full" > "$dir/full2.out"
 grep -q "resumed from .*step_00000002 at step 2" "$dir/full2.out" || fail "no resume at step 2: $(head -3 "$dir/full2.out")"
 [ ! -e "$dir/full/checkpoints/step_00000004.tmp" ] || fail "the partial checkpoint is still there"
-python3 - "$dir/straight/metrics.jsonl" "$dir/full/metrics.jsonl" <<'PY' || fail "resumed losses differ"
-import json, sys
-straight, full = ({json.loads(l)["step"]: json.loads(l)["loss"] for l in open(f) if '"loss"' in l} for f in sys.argv[1:])
-assert all(full[s] == straight[s] for s in range(1, 7)), (straight, full)  # the resumed run's lines come last
-print("ok: full disk at step 4: resumed at step 2, losses of steps 3-6 equal the uninterrupted run", [full[s] for s in range(3, 7)])
-PY
+same_losses "$dir/full" 3
 
 # Waits until run directory $1 has logged step $2.
 wait_for_step() {
