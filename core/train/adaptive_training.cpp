@@ -57,8 +57,9 @@ double Trainer::compute_gradients(const std::vector<Batch>& documents, const SpP
   world.all_reduce(busy);
   world.all_reduce(longest, ReduceOp::max);
   last_plan_ = plan;
-  last_busy_max_s_ = longest.item<double>();
-  last_busy_mean_s_ = busy.item<double>() / world.size();
+  last_busy_s_ = longest.item<double>();
+  // The share of rank time spent waiting for the slowest group.
+  last_idle_ = 1 - busy.item<double>() / world.size() / std::max(1e-12, last_busy_s_);
   return loss;
 }
 
@@ -137,21 +138,20 @@ double Trainer::adaptive_step(Packer& packer, int64_t s, double lr, double& grad
                                      {"groups", plan.groups},
                                      {"method", plan.method},
                                      {"predicted_s", plan.predicted_s},
-                                     {"measured_s", last_busy_max_s_},
-                                     {"idle", 1 - last_busy_mean_s_ / std::max(1e-12, last_busy_max_s_)}};
+                                     {"measured_s", last_busy_s_},
+                                     {"idle", last_idle_}};
     std::ofstream(config_.run_dir + "/adaptive_sp.jsonl", std::ios::app) << record.dump() << "\n";
   }
   return loss;
 }
 
 // The last step's plan for the log line: groups, how they were chosen, the
-// predicted against the measured forward-backward time, and the share of
-// rank time spent waiting for the slowest group.
+// predicted against the measured forward-backward time, and the idle share.
 std::string Trainer::describe_adaptive_step() {
   char text[160];
   std::snprintf(text, sizeof(text), " | groups %s %s pred %.2fs meas %.2fs idle %.0f%%",
-                joined_groups(last_plan_).c_str(), last_plan_.method.c_str(), last_plan_.predicted_s,
-                last_busy_max_s_, 100 * (1 - last_busy_mean_s_ / std::max(1e-12, last_busy_max_s_)));
+                joined_groups(last_plan_).c_str(), last_plan_.method.c_str(), last_plan_.predicted_s, last_busy_s_,
+                100 * last_idle_);
   return text;
 }
 

@@ -312,7 +312,8 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   }
   logger_->line("step " + std::to_string(step) + "/" + std::to_string(config_.train.steps) + " | seq " +
                 std::to_string(length) + " | loss " + format("%.4f", loss) + moe +
-                (adaptive_ ? describe_adaptive_step() : "") + " | lr " + format("%.2e", lr) + " | grad " + format("%.3f", grad_norm) +
+                (adaptive_ ? describe_adaptive_step() : "") + " | lr " + format("%.2e", lr) + " | grad " +
+                format("%.3f", grad_norm) +
                 " | " + human_count(tokens_per_s) + " tok/s | MFU " + format("%.1f%%", 100 * mfu) + " | mem " +
                 human_bytes(peak) + " | ETA " + human_duration(eta));
   logger_->metrics(metrics);

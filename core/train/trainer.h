@@ -130,7 +130,7 @@ class Trainer {
   std::unique_ptr<AdaptiveSequenceParallel> adaptive_;
   std::vector<Batch> next_documents_;
   SpPlan last_plan_;
-  double last_busy_max_s_ = 0, last_busy_mean_s_ = 0;
+  double last_busy_s_ = 0, last_idle_ = 0;  // the slowest rank's forward-backward, the idle share
   double peak_flops_ = 0;
   double elapsed_ = 0;
   int64_t first_step_ = 0;

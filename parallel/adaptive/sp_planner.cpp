@@ -161,7 +161,6 @@ class GlpkProgram {
     options.msg_lev = GLP_MSG_OFF;
     options.tm_lim = std::max(1, static_cast<int>(time_limit_s * 1000));
     const int code = glp_intopt(lp_, &options);
-
     const int status = glp_mip_status(lp_);
     if (code == 0 && status == GLP_OPT) return Outcome::optimal;
     if (status == GLP_OPT || status == GLP_FEAS) return Outcome::feasible;
@@ -320,8 +319,9 @@ class SizeProgram : public GlpkProgram {
     for (int b = 0; b < nb; ++b)
       for (size_t k = 0; k < sizes_.size(); ++k) {
         const int g = sizes_[k];
-        if (model.fits(buckets.longest[b], g) && model.seconds(buckets.longest[b], g) <= step_s)
-          x_[b][k] = add_column(GLP_IV, buckets.seconds(b, g, model) * g, 0, static_cast<double>(buckets.docs[b].size()));
+        if (!model.fits(buckets.longest[b], g) || model.seconds(buckets.longest[b], g) > step_s) continue;
+        const double documents = static_cast<double>(buckets.docs[b].size());
+        x_[b][k] = add_column(GLP_IV, buckets.seconds(b, g, model) * g, 0, documents);
       }
     for (int b = 0; b < nb; ++b) {
       Row row;
@@ -352,7 +352,8 @@ class SizeProgram : public GlpkProgram {
     std::vector<int> groups, class_of;
     std::vector<std::vector<int64_t>> quota;  // per size (largest first), per bucket
     for (size_t k = sizes_.size(); k-- > 0;) {
-      for (int64_t i = 0; i < value(count_[k]); ++i) groups.push_back(sizes_[k]), class_of.push_back(static_cast<int>(quota.size()));
+      for (int64_t i = 0; i < value(count_[k]); ++i)
+        groups.push_back(sizes_[k]), class_of.push_back(static_cast<int>(quota.size()));
       quota.emplace_back(buckets.docs.size(), 0);
       for (size_t b = 0; b < buckets.docs.size(); ++b)
         if (x_[b][k]) quota.back()[b] = value(x_[b][k]);
@@ -470,8 +471,8 @@ std::string check_plan(const SpPlan& plan, const std::vector<int64_t>& lengths, 
       if (d < 0 || d >= static_cast<int64_t>(lengths.size())) return "document " + std::to_string(d) + " unknown";
       ++seen[d];
       if (!model.fits(lengths[d], g))
-        return "document " + std::to_string(d) + " of " + std::to_string(lengths[d]) + " tokens exceeds the memory of a group of " +
-               std::to_string(g);
+        return "document " + std::to_string(d) + " of " + std::to_string(lengths[d]) +
+               " tokens exceeds the memory of a group of " + std::to_string(g);
     }
   }
   if (used > ranks) return std::to_string(used) + " ranks used of " + std::to_string(ranks);

@@ -1,8 +1,9 @@
 // The adaptive sequence-parallel planner on a simulated 64-GPU cluster:
 // batches of 4M tokens of documents with a long-tailed length distribution
-// (lognormal, 256 to 64K tokens), planned by the mixed-integer program
-// against the best static layout (every group of one size, filled longest
-// first), both predicted by the same cost model: a Llama-3-8B-shaped model
+// (lognormal, 256 to 64K tokens), planned by plan_adaptive (mixed-integer
+// programs, GLPK) against the best static layout (every group of one size,
+// filled longest first), both predicted by the same cost model: a
+// Llama-3-8B-shaped model
 // on H100s (400 TFLOP/s reached, 25 GB/s per GPU for the all-to-alls,
 // 5 ms of collective latency per document and step, 40K tokens of
 // activations per GPU with every layer recomputed). These are the
@@ -70,7 +71,8 @@ void simulate(int batches, double time_limit_s) {
                                               {"static_group", fixed.groups.front()},
                                               {"static_s", fixed.predicted_s}, {"adaptive_groups", groups},
                                               {"adaptive_s", adaptive.predicted_s}, {"method", adaptive.method},
-                                              {"solve_s", solve_s}, {"speedup", fixed.predicted_s / adaptive.predicted_s},
+                                              {"solve_s", solve_s},
+                                              {"speedup", fixed.predicted_s / adaptive.predicted_s},
                                               {"bound_speedup", fixed.predicted_s / step_lower_bound(lengths, 64, m)}}
                             .dump()
                             .c_str());

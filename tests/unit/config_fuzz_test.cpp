@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 void collect(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& out) {
   if (!prefix.empty()) out.push_back(prefix);
   if (!node.IsMap()) return;
-  for (const auto& item : node) collect(item.second, (prefix.empty() ? "" : prefix + ".") + item.first.as<std::string>(), out);
+  for (const auto& item : node)
+    collect(item.second, (prefix.empty() ? "" : prefix + ".") + item.first.as<std::string>(), out);
 }
 
 // The node at `path` (created when missing), and its parent's key.

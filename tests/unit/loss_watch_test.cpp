@@ -13,8 +13,9 @@ namespace {
 
 TEST(LossWatch, SkipsUpToTheLimitInARow) {
   LossWatch watch(2);
-  EXPECT_NE(watch.skipped(5, std::nan(""), 1.0).find("step 5: loss nan, gradient norm 1: update skipped (1 in a row, at most 2)"),
-            std::string::npos);
+  const std::string first = watch.skipped(5, std::nan(""), 1.0);
+  EXPECT_NE(first.find("step 5: loss nan, gradient norm 1: update skipped (1 in a row, at most 2)"), std::string::npos)
+      << first;
   watch.updated(6, 3.0);  // resets the count
   watch.skipped(7, INFINITY, NAN);
   watch.skipped(8, NAN, NAN);
