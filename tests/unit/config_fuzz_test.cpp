@@ -2,17 +2,22 @@
 // (wrong types, missing and unknown keys, negative, zero and huge numbers,
 // wrong nesting, broken YAML), either loads and lays out, or fails with
 // one line of lt::Error. Never another exception, a crash or a hang. The
-// case count is printed.
+// mutations of the CPU recipes that load then train a step (of one
+// sequence, to stay quick) or are refused with one line. The counts are
+// printed.
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "core/config/config.h"
+#include "core/train/trainer.h"
 #include "core/util/error.h"
 #include "parallel/mesh/layout.h"
+#include "tests/support/reference.h"
 
 namespace lt {
 namespace {
@@ -73,17 +78,38 @@ std::string mutate(const std::string& recipe, std::mt19937_64& random) {
   return YAML::Dump(root);
 }
 
+// A recipe that loaded, trained for one step of one sequence (the CPU ones):
+// 1 when it ran, 0 when refused with one line; anything else fails.
+int train_one_step(Config config, const fs::path& run_dir) {
+  config.train.steps = 1, config.train.warmup_steps = 0, config.eval.at_end = false;
+  config.train.global_batch_tokens = config.data.seq_len, config.train.micro_batch_size = 1;
+  config.data.curriculum.clear();
+  config.checkpoint.resume = "none";
+  config.run_dir = run_dir.string();
+  try {
+    Trainer(config).run();
+    return 1;
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    return 0;
+  }
+}
+
 TEST(ConfigFuzz, EveryMutationLoadsOrFailsWithOneLine) {
+  testing::ensure_mpi();
   const auto dir = fs::temp_directory_path() / ("lt_config_fuzz_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::mt19937_64 random(20261124);
-  int cases = 0, loaded = 0, refused = 0;
-  for (const auto& entry : fs::directory_iterator("recipes")) {
-    std::ifstream in(entry.path());
+  int cases = 0, loaded = 0, refused = 0, ran = 0;
+  std::vector<fs::path> recipes;  // in name order: the same cases on every machine
+  for (const auto& entry : fs::directory_iterator("recipes")) recipes.push_back(entry.path());
+  std::sort(recipes.begin(), recipes.end());
+  for (const auto& recipe_path : recipes) {
+    std::ifstream in(recipe_path);
     const std::string recipe((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     for (int i = 0; i < 60; ++i, ++cases) {
       const std::string text = mutate(recipe, random);
-      const std::string path = (dir / entry.path().filename()).string();
+      const std::string path = (dir / recipe_path.filename()).string();
       std::ofstream(path) << text;
       try {
         const Config config = load_config(path, {"init.from_hf=''"});
@@ -94,19 +120,20 @@ TEST(ConfigFuzz, EveryMutationLoadsOrFailsWithOneLine) {
           }
         }
         ++loaded;
+        if (recipe_path.filename().string().rfind("tiny", 0) == 0) ran += train_one_step(config, dir / "run");
       } catch (const Error& e) {
         const std::string message = e.what();
         EXPECT_FALSE(message.empty());
         EXPECT_EQ(message.find('\n'), std::string::npos) << "not one line:\n" << message << "\nfor:\n" << text;
         ++refused;
       } catch (const std::exception& e) {
-        ADD_FAILURE() << "not an lt::Error (" << e.what() << ") for " << entry.path() << ":\n" << text;
+        ADD_FAILURE() << "not an lt::Error (" << e.what() << ") for " << recipe_path << ":\n" << text;
       }
     }
   }
   fs::remove_all(dir);
-  std::printf("config fuzz: %d mutated recipes (seed 20261124): %d load, %d refused with one line\n", cases, loaded,
-              refused);
+  std::printf("config fuzz: %d mutated recipes (seed 20261124): %d load (%d of the CPU ones train a step), "
+              "%d refused with one line\n", cases, loaded, ran, refused);
   EXPECT_GE(cases, 500);
   EXPECT_GT(refused, cases / 2);
 }
