@@ -99,9 +99,8 @@ void Trainer::calibrate_adaptive() {
   memory.bytes_per_token = static_cast<double>(bytes) / static_cast<double>(probe);
   auto points = calibration_points(config_.data.seq_len, memory);
   for (auto& p : points) p.seconds = profile_document(p.length, p.group);
-  SpCostModel model = fit_cost_model(points, memory.bytes_per_token, memory.memory_limit);
-  model.max_group = memory.max_group;
-  adaptive_->set_cost_model(model);
+  adaptive_->set_cost_model(fit_cost_model(points, memory.bytes_per_token, memory.memory_limit));
+  const SpCostModel& model = adaptive_->cost_model();
   char text[256];
   std::snprintf(text, sizeof(text),
                 "adaptive sp: cost model from a %.1f s profile of %zu documents: %.3g s/token^2, %.3g s/token, "

@@ -48,6 +48,7 @@ int adaptive_max_group(const AdaptiveSpConfig& config, int ranks, int64_t heads)
 
 AdaptiveSequenceParallel::AdaptiveSequenceParallel(Mesh& mesh, const AdaptiveSpConfig& config, int max_group)
     : mesh_(mesh), config_(config), max_group_(max_group) {
+  model_.max_group = max_group;
   const int ranks = mesh.layout().world();
   for (int g = 1; g <= max_group; g *= 2) {
     // Ranks past the last whole block of g form a block that never runs.
@@ -67,12 +68,10 @@ AdaptiveSequenceParallel::~AdaptiveSequenceParallel() {
 SpPlan AdaptiveSequenceParallel::plan(const std::vector<int64_t>& lengths) const {
   // Only blocks of max_group fill the ranks; a remainder never forms one.
   const int ranks = mesh_.layout().world() / max_group_ * max_group_;
-  auto model = model_;
-  model.max_group = max_group_;
   try {
-    if (config_.group > 0) return plan_uniform(lengths, ranks, static_cast<int>(config_.group), model);
-    if (config_.planner == "uniform") return plan_greedy(lengths, ranks, model);
-    return plan_adaptive(lengths, ranks, model, config_.time_limit_s, static_cast<int>(config_.buckets));
+    if (config_.group > 0) return plan_uniform(lengths, ranks, static_cast<int>(config_.group), model_);
+    if (config_.planner == "uniform") return plan_greedy(lengths, ranks, model_);
+    return plan_adaptive(lengths, ranks, model_, config_.time_limit_s, static_cast<int>(config_.buckets));
   } catch (const Error& e) {
     fail(std::string(e.what()) + " (parallel.adaptive.activation_gb=" + std::to_string(config_.activation_gb) +
          "): raise it, run on more ranks, or lower data.seq_len");

@@ -33,7 +33,11 @@ class AdaptiveSequenceParallel {
 
   int max_group() const { return max_group_; }
   const SpCostModel& cost_model() const { return model_; }
-  void set_cost_model(const SpCostModel& model) { model_ = model; }
+  // The model the plans use, its groups capped at max_group().
+  void set_cost_model(SpCostModel model) {
+    model.max_group = max_group_;
+    model_ = model;
+  }
   // This rank's block of `size` ranks, and the attention over it.
   Communicator& group(int size) { return *groups_.at(size); }
   const AttentionFn& attention(int size) const { return attention_.at(size); }

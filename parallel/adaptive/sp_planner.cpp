@@ -44,14 +44,16 @@ std::vector<int64_t> longest_first(const std::vector<int64_t>& lengths) {
   return order;
 }
 
-// Places the documents of `order` (longest first), each on the group that
-// finishes it earliest among those `allowed` for it; the plan's predicted
-// time is its slowest group's load.
-void place(SpPlan& plan, const std::vector<int64_t>& order, const std::vector<int64_t>& lengths,
-           const SpCostModel& model, const std::function<bool(size_t group, int64_t doc)>& allowed,
-           const std::function<void(size_t group, int64_t doc)>& placed = {}) {
+// A plan on `groups`: the documents longest first, each on the group that
+// finishes it earliest among those `allowed` for it; its predicted time is
+// the slowest group's load.
+SpPlan place(std::vector<int> groups, const std::vector<int64_t>& lengths, const SpCostModel& model,
+             const std::function<bool(size_t group, int64_t doc)>& allowed) {
+  SpPlan plan;
+  plan.groups = std::move(groups);
+  plan.documents.assign(plan.groups.size(), {});
   std::vector<double> load(plan.groups.size(), 0);
-  for (int64_t d : order) {
+  for (int64_t d : longest_first(lengths)) {
     int best = -1;
     double best_end = 0;
     for (size_t j = 0; j < plan.groups.size(); ++j) {
@@ -62,9 +64,9 @@ void place(SpPlan& plan, const std::vector<int64_t>& order, const std::vector<in
     check(best >= 0, "adaptive sequence parallelism: no group may take document " + std::to_string(d));
     plan.documents[best].push_back(d);
     load[best] = best_end;
-    if (placed) placed(best, d);
   }
   plan.predicted_s = load.empty() ? 0 : *std::max_element(load.begin(), load.end());
+  return plan;
 }
 
 // Local search after placement: while some document of the slowest group
@@ -110,9 +112,12 @@ void drop_idle(SpPlan& plan) {
 }
 
 struct Buckets {
-  std::vector<int64_t> longest;                // each bucket's longest document: its memory, its time alone
-  std::vector<std::vector<int64_t>> docs;      // its documents, longest first
-  std::vector<std::vector<int64_t>> lengths;   // and their lengths
+  std::vector<std::vector<int64_t>> docs;     // each bucket's documents, longest first
+  std::vector<std::vector<int64_t>> lengths;  // and their lengths
+
+  size_t size() const { return docs.size(); }
+  // Its longest document: the bucket's memory, its time alone.
+  int64_t longest(size_t b) const { return lengths[b].front(); }
 
   // A document's mean time: the programs count documents, and the mean
   // makes a bucket's total time exact (its longest would overstate it by up
@@ -136,7 +141,6 @@ Buckets bucket(const std::vector<int64_t>& lengths, int count) {
   Buckets out;
   for (auto& b : docs) {
     if (b.empty()) continue;
-    out.longest.push_back(lengths[b.front()]);
     out.lengths.emplace_back();
     for (int64_t d : b) out.lengths.back().push_back(lengths[d]);
     out.docs.push_back(std::move(b));
@@ -202,29 +206,19 @@ SpPlan place_by_quota(std::vector<int> groups, const std::vector<std::vector<int
                       const std::vector<int>& class_of, const Buckets& buckets, const std::vector<int64_t>& lengths,
                       const SpCostModel& model) {
   std::vector<int> class_of_doc(lengths.size(), -1);
-  for (size_t b = 0; b < buckets.docs.size(); ++b) {
+  for (size_t b = 0; b < buckets.size(); ++b) {
     size_t next = 0;
     for (size_t c = 0; c < quota.size(); ++c)
       for (int64_t k = 0; k < quota[c][b] && next < buckets.docs[b].size(); ++k)
         class_of_doc[buckets.docs[b][next++]] = static_cast<int>(c);
   }
-  SpPlan plan;
-  plan.groups = std::move(groups);
-  plan.documents.assign(plan.groups.size(), {});
-  place(plan, longest_first(lengths), lengths, model,
-        [&](size_t j, int64_t d) { return class_of[j] == class_of_doc[d]; });
-  return plan;
+  return place(std::move(groups), lengths, model, [&](size_t j, int64_t d) { return class_of[j] == class_of_doc[d]; });
 }
 
 // The documents longest first, each on the group that finishes it earliest
 // among those that can hold it: the groups' sizes chosen, not the quotas.
-SpPlan place_on_groups(std::vector<int> groups, const std::vector<int64_t>& lengths, const SpCostModel& model) {
-  SpPlan plan;
-  plan.groups = std::move(groups);
-  plan.documents.assign(plan.groups.size(), {});
-  place(plan, longest_first(lengths), lengths, model,
-        [&](size_t j, int64_t d) { return model.fits(lengths[d], plan.groups[j]); });
-  return plan;
+SpPlan place_on_groups(const std::vector<int>& groups, const std::vector<int64_t>& lengths, const SpCostModel& model) {
+  return place(groups, lengths, model, [&](size_t j, int64_t d) { return model.fits(lengths[d], groups[j]); });
 }
 
 // The exact program: group instances j (ranks / g of each size g), u_j
@@ -241,11 +235,11 @@ class InstanceProgram : public GlpkProgram {
     const int t = add_column(GLP_CV, 1.0, 0, -1);
     for (int g : powers_of_two(ranks, model))
       for (int k = 0; k < ranks / g; ++k) groups_.push_back({g, add_column(GLP_BV, 0, 0, 1)});
-    const int nb = static_cast<int>(buckets.longest.size());
+    const int nb = static_cast<int>(buckets.size());
     x_.assign(nb, std::vector<int>(groups_.size(), 0));
     for (int b = 0; b < nb; ++b)
       for (size_t j = 0; j < groups_.size(); ++j)
-        if (model.fits(buckets.longest[b], groups_[j].size))
+        if (model.fits(buckets.longest(b), groups_[j].size))
           x_[b][j] = add_column(GLP_IV, 0, 0, static_cast<double>(buckets.docs[b].size()));
     for (int b = 0; b < nb; ++b) {  // every document placed
       Row row;
@@ -282,9 +276,9 @@ class InstanceProgram : public GlpkProgram {
     std::vector<int> groups, class_of;
     std::vector<std::vector<int64_t>> quota;  // per formed group (largest first), per bucket
     for (size_t j = groups_.size(); j-- > 0;) {
-      std::vector<int64_t> counts(buckets.docs.size(), 0);
+      std::vector<int64_t> counts(buckets.size(), 0);
       int64_t total = 0;
-      for (size_t b = 0; b < buckets.docs.size(); ++b)
+      for (size_t b = 0; b < buckets.size(); ++b)
         if (x_[b][j]) total += counts[b] = value(x_[b][j]);
       if (total == 0) continue;
       class_of.push_back(static_cast<int>(groups.size()));
@@ -313,13 +307,13 @@ class SizeProgram : public GlpkProgram {
  public:
   SizeProgram(const Buckets& buckets, int ranks, const SpCostModel& model, double step_s) : ranks_(ranks) {
     sizes_ = powers_of_two(ranks, model);
-    const int nb = static_cast<int>(buckets.longest.size());
+    const int nb = static_cast<int>(buckets.size());
     x_.assign(nb, std::vector<int>(sizes_.size(), 0));
     for (int g : sizes_) count_.push_back(add_column(GLP_IV, 0, 0, ranks / g));
     for (int b = 0; b < nb; ++b)
       for (size_t k = 0; k < sizes_.size(); ++k) {
         const int g = sizes_[k];
-        if (!model.fits(buckets.longest[b], g) || model.seconds(buckets.longest[b], g) > step_s) continue;
+        if (!model.fits(buckets.longest(b), g) || model.seconds(buckets.longest(b), g) > step_s) continue;
         const double documents = static_cast<double>(buckets.docs[b].size());
         x_[b][k] = add_column(GLP_IV, buckets.seconds(b, g, model) * g, 0, documents);
       }
@@ -354,8 +348,8 @@ class SizeProgram : public GlpkProgram {
     for (size_t k = sizes_.size(); k-- > 0;) {
       for (int64_t i = 0; i < value(count_[k]); ++i)
         groups.push_back(sizes_[k]), class_of.push_back(static_cast<int>(quota.size()));
-      quota.emplace_back(buckets.docs.size(), 0);
-      for (size_t b = 0; b < buckets.docs.size(); ++b)
+      quota.emplace_back(buckets.size(), 0);
+      for (size_t b = 0; b < buckets.size(); ++b)
         if (x_[b][k]) quota.back()[b] = value(x_[b][k]);
     }
     SpPlan by_quota = place_by_quota(groups, quota, class_of, buckets, lengths, model);
@@ -396,10 +390,7 @@ SpPlan plan_uniform(const std::vector<int64_t>& lengths, int ranks, int group, c
   check(model.fits(longest, group), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
                                         " tokens exceeds the activation memory of a group of " +
                                         std::to_string(group) + " ranks: use larger groups");
-  SpPlan plan;
-  plan.groups.assign(ranks / group, group);
-  plan.documents.assign(plan.groups.size(), {});
-  place(plan, longest_first(lengths), lengths, model, [](size_t, int64_t) { return true; });
+  SpPlan plan = place_on_groups(std::vector<int>(ranks / group, group), lengths, model);
   drop_idle(plan);
   plan.method = "uniform";
   return plan;

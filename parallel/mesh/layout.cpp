@@ -115,11 +115,10 @@ Degrees resolve_degrees(const Config& config, int world) {
          " ranks it is carved from: choose a divisor of " + std::to_string(replicas));
   // Every dp rank takes an equal share of each step's sequences (adaptive
   // sequence parallelism deals out whole documents instead).
-  std::vector<int64_t> lengths;
-  if (config.data.packing != "adaptive") lengths.push_back(config.data.seq_len);
-  for (const auto& stage : config.data.curriculum)
-    if (config.data.packing != "adaptive") lengths.push_back(stage.seq_len);
+  std::vector<int64_t> lengths{config.data.seq_len};
+  for (const auto& stage : config.data.curriculum) lengths.push_back(stage.seq_len);
   for (int64_t length : lengths) {
+    if (config.data.packing == "adaptive") break;
     const int64_t sequences = config.train.global_batch_tokens / length;
     if (sequences % dp != 0)
       fail("train.global_batch_tokens: a step of " + std::to_string(sequences) + " sequences of " +
