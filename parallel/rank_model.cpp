@@ -73,6 +73,10 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
     expert_parallel(shard, mesh.group(Group::ep));
   }
 
+  // Offloaded chunks move the masters in and out of the device: their
+  // copies are cast at each use rather than kept.
+  if (config.train.bf16()) shard.compute = std::make_shared<ComputeWeights>(at::kBFloat16, !config.memory.offload_model);
+
   RankModel out;
   out.model = LlamaForCausalLM(config.model, shard);
   out.model->initialize(config.train.seed);

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks, each against its baseline in the same invocation:
-#  train: single-process training throughput, longtrain against a plain
-#    PyTorch loop of the same ~59M-parameter Llama in Python (same torch
-#    wheel, so the same kernels), at 2K and 8K tokens; then the attention
-#    kernels against each other;
+#  train: single-process training throughput, longtrain against HF
+#    transformers' training loop on the same 56M Llama, fp32 and bf16, at 2K
+#    and 8K tokens; then the attention kernels against each other;
 #  dp: data parallelism on 2 ranks: gradient reduction overlapped with
 #    backward vs. after it, and our communicator vs. plain MPI calls;
 #  sp: one 8K-token sequence over 1, 2, 4, 8 ranks with Ulysses, ring and
@@ -131,20 +130,21 @@ if [ "$which" = all ] || [ "$which" = dp ]; then
       --out tests/bench/results/data_parallel.json
 fi
 [ "$which" = all ] || [ "$which" = train ] || exit 0
-limit=$((16 << 30))  # the baseline's address space: its naive attention fails cleanly instead of swapping
+# Training against HF transformers (tests/bench/hf_train.py: SDPA, fused
+# AdamW, bf16 autocast) on the same 56M Llama, fp32 and bf16 each: the four
+# arms interleaved, LT_BENCH_ROUNDS rounds, the best of each reported.
+rounds=${LT_BENCH_ROUNDS:-3}
 runs=()
-for seq in 2048 8192; do
-  runs+=("$(build/lt_bench_train "$seq" "$steps")")
-  for attention in naive sdpa; do
-    if line=$(prlimit --as=$limit python3 tests/bench/baseline_train.py "$seq" "$steps" --attention $attention 2>/dev/null | tail -1) && [ -n "$line" ]; then
-      runs+=("$line")
-    else
-      runs+=("{\"impl\": \"pytorch-$attention\", \"seq\": $seq, \"error\": \"failed within a 16 GiB address-space limit (out of memory)\"}")
-    fi
+for length in 2048 8192; do
+  for round in $(seq "$rounds"); do
+    for precision in fp32 bf16; do
+      runs+=("$(build/lt_bench_train "$length" "$steps" "$precision")")
+      runs+=("$(python3 tests/bench/hf_train.py "$length" "$steps" --precision "$precision" 2>/dev/null | tail -1)")
+    done
+    echo "seq $length round $round done" >&2
   done
-  echo "seq $seq done" >&2
 done
-printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py --command "scripts/bench.sh $steps" \
+printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py --command "scripts/bench.sh $steps train" \
   --out tests/bench/results/train_throughput.json
 
 build/lt_bench_attention 2048 8192 | python3 tests/bench/report.py --attention --command "scripts/bench.sh $steps" \

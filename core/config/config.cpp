@@ -8,6 +8,7 @@
 #include "core/config/fields.h"
 #include "core/config/yaml_section.h"
 #include "core/hf/hf_config.h"
+#include "core/util/bf16_support.h"
 #include "core/util/error.h"
 
 namespace lt {
@@ -276,6 +277,15 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   }
   if (d.packing == "adaptive") validate_adaptive(c, s);
   auto& t = c.train;
+  t.precision = resolve_precision(t.precision, t.device);
+  if (t.bf16() && !bf16_is_fast(t.device))
+    relation_error(s, "train.precision",
+                   "train.precision: bf16 needs bf16 matrix instructions, and this CPU has neither AMX-BF16 nor "
+                   "AVX512-BF16 (emulated bf16 runs slower than fp32): set train.precision: fp32, or auto");
+  if (p.reduce_dtype == "bf16" && !t.bf16())
+    relation_error(s, "parallel.reduce_dtype",
+                   "parallel.reduce_dtype: bf16 rounds gradients of bf16 compute; with train.precision: " +
+                       t.precision + " reduce in fp32 (parallel.reduce_dtype: fp32) or set train.precision: bf16");
   if (t.global_batch_tokens == 0) t.global_batch_tokens = d.seq_len * t.micro_batch_size;
   for (size_t i = 0; i <= d.curriculum.size(); ++i) {  // every stage, then the final length
     const bool final = i == d.curriculum.size();
@@ -294,6 +304,12 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
                          std::to_string(t.global_batch_tokens / length) + " sequences of a step at " + key + "=" +
                          std::to_string(length) + " (global_batch_tokens / seq_len)");
   }
+  const auto& profile = c.profile;
+  if (profile.enabled() && (profile.last_step() < profile.start_step || profile.last_step() > t.steps))
+    relation_error(s, "profile.end_step",
+                   "profile: steps " + std::to_string(profile.start_step) + " to " +
+                       std::to_string(profile.last_step()) + " must lie within the run's " + std::to_string(t.steps) +
+                       " steps, end_step >= start_step (or 0: start_step alone)");
   if (t.min_lr > t.lr)
     relation_error(s, "train.min_lr", "train.min_lr=" + std::to_string(t.min_lr) + " must be <= train.lr=" +
                                           std::to_string(t.lr));

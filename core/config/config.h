@@ -137,6 +137,12 @@ struct TrainConfig {
   int64_t seed = 1234;
   std::string device = "cpu";       // cpu | cuda
   int64_t threads = 0;              // 0: cores / ranks on this node
+  // fp32 | bf16 (bf16 compute, fp32 master weights, gradients and moments) |
+  // auto: bf16 where the device runs it fast (CUDA; a CPU with AMX or
+  // AVX512-BF16), else fp32. Resolved when the config is read.
+  std::string precision = "auto";
+
+  bool bf16() const { return precision == "bf16"; }
 };
 
 // Sequence parallelism: Ulysses (all-to-all over heads) inside, ring outside.
@@ -172,6 +178,7 @@ struct ParallelConfig {
   int64_t zero = 0;                 // 1: optimizer state sharded over the dp x sp replicas
   double bucket_mb = 25;            // gradient reduction bucket (MiB of gradients)
   bool overlap = true;              // reduce buckets during backward as they fill
+  std::string reduce_dtype = "fp32";  // gradient reductions: fp32 | bf16 (half the traffic; with bf16 compute)
   double timeout_s = 600;           // a collective unfinished this long is an error
 
   int64_t sp_degree() const { return sp.ulysses * sp.ring; }
@@ -224,6 +231,18 @@ struct EvalConfig {
   int64_t passkey_depths = 1;       // the key at D depths of the filler, samples spread over them; 1: random depth
 };
 
+// A Chrome/Perfetto trace (LibTorch's Kineto profiler, with longtrain's
+// own spans) of steps start_step..end_step, 1-based, written by each rank
+// listed to run_dir/trace/; start_step 0: none.
+struct ProfileConfig {
+  int64_t start_step = 0;
+  int64_t end_step = 0;             // 0: start_step alone
+  std::vector<int64_t> ranks = {0};  // empty: every rank
+
+  bool enabled() const { return start_step > 0; }
+  int64_t last_step() const { return end_step > 0 ? end_step : start_step; }
+};
+
 struct Config {
   std::string source_file;          // the recipe it came from
   std::string run_dir = "runs/default";
@@ -236,6 +255,7 @@ struct Config {
   EvalConfig eval;
   ParallelConfig parallel;
   MemoryConfig memory;
+  ProfileConfig profile;
 
   std::string checkpoint_dir() const { return checkpoint.dir.empty() ? run_dir + "/checkpoints" : checkpoint.dir; }
   int64_t sequences_per_step(int64_t step) const { return train.global_batch_tokens / data.seq_len_at(step); }

@@ -123,6 +123,15 @@ void visit(V& v, DataConfig& d) {
   v.list("curriculum", d.curriculum);
 }
 
+inline Check<std::string> precision_name() {
+  return [](const std::string& v) {
+    if (v == "fp16" || v == "float16" || v == "half")
+      return std::string("fp16 is not supported (it needs loss scaling, which longtrain does not do): use bf16, "
+                         "which has fp32's range, or fp32");
+    return one_of({"auto", "fp32", "bf16"})(v);
+  };
+}
+
 template <class V>
 void visit(V& v, TrainConfig& t) {
   v.field("steps", t.steps, at_least<int64_t>(1));
@@ -142,6 +151,7 @@ void visit(V& v, TrainConfig& t) {
   v.field("seed", t.seed, at_least<int64_t>(0));
   v.field("device", t.device, one_of({"cpu", "cuda"}));
   v.field("threads", t.threads, in_range<int64_t>(0, 1024));
+  v.field("precision", t.precision, precision_name());
 }
 
 inline Check<std::string> auto_or_positive() {
@@ -181,6 +191,7 @@ void visit(V& v, ParallelConfig& p) {
   v.field("zero", p.zero, in_range<int64_t>(0, 1));
   v.field("bucket_mb", p.bucket_mb, in_range<double>(0.001, 1 << 20));
   v.field("overlap", p.overlap);
+  v.field("reduce_dtype", p.reduce_dtype, one_of({"fp32", "bf16"}));
   v.field("timeout_s", p.timeout_s, in_range<double>(0.1, 1e7));
 }
 
@@ -233,6 +244,13 @@ void visit(V& v, EvalConfig& e) {
 }
 
 template <class V>
+void visit(V& v, ProfileConfig& p) {
+  v.field("start_step", p.start_step, at_least<int64_t>(0));
+  v.field("end_step", p.end_step, at_least<int64_t>(0));
+  v.field("ranks", p.ranks, at_least<int64_t>(0));
+}
+
+template <class V>
 void visit(V& v, Config& c) {
   v.field("run_dir", c.run_dir, not_empty());
   v.section("model", c.model);
@@ -244,6 +262,7 @@ void visit(V& v, Config& c) {
   v.section("eval", c.eval);
   v.section("parallel", c.parallel);
   v.section("memory", c.memory);
+  v.section("profile", c.profile);
 }
 
 }  // namespace lt

@@ -2,12 +2,11 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "core/util/trace.h"
+
 namespace lt {
 namespace {
 
-torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-}
 
 at::Tensor region(const RegionFn& edge, const at::Tensor& x) { return edge ? edge(x) : x; }
 
@@ -66,10 +65,10 @@ uint64_t parameter_seed(uint64_t seed, const std::string& name) {
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, const ModelShard& s)
     : heads_(c.num_heads / s.tp_size), kv_heads_(local_kv_heads(c, s)), head_dim_(c.resolved_head_dim()),
       options_{parse_attention_kernel(c.attention), c.attention_block} {
-  q_proj = register_module("q_proj", linear(c.hidden_size, heads_ * head_dim_, c.attention_bias));
-  k_proj = register_module("k_proj", linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
-  v_proj = register_module("v_proj", linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias));
-  o_proj = register_module("o_proj", linear(heads_ * head_dim_, c.hidden_size, false));
+  q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, c.attention_bias, s.compute));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
+  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, false, s.compute));
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -78,17 +77,18 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   auto q = apply_rotary(q_proj(x).view({b, s, heads_, head_dim_}), cos, sin);
   auto k = apply_rotary(k_proj(x).view({b, s, kv_heads_, head_dim_}), cos, sin);
   auto v = v_proj(x).view({b, s, kv_heads_, head_dim_});
+  LT_TRACE_SCOPE("attention");
   auto out = attend_(q, k, v, mask, options_).out;
   return o_proj(out.reshape({b, s, heads_ * head_dim_}));
 }
 
 LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s, int64_t index)
     : enter_(s.enter), leave_(s.leave) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
   self_attn = register_module("self_attn", LlamaAttention(c, s));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
   if (c.moe.is_moe_layer(index)) moe = register_module("mlp", SparseMoe(c, s, index));
-  else mlp = register_module("mlp", LlamaMLP(c.hidden_size, c.intermediate_size / s.tp_size));
+  else mlp = register_module("mlp", LlamaMLP(c.hidden_size, c.intermediate_size / s.tp_size, s.compute));
 }
 
 at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -97,7 +97,10 @@ at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, c
   LayerPart attention = [this, cos, sin, mask](const at::Tensor& t) {
     return region(leave_, self_attn(region(enter_, input_layernorm(t)), cos, sin, mask));
   };
-  LayerPart feed_forward = [this](const at::Tensor& t) { return moe ? moe(t) : mlp(t); };
+  LayerPart feed_forward = [this](const at::Tensor& t) {
+    LT_TRACE_SCOPE("mlp");
+    return moe ? moe(t) : mlp(t);
+  };
   LayerPart layer = [this, attention, feed_forward](const at::Tensor& t) {
     auto h = t + run(runners_.attention, attention, t);
     return h + region(leave_, run(runners_.mlp, feed_forward, region(enter_, post_attention_layernorm(h))));
@@ -114,17 +117,19 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
   for (int64_t i = s.first_layer; i < s.first_layer + count; ++i)
     blocks.emplace_back(std::to_string(i), LlamaBlock(c, s, i).ptr());
   layers = register_module("layers", torch::nn::ModuleDict(blocks));
-  if (s.last_stage) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  if (s.last_stage) norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
 }
 
 // Vocabulary-parallel lookup: rows outside this rank's slice are zero, and
 // the region edge sums the ranks' parts.
+// The rows are gathered from the master table and then cast: the table's
+// gradient accumulates in fp32 without a bf16 copy of the whole table.
 at::Tensor LlamaModelImpl::embed(const at::Tensor& tokens) {
-  if (shard_.tp_size == 1) return embed_tokens(tokens);
+  if (shard_.tp_size == 1) return compute_activation(shard_.compute, embed_tokens(tokens));
   const int64_t rows = embed_tokens->weight.size(0);
   auto local = tokens - vocab_offset_;
   auto inside = local.ge(0).logical_and(local.lt(rows)).unsqueeze(-1);
-  return region(shard_.leave, embed_tokens(local.clamp(0, rows - 1)) * inside);
+  return region(shard_.leave, compute_activation(shard_.compute, embed_tokens(local.clamp(0, rows - 1)) * inside));
 }
 
 at::Tensor LlamaModelImpl::forward(const ModelInput& input, const at::Tensor& hidden) {
@@ -138,15 +143,15 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shar
   if (c.moe.enabled() && !shard_.moe) shard_.moe = std::make_shared<MoeBalance>(c);
   model = register_module("model", LlamaModel(c, shard_));
   if (shard_.last_stage && !c.tie_embeddings)
-    lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size / shard_.tp_size, false));
+    lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size / shard_.tp_size, false, shard_.compute));
   for (const auto& item : named_parameters())
     slices_[item.key()] = in_moe(item.key()) ? TensorSlice{0, 0, item.value().size(0)} : slice_for(item.key(), c, shard_);
 }
 
 TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const { return slices_.at(name); }
 
-const at::Tensor& LlamaForCausalLMImpl::head_weight() const {
-  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+at::Tensor LlamaForCausalLMImpl::head_weight() const {
+  return compute_weight(shard_.compute, lm_head ? lm_head->weight : model->embed_tokens->weight);
 }
 
 at::Tensor LlamaForCausalLMImpl::head_input(const ModelInput& input, const at::Tensor& hidden) {

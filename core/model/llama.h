@@ -5,12 +5,12 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/moduledict.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 
 #include <map>
 
 #include "core/attention/attention.h"
 #include "core/config/config.h"
+#include "core/model/linear.h"
 #include "core/model/mlp.h"
 #include "core/model/model_shard.h"
 #include "core/model/moe.h"
@@ -34,7 +34,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
   void set_attention(AttentionFn attend) { attend_ = std::move(attend); }
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
@@ -114,8 +114,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   const ModelShard& shard() const { return shard_; }
   const ModelConfig& config() const { return config_; }
 
-  // Output projection weight, which is the embedding when tied.
-  const at::Tensor& head_weight() const;
+  // Output projection weight, which is the embedding when tied, in the
+  // compute dtype.
+  at::Tensor head_weight() const;
 
   // Every layer attends with `attend` (a sequence-parallel strategy, or
   // plain attention() again).
@@ -124,7 +125,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void set_runners(const std::function<LayerRunners(int64_t layer)>& runners);
 
   LlamaModel model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when embeddings are tied, or before the last stage
+  Linear lm_head{nullptr};  // null when embeddings are tied, or before the last stage
 
  private:
   ModelConfig config_;

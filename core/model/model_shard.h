@@ -10,6 +10,8 @@
 #include <memory>
 #include <vector>
 
+#include "core/model/compute_weights.h"
+
 namespace lt {
 
 class MoeBalance;
@@ -25,6 +27,10 @@ struct ModelShard {
   // and out of it (g: the sum over tp ranks, or its reduce-scatter). Unset:
   // identity.
   RegionFn enter, leave;
+
+  // train.precision: bf16: the layers compute with bf16 copies of their
+  // fp32 parameters; null: in the parameters' own dtype.
+  std::shared_ptr<ComputeWeights> compute;
 
   int64_t first_layer = 0, num_layers = -1;  // this stage's layers; -1: all
   bool first_stage = true, last_stage = true;

@@ -6,16 +6,16 @@ SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int6
     : config_(c.moe), shard_(shard), layer_(layer) {
   const auto& m = c.moe;
   const int64_t columns = m.expert_intermediate_size > 0 ? m.expert_intermediate_size : c.intermediate_size;
-  gate = register_module("gate", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, m.experts).bias(false)));
+  gate = register_module("gate", Linear(c.hidden_size, m.experts, false, shard.compute));
   const int64_t local = m.experts / shard.ep_size;
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> mine;
   for (int64_t e = shard.ep_rank * local; e < (shard.ep_rank + 1) * local; ++e)
-    mine.emplace_back(std::to_string(e), LlamaMLP(c.hidden_size, columns).ptr());
+    mine.emplace_back(std::to_string(e), LlamaMLP(c.hidden_size, columns, shard.compute).ptr());
   experts = register_module("experts", torch::nn::ModuleDict(mine));
   if (m.shared_expert_intermediate_size > 0) {
-    shared_expert = register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size));
-    shared_expert_gate = register_module("shared_expert_gate",
-                                         torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, 1).bias(false)));
+    shared_expert = register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size,
+                                                              shard.compute));
+    shared_expert_gate = register_module("shared_expert_gate", Linear(c.hidden_size, 1, false, shard.compute));
   }
 }
 

@@ -10,7 +10,6 @@
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/moduledict.h>
-#include <torch/nn/modules/linear.h>
 
 #include <memory>
 
@@ -26,10 +25,10 @@ class SparseMoeImpl : public torch::nn::Module {
   SparseMoeImpl(const ModelConfig& config, const ModelShard& shard, int64_t layer);
   at::Tensor forward(const at::Tensor& x);  // [batch, seq, hidden]
 
-  torch::nn::Linear gate{nullptr};
+  Linear gate{nullptr};
   torch::nn::ModuleDict experts{nullptr};  // this rank's, by global index
   LlamaMLP shared_expert{nullptr};               // null without one
-  torch::nn::Linear shared_expert_gate{nullptr};
+  Linear shared_expert_gate{nullptr};
 
  private:
   at::Tensor run_experts(const at::Tensor& x, const Routing& routing);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/util/error.h"
+#include "core/util/trace.h"
 
 namespace lt {
 
@@ -47,6 +48,7 @@ void AdamW::zero_grad() {
 // vectorised and multi-threaded on the host (14x the separate ATen ops on
 // 50M elements), one launch per group on CUDA.
 void AdamW::update(size_t first, size_t last, double lr) {
+  LT_TRACE_SCOPE("optimizer");
   struct Group {
     at::Device device;
     bool decay;

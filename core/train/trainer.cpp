@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,11 +15,13 @@
 #include "core/hf/hf_weights.h"
 #include "core/train/loss.h"
 #include "core/train/lr_schedule.h"
+#include "core/util/bf16_support.h"
 #include "core/util/error.h"
 #include "core/train/loss_watch.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
 #include "core/util/stop_signal.h"
+#include "core/util/trace.h"
 #include "offload/activations/memory_policy.h"
 #include "offload/profiler/memory_tracker.h"
 #include "parallel/data_parallel/replica_sets.h"
@@ -58,6 +61,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
       replicas_(mesh_.group(Group::dp_sp)), device_(device_for(config_.train.device, mesh_.local_rank())),
       checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep) {
   check_trainable(config_);
+  config_.train.precision = resolve_precision(config_.train.precision, config_.train.device);
+  if (config_.train.bf16()) check_bf16_device(device_);
   track_device_memory();
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
@@ -68,7 +73,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
   loss_sum_ = built.loss_sum;
   chunks_ = built.chunks;
   const auto& p = config_.parallel;
-  const DataParallelOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1};
+  const DataParallelOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1,
+                                    p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat};
   // The optimizer updates the bucketed parameters' segments and the chunked
   // layers' host copies.
   std::vector<ParamSegment> segments = chunks_ ? chunks_->segments() : std::vector<ParamSegment>{};
@@ -86,7 +92,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
 #ifdef LT_WITH_CUDA
   if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
 #endif
-  pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp), at::TensorOptions().device(device_).dtype(at::kFloat));
+  // Stages pass activations in the compute dtype.
+  pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp), at::TensorOptions().device(device_).dtype(compute_dtype()));
   const auto& t = config_.train;
   optimizer_ = std::make_unique<AdamW>(segments, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (chunks_ && config_.memory.overlap_update)
@@ -104,6 +111,7 @@ TrainState Trainer::restore(const std::string& path) {
   TrainState state;
   load_checkpoint(path, *model_, optimizer_.get(), &state);
   if (chunks_) chunks_->pull();
+  masters_changed();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.rng);
   logger_->line("resumed from " + path + " at step " + std::to_string(state.step));
@@ -114,6 +122,7 @@ TrainState Trainer::restore(const std::string& path) {
 void Trainer::initialize_from_hf() {
   load_hf_weights(config_.init.from_hf, *model_);
   if (chunks_) chunks_->pull();
+  masters_changed();
   logger_->line("initialized from " + config_.init.from_hf);
 }
 
@@ -126,6 +135,26 @@ void Trainer::export_final() {
   std::filesystem::remove_all(out);
   export_hf(config_.model, *whole, out, {config_.checkpoint.export_hf});
   logger_->line("exported to " + out + " (" + config_.checkpoint.export_hf + ")");
+}
+
+bool Trainer::traces() const {
+  const auto& p = config_.profile;
+  return p.enabled() && (p.ranks.empty() || std::find(p.ranks.begin(), p.ranks.end(), mesh_.rank()) != p.ranks.end());
+}
+
+void Trainer::write_trace() {
+  const auto& p = config_.profile;
+  const std::string path = config_.run_dir + "/trace/rank" + std::to_string(mesh_.rank()) + "_steps" +
+                           std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) + ".json";
+  stop_trace(path);
+  logger_->line("profile: steps " + std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) +
+                " traced to " + path + " (rank 0's; each traced rank writes its own; open in ui.perfetto.dev)");
+}
+
+at::ScalarType Trainer::compute_dtype() const { return config_.train.bf16() ? at::kBFloat16 : at::kFloat; }
+
+void Trainer::masters_changed() {
+  if (const auto& compute = model_->shard().compute) compute->refresh();
 }
 
 bool Trainer::holds_whole_model() {
@@ -278,6 +307,7 @@ double Trainer::update(const std::function<double()>& gradients, double lr, doub
   }
   for (auto& b : buckets_) b->gather_parameters();
   if (chunks_) chunks_->refresh();
+  masters_changed();
   return loss;
 }
 
@@ -367,9 +397,12 @@ TrainResult Trainer::run() {
 
   auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
   Packer packer(*source, config_.data, state.data);
-  // The job's peak: this rank's measured rate times the ranks.
-  peak_flops_ = measure_matmul_peak(device_) * mesh_.layout().world();
-  logger_->line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s");
+  // The job's peak: this rank's measured rate times the ranks, in bf16
+  // where the device has bf16 units (an fp32 run is measured against them too).
+  const auto peak_dtype = bf16_is_fast(config_.train.device) ? at::kBFloat16 : at::kFloat;
+  peak_flops_ = measure_matmul_peak(device_, peak_dtype) * mesh_.layout().world();
+  logger_->line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s (" +
+                c10::toString(peak_dtype) + "); computing in " + config_.train.precision);
   first_step_ = state.step;
   if (config_.memory.plan == "auto") plan_memory();
   if (adaptive_) calibrate_adaptive();
@@ -381,6 +414,7 @@ TrainResult Trainer::run() {
   int64_t window_tokens = 0;
   double window_seconds = 0;
   for (int64_t s = state.step; s < config_.train.steps; ++s) {
+    if (traces() && s + 1 == config_.profile.start_step) start_trace(device_.is_cuda());
     const auto start = std::chrono::steady_clock::now();
     const int64_t length = config_.data.seq_len_at(s);
     const double lr = learning_rate(config_.train, s);
@@ -398,6 +432,7 @@ TrainResult Trainer::run() {
     window_seconds += seconds;
     window_tokens += config_.train.global_batch_tokens;
     result.losses[s + 1] = loss;
+    if (traces() && s + 1 == config_.profile.last_step()) write_trace();
     if (last_skipped_) {
       logger_->line(watch.skipped(s + 1, loss, grad_norm));
       logger_->metrics({{"step", s + 1}, {"skipped", true}});

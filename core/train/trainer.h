@@ -83,6 +83,12 @@ class Trainer {
   double clip_gradients();
   bool clips(double grad_norm) const { return config_.train.grad_clip > 0 && grad_norm > config_.train.grad_clip; }
   CheckpointStore::Part checkpoint_part();
+  // profile: whether this rank takes the trace, and its writing.
+  bool traces() const;
+  void write_trace();
+  at::ScalarType compute_dtype() const;
+  // The fp32 masters were updated or loaded: bf16 compute copies are stale.
+  void masters_changed();
   // One rank holds every weight: no tp, pp or ep split.
   bool holds_whole_model();
   std::optional<std::string> resume_point() const;

@@ -11,6 +11,7 @@
 #ifdef LT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace lt {
@@ -38,9 +39,8 @@ void reset_peak_memory(const at::Device& device) {
   std::ofstream("/proc/self/clear_refs") << "5";  // Linux: resets VmHWM to the current RSS
 }
 
-double measure_matmul_peak(const at::Device& device) {
+double measure_matmul_peak(const at::Device& device, at::ScalarType dtype) {
   const int64_t n = 2048;
-  auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
   auto a = at::randn({n, n}, at::TensorOptions().device(device).dtype(dtype));
   auto b = at::randn({n, n}, a.options());
   double best = 0;
@@ -63,6 +63,18 @@ at::Device device_for(const std::string& name, int local_rank) {
     fail("local rank " + std::to_string(local_rank) + " has no GPU of its own (" + std::to_string(devices) +
          " visible on this machine): start at most " + std::to_string(devices) + " ranks per machine");
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
+
+void check_bf16_device(const at::Device& device) {
+#ifdef LT_WITH_CUDA
+  if (!device.is_cuda()) return;
+  cudaDeviceProp properties{};
+  cudaGetDeviceProperties(&properties, device.index() < 0 ? 0 : device.index());
+  if (properties.major < 8)
+    fail("train.precision: bf16 needs a GPU of compute capability 8.0 or newer (Ampere on), and " +
+         std::string(properties.name) + " is " + std::to_string(properties.major) + "." +
+         std::to_string(properties.minor) + ": set train.precision: fp32");
+#endif
 }
 
 int64_t default_threads(int64_t requested, int64_t local_ranks) {

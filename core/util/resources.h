@@ -11,12 +11,17 @@ int64_t peak_memory_bytes(const at::Device& device);
 // Forgets the peak so far, so the next reading covers only what follows.
 void reset_peak_memory(const at::Device& device);
 
-// Best-of-several fp32 (CPU) / bf16 (CUDA) square matrix products, FLOP/s.
-double measure_matmul_peak(const at::Device& device);
+// Best-of-several square matrix products in `dtype` (the MFU denominator
+// of a run computing in it), FLOP/s.
+double measure_matmul_peak(const at::Device& device, at::ScalarType dtype);
 
 // The device `train.device` names (the local rank's GPU on CUDA); fails
 // clearly when it is not there.
 at::Device device_for(const std::string& name, int local_rank = 0);
+
+// Fails unless `device` computes in bf16 (a GPU from Ampere on; a CPU's
+// support is checked with the recipe, core/util/bf16_support.h).
+void check_bf16_device(const at::Device& device);
 
 // Intra-op threads: cores / ranks on this machine unless `requested` > 0.
 int64_t default_threads(int64_t requested, int64_t local_ranks = 1);

@@ -1,5 +1,6 @@
 #include "offload/activations/memory_policy.h"
 
+#include "core/util/trace.h"
 #include "offload/activations/activation_offload.h"
 #include "offload/activations/tiling.h"
 #include "offload/chunks/chunk_manager.h"
@@ -65,6 +66,7 @@ at::Tensor head_loss(LlamaForCausalLMImpl& model, const at::Tensor& hidden, cons
   auto* m = &model;
   return tiled_sum(
       [m, labels, loss](const at::Tensor& tile, int64_t start) {
+        LT_TRACE_SCOPE("loss");
         return loss(at::linear(tile, m->head_weight()), labels.narrow(1, start, tile.size(1)));
       },
       hidden, tiles, 1);

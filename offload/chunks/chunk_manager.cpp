@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/util/error.h"
+#include "core/util/trace.h"
 #include "core/util/logger.h"
 
 namespace lt {
@@ -141,6 +142,7 @@ void ChunkManager::make_resident(size_t index) {
   auto& c = *chunks_[index];
   c.last_used = ++clock_;
   if (c.slot >= 0) return;
+  LT_TRACE_SCOPE("chunk_fetch");
   int chosen = -1;
   for (size_t s = 0; s < slots_.size(); ++s) {
     const int holder = slots_[s]->chunk;

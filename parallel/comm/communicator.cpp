@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/util/error.h"
+#include "core/util/trace.h"
 #ifdef LT_WITH_CUDA
 #include "parallel/comm/nccl_communicator.h"
 #endif
@@ -28,11 +29,37 @@ MPI_Datatype reduce_type(at::ScalarType type) {
     case at::kLong: return MPI_INT64_T;
     case at::kInt: return MPI_INT32_T;
     case at::kByte: return MPI_UINT8_T;
-    default: fail(std::string("host reductions support float32/64 and integer tensors, not ") + c10::toString(type));
+    default:
+      fail(std::string("host reductions support bfloat16, float32/64 and integer tensors, not ") +
+           c10::toString(type));
   }
 }
 
-MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
+// MPI has no bf16: bf16 sums travel as 16-bit words through an operation of
+// our own, each pair added in fp32 and rounded once (as NCCL's bf16 sum).
+void bf16_sum(void* in, void* inout, int* length, MPI_Datatype*) {
+  const auto* a = static_cast<const c10::BFloat16*>(in);
+  auto* b = static_cast<c10::BFloat16*>(inout);
+  for (int i = 0; i < *length; ++i) b[i] = static_cast<float>(a[i]) + static_cast<float>(b[i]);
+}
+
+struct MpiReduction {
+  MPI_Datatype type;
+  MPI_Op op;
+};
+
+MpiReduction mpi_reduction(at::ScalarType type, ReduceOp op) {
+  if (type == at::kBFloat16) {
+    check(op != ReduceOp::max, "host reductions of bf16 tensors support sum and average, not max");
+    static const MPI_Op sum = [] {
+      MPI_Op created;
+      MPI_Op_create(&bf16_sum, /*commute=*/1, &created);
+      return created;
+    }();
+    return {MPI_UINT16_T, sum};
+  }
+  return {reduce_type(type), op == ReduceOp::max ? MPI_MAX : MPI_SUM};
+}
 
 int int_count(int64_t n, const char* op) {
   if (n > INT_MAX) fail(std::string(op) + ": " + std::to_string(n) + " elements exceed one MPI call; use smaller buckets");
@@ -87,12 +114,22 @@ void Communicator::enable_nccl(int device) {
 
 Work::Source Communicator::source(const char* op) const { return {op, name_, rank_, size_, world_rank_, timeout_s_}; }
 
+// Each call is a span on the worker thread that runs it, named by its
+// operation and group (lt::all_reduce dp_sp).
 Work Communicator::submit(const char* op, std::function<void()> call, std::function<void()> finish) {
-  return Work(source(op), worker_->run(std::move(call)), std::move(finish));
+  auto traced = [span = std::string("lt::") + op + " " + name_, call = std::move(call)] {
+    RECORD_USER_SCOPE(span);
+    call();
+  };
+  return Work(source(op), worker_->run(std::move(traced)), std::move(finish));
 }
 
 Work Communicator::submit_posted(const char* op, std::function<MPI_Request()> call) {
-  return Work(source(op), worker_->post(std::move(call)));
+  auto traced = [span = std::string("lt::") + op + " " + name_, call = std::move(call)] {
+    RECORD_USER_SCOPE(span);
+    return call();
+  };
+  return Work(source(op), worker_->post(std::move(traced)));
 }
 
 Work Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
@@ -100,9 +137,9 @@ Work Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
   LT_ON_DEVICE(tensor, all_reduce(tensor, op, source("all_reduce")))
   check_host_input(tensor, "all_reduce");
   const int n = int_count(tensor.numel(), "all_reduce");
-  const MPI_Datatype type = reduce_type(tensor.scalar_type());
+  const auto reduction = mpi_reduction(tensor.scalar_type(), op);
   return submit("all_reduce", [=, comm = comm_] {
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), n, type, mpi_op(op), comm), "all_reduce");
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), n, reduction.type, reduction.op, comm), "all_reduce");
   }, averaging(op, tensor, size_));
 }
 
@@ -149,9 +186,9 @@ Work Communicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& out
   check_host_input(input, "reduce_scatter");
   check_host_input(output, "reduce_scatter");
   const int n = int_count(output.numel(), "reduce_scatter");
-  const MPI_Datatype type = reduce_type(input.scalar_type());
+  const auto reduction = mpi_reduction(input.scalar_type(), op);
   return submit("reduce_scatter", [=, comm = comm_] {
-    check_mpi(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), n, type, mpi_op(op), comm),
+    check_mpi(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), n, reduction.type, reduction.op, comm),
               "reduce_scatter");
   }, averaging(op, output, size_));
 }

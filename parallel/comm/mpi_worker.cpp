@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/util/error.h"
+#include "core/util/trace.h"
 
 namespace lt {
 
@@ -82,6 +83,7 @@ bool MpiWorker::poll_posted() {
 }
 
 void MpiWorker::loop() {
+  bool traced = false;  // recording into the main thread's trace (profile:)
   for (;;) {
     std::shared_ptr<Task> task;
     {
@@ -94,6 +96,7 @@ void MpiWorker::loop() {
       if (!poll_posted()) std::this_thread::sleep_for(std::chrono::microseconds(20));
       continue;
     }
+    follow_trace(traced);
     try {
       if (task->run) {
         task->run();

@@ -4,16 +4,18 @@
 #include <cmath>
 
 #include "core/util/error.h"
+#include "core/util/trace.h"
 
 namespace lt {
 
 struct GradientBuckets::Bucket {
   at::Tensor params, grads;     // flat, padded to a multiple of the replica count
+  at::Tensor wire;              // the gradients as they travel: `grads` itself or its reduce_dtype copy
   std::vector<size_t> members;  // parameters, in bucket order
   std::vector<int64_t> offsets; // where each starts in the flat buffers
   int64_t shard = 0;            // elements per replica's shard
   size_t pending = 0;           // gradients of the armed backward still to come
-  at::Tensor reduced;           // ZeRO-1: this rank's shard of the reduce-scatter
+  at::Tensor reduced;           // ZeRO-1: this rank's shard of the reduce-scatter (wire dtype)
   Work work;
 };
 
@@ -44,7 +46,9 @@ GradientBuckets::GradientBuckets(const std::vector<NamedParameter>& params, Comm
     b->params = at::zeros({padded}, like.options());
     b->grads = at::zeros({padded}, like.options());
     b->shard = padded / replicas_count;
-    if (options_.shard_optimizer) b->reduced = at::empty({b->shard}, like.options());
+    const bool converts = options_.reduce_dtype != like.scalar_type() && replicas_count > 1;
+    b->wire = converts ? at::empty({padded}, like.options().dtype(options_.reduce_dtype)) : b->grads;
+    if (options_.shard_optimizer) b->reduced = at::empty({b->shard}, b->wire.options());
     for (size_t k = 0; k < members.size(); ++k) {
       auto& p = params_[members[k]].tensor;
       auto data = b->params.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
@@ -75,8 +79,10 @@ std::vector<ParamSegment> GradientBuckets::segments() const {
 
 int64_t GradientBuckets::buffer_bytes() const {
   int64_t bytes = 0;
-  for (const auto& b : buckets_)
+  for (const auto& b : buckets_) {
     bytes += b->params.nbytes() + b->grads.nbytes() + (b->reduced.defined() ? b->reduced.nbytes() : 0);
+    if (!b->wire.is_same(b->grads)) bytes += b->wire.nbytes();
+  }
   return bytes;
 }
 
@@ -103,8 +109,10 @@ void GradientBuckets::launch_ready() {
 
 void GradientBuckets::launch(Bucket& b) {
   if (replicas_.size() == 1) return;
-  b.work = options_.shard_optimizer ? replicas_.reduce_scatter_async(b.grads, b.reduced)
-                                    : replicas_.all_reduce_async(b.grads);
+  LT_TRACE_SCOPE("bucket_reduction");
+  if (!b.wire.is_same(b.grads)) b.wire.copy_(b.grads);
+  b.work = options_.shard_optimizer ? replicas_.reduce_scatter_async(b.wire, b.reduced)
+                                    : replicas_.all_reduce_async(b.wire);
 }
 
 void GradientBuckets::finish() {
@@ -112,8 +120,9 @@ void GradientBuckets::finish() {
   for (auto& b : buckets_) {
     b->work.wait();
     b->work = Work();
-    if (options_.shard_optimizer && replicas_.size() > 1)
-      b->grads.narrow(0, replicas_.rank() * b->shard, b->shard).copy_(b->reduced);
+    if (replicas_.size() == 1) continue;
+    if (options_.shard_optimizer) b->grads.narrow(0, replicas_.rank() * b->shard, b->shard).copy_(b->reduced);
+    else if (!b->wire.is_same(b->grads)) b->grads.copy_(b->wire);
   }
   armed_ = false;
 }

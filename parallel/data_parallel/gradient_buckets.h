@@ -9,6 +9,9 @@
 // With ZeRO-1 each bucket is cut into one shard per replica: gradients are
 // reduce-scattered, each rank's optimizer updates only its shards (the
 // segments() it reports), and the updated shards are all-gathered back.
+//
+// The gradients reduce in their own dtype (fp32) or, with reduce_dtype
+// bf16, through a bf16 copy of each bucket.
 #pragma once
 #include <memory>
 #include <vector>
@@ -23,6 +26,9 @@ struct DataParallelOptions {
   int64_t bucket_bytes = 25 << 20;
   bool overlap = true;
   bool shard_optimizer = false;  // ZeRO-1
+  // The dtype gradients travel in (parallel.reduce_dtype): fp32, or bf16
+  // for half the traffic, accumulated and updated in fp32 all the same.
+  at::ScalarType reduce_dtype = at::kFloat;
 };
 
 class GradientBuckets {

@@ -18,6 +18,9 @@
 namespace lt {
 namespace {
 
+// Bytes of an activation element in the compute dtype.
+int64_t activation_bytes(const Config& config) { return config.train.bf16() ? 2 : 4; }
+
 // A mixture-of-experts layer's MLP parameters (tp 1): the router,
 // `experts` experts and the shared one.
 int64_t sparse_mlp_parameters(const ModelConfig& m, int64_t experts) {
@@ -137,7 +140,7 @@ std::string describe_sequence_split(const Config& config, const Degrees& d) {
   const SequenceLayout layout = sequence_layout(config.parallel);
   const int64_t seq = config.data.seq_len, padded = padded_length(seq, layout);
   const int64_t local = padded / (d.ulysses * d.ring);
-  const int64_t b = config.train.micro_batch_size, element = config.train.device == "cuda" ? 2 : 4;
+  const int64_t b = config.train.micro_batch_size, element = activation_bytes(config);
   const int64_t heads = m.num_heads / d.tp, kv_heads = std::max<int64_t>(1, m.num_kv_heads / d.tp);
   const int64_t hd = m.resolved_head_dim();
   const int64_t a2a = d.ulysses > 1 ? ulysses_forward_bytes(b, local, heads, kv_heads, hd, d.ulysses, element) : 0;
@@ -160,7 +163,7 @@ std::string describe_sequence_split(const Config& config, const Degrees& d) {
 // pipeline's micro-batches and its idle fraction.
 std::string describe_model_split(const Config& config, const Degrees& d) {
   std::ostringstream out;
-  const int64_t element = config.train.device == "cuda" ? 2 : 4, b = config.train.micro_batch_size;
+  const int64_t element = activation_bytes(config), b = config.train.micro_batch_size;
   if (d.tp > 1) {
     const int64_t tokens = config.data.seq_len / (d.ulysses * d.ring);
     out << "\ntensor: tp " << d.tp << (config.parallel.tp_sequence ? " with" : " without")
@@ -193,7 +196,7 @@ AssumedMachine assumed_machine(const Config& config) {
 Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& st, int stage) {
   const auto& m = config.model;
   const auto machine = assumed_machine(config);
-  const int64_t bytes = config.train.device == "cuda" ? 2 : 4;
+  const int64_t bytes = activation_bytes(config);
   const int64_t seq = config.data.seq_len, tokens = config.train.micro_batch_size * seq / (d.ulysses * d.ring);
   const int64_t out = layer_activations(m, d.tp, config.parallel.tp_sequence, st.first_layer).input * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
@@ -251,11 +254,11 @@ std::string describe_auto_plan(const Config& config, const Degrees& d, const std
 
 std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees) {
   const auto& m = config.model;
-  const bool cuda = config.train.device == "cuda";
-  // CPU: fp32 throughout. GPU: bf16 weights and activations, fp32 gradients,
-  // fp32 master weights with the moments.
-  const int64_t weight_bytes = cuda ? 2 : 4, activation_bytes = cuda ? 2 : 4;
-  const int64_t optimizer_bytes = cuda ? 12 : 8;
+  // fp32: 4-byte weights, gradients and activations. bf16: the fp32 master
+  // weights with their bf16 compute copies (4 + 2), fp32 gradients, bf16
+  // activations. Both: the fp32 moments (8), sharded by ZeRO-1.
+  const int64_t weight_bytes = config.train.bf16() ? 4 + 2 : 4, activation = activation_bytes(config);
+  const int64_t optimizer_bytes = 8;
   const int64_t replicas = static_cast<int64_t>(degrees.dp) * degrees.ulysses * degrees.ring;
   const int64_t zero_replicas = config.parallel.zero == 1 ? replicas : 1;
   const int64_t expert_replicas = config.parallel.zero == 1 ? replicas / degrees.ep : 1;
@@ -311,7 +314,7 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       kept += keeps, recompute = std::max(recompute, needs);
     }
     const int64_t logits = st.head ? logits_bytes(config, degrees, tokens) : 0;
-    st.activations = (std::max<int64_t>(1, held) * kept + recompute) * tokens * activation_bytes + logits;
+    st.activations = (std::max<int64_t>(1, held) * kept + recompute) * tokens * activation + logits;
   }
   return stages;
 }
@@ -343,7 +346,8 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
   if (d.ulysses * d.ring > 1) out << "\n\n" << describe_sequence_split(config, d);
   if (d.tp * d.pp > 1) out << "\n" << describe_model_split(config, d);
   out << "\n\nper rank, at seq_len " << config.data.seq_len << ", micro-batch " << config.train.micro_batch_size
-      << " (" << (config.train.device == "cuda" ? "bf16 weights, fp32 grads and optimizer" : "fp32") << "):\n";
+      << " (" << (config.train.bf16() ? "bf16 compute: fp32 master weights + bf16 copies, fp32 grads and moments"
+                                      : "fp32") << "):\n";
   const std::vector<int> stage_widths = {5, 9, 10, 10, 10, 10, 11, 10};
   out << row({"stage", "layers", "params", "weights", "grads", "optimizer", "activations", "total"}, stage_widths);
   const auto stages = plan_stages(config, d);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/util/error.h"
+#include "core/util/trace.h"
 
 namespace lt {
 namespace {
@@ -77,6 +78,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     auto lse = at::full({q.size(0), q.size(2), q.size(1)}, -std::numeric_limits<double>::infinity(),
                         q.options().dtype(at::kFloat));
     for (int step = 0; step < comm->size(); ++step) {
+      LT_TRACE_SCOPE("ring_step");
       std::unique_ptr<Rotation> rotation;
       if (step + 1 < comm->size())
         rotation = std::make_unique<Rotation>(*comm, std::vector<at::Tensor>{current.k, current.v, current.index,
@@ -116,6 +118,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     Block current{k, v, index, documents};
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat)), dv = at::zeros_like(dk);
     for (int step = 0; step < comm.size(); ++step) {
+      LT_TRACE_SCOPE("ring_step_backward");
       if (visible(causal, index, current.index)) {
         at::AutoGradMode grad_mode(true);
         auto q_ = q.detach().requires_grad_(), k_ = current.k.detach().requires_grad_(),

@@ -1,68 +1,72 @@
-// Single-process training throughput of longtrain's engine: tokens/s and MFU
-// against the matrix-product peak measured in the same process. Prints one
-// JSON object. scripts/bench.sh runs it beside the plain-PyTorch baseline.
+// Single-process training throughput of longtrain's trainer (the path a
+// recipe takes: compute weights, gradient buckets, clipping, fused AdamW):
+// tokens/s, MFU against the bf16 matrix-product peak measured in the same
+// process, and peak memory. Prints one JSON object. scripts/bench.sh runs it
+// interleaved with HF transformers' loop (tests/bench/hf_train.py) on the
+// same model shape.
 //
-// usage: lt_bench_train SEQ [STEPS] [HIDDEN LAYERS HEADS INTERMEDIATE VOCAB]
-#include <ATen/Parallel.h>
-
+// usage: lt_bench_train SEQ [STEPS] [fp32|bf16] [cpu|cuda] [LAYERS [offload]]
+// LAYERS > 0: a Llama-3-8B-shaped stack of that many layers (the GPU check,
+// scripts/gpu_check.sh) instead of the 56M model; `offload`: its state in
+// host chunks, every layer recomputed, MLP and loss tiled (ALST's setup).
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
-#include "core/data/batch.h"
-#include "core/model/llama.h"
-#include "core/train/adamw.h"
-#include "core/train/loss.h"
 #include "core/train/trainer.h"
-#include "core/util/resources.h"
+#include "tests/bench/bench_support.h"
 
 int main(int argc, char** argv) {
   using namespace lt;
-  const int64_t seq = argc > 1 ? std::atoll(argv[1]) : 2048;
-  const int64_t steps = argc > 2 ? std::atoll(argv[2]) : 4;
-  ModelConfig m;
-  m.hidden_size = argc > 3 ? std::atoll(argv[3]) : 512;
-  m.num_layers = argc > 4 ? std::atoll(argv[4]) : 8;
-  m.num_heads = m.num_kv_heads = argc > 5 ? std::atoll(argv[5]) : 8;
-  m.intermediate_size = argc > 6 ? std::atoll(argv[6]) : 1536;
-  m.vocab_size = argc > 7 ? std::atoll(argv[7]) : 32000;
-
-  const at::Device cpu(at::kCPU);
-  at::set_num_threads(static_cast<int>(default_threads(0)));
-  const double peak = measure_matmul_peak(cpu);
-  LlamaForCausalLM model(m);
-  model->initialize(1);
-  std::vector<NamedParameter> params;
-  for (auto& item : model->named_parameters()) params.push_back({item.key(), item.value()});
-  AdamW optimizer(params, {});
-
-  at::manual_seed(0);
-  auto tokens = at::randint(m.vocab_size, {1, seq + 1}, at::kLong);
-  Batch batch{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-              at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
-  reset_peak_memory(cpu);
-  double seconds = 0;
-  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
-    const auto start = std::chrono::steady_clock::now();
-    optimizer.zero_grad();
-    auto loss = loss_sum(*model, batch) / static_cast<double>(seq);
-    loss.backward();
-    optimizer.step(1e-4);
-    (void)loss.item<double>();
-    if (s > 0) seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-  const double tokens_per_s = steps * seq / seconds;
-  int64_t parameters = 0;
-  for (const auto& p : model->parameters()) parameters += p.numel();
-  nlohmann::ordered_json out = {{"impl", "longtrain"},
-                                {"seq", seq},
-                                {"parameters", parameters},
-                                {"tokens_per_s", tokens_per_s},
-                                {"mfu", tokens_per_s * flops_per_token(m, seq) / peak},
-                                {"peak_gflops", peak / 1e9},
-                                {"peak_memory_bytes", peak_memory_bytes(cpu)},
-                                {"threads", at::get_num_threads()}};
-  std::printf("%s\n", out.dump().c_str());
-  return 0;
+  return bench::main(argc, argv, "lt_bench_train", [&] {
+    const int64_t seq = argc > 1 ? std::atoll(argv[1]) : 2048;
+    const int64_t steps = argc > 2 ? std::atoll(argv[2]) : 4;
+    Config c;
+    c.train.precision = argc > 3 ? argv[3] : "bf16";
+    c.train.device = argc > 4 ? argv[4] : "cpu";
+    const int64_t llama3_layers = argc > 5 ? std::atoll(argv[5]) : 0;
+    auto& m = c.model;  // the 56M Llama of issue 19's comparison with HF
+    m.hidden_size = 512, m.num_layers = 8, m.num_heads = 8, m.num_kv_heads = 4;
+    m.intermediate_size = 1376, m.vocab_size = 32000, m.tie_embeddings = false;
+    if (llama3_layers > 0) {
+      m.hidden_size = 4096, m.num_layers = llama3_layers, m.num_heads = 32, m.num_kv_heads = 8;
+      m.intermediate_size = 14336, m.vocab_size = 128256, m.rope_theta = 500000;
+      c.memory.mlp_tiles = "auto";
+    }
+    const bool offload = argc > 6 && std::string(argv[6]) == "offload";
+    if (offload) {
+      c.memory.offload_model = true, c.memory.checkpoint = "full", c.memory.offload_activations = true;
+      c.memory.n_persist = 0, c.memory.n_buffer = 2, c.memory.chunk_mb = 1024;
+    }
+    c.data.seq_len = seq;
+    c.train.global_batch_tokens = seq;
+    c.train.steps = steps + 1;
+    c.memory.loss_tiles = "auto";
+    const at::Device device = device_for(c.train.device);
+    const double peak = measure_matmul_peak(device, at::kBFloat16);
+    Trainer trainer(c);
+    const Batch batch = bench::random_batch(seq, m.vocab_size);
+    reset_peak_memory(device);
+    double seconds = 0, grad_norm = 0;
+    for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
+      const auto start = std::chrono::steady_clock::now();
+      trainer.step(batch, s + 1, 1e-4, grad_norm);
+      if (s > 0) seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    const double tokens_per_s = steps * seq / seconds;
+    int64_t parameters = 0;
+    for (const auto& p : trainer.model().parameters()) parameters += p.numel();
+    nlohmann::ordered_json out = {{"impl", "longtrain-" + c.train.precision},
+                                  {"seq", seq},
+                                  {"parameters", parameters},
+                                  {"tokens_per_s", tokens_per_s},
+                                  {"mfu", tokens_per_s * flops_per_token(m, seq) / peak},
+                                  {"peak_gflops", peak / 1e9},
+                                  {"device", c.train.device},
+                                  {"layers", m.num_layers},
+                                  {"offload", offload},
+                                  {"peak_memory_bytes", peak_memory_bytes(device)},
+                                  {"threads", at::get_num_threads()}};
+    std::printf("%s\n", out.dump().c_str());
+  });
 }

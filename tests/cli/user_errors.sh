@@ -23,6 +23,9 @@ expect_error "plan: missing --world N" "$LONGTRAIN" plan recipes/tiny-passkey.ya
 expect_error "plan: --world 'x' must be a positive integer" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world x
 expect_error "memory.device_budget_gb: no plan fits 10.2 MiB per rank; the leanest" "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" memory.plan=auto memory.device_budget_gb=0.01 "run_dir=$dir/budget"
 expect_error "memory.plan: auto fits the step into memory.device_budget_gb" "$LONGTRAIN" train recipes/tiny-passkey.yaml memory.plan=auto
+expect_error "train.precision: got fp16, fp16 is not supported" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.precision=fp16
+expect_error "parallel.reduce_dtype: bf16 rounds gradients of bf16 compute" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.precision=fp32 parallel.reduce_dtype=bf16
+expect_error "train.precision: bf16 needs bf16 matrix instructions" env LT_CPU_BF16=0 "$LONGTRAIN" train recipes/tiny-passkey.yaml train.precision=bf16
 expect_error "LT_FAULT='oops': expected" env LT_FAULT=oops "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" "run_dir=$dir/fault"
 "$LONGTRAIN" --help | grep -q "usage: longtrain" || fail "--help"
 "$LONGTRAIN" plan --help | grep -q "usage: longtrain plan" || fail "plan --help"

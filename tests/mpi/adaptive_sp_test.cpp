@@ -52,9 +52,13 @@ std::map<std::string, at::Tensor> gradients(Trainer& trainer) {
   return out;
 }
 
-TEST(AdaptiveSp, StepEqualsOneRankUnderEveryPlan) {
+class AdaptiveSpPrecision : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AdaptiveSpPrecision, StepEqualsOneRankUnderEveryPlan) {
   const int P = testing::world_size();
-  const Config config = adaptive_run("", 1);
+  Config config = adaptive_run("", 1);
+  config.train.precision = GetParam();
+  const auto agreement = testing::agreement(GetParam());
   auto source = make_document_source(config.data, config.model.vocab_size, 9, Split::Train);
   Packer packer(*source, config.data);
   const auto documents = packer.documents(config.train.global_batch_tokens, config.data.seq_len);
@@ -84,11 +88,14 @@ TEST(AdaptiveSp, StepEqualsOneRankUnderEveryPlan) {
     std::string groups;
     for (int g : plan.groups) groups += std::to_string(g) + " ";
     SCOPED_TRACE("groups " + groups + plan.method);
-    EXPECT_NEAR(trainer.compute_gradients(documents, plan, 1), expected, 1e-5 * expected);
+    EXPECT_TRUE(testing::losses_agree(trainer.compute_gradients(documents, plan, 1), expected, agreement));
     for (const auto& [name, grad] : gradients(trainer))
-      EXPECT_LT(testing::relative_error(grad, expected_grads.at(name)), 1e-5) << name;
+      EXPECT_TRUE(testing::gradients_agree(grad, expected_grads.at(name), agreement)) << name;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Precisions, AdaptiveSpPrecision, ::testing::Values("fp32", "bf16"),
+                         [](const auto& info) { return info.param; });
 
 std::map<int64_t, double> train(Config config) { return Trainer(config).run().losses; }
 

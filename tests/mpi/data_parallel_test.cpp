@@ -171,6 +171,41 @@ TEST_P(DataParallelJob, ResumesOnTheSameAndOnAnotherDpDegree) {
   for (const auto& [step, loss] : continued) EXPECT_NEAR(loss, uninterrupted.at(step), 1e-5 * loss) << "step " << step;
 }
 
+// bf16 compute against one rank in bf16 on the same global batch: the
+// loss and gradients of a step,
+// reduced in fp32 and in bf16 (parallel.reduce_dtype), with the layers in
+// replicated buckets and in offloaded chunks; then three steps' losses.
+TEST_P(DataParallelJob, Bf16EqualsOneRankInBf16) {
+  const std::string dir = testing::shared_scratch_dir(*world, "dp_test", "bf16_zero" + std::to_string(GetParam()));
+  const auto agreement = testing::agreement("bf16");
+  for (const bool chunks : {false, true})
+    for (const std::string reduce : {"fp32", "bf16"}) {
+      SCOPED_TRACE(std::string(chunks ? "offloaded chunks" : "buckets") + ", reduced in " + reduce);
+      Config c = run(dir + "/dp_" + reduce + (chunks ? "_chunks" : ""), 3, P);
+      c.train.precision = "bf16";
+      c.parallel.reduce_dtype = reduce;
+      if (chunks) c.memory.offload_model = true, c.memory.checkpoint = "full", c.memory.chunk_mb = 0.01;
+      Config alone = run(dir + "/alone" + std::to_string(r) + reduce + (chunks ? "_chunks" : ""), 3, 1);
+      alone.train.precision = "bf16";
+      alone.parallel.zero = 0;
+      const Batch batch = testing::first_batch(c, 21);
+      Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+      Trainer parallel(c, &mesh), serial(alone);
+      EXPECT_TRUE(testing::losses_agree(parallel.compute_gradients(batch, 1), serial.compute_gradients(batch, 1),
+                                        agreement));
+      // (ZeRO-1 and the chunks hold only parts reduced: the steps' losses cover them.)
+      if (!chunks && GetParam() == 0) {
+        auto reference = serial.model().named_parameters();
+        for (auto& item : parallel.model().named_parameters())
+          EXPECT_TRUE(testing::gradients_agree(item.value().grad(), reference[item.key()].grad(), agreement))
+              << item.key();
+      }
+      const auto losses = train(c);
+      const auto expected = Trainer(alone).run().losses;
+      for (const auto& [step, loss] : losses) EXPECT_TRUE(testing::losses_agree(loss, expected.at(step), agreement)) << step;
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Zero, DataParallelJob, ::testing::Values(0, 1),
                          [](const auto& info) { return "zero" + std::to_string(info.param); });
 

@@ -1,5 +1,6 @@
 // Sequence parallelism against one rank on the same data and init: the loss
-// and every gradient (fp32, 1e-5 relative), for Ulysses and ring (zigzag and
+// and every gradient (fp32, 1e-5 relative; bf16 against one rank in bf16,
+// testing::agreement), for Ulysses and ring (zigzag and
 // contiguous) over all ranks and, on 4 ranks, the 2 x 2 hybrid and each with
 // dp 2; plain causal sequences, packed documents, GQA/MQA with fewer kv heads
 // than ranks, and head counts the Ulysses ranks do not divide. Per-layer volumes equal the theory exactly; zigzag
@@ -24,6 +25,7 @@ struct Case {
   bool documents;
   int64_t kv_heads;
   int64_t heads = 4;
+  const char* precision = "fp32";  // bf16: q, k, v and the ring's K/V blocks travel in bf16
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -72,7 +74,9 @@ void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
   const Batch batch = packer.next(2 * split.dp, config.data.seq_len);
   const double valid = static_cast<double>(batch.valid_tokens());
 
-  LlamaForCausalLM serial(config.model), parallel(config.model);
+  const auto agreement = testing::agreement(c.precision);
+  LlamaForCausalLM serial(config.model, testing::precision_shard(c.precision)),
+      parallel(config.model, testing::precision_shard(c.precision));
   serial->initialize(3);
   parallel->initialize(3);
   auto serial_loss = loss_sum(*serial, batch) / valid;
@@ -88,12 +92,12 @@ void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
   auto& replicas = mesh.group(Group::dp_sp);
   auto total = loss.detach().reshape({1}).clone();
   replicas.all_reduce(total);
-  EXPECT_NEAR(total.item<double>(), serial_loss.item<double>(), 1e-5 * serial_loss.item<double>());
+  EXPECT_TRUE(testing::losses_agree(total.item<double>(), serial_loss.item<double>(), agreement));
   auto reference = serial->named_parameters();
   for (auto& item : parallel->named_parameters()) {
     auto grad = item.value().grad().contiguous();
     replicas.all_reduce(grad);
-    EXPECT_LT(testing::relative_error(grad, reference[item.key()].grad()), 1e-5) << item.key();
+    EXPECT_TRUE(testing::gradients_agree(grad, reference[item.key()].grad(), agreement)) << item.key();
   }
 }
 
@@ -104,7 +108,9 @@ TEST_P(SequenceJob, EveryLayoutEqualsOneRank) {
 INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
                          ::testing::Values(Case{"causal", false, 4}, Case{"documents", true, 4},
                                            Case{"gqa", true, 2}, Case{"mqa", true, 1},
-                                           Case{"six_heads", true, 2, 6}),  // uneven over 4 Ulysses ranks
+                                           Case{"six_heads", true, 2, 6},  // uneven over 4 Ulysses ranks
+                                           Case{"documents_bf16", true, 4, 4, "bf16"},
+                                           Case{"gqa_bf16", true, 2, 4, "bf16"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // Zigzag gives every ring rank the same causal work (query-key pairs).
@@ -122,40 +128,48 @@ TEST(SequenceShard, ZigzagBalancesCausalWork) {
   EXPECT_TRUE(sequence_columns(16, {2, 2, true}, 0, 1).equal(at::arange(4, 8, at::kLong)));
 }
 
-// One layer's forward: the all-to-all bytes of each rank equal the theory.
+// One layer's forward: the all-to-all bytes of each rank equal the theory,
+// in fp32 and (half of them) in bf16.
 TEST(Ulysses, AllToAllVolumeEqualsTheory) {
   const int P = testing::world_size();
-  for (int64_t kv_heads : {4, 1}) {
-    MPI_Comm comm;
-    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-    Communicator group(comm, "ulysses", 60);
-    const int64_t b = 2, s = 16, heads = 4, d = 8;
-    auto q = at::randn({b, s, heads, d}), k = at::randn({b, s, kv_heads, d}), v = at::randn({b, s, kv_heads, d});
-    AttentionMask mask;
-    mask.q_index = mask.k_index = at::arange(group.rank() * s, (group.rank() + 1) * s, at::kLong);
-    ulysses_attention(group)(q, k, v, mask, {});
-    EXPECT_EQ(group.counters().at("all_to_all").bytes, ulysses_forward_bytes(b, s, heads, kv_heads, d, P, 4))
-        << "kv heads " << kv_heads;
-    EXPECT_EQ(group.counters().at("all_to_all").calls, 2);  // q, k, v fused; the output back
-  }
+  for (auto dtype : {at::kFloat, at::kBFloat16})
+    for (int64_t kv_heads : {4, 1}) {
+      MPI_Comm comm;
+      MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+      Communicator group(comm, "ulysses", 60);
+      const int64_t b = 2, s = 16, heads = 4, d = 8;
+      auto randn = [&](int64_t h) { return at::randn({b, s, h, d}).to(dtype); };
+      auto q = randn(heads), k = randn(kv_heads), v = randn(kv_heads);
+      AttentionMask mask;
+      mask.q_index = mask.k_index = at::arange(group.rank() * s, (group.rank() + 1) * s, at::kLong);
+      ulysses_attention(group)(q, k, v, mask, {});
+      EXPECT_EQ(group.counters().at("all_to_all").bytes,
+                ulysses_forward_bytes(b, s, heads, kv_heads, d, P, c10::elementSize(dtype)))
+          << "kv heads " << kv_heads << ", " << dtype;
+      EXPECT_EQ(group.counters().at("all_to_all").calls, 2);  // q, k, v fused; the output back
+    }
 }
 
 // One layer's forward: each rank sends R - 1 hops of its K/V block (kv
 // heads only), indices and document ids: exactly the theory.
 TEST(Ring, SendVolumeEqualsTheory) {
   const int P = testing::world_size();
-  for (bool documents : {false, true}) {
-    MPI_Comm comm;
-    MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-    Communicator group(comm, "ring", 60);
-    const int64_t b = 2, s = 16, heads = 4, kv_heads = 2, d = 8;
-    auto q = at::randn({b, s, heads, d}), k = at::randn({b, s, kv_heads, d}), v = at::randn({b, s, kv_heads, d});
-    AttentionMask mask;
-    mask.q_index = mask.k_index = sequence_columns(s * P, {1, P, true}, 0, group.rank());
-    if (documents) mask.q_document = mask.k_document = at::zeros({b, s}, at::kLong);
-    ring_attention(group)(q, k, v, mask, {});
-    EXPECT_EQ(group.counters().at("send").bytes, ring_forward_bytes(b, s, kv_heads, d, P, 4, documents));
-  }
+  for (auto dtype : {at::kFloat, at::kBFloat16})
+    for (bool documents : {false, true}) {
+      MPI_Comm comm;
+      MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+      Communicator group(comm, "ring", 60);
+      const int64_t b = 2, s = 16, heads = 4, kv_heads = 2, d = 8;
+      auto randn = [&](int64_t h) { return at::randn({b, s, h, d}).to(dtype); };
+      auto q = randn(heads), k = randn(kv_heads), v = randn(kv_heads);
+      AttentionMask mask;
+      mask.q_index = mask.k_index = sequence_columns(s * P, {1, P, true}, 0, group.rank());
+      if (documents) mask.q_document = mask.k_document = at::zeros({b, s}, at::kLong);
+      ring_attention(group)(q, k, v, mask, {});
+      EXPECT_EQ(group.counters().at("send").bytes,
+                ring_forward_bytes(b, s, kv_heads, d, P, c10::elementSize(dtype), documents))
+          << dtype;
+    }
 }
 
 // Whole runs through the trainer, on sequences of 61 tokens: the trainer

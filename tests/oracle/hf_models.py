@@ -52,8 +52,8 @@ def tokens():
     return torch.randint(0, COMMON["vocab_size"], (1, 200), generator=generator)
 
 
-def loss_of(model, ids):
-    with torch.no_grad():
+def loss_of(model, ids, autocast=False):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         return model(input_ids=ids, labels=ids).loss.item()
 
 
@@ -80,7 +80,8 @@ def write(out):
         unscaled.load_state_dict(model.state_dict())
         changed = abs(loss_of(unscaled, ids) - loss_of(model, ids)) > 1e-3
         assert changed or config.rope_parameters["rope_type"] == "dynamic", f"{name}: RoPE scaling changes nothing"
-        expected["models"][name] = {"loss": loss_of(model, ids), "inv_freq": rotary.inv_freq.double().tolist(),
+        expected["models"][name] = {"loss": loss_of(model, ids), "bf16_autocast_loss": loss_of(model, ids, True),
+                                    "inv_freq": rotary.inv_freq.double().tolist(),
                                     "attention_factor": float(rotary.attention_scaling)}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f)

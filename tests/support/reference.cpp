@@ -83,6 +83,43 @@ double relative_error(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);
 }
 
+double cosine(const at::Tensor& a, const at::Tensor& b) {
+  auto x = a.to(at::kDouble).flatten(), y = b.to(at::kDouble).flatten();
+  const double norms = x.norm().item<double>() * y.norm().item<double>();
+  return norms == 0 ? (x.norm().item<double>() == y.norm().item<double>() ? 1.0 : 0.0)
+                    : x.dot(y).item<double>() / norms;
+}
+
+Agreement agreement(const std::string& precision) {
+  if (precision == "bf16") return {5e-3, 0, 0.999};
+  return {1e-5, 1e-5, 0};
+}
+
+::testing::AssertionResult losses_agree(double got, double expected, const Agreement& a) {
+  if (std::abs(got - expected) <= a.loss * std::abs(expected)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "loss " << got << " vs " << expected << ": relative difference "
+                                       << std::abs(got - expected) / std::abs(expected) << " > " << a.loss;
+}
+
+::testing::AssertionResult gradients_agree(const at::Tensor& got, const at::Tensor& expected, const Agreement& a) {
+  if (a.gradient > 0) {
+    const double error = relative_error(got, expected);
+    if (error >= a.gradient) return ::testing::AssertionFailure() << "relative error " << error << " >= " << a.gradient;
+  }
+  if (a.cosine > 0) {
+    const double similarity = cosine(got, expected);
+    if (similarity < a.cosine)
+      return ::testing::AssertionFailure() << "cosine similarity " << similarity << " < " << a.cosine;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+ModelShard precision_shard(const std::string& precision) {
+  ModelShard shard;
+  if (precision == "bf16") shard.compute = std::make_shared<ComputeWeights>(at::kBFloat16);
+  return shard;
+}
+
 ModelConfig tiny_model(bool tied, bool bias) {
   ModelConfig c;
   c.vocab_size = 96;
@@ -144,6 +181,7 @@ Config tiny_run(const std::string& run_dir, int64_t steps) {
   // larger eps keeps runs that differ only in summation order comparable.
   c.train.eps = 1e-6;
   c.train.threads = 1;
+  c.train.precision = "fp32";
   c.log.interval = 1;
   c.eval.at_end = false;
   return c;

@@ -71,6 +71,19 @@ TEST(Config, Curriculum) {
   EXPECT_EQ(c.sequences_per_step(9), 4);
 }
 
+// auto is bf16 where the device has bf16 matrix units; bf16 where it has
+// none is refused with the key and the fix (LT_CPU_BF16=0 plays such a CPU).
+TEST(Config, PrecisionFollowsTheDevice) {
+  EXPECT_EQ(load_config(write_recipe("ok.yaml", kValid), {"train.device=cuda"}).train.precision, "bf16");
+  EXPECT_EQ(load_config(write_recipe("ok.yaml", kValid), {"train.precision=fp32"}).train.precision, "fp32");
+  ::setenv("LT_CPU_BF16", "0", 1);
+  EXPECT_EQ(load_config(write_recipe("ok.yaml", kValid)).train.precision, "fp32");
+  const std::string message = error_of(kValid, {"train.precision=bf16"});
+  ::unsetenv("LT_CPU_BF16");
+  EXPECT_NE(message.find("train.precision: bf16 needs bf16 matrix instructions"), std::string::npos) << message;
+  EXPECT_NE(message.find("set train.precision: fp32, or auto"), std::string::npos) << message;
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
   auto c = load_config(write_recipe("ok.yaml", kValid), {"data.curriculum=[{until_step: 3, seq_len: 128}]"});
   auto again = load_config(write_recipe("resolved.yaml", to_yaml(c)));
@@ -115,6 +128,11 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, ConfigErrors,
     ::testing::Values(
         ErrorCase{"UnknownKeySuggestion", kBase + "  lrr: 0.1\n", {}, {"r.yaml:9:3:", "unknown key 'train.lrr'", "did you mean 'train.lr'"}},
+        ErrorCase{"Fp16Refused", kBase + "  precision: fp16\n", {}, {"r.yaml:9:14:", "train.precision", "fp16 is not supported", "use bf16"}},
+        ErrorCase{"UnknownPrecision", kBase, {"train.precision=int8"}, {"train.precision", "must be one of: auto, fp32, bf16"}},
+        ErrorCase{"Bf16ReductionOfFp32", kBase, {"train.precision=fp32", "parallel.reduce_dtype=bf16"},
+                  {"parallel.reduce_dtype: bf16 rounds gradients of bf16 compute", "set train.precision: bf16"}},
+        ErrorCase{"UnknownReduceDtype", kBase, {"parallel.reduce_dtype=fp8"}, {"parallel.reduce_dtype", "must be one of: fp32, bf16"}},
         ErrorCase{"WrongType", kBase + "  lr: fast\n", {}, {"r.yaml:9:7:", "train.lr: expected a number, got 'fast'"}},
         ErrorCase{"TypoInKey", kBase + "  steps_: 3\n", {}, {"did you mean 'train.steps'"}},
         ErrorCase{"BadChoice", kBase + "  schedule: exp\n", {}, {"train.schedule", "must be one of: constant, linear, cosine, wsd"}},

@@ -226,7 +226,8 @@ TEST(HfCheckpoint, BadInputsNameTheFileAndTensor) {
 }
 
 // The oracle: models transformers wrote (tests/oracle/hf_models.py write),
-// imported, give transformers' loss and RoPE frequencies; exported again
+// imported, give transformers' loss (in bf16, its bf16 autocast loss) and
+// RoPE frequencies; exported again
 // for the script's read step. Runs only where the script ran first.
 TEST(HfOracle, ImportReproducesTransformersAndExportsForIt) {
   const char* root = std::getenv("LT_HF_ORACLE_DIR");
@@ -245,6 +246,12 @@ TEST(HfOracle, ImportReproducesTransformersAndExportsForIt) {
     at::NoGradGuard no_grad;
     const double loss = loss_sum(*model, batch).item<double>() / (n - 1);
     EXPECT_NEAR(loss, want.at("loss").get<double>(), 1e-5 * loss);
+    // In bf16 against transformers' bf16 autocast: two roundings of the same
+    // model, within 1e-2.
+    LlamaForCausalLM bf16(config.model, testing::precision_shard("bf16"));
+    load_hf_weights(dir, *bf16);
+    const double bf16_loss = loss_sum(*bf16, batch).item<double>() / (n - 1);
+    EXPECT_NEAR(bf16_loss, want.at("bf16_autocast_loss").get<double>(), 1e-2 * bf16_loss);
     const auto rope = rope_frequencies(config.model);
     const auto hf = at::tensor(want.at("inv_freq").get<std::vector<double>>(), at::kDouble);
     EXPECT_LT(testing::relative_error(rope.inv_freq, hf), 1e-6);

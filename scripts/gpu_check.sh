@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check (issue 19), for a machine with an NVIDIA GPU, in one run of
+# about 8 minutes: builds longtrain against that machine's PyTorch's
+# LibTorch, runs the CUDA tests (bf16 model on the device against fp32 on
+# the host, flash attention over packed documents, chunks copied to the
+# device as they are used) and the bf16 numerics tests, then measures bf16
+# training of a Llama-3-8B-shaped stack (layers cut to fit) at 8K and 32K
+# tokens, and the longest sequence the full 32-layer model trains with its
+# state offloaded, checkpointing and tiling. Writes
+# tests/bench/results/gpu.json.
+#   scripts/gpu_check.sh [SECONDS for the longest-sequence search, default 240]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+budget=${1:-240}
+command -v nvidia-smi > /dev/null && nvidia-smi -L || { echo "gpu_check: no NVIDIA GPU on this machine" >&2; exit 1; }
+scripts/setup.sh   # only what is missing; the machine's torch where it is the pinned version
+export LT_BUILD_DIR=build-gpu
+scripts/build.sh --target lt_unit_tests --target lt_bench_train > build-gpu.log 2>&1 || { tail -50 build-gpu.log; exit 1; }
+out=tests/bench/results/gpu.json
+runs=$(mktemp)
+build-gpu/lt_unit_tests --gtest_filter='CudaBf16.*:Bf16*:MixedPrecision.ModelInBf16MatchesFp32' \
+  --gtest_output=json:"$runs.tests.json" || echo '{"impl": "tests", "error": "CUDA tests failed"}' >> "$runs"
+# Throughput: the 8B shape, 8 layers at 8K, 4 at 32K (one GPU's memory without offload).
+build-gpu/lt_bench_train 8192 3 bf16 cuda 8 >> "$runs" || echo '{"seq": 8192, "error": "failed"}' >> "$runs"
+build-gpu/lt_bench_train 32768 2 bf16 cuda 4 >> "$runs" || echo '{"seq": 32768, "error": "failed"}' >> "$runs"
+# The longest sequence of the full model: doubling from 64K until a step
+# fails (out of memory) or the time budget is spent.
+deadline=$(( $(date +%s) + budget ))
+for seq in 65536 131072 262144 524288 1048576; do
+  left=$(( deadline - $(date +%s) ))
+  [ "$left" -gt 30 ] || break
+  timeout "$left" build-gpu/lt_bench_train "$seq" 1 bf16 cuda 32 offload >> "$runs" ||
+    { echo "{\"seq\": $seq, \"layers\": 32, \"offload\": true, \"error\": \"failed or timed out\"}" >> "$runs"; break; }
+done
+python3 tests/bench/report.py --gpu --command "scripts/gpu_check.sh $budget" --out "$out" < "$runs"
