@@ -84,7 +84,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
   if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config, mesh, device);
   apply_memory_policy(*out.model, config.memory, out.chunks.get());
-  out.loss_sum = cross_entropy_sum;
+  out.loss_sum = [](const at::Tensor& logits, const at::Tensor& labels) { return cross_entropy_sum(logits, labels); };
   if (tp.size() > 1)
     out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {
       return vocab_parallel_cross_entropy(logits, labels, tp);

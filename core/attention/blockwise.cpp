@@ -87,9 +87,10 @@ class BlockMasks {
   std::vector<std::vector<int64_t>> q_doc_min_, q_doc_max_, k_doc_min_, k_doc_max_;
 };
 
-// Scores of one block pair in fp32, masked entries at -inf.
+// Scores of one block pair from fp32 q and k (a bf16 product would round
+// every score before the softmax), masked entries at -inf.
 at::Tensor block_scores(const at::Tensor& qb, const at::Tensor& kb, double scale, const at::Tensor& visible) {
-  auto s = at::matmul(qb, kb.transpose(-1, -2)).to(at::kFloat).mul_(scale);
+  auto s = at::matmul(qb, kb.transpose(-1, -2)).mul_(scale);
   if (visible.defined()) s.masked_fill_(visible.logical_not(), kNegInf);
   return s;
 }
@@ -108,16 +109,17 @@ std::pair<at::Tensor, at::Tensor> forward_blocks(const at::Tensor& q, const at::
   const Blocks blocks{q.size(2), k.size(2), masks.block()};
   auto out = at::empty(q.sizes(), q.options());
   auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  const auto qf = q.to(at::kFloat), kf = k.to(at::kFloat);
   for (int64_t i = 0; i < blocks.q_blocks(); ++i) {
     const int64_t qs = i * blocks.block, ql = blocks.q_size(i);
-    auto qb = q.narrow(2, qs, ql);
+    auto qb = qf.narrow(2, qs, ql);
     auto m = at::full({q.size(0), q.size(1), ql}, kNegInf, lse.options());
     auto l = at::zeros_like(m);
     auto acc = at::zeros({q.size(0), q.size(1), ql, q.size(3)}, lse.options());
     for (int64_t j = 0; j < blocks.k_blocks(); ++j) {
       if (masks.skip(i, j)) continue;
       const int64_t ks = j * blocks.block, kl = blocks.k_size(j);
-      auto s = block_scores(qb, k.narrow(2, ks, kl), scale, masks.visible(i, j, ql, kl));
+      auto s = block_scores(qb, kf.narrow(2, ks, kl), scale, masks.visible(i, j, ql, kl));
       auto m_new = at::maximum(m, s.amax(-1));
       auto m_safe = m_new.masked_fill(m_new.isneginf(), 0.0);  // rows with nothing visible yet
       auto p = (s - m_safe.unsqueeze(-1)).exp_();
@@ -144,20 +146,21 @@ std::vector<at::Tensor> backward_blocks(const at::Tensor& q, const at::Tensor& k
   auto rows = (dof * out.to(at::kFloat)).sum(-1);
   if (dlse.defined()) rows = rows - dlse.to(at::kFloat);
   auto lse_safe = lse.masked_fill(lse.isneginf(), 0.0);
+  const auto qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
   for (int64_t i = 0; i < blocks.q_blocks(); ++i) {
     const int64_t qs = i * blocks.block, ql = blocks.q_size(i);
-    auto qb = q.narrow(2, qs, ql), dob = dof.narrow(2, qs, ql);
+    auto qb = qf.narrow(2, qs, ql), dob = dof.narrow(2, qs, ql);
     auto lse_b = lse_safe.narrow(2, qs, ql).unsqueeze(-1), rows_b = rows.narrow(2, qs, ql).unsqueeze(-1);
     auto dq_b = dq.narrow(2, qs, ql);
     for (int64_t j = 0; j < blocks.k_blocks(); ++j) {
       if (masks.skip(i, j)) continue;
       const int64_t ks = j * blocks.block, kl = blocks.k_size(j);
-      auto kb = k.narrow(2, ks, kl), vb = v.narrow(2, ks, kl);
+      auto kb = kf.narrow(2, ks, kl), vb = vf.narrow(2, ks, kl);
       auto p = block_scores(qb, kb, scale, masks.visible(i, j, ql, kl)).sub_(lse_b).exp_();
       dv.narrow(2, ks, kl).add_(at::matmul(p.transpose(-1, -2), dob));
-      auto ds = p.mul_(at::matmul(dob, vb.to(at::kFloat).transpose(-1, -2)).sub_(rows_b));
-      dq_b.add_(at::matmul(ds, kb.to(at::kFloat)), scale);
-      dk.narrow(2, ks, kl).add_(at::matmul(ds.transpose(-1, -2), qb.to(at::kFloat)), scale);
+      auto ds = p.mul_(at::matmul(dob, vb.transpose(-1, -2)).sub_(rows_b));
+      dq_b.add_(at::matmul(ds, kb), scale);
+      dk.narrow(2, ks, kl).add_(at::matmul(ds.transpose(-1, -2), qb), scale);
     }
   }
   return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type())};

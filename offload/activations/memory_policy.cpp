@@ -1,6 +1,5 @@
 #include "offload/activations/memory_policy.h"
 
-#include "core/util/trace.h"
 #include "offload/activations/activation_offload.h"
 #include "offload/activations/tiling.h"
 #include "offload/chunks/chunk_manager.h"
@@ -63,13 +62,7 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
 at::Tensor head_loss(LlamaForCausalLMImpl& model, const at::Tensor& hidden, const at::Tensor& labels,
                      const TokenLoss& loss, const MemoryConfig& memory) {
   const int64_t tiles = tile_count(memory.loss_tiles, hidden.size(1), model.config().hidden_size);
-  auto* m = &model;
-  return tiled_sum(
-      [m, labels, loss](const at::Tensor& tile, int64_t start) {
-        LT_TRACE_SCOPE("loss");
-        return loss(at::linear(tile, m->head_weight()), labels.narrow(1, start, tile.size(1)));
-      },
-      hidden, tiles, 1);
+  return tiled_linear_loss(hidden, model.head_weight(), labels, loss, tiles);
 }
 
 }  // namespace lt

@@ -10,6 +10,7 @@
 
 #include "core/config/config.h"
 #include "core/model/llama.h"
+#include "offload/activations/tiling.h"
 
 namespace lt {
 
@@ -28,8 +29,6 @@ const char* mode_name(BlockMode mode);
 // per-layer choice; tiling stays as configured.
 void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks = nullptr,
                          const LayerModes* modes = nullptr);
-
-using TokenLoss = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& labels)>;
 
 // The summed loss of the head over `hidden` [batch, seq, hidden] (the
 // head's input) against labels [batch, seq], over memory.loss_tiles tiles.

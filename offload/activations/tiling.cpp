@@ -1,6 +1,10 @@
 #include "offload/activations/tiling.h"
 
+#include <torch/autograd.h>
+
 #include <algorithm>
+
+#include "core/util/trace.h"
 
 namespace lt {
 namespace {
@@ -22,12 +26,61 @@ at::Tensor tiled(const TensorFn& f, const at::Tensor& x, int64_t tiles, int64_t 
   return at::cat(outs, dim);
 }
 
-at::Tensor tiled_sum(const TileFn& f, const at::Tensor& x, int64_t tiles, int64_t dim) {
-  if (tiles <= 1) return f(x, 0);
+namespace {
+
+// bf16 weight gradients accumulate inside the products (each rounds once)
+// for this many tiles, then fold into an fp32 sum: few roundings, and no
+// conversion pass per tile.
+constexpr int64_t kTilesPerFold = 4;
+
+class TiledLinearLoss : public torch::autograd::Function<TiledLinearLoss> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& labels, const TokenLoss& loss, int64_t tiles) {
+    at::AutoGradMode grad_mode(true);
+    const auto w = weight.detach();
+    auto dx = at::empty_like(x);
+    at::Tensor total, dw, folded;
+    int64_t in_dw = 0;
+    for (const auto& [start, size] : spans(x.size(1), tiles)) {
+      LT_TRACE_SCOPE("loss");
+      auto rows = x.detach().narrow(1, start, size).reshape({-1, x.size(-1)});
+      auto logits = at::mm(rows, w.t()).requires_grad_();
+      auto value = loss(logits.view({x.size(0), size, -1}), labels.narrow(1, start, size));
+      auto g = torch::autograd::grad({value}, {logits})[0];
+      dx.narrow(1, start, size).copy_(at::mm(g, w).view({x.size(0), size, -1}));
+      if (in_dw == 0) dw = at::mm(g.t(), rows);
+      else dw.addmm_(g.t(), rows);
+      if (++in_dw == kTilesPerFold && w.scalar_type() != at::kFloat) {
+        folded = folded.defined() ? folded.add_(dw) : dw.to(at::kFloat);
+        in_dw = 0;
+      }
+      total = total.defined() ? total + value.detach() : value.detach();
+    }
+    if (folded.defined()) dw = in_dw > 0 ? folded.add_(dw) : folded;
+    ctx->saved_data["dx"] = dx;
+    ctx->saved_data["dw"] = dw;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(weight.scalar_type());
+    return total;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto& g = grads[0];
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {ctx->saved_data["dx"].toTensor() * g, (ctx->saved_data["dw"].toTensor() * g).to(dtype), {}, {}, {}};
+  }
+};
+
+}  // namespace
+
+at::Tensor tiled_linear_loss(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& labels,
+                             const TokenLoss& loss, int64_t tiles) {
+  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad()))
+    return TiledLinearLoss::apply(x, weight, labels, loss, tiles);
   at::Tensor total;
-  for (const auto& [start, size] : spans(x.size(dim), tiles)) {
-    auto part = checkpoint([f, start = start](const at::Tensor& tile) { return f(tile, start); }, x.narrow(dim, start, size));
-    total = total.defined() ? total + part : part;
+  for (const auto& [start, size] : spans(x.size(1), tiles)) {
+    auto value = loss(at::linear(x.narrow(1, start, size), weight), labels.narrow(1, start, size));
+    total = total.defined() ? total + value : value;
   }
   return total;
 }

@@ -1,49 +1,12 @@
 #include "parallel/tensor_parallel/tensor_parallel.h"
 
-#include <torch/autograd.h>
-
-#include "core/data/batch.h"
+#include "core/train/loss.h"
 #include "parallel/comm/autograd_collectives.h"
 
 namespace lt {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
 constexpr int64_t kSequenceDim = 1;  // activations are [batch, seq, hidden]
-
-at::Tensor reduced(at::Tensor x, Communicator& comm, ReduceOp op) {
-  x = x.contiguous();
-  comm.all_reduce(x, op);
-  return x;
-}
-
-struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& labels,
-                            Communicator* tp) {
-    const int64_t rows = logits.size(-1), offset = tp->rank() * rows;
-    auto max = reduced(std::get<0>(logits.max(-1)), *tp, ReduceOp::max);
-    auto exp = (logits - max.unsqueeze(-1)).exp();
-    auto sum = reduced(exp.sum(-1), *tp, ReduceOp::sum);
-    auto local = labels - offset;
-    auto inside = local.ge(0).logical_and(local.lt(rows));
-    auto index = local.clamp(0, rows - 1).unsqueeze(-1);
-    auto target = reduced(logits.gather(-1, index).squeeze(-1) * inside, *tp, ReduceOp::sum);
-    auto valid = labels.ne(kIgnoreIndex);
-    auto loss = ((sum.log() + max - target) * valid).sum();
-    exp.div_(sum.unsqueeze(-1));  // the softmax, kept for backward in place of the logits
-    ctx->save_for_backward({exp, index, inside, valid});
-    return loss;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    auto grad = saved[0];
-    grad.scatter_add_(-1, saved[1], -saved[2].to(grad.scalar_type()).unsqueeze(-1));
-    grad.mul_((saved[3].to(grad.scalar_type()) * grads[0]).unsqueeze(-1));
-    return {grad, {}, {}};
-  }
-};
 
 }  // namespace
 
@@ -65,8 +28,9 @@ ModelShard tensor_parallel_shard(Communicator& tp, bool sequence) {
 }
 
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, Communicator& tp) {
-  return VocabParallelCrossEntropy::apply(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels.reshape({-1}),
-                                          &tp);
+  VocabSplit split{[&tp](at::Tensor& t, bool max) { tp.all_reduce(t, max ? ReduceOp::max : ReduceOp::sum); },
+                   tp.rank() * logits.size(-1)};
+  return cross_entropy_sum(logits, labels, split);
 }
 
 int64_t tp_forward_bytes(int64_t batch, int64_t seq, int64_t hidden, int tp, int64_t element_size) {
