@@ -6,7 +6,9 @@ SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int6
     : config_(c.moe), shard_(shard), layer_(layer) {
   const auto& m = c.moe;
   const int64_t columns = m.expert_intermediate_size > 0 ? m.expert_intermediate_size : c.intermediate_size;
-  gate = register_module("gate", Linear(c.hidden_size, m.experts, false, shard.compute));
+  // The router computes in fp32 whatever the compute dtype: bf16 logits
+  // would tie and flip top-k choices on rounding (Megatron's fp32 router).
+  gate = register_module("gate", Linear(c.hidden_size, m.experts, false, nullptr));
   const int64_t local = m.experts / shard.ep_size;
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> mine;
   for (int64_t e = shard.ep_rank * local; e < (shard.ep_rank + 1) * local; ++e)
@@ -80,7 +82,7 @@ at::Tensor SparseMoeImpl::run_experts(const at::Tensor& x, const Routing& r) {
 
 at::Tensor SparseMoeImpl::forward(const at::Tensor& x) {
   const auto flat = x.reshape({-1, x.size(-1)});
-  const Routing routing = route(gate(flat), config_);
+  const Routing routing = route(gate(flat.to(at::kFloat)), config_);
   auto out = run_experts(flat, routing);
   if (shared_expert) out = out + at::sigmoid(shared_expert_gate(flat)) * shared_expert(flat);
   return shard_.moe->attach(layer_, out, routing, x.size(0)).view_as(x);

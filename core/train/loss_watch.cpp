@@ -13,6 +13,7 @@ constexpr size_t kMinimum = 8;   // before that many, no judgement
 constexpr double kDeviations = 4;
 
 std::string number(double value) {
+  if (std::isnan(value)) return "nan";  // whatever its sign bit
   char text[32];
   std::snprintf(text, sizeof(text), "%.4g", value);
   return text;
