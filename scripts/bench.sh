@@ -132,10 +132,11 @@ fi
 [ "$which" = all ] || [ "$which" = train ] || exit 0
 # Training against HF transformers (tests/bench/hf_train.py: SDPA, fused
 # AdamW, bf16 autocast) on the same 56M Llama, fp32 and bf16 each: the four
-# arms interleaved, LT_BENCH_ROUNDS rounds, the best of each reported.
+# arms interleaved, LT_BENCH_ROUNDS rounds, the best of each reported, at
+# each of LT_BENCH_LENGTHS.
 rounds=${LT_BENCH_ROUNDS:-3}
 runs=()
-for length in 2048 8192; do
+for length in ${LT_BENCH_LENGTHS:-2048 8192}; do
   for round in $(seq "$rounds"); do
     for precision in fp32 bf16; do
       runs+=("$(build/lt_bench_train "$length" "$steps" "$precision")")
@@ -144,7 +145,8 @@ for length in 2048 8192; do
     echo "seq $length round $round done" >&2
   done
 done
-printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py --command "scripts/bench.sh $steps train" \
+printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py \
+  --command "LT_BENCH_ROUNDS=$rounds LT_BENCH_LENGTHS='${LT_BENCH_LENGTHS:-2048 8192}' scripts/bench.sh $steps train" \
   --out tests/bench/results/train_throughput.json
 
 build/lt_bench_attention 2048 8192 | python3 tests/bench/report.py --attention --command "scripts/bench.sh $steps" \

@@ -147,8 +147,9 @@ void Trainer::write_trace() {
   const std::string path = config_.run_dir + "/trace/rank" + std::to_string(mesh_.rank()) + "_steps" +
                            std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) + ".json";
   stop_trace(path);
-  logger_->line("profile: steps " + std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) +
-                " traced to " + path + " (rank 0's; each traced rank writes its own; open in ui.perfetto.dev)");
+  tracing_ = false;
+  logger_->line("profile: steps " + std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) + " traced to " +
+                config_.run_dir + "/trace/ (a file per traced rank; open one in ui.perfetto.dev)");
 }
 
 at::ScalarType Trainer::compute_dtype() const { return config_.train.bf16() ? at::kBFloat16 : at::kFloat; }
@@ -414,7 +415,7 @@ TrainResult Trainer::run() {
   int64_t window_tokens = 0;
   double window_seconds = 0;
   for (int64_t s = state.step; s < config_.train.steps; ++s) {
-    if (traces() && s + 1 == config_.profile.start_step) start_trace(device_.is_cuda());
+    if (traces() && s + 1 == config_.profile.start_step) start_trace(device_.is_cuda()), tracing_ = true;
     const auto start = std::chrono::steady_clock::now();
     const int64_t length = config_.data.seq_len_at(s);
     const double lr = learning_rate(config_.train, s);
@@ -432,7 +433,7 @@ TrainResult Trainer::run() {
     window_seconds += seconds;
     window_tokens += config_.train.global_batch_tokens;
     result.losses[s + 1] = loss;
-    if (traces() && s + 1 == config_.profile.last_step()) write_trace();
+    if (tracing_ && s + 1 == config_.profile.last_step()) write_trace();
     if (last_skipped_) {
       logger_->line(watch.skipped(s + 1, loss, grad_norm));
       logger_->metrics({{"step", s + 1}, {"skipped", true}});

@@ -83,7 +83,8 @@ class Trainer {
   double clip_gradients();
   bool clips(double grad_norm) const { return config_.train.grad_clip > 0 && grad_norm > config_.train.grad_clip; }
   CheckpointStore::Part checkpoint_part();
-  // profile: whether this rank takes the trace, and its writing.
+  // profile: whether this rank takes the trace (a run resumed past its
+  // first step takes none), and its writing.
   bool traces() const;
   void write_trace();
   at::ScalarType compute_dtype() const;
@@ -139,6 +140,7 @@ class Trainer {
   double last_busy_s_ = 0, last_idle_ = 0;  // the slowest rank's forward-backward, the idle share
   double peak_flops_ = 0;
   double elapsed_ = 0;
+  bool tracing_ = false;  // profile: a trace is being taken
   int64_t first_step_ = 0;
 };
 

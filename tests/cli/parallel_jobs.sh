@@ -41,6 +41,26 @@ for layout in "parallel.dp=2 parallel.zero=1 parallel.reduce_dtype=bf16" "parall
   same_as_one bf16 $layout
 done
 
+# profile: both ranks trace steps 2-3: every operator, longtrain's spans,
+# and the collectives on the communicator's worker thread.
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false train.threads=1 \
+  parallel.dp=2 profile.start_step=2 profile.end_step=3 "profile.ranks=[0, 1]" run_dir="$dir/profile" \
+  > "$dir/profile.out" 2>&1
+grep -q "profile: steps 2-3 traced to $dir/profile/trace/" "$dir/profile.out" || fail "no trace: $(cat "$dir/profile.out")"
+for rank in 0 1; do
+  python3 - "$dir/profile/trace/rank${rank}_steps2-3.json" <<'PY' || fail "trace of rank $rank"
+import json, sys
+events = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X"]
+names = {e["name"] for e in events}
+for span in ["lt::attention", "lt::mlp", "lt::loss", "lt::optimizer", "lt::bucket_reduction", "aten::mm"]:
+    assert span in names, (span, sorted(n for n in names if n.startswith("lt::")))
+worker = {e["tid"] for e in events if e["name"].startswith("lt::all_reduce dp_sp")}
+main = {e["tid"] for e in events if e["name"] == "lt::attention"}
+assert worker and not worker & main, ("collectives not on the worker thread", worker, main)
+print("ok: trace", sys.argv[1].rsplit("/", 1)[1], len(events), "events,", sorted(n for n in names if n.startswith("lt::")))
+PY
+done
+
 # Rank 1 throws in step 2: its message, once, a non-zero exit, within seconds.
 # (MPI itself may add a line about the vanished peer of a transfer.)
 start=$(date +%s)

@@ -26,6 +26,7 @@ expect_error "memory.plan: auto fits the step into memory.device_budget_gb" "$LO
 expect_error "train.precision: got fp16, fp16 is not supported" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.precision=fp16
 expect_error "parallel.reduce_dtype: bf16 rounds gradients of bf16 compute" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.precision=fp32 parallel.reduce_dtype=bf16
 expect_error "train.precision: bf16 needs bf16 matrix instructions" env LT_CPU_BF16=0 "$LONGTRAIN" train recipes/tiny-passkey.yaml train.precision=bf16
+expect_error "profile: steps 3 to 9 must lie within the run's 4 steps" "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" profile.start_step=3 profile.end_step=9
 expect_error "LT_FAULT='oops': expected" env LT_FAULT=oops "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" "run_dir=$dir/fault"
 "$LONGTRAIN" --help | grep -q "usage: longtrain" || fail "--help"
 "$LONGTRAIN" plan --help | grep -q "usage: longtrain plan" || fail "plan --help"
