@@ -27,6 +27,7 @@ struct AttentionCase {
   AttentionKernel kernel;
   bool documents = false, offset = false;
   int64_t kv_heads = 4;
+  int64_t seq = 70;  // 1100 x 32: long enough for the bf16 kernel itself on CPU (flash.cpp)
 };
 
 class Bf16Attention : public ::testing::TestWithParam<AttentionCase> {};
@@ -36,7 +37,7 @@ class Bf16Attention : public ::testing::TestWithParam<AttentionCase> {};
 TEST_P(Bf16Attention, MatchesFp64) {
   const auto c = GetParam();
   at::manual_seed(3);
-  const int64_t b = 2, sq = 70, sk = c.offset ? 90 : 70, heads = 4, d = 32;
+  const int64_t b = 2, sq = c.seq, sk = c.offset ? c.seq + 20 : c.seq, heads = 4, d = 32;
   auto q = bf16_randn({b, sq, heads, d}).requires_grad_();
   auto k = bf16_randn({b, sk, c.kv_heads, d}).requires_grad_(), v = bf16_randn({b, sk, c.kv_heads, d}).requires_grad_();
   AttentionMask mask;
@@ -71,6 +72,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(AttentionCase{"flash_causal", AttentionKernel::Flash},
                       AttentionCase{"flash_documents", AttentionKernel::Flash, true},
                       AttentionCase{"flash_gqa", AttentionKernel::Flash, true, false, 1},
+                      AttentionCase{"flash_long_documents", AttentionKernel::Flash, true, false, 2, 1100},
                       AttentionCase{"blockwise_causal", AttentionKernel::Blockwise},
                       AttentionCase{"blockwise_documents", AttentionKernel::Blockwise, true},
                       AttentionCase{"blockwise_offset", AttentionKernel::Blockwise, true, true, 2}),
