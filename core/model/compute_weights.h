@@ -36,7 +36,8 @@ class ComputeWeights {
 inline at::Tensor compute_weight(const std::shared_ptr<ComputeWeights>& compute, const at::Tensor& param) {
   return compute && param.defined() ? (*compute)(param) : param;
 }
-// An activation in the compute dtype (the embedding's rows, a router's weights).
+// An activation in the compute dtype (the embedding's rows, gathered from
+// the fp32 table).
 inline at::Tensor compute_activation(const std::shared_ptr<ComputeWeights>& compute, const at::Tensor& x) {
   return compute ? x.to(compute->dtype()) : x;
 }

@@ -78,6 +78,10 @@ std::function<void()> averaging(ReduceOp op, at::Tensor target, int size) {
   return [target, size]() mutable { target.div_(size); };
 }
 
+// Each call is a span on the worker thread that runs it, named by its
+// operation and group (lt::all_reduce dp_sp).
+std::string span_name(const char* op, const std::string& group) { return std::string("lt::") + op + " " + group; }
+
 }  // namespace
 
 Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s)
@@ -114,10 +118,8 @@ void Communicator::enable_nccl(int device) {
 
 Work::Source Communicator::source(const char* op) const { return {op, name_, rank_, size_, world_rank_, timeout_s_}; }
 
-// Each call is a span on the worker thread that runs it, named by its
-// operation and group (lt::all_reduce dp_sp).
 Work Communicator::submit(const char* op, std::function<void()> call, std::function<void()> finish) {
-  auto traced = [span = std::string("lt::") + op + " " + name_, call = std::move(call)] {
+  auto traced = [span = span_name(op, name_), call = std::move(call)] {
     RECORD_USER_SCOPE(span);
     call();
   };
@@ -125,7 +127,7 @@ Work Communicator::submit(const char* op, std::function<void()> call, std::funct
 }
 
 Work Communicator::submit_posted(const char* op, std::function<MPI_Request()> call) {
-  auto traced = [span = std::string("lt::") + op + " " + name_, call = std::move(call)] {
+  auto traced = [span = span_name(op, name_), call = std::move(call)] {
     RECORD_USER_SCOPE(span);
     return call();
   };
