@@ -12,6 +12,9 @@ scripts/build.sh --target longtrain
 lt=build/longtrain
 short=runs/tiny-passkey-short
 long=runs/tiny-passkey-extension
+# The demo starts from nothing each time: a run refuses a run directory that
+# holds another run's checkpoints, so the demo's own are cleared first.
+rm -rf "$short" "$long"
 
 echo "== stage 1: pretrain at 128 tokens (recipes/tiny-passkey-short.yaml)"
 $lt train recipes/tiny-passkey-short.yaml "$@"

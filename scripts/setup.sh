@@ -10,7 +10,7 @@ TORCH_VERSION=2.11.0   # the version of the GPU machines' PyTorch; keep in step 
 MEGATRON_CORE_VERSION=0.16.1   # test oracles only (scripts/setup.sh --tests)
 TRANSFORMERS_VERSION=5.23.0
 DEBS=(g++ cmake make python3 python3-pip openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev
-      nlohmann-json3-dev libglpk-dev ccache)
+      nlohmann-json3-dev libglpk-dev libxxhash-dev ccache)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

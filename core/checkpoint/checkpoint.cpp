@@ -16,13 +16,17 @@
 #include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
+#include "core/util/files.h"
 
 namespace lt {
 namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kFormat = "longtrain-checkpoint";
-constexpr int kVersion = 3;  // 3: weights and optimizer state as slices of full tensors
+// 3: weights and optimizer state as slices of full tensors; 4: lineage, data
+// fingerprint, XXH3 checksums and the manifest's own checksum.
+constexpr int kVersion = 4;
+constexpr int kOldestReadable = 3;
 
 std::string step_name(int64_t step) {
   char buffer[32];
@@ -31,10 +35,22 @@ std::string step_name(int64_t step) {
 }
 
 std::optional<int64_t> parse_step(const std::string& name) {
-  static const std::regex pattern("step_([0-9]+)");
+  static const std::regex pattern("step_([0-9]{1,18})");
   std::smatch match;
   if (!std::regex_match(name, match, pattern)) return std::nullopt;
   return std::stoll(match[1]);
+}
+
+// Complete checkpoints in `dir` (those with a manifest), oldest first.
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  if (!fs::is_directory(dir)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const auto step = parse_step(entry.path().filename().string());
+    if (step && fs::exists(entry.path() / "manifest.json")) out.emplace_back(*step, entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::string to_hex(const at::Tensor& bytes) {
@@ -46,28 +62,13 @@ std::string to_hex(const at::Tensor& bytes) {
   return out;
 }
 
+// `text` is checked to be hex digits by check_manifest.
 at::Tensor from_hex(const std::string& text) {
   auto t = at::empty({static_cast<int64_t>(text.size() / 2)}, at::kByte);
   auto* p = t.data_ptr<uint8_t>();
-  for (size_t i = 0; i + 1 < text.size(); i += 2) p[i / 2] = static_cast<uint8_t>(std::stoi(text.substr(i, 2), nullptr, 16));
+  auto digit = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i + 1 < text.size(); i += 2) p[i / 2] = static_cast<uint8_t>(digit(text[i]) * 16 + digit(text[i + 1]));
   return t;
-}
-
-void write_text_synced(const std::string& path, const std::string& text) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) fail(path + ": cannot create: " + std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-                  ::fsync(fileno(f)) == 0;
-  std::fclose(f);
-  if (!ok) fail(path + ": write failed: " + std::strerror(errno) + " (is the disk full?)");
-}
-
-void sync_directory(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 std::vector<int64_t> full_shape(const TensorSlice& slice, at::IntArrayRef local) {
@@ -94,20 +95,133 @@ NamedTensors model_tensors(LlamaForCausalLMImpl& model, nlohmann::json& records)
   return out;
 }
 
+// A manifest's fields, checked before any is used: `where` names the file.
+class ManifestCheck {
+ public:
+  explicit ManifestCheck(std::string file) : file_(std::move(file)) {}
+
+  const nlohmann::json& get(const nlohmann::json& j, const std::string& key, bool (nlohmann::json::*is)() const,
+                            const char* type, const std::string& at) const {
+    if (!j.is_object() || !j.contains(key)) bad(at + key, "is missing");
+    const auto& v = j.at(key);
+    if (!(v.*is)()) bad(at + key, std::string("should be ") + type + ", is " + v.dump().substr(0, 40));
+    return v;
+  }
+  int64_t count(const nlohmann::json& j, const std::string& key, const std::string& at) const {
+    return non_negative(get(j, key, &nlohmann::json::is_number_integer, "an integer", at), at + key);
+  }
+  std::vector<int64_t> sizes(const nlohmann::json& j, const std::string& key, const std::string& at) const {
+    std::vector<int64_t> out;
+    const auto& list = get(j, key, &nlohmann::json::is_array, "a list", at);
+    for (size_t i = 0; i < list.size(); ++i) out.push_back(non_negative(list[i], at + key + "[" + std::to_string(i) + "]"));
+    return out;
+  }
+  int64_t non_negative(const nlohmann::json& v, const std::string& field) const {
+    const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)
+                                           : v.is_number_integer() && v.get<int64_t>() >= 0;
+    if (!ok) bad(field, "should be a non-negative integer, is " + v.dump().substr(0, 40));
+    return v.get<int64_t>();
+  }
+  // A file name from the manifest: plain, inside the checkpoint directory.
+  void plain_name(const std::string& name, const std::string& at) const {
+    if (!is_plain_file_name(name)) bad(at, "is not a plain file name inside the checkpoint directory");
+  }
+  [[noreturn]] void bad(const std::string& field, const std::string& what) const {
+    fail(file_ + ": '" + field + "' " + what + ": the manifest is damaged; resume from an older checkpoint");
+  }
+
+ private:
+  std::string file_;
+};
+
+// What a slice record says must lie within its tensor's shape.
+void check_slice(const ManifestCheck& c, const nlohmann::json& r, const std::string& at) {
+  c.get(r, "name", &nlohmann::json::is_string, "a string", at);
+  const auto shape = c.sizes(r, "shape", at), local = c.sizes(r, "local", at);
+  const int64_t dim = c.count(r, "dim", at), offset = c.count(r, "offset", at);
+  const int64_t start = c.count(r, "start", at), end = c.count(r, "end", at);
+  if (local.size() != shape.size() || dim >= static_cast<int64_t>(shape.size()))
+    c.bad(at + "local", "does not match the rank of 'shape' and 'dim'");
+  int64_t elements = 1;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (static_cast<int64_t>(d) == dim ? offset > shape[d] - local[d] : local[d] != shape[d])
+      c.bad(at + "offset", "puts the slice outside its tensor's shape");
+    if (__builtin_mul_overflow(elements, local[d], &elements)) c.bad(at + "local", "has more elements than 64 bits count");
+  }
+  if (start > end || end > elements) c.bad(at + "end", "lies outside the slice");
+}
+
+// Every field the reader uses, with its type and range.
+void check_manifest(const std::string& file, const nlohmann::json& m) {
+  const ManifestCheck c(file);
+  c.count(m, "step", "");
+  const auto& data = c.get(m, "data", &nlohmann::json::is_object, "a mapping", "");
+  c.count(data, "document", "data."), c.count(data, "offset", "data.");
+  const auto& rng = c.get(m, "rng_cpu", &nlohmann::json::is_string, "a string", "").get<std::string>();
+  if (rng.size() % 2 || rng.find_first_not_of("0123456789abcdef") != std::string::npos)
+    c.bad("rng_cpu", "should be lower-case hex digits");
+  const auto& files = c.get(m, "files", &nlohmann::json::is_object, "a mapping", "");
+  for (const auto& [name, entry] : files.items()) {
+    c.plain_name(name, "files." + name);
+    c.count(entry, "bytes", "files." + name + ".");
+    c.get(entry, "checksum", &nlohmann::json::is_string, "a string", "files." + name + ".");
+  }
+  for (const char* section : {"model", "optimizer"}) {
+    const auto& part = c.get(m, section, &nlohmann::json::is_object, "a mapping", "");
+    if (std::string(section) == "optimizer") c.count(part, "steps", "optimizer.");
+    const auto& shards = c.get(part, "shards", &nlohmann::json::is_object, "a mapping", std::string(section) + ".");
+    for (const auto& [name, records] : shards.items()) {
+      const std::string at = std::string(section) + ".shards." + name;
+      if (!files.contains(name)) c.bad(at, "names a file that 'files' does not list");
+      if (!records.is_array()) c.bad(at, "should be a list of slices");
+      for (size_t i = 0; i < records.size(); ++i) check_slice(c, records[i], at + "[" + std::to_string(i) + "].");
+    }
+  }
+  if (m.contains("lineage")) {
+    const auto& runs = c.get(m, "lineage", &nlohmann::json::is_array, "a list", "");
+    if (runs.empty()) c.bad("lineage", "is empty");
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const std::string at = "lineage[" + std::to_string(i) + "].";
+      c.get(runs[i], "run", &nlohmann::json::is_string, "a string", at);
+      c.count(runs[i], "from_step", at);
+    }
+  }
+  if (m.contains("data_fingerprint")) c.get(m, "data_fingerprint", &nlohmann::json::is_object, "a mapping", "");
+  if (m.contains("checksum")) c.get(m, "checksum", &nlohmann::json::is_string, "a string", "");
+}
+
+// The manifest's checksum covers its text without the checksum field itself.
+std::string manifest_text(const nlohmann::ordered_json& manifest) { return manifest.dump(2); }
+
 nlohmann::json read_manifest(const std::string& path) {
   const std::string file = path + "/manifest.json";
   std::ifstream in(file);
   if (!in) fail(file + ": missing; " + path + " is not a complete checkpoint");
+  nlohmann::ordered_json manifest;
   try {
-    auto manifest = nlohmann::json::parse(in);
-    if (manifest.value("format", "") != kFormat) fail(file + ": not a longtrain checkpoint manifest");
-    if (manifest.value("version", 0) != kVersion)
-      fail(file + ": checkpoint format version " + std::to_string(manifest.value("version", 0)) + ", this build reads " +
-           std::to_string(kVersion) + ": load it with the longtrain that wrote it");
-    return manifest;
+    manifest = nlohmann::ordered_json::parse(in);
   } catch (const nlohmann::json::exception& e) {
     fail(file + ": corrupt manifest: " + e.what());
   }
+  if (!manifest.is_object() || !manifest.contains("format") || manifest.at("format") != kFormat)
+    fail(file + ": not a longtrain checkpoint manifest");
+  const auto& version = manifest["version"];
+  if (!version.is_number_integer() || version.get<int64_t>() < kOldestReadable || version.get<int64_t>() > kVersion)
+    fail(file + ": checkpoint format version " + version.dump() + ", this build reads " +
+         std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) + ": load it with the longtrain that wrote it");
+  if (version.get<int64_t>() >= 4) {
+    const auto recorded = manifest["manifest_checksum"];
+    manifest.erase("manifest_checksum");
+    if (recorded != text_checksum(manifest_text(manifest)))
+      fail(file + ": the manifest's checksum does not match its contents: it is damaged; resume from an older checkpoint");
+  }
+  nlohmann::json plain = nlohmann::json::parse(manifest.dump());
+  check_manifest(file, plain);
+  return plain;
+}
+
+std::string checksum_algorithm(const nlohmann::json& manifest) {
+  return manifest.value("checksum", kLegacyChecksumAlgorithm);
 }
 
 void verify_file(const std::string& path, const std::string& name, const nlohmann::json& manifest) {
@@ -119,7 +233,7 @@ void verify_file(const std::string& path, const std::string& name, const nlohman
   if (fs::file_size(file) != bytes)
     fail(file + ": " + std::to_string(fs::file_size(file)) + " bytes, the manifest says " + std::to_string(bytes) +
          " (truncated); resume from an older checkpoint");
-  const std::string sum = file_checksum(file);
+  const std::string sum = file_checksum(file, checksum_algorithm(manifest));
   if (sum != entry.at("checksum").get<std::string>())
     fail(file + ": checksum " + sum + " does not match the manifest (" + entry.at("checksum").get<std::string>() +
          "): the file is corrupt; resume from an older checkpoint");
@@ -210,7 +324,13 @@ class SliceReader {
         part.filled = at::zeros({part.flat.numel()}, at::kBool);
       }
       const int64_t start = r.at("start").get<int64_t>(), end = r.at("end").get<int64_t>();
-      part.flat.narrow(0, start, end - start).copy_(tensors(file).at(key).reshape(-1));
+      const auto& stored_file = opened(file);
+      if (!stored_file.contains(key)) fail(stored_file.path() + ": no tensor '" + key + "', which the manifest lists");
+      const auto values = stored_file.view(key);
+      if (values.numel() != end - start)
+        fail(stored_file.path() + ": tensor '" + key + "' has " + std::to_string(values.numel()) +
+             " elements, the manifest says " + std::to_string(end - start) + ": the checkpoint is damaged");
+      part.flat.narrow(0, start, end - start).copy_(values.reshape(-1));
       part.filled.narrow(0, start, end - start).fill_(true);
     }
     if (parts.empty()) fail(path_ + ": no tensor '" + key + "': the checkpoint is from another model");
@@ -228,25 +348,79 @@ class SliceReader {
     return cached_;
   }
 
-  const std::map<std::string, at::Tensor>& tensors(const std::string& file) {
-    auto it = loaded_.find(file);
-    if (it != loaded_.end()) return it->second;
+  // A file mapped, not read: ranks of a node share its pages, and each
+  // touches only the tensors it assembles.
+  const SafetensorsFile& opened(const std::string& file) {
+    auto it = opened_.find(file);
+    if (it != opened_.end()) return *it->second;
     verify_file(path_, file, manifest_);
-    return loaded_[file] = load_safetensors(path_ + "/" + file);
+    return *(opened_[file] = std::make_unique<SafetensorsFile>(path_ + "/" + file));
   }
 
   std::string path_;
   const nlohmann::json& manifest_;
   // Parameter name -> (file, record) of every part of it.
   std::map<std::string, std::vector<std::pair<std::string, const nlohmann::json*>>> records_;
-  std::map<std::string, std::map<std::string, at::Tensor>> loaded_;
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> opened_;
   std::string cached_key_;
   std::pair<at::Tensor, at::Tensor> cached_;
 };
 
 }  // namespace
 
-CheckpointStore::CheckpointStore(std::string dir, int64_t keep) : dir_(std::move(dir)), keep_(keep) {}
+CheckpointStore::CheckpointStore(std::string dir, int64_t keep)
+    : dir_(std::move(dir)), keep_(keep), lineage_(Lineage::fresh(new_run_id())) {}
+
+std::optional<std::string> CheckpointStore::open(const std::string& resume, bool move_aside, Communicator& world) {
+  std::string answer;
+  if (world.rank() == 0) {
+    try {
+      const auto path = claim(resume, move_aside);
+      answer = nlohmann::json{{"ok", path}, {"lineage", lineage_.to_json()}, {"moved", moved_aside_}}.dump();
+    } catch (const Error& e) {
+      answer = nlohmann::json{{"error", e.what()}}.dump();
+    }
+  }
+  const auto decided = nlohmann::json::parse(world.all_gather(answer).front());
+  if (decided.contains("error")) throw AgreedError(decided.at("error").get<std::string>(), world.rank() == 0);
+  lineage_ = Lineage::of_manifest(decided);
+  moved_aside_ = decided.at("moved").get<std::string>();
+  const auto path = decided.at("ok").get<std::string>();
+  if (!path.empty()) newest_ = path;
+  return newest_;
+}
+
+std::string CheckpointStore::claim(const std::string& resume, bool move_aside) {
+  if (fs::is_directory(dir_))
+    for (const auto& entry : fs::directory_iterator(dir_))
+      if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());  // an interrupted save
+  std::string from;
+  if (resume == "auto") from = latest().value_or("");
+  else if (resume != "none") from = resolve_checkpoint(resume);
+  if (!from.empty()) {
+    const auto manifest = read_manifest(from);
+    lineage_ = Lineage::of_manifest(manifest).resumed(lineage_.writer(), manifest.at("step").get<int64_t>());
+  }
+  // Checkpoints off this lineage would be pruned by it, or shadow it for
+  // resume: auto, export and evaluation.
+  std::vector<std::string> foreign;
+  for (const auto& [step, path] : complete_checkpoints(dir_))
+    if (!lineage_.holds(Lineage::of_manifest(read_manifest(path)), step)) foreign.push_back(path);
+  if (foreign.empty()) return from;
+  if (!move_aside) {
+    std::string names;
+    for (const auto& path : foreign) names += (names.empty() ? "" : ", ") + fs::path(path).filename().string();
+    fail(dir_ + ": holds checkpoints of another run (" + names + ") that this run would prune or shadow: " +
+         "continue them with checkpoint.resume: auto, use another run_dir (or checkpoint.dir), or set " +
+         "checkpoint.move_aside: true to move them into " + dir_ + "/aside_" + lineage_.writer() + "/ (nothing is deleted)");
+  }
+  const std::string aside = dir_ + "/aside_" + lineage_.writer();
+  fs::create_directories(aside);
+  for (const auto& path : foreign) fs::rename(path, aside + "/" + fs::path(path).filename().string());
+  sync_directory(dir_);
+  moved_aside_ = "moved " + std::to_string(foreign.size()) + " checkpoints of another run into " + aside + "/";
+  return from;
+}
 
 std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& optimizer, const TrainState& state,
                                   Communicator& world, const Part& part) {
@@ -268,8 +442,11 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
     nlohmann::ordered_json manifest = {{"format", kFormat},
                                        {"version", kVersion},
                                        {"step", state.step},
+                                       {"lineage", lineage_.to_json()},
                                        {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
+                                       {"data_fingerprint", state.data_fingerprint},
                                        {"rng_cpu", to_hex(state.rng)},
+                                       {"checksum", kChecksumAlgorithm},
                                        {"model", {{"shards", nlohmann::json::object()}}},
                                        {"optimizer", {{"steps", optimizer.steps()}, {"shards", nlohmann::json::object()}}},
                                        {"files", nlohmann::json::object()}};
@@ -279,41 +456,45 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
       for (const auto& section : {"model", "optimizer"})
         for (const auto& [name, slices] : record.at(section).items()) manifest[section]["shards"][name] = slices;
     }
-    write_text_synced(temp + "/manifest.json", manifest.dump(2));
+    manifest["manifest_checksum"] = text_checksum(manifest_text(manifest));
+    write_text_synced(temp + "/manifest.json", manifest_text(manifest));
     sync_directory(temp);
-    fs::remove_all(final_path);
-    fs::rename(temp, final_path);  // the commit point
+    // The commit point. A step saved before is swapped out in one step (the
+    // old one then lies in the temporary), never removed first.
+    if (fs::exists(final_path)) {
+      if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) != 0)
+        fail(final_path + ": cannot replace: " + std::strerror(errno));
+      fs::remove_all(temp);
+    } else {
+      fs::rename(temp, final_path);
+    }
     sync_directory(dir_);
     prune();
   }
   world.barrier();
+  newest_ = final_path;
   return final_path;
 }
 
+// Only this lineage's checkpoints (open() has moved or refused any other);
+// one whose manifest no longer reads is not known to be ours, and stays.
 void CheckpointStore::prune() const {
-  std::vector<int64_t> steps;
-  for (const auto& entry : fs::directory_iterator(dir_))
-    if (auto step = parse_step(entry.path().filename().string())) steps.push_back(*step);
-  std::sort(steps.rbegin(), steps.rend());
-  for (size_t i = static_cast<size_t>(keep_); i < steps.size(); ++i) fs::remove_all(dir_ + "/" + step_name(steps[i]));
+  auto mine = complete_checkpoints(dir_);
+  auto ours = [&](const std::pair<int64_t, std::string>& c) {
+    try {
+      return lineage_.holds(Lineage::of_manifest(read_manifest(c.second)), c.first);
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  mine.erase(std::remove_if(mine.begin(), mine.end(), [&](const auto& c) { return !ours(c); }), mine.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep_) < mine.size(); ++i) fs::remove_all(mine[i].second);
 }
 
 std::optional<std::string> CheckpointStore::latest() const {
-  if (!fs::is_directory(dir_)) return std::nullopt;
-  std::optional<int64_t> best;
-  for (const auto& entry : fs::directory_iterator(dir_)) {
-    auto step = parse_step(entry.path().filename().string());
-    if (step && fs::exists(entry.path() / "manifest.json") && (!best || *step > *best)) best = step;
-  }
-  if (!best) return std::nullopt;
-  return dir_ + "/" + step_name(*best);
-}
-
-void CheckpointStore::remove_partial(Communicator& world) const {
-  if (world.rank() == 0 && fs::is_directory(dir_))
-    for (const auto& entry : fs::directory_iterator(dir_))
-      if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
-  world.barrier();
+  const auto all = complete_checkpoints(dir_);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
 }
 
 std::string resolve_checkpoint(const std::string& path) {
@@ -344,6 +525,7 @@ void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW
   }
   if (state) {
     state->step = manifest.at("step").get<int64_t>();
+    state->data_fingerprint = manifest.value("data_fingerprint", nlohmann::json::object());
     state->data = {manifest.at("data").at("document").get<int64_t>(), manifest.at("data").at("offset").get<int64_t>()};
     state->rng = from_hex(manifest.at("rng_cpu").get<std::string>());
   }

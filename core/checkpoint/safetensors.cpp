@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/util/checksum.h"
@@ -59,15 +60,15 @@ WrittenFile save_safetensors(const std::string& path, const NamedTensors& tensor
   text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
   const uint64_t length = text.size();
 
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) fail(path + ": cannot create: " + std::strerror(errno));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "wb"), &std::fclose);
+  if (!file) fail(path + ": cannot create: " + std::strerror(errno));
+  std::FILE* f = file.get();
   Checksum sum;
   write_all(f, &length, sizeof(length), path, sum);
   write_all(f, text.data(), text.size(), path, sum);
   for (const auto& t : host) write_all(f, t.data_ptr(), t.numel() * t.element_size(), path, sum);
-  const bool ok = std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  std::fclose(f);
-  if (!ok) fail(path + ": flush failed: " + std::strerror(errno) + " (is the disk full?)");
+  if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) fail(path + ": flush failed: " + std::strerror(errno) + " (is the disk full?)");
+  if (std::fclose(file.release()) != 0) fail(path + ": close failed: " + std::strerror(errno) + " (is the disk full?)");
   return {sizeof(length) + text.size() + offset, sum.hex()};
 }
 
@@ -82,23 +83,47 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   } catch (const nlohmann::json::exception& e) {
     fail(path + ": malformed safetensors header: " + e.what());
   }
-  const size_t data_start = 8 + length;
+  if (!header.is_object()) fail(path + ": malformed safetensors header: not a JSON object");
+  const uint64_t data_bytes = file_.size() - 8 - length;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
-    try {
-      Entry e{dtype_from(path + ": tensor '" + name + "'", entry.at("dtype").get<std::string>()),
-              entry.at("shape").get<std::vector<int64_t>>(), 0};
-      const auto range = entry.at("data_offsets").get<std::vector<uint64_t>>();
-      const uint64_t bytes = c10::multiply_integers(e.shape) * c10::elementSize(e.dtype);
-      if (range.size() != 2 || range[1] < range[0] || range[1] - range[0] != bytes ||
-          data_start + range[1] > file_.size())
-        fail(path + ": tensor '" + name + "' lies outside the file or has the wrong size (truncated file?)");
-      e.offset = data_start + range[0];
-      entries_.emplace(name, std::move(e));
-    } catch (const nlohmann::json::exception& e) {
-      fail(path + ": malformed entry for tensor '" + name + "': " + e.what());
-    }
+    entries_.emplace(name, parse_entry(path + ": tensor '" + name + "'", entry, 8 + length, data_bytes));
   }
+}
+
+// One tensor's entry: a known dtype, a shape of non-negative integers, and
+// a byte range inside the data that holds exactly shape x dtype bytes, all
+// checked without overflow.
+SafetensorsFile::Entry SafetensorsFile::parse_entry(const std::string& where, const nlohmann::json& entry,
+                                                    uint64_t data_start, uint64_t data_bytes) {
+  auto bad = [&](const std::string& what) -> void { fail(where + ": " + what); };
+  if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
+    bad("malformed entry: needs dtype, shape and data_offsets");
+  if (!entry.at("dtype").is_string()) bad("dtype is not a string");
+  Entry e{dtype_from(where, entry.at("dtype").get<std::string>()), {}, 0};
+  const auto& shape = entry.at("shape");
+  if (!shape.is_array()) bad("shape is not a list");
+  uint64_t elements = 1;
+  for (const auto& size : shape) {
+    if (!size.is_number_integer() || (size.is_number_integer() && !size.is_number_unsigned() && size.get<int64_t>() < 0))
+      bad("shape " + shape.dump() + " has a size that is not a non-negative integer");
+    if (size.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(elements, size.get<uint64_t>(), &elements))
+      bad("shape " + shape.dump() + " is too large");
+    e.shape.push_back(size.get<int64_t>());
+  }
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(elements, static_cast<uint64_t>(c10::elementSize(e.dtype)), &bytes)) bad("shape is too large");
+  const auto& range = entry.at("data_offsets");
+  if (!range.is_array() || range.size() != 2 || !range[0].is_number_unsigned() || !range[1].is_number_unsigned())
+    bad("data_offsets " + range.dump().substr(0, 60) + " is not two non-negative integers");
+  const uint64_t begin = range[0].get<uint64_t>(), end = range[1].get<uint64_t>();
+  if (begin > end || end > data_bytes)
+    bad("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] lie outside the " +
+        std::to_string(data_bytes) + " data bytes of the file (truncated file?)");
+  if (end - begin != bytes)
+    bad(std::to_string(end - begin) + " bytes in data_offsets, but its shape and dtype make " + std::to_string(bytes));
+  e.offset = data_start + begin;
+  return e;
 }
 
 at::Tensor SafetensorsFile::view(const std::string& name) const {

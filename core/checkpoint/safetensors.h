@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ class SafetensorsFile {
     std::vector<int64_t> shape;
     size_t offset;  // from the start of the file
   };
+  static Entry parse_entry(const std::string& where, const nlohmann::json& entry, uint64_t data_start,
+                           uint64_t data_bytes);
+
   MappedFile file_;
   std::map<std::string, Entry> entries_;
 };

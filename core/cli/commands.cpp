@@ -13,6 +13,7 @@
 #include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "core/util/error.h"
+#include "core/util/fault_injection.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/mesh/plan.h"
@@ -132,19 +133,22 @@ int positive_flag(const Parsed& p, const std::string& flag, int fallback, const 
 // Runs the set-up every rank does alike. Errors in it are the same on every
 // rank, so they are agreed on and printed once; an error on some ranks only
 // is an ordinary failure (it ends the job).
+// A rank that never gets here is waited for `timeout_s` (the recipe's
+// parallel.timeout_s when it loaded).
 template <class Setup>
-void agree_on_setup(Setup&& setup) {
+void agree_on_setup(Setup&& setup, const double& timeout_s) {
   std::string error;
   try {
     setup();
   } catch (const Error& e) {
     error = e.what();
   }
-  int failed = error.empty() ? 0 : 1, everywhere = 0, rank = 0, world = 1;
-  MPI_Allreduce(&failed, &everywhere, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  const int failed = error.empty() ? 0 : 1;
+  const int everywhere = setup_sum(MPI_COMM_WORLD, failed, "agreeing on the recipe", timeout_s);
+  int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (everywhere == world) throw AgreedError{error, rank == 0};
+  if (everywhere == world) throw AgreedError(error, rank == 0);
   if (failed) fail(error);
 }
 
@@ -165,11 +169,14 @@ int run_train(const Args& args, MpiSession& mpi) {
   const int world = mpi.world_size();
   Config config;
   Degrees degrees;
-  agree_on_setup([&] {
-    config = load_config(parsed.recipe, parsed.overrides);
-    degrees = resolve_degrees(config, world);
-    check_trainable(config);
-  });
+  agree_on_setup(
+      [&] {
+        config = load_config(parsed.recipe, parsed.overrides);
+        inject_fault(mpi.world_rank(), 0);  // step 0: set-up
+        degrees = resolve_degrees(config, world);
+        check_trainable(config);
+      },
+      config.parallel.timeout_s);
   Trainer(config, &mpi.create_mesh(Layout(degrees), config.parallel.timeout_s)).run();
   return 0;
 }

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::string(argv[1]) == "train") mpi = std::make_unique<lt::MpiSession>(&argc, &argv);
     return dispatch(std::vector<std::string>(argv + 1, argv + argc));
   } catch (const lt::AgreedError& e) {
-    if (e.print) std::cerr << "longtrain: error: " << e.message << std::endl;
+    if (e.print) std::cerr << "longtrain: error: " << first_line(e.what()) << std::endl;
     return 2;
   } catch (const lt::Error& e) {
     return report("error", e.what(), 2);

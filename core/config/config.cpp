@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 
@@ -30,32 +31,33 @@ YAML::Node load_yaml_file(const std::string& path, const char* what) {
 
 // "train.lr=3e-4" sets root.train.lr to the YAML value "3e-4".
 void apply_override(YAML::Node root, const std::string& text, ConfigSources& sources) {
+  const std::string shown = printable(text);
   auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
-    fail("command line: override '" + text + "' must look like key.path=value (e.g. train.lr=3e-4)");
+    fail("command line: override '" + shown + "' must look like key.path=value (e.g. train.lr=3e-4)");
   const std::string path = text.substr(0, eq);
   YAML::Node value;
   try {
     value = YAML::Load(text.substr(eq + 1));
   } catch (const YAML::Exception& e) {
-    fail("command line: override '" + text + "': invalid YAML value: " + e.msg);
+    fail("command line: override '" + shown + "': invalid YAML value: " + e.msg);
   }
   std::vector<std::string> parts;
   std::stringstream stream(path);
   for (std::string part; std::getline(stream, part, '.');) {
-    if (part.empty()) fail("command line: override '" + text + "' has an empty key in '" + path + "'");
+    if (part.empty()) fail("command line: override '" + shown + "' has an empty key in '" + printable(path) + "'");
     parts.push_back(part);
   }
   std::vector<YAML::Node> chain{root};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     YAML::Node next = chain.back()[parts[i]];
     if (next && !next.IsMap() && !next.IsNull())
-      fail("command line: override '" + text + "': '" + parts[i] + "' is not a section");
+      fail("command line: override '" + shown + "': '" + printable(parts[i]) + "' is not a section");
     if (!next || next.IsNull()) chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
     chain.push_back(chain.back()[parts[i]]);
   }
   chain.back()[parts.back()] = value;
-  sources.origin[path] = "command line (" + text + ")";
+  sources.origin[path] = "command line (" + shown + ")";
 }
 
 std::vector<fs::path> preset_dirs(const std::string& recipe_path) {
@@ -141,6 +143,17 @@ void apply_hf_config(YAML::Node root, ConfigSources& sources) {
 void validate_parallel(const Config& c, const ConfigSources& s) {
   const auto& p = c.parallel;
   const auto& m = c.model;
+  // Each degree is at most 65536, their product could still wrap 64 bits.
+  constexpr double kMostRanks = 1 << 24;
+  const double ranks = static_cast<double>(p.tp) * p.sp.ulysses * p.sp.ring * p.pp *
+                       (p.dp == "auto" ? 1.0 : std::stod(p.dp));
+  if (ranks > kMostRanks) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.3g", ranks);
+    relation_error(s, "parallel.tp", "parallel: dp x tp x ulysses x ring x pp = " + std::string(text) +
+                                         " ranks is more than " + std::to_string(static_cast<int64_t>(kMostRanks)) +
+                                         ": lower the degrees");
+  }
   auto divides = [&](int64_t degree, const std::string& degree_key, int64_t value, const std::string& value_key,
                      const std::string& fix) {
     if (value % degree != 0)
@@ -274,6 +287,18 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     if (d.passkey.min_doc_len < 4 * d.passkey.digits + 16)
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be >= 4 * digits + 16 = " +
                                                         std::to_string(4 * d.passkey.digits + 16));
+    // A retrieval sample holds the key twice, the question and some filler.
+    const int64_t shortest = 2 * d.passkey.digits + 7;
+    const bool lengths_given = !c.eval.passkey_lengths.empty();
+    for (size_t i = 0; c.eval.passkey_samples > 0 && i < std::max<size_t>(1, c.eval.passkey_lengths.size()); ++i) {
+      const int64_t length = lengths_given ? c.eval.passkey_lengths[i] : d.seq_len;
+      const std::string key = lengths_given ? "eval.passkey_lengths[" + std::to_string(i) + "]" : "data.seq_len";
+      if (length < shortest)
+        relation_error(s, lengths_given ? "eval.passkey_lengths" : "data.seq_len",
+                       key + "=" + std::to_string(length) + " cannot hold a passkey of " +
+                           std::to_string(d.passkey.digits) + " digits and its question: evaluate at >= " +
+                           std::to_string(shortest) + " tokens, or set eval.passkey_samples: 0");
+    }
   }
   if (d.packing == "adaptive") validate_adaptive(c, s);
   auto& t = c.train;

@@ -208,7 +208,8 @@ struct CheckpointConfig {
   std::string dir;                  // empty: <run_dir>/checkpoints
   int64_t interval = 0;             // 0: only at the end
   std::string resume = "none";      // none | auto | path of a checkpoint
-  int64_t keep = 2;                 // newest complete checkpoints kept
+  int64_t keep = 2;                 // newest complete checkpoints of this run's lineage kept
+  bool move_aside = false;          // a fresh run moves another run's checkpoints into <dir>/aside_<run>/ instead of refusing
   std::string export_hf;            // at the end, also the final weights in HF format: bfloat16 | float16 | float32
 };
 

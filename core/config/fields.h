@@ -154,11 +154,14 @@ void visit(V& v, TrainConfig& t) {
   v.field("precision", t.precision, precision_name());
 }
 
-inline Check<std::string> auto_or_positive() {
-  return [](const std::string& v) {
+// 'auto' or an integer in [1, most] (digits only: no sign, no suffix).
+inline Check<std::string> auto_or_positive(int64_t most) {
+  return [most](const std::string& v) {
     if (v == "auto") return std::string();
-    const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
-    return digits && std::stoll(v) >= 1 ? std::string() : std::string("must be 'auto' or a positive integer");
+    const bool digits = !v.empty() && v.size() <= 18 && v.find_first_not_of("0123456789") == std::string::npos;
+    return digits && std::stoll(v) >= 1 && std::stoll(v) <= most
+               ? std::string()
+               : "must be 'auto' or an integer in [1, " + std::to_string(most) + "]";
   };
 }
 
@@ -181,7 +184,7 @@ void visit(V& v, AdaptiveSpConfig& a) {
 
 template <class V>
 void visit(V& v, ParallelConfig& p) {
-  v.field("dp", p.dp, auto_or_positive());
+  v.field("dp", p.dp, auto_or_positive(1 << 24));
   v.field("tp", p.tp, in_range<int64_t>(1, 1 << 16));
   v.field("tp_sequence", p.tp_sequence);
   v.field("pp", p.pp, in_range<int64_t>(1, 1 << 16));
@@ -199,8 +202,8 @@ template <class V>
 void visit(V& v, MemoryConfig& m) {
   v.field("checkpoint", m.checkpoint, one_of({"none", "full", "attention", "mlp"}));
   v.field("checkpoint_every", m.checkpoint_every, in_range<int64_t>(1, 1 << 20));
-  v.field("mlp_tiles", m.mlp_tiles, auto_or_positive());
-  v.field("loss_tiles", m.loss_tiles, auto_or_positive());
+  v.field("mlp_tiles", m.mlp_tiles, auto_or_positive(1 << 20));
+  v.field("loss_tiles", m.loss_tiles, auto_or_positive(1 << 20));
   v.field("offload_activations", m.offload_activations);
   v.field("offload_model", m.offload_model);
   v.field("chunk_mb", m.chunk_mb, in_range<double>(0.001, 1 << 20));
@@ -217,6 +220,7 @@ void visit(V& v, CheckpointConfig& c) {
   v.field("interval", c.interval, at_least<int64_t>(0));
   v.field("resume", c.resume, not_empty());
   v.field("keep", c.keep, at_least<int64_t>(1));
+  v.field("move_aside", c.move_aside);
   v.field("export_hf", c.export_hf, [](const std::string& v) {
     return v.empty() ? std::string() : one_of({"bfloat16", "float16", "float32"})(v);
   });

@@ -38,8 +38,7 @@ bool parse_int(const std::string& text, int64_t& out) {
   int64_t value = 0;
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
   if (ec != std::errc() || end != digits.data() + digits.size()) return false;
-  out = value * scale;
-  return true;
+  return !__builtin_mul_overflow(value, scale, &out);  // 9E18K does not fit 64 bits: not an integer we take
 }
 
 bool parse_double(const std::string& text, double& out) {
@@ -92,7 +91,7 @@ std::string ConfigSources::locate(const std::string& path) const {
     if (!node.IsMap() || !node[name]) break;
     node = node[name];
     if (bracket != std::string::npos) {
-      const size_t item = std::stoul(part.substr(bracket + 1));
+      const size_t item = std::strtoul(part.substr(bracket + 1).c_str(), nullptr, 10);
       if (!node.IsSequence() || item >= node.size()) break;
       node = node[item];
     }
@@ -121,7 +120,7 @@ void Section::read(const char* key, T& value, const Check<T>& check, const char*
   if (present) {
     if (!child.IsScalar() || !parse(child.Scalar(), value))
       fail(sources_->locate(path) + path + ": expected " + type_name + ", got " +
-           (child.IsScalar() ? "'" + child.Scalar() + "'" : std::string(child.IsMap() ? "a mapping" : "a list")));
+           (child.IsScalar() ? "'" + printable(child.Scalar()) + "'" : std::string(child.IsMap() ? "a mapping" : "a list")));
   }
   if (!check) return;
   std::string problem = check(value);
@@ -131,7 +130,7 @@ void Section::read(const char* key, T& value, const Check<T>& check, const char*
     if (missing_.empty()) missing_ = sources_->locate(path) + path + " is required: " + problem;
     return;
   }
-  fail(sources_->locate(path) + path + ": got " + YAML::Dump(child) + ", " + problem);
+  fail(sources_->locate(path) + path + ": got " + printable(YAML::Dump(child)) + ", " + problem);
 }
 
 void Section::fail_at(const std::string& key, const std::string& message) const {
@@ -162,9 +161,9 @@ void Section::field(const char* key, std::vector<int64_t>& values, const Check<i
     int64_t value = 0;
     const std::string item = path + "[" + std::to_string(i) + "]";
     if (!node[i].IsScalar() || !parse_int(node[i].Scalar(), value))
-      fail(sources_->locate(path) + item + ": expected an integer, got " + YAML::Dump(node[i]));
+      fail(sources_->locate(path) + item + ": expected an integer, got " + printable(YAML::Dump(node[i])));
     const std::string problem = check ? check(value) : "";
-    if (!problem.empty()) fail(sources_->locate(path) + item + ": got " + node[i].Scalar() + ", " + problem);
+    if (!problem.empty()) fail(sources_->locate(path) + item + ": got " + printable(node[i].Scalar()) + ", " + problem);
     values.push_back(value);
   }
 }
@@ -181,7 +180,7 @@ void Section::finish() const {
     }
     std::string valid;
     for (const auto& known : seen_) valid += (valid.empty() ? "" : ", ") + known;
-    fail(sources_->locate(join(key), item.first.Mark()) + "unknown key '" + join(key) + "'" +
+    fail(sources_->locate(join(key), item.first.Mark()) + "unknown key '" + printable(join(key)) + "'" +
          (best.empty() ? "" : " (did you mean '" + join(best) + "'?)") + "; valid keys here: " + valid);
   }
   if (!missing_.empty()) fail(missing_);

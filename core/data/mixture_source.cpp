@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 
+#include "core/util/checksum.h"
 #include "core/util/error.h"
 
 namespace lt {
@@ -77,6 +78,7 @@ struct MixtureSource::Domain {
   std::unique_ptr<ShuffledPool> short_pool, long_pool;
   std::unique_ptr<Interleave> by_length;  // 0: short, 1: long
   double mean_length = 0;                 // of the documents drawn
+  int64_t tokens = 0, empty = 0;          // of this split's documents; empty ones are skipped
 
   Domain(const std::string& prefix, const DataConfig& data, uint64_t seed, Split split, int index)
       : path(prefix), dataset(prefix) {
@@ -91,12 +93,20 @@ struct MixtureSource::Domain {
     std::vector<int64_t> shorts, longs, short_lengths, long_lengths;
     for (int64_t d = first; d < first + count; ++d) {
       const int64_t length = dataset.document_length(d);
+      if (length == 0) {
+        ++empty;
+        continue;
+      }
+      tokens += length;
       const bool is_long = threshold > 0 && length >= threshold;
       (is_long ? longs : shorts).push_back(d);
       (is_long ? long_lengths : short_lengths).push_back(length);
     }
+    if (tokens == 0)
+      fail(path + ": its " + std::to_string(count) + " " + (split == Split::Train ? "training" : "evaluation") +
+           " documents hold no tokens: tokenize the data again, or drop this dataset from data.path / data.mixture");
     const double short_mean = mean(short_lengths), long_mean = mean(long_lengths);
-    const double natural = static_cast<double>(longs.size()) / static_cast<double>(count);
+    const double natural = static_cast<double>(longs.size()) / static_cast<double>(count - empty);
     const double natural_tokens = natural * long_mean / (natural * long_mean + (1 - natural) * short_mean);
     double long_fraction = natural;
     // Draw long documents with the probability that gives them `share` of
@@ -129,7 +139,17 @@ MixtureSource::MixtureSource(const DataConfig& data, int64_t vocab_size, uint64_
     per_document.push_back(entries[d].weight / std::max(1.0, domains_.back()->mean_length));
   }
   by_domain_ = std::make_unique<Interleave>(per_document);
+  // The datasets by content (not path: a moved dataset resumes).
+  auto datasets = nlohmann::json::array();
+  for (size_t d = 0; d < entries.size(); ++d)
+    datasets.push_back({{"weight", entries[d].weight}, {"documents", domains_[d]->dataset.num_documents()},
+                        {"tokens", domains_[d]->tokens}, {"index_xxh3", file_checksum(entries[d].path + ".idx")}});
+  fingerprint_ = {{"data.source", "indexed"}, {"train.seed", seed}, {"data.eval_fraction", data.eval_fraction},
+                  {"data.upsample_long", {{"min_length", data.upsample_long.min_length}, {"share", data.upsample_long.share}}},
+                  {"data.path / data.mixture", datasets}, {"model.vocab_size", vocab_size}};
 }
+
+nlohmann::json MixtureSource::fingerprint() const { return fingerprint_; }
 
 MixtureSource::~MixtureSource() = default;
 

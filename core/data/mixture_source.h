@@ -4,6 +4,8 @@
 // each dataset, the datasets' shares unchanged). One dataset is a mixture
 // of one.
 //
+// Empty documents (Megatron data often holds some) are skipped.
+//
 // Document i is a function of i and the seed alone, so a data position is
 // one integer and resuming is exact: index i goes to a dataset by a fixed
 // interleaving (the running count of every dataset stays within about one
@@ -42,12 +44,14 @@ class MixtureSource : public DocumentSource {
   ~MixtureSource() override;
 
   std::vector<int64_t> document(int64_t index, int64_t max_length) const override;
+  nlohmann::json fingerprint() const override;
 
  private:
   struct Domain;
   std::vector<std::unique_ptr<Domain>> domains_;
   std::unique_ptr<Interleave> by_domain_;
   int64_t vocab_size_;
+  nlohmann::json fingerprint_;
 };
 
 }  // namespace lt

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/util/error.h"
+
 namespace lt {
 
 Batch Batch::rows(int64_t start, int64_t count) const {
@@ -17,12 +19,29 @@ Batch Batch::to(const at::Device& device) const {
 Packer::Packer(const DocumentSource& source, const DataConfig& config, DataPosition start)
     : source_(source), config_(config), position_(start) {}
 
+// The document at the position, past any empty ones. The position may come
+// from a checkpoint: it must lie inside its document.
 const std::vector<int64_t>& Packer::current(int64_t length) {
-  if (doc_loaded_ != position_.document || doc_loaded_length_ != length) {
-    doc_ = source_.document(position_.document, length);
-    doc_loaded_ = position_.document;
-    doc_loaded_length_ = length;
+  constexpr int64_t kMostEmptyInARow = 1 << 20;
+  for (int64_t skipped = 0;; ++skipped) {
+    if (position_.document < 0 || position_.offset < 0)
+      fail("data position: document " + std::to_string(position_.document) + ", offset " +
+           std::to_string(position_.offset) + " is not a position in a data stream");
+    if (doc_loaded_ != position_.document || doc_loaded_length_ != length) {
+      doc_ = source_.document(position_.document, length);
+      doc_loaded_ = position_.document;
+      doc_loaded_length_ = length;
+    }
+    if (!doc_.empty()) break;
+    check(position_.offset == 0 && skipped < kMostEmptyInARow,
+          "data: document " + std::to_string(position_.document) + " and the " + std::to_string(skipped) +
+              " before it are empty: the data holds no tokens to train on");
+    position_ = {position_.document + 1, 0};
   }
+  if (position_.offset >= static_cast<int64_t>(doc_.size()))
+    fail("data position: offset " + std::to_string(position_.offset) + " lies past the end of document " +
+         std::to_string(position_.document) + " (" + std::to_string(doc_.size()) +
+         " tokens): the checkpoint's data position does not belong to this recipe's data");
   return doc_;
 }
 
@@ -81,7 +100,8 @@ Batch Packer::next(int64_t sequences, int64_t length) {
 std::vector<Batch> Packer::documents(int64_t tokens, int64_t max_length) {
   std::vector<Batch> out;
   while (tokens > 0) {
-    const int64_t remaining = static_cast<int64_t>(current(max_length).size()) - position_.offset;
+    const auto& doc = current(max_length);
+    const int64_t remaining = static_cast<int64_t>(doc.size()) - position_.offset;
     const int64_t length = std::min({remaining, max_length, tokens});
     out.push_back(empty_batch(1, length));
     fill_sequence(length, max_length, out.back(), 0);  // exactly this document's next `length` tokens

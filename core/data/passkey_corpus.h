@@ -38,6 +38,7 @@ class PasskeyCorpus : public DocumentSource {
 
   // Documents of log-uniform random length in [min_doc_len, min(max_doc_len, max_length)].
   std::vector<int64_t> document(int64_t index, int64_t max_length) const override;
+  nlohmann::json fingerprint() const override;
   // One sample of exactly `length` tokens (evaluation at a given context
   // length), the key at `depth` (0: start of the filler, 1: its end; below 0:
   // a random depth). The filler and key do not depend on the depth.

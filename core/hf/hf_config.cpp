@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <type_traits>
 
 #include "core/util/error.h"
 
@@ -40,8 +41,14 @@ class Reader {
  private:
   template <class T>
   T as(const std::string& key) const {
+    const auto& v = j_.at(key);
+    // nlohmann would truncate 4096.5 to an integer and read 1 as true.
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+      if (!v.is_number_integer()) fail(where_ + ": key '" + key + "' should be an integer, is " + v.dump());
+    if constexpr (std::is_same_v<T, bool>)
+      if (!v.is_boolean()) fail(where_ + ": key '" + key + "' should be true or false, is " + v.dump());
     try {
-      return j_.at(key).get<T>();
+      return v.get<T>();
     } catch (const nlohmann::json::exception&) {
       fail(where_ + ": key '" + key + "' has the wrong type: " + j_.at(key).dump());
     }

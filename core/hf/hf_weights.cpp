@@ -8,6 +8,7 @@
 #include "core/checkpoint/safetensors.h"
 #include "core/hf/hf_config.h"
 #include "core/util/error.h"
+#include "core/util/files.h"
 
 namespace fs = std::filesystem;
 
@@ -27,7 +28,13 @@ class HfFiles {
       std::ifstream in(index);
       try {
         const auto json = nlohmann::json::parse(in);
-        for (const auto& [name, file] : json.at("weight_map").items()) file_of_[name] = file.get<std::string>();
+        if (!json.is_object() || !json.contains("weight_map") || !json.at("weight_map").is_object())
+          fail(index + ": malformed index: no weight_map mapping of tensor names to files");
+        for (const auto& [name, file] : json.at("weight_map").items()) {
+          if (!file.is_string() || !is_plain_file_name(file.get<std::string>()))
+            fail(index + ": weight_map['" + name + "'] = " + file.dump() + " is not a plain file name beside the index");
+          file_of_[name] = file.get<std::string>();
+        }
       } catch (const nlohmann::json::exception& e) {
         fail(index + ": malformed index: " + e.what());
       }
@@ -68,7 +75,7 @@ void write_index(const std::string& path, const std::map<std::string, std::strin
   nlohmann::ordered_json index;
   index["metadata"] = {{"total_size", bytes}};
   index["weight_map"] = file_of;
-  std::ofstream(path) << index.dump(2) << "\n";
+  write_text_synced(path, index.dump(2) + "\n");
 }
 
 }  // namespace
@@ -127,8 +134,10 @@ void export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std
     }
     write_index(temp + "/" + kIndex, file_of, total);
   }
-  std::ofstream(temp + "/config.json") << hf_config_json(config, options.dtype).dump(2) << "\n";
-  fs::rename(temp, out);
+  write_text_synced(temp + "/config.json", hf_config_json(config, options.dtype).dump(2) + "\n");
+  sync_directory(temp);
+  fs::rename(temp, out);  // the whole export appears at once
+  sync_directory(fs::absolute(out).parent_path().string());
 }
 
 }  // namespace lt

@@ -33,6 +33,10 @@ std::string LossWatch::skipped(int64_t step, double loss, double grad_norm) {
          std::to_string(max_skipped_) + ")";
 }
 
+std::string LossWatch::unlabelled(int64_t step) const {
+  return "step " + std::to_string(step) + ": no token of the step has a label (documents of one token?): update skipped";
+}
+
 std::optional<std::string> LossWatch::updated(int64_t step, double loss) {
   in_a_row_ = 0;
   std::optional<std::string> spike;

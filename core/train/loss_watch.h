@@ -17,6 +17,9 @@ class LossWatch {
   // A skipped step (loss or gradient norm not finite): the message to log.
   // Throws when more than max_skipped steps in a row were skipped.
   std::string skipped(int64_t step, double loss, double grad_norm);
+  // A step with no token to learn from, skipped: the message to log. It is
+  // no sign of divergence, so it leaves the count of skips in a row alone.
+  std::string unlabelled(int64_t step) const;
   // A step that updated: a message when its loss is a spike.
   std::optional<std::string> updated(int64_t step, double loss);
 

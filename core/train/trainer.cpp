@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "core/data/packer.h"
 #include "core/hf/hf_weights.h"
@@ -100,16 +101,10 @@ Trainer::Trainer(Config config, Mesh* mesh)
     overlap_ = std::make_unique<OverlappedUpdate>(*chunks_, *optimizer_, t.grad_clip > 0);
 }
 
-std::optional<std::string> Trainer::resume_point() const {
-  checkpoints_.remove_partial(mesh_.group(Group::world));
-  if (config_.checkpoint.resume == "auto") return checkpoints_.latest();
-  if (config_.checkpoint.resume != "none") return resolve_checkpoint(config_.checkpoint.resume);
-  return std::nullopt;
-}
-
-TrainState Trainer::restore(const std::string& path) {
+TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_fingerprint) {
   TrainState state;
   load_checkpoint(path, *model_, optimizer_.get(), &state);
+  check_data_fingerprint(path, state.data_fingerprint, data_fingerprint);
   if (chunks_) chunks_->pull();
   masters_changed();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -131,7 +126,7 @@ void Trainer::initialize_from_hf() {
 void Trainer::export_final() {
   const std::string out = config_.run_dir + "/hf";
   LlamaForCausalLM whole(config_.model);
-  load_checkpoint(*checkpoints_.latest(), *whole, nullptr, nullptr);
+  load_checkpoint(*checkpoints_.newest(), *whole, nullptr, nullptr);
   std::filesystem::remove_all(out);
   export_hf(config_.model, *whole, out, {config_.checkpoint.export_hf});
   logger_->line("exported to " + out + " (" + config_.checkpoint.export_hf + ")");
@@ -150,6 +145,15 @@ void Trainer::write_trace() {
   tracing_ = false;
   logger_->line("profile: steps " + std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) + " traced to " +
                 config_.run_dir + "/trace/ (a file per traced rank; open one in ui.perfetto.dev)");
+}
+
+// The other ranks wait for rank 0's work alone (an evaluation may take far
+// longer than parallel.timeout_s) outside the watchdog.
+void Trainer::wait_for_rank0() {
+  auto& world = mesh_.group(Group::world);
+  world.set_timeout(std::numeric_limits<double>::infinity());
+  world.barrier();
+  world.set_timeout(config_.parallel.timeout_s);
 }
 
 at::ScalarType Trainer::compute_dtype() const { return config_.train.bf16() ? at::kBFloat16 : at::kFloat; }
@@ -286,7 +290,15 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
   return total.item<double>() / valid;
 }
 
-double Trainer::update(const std::function<double()>& gradients, double lr, double& grad_norm) {
+// `labelled`: some token of the step's global batch has a label. One with
+// none (documents of a single token) is skipped whole, not run as an update
+// of zero gradients that would still move AdamW's moments and decay.
+double Trainer::update(bool labelled, const std::function<double()>& gradients, double lr, double& grad_norm) {
+  unlabelled_ = !labelled;
+  if (unlabelled_) {
+    last_skipped_ = true, grad_norm = 0;
+    return std::nan("");
+  }
   reset_device_peak(device_);
   const int64_t before = device_bytes(device_);
   if (overlap_) overlap_->begin(lr);
@@ -313,12 +325,13 @@ double Trainer::update(const std::function<double()>& gradients, double lr, doub
 }
 
 double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
-  return update([&] { return compute_gradients(batch, step); }, lr, grad_norm);
+  return update(batch.valid_tokens() > 0, [&] { return compute_gradients(batch, step); }, lr, grad_norm);
 }
 
 double Trainer::step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr,
                      double& grad_norm) {
-  return update([&] { return compute_gradients(documents, plan, step); }, lr, grad_norm);
+  const bool labelled = std::any_of(documents.begin(), documents.end(), [](const Batch& d) { return d.valid_tokens() > 0; });
+  return update(labelled, [&] { return compute_gradients(documents, plan, step); }, lr, grad_norm);
 }
 
 void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -374,14 +387,21 @@ void Trainer::evaluate(TrainResult& result, int64_t step) {
 }
 
 TrainResult Trainer::run() {
-  const auto resume_from = resume_point();
+  const auto resume_from =
+      checkpoints_.open(config_.checkpoint.resume, config_.checkpoint.move_aside, mesh_.group(Group::world));
   // Rank 0 speaks for the job; a resumed run appends to its files.
   logger_ = mesh_.rank() == 0 ? std::make_unique<Logger>(config_.run_dir, resume_from.has_value())
                               : std::make_unique<Logger>();
+  if (!checkpoints_.moved_aside().empty()) logger_->line(checkpoints_.moved_aside());
   if (!resume_from && config_.checkpoint.resume == "auto")
     logger_->line("no checkpoint in " + config_.checkpoint_dir() + ", starting fresh");
-  TrainState state = resume_from ? restore(*resume_from) : TrainState{};
-  if (!resume_from && !config_.init.from_hf.empty()) initialize_from_hf();
+  std::unique_ptr<DocumentSource> source;
+  TrainState state;
+  agree_on(mesh_.group(Group::world), [&] {
+    source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
+    if (resume_from) state = restore(*resume_from, source->fingerprint());
+    else if (!config_.init.from_hf.empty()) initialize_from_hf();
+  });
   const std::string resolved = to_yaml(config_);
   if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
   logger_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
@@ -396,7 +416,6 @@ TrainResult Trainer::run() {
                 std::to_string(d.ep) + ", zero " + std::to_string(config_.parallel.zero) + ", " +
                 std::to_string(buckets) + " gradient buckets)");
 
-  auto source = make_document_source(config_.data, config_.model.vocab_size, config_.train.seed, Split::Train);
   Packer packer(*source, config_.data, state.data);
   // The job's peak: this rank's measured rate times the ranks, in bf16
   // where the device has bf16 units (an fp32 run is measured against them too).
@@ -435,7 +454,7 @@ TrainResult Trainer::run() {
     result.losses[s + 1] = loss;
     if (tracing_ && s + 1 == config_.profile.last_step()) write_trace();
     if (last_skipped_) {
-      logger_->line(watch.skipped(s + 1, loss, grad_norm));
+      logger_->line(unlabelled_ ? watch.unlabelled(s + 1) : watch.skipped(s + 1, loss, grad_norm));
       logger_->metrics({{"step", s + 1}, {"skipped", true}});
     } else if (auto spike = watch.updated(s + 1, loss)) {
       logger_->line(*spike);
@@ -450,13 +469,14 @@ TrainResult Trainer::run() {
     // Between steps, the model whole on every rank (the config checks it);
     // the last step's evaluation is the one at the end.
     const auto& eval = config_.eval;
-    if (mesh_.rank() == 0 && eval.interval > 0 && (s + 1) % eval.interval == 0 &&
-        !(eval.at_end && s + 1 == config_.train.steps))
-      evaluate(result, s + 1);
+    if (eval.interval > 0 && (s + 1) % eval.interval == 0 && !(eval.at_end && s + 1 == config_.train.steps)) {
+      if (mesh_.rank() == 0) evaluate(result, s + 1);
+      wait_for_rank0();
+    }
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
                       s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
-      TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state()};
+      TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state(), source->fingerprint()};
       logger_->line("checkpoint: " +
                     checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part()));
     };
@@ -476,10 +496,10 @@ TrainResult Trainer::run() {
   // the whole model (from the final checkpoint when the model is split).
   if (config_.eval.at_end && mesh_.rank() == 0) {
     if (!holds_whole_model()) {
-      const auto latest = checkpoints_.latest();
-      check(latest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
+      const auto& newest = checkpoints_.newest();
+      check(newest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
       model_ = LlamaForCausalLM(config_.model);
-      load_checkpoint(*latest, *model_, nullptr, nullptr);
+      load_checkpoint(*newest, *model_, nullptr, nullptr);
       model_->to(device_);
     }
     model_->set_attention(attention);

@@ -76,7 +76,7 @@ class Trainer {
   // loss of every rank's micro-batches, divided by `valid`.
   double run_micro_batches(const std::vector<Batch>& micros, double valid, int64_t step);
   // Clipping and the optimizer's update after `gradients` (which returns the loss).
-  double update(const std::function<double()>& gradients, double lr, double& grad_norm);
+  double update(bool labelled, const std::function<double()>& gradients, double lr, double& grad_norm);
   // This stage's forward of a micro-batch from `input` (what the previous
   // stage sent): its hidden states, or on the last stage the summed loss.
   at::Tensor stage_forward(const Batch& micro, const at::Tensor& input);
@@ -92,8 +92,8 @@ class Trainer {
   void masters_changed();
   // One rank holds every weight: no tp, pp or ep split.
   bool holds_whole_model();
-  std::optional<std::string> resume_point() const;
-  TrainState restore(const std::string& path);
+  void wait_for_rank0();
+  TrainState restore(const std::string& path, const nlohmann::json& data_fingerprint);
   void initialize_from_hf();
   void export_final();
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -125,7 +125,8 @@ class Trainer {
   std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
   std::optional<MemoryPlan> plan_;        // memory.plan: auto
   int64_t last_activation_bytes_ = 0;
-  bool last_skipped_ = false;  // the last step's loss or gradients were not finite: no update
+  bool last_skipped_ = false;  // the last step's loss or gradients were not finite, or it had no label: no update
+  bool unlabelled_ = false;    // the last step had no token with a label
   MoeStepStats moe_stats_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<AdamW> optimizer_;

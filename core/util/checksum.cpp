@@ -1,48 +1,62 @@
 #include "core/util/checksum.h"
 
+#include <xxhash.h>
+
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
+#include "core/util/error.h"
 #include "core/util/mapped_file.h"
 
 namespace lt {
 namespace {
-constexpr uint64_t kPrime = 0x100000001b3ULL;
-}
 
-void Checksum::mix_word(const uint8_t* bytes) {
-  uint64_t word;
-  std::memcpy(&word, bytes, 8);
-  hash_ = (hash_ ^ word) * kPrime;
-}
-
-void Checksum::update(const void* data, size_t size) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  total_ += size;
-  // Words are taken at offsets that are multiples of 8 in the whole stream:
-  // first complete a word begun by an earlier update, then whole words, then
-  // keep the tail for the next update.
-  while (size > 0 && pending_size_ > 0) {
-    pending_[pending_size_++] = *p++, --size;
-    if (pending_size_ == 8) mix_word(pending_), pending_size_ = 0;
-  }
-  for (; size >= 8; p += 8, size -= 8) mix_word(p);
-  while (size > 0) pending_[pending_size_++] = *p++, --size;
-}
-
-std::string Checksum::hex() const {
-  uint64_t hash = hash_;
-  for (size_t i = 0; i < pending_size_; ++i) hash = (hash ^ pending_[i]) * kPrime;
+std::string hex64(uint64_t value) {
   char buffer[17];
-  std::snprintf(buffer, sizeof(buffer), "%016llx", static_cast<unsigned long long>(hash ^ total_));
+  std::snprintf(buffer, sizeof(buffer), "%016llx", static_cast<unsigned long long>(value));
   return buffer;
 }
 
-std::string file_checksum(const std::string& path) {
-  MappedFile file(path);
-  Checksum sum;
-  sum.update(file.data(), file.size());
-  return sum.hex();
+// Format 3's checksum: FNV-1a over little-endian 8-byte words, then the tail
+// bytes, xor the length. Only read, never written.
+std::string legacy_checksum(const uint8_t* p, size_t size) {
+  constexpr uint64_t kPrime = 0x100000001b3ULL;
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    hash = (hash ^ word) * kPrime;
+  }
+  for (; i < size; ++i) hash = (hash ^ p[i]) * kPrime;
+  return hex64(hash ^ size);
 }
+
+}  // namespace
+
+void Checksum::Free::operator()(XXH3_state_s* state) const { XXH3_freeState(state); }
+
+Checksum::Checksum() : state_(XXH3_createState()) {
+  check(state_ != nullptr, "checksum: out of memory");
+  XXH3_64bits_reset(state_.get());
+}
+
+Checksum::~Checksum() = default;
+
+void Checksum::update(const void* data, size_t size) { XXH3_64bits_update(state_.get(), data, size); }
+
+std::string Checksum::hex() const { return hex64(XXH3_64bits_digest(state_.get())); }
+
+std::string file_checksum(const std::string& path, const std::string& algorithm) {
+  MappedFile file(path);
+  if (algorithm == kLegacyChecksumAlgorithm) return legacy_checksum(file.data(), file.size());
+  if (algorithm != kChecksumAlgorithm)
+    fail(path + ": checksum algorithm '" + algorithm + "' is unknown to this build (it reads " + kChecksumAlgorithm +
+         " and " + kLegacyChecksumAlgorithm + ")");
+  return hex64(XXH3_64bits(file.data(), file.size()));
+}
+
+std::string text_checksum(const std::string& text) { return hex64(XXH3_64bits(text.data(), text.size())); }
 
 }  // namespace lt

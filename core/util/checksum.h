@@ -1,28 +1,41 @@
-// 64-bit FNV-1a over 8-byte little-endian words (then the tail bytes), mixed
-// with the length: a fast checksum that catches truncation and bit rot in
-// checkpoint files. Streaming, so a writer checksums what it writes.
+// Checksums of checkpoint files: XXH3-64 from xxHash, streaming, so a writer
+// checksums what it writes. Checkpoints of format 3 used a 64-bit FNV-1a
+// over 8-byte words; it stays readable.
 #pragma once
 #include <cstddef>
-#include <cstdint>
+#include <memory>
 #include <string>
+
+struct XXH3_state_s;
 
 namespace lt {
 
+// The algorithm new checkpoints record, and the one format-3 manifests imply.
+inline constexpr const char* kChecksumAlgorithm = "xxh3-64";
+inline constexpr const char* kLegacyChecksumAlgorithm = "fnv1a-64-words";
+
 class Checksum {
  public:
+  Checksum();
+  ~Checksum();
+  Checksum(const Checksum&) = delete;
+  Checksum& operator=(const Checksum&) = delete;
+
   void update(const void* data, size_t size);
-  std::string hex() const;  // of everything so far
+  std::string hex() const;  // of everything so far: 16 hex digits
 
  private:
-  void mix_word(const uint8_t* bytes);
-
-  uint64_t hash_ = 0xcbf29ce484222325ULL;
-  uint8_t pending_[8] = {};  // bytes of a word not yet complete
-  size_t pending_size_ = 0;
-  uint64_t total_ = 0;
+  struct Free {
+    void operator()(XXH3_state_s* state) const;
+  };
+  std::unique_ptr<XXH3_state_s, Free> state_;
 };
 
-// Checksum of a whole file (memory-mapped).
-std::string file_checksum(const std::string& path);
+// Of a whole file (memory-mapped), by `algorithm` (one of the two above;
+// any other is an error naming the file).
+std::string file_checksum(const std::string& path, const std::string& algorithm = kChecksumAlgorithm);
+
+// XXH3-64 of a string.
+std::string text_checksum(const std::string& text);
 
 }  // namespace lt

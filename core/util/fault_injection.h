@@ -1,6 +1,6 @@
 // Test-only fault injection: off unless the environment variable LT_FAULT
 // names a fault KIND@RANK:STEP, which world rank RANK meets in the middle of
-// step STEP:
+// step STEP (step 0: while setting up, before the ranks agree on the recipe):
 //   throw  an error (the job must end with its message)
 //   hang   stops there forever (the others' watchdog must name the collective)
 //   exit   the process ends at once, exit code 1, no message (a crash)

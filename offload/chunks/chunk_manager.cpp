@@ -215,6 +215,7 @@ void ChunkManager::on_gradient(size_t index) {
 }
 
 void ChunkManager::zero_grad() {
+  fetches_.clear();  // a step's record, not a run's
   for (auto& c : chunks_) {
     c->grads.zero_();
     c->reducing = c->settled = false;

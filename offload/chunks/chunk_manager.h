@@ -85,7 +85,7 @@ class ChunkManager {
   std::vector<int64_t> chunk_bytes() const;  // each chunk's weights (its gradients take as much)
   int64_t chunk_of(int64_t layer) const { return static_cast<int64_t>(chunk_of_layer_.at(layer)); }
   int64_t device_bytes() const { return device_bytes_; }
-  // Chunks copied to the device, in order (prefetches included).
+  // Chunks copied to the device in this step, in order (prefetches included).
   const std::vector<int64_t>& fetches() const { return fetches_; }
 
   // The device bytes `persist` and `buffers` need for these chunks.

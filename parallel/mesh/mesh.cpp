@@ -1,8 +1,41 @@
 #include "parallel/mesh/mesh.h"
 
+#include <algorithm>
+
 #include "core/util/error.h"
+#include "parallel/comm/work.h"
 
 namespace lt {
+
+int setup_sum(MPI_Comm comm, int value, const std::string& step, double timeout_s) {
+  int rank = 0, size = 1, world_rank = 0, sum = 0;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Request request;
+  MPI_Iallreduce(&value, &sum, 1, MPI_INT, MPI_SUM, comm, &request);
+  Work(Work::Source{step, "world", rank, size, world_rank, timeout_s}, [&request] {
+    int done = 0;
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    return done != 0;
+  }).wait();
+  return sum;
+}
+
+void agree_on(Communicator& group, const std::function<void()>& work) {
+  std::string error;
+  try {
+    work();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const auto errors = group.all_gather(error);
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    const bool everywhere = std::none_of(errors.begin(), errors.end(), [](const std::string& e) { return e.empty(); });
+    throw AgreedError(everywhere ? errors[r] : "rank " + std::to_string(r) + ": " + errors[r], group.rank() == 0);
+  }
+}
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   // Every communicator makes its MPI calls on a thread of its own.
@@ -32,6 +65,8 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s)
   MPI_Comm_size(world, &size);
   check(size == layout_.world(), "mesh: the layout is for " + std::to_string(layout_.world()) + " ranks, the world has " +
                                      std::to_string(size));
+  // MPI's splits block with no timeout: every rank must be here first.
+  setup_sum(world, 0, "building the mesh", timeout_s);
   for (Group kind : kAllGroups) {
     // Groups partition the world; the lowest rank of each names it.
     MPI_Comm comm;
@@ -48,6 +83,7 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s)
 Communicator& Mesh::subgroup(const std::string& name, int color) {
   auto& slot = subgroups_[name];
   if (!slot) {
+    setup_sum(world_, 0, "building group '" + name + "'", timeout_s_);
     MPI_Comm comm;
     MPI_Comm_split(world_, color, rank_, &comm);
     slot = std::make_unique<Communicator>(comm, name, timeout_s_);
@@ -57,6 +93,7 @@ Communicator& Mesh::subgroup(const std::string& name, int color) {
 
 #ifdef LT_WITH_CUDA
 void Mesh::enable_nccl(int device) {
+  setup_sum(world_, 0, "NCCL initialisation", timeout_s_);  // ncclCommInitRank waits with no timeout
   for (auto& [kind, comm] : groups_)
     if (comm->size() > 1) comm->enable_nccl(device);
   for (auto& [name, comm] : subgroups_)

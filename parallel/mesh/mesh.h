@@ -2,6 +2,7 @@
 // communicator per group it belongs to, each split from the world with
 // MPI_Comm_split once, at start-up (collective: every rank builds the Mesh).
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -17,6 +18,18 @@ class Mesh;
 // runs the job, so that an error unwinding that code reaches the entry
 // point (which aborts the job) without first waiting for this rank's
 // communicators, one of which may be stuck in a collective.
+// The sum of `value` over `comm`, for set-up steps every rank must reach
+// (agreeing on the recipe, the splits that build the mesh, NCCL's init):
+// waited for under the watchdog, so a rank that never arrives is an error
+// naming `step` after `timeout_s`, not a hang.
+int setup_sum(MPI_Comm comm, int value, const std::string& step, double timeout_s);
+
+// Runs `work` on every rank of `group` (work without collectives); an
+// lt::Error on any rank is thrown on all as an AgreedError that rank 0
+// prints, so a failure the ranks meet alike (a damaged checkpoint, a bad HF
+// model) is one line, not one a rank, and the job ends without an abort.
+void agree_on(Communicator& group, const std::function<void()>& work);
+
 class MpiSession {
  public:
   MpiSession(int* argc = nullptr, char*** argv = nullptr);

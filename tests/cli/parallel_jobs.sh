@@ -83,6 +83,25 @@ grep -q "error on rank 0: watchdog: all_reduce on group 'dp_sp' (rank 0 of 2, wo
   "$dir/hang.err" || fail "no watchdog message: $(cat "$dir/hang.err")"
 echo "ok: $(grep watchdog "$dir/hang.err")"
 
+# Rank 1 hangs while setting up: rank 0 does not wait forever in the
+# agreement on the recipe.
+status=0
+LT_FAULT=hang@1:0 timeout 120 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
+  train.threads=1 run_dir="$dir/setup_hang" parallel.timeout_s=2 > /dev/null 2> "$dir/setup_hang.err" || status=$?
+[ "$status" -ne 0 ] || fail "a rank hung in set-up left exit 0"
+grep -q "error on rank 0: watchdog: agreeing on the recipe on group 'world' (rank 0 of 2, world rank 0) did not finish within 2 s" \
+  "$dir/setup_hang.err" || fail "no set-up watchdog message: $(cat "$dir/setup_hang.err")"
+echo "ok: $(grep watchdog "$dir/setup_hang.err")"
+
+# A second fresh run in a run directory with the first's checkpoints: one
+# line from rank 0, exit 2, the first run's checkpoints untouched.
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.threads=1 eval.at_end=false \
+  run_dir="$dir/owned" > /dev/null
+before=$(cat "$dir/owned/checkpoints/step_00000004/manifest.json")
+expect_error "holds checkpoints of another run (step_00000004) that this run would prune or shadow" "${MPIRUN[@]}" -q -np 2 \
+  "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.threads=1 train.steps=2 run_dir="$dir/owned"
+[ "$before" = "$(cat "$dir/owned/checkpoints/step_00000004/manifest.json")" ] || fail "the first run's checkpoint changed"
+
 # Set-up errors every rank finds (a layout that does not fit the world, a
 # dimension this build cannot train yet) are one line from rank 0 and exit 2
 # (mpirun -q keeps mpirun's own notice of the exit code out).

@@ -16,7 +16,12 @@ expect_error "contains no complete checkpoint" "$LONGTRAIN" eval recipes/tiny-pa
 expect_error "no CUDA device is visible" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.device=cuda "run_dir=$dir/cuda"
 expect_error "no CUDA device is visible" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$LT_TEST_DIR/cli_train/checkpoints" train.device=cuda
 expect_error "cannot open" "$LONGTRAIN" train recipes/tiny-passkey.yaml data.source=indexed "data.path=$dir/missing" "run_dir=$dir/ix"
-expect_error "parallel.dp: got two, must be 'auto' or a positive integer" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.dp=two
+expect_error "parallel.dp: got two, must be 'auto' or an integer in [1, 16777216]" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.dp=two
+# Numbers past 64 bits, or whose product would wrap, are one line too.
+expect_error "parallel.dp: got 99999999999999999999, must be 'auto' or an integer" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.dp=99999999999999999999
+expect_error "train.steps: expected an integer, got '9999999999999999G'" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.steps=9999999999999999G
+expect_error "lower the degrees" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 8 parallel.tp=65536 parallel.pp=65536 parallel.sp.ulysses=65536 parallel.sp.ring=65536
+expect_error "data.seq_len=16 cannot hold a passkey of 5 digits" "$LONGTRAIN" train recipes/tiny-passkey.yaml data.seq_len=16 "data.curriculum=[]" train.global_batch_tokens=1K data.passkey.min_doc_len=36 data.passkey.max_doc_len=64
 expect_error "model.num_heads=4 is not divisible by parallel.tp=3" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.tp=3
 expect_error "does not split over dp=3" "$LONGTRAIN" plan recipes/tiny-passkey.yaml --world 3
 expect_error "plan: missing --world N" "$LONGTRAIN" plan recipes/tiny-passkey.yaml

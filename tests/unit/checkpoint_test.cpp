@@ -126,7 +126,7 @@ TEST(Checkpoint, PartialWriteIsNeverLatest) {
   fs::create_directories(dir + "/checkpoints/step_00000007");
   EXPECT_EQ(store.latest(), dir + "/checkpoints/step_00000003");
   Communicator self(MPI_COMM_SELF, "self", 60);
-  store.remove_partial(self);
+  store.open("auto", false, self);
   EXPECT_FALSE(fs::exists(dir + "/checkpoints/step_00000009.tmp"));
 }
 

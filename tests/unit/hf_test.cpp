@@ -181,6 +181,11 @@ TEST(HfCheckpoint, BadInputsNameTheFileAndTensor) {
   write_text(d + "/config.json", json.dump());
   expect_error([&] { from_hf(d); }, {"rope_type=\"longrope\"", "default, linear, dynamic, yarn, llama3"});
   expect_error([&] { from_hf(dir + "/none"); }, {dir + "/none/config.json", "cannot open"});
+  d = copy("fraction");
+  json = nlohmann::json::parse(std::ifstream(config));
+  json["vocab_size"] = 96.5;  // nlohmann alone would read 96
+  write_text(d + "/config.json", json.dump());
+  expect_error([&] { from_hf(d); }, {d + "/config.json", "'vocab_size' should be an integer, is 96.5"});
 
   // The weights.
   LlamaForCausalLM target(m);
@@ -197,6 +202,12 @@ TEST(HfCheckpoint, BadInputsNameTheFileAndTensor) {
   write_text(d + "/model.safetensors.index.json", index.dump());
   expect_error([&] { load_hf_weights(d, *target); }, {"model.safetensors.index.json", "no tensor 'model.norm.weight'"});
   expect_error([&] { load_hf_weights(dir + "/none", *target); }, {dir + "/none", "neither model.safetensors"});
+  d = copy("escape");
+  index = nlohmann::json::parse(std::ifstream(d + "/model.safetensors.index.json"));
+  index["weight_map"]["model.norm.weight"] = "../good/model-00001-of-00002.safetensors";
+  write_text(d + "/model.safetensors.index.json", index.dump());
+  expect_error([&] { load_hf_weights(d, *target); },
+               {"model.safetensors.index.json", "weight_map['model.norm.weight']", "not a plain file name"});
 
   // One file with a wrong dtype, a wrong shape, a truncated one.
   auto single = [&](const std::string& name, const NamedTensors& replace) {

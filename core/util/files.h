@@ -1,0 +1,19 @@
+// Writing files so that a crash or a full disk never leaves a half-written
+// one in place of a good one, and checking names that files name.
+#pragma once
+#include <string>
+
+namespace lt {
+
+// Writes `text` to `path` and fsyncs it; a failed write is an error naming
+// the file (and no FILE leaks).
+void write_text_synced(const std::string& path, const std::string& text);
+
+// fsync of a directory, so that renames inside it are durable.
+void sync_directory(const std::string& dir);
+
+// A name an index or manifest gives for a file beside it must be a plain
+// name: no directory part, not "." or "..", no NUL.
+bool is_plain_file_name(const std::string& name);
+
+}  // namespace lt
