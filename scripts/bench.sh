@@ -26,13 +26,16 @@
 #    cluster against the best static layout (predicted by the same model);
 #    then adaptive against static training on 8 CPU ranks (tokens/s, and
 #    the planner's predicted against the measured step).
-#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf|asp]
+#  resume: 8 ranks (tp 2 x pp 2 x dp 2) read their weights back from the
+#    checkpoint they wrote, and one rank the whole model: the peak host
+#    memory each load added against the bytes of the weights it holds.
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf|asp|resume]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf --target lt_bench_asp > /dev/null
+  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf --target lt_bench_asp --target lt_bench_resume > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -97,6 +100,11 @@ if [ "$which" = all ] || [ "$which" = hf ]; then
   # (the curriculum's training run logs its steps too: only the JSON lines go on)
   { build/lt_bench_hf load build/bench_hf_checkpoint 3; build/lt_bench_hf curriculum $((steps + 2)); } | grep '^{' |
     python3 tests/bench/report.py --hf --command "scripts/bench.sh $steps hf" --out tests/bench/results/hf.json
+fi
+if [ "$which" = all ] || [ "$which" = resume ]; then
+  # Peak host memory of each rank's load against the weights it holds.
+  mpirun --oversubscribe --bind-to none -np 8 build/lt_bench_resume build/bench_resume | grep '^{' |
+    python3 tests/bench/report.py --resume --command "scripts/bench.sh $steps resume" --out tests/bench/results/resume_memory.json
 fi
 if [ "$which" = all ] || [ "$which" = asp ]; then
   # The planner on a simulated 64-GPU cluster, then training on 8 CPU ranks:

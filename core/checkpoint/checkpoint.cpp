@@ -293,6 +293,7 @@ class SliceReader {
   // of tensor `key` (in the files) of parameter `name`.
   at::Tensor read(const std::string& name, const std::string& key, const TensorSlice& want, at::IntArrayRef local,
                   int64_t start, int64_t end) {
+    if (auto held = held_by_one_file(name, key, want, local, start, end)) return *held;
     auto [full, covered] = assemble(name, key, full_shape(want, local));
     if (!covered.narrow(want.dim, want.offset, local[want.dim]).all().item<bool>())
       fail(path_ + ": '" + key + "' is not complete in the checkpoint: a file is missing from its manifest");
@@ -300,6 +301,34 @@ class SliceReader {
   }
 
  private:
+  // Resuming the layout that wrote the checkpoint, one file holds the range
+  // whole: it is read from the mapping alone, touching only its own pages,
+  // with no full tensor assembled.
+  std::optional<at::Tensor> held_by_one_file(const std::string& name, const std::string& key, const TensorSlice& want,
+                                             at::IntArrayRef local, int64_t start, int64_t end) {
+    for (const auto& [file, record] : records_[name]) {
+      const auto& r = *record;
+      const int64_t first = r.at("start").get<int64_t>(), last = r.at("end").get<int64_t>();
+      if (r.at("dim").get<int64_t>() != want.dim || r.at("offset").get<int64_t>() != want.offset ||
+          r.at("local").get<std::vector<int64_t>>() != local.vec() ||
+          r.at("shape").get<std::vector<int64_t>>() != full_shape(want, local) || first > start || last < end)
+        continue;
+      return stored_tensor(file, key, last - first).reshape(-1).narrow(0, start - first, end - start).to(at::kFloat);
+    }
+    return std::nullopt;
+  }
+
+  // Tensor `key` of `file`, which the manifest says holds `elements`.
+  at::Tensor stored_tensor(const std::string& file, const std::string& key, int64_t elements) {
+    const auto& stored_file = opened(file);
+    if (!stored_file.contains(key)) fail(stored_file.path() + ": no tensor '" + key + "', which the manifest lists");
+    auto values = stored_file.view(key);
+    if (values.numel() != elements)
+      fail(stored_file.path() + ": tensor '" + key + "' has " + std::to_string(values.numel()) +
+           " elements, the manifest says " + std::to_string(elements) + ": the checkpoint is damaged");
+    return values;
+  }
+
   std::pair<at::Tensor, at::Tensor> assemble(const std::string& name, const std::string& key,
                                              const std::vector<int64_t>& shape) {
     if (cached_key_ == key) return cached_;
@@ -324,13 +353,7 @@ class SliceReader {
         part.filled = at::zeros({part.flat.numel()}, at::kBool);
       }
       const int64_t start = r.at("start").get<int64_t>(), end = r.at("end").get<int64_t>();
-      const auto& stored_file = opened(file);
-      if (!stored_file.contains(key)) fail(stored_file.path() + ": no tensor '" + key + "', which the manifest lists");
-      const auto values = stored_file.view(key);
-      if (values.numel() != end - start)
-        fail(stored_file.path() + ": tensor '" + key + "' has " + std::to_string(values.numel()) +
-             " elements, the manifest says " + std::to_string(end - start) + ": the checkpoint is damaged");
-      part.flat.narrow(0, start, end - start).copy_(values.reshape(-1));
+      part.flat.narrow(0, start, end - start).copy_(stored_tensor(file, key, end - start).reshape(-1));
       part.filled.narrow(0, start, end - start).fill_(true);
     }
     if (parts.empty()) fail(path_ + ": no tensor '" + key + "': the checkpoint is from another model");

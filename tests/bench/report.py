@@ -25,7 +25,7 @@ def main():
                "sequence_parallel": sequence_parallel_report, "longest": longest_report,
                "model_parallel": model_parallel_report, "memory": memory_report,
                "host_optimizer": host_optimizer_report, "moe": moe_report, "hf": hf_report,
-               "adaptive_sp": adaptive_sp_report, "gpu": gpu_report}
+               "adaptive_sp": adaptive_sp_report, "gpu": gpu_report, "resume": resume_report}
     for flag in reports:
         p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
@@ -209,6 +209,14 @@ def hf_report(a, runs, cpu):
     print()
     table(["curriculum stage (8K tokens a step)", "steps timed", "tokens/s"],
           [[f"{r['seq']} tokens", r["steps"], f"{r['tokens_per_s']:.0f}"] for r in runs if r["bench"] == "curriculum"])
+
+
+def resume_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    table(["resume of a 56M-parameter checkpoint (tp 2 x pp 2 x dp 2 wrote it)", "rank", "weights held",
+           "peak host memory the load added", "ratio"],
+          [[r["layout"], r["rank"], f"{r['held_bytes'] / 2**20:.1f} MiB", f"{r['load_peak_bytes'] / 2**20:.1f} MiB",
+            f"{r['ratio']:.2f}x"] for r in sorted(runs, key=lambda r: (r["layout"], r["rank"]))])
 
 
 def adaptive_sp_report(a, runs, cpu):

@@ -74,24 +74,18 @@ grep -q "longtrain: error on rank 1: injected fault" "$dir/fault.err" || fail "m
 [ "$elapsed" -lt 60 ] || fail "the job took ${elapsed}s to end"
 echo "ok: $(grep 'longtrain: error' "$dir/fault.err") (job ended in ${elapsed}s)"
 
-# Rank 1 hangs: rank 0's watchdog names the collective it waited in.
-status=0
-LT_FAULT=hang@1:2 timeout 120 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
-  train.threads=1 run_dir="$dir/hang" parallel.timeout_s=2 > /dev/null 2> "$dir/hang.err" || status=$?
-[ "$status" -ne 0 ] || fail "a hung rank left exit 0"
-grep -q "error on rank 0: watchdog: all_reduce on group 'dp_sp' (rank 0 of 2, world rank 0) did not finish within 2 s" \
-  "$dir/hang.err" || fail "no watchdog message: $(cat "$dir/hang.err")"
-echo "ok: $(grep watchdog "$dir/hang.err")"
-
-# Rank 1 hangs while setting up: rank 0 does not wait forever in the
-# agreement on the recipe.
-status=0
-LT_FAULT=hang@1:0 timeout 120 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" \
-  train.threads=1 run_dir="$dir/setup_hang" parallel.timeout_s=2 > /dev/null 2> "$dir/setup_hang.err" || status=$?
-[ "$status" -ne 0 ] || fail "a rank hung in set-up left exit 0"
-grep -q "error on rank 0: watchdog: agreeing on the recipe on group 'world' (rank 0 of 2, world rank 0) did not finish within 2 s" \
-  "$dir/setup_hang.err" || fail "no set-up watchdog message: $(cat "$dir/setup_hang.err")"
-echo "ok: $(grep watchdog "$dir/setup_hang.err")"
+# Rank 1 hangs at STEP (0: in set-up); rank 0's watchdog names what it waited in.
+expect_watchdog() {
+  local step=$1 name=$2 message=$3 status=0
+  LT_FAULT=hang@1:$step timeout 120 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml \
+    "${SHORT[@]}" train.threads=1 run_dir="$dir/$name" parallel.timeout_s=2 > /dev/null 2> "$dir/$name.err" || status=$?
+  [ "$status" -ne 0 ] || fail "a hung rank left exit 0 ($name)"
+  grep -q "error on rank 0: watchdog: $message (rank 0 of 2, world rank 0) did not finish within 2 s" "$dir/$name.err" ||
+    fail "no watchdog message ($name): $(cat "$dir/$name.err")"
+  echo "ok: $(grep watchdog "$dir/$name.err")"
+}
+expect_watchdog 2 hang "all_reduce on group 'dp_sp'"
+expect_watchdog 0 setup_hang "agreeing on the recipe on group 'world'"
 
 # A second fresh run in a run directory with the first's checkpoints: one
 # line from rank 0, exit 2, the first run's checkpoints untouched.
