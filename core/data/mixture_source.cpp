@@ -139,17 +139,23 @@ MixtureSource::MixtureSource(const DataConfig& data, int64_t vocab_size, uint64_
     per_document.push_back(entries[d].weight / std::max(1.0, domains_.back()->mean_length));
   }
   by_domain_ = std::make_unique<Interleave>(per_document);
-  // The datasets by content (not path: a moved dataset resumes).
   auto datasets = nlohmann::json::array();
   for (size_t d = 0; d < entries.size(); ++d)
     datasets.push_back({{"weight", entries[d].weight}, {"documents", domains_[d]->dataset.num_documents()},
-                        {"tokens", domains_[d]->tokens}, {"index_xxh3", file_checksum(entries[d].path + ".idx")}});
+                        {"tokens", domains_[d]->tokens}});
   fingerprint_ = {{"data.source", "indexed"}, {"train.seed", seed}, {"data.eval_fraction", data.eval_fraction},
                   {"data.upsample_long", {{"min_length", data.upsample_long.min_length}, {"share", data.upsample_long.share}}},
                   {"data.path / data.mixture", datasets}, {"model.vocab_size", vocab_size}};
 }
 
-nlohmann::json MixtureSource::fingerprint() const { return fingerprint_; }
+// The datasets by content (not path: a moved dataset resumes); the index
+// files are hashed when first asked, not by every source (evaluation's).
+nlohmann::json MixtureSource::fingerprint() const {
+  auto& datasets = fingerprint_["data.path / data.mixture"];
+  for (size_t d = 0; d < domains_.size(); ++d)
+    if (!datasets[d].contains("index_xxh3")) datasets[d]["index_xxh3"] = file_checksum(domains_[d]->path + ".idx");
+  return fingerprint_;
+}
 
 MixtureSource::~MixtureSource() = default;
 

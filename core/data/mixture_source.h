@@ -51,7 +51,7 @@ class MixtureSource : public DocumentSource {
   std::vector<std::unique_ptr<Domain>> domains_;
   std::unique_ptr<Interleave> by_domain_;
   int64_t vocab_size_;
-  nlohmann::json fingerprint_;
+  mutable nlohmann::json fingerprint_;
 };
 
 }  // namespace lt

@@ -32,10 +32,10 @@ const std::vector<int64_t>& Packer::current(int64_t length) {
       doc_loaded_ = position_.document;
       doc_loaded_length_ = length;
     }
-    if (!doc_.empty()) break;
-    check(position_.offset == 0 && skipped < kMostEmptyInARow,
-          "data: document " + std::to_string(position_.document) + " and the " + std::to_string(skipped) +
-              " before it are empty: the data holds no tokens to train on");
+    if (!doc_.empty() || position_.offset != 0) break;
+    if (skipped == kMostEmptyInARow)
+      fail("data: document " + std::to_string(position_.document) + " and the " + std::to_string(skipped) +
+           " before it are empty: the data holds no tokens to train on");
     position_ = {position_.document + 1, 0};
   }
   if (position_.offset >= static_cast<int64_t>(doc_.size()))
