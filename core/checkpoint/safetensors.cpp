@@ -133,7 +133,7 @@ at::Tensor SafetensorsFile::view(const std::string& name) const {
   auto* data = const_cast<uint8_t*>(file_.data() + e.offset);
   const auto options = at::TensorOptions().dtype(e.dtype);
   // A writer may leave a tensor unaligned for its element type: copy it.
-  if (reinterpret_cast<uintptr_t>(data) % c10::elementSize(e.dtype) != 0) {
+  if (reinterpret_cast<uintptr_t>(data) % c10::elementSize(e.dtype) != 0 && c10::multiply_integers(e.shape) > 0) {
     auto t = at::empty(e.shape, options);
     std::memcpy(t.data_ptr(), data, t.numel() * t.element_size());
     return t;

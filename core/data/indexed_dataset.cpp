@@ -17,7 +17,7 @@ class Cursor {
     if (pos_ + bytes > file_.size())
       fail(file_.path() + ": truncated index: cannot read " + what + " at byte " + std::to_string(pos_) +
            " (file has " + std::to_string(file_.size()) + " bytes); rebuild it with preprocess_data.py");
-    std::memcpy(out, file_.data() + pos_, bytes);
+    if (bytes) std::memcpy(out, file_.data() + pos_, bytes);  // an empty vector's data() may be null
     pos_ += bytes;
   }
   template <class T>
