@@ -222,8 +222,8 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& p = c.parallel;
   if (c.eval.interval > 0 && (p.model_degree() > 1 || p.ep > 1 || m.moe.enabled() || c.memory.offload_model))
     relation_error(s, "eval.interval",
-                   "eval.interval evaluates between steps on rank 0, which needs the whole dense model resident "
-                   "there (tp, pp, sp and ep 1, no offload_model, no MoE): evaluate checkpoints with longtrain eval "
+                   "eval.interval evaluates between steps, every rank a share, which needs the whole dense model "
+                   "resident on each (tp, pp, sp and ep 1, no offload_model, no MoE): evaluate checkpoints with longtrain eval "
                    "instead");
   if (!c.checkpoint.export_hf.empty() && m.moe.enabled())
     relation_error(s, "checkpoint.export_hf",

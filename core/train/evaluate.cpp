@@ -41,15 +41,19 @@ std::string loss_lines(const LossResult& r, int64_t seq_len) {
 
 }  // namespace
 
-LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device) {
+LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device,
+                         const EvalShare& share) {
   at::NoGradGuard no_grad;
   auto source = make_document_source(config.data, config.model.vocab_size, config.train.seed, Split::Eval);
   Packer packer(*source, config.data);
   const int64_t buckets = config.eval.position_buckets, seq_len = config.data.seq_len;
   auto bucket_sum = at::zeros({buckets}, at::kDouble), bucket_count = at::zeros({buckets}, at::kDouble);
   LossResult result;
-  for (int64_t done = 0; done < config.eval.sequences; done += config.train.micro_batch_size) {
-    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done), seq_len).to(device);
+  for (int64_t done = 0, index = 0; done < config.eval.sequences; done += config.train.micro_batch_size, ++index) {
+    // Every rank packs every batch (the stream is sequential), runs its own.
+    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done), seq_len);
+    if (!share.mine(index)) continue;
+    batch = batch.to(device);
     const auto logits = model.forward(model_input(batch)).to(at::kFloat);
     const auto labels = batch.labels.reshape({-1});
     const auto losses = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels, {},
@@ -61,6 +65,8 @@ LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, cons
     bucket_sum.index_add_(0, bucket, losses * valid);
     bucket_count.index_add_(0, bucket, valid);
   }
+  share.sum(bucket_sum);
+  share.sum(bucket_count);
   result.tokens = static_cast<int64_t>(bucket_count.sum().item<double>());
   result.loss = bucket_sum.sum().item<double>() / std::max<int64_t>(1, result.tokens);
   result.perplexity = std::exp(result.loss);
@@ -71,7 +77,7 @@ LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, cons
 }
 
 PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config, int64_t length,
-                               const at::Device& device) {
+                               const at::Device& device, const EvalShare& share) {
   at::NoGradGuard no_grad;
   PasskeyCorpus corpus(config.data.passkey, config.model.vocab_size, config.train.seed ^ 0x9a55ce7ULL);
   const int64_t depths = config.eval.passkey_depths;
@@ -81,6 +87,7 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
   int64_t digits_right = 0, digits_total = 0, exact = 0;
   const int64_t batch_size = config.train.micro_batch_size;
   for (int64_t first = 0; first < config.eval.passkey_samples; first += batch_size) {
+    if (!share.mine(first / batch_size)) continue;
     const int64_t n = std::min(batch_size, config.eval.passkey_samples - first);
     std::vector<PasskeySample> samples;
     auto tokens = at::empty({n, length}, at::kLong);
@@ -108,6 +115,15 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
     }
     result.samples += n;
   }
+  // The counts over the ranks: [digits right, digits, exact, samples, exact and samples at each depth].
+  auto counts = at::empty({4 + 2 * depths}, at::kLong);
+  auto* c = counts.data_ptr<int64_t>();
+  c[0] = digits_right, c[1] = digits_total, c[2] = exact, c[3] = result.samples;
+  for (int64_t d = 0; d < depths; ++d) c[4 + d] = exact_at[d], c[4 + depths + d] = samples_at[d];
+  share.sum(counts);
+  c = counts.data_ptr<int64_t>();
+  digits_right = c[0], digits_total = c[1], exact = c[2], result.samples = c[3];
+  for (int64_t d = 0; d < depths; ++d) exact_at[d] = c[4 + d], samples_at[d] = c[4 + depths + d];
   result.digit_accuracy = static_cast<double>(digits_right) / std::max<int64_t>(1, digits_total);
   result.exact_match = static_cast<double>(exact) / std::max<int64_t>(1, result.samples);
   for (int64_t d = 0; d < depths; ++d)
@@ -115,11 +131,13 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
   return result;
 }
 
-EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device) {
+EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device,
+                    const EvalShare& share) {
   EvalReport report;
-  if (config.eval.sequences > 0) report.loss = evaluate_loss(model, config, device);
+  if (config.eval.sequences > 0) report.loss = evaluate_loss(model, config, device, share);
   if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
-    for (int64_t length : passkey_lengths(config)) report.passkey.push_back(evaluate_passkey(model, config, length, device));
+    for (int64_t length : passkey_lengths(config))
+      report.passkey.push_back(evaluate_passkey(model, config, length, device, share));
   return report;
 }
 

@@ -1,6 +1,7 @@
 // Long-context evaluation: held-out loss (and by position in the sequence),
 // and passkey retrieval at several context lengths and key depths.
 #pragma once
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -28,13 +29,24 @@ struct EvalReport {
   std::vector<PasskeyResult> passkey;  // one per length
 };
 
-LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device);
+// Ranks that share an evaluation, each with the whole model: rank `rank` of
+// `size` runs every size-th batch from its own, and `sum` adds a tensor over
+// them, so every rank gets the figures one rank alone would. Alone by default.
+struct EvalShare {
+  int rank = 0, size = 1;
+  std::function<void(at::Tensor&)> sum = [](at::Tensor&) {};
+  bool mine(int64_t batch) const { return batch % size == rank; }
+};
+
+LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device,
+                         const EvalShare& share = {});
 PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config, int64_t length,
-                               const at::Device& device);
+                               const at::Device& device, const EvalShare& share = {});
 
 // What the eval section asks for: the loss unless eval.sequences is 0, and
 // for the passkey corpus retrieval at each of eval.passkey_lengths.
-EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device);
+EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device,
+                    const EvalShare& share = {});
 
 // As the trainer and `longtrain eval` print it: the loss line, the loss by
 // position, and a table of retrieval by length and depth.

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 
 #include "core/data/packer.h"
 #include "core/hf/hf_weights.h"
@@ -145,15 +144,6 @@ void Trainer::write_trace() {
   tracing_ = false;
   logger_->line("profile: steps " + std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) + " traced to " +
                 config_.run_dir + "/trace/ (a file per traced rank; open one in ui.perfetto.dev)");
-}
-
-// The other ranks wait for rank 0's work alone (an evaluation may take far
-// longer than parallel.timeout_s) outside the watchdog.
-void Trainer::wait_for_rank0() {
-  auto& world = mesh_.group(Group::world);
-  world.set_timeout(std::numeric_limits<double>::infinity());
-  world.barrier();
-  world.set_timeout(config_.parallel.timeout_s);
 }
 
 at::ScalarType Trainer::compute_dtype() const { return config_.train.bf16() ? at::kBFloat16 : at::kFloat; }
@@ -363,11 +353,11 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   logger_->metrics(metrics);
 }
 
-// Rank 0 only, with the whole model: the table goes to the log, the
-// figures to metrics.jsonl and, with the step, to eval.jsonl.
-void Trainer::evaluate(TrainResult& result, int64_t step) {
+// With the whole model, over the ranks of `share`: the table goes to rank
+// 0's log, the figures to metrics.jsonl and, with the step, to eval.jsonl.
+void Trainer::evaluate(TrainResult& result, int64_t step, const EvalShare& share) {
   model_->set_attention(attention);  // adaptive steps leave a group's attention behind
-  const EvalReport report = lt::evaluate(*model_, config_, device_);
+  const EvalReport report = lt::evaluate(*model_, config_, device_, share);
   std::string text = describe(report, config_);
   text.pop_back();  // the last newline: the logger adds its own
   logger_->line(text);
@@ -383,7 +373,14 @@ void Trainer::evaluate(TrainResult& result, int64_t step) {
   }
   auto record = to_json(report);
   record["step"] = step;
-  std::ofstream(config_.run_dir + "/eval.jsonl", std::ios::app) << record.dump() << "\n";
+  if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/eval.jsonl", std::ios::app) << record.dump() << "\n";
+}
+
+// Every rank holds the whole model (data parallelism alone): each
+// evaluates a share of the batches.
+EvalShare Trainer::world_share() {
+  auto& world = mesh_.group(Group::world);
+  return {world.rank(), world.size(), [&world](at::Tensor& t) { world.all_reduce(t); }};
 }
 
 TrainResult Trainer::run() {
@@ -469,10 +466,8 @@ TrainResult Trainer::run() {
     // Between steps, the model whole on every rank (the config checks it);
     // the last step's evaluation is the one at the end.
     const auto& eval = config_.eval;
-    if (eval.interval > 0 && (s + 1) % eval.interval == 0 && !(eval.at_end && s + 1 == config_.train.steps)) {
-      if (mesh_.rank() == 0) evaluate(result, s + 1);
-      wait_for_rank0();
-    }
+    if (eval.interval > 0 && (s + 1) % eval.interval == 0 && !(eval.at_end && s + 1 == config_.train.steps))
+      evaluate(result, s + 1, world_share());
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
                       s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
@@ -492,18 +487,18 @@ TrainResult Trainer::run() {
       return result;
     }
   }
-  // The replicas are equal: rank 0 evaluates for the job, on its own, with
-  // the whole model (from the final checkpoint when the model is split).
-  if (config_.eval.at_end && mesh_.rank() == 0) {
-    if (!holds_whole_model()) {
-      const auto& newest = checkpoints_.newest();
-      check(newest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
-      model_ = LlamaForCausalLM(config_.model);
-      load_checkpoint(*newest, *model_, nullptr, nullptr);
-      model_->to(device_);
-    }
-    model_->set_attention(attention);
-    evaluate(result, config_.train.steps);
+  // The replicas are equal. Whole on every rank, the model is evaluated by
+  // all of them, each a share; split, rank 0 evaluates it whole from the
+  // final checkpoint while the others end.
+  if (config_.eval.at_end && holds_whole_model()) {
+    evaluate(result, config_.train.steps, world_share());
+  } else if (config_.eval.at_end && mesh_.rank() == 0) {
+    const auto& newest = checkpoints_.newest();
+    check(newest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
+    model_ = LlamaForCausalLM(config_.model);
+    load_checkpoint(*newest, *model_, nullptr, nullptr);
+    model_->to(device_);
+    evaluate(result, config_.train.steps, {});
   }
   if (!config_.checkpoint.export_hf.empty() && mesh_.rank() == 0) export_final();
   return result;

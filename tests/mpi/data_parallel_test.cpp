@@ -10,6 +10,7 @@
 #include "core/checkpoint/safetensors.h"
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
+#include "core/train/evaluate.h"
 #include "core/train/loss.h"
 #include "core/train/trainer.h"
 #include "parallel/data_parallel/gradient_buckets.h"
@@ -208,6 +209,36 @@ TEST_P(DataParallelJob, Bf16EqualsOneRankInBf16) {
 
 INSTANTIATE_TEST_SUITE_P(Zero, DataParallelJob, ::testing::Values(0, 1),
                          [](const auto& info) { return "zero" + std::to_string(info.param); });
+
+// Evaluation shared over the ranks, each a share of the batches, gives what
+// one rank alone gives.
+TEST(SharedEvaluation, EqualsOneRankAlone) {
+  Config c = testing::tiny_run("unused", 1);
+  c.train.micro_batch_size = 2;
+  c.eval.sequences = 5, c.eval.passkey_samples = 7, c.eval.passkey_depths = 2;
+  LlamaForCausalLM model(c.model);
+  model->initialize(3);
+  const at::Device cpu(at::kCPU);
+  const EvalReport alone = evaluate(*model, c, cpu);
+  MPI_Comm comm;
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+  Communicator world(comm, "test", 120);
+  const EvalReport shared = evaluate(*model, c, cpu, {world.rank(), world.size(), [&](at::Tensor& t) { world.all_reduce(t); }});
+  ASSERT_TRUE(shared.loss && alone.loss);
+  EXPECT_EQ(shared.loss->tokens, alone.loss->tokens);
+  EXPECT_NEAR(shared.loss->loss, alone.loss->loss, 1e-12);
+  for (size_t b = 0; b < alone.loss->by_position.size(); ++b) {
+    const double a = alone.loss->by_position[b], d = shared.loss->by_position[b];
+    EXPECT_TRUE(std::isnan(a) ? std::isnan(d) : std::abs(a - d) < 1e-12) << b << ": " << a << " alone, " << d << " shared";
+  }
+  ASSERT_EQ(shared.passkey.size(), alone.passkey.size());
+  for (size_t i = 0; i < alone.passkey.size(); ++i) {
+    EXPECT_EQ(shared.passkey[i].samples, alone.passkey[i].samples);
+    EXPECT_EQ(shared.passkey[i].exact_match, alone.passkey[i].exact_match);
+    EXPECT_EQ(shared.passkey[i].digit_accuracy, alone.passkey[i].digit_accuracy);
+    EXPECT_EQ(shared.passkey[i].exact_by_depth, alone.passkey[i].exact_by_depth);
+  }
+}
 
 }  // namespace
 }  // namespace lt
