@@ -127,7 +127,7 @@ class ManifestCheck {
     if (!is_plain_file_name(name)) bad(at, "is not a plain file name inside the checkpoint directory");
   }
   [[noreturn]] void bad(const std::string& field, const std::string& what) const {
-    fail(file_ + ": '" + field + "' " + what + ": the manifest is damaged; resume from an older checkpoint");
+    fail(file_ + ": '" + printable(field) + "' " + what + ": the manifest is damaged; resume from an older checkpoint");
   }
 
  private:

@@ -31,7 +31,7 @@ std::string dtype_name(at::ScalarType type) {
 at::ScalarType dtype_from(const std::string& path, const std::string& name) {
   for (const auto& [n, t] : dtype_names())
     if (n == name) return t;
-  fail(path + ": unsupported dtype '" + name + "'");
+  fail(path + ": unsupported dtype '" + printable(name) + "'");
 }
 
 void write_all(std::FILE* f, const void* data, size_t size, const std::string& path, Checksum& sum) {
@@ -87,7 +87,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   const uint64_t data_bytes = file_.size() - 8 - length;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
-    entries_.emplace(name, parse_entry(path + ": tensor '" + name + "'", entry, 8 + length, data_bytes));
+    entries_.emplace(name, parse_entry(path + ": tensor '" + printable(name) + "'", entry, 8 + length, data_bytes));
   }
 }
 
@@ -105,7 +105,7 @@ SafetensorsFile::Entry SafetensorsFile::parse_entry(const std::string& where, co
   if (!shape.is_array()) bad("shape is not a list");
   uint64_t elements = 1;
   for (const auto& size : shape) {
-    if (!size.is_number_integer() || (size.is_number_integer() && !size.is_number_unsigned() && size.get<int64_t>() < 0))
+    if (!size.is_number_integer() || (!size.is_number_unsigned() && size.get<int64_t>() < 0))
       bad("shape " + shape.dump() + " has a size that is not a non-negative integer");
     if (size.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(elements, size.get<uint64_t>(), &elements))
       bad("shape " + shape.dump() + " is too large");

@@ -32,7 +32,8 @@ class HfFiles {
           fail(index + ": malformed index: no weight_map mapping of tensor names to files");
         for (const auto& [name, file] : json.at("weight_map").items()) {
           if (!file.is_string() || !is_plain_file_name(file.get<std::string>()))
-            fail(index + ": weight_map['" + name + "'] = " + file.dump() + " is not a plain file name beside the index");
+            fail(index + ": weight_map['" + printable(name) + "'] = " + printable(file.dump()) +
+                 " is not a plain file name beside the index");
           file_of_[name] = file.get<std::string>();
         }
       } catch (const nlohmann::json::exception& e) {

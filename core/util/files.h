@@ -13,7 +13,7 @@ void write_text_synced(const std::string& path, const std::string& text);
 void sync_directory(const std::string& dir);
 
 // A name an index or manifest gives for a file beside it must be a plain
-// name: no directory part, not "." or "..", no NUL.
+// name: no directory part, not "." or "..", no control character.
 bool is_plain_file_name(const std::string& name);
 
 }  // namespace lt
