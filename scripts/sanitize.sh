@@ -20,5 +20,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=23
 # bf16 tolerance test is for the real build (scripts/test.sh).
 "$build/lt_unit_tests" --gtest_brief=1 \
   --gtest_filter='-IndexedDataset.ReadsWhatMegatronCoreWrites:HfOracle.*:MixedPrecision.ModelInBf16MatchesFp32'
-mpirun --oversubscribe --bind-to none -np 2 -x ASAN_OPTIONS -x UBSAN_OPTIONS "$build/lt_mpi_tests" --gtest_brief=1
+# As ctest runs it: CI machines run as root, which OpenMPI refuses unless told.
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none -np 2 \
+  -x ASAN_OPTIONS -x UBSAN_OPTIONS "$build/lt_mpi_tests" --gtest_brief=1
 echo "sanitize: unit and 2-rank MPI tests ran with no AddressSanitizer or UndefinedBehaviorSanitizer report"
