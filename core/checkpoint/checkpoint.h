@@ -58,7 +58,6 @@ class CheckpointStore {
   std::optional<std::string> latest() const;
   // This run's newest: the one it resumed from, then each it saved.
   const std::optional<std::string>& newest() const { return newest_; }
-  const Lineage& lineage() const { return lineage_; }
   // What open() moved aside, as a line for the log ("" when nothing).
   const std::string& moved_aside() const { return moved_aside_; }
 
