@@ -95,6 +95,10 @@ before=$(cat "$dir/owned/checkpoints/step_00000004/manifest.json")
 expect_error "holds checkpoints of another run (step_00000004) that this run would prune or shadow" "${MPIRUN[@]}" -q -np 2 \
   "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.threads=1 train.steps=2 run_dir="$dir/owned"
 [ "$before" = "$(cat "$dir/owned/checkpoints/step_00000004/manifest.json")" ] || fail "the first run's checkpoint changed"
+# Resuming a damaged checkpoint: every rank finds it, rank 0 says it once.
+sed -i 's/"step": 4/"step": 5/' "$dir/owned/checkpoints/step_00000004/manifest.json"
+expect_error "manifest.json: the manifest's checksum does not match its contents" "${MPIRUN[@]}" -q -np 2 \
+  "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.threads=1 checkpoint.resume=auto run_dir="$dir/owned"
 
 # Set-up errors every rank finds (a layout that does not fit the world, a
 # dimension this build cannot train yet) are one line from rank 0 and exit 2
