@@ -14,9 +14,12 @@
 #include "core/train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
+#include "core/util/bf16_support.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
+#include "parallel/layout_scorer.h"
 #include "parallel/mesh/plan.h"
+#include "parallel/rank_model.h"
 
 namespace lt {
 namespace {
@@ -72,7 +75,9 @@ perplexity over eval.sequences held-out sequences, and the loss by position
 (eval.position_buckets); for the passkey corpus also retrieval accuracy at
 eval.passkey_lengths (default data.seq_len), by depth of the key with
 eval.passkey_depths > 1. Without --checkpoint, a recipe with init.from_hf
-evaluates that Hugging Face model's weights.
+evaluates that Hugging Face model's weights. Under mpirun the ranks evaluate
+on the recipe's parallel layout (with parallel.* overrides), each holding only
+its part of the model; rank 0 prints.
 )";
 
 const char* kExportHelp = R"(usage: longtrain export RUN_DIR --hf OUT [--checkpoint DIR] [--dtype D] [--shard-gb G]
@@ -190,23 +195,45 @@ int run_plan(const Args& args) {
   return 0;
 }
 
-int run_eval(const Args& args) {
+// A process alone evaluates the whole model whatever the recipe's layout;
+// under mpirun every rank runs its part of the recipe's layout.
+int run_eval(const Args& args, MpiSession& mpi) {
   if (wants_help(args)) return print_help("eval");
   auto parsed = parse(args, "eval", {"--checkpoint"});
-  const Config config = load_config(parsed.recipe, parsed.overrides);
   const bool checkpoint = parsed.flags.count("--checkpoint") > 0;
-  if (!checkpoint && config.init.from_hf.empty())
-    fail("eval: missing --checkpoint DIR (or init.from_hf in the recipe)");
-  at::set_num_threads(static_cast<int>(default_threads(config.train.threads)));
-  const at::Device device = device_for(config.train.device);
-  LlamaForCausalLM model(config.model);
-  const std::string path = checkpoint ? resolve_checkpoint(parsed.flags.at("--checkpoint")) : config.init.from_hf;
-  if (checkpoint) load_checkpoint(path, *model, nullptr, nullptr);
-  else load_hf_weights(path, *model);
-  model->to(device);
-  model->eval();
+  const int world = mpi.world_size();
+  Config config;
+  Degrees degrees;
+  std::string path;
+  agree_on_setup(
+      [&] {
+        config = load_config(parsed.recipe, parsed.overrides);
+        if (!checkpoint && config.init.from_hf.empty())
+          fail("eval: missing --checkpoint DIR (or init.from_hf in the recipe)");
+        if (world == 1) config.parallel = config.parallel.on_one_rank();
+        degrees = resolve_degrees(config, world);
+        check_trainable(config);
+        config.train.precision = resolve_precision(config.train.precision, config.train.device);
+        path = checkpoint ? resolve_checkpoint(parsed.flags.at("--checkpoint")) : config.init.from_hf;
+      },
+      config.parallel.timeout_s);
+  Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s);
+  at::set_num_threads(static_cast<int>(default_threads(config.train.threads, mesh.local_size())));
+  const at::Device device = device_for(config.train.device, mesh.local_rank());
+  if (config.train.bf16()) check_bf16_device(device);
+  RankModel rank = build_rank_model(config, mesh, device);
+  agree_on(mesh.group(Group::world), [&] {
+    if (checkpoint) load_checkpoint(path, *rank.model, nullptr, nullptr);
+    else load_hf_weights(path, *rank.model);
+  });
+  if (rank.chunks) rank.chunks->pull();
+  rank.model->eval();
+  const auto dtype = config.train.bf16() ? at::kBFloat16 : at::kFloat;
+  const auto report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, dtype), config,
+                               replica_share(mesh));
+  if (mesh.rank() != 0) return 0;
   std::cout << (checkpoint ? "checkpoint: " : "hugging face model: ") << path << "\n";
-  std::cout << describe(evaluate(*model, config, device), config);
+  std::cout << describe(report, config);
   return 0;
 }
 

@@ -12,7 +12,7 @@ using Args = std::vector<std::string>;
 
 int run_train(const Args& args, MpiSession& mpi);
 int run_plan(const Args& args);
-int run_eval(const Args& args);
+int run_eval(const Args& args, MpiSession& mpi);
 int run_export(const Args& args);
 int print_help(const std::string& command);
 

@@ -14,7 +14,7 @@
 
 namespace {
 
-std::unique_ptr<lt::MpiSession> mpi;  // only `train` runs as an MPI job
+std::unique_ptr<lt::MpiSession> mpi;  // `train` and `eval` run as MPI jobs
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
@@ -31,7 +31,7 @@ int dispatch(const std::vector<std::string>& argv) {
   const std::string& command = argv[0];
   const lt::Args rest(argv.begin() + 1, argv.end());
   if (command == "train") return lt::run_train(rest, *mpi);
-  if (command == "eval") return lt::run_eval(rest);
+  if (command == "eval") return lt::run_eval(rest, *mpi);
   if (command == "plan") return lt::run_plan(rest);
   if (command == "export") return lt::run_export(rest);
   if (command == "help") return lt::print_help(rest.empty() ? "" : rest[0]);
@@ -42,7 +42,8 @@ int dispatch(const std::vector<std::string>& argv) {
 
 int main(int argc, char** argv) {
   try {
-    if (argc > 1 && std::string(argv[1]) == "train") mpi = std::make_unique<lt::MpiSession>(&argc, &argv);
+    const std::string command = argc > 1 ? argv[1] : "";
+    if (command == "train" || command == "eval") mpi = std::make_unique<lt::MpiSession>(&argc, &argv);
     return dispatch(std::vector<std::string>(argv + 1, argv + argc));
   } catch (const lt::AgreedError& e) {
     if (e.print) std::cerr << "longtrain: error: " << first_line(e.what()) << std::endl;

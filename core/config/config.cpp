@@ -220,11 +220,6 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   validate_rope(m.rope, s);
   const auto& p = c.parallel;
-  if (c.eval.interval > 0 && (p.model_degree() > 1 || p.ep > 1 || m.moe.enabled() || c.memory.offload_model))
-    relation_error(s, "eval.interval",
-                   "eval.interval evaluates between steps, every rank a share, which needs the whole dense model "
-                   "resident on each (tp, pp, sp and ep 1, no offload_model, no MoE): evaluate checkpoints with longtrain eval "
-                   "instead");
   if (!c.checkpoint.export_hf.empty() && m.moe.enabled())
     relation_error(s, "checkpoint.export_hf",
                    "checkpoint.export_hf: mixture-of-experts models cannot be exported to HF format yet");

@@ -182,6 +182,13 @@ struct ParallelConfig {
   double timeout_s = 600;           // a collective unfinished this long is an error
 
   int64_t sp_degree() const { return sp.ulysses * sp.ring; }
+  // These settings on one rank: every degree 1.
+  ParallelConfig on_one_rank() const {
+    ParallelConfig p = *this;
+    p.dp = "auto";
+    p.tp = p.pp = p.ep = p.sp.ulysses = p.sp.ring = 1;
+    return p;
+  }
   // Ranks one data-parallel replica spans.
   int64_t model_degree() const { return tp * sp_degree() * pp; }
 };

@@ -41,32 +41,39 @@ std::string loss_lines(const LossResult& r, int64_t seq_len) {
 
 }  // namespace
 
-LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device,
-                         const EvalShare& share) {
-  at::NoGradGuard no_grad;
+Scorer whole_model_scorer(LlamaForCausalLMImpl& model, const at::Device& device) {
+  return [&model, device](const Batch& batch) {
+    at::NoGradGuard no_grad;
+    const Batch on = batch.to(device);
+    const auto scores = token_scores(model.forward(model_input(on)), on.labels);
+    return TokenScores{scores.loss.to(at::kCPU), scores.predicted.to(at::kCPU)};
+  };
+}
+
+LossResult evaluate_loss(const Scorer& score, const Config& config, const EvalShare& share) {
   auto source = make_document_source(config.data, config.model.vocab_size, config.train.seed, Split::Eval);
   Packer packer(*source, config.data);
   const int64_t buckets = config.eval.position_buckets, seq_len = config.data.seq_len;
+  const int64_t micro = config.train.micro_batch_size, batches = (config.eval.sequences + micro - 1) / micro;
   auto bucket_sum = at::zeros({buckets}, at::kDouble), bucket_count = at::zeros({buckets}, at::kDouble);
-  LossResult result;
-  for (int64_t done = 0, index = 0; done < config.eval.sequences; done += config.train.micro_batch_size, ++index) {
+  Batch first;
+  for (int64_t index = 0; index < batches; ++index) {
     // Every rank packs every batch (the stream is sequential), runs its own.
-    auto batch = packer.next(std::min(config.train.micro_batch_size, config.eval.sequences - done), seq_len);
+    const auto batch = packer.next(std::min(micro, config.eval.sequences - index * micro), seq_len);
+    if (index == 0) first = batch;
     if (!share.mine(index)) continue;
-    batch = batch.to(device);
-    const auto logits = model.forward(model_input(batch)).to(at::kFloat);
-    const auto labels = batch.labels.reshape({-1});
-    const auto losses = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels, {},
-                                               at::Reduction::None, kIgnoreIndex).to(at::kCPU, at::kDouble);
+    const auto losses = score(batch).loss.reshape({-1}).to(at::kDouble);
     // Buckets by position: the context a token sees (its document's, when
     // documents are masked and positions restart).
-    const auto bucket = batch.positions.reshape({-1}).to(at::kCPU).clamp(0, seq_len - 1).mul(buckets).div(seq_len, "floor");
-    const auto valid = labels.ne(kIgnoreIndex).to(at::kCPU, at::kDouble);
+    const auto bucket = batch.positions.reshape({-1}).clamp(0, seq_len - 1).mul(buckets).div(seq_len, "floor");
+    const auto valid = batch.labels.reshape({-1}).ne(kIgnoreIndex).to(at::kDouble);
     bucket_sum.index_add_(0, bucket, losses * valid);
     bucket_count.index_add_(0, bucket, valid);
   }
+  for (int64_t k = 0; k < share.fillers(batches); ++k) score(first);
   share.sum(bucket_sum);
   share.sum(bucket_count);
+  LossResult result;
   result.tokens = static_cast<int64_t>(bucket_count.sum().item<double>());
   result.loss = bucket_sum.sum().item<double>() / std::max<int64_t>(1, result.tokens);
   result.perplexity = std::exp(result.loss);
@@ -76,30 +83,38 @@ LossResult evaluate_loss(LlamaForCausalLMImpl& model, const Config& config, cons
   return result;
 }
 
-PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config, int64_t length,
-                               const at::Device& device, const EvalShare& share) {
-  at::NoGradGuard no_grad;
+namespace {
+
+// Passkey samples [first, first + n) at `length` tokens, one sequence each.
+std::pair<Batch, std::vector<PasskeySample>> passkey_batch(const PasskeyCorpus& corpus, int64_t first, int64_t n,
+                                                           int64_t length, int64_t depths) {
+  std::vector<PasskeySample> samples;
+  auto tokens = at::empty({n, length}, at::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    samples.push_back(corpus.sample(first + i, length, depth_of((first + i) % depths, depths)));
+    std::copy(samples.back().tokens.begin(), samples.back().tokens.end(), tokens[i].data_ptr<int64_t>());
+  }
+  auto positions = at::arange(length, at::kLong).unsqueeze(0).expand({n, length}).contiguous();
+  return {Batch{tokens, at::full({n, length}, kIgnoreIndex, at::kLong), positions, {}, {}}, std::move(samples)};
+}
+
+}  // namespace
+
+PasskeyResult evaluate_passkey(const Scorer& score, const Config& config, int64_t length, const EvalShare& share) {
   PasskeyCorpus corpus(config.data.passkey, config.model.vocab_size, config.train.seed ^ 0x9a55ce7ULL);
   const int64_t depths = config.eval.passkey_depths;
   PasskeyResult result;
   result.length = length;
   std::vector<int64_t> exact_at(depths, 0), samples_at(depths, 0);
   int64_t digits_right = 0, digits_total = 0, exact = 0;
-  const int64_t batch_size = config.train.micro_batch_size;
-  for (int64_t first = 0; first < config.eval.passkey_samples; first += batch_size) {
-    if (!share.mine(first / batch_size)) continue;
-    const int64_t n = std::min(batch_size, config.eval.passkey_samples - first);
-    std::vector<PasskeySample> samples;
-    auto tokens = at::empty({n, length}, at::kLong);
-    for (int64_t i = 0; i < n; ++i) {
-      samples.push_back(corpus.sample(first + i, length, depth_of((first + i) % depths, depths)));
-      std::copy(samples.back().tokens.begin(), samples.back().tokens.end(), tokens[i].data_ptr<int64_t>());
-    }
-    auto positions = at::arange(length, at::kLong).unsqueeze(0).expand({n, length}).contiguous();
-    auto logits = model.forward({tokens.to(device), positions.to(device), AttentionMask{}});
+  const int64_t micro = config.train.micro_batch_size, batches = (config.eval.passkey_samples + micro - 1) / micro;
+  for (int64_t index = 0; index < batches; ++index) {
+    if (!share.mine(index)) continue;
+    const int64_t first = index * micro, n = std::min(micro, config.eval.passkey_samples - first);
+    const auto [batch, samples] = passkey_batch(corpus, first, n, length, depths);
     // Token t is predicted at position t - 1; with every earlier digit right,
     // the argmax under teacher forcing is exactly what greedy decoding emits.
-    auto predicted = logits.argmax(-1).to(at::kCPU);
+    const auto predicted = score(batch).predicted;
     for (int64_t i = 0; i < n; ++i) {
       bool all = true;
       for (int64_t d = 0; d < samples[i].digits; ++d) {
@@ -114,6 +129,10 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
       ++samples_at[(first + i) % depths];
     }
     result.samples += n;
+  }
+  if (const int64_t fillers = share.fillers(batches); fillers > 0) {
+    const auto filler = passkey_batch(corpus, 0, std::min(micro, config.eval.passkey_samples), length, depths).first;
+    for (int64_t k = 0; k < fillers; ++k) score(filler);
   }
   // The counts over the ranks: [digits right, digits, exact, samples, exact and samples at each depth].
   auto counts = at::empty({4 + 2 * depths}, at::kLong);
@@ -131,13 +150,12 @@ PasskeyResult evaluate_passkey(LlamaForCausalLMImpl& model, const Config& config
   return result;
 }
 
-EvalReport evaluate(LlamaForCausalLMImpl& model, const Config& config, const at::Device& device,
-                    const EvalShare& share) {
+EvalReport evaluate(const Scorer& score, const Config& config, const EvalShare& share) {
   EvalReport report;
-  if (config.eval.sequences > 0) report.loss = evaluate_loss(model, config, device, share);
+  if (config.eval.sequences > 0) report.loss = evaluate_loss(score, config, share);
   if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
     for (int64_t length : passkey_lengths(config))
-      report.passkey.push_back(evaluate_passkey(model, config, length, device, share));
+      report.passkey.push_back(evaluate_passkey(score, config, length, share));
   return report;
 }
 

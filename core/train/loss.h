@@ -26,6 +26,15 @@ struct VocabSplit {
 // gradient of its own slice, without gathering the logits.
 at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels, const VocabSplit& split = {});
 
+// What evaluation reads off a forward, per token: its loss (fp32, 0 where
+// the label is ignored) and the model's choice, the argmax over the whole
+// vocabulary (the first index of the largest logit). With a split, every
+// rank gets both for the whole vocabulary. No gradient.
+struct TokenScores {
+  at::Tensor loss, predicted;  // shaped as the labels
+};
+TokenScores token_scores(const at::Tensor& logits, const at::Tensor& labels, const VocabSplit& split = {});
+
 // Sum of token losses of a micro-batch (fp32 scalar).
 at::Tensor loss_sum(LlamaForCausalLMImpl& model, const Batch& batch);
 

@@ -25,6 +25,7 @@
 #include "offload/activations/memory_policy.h"
 #include "offload/profiler/memory_tracker.h"
 #include "parallel/data_parallel/replica_sets.h"
+#include "parallel/layout_scorer.h"
 #include "parallel/sequence/sequence_parallel.h"
 
 namespace lt {
@@ -353,11 +354,13 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   logger_->metrics(metrics);
 }
 
-// With the whole model, over the ranks of `share`: the table goes to rank
-// 0's log, the figures to metrics.jsonl and, with the step, to eval.jsonl.
-void Trainer::evaluate(TrainResult& result, int64_t step, const EvalShare& share) {
-  model_->set_attention(attention);  // adaptive steps leave a group's attention behind
-  const EvalReport report = lt::evaluate(*model_, config_, device_, share);
+// On the training layout, every rank its part and the dp replicas a share
+// of the batches: the table goes to rank 0's log, the figures to
+// metrics.jsonl and, with the step, to eval.jsonl.
+void Trainer::evaluate(TrainResult& result, int64_t step) {
+  if (adaptive_) model_->set_attention(attention);  // adaptive steps leave a group's attention behind
+  const auto score = layout_scorer(*model_, mesh_, config_.parallel, device_, compute_dtype());
+  const EvalReport report = lt::evaluate(score, config_, replica_share(mesh_));
   std::string text = describe(report, config_);
   text.pop_back();  // the last newline: the logger adds its own
   logger_->line(text);
@@ -376,12 +379,6 @@ void Trainer::evaluate(TrainResult& result, int64_t step, const EvalShare& share
   if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/eval.jsonl", std::ios::app) << record.dump() << "\n";
 }
 
-// Every rank holds the whole model (data parallelism alone): each
-// evaluates a share of the batches.
-EvalShare Trainer::world_share() {
-  auto& world = mesh_.group(Group::world);
-  return {world.rank(), world.size(), [&world](at::Tensor& t) { world.all_reduce(t); }};
-}
 
 TrainResult Trainer::run() {
   const auto resume_from =
@@ -463,11 +460,10 @@ TrainResult Trainer::run() {
       log_step(s + 1, length, loss, lr, grad_norm, window_seconds, window_tokens);
       window_seconds = 0, window_tokens = 0;
     }
-    // Between steps, the model whole on every rank (the config checks it);
-    // the last step's evaluation is the one at the end.
+    // Between steps; the last step's evaluation is the one at the end.
     const auto& eval = config_.eval;
     if (eval.interval > 0 && (s + 1) % eval.interval == 0 && !(eval.at_end && s + 1 == config_.train.steps))
-      evaluate(result, s + 1, world_share());
+      evaluate(result, s + 1);
     const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
                       s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
@@ -487,19 +483,7 @@ TrainResult Trainer::run() {
       return result;
     }
   }
-  // The replicas are equal. Whole on every rank, the model is evaluated by
-  // all of them, each a share; split, rank 0 evaluates it whole from the
-  // final checkpoint while the others end.
-  if (config_.eval.at_end && holds_whole_model()) {
-    evaluate(result, config_.train.steps, world_share());
-  } else if (config_.eval.at_end && mesh_.rank() == 0) {
-    const auto& newest = checkpoints_.newest();
-    check(newest.has_value(), "evaluation: no checkpoint of the split model in " + config_.checkpoint_dir());
-    model_ = LlamaForCausalLM(config_.model);
-    load_checkpoint(*newest, *model_, nullptr, nullptr);
-    model_->to(device_);
-    evaluate(result, config_.train.steps, {});
-  }
+  if (config_.eval.at_end) evaluate(result, config_.train.steps);
   if (!config_.checkpoint.export_hf.empty() && mesh_.rank() == 0) export_final();
   return result;
 }

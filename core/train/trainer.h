@@ -92,13 +92,12 @@ class Trainer {
   void masters_changed();
   // One rank holds every weight: no tp, pp or ep split.
   bool holds_whole_model();
-  EvalShare world_share();
   TrainState restore(const std::string& path, const nlohmann::json& data_fingerprint);
   void initialize_from_hf();
   void export_final();
   void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
                 int64_t tokens);
-  void evaluate(TrainResult& result, int64_t step, const EvalShare& share);
+  void evaluate(TrainResult& result, int64_t step);
   // adaptive_training.cpp
   void calibrate_adaptive();
   double profile_document(int64_t length, int group, int64_t* activation_bytes = nullptr);

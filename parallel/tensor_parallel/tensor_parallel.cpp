@@ -27,10 +27,13 @@ ModelShard tensor_parallel_shard(Communicator& tp, bool sequence) {
   return shard;
 }
 
+VocabSplit vocab_split(Communicator& tp, int64_t local_vocab) {
+  return {[&tp](at::Tensor& t, bool max) { tp.all_reduce(t, max ? ReduceOp::max : ReduceOp::sum); },
+          tp.rank() * local_vocab};
+}
+
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, Communicator& tp) {
-  VocabSplit split{[&tp](at::Tensor& t, bool max) { tp.all_reduce(t, max ? ReduceOp::max : ReduceOp::sum); },
-                   tp.rank() * logits.size(-1)};
-  return cross_entropy_sum(logits, labels, split);
+  return cross_entropy_sum(logits, labels, vocab_split(tp, logits.size(-1)));
 }
 
 int64_t tp_forward_bytes(int64_t batch, int64_t seq, int64_t hidden, int tp, int64_t element_size) {

@@ -10,12 +10,17 @@
 // + 2 reduce-scatters) of [batch, seq, hidden]: tp_forward_bytes.
 #pragma once
 #include "core/model/model_shard.h"
+#include "core/train/loss.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
 
 // This tp rank's shard (whole model otherwise: set the stage fields too).
 ModelShard tensor_parallel_shard(Communicator& tp, bool sequence);
+
+// The vocabulary split of tp rank r holding rows [r * local_vocab, (r + 1) *
+// local_vocab), its maxima and sums reduced over `tp`.
+VocabSplit vocab_split(Communicator& tp, int64_t local_vocab);
 
 // Summed cross-entropy over labels (kIgnoreIndex skipped) from this rank's
 // vocabulary slice of the logits ([..., vocab / tp], labels [...]), without

@@ -41,6 +41,25 @@ for layout in "parallel.dp=2 parallel.zero=1 parallel.reduce_dtype=bf16" "parall
   same_as_one bf16 $layout
 done
 
+# longtrain eval under mpirun: each rank its part of the recipe's layout, one
+# report from rank 0 with one process's figures; mid-training evaluation of
+# a split model on its own layout too.
+EVAL=(recipes/tiny-passkey.yaml --checkpoint "$dir/fp32parallel_tp_2/checkpoints" "${SHORT[@]}" train.threads=1
+      train.precision=fp32)
+"$LONGTRAIN" eval "${EVAL[@]}" parallel.tp=2 > "$dir/eval_one.out"
+want=$(grep "^eval: loss [0-9]" "$dir/eval_one.out")
+for layout in "parallel.tp=2" "parallel.pp=2" "parallel.sp.ring=2"; do
+  "${MPIRUN[@]}" -np 2 "$LONGTRAIN" eval "${EVAL[@]}" $layout > "$dir/eval_two.out"
+  [ "$(grep -c "^eval: loss [0-9]" "$dir/eval_two.out")" -eq 1 ] || fail "eval $layout: $(cat "$dir/eval_two.out")"
+  got=$(grep "^eval: loss [0-9]" "$dir/eval_two.out")
+  [ -n "$want" ] && [ "$got" = "$want" ] || fail "eval on 2 ranks with $layout: '$got', one process: '$want'"
+  echo "ok: eval on 2 ranks with $layout: $got"
+done
+"${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.threads=1 parallel.pp=2 \
+  eval.interval=2 run_dir="$dir/eval_interval" > "$dir/eval_interval.out"
+[ "$(wc -l < "$dir/eval_interval/eval.jsonl")" -eq 2 ] || fail "pp=2, eval.interval=2: $(cat "$dir/eval_interval.out")"
+echo "ok: pp=2 evaluates at steps 2 and 4"
+
 # profile: both ranks trace steps 2-3: every operator, longtrain's spans,
 # and the collectives on the communicator's worker thread.
 "${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" eval.at_end=false train.threads=1 \

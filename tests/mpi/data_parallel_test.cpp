@@ -219,11 +219,12 @@ TEST(SharedEvaluation, EqualsOneRankAlone) {
   LlamaForCausalLM model(c.model);
   model->initialize(3);
   const at::Device cpu(at::kCPU);
-  const EvalReport alone = evaluate(*model, c, cpu);
+  const auto score = whole_model_scorer(*model, cpu);
+  const EvalReport alone = evaluate(score, c);
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);
   Communicator world(comm, "test", 120);
-  const EvalReport shared = evaluate(*model, c, cpu, {world.rank(), world.size(), [&](at::Tensor& t) { world.all_reduce(t); }});
+  const EvalReport shared = evaluate(score, c, {world.rank(), world.size(), [&](at::Tensor& t) { world.all_reduce(t); }});
   ASSERT_TRUE(shared.loss && alone.loss);
   EXPECT_EQ(shared.loss->tokens, alone.loss->tokens);
   EXPECT_NEAR(shared.loss->loss, alone.loss->loss, 1e-12);

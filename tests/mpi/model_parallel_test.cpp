@@ -15,6 +15,7 @@
 #include "core/hf/hf_weights.h"
 #include "core/train/trainer.h"
 #include "parallel/mesh/mesh.h"
+#include "tests/support/layout_evaluation.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -122,8 +123,18 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
     }
 }
 
+// Evaluation on the job's own layout: every rank scores its part.
+TEST_F(ModelParallelJob, EvaluatesOnItsOwnLayout) {
+  const int P = testing::world_size();
+  for (const auto& l : layouts(P)) {
+    SCOPED_TRACE(l.describe());
+    testing::expect_layout_evaluation_equals_one_rank(layout_config(l, P, ""));
+  }
+}
+
 // Two optimizer steps, then every weight of the job's checkpoint (assembled
-// from its slices) against the single rank's.
+// from its slices) against the single rank's; the job evaluates after the
+// first step and at the end on its own layout, as the single rank does.
 TEST_F(ModelParallelJob, TwoStepsEqualOneRank) {
   const int P = testing::world_size();
   const std::string dir = testing::shared_scratch_dir(*world, "mp_test", "steps");
@@ -131,11 +142,16 @@ TEST_F(ModelParallelJob, TwoStepsEqualOneRank) {
   for (const auto& l : layouts(P)) {
     SCOPED_TRACE(l.describe());
     const std::string run = dir + "/layout" + std::to_string(index++);
-    const Config config = layout_config(l, P, run);
+    Config config = layout_config(l, P, run);
+    config.eval.interval = 1, config.eval.at_end = true, config.eval.sequences = 3, config.eval.passkey_samples = 4;
     Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
-    const auto losses = Trainer(config, &mesh).run().losses;
+    const auto result = Trainer(config, &mesh).run();
+    const auto& losses = result.losses;
     const Config alone = one_rank(config, run + "_alone" + std::to_string(world->rank()));
-    const auto expected = Trainer(alone).run().losses;
+    const auto single = Trainer(alone).run();
+    const auto& expected = single.losses;
+    ASSERT_TRUE(result.eval && single.eval);
+    EXPECT_NEAR(result.eval->loss, single.eval->loss, 1e-5 * single.eval->loss);
     ASSERT_EQ(losses.size(), 2u);
     for (const auto& [step, loss] : losses) EXPECT_NEAR(loss, expected.at(step), 1e-5 * loss) << "step " << step;
     LlamaForCausalLM job(config.model), reference(config.model);

@@ -8,6 +8,7 @@
 
 #include "core/train/trainer.h"
 #include "parallel/mesh/mesh.h"
+#include "tests/support/layout_evaluation.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -108,6 +109,16 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
           EXPECT_TRUE(testing::gradients_agree(item.value().grad(), reference[item.key()].grad(), agreement))
               << item.key();
     }
+  }
+}
+
+// Evaluation on the job's own layout; with the experts split, the dp
+// replicas run their forwards in lockstep (5 sequences over 2 or 4).
+TEST(MoeJob, EvaluatesOnItsOwnLayout) {
+  const int P = testing::world_size();
+  for (const auto& l : moe_layouts(P)) {
+    SCOPED_TRACE(l.describe());
+    testing::expect_layout_evaluation_equals_one_rank(moe_config(l, P, "global_batch"));
   }
 }
 

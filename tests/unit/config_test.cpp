@@ -170,8 +170,6 @@ INSTANTIATE_TEST_SUITE_P(
                   {"memory.offload_model brings each layer's weights back", "memory.checkpoint: full"}},
         ErrorCase{"ScaledRopeWithoutItsOriginalContext", kBase, {"model.rope.type=yarn", "model.rope.factor=4"},
                   {"model.rope.type=yarn needs model.rope.original_max_seq_len"}},
-        ErrorCase{"EvalIntervalWithASplitModel", kBase, {"eval.interval=10", "parallel.tp=2"},
-                  {"eval.interval evaluates between steps, every rank a share", "longtrain eval"}},
         ErrorCase{"PasskeyLengthsNotAList", kBase, {"eval.passkey_lengths=1024"},
                   {"eval.passkey_lengths: expected a list of integers"}},
         ErrorCase{"PathAndMixtureTogether", kBase,

@@ -117,7 +117,7 @@ TEST(Evaluate, LossByPositionAveragesToTheLoss) {
   c.data.reset_position_ids = false;  // positions are the sequence's columns: equal-sized buckets
   LlamaForCausalLM model(c.model);
   model->initialize(3);
-  const auto r = evaluate_loss(*model, c, at::kCPU);
+  const auto r = evaluate_loss(whole_model_scorer(*model, at::kCPU), c);
   ASSERT_EQ(r.by_position.size(), 8u);
   double sum = 0;
   for (double b : r.by_position) sum += b;
@@ -158,7 +158,7 @@ TEST(Evaluate, EmptyPositionBucketHasNoLoss) {
   LlamaForCausalLM model(c.model);
   model->initialize(3);
   EvalReport report;
-  report.loss = evaluate_loss(*model, c, at::kCPU);
+  report.loss = evaluate_loss(whole_model_scorer(*model, at::kCPU), c);
   ASSERT_EQ(report.loss->by_position.size(), 4u);
   EXPECT_FALSE(std::isnan(report.loss->by_position[0]));
   EXPECT_TRUE(std::isnan(report.loss->by_position[3]));

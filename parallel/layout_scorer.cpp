@@ -1,0 +1,68 @@
+#include "parallel/layout_scorer.h"
+
+#include "parallel/sequence/sequence_parallel.h"
+#include "parallel/sequence/sequence_shard.h"
+#include "parallel/tensor_parallel/tensor_parallel.h"
+
+namespace lt {
+namespace {
+
+// This stage's output for `batch` (this rank's columns): the previous
+// stage's hidden states come in, this one's go on; the last returns logits.
+at::Tensor stage_output(LlamaForCausalLMImpl& model, Communicator& pp, const Batch& batch,
+                        const at::TensorOptions& activations) {
+  const auto& shard = model.shard();
+  at::Tensor hidden;
+  if (!shard.first_stage) {
+    const int64_t tokens = batch.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
+    hidden = at::empty({batch.size(), tokens, model.config().hidden_size}, activations);
+    pp.recv(hidden, pp.rank() - 1);
+  }
+  auto out = model.forward(model_input(batch), hidden);
+  if (!shard.last_stage) pp.send(out.contiguous(), pp.rank() + 1);
+  return out;
+}
+
+}  // namespace
+
+Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConfig& parallel,
+                     const at::Device& device, at::ScalarType activations) {
+  const auto layout = sequence_layout(parallel);
+  return [&model, &mesh, layout, split = parallel.sp_degree() > 1, device,
+          options = at::TensorOptions().device(device).dtype(activations)](const Batch& whole) {
+    at::NoGradGuard no_grad;
+    const int64_t rows = whole.size(), length = whole.tokens.size(1);
+    Batch batch = sequence_parts(layout) > 1 ? pad_sequences(whole, layout) : whole;
+    const int64_t padded = batch.tokens.size(1);
+    at::Tensor columns = at::arange(padded, at::kLong);
+    if (split) {
+      const auto c = mesh.coord();
+      columns = sequence_columns(padded, layout, c.ulysses, c.ring);
+      batch = shard_sequences(batch, columns);
+    }
+    batch = batch.to(device);
+    Communicator &tp = mesh.group(Group::tp), &pp = mesh.group(Group::pp);
+    const auto out = stage_output(model, pp, batch, options);
+    // Each last-stage rank fills its columns; the sums over the sequence's
+    // ranks and the stages give every rank the whole.
+    auto loss = at::zeros({rows, padded}, at::kFloat), predicted = at::zeros({rows, padded}, at::kLong);
+    if (model.shard().last_stage) {
+      const auto scores = token_scores(out, batch.labels, tp.size() > 1 ? vocab_split(tp, out.size(-1)) : VocabSplit{});
+      loss.index_copy_(1, columns, scores.loss.to(at::kCPU));
+      predicted.index_copy_(1, columns, scores.predicted.to(at::kCPU));
+    }
+    for (Communicator* group : {&mesh.group(Group::sp), &pp}) {
+      if (group->size() == 1) continue;
+      group->all_reduce(loss);
+      group->all_reduce(predicted);
+    }
+    return TokenScores{loss.narrow(1, 0, length), predicted.narrow(1, 0, length)};
+  };
+}
+
+EvalShare replica_share(Mesh& mesh) {
+  auto& dp = mesh.group(Group::dp);
+  return {dp.rank(), dp.size(), [&dp](at::Tensor& t) { dp.all_reduce(t); }, mesh.group(Group::ep).size() > 1};
+}
+
+}  // namespace lt
