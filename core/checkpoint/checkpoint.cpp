@@ -11,8 +11,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 
 #include "core/checkpoint/safetensors.h"
+#include "core/checkpoint/slice_runs.h"
 #include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
@@ -277,9 +279,10 @@ std::string write_part(const std::string& temp, LlamaForCausalLMImpl& model, con
   return record.dump();
 }
 
-// Reads any slice of a tensor from whichever files hold parts of it: the
-// full tensor is assembled from the parts (of whatever tp, pp, dp or ZeRO
-// layout wrote them), then cut the way this rank holds it.
+// Reads any part of a tensor from whichever files hold parts of it (of
+// whatever tp, pp, dp or ZeRO layout wrote them), copying from each mapped
+// file only the elements the two parts share: a rank touches the pages of
+// what it holds, and never assembles a whole tensor.
 class SliceReader {
  public:
   // `section`: "model" or "optimizer" in the manifest.
@@ -290,32 +293,50 @@ class SliceReader {
   }
 
   // Elements [start, end) of the flattened slice `want` (local shape `local`)
-  // of tensor `key` (in the files) of parameter `name`.
-  at::Tensor read(const std::string& name, const std::string& key, const TensorSlice& want, at::IntArrayRef local,
-                  int64_t start, int64_t end) {
-    if (auto held = held_by_one_file(name, key, want, local, start, end)) return *held;
-    auto [full, covered] = assemble(name, key, full_shape(want, local));
-    if (!covered.narrow(want.dim, want.offset, local[want.dim]).all().item<bool>())
+  // of tensor `key` (in the files) of parameter `name`, into `out` (flat).
+  void read(const std::string& name, const std::string& key, const TensorSlice& want, at::IntArrayRef local,
+            int64_t start, int64_t end, at::Tensor out) {
+    const auto shape = full_shape(want, local);
+    const auto mine = runs({shape, want.dim, want.offset, local[want.dim], start, end});
+    std::vector<std::pair<int64_t, int64_t>> filled;
+    // Replicas of a part are read once, from a file open already if one is.
+    auto candidates = records_[name];
+    std::stable_partition(candidates.begin(), candidates.end(), [&](const auto& c) { return opened_.count(c.first) > 0; });
+    std::set<std::string> read_parts;
+    for (const auto& [file, record] : candidates) {
+      const auto& r = *record;
+      if (const auto stored = r.at("shape").get<std::vector<int64_t>>(); stored != shape)
+        fail(path_ + "/" + file + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(stored)) + ", the model " +
+             c10::str(at::IntArrayRef(shape)) + ": the recipe's model differs from the checkpoint's");
+      const int64_t dim = r.at("dim").get<int64_t>(), first = r.at("start").get<int64_t>(), last = r.at("end").get<int64_t>();
+      const SlicePart part{shape, dim, r.at("offset").get<int64_t>(), r.at("local").at(dim).get<int64_t>(), first, last};
+      const auto pieces = overlaps(mine, runs(part));
+      if (pieces.empty() || !read_parts.insert(part_key(part)).second) continue;
+      const auto stored = stored_tensor(file, key, last - first).reshape(-1);
+      for (const auto& o : pieces) {
+        out.narrow(0, o.a, o.length).copy_(stored.narrow(0, o.b, o.length));
+        filled.emplace_back(o.a, o.a + o.length);
+      }
+    }
+    if (records_[name].empty()) fail(path_ + ": no tensor '" + key + "': the checkpoint is from another model");
+    if (!covers(filled, end - start))
       fail(path_ + ": '" + key + "' is not complete in the checkpoint: a file is missing from its manifest");
-    return full.narrow(want.dim, want.offset, local[want.dim]).reshape(-1).narrow(0, start, end - start);
   }
 
  private:
-  // Resuming the layout that wrote the checkpoint, one file holds the range
-  // whole: it is read from the mapping alone, touching only its own pages,
-  // with no full tensor assembled.
-  std::optional<at::Tensor> held_by_one_file(const std::string& name, const std::string& key, const TensorSlice& want,
-                                             at::IntArrayRef local, int64_t start, int64_t end) {
-    for (const auto& [file, record] : records_[name]) {
-      const auto& r = *record;
-      const int64_t first = r.at("start").get<int64_t>(), last = r.at("end").get<int64_t>();
-      if (r.at("dim").get<int64_t>() != want.dim || r.at("offset").get<int64_t>() != want.offset ||
-          r.at("local").get<std::vector<int64_t>>() != local.vec() ||
-          r.at("shape").get<std::vector<int64_t>>() != full_shape(want, local) || first > start || last < end)
-        continue;
-      return stored_tensor(file, key, last - first).reshape(-1).narrow(0, start - first, end - start).to(at::kFloat);
+  static std::string part_key(const SlicePart& p) {
+    return c10::str(p.dim, ':', p.offset, ':', p.length, ':', p.start, ':', p.end);
+  }
+
+  // Whether the ranges fill [0, n).
+  static bool covers(std::vector<std::pair<int64_t, int64_t>> ranges, int64_t n) {
+    std::sort(ranges.begin(), ranges.end());
+    int64_t reached = 0;
+    for (const auto& [lo, hi] : ranges) {
+      if (lo > reached) return false;
+      reached = std::max(reached, hi);
     }
-    return std::nullopt;
+    return reached >= n;
   }
 
   // Tensor `key` of `file`, which the manifest says holds `elements`.
@@ -329,50 +350,8 @@ class SliceReader {
     return values;
   }
 
-  std::pair<at::Tensor, at::Tensor> assemble(const std::string& name, const std::string& key,
-                                             const std::vector<int64_t>& shape) {
-    if (cached_key_ == key) return cached_;
-    // Each writer's local tensor, gathered from its (ZeRO) segments; copies
-    // of a slice (replicated weights) may come from several files.
-    struct Part {
-      nlohmann::json record;
-      at::Tensor flat, filled;
-    };
-    std::map<std::string, Part> parts;
-    for (const auto& [file, record] : records_[name]) {
-      const auto& r = *record;
-      const auto stored = r.at("shape").get<std::vector<int64_t>>();
-      if (stored != shape)
-        fail(path_ + "/" + file + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(stored)) +
-             ", the model " + c10::str(at::IntArrayRef(shape)) + ": the recipe's model differs from the checkpoint's");
-      auto& part = parts[std::to_string(r.at("dim").get<int64_t>()) + ":" + std::to_string(r.at("offset").get<int64_t>())];
-      const auto local = r.at("local").get<std::vector<int64_t>>();
-      if (!part.flat.defined()) {
-        part.record = r;
-        part.flat = at::empty({c10::multiply_integers(local)}, at::kFloat);
-        part.filled = at::zeros({part.flat.numel()}, at::kBool);
-      }
-      const int64_t start = r.at("start").get<int64_t>(), end = r.at("end").get<int64_t>();
-      part.flat.narrow(0, start, end - start).copy_(stored_tensor(file, key, end - start).reshape(-1));
-      part.filled.narrow(0, start, end - start).fill_(true);
-    }
-    if (parts.empty()) fail(path_ + ": no tensor '" + key + "': the checkpoint is from another model");
-    auto full = at::empty(shape, at::kFloat);
-    auto covered = at::zeros(shape, at::kBool);
-    for (auto& [where, part] : parts) {
-      if (!part.filled.all().item<bool>()) continue;
-      const auto local = part.record.at("local").get<std::vector<int64_t>>();
-      const int64_t dim = part.record.at("dim").get<int64_t>(), offset = part.record.at("offset").get<int64_t>();
-      full.narrow(dim, offset, local[dim]).copy_(part.flat.view(local));
-      covered.narrow(dim, offset, local[dim]).fill_(true);
-    }
-    cached_key_ = key;
-    cached_ = {full, covered};
-    return cached_;
-  }
-
   // A file mapped, not read: ranks of a node share its pages, and each
-  // touches only the tensors it assembles.
+  // touches only the pages of what it reads.
   const SafetensorsFile& opened(const std::string& file) {
     auto it = opened_.find(file);
     if (it != opened_.end()) return *it->second;
@@ -385,8 +364,6 @@ class SliceReader {
   // Parameter name -> (file, record) of every part of it.
   std::map<std::string, std::vector<std::pair<std::string, const nlohmann::json*>>> records_;
   std::map<std::string, std::unique_ptr<SafetensorsFile>> opened_;
-  std::string cached_key_;
-  std::pair<at::Tensor, at::Tensor> cached_;
 };
 
 }  // namespace
@@ -536,13 +513,13 @@ void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW
   {
     SliceReader weights(path, manifest, "model");
     for (auto& [name, param] : params)
-      param.copy_(weights.read(name, name, model.slice_of(name), param.sizes(), 0, param.numel()).view(param.sizes()));
+      weights.read(name, name, model.slice_of(name), param.sizes(), 0, param.numel(), param.view({-1}));
   }
   if (optimizer) {
     SliceReader moments(path, manifest, "optimizer");
-    auto read = [&](const std::string& name, const std::string& moment, int64_t start, int64_t end) {
+    auto read = [&](const std::string& name, const std::string& moment, int64_t start, int64_t end, at::Tensor into) {
       const auto& param = params.at(name);
-      return moments.read(name, name + "." + moment, model.slice_of(name), param.sizes(), start, end).clone();
+      moments.read(name, name + "." + moment, model.slice_of(name), param.sizes(), start, end, into);
     };
     optimizer->load_state(read, manifest.at("optimizer").at("steps").get<int64_t>());
   }

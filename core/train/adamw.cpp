@@ -106,8 +106,8 @@ void AdamW::load_state(const StateReader& read, int64_t steps) {
   at::NoGradGuard no_grad;
   for (auto& s : slots_) {
     const auto& seg = s.segment;
-    s.exp_avg.copy_(read(seg.name, "exp_avg", seg.start, seg.end));
-    s.exp_avg_sq.copy_(read(seg.name, "exp_avg_sq", seg.start, seg.end));
+    read(seg.name, "exp_avg", seg.start, seg.end, s.exp_avg);
+    read(seg.name, "exp_avg_sq", seg.start, seg.end, s.exp_avg_sq);
   }
   steps_ = steps;
 }

@@ -73,9 +73,10 @@ class AdamW {
     const at::Tensor& exp_avg_sq;
   };
   std::vector<SegmentState> state() const;
-  // `read(name, moment, start, end)` returns elements [start, end) of the
-  // flattened moment ("exp_avg" or "exp_avg_sq") of parameter `name`.
-  using StateReader = std::function<at::Tensor(const std::string&, const std::string&, int64_t, int64_t)>;
+  // `read(name, moment, start, end, into)` fills `into` with elements
+  // [start, end) of the flattened moment ("exp_avg" or "exp_avg_sq") of
+  // parameter `name`.
+  using StateReader = std::function<void(const std::string&, const std::string&, int64_t, int64_t, at::Tensor)>;
   void load_state(const StateReader& read, int64_t steps);
 
  private:

@@ -60,6 +60,7 @@ class Trainer {
   double step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr, double& grad_norm);
   AdaptiveSequenceParallel* adaptive() { return adaptive_.get(); }
   LlamaForCausalLMImpl& model() { return *model_; }
+  AdamW& optimizer() { return *optimizer_; }
   ChunkManager* chunks() { return chunks_.get(); }
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
   // memory.plan: auto: the plan chosen before the first step.

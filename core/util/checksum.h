@@ -31,7 +31,7 @@ class Checksum {
   std::unique_ptr<XXH3_state_s, Free> state_;
 };
 
-// Of a whole file (memory-mapped), by `algorithm` (one of the two above;
+// Of a whole file (read in blocks, not mapped), by `algorithm` (one of the two above;
 // any other is an error naming the file).
 std::string file_checksum(const std::string& path, const std::string& algorithm = kChecksumAlgorithm);
 

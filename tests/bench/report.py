@@ -213,7 +213,8 @@ def hf_report(a, runs, cpu):
 
 def resume_report(a, runs, cpu):
     save_runs(a, runs, cpu)
-    table(["resume of a 56M-parameter checkpoint (tp 2 x pp 2 x dp 2 wrote it)", "rank", "weights held",
+    table(["resume of a 56M-parameter checkpoint (tp 2 x pp 2 x dp 2, ZeRO-1 wrote it)", "rank",
+           "weights and moments held",
            "peak host memory the load added", "ratio"],
           [[r["layout"], r["rank"], f"{r['held_bytes'] / 2**20:.1f} MiB", f"{r['load_peak_bytes'] / 2**20:.1f} MiB",
             f"{r['ratio']:.2f}x"] for r in sorted(runs, key=lambda r: (r["layout"], r["rank"]))])

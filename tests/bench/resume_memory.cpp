@@ -1,10 +1,11 @@
-// Host memory of a resume. 8 ranks (tp 2 x pp 2 x dp 2) write a checkpoint of
-// a 56M-parameter Llama, then each reads its weights back from it, and one
-// rank reads the whole model from the same files (the resharding path, which
-// assembles each full tensor from the parts). Each reports the peak host
-// memory its load added (VmHWM over the RSS before it: private copies and the
-// file pages it touched) against the bytes of the weights it holds.
-// Before, every rank copied every file holding part of a tensor it needed.
+// Host memory of a resume. 8 ranks (tp 2 x pp 2 x dp 2, ZeRO-1) write a
+// checkpoint of a 56M-parameter Llama, then read it back: each its weights
+// and moment shards on the layout that wrote it; the 8 as tp 4 x pp 2 (each
+// tensor resharded from other parts); and one rank the whole model. Each
+// reports the peak host memory its load added (VmHWM over the RSS before it:
+// private copies and the file pages it touched) against the bytes of the
+// weights and moments it holds. Resharding copies only the overlap of each
+// file's part with the rank's, so every ratio stays near 1.
 //
 // usage: mpirun -np 8 lt_bench_resume DIR
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "core/train/trainer.h"
 #include "core/util/error.h"
 #include "parallel/mesh/layout.h"
+#include "parallel/rank_model.h"
 #include "tests/bench/bench_support.h"
 
 namespace lt {
@@ -28,19 +30,26 @@ int64_t resident_bytes() {
   return 0;
 }
 
-int64_t weight_bytes(LlamaForCausalLMImpl& model) {
+int64_t held_bytes(LlamaForCausalLMImpl& model, const AdamW& optimizer) {
   int64_t bytes = 0;
-  for (const auto& p : model.parameters()) bytes += p.numel() * p.element_size();
+  for (const auto& p : model.parameters()) bytes += p.nbytes();
+  for (const auto& s : optimizer.state()) bytes += s.exp_avg.nbytes() + s.exp_avg_sq.nbytes();
   return bytes;
 }
 
-// The peak host memory `load` adds, and the bytes the model holds.
-void report(const char* layout, int rank, LlamaForCausalLMImpl& model, const std::string& checkpoint) {
+std::vector<NamedParameter> named(LlamaForCausalLMImpl& model) {
+  std::vector<NamedParameter> out;
+  for (const auto& item : model.named_parameters()) out.push_back({item.key(), item.value()});
+  return out;
+}
+
+// The peak host memory the load adds, and the bytes the rank holds.
+void report(const char* layout, int rank, LlamaForCausalLMImpl& model, AdamW& optimizer, const std::string& checkpoint) {
   const at::Device cpu(at::kCPU);
   reset_peak_memory(cpu);
   const int64_t before = resident_bytes();
-  load_checkpoint(checkpoint, model, nullptr, nullptr);
-  const int64_t added = peak_memory_bytes(cpu) - before, held = weight_bytes(model);
+  load_checkpoint(checkpoint, model, &optimizer, nullptr);
+  const int64_t added = peak_memory_bytes(cpu) - before, held = held_bytes(model, optimizer);
   std::printf("{\"bench\": \"resume\", \"layout\": \"%s\", \"rank\": %d, \"held_bytes\": %lld, \"load_peak_bytes\": %lld, "
               "\"ratio\": %.3f}\n",
               layout, rank, static_cast<long long>(held), static_cast<long long>(added),
@@ -55,7 +64,7 @@ void run(const std::string& dir) {
   c.model.num_heads = 8, c.model.num_kv_heads = 4;
   c.data.seq_len = 256, c.data.passkey.min_doc_len = 64, c.data.passkey.max_doc_len = 256;
   c.train.steps = 1, c.train.global_batch_tokens = 512, c.train.threads = 1, c.train.precision = "fp32";
-  c.parallel.tp = 2, c.parallel.pp = 2;
+  c.parallel.tp = 2, c.parallel.pp = 2, c.parallel.zero = 1;
   c.eval.at_end = false, c.log.interval = 1;
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -67,11 +76,21 @@ void run(const std::string& dir) {
   Trainer trainer(c, &mesh);
   trainer.run();
   const std::string checkpoint = resolve_checkpoint(c.checkpoint_dir());
-  report("tp2 pp2 dp2, the layout that wrote it", rank, trainer.model(), checkpoint);
+  report("tp2 pp2 dp2 zero1, the layout that wrote it", rank, trainer.model(), trainer.optimizer(), checkpoint);
+  MPI_Barrier(MPI_COMM_WORLD);
+  {
+    Config other = c;
+    other.parallel.tp = 4, other.parallel.zero = 0;
+    Mesh resharded(Layout(resolve_degrees(other, world)), MPI_COMM_WORLD, 600);
+    auto part = build_rank_model(other, resharded).model;
+    AdamW optimizer(named(*part), {});
+    report("tp4 pp2 (resharded)", rank, *part, optimizer, checkpoint);
+  }
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0) {
     LlamaForCausalLM whole(c.model);
-    report("one rank, the whole model (resharded)", rank, *whole, checkpoint);
+    AdamW optimizer(named(*whole), {});
+    report("one rank, the whole model (resharded)", rank, *whole, optimizer, checkpoint);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

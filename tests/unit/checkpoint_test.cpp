@@ -1,13 +1,18 @@
 // Checkpoints: safetensors round trip, bit-exact resume (N + N steps equal 2N
 // uninterrupted), refusal of corrupted or truncated checkpoints, and that a
-// half-written checkpoint is never taken as the latest.
+// half-written checkpoint is never taken as the latest; the overlap of two
+// layouts' parts of a tensor.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/safetensors.h"
+#include "core/checkpoint/slice_runs.h"
 #include "core/train/trainer.h"
 #include "core/util/checksum.h"
 #include "core/util/error.h"
@@ -19,6 +24,49 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string temp_dir(const std::string& name) { return testing::scratch_dir("ckpt_test", name); }
+
+// A part's elements, cut from the full tensor directly.
+at::Tensor held(const at::Tensor& full, const SlicePart& p) {
+  return full.narrow(p.dim, p.offset, p.length).reshape(-1).narrow(0, p.start, p.end - p.start);
+}
+
+// Every part a file may hold under any cut along `dim` into `pieces`, each
+// in `segments` ZeRO segments.
+std::vector<SlicePart> layout_parts(const std::vector<int64_t>& shape, int64_t dim, int64_t pieces, int64_t segments) {
+  std::vector<SlicePart> out;
+  const int64_t length = shape[dim] / pieces, elements = c10::multiply_integers(shape) / pieces;
+  for (int64_t p = 0; p < pieces; ++p)
+    for (int64_t s = 0; s < segments; ++s)
+      out.push_back({shape, dim, p * length, length, elements * s / segments, elements * (s + 1) / segments});
+  return out;
+}
+
+// Reading a part from the parts another layout wrote, through their runs'
+// overlaps, gives exactly its elements, every one filled once.
+TEST(SliceRuns, OverlapsOfAnyTwoLayoutsRebuildEveryPart) {
+  const std::vector<int64_t> shape{6, 4, 10};
+  const auto full = at::arange(c10::multiply_integers(shape), at::kFloat).view(shape);
+  for (int64_t write_dim = 0; write_dim < 3; ++write_dim)
+    for (int64_t read_dim = 0; read_dim < 3; ++read_dim)
+      for (auto [written_pieces, written_segments, read_pieces, read_segments] :
+           {std::array<int64_t, 4>{2, 1, 1, 1}, {2, 3, 1, 2}, {1, 1, 2, 3}, {2, 2, 2, 1}, {1, 4, 2, 3}}) {
+        const auto written = layout_parts(shape, write_dim, written_pieces, written_segments);
+        for (const auto& want : layout_parts(shape, read_dim, read_pieces, read_segments)) {
+          auto out = at::full({want.end - want.start}, -1.0f), count = at::zeros({want.end - want.start});
+          for (const auto& part : written) {
+            const auto stored = held(full, part);
+            for (const auto& o : overlaps(runs(want), runs(part))) {
+              out.narrow(0, o.a, o.length).copy_(stored.narrow(0, o.b, o.length));
+              count.narrow(0, o.a, o.length).add_(1);
+            }
+          }
+          SCOPED_TRACE(c10::str("written along ", write_dim, " in ", written_pieces, "x", written_segments,
+                                ", read along ", read_dim, " at ", want.offset, " [", want.start, ", ", want.end, ")"));
+          EXPECT_TRUE(out.equal(held(full, want)));
+          EXPECT_TRUE(count.eq(1).all().item<bool>());
+        }
+      }
+}
 
 // Checkpoints every 3 steps, with accumulation and a decaying LR.
 Config small_run(const std::string& dir, int64_t steps) {
@@ -42,6 +90,25 @@ TEST(Checksum, StreamingEqualsWhole) {
   bytes[500] ^= 1;
   changed.update(bytes.data(), bytes.size());
   EXPECT_NE(changed.hex(), whole.hex());
+}
+
+// Files are checked in 4 MiB blocks: both algorithms equal the whole buffer's.
+TEST(Checksum, FileInBlocksEqualsTheWholeBuffer) {
+  std::vector<uint8_t> bytes((size_t{9} << 20) + 13);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
+  const auto path = temp_dir("blocks") + "/f.bin";
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  Checksum whole;
+  whole.update(bytes.data(), bytes.size());
+  EXPECT_EQ(file_checksum(path), whole.hex());
+  // Format 3's FNV-1a over 8-byte words, the tail bytes, xor the length.
+  uint64_t fnv = 0xcbf29ce484222325ULL;
+  size_t i = 0;
+  for (uint64_t word; i + 8 <= bytes.size(); i += 8) std::memcpy(&word, &bytes[i], 8), fnv = (fnv ^ word) * 0x100000001b3ULL;
+  for (; i < bytes.size(); ++i) fnv = (fnv ^ bytes[i]) * 0x100000001b3ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(fnv ^ bytes.size()));
+  EXPECT_EQ(file_checksum(path, kLegacyChecksumAlgorithm), hex);
 }
 
 TEST(Safetensors, RoundTripsDtypesAndShapes) {
