@@ -32,7 +32,7 @@ std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const C
       layers, device, mesh.group(Group::dp_sp),
       ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), manual ? memory.n_persist : 0,
                    manual ? memory.n_buffer : 1, static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30)),
-                   config.parallel.zero == 1});
+                   config.parallel.zero == 1, config.train.bf16() ? at::kBFloat16 : at::kFloat});
 }
 
 // Each ep rank holds 1/ep of the experts; rows travel to them and back by
@@ -73,9 +73,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
     expert_parallel(shard, mesh.group(Group::ep));
   }
 
-  // Offloaded chunks move the masters in and out of the device: their
-  // copies are cast at each use rather than kept.
-  if (config.train.bf16()) shard.compute = std::make_shared<ComputeWeights>(at::kBFloat16, !config.memory.offload_model);
+  if (config.train.bf16()) shard.compute = std::make_shared<ComputeWeights>(at::kBFloat16);
 
   RankModel out;
   out.model = LlamaForCausalLM(config.model, shard);

@@ -222,11 +222,11 @@ int run_eval(const Args& args, MpiSession& mpi) {
   const at::Device device = device_for(config.train.device, mesh.local_rank());
   if (config.train.bf16()) check_bf16_device(device);
   RankModel rank = build_rank_model(config, mesh, device);
-  agree_on(mesh.group(Group::world), [&] {
+  auto load = [&] {
     if (checkpoint) load_checkpoint(path, *rank.model, nullptr, nullptr);
     else load_hf_weights(path, *rank.model);
-  });
-  if (rank.chunks) rank.chunks->pull();
+  };
+  agree_on(mesh.group(Group::world), [&] { rank.chunks ? rank.chunks->with_masters(load) : load(); });
   rank.model->eval();
   const auto dtype = config.train.bf16() ? at::kBFloat16 : at::kFloat;
   const auto report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, dtype), config,

@@ -31,7 +31,7 @@ at::Tensor ComputeWeights::operator()(const at::Tensor& param) {
   } else {
     at::NoGradGuard no_grad;
     copy = param.detach().to(dtype_);
-    if (cache_) copies_.emplace(param.unsafeGetTensorImpl(), copy);
+    copies_.emplace(param.unsafeGetTensorImpl(), copy);
   }
   if (!param.requires_grad() || !at::GradMode::is_enabled()) return copy;
   return CastToCompute::apply(param, copy)[0];

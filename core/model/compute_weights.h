@@ -4,7 +4,9 @@
 // hold the masters. The copy of a parameter is cast once after each change
 // of the masters (an optimizer step, a load) and reused by every
 // micro-batch and recomputation until the next; its gradient reaches the
-// master through the cast, in fp32 (Megatron's main gradients).
+// master through the cast, in fp32 (Megatron's main gradients). A parameter
+// already in the compute dtype (an offloaded chunk's device copy) is used
+// as it is.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -15,9 +17,7 @@ namespace lt {
 
 class ComputeWeights {
  public:
-  // `cache`: keep the copies between uses (off where the masters move in
-  // and out of the device, as offloaded chunks do: then each use casts).
-  explicit ComputeWeights(at::ScalarType dtype, bool cache = true) : dtype_(dtype), cache_(cache) {}
+  explicit ComputeWeights(at::ScalarType dtype) : dtype_(dtype) {}
 
   at::ScalarType dtype() const { return dtype_; }
   // `param` in the compute dtype, differentiable with respect to `param`.
@@ -27,7 +27,6 @@ class ComputeWeights {
 
  private:
   at::ScalarType dtype_;
-  bool cache_;
   std::unordered_map<const c10::TensorImpl*, at::Tensor> copies_;
 };
 

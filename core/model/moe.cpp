@@ -82,7 +82,8 @@ at::Tensor SparseMoeImpl::run_experts(const at::Tensor& x, const Routing& r) {
 
 at::Tensor SparseMoeImpl::forward(const at::Tensor& x) {
   const auto flat = x.reshape({-1, x.size(-1)});
-  const Routing routing = route(gate(flat.to(at::kFloat)), config_);
+  // The router in fp32 whatever its weight's dtype (bf16 in an offloaded chunk).
+  const Routing routing = route(at::linear(flat.to(at::kFloat), gate->weight.to(at::kFloat)), config_);
   auto out = run_experts(flat, routing);
   if (shared_expert) out = out + at::sigmoid(shared_expert_gate(flat)) * shared_expert(flat);
   return shard_.moe->attach(layer_, out, routing, x.size(0)).view_as(x);

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
+#include <unordered_map>
 #include <vector>
 
 namespace lt {
@@ -25,30 +26,52 @@ class AccumulatedHook : public torch::autograd::FunctionPostHook {
 
 }  // namespace
 
+// Each hook on the accumulator its parameter had when it was added or last
+// followed.
 struct GradientHooks::Added {
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
-  std::vector<torch::autograd::FunctionPostHook*> hooks;
+  struct Hook {
+    at::Tensor param;
+    std::function<void()> callback;
+    std::shared_ptr<torch::autograd::Node> accumulator;
+    torch::autograd::FunctionPostHook* hook;
+  };
+  std::vector<Hook> hooks;
+  std::unordered_map<const c10::TensorImpl*, std::vector<size_t>> of_param;
+
+  void attach(Hook& h) {
+    h.accumulator = torch::autograd::impl::grad_accumulator(h.param);
+    auto hook = std::make_unique<AccumulatedHook>(h.callback);
+    h.hook = hook.get();
+    h.accumulator->add_post_hook(std::move(hook));
+  }
+  static void detach(const Hook& h) {
+    auto& hooks = h.accumulator->post_hooks();
+    hooks.erase(std::remove_if(hooks.begin(), hooks.end(), [&](const auto& p) { return p.get() == h.hook; }), hooks.end());
+  }
 };
 
 GradientHooks::GradientHooks() : added_(std::make_unique<Added>()) {}
 
+// The parameters may outlive us: take exactly our hooks off.
 GradientHooks::~GradientHooks() {
-  // The parameters may outlive us: take exactly our hooks off.
-  const auto& ours = added_->hooks;
-  for (auto& accumulator : added_->accumulators) {
-    auto& hooks = accumulator->post_hooks();
-    hooks.erase(std::remove_if(hooks.begin(), hooks.end(),
-                               [&](const auto& h) { return std::find(ours.begin(), ours.end(), h.get()) != ours.end(); }),
-                hooks.end());
-  }
+  for (const auto& h : added_->hooks) Added::detach(h);
 }
 
 void GradientHooks::add(const at::Tensor& param, std::function<void()> callback) {
-  auto accumulator = torch::autograd::impl::grad_accumulator(param);
-  auto hook = std::make_unique<AccumulatedHook>(std::move(callback));
-  added_->hooks.push_back(hook.get());
-  accumulator->add_post_hook(std::move(hook));
-  added_->accumulators.push_back(std::move(accumulator));
+  auto& h = added_->hooks.emplace_back(Added::Hook{param, std::move(callback), nullptr, nullptr});
+  added_->attach(h);
+  added_->of_param[param.unsafeGetTensorImpl()].push_back(added_->hooks.size() - 1);
+}
+
+void GradientHooks::follow(const at::Tensor& param) {
+  const auto found = added_->of_param.find(param.unsafeGetTensorImpl());
+  if (found == added_->of_param.end()) return;
+  for (size_t i : found->second) {
+    auto& h = added_->hooks[i];
+    if (torch::autograd::impl::grad_accumulator(param) == h.accumulator) continue;
+    Added::detach(h);
+    added_->attach(h);
+  }
 }
 
 }  // namespace lt

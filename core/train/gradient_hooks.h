@@ -19,6 +19,9 @@ class GradientHooks {
   GradientHooks& operator=(const GradientHooks&) = delete;
 
   void add(const at::Tensor& param, std::function<void()> callback);
+  // After `param.set_data(...)` to another dtype or device, PyTorch gives
+  // the parameter a new gradient accumulator: its hooks move onto it.
+  void follow(const at::Tensor& param);
 
  private:
   struct Added;

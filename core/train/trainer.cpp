@@ -103,9 +103,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
 
 TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_fingerprint) {
   TrainState state;
-  load_checkpoint(path, *model_, optimizer_.get(), &state);
+  on_masters([&] { load_checkpoint(path, *model_, optimizer_.get(), &state); });
   check_data_fingerprint(path, state.data_fingerprint, data_fingerprint);
-  if (chunks_) chunks_->pull();
   masters_changed();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.rng);
@@ -115,8 +114,7 @@ TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_
 
 // The run starts from a Hugging Face model's weights, with a fresh optimizer.
 void Trainer::initialize_from_hf() {
-  load_hf_weights(config_.init.from_hf, *model_);
-  if (chunks_) chunks_->pull();
+  on_masters([&] { load_hf_weights(config_.init.from_hf, *model_); });
   masters_changed();
   logger_->line("initialized from " + config_.init.from_hf);
 }
@@ -148,6 +146,11 @@ void Trainer::write_trace() {
 }
 
 at::ScalarType Trainer::compute_dtype() const { return config_.train.bf16() ? at::kBFloat16 : at::kFloat; }
+
+void Trainer::on_masters(const std::function<void()>& fn) {
+  if (chunks_) chunks_->with_masters(fn);
+  else fn();
+}
 
 void Trainer::masters_changed() {
   if (const auto& compute = model_->shard().compute) compute->refresh();
@@ -468,8 +471,10 @@ TrainResult Trainer::run() {
                       s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
       TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state(), source->fingerprint()};
-      logger_->line("checkpoint: " +
-                    checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part()));
+      on_masters([&] {
+        logger_->line("checkpoint: " +
+                      checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part()));
+      });
     };
     if (save) save_checkpoint();
     // Preemption: a signal any rank received, agreed at this boundary.

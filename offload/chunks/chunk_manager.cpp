@@ -53,12 +53,14 @@ int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, in
 
 ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers,
                            at::Device device, Communicator& replicas, ChunkOptions options)
-    : device_(device), replicas_(replicas), shard_(options.shard_optimizer) {
-  // Whole layers, in execution order, until a chunk reaches chunk_bytes.
+    : device_(device), replicas_(replicas), shard_(options.shard_optimizer), compute_(options.compute) {
+  // Whole layers, in execution order, until a chunk's device copy reaches chunk_bytes.
+  const int64_t element = static_cast<int64_t>(c10::elementSize(compute_));
   for (const auto& [layer, params] : layers) {
-    int64_t bytes = 0;
-    for (const auto& p : params) bytes += static_cast<int64_t>(p.tensor.nbytes());
-    if (chunks_.empty() || chunks_.back()->numel * 4 + bytes > options.chunk_bytes) chunks_.push_back(std::make_unique<Chunk>());
+    int64_t numel = 0;
+    for (const auto& p : params) numel += p.tensor.numel();
+    if (chunks_.empty() || (chunks_.back()->numel + numel) * element > options.chunk_bytes)
+      chunks_.push_back(std::make_unique<Chunk>());
     auto& c = *chunks_.back();
     chunk_of_layer_[layer] = chunks_.size() - 1;
     for (const auto& p : params) {
@@ -98,7 +100,7 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
 
 std::vector<int64_t> ChunkManager::chunk_bytes() const {
   std::vector<int64_t> sizes;
-  for (const auto& c : chunks_) sizes.push_back(c->numel * 4);
+  for (const auto& c : chunks_) sizes.push_back(c->numel * static_cast<int64_t>(c10::elementSize(compute_)));
   return sizes;
 }
 
@@ -121,7 +123,7 @@ void ChunkManager::configure(int64_t persist, int64_t buffers) {
   }
   slots_.clear();
   // Device memory, all of it now: persistent chunks' own buffers, then the shared ones.
-  const auto on_device = at::TensorOptions().dtype(at::kFloat).device(device_);
+  const auto on_device = at::TensorOptions().dtype(compute_).device(device_);
   int64_t largest = 0;
   for (size_t i = persist; i < chunks_.size(); ++i) largest = std::max(largest, chunks_[i]->numel);
   for (int64_t i = 0; i < persist + buffers; ++i) {
@@ -165,6 +167,7 @@ void ChunkManager::make_resident(size_t index) {
     auto& p = c.params[k];
     p.set_data(view_of(slot.values, c.offsets[k], p));
     p.mutable_grad() = view_of(slot.grads, c.offsets[k], p);
+    hooks_.follow(p);  // a new device or dtype gave it a new gradient accumulator
   }
   slot.chunk = static_cast<int>(index);
   c.slot = chosen;
@@ -299,10 +302,11 @@ void ChunkManager::refresh() {
     if (c->slot >= 0) slots_[c->slot]->values.narrow(0, 0, c->numel).copy_(c->values);
 }
 
-void ChunkManager::pull() {
-  at::NoGradGuard no_grad;
-  for (auto& c : chunks_)
-    if (c->slot >= 0) c->values.copy_(slots_[c->slot]->values.narrow(0, 0, c->numel));
+void ChunkManager::with_masters(const std::function<void()>& fn) {
+  for (size_t i = 0; i < chunks_.size(); ++i) evict(i);
+  fn();
+  for (size_t i = 0; i < chunks_.size(); ++i)
+    if (chunks_[i]->persistent) make_resident(i);
 }
 
 }  // namespace lt

@@ -10,7 +10,10 @@
 // backward its gradients are added into the host copy and its buffer is
 // free again. Layers are recomputed in backward (checkpointing), so a
 // chunk's weights need not stay on the device between forward and backward.
-// The manager holds all the device memory it uses and counts it, so a
+// The device copies are in the compute dtype (bf16 under mixed precision,
+// ProTrain's layout: the fp32 masters and moments stay on the host), and so
+// are the device gradients, added into the fp32 host gradients after each
+// backward. The manager holds all the device memory it uses and counts it, so a
 // budget is enforced (and measured) on any build; on the host the "device"
 // buffers are ordinary memory and the copies are real.
 #pragma once
@@ -31,6 +34,7 @@ struct ChunkOptions {
   int64_t buffers = 2;       // device buffers the other chunks take turns in (current + prefetch)
   int64_t budget_bytes = 0;  // device bytes the manager may hold; 0: no limit
   bool shard_optimizer = false;  // ZeRO-1 over the replicas: each updates 1/R of every chunk
+  at::ScalarType compute = at::kFloat;  // of the device copies and gradients
 };
 
 class ChunkManager {
@@ -77,12 +81,13 @@ class ChunkManager {
   // After the optimizer: with ZeRO-1 every rank's updated parts are
   // gathered; the resident chunks' device copies follow the host.
   void refresh();
-  // After the model's parameters were written (a checkpoint loaded): the
-  // host copies take the resident chunks' values.
-  void pull();
+  // Runs `fn` with the model's parameters on their fp32 host masters (to
+  // save, load or initialise them); then the persistent chunks are on the
+  // device again, with the masters' values.
+  void with_masters(const std::function<void()>& fn);
 
   int64_t chunk_count() const { return static_cast<int64_t>(chunks_.size()); }
-  std::vector<int64_t> chunk_bytes() const;  // each chunk's weights (its gradients take as much)
+  std::vector<int64_t> chunk_bytes() const;  // each chunk's device weights (its gradients take as much)
   int64_t chunk_of(int64_t layer) const { return static_cast<int64_t>(chunk_of_layer_.at(layer)); }
   int64_t device_bytes() const { return device_bytes_; }
   // Chunks copied to the device in this step, in order (prefetches included).
@@ -113,6 +118,7 @@ class ChunkManager {
   at::Device device_;
   Communicator& replicas_;
   bool shard_;
+  at::ScalarType compute_;
   int64_t device_bytes_ = 0, budget_bytes_ = 0, clock_ = 0;
   std::vector<int64_t> fetches_;
   GradientHooks hooks_;

@@ -104,7 +104,7 @@ void Communicator::enable_nccl(int device) {
   if (rank_ == 0) id = NcclCommunicator::create_id();
   auto bytes = at::from_blob(id.data(), {static_cast<int64_t>(id.size())}, at::kByte);
   broadcast(bytes, 0);
-  nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device);
+  nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device, source("NCCL initialisation"));
 }
 #define LT_ON_DEVICE(tensor, call) \
   if ((tensor).is_cuda()) {        \

@@ -6,8 +6,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "core/util/error.h"
 #include "parallel/comm/communicator.h"
@@ -51,14 +53,28 @@ NcclUniqueId NcclCommunicator::create_id() {
   return bytes;
 }
 
-NcclCommunicator::NcclCommunicator(const NcclUniqueId& id_bytes, int rank, int size, int device)
+NcclCommunicator::NcclCommunicator(const NcclUniqueId& id_bytes, int rank, int size, int device, Work::Source init)
     : rank_(rank), size_(size) {
-  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   ncclUniqueId id;
   std::memcpy(&id, id_bytes.data(), sizeof(id));
-  ncclComm_t comm;
-  check_nccl(ncclCommInitRank(&comm, size, id, rank), "ncclCommInitRank");
-  comm_ = comm;
+  // ncclCommInitRank returns once every rank of the group has joined, with
+  // no timeout of its own: it runs on a thread of its own so that the
+  // watchdog names a group that never completes instead of hanging. That
+  // thread is left behind then, as the job ends.
+  struct Joining {
+    std::atomic<bool> done{false};
+    ncclResult_t result = ncclSuccess;
+    ncclComm_t comm = nullptr;
+  };
+  auto joining = std::make_shared<Joining>();
+  std::thread([joining, id, size, rank, device] {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    joining->result = ncclCommInitRank(&joining->comm, size, id, rank);
+    joining->done = true;
+  }).detach();
+  Work(std::move(init), [joining] { return joining->done.load(); }).wait();
+  check_nccl(joining->result, "ncclCommInitRank");
+  comm_ = joining->comm;
   stream_ = std::make_unique<Stream>(Stream{c10::cuda::getStreamFromPool(true, static_cast<c10::DeviceIndex>(device))});
 }
 

@@ -21,7 +21,8 @@ class NcclCommunicator {
   // Call on one rank, then share the bytes with the others.
   static NcclUniqueId create_id();
 
-  NcclCommunicator(const NcclUniqueId& id, int rank, int size, int device);
+  // Joins the group under the watchdog of `init` (its op and timeout).
+  NcclCommunicator(const NcclUniqueId& id, int rank, int size, int device, Work::Source init);
   ~NcclCommunicator();
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;

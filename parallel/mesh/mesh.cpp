@@ -93,7 +93,7 @@ Communicator& Mesh::subgroup(const std::string& name, int color) {
 
 #ifdef LT_WITH_CUDA
 void Mesh::enable_nccl(int device) {
-  setup_sum(world_, 0, "NCCL initialisation", timeout_s_);  // ncclCommInitRank waits with no timeout
+  setup_sum(world_, 0, "NCCL initialisation", timeout_s_);  // every rank arrives; then each group joins
   for (auto& [kind, comm] : groups_)
     if (comm->size() > 1) comm->enable_nccl(device);
   for (auto& [name, comm] : subgroups_)

@@ -110,8 +110,12 @@ int64_t logits_bytes(const Config& config, const Degrees& d, int64_t tokens) {
 }
 
 // Whole layers of `layer_parameters` fp32 parameters per chunk_mb chunk.
-int64_t layers_per_chunk(const MemoryConfig& memory, int64_t layer_parameters) {
-  return std::max<int64_t>(1, static_cast<int64_t>(memory.chunk_mb * (1 << 20)) / (4 * layer_parameters));
+// Offloaded chunks hold their device copies and gradients in the compute dtype.
+int64_t chunk_element_bytes(const Config& config) { return config.train.bf16() ? 2 : 4; }
+
+int64_t layers_per_chunk(const Config& config, int64_t layer_parameters) {
+  return std::max<int64_t>(
+      1, static_cast<int64_t>(config.memory.chunk_mb * (1 << 20)) / (chunk_element_bytes(config) * layer_parameters));
 }
 
 std::string row(const std::vector<std::string>& cells, const std::vector<int>& widths) {
@@ -222,9 +226,9 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
   p.state = st.weights + st.gradients + st.optimizer - st.chunks;  // the planner adds the chunks it keeps
   if (config.memory.offload_model) {
     const int64_t per_layer = layer_parameters(m, d.tp, m.moe.experts / d.ep);
-    const int64_t per_chunk = layers_per_chunk(config.memory, per_layer);
+    const int64_t per_chunk = layers_per_chunk(config, per_layer);
     for (int64_t l = 0; l < st.layers; l += per_chunk)
-      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer * 4);
+      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer * chunk_element_bytes(config));
     for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
   }
   p.link_bytes_per_s = machine.link;
@@ -278,11 +282,12 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     st.parameters = st.layers * per_layer + (st.embedding ? vocab_slice : 0) +
                     (st.head ? m.hidden_size + (m.tie_embeddings && degrees.pp == 1 ? 0 : vocab_slice) : 0);
     // With the model state offloaded, the layers' weights and gradients on
-    // the device are those of the resident chunks (fp32, as the chunk
-    // manager holds them), their optimizer state is on the host.
+    // the device are those of the resident chunks (in the compute dtype, as
+    // the chunk manager holds them), their optimizer state is on the host.
     int64_t resident = st.layers;
+    const int64_t chunk_element = chunk_element_bytes(config);
     if (memory.offload_model) {
-      const int64_t per_chunk = layers_per_chunk(memory, per_layer);
+      const int64_t per_chunk = layers_per_chunk(config, per_layer);
       const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
       const int64_t held = std::min(chunks, memory.n_persist) + (chunks > memory.n_persist ? memory.n_buffer : 0);
       resident = std::min(st.layers, held * per_chunk);
@@ -290,11 +295,11 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       // so the copies an overlapped update keeps in case clipping undoes it.
       const int64_t undo = memory.overlap_update && config.train.grad_clip > 0 ? 12 : 0;
       st.host = st.layers * per_layer * (4 + 4) + st.layers * per_layer * (8 + undo) / zero_replicas;
-      st.chunks = resident * per_layer * (4 + 4);
+      st.chunks = resident * per_layer * 2 * chunk_element;
     }
     const int64_t others = st.parameters - st.layers * per_layer;
-    st.weights = others * weight_bytes + resident * per_layer * (memory.offload_model ? 4 : weight_bytes);
-    st.gradients = (others + resident * per_layer) * 4;
+    st.weights = others * weight_bytes + resident * per_layer * (memory.offload_model ? chunk_element : weight_bytes);
+    st.gradients = others * 4 + resident * per_layer * (memory.offload_model ? chunk_element : 4);
     // ZeRO-1 shards each parameter's moments over the ranks replicating it:
     // dp x sp, and for experts the ep_dp ranks holding the same experts.
     const int64_t experts = st.layers * layer_expert_parameters(m, degrees.ep);

@@ -1,7 +1,8 @@
 // Chunked model state (memory.offload_model) against the plain run: the loss
 // and every gradient, and whole training runs; chunks come to the device in
 // execution order (the next one prefetched), never more than the budget
-// holds; an impossible budget is refused with the minimum that would work.
+// holds; an impossible budget is refused with the minimum that would work;
+// under bf16 the device copies are bf16 and equal the plain bf16 run.
 #include <gtest/gtest.h>
 
 #include "core/train/trainer.h"
@@ -85,21 +86,26 @@ TEST(Chunks, ImpossibleBudgetNamesTheMinimum) {
 }
 
 // Three optimizer steps with the state on the host: the plain run's losses
-// (the host AdamW is the same update), and a resumed run continues exactly.
+// (the host AdamW is the same update), and a resumed run continues exactly;
+// in fp32 and in bf16 (whose checkpoints hold the host's fp32 masters, not
+// the device's bf16 copies).
 TEST(Chunks, TrainingAndResumeEqualThePlainRun) {
-  const std::string dir = testing::scratch_dir("chunk_test", "train");
-  const Config plain = chunk_config(dir + "/plain");
-  const auto expected = Trainer(plain).run().losses;
-  Config chunked = offloaded(plain, 1, 2);
-  chunked.checkpoint.interval = 2;
-  const auto losses = Trainer(chunked).run().losses;
-  for (const auto& [step, loss] : losses) EXPECT_NEAR(loss, expected.at(step), 1e-6 * loss) << "step " << step;
-  Config again = chunked;
-  again.run_dir += "_again";
-  again.checkpoint.resume = chunked.run_dir + "/checkpoints/step_00000002";
-  const auto resumed = Trainer(again).run().losses;
-  ASSERT_EQ(resumed.size(), 1u);
-  EXPECT_EQ(resumed.at(3), losses.at(3));
+  for (const std::string precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    Config plain = chunk_config(testing::scratch_dir("chunk_test", "train_" + precision) + "/plain");
+    plain.train.precision = precision;
+    const auto expected = Trainer(plain).run().losses;
+    Config chunked = offloaded(plain, 1, 2);
+    chunked.checkpoint.interval = 2;
+    const auto losses = Trainer(chunked).run().losses;
+    for (const auto& [step, loss] : losses) EXPECT_NEAR(loss, expected.at(step), 1e-6 * loss) << "step " << step;
+    Config again = chunked;
+    again.run_dir += "_again";
+    again.checkpoint.resume = chunked.run_dir + "/checkpoints/step_00000002";
+    const auto resumed = Trainer(again).run().losses;
+    ASSERT_EQ(resumed.size(), 1u);
+    EXPECT_EQ(resumed.at(3), losses.at(3));
+  }
 }
 
 // The host AdamW of each chunk runs during backward, as soon as backward is
@@ -127,6 +133,32 @@ TEST(Chunks, UpdateOverlappedWithBackwardEqualsThePlainRun) {
         EXPECT_LT(relative_error(p.tensor, want[p.name]), 1e-6) << "clip " << clip << " " << p.name;
     }
   }
+}
+
+// Under bf16 the device holds bf16 copies and gradients (half the bytes);
+// the fp32 masters, their gradients and the moments stay on the host. The
+// plain bf16 run's loss and every gradient: the same roundings, each weight
+// cast once and each gradient added into its fp32 master once per backward.
+TEST(Chunks, Bf16DeviceCopiesEqualThePlainBf16Run) {
+  Config plain = chunk_config("");
+  plain.train.precision = "bf16";
+  const Batch batch = testing::first_batch(plain, 8);
+  Trainer reference(plain);
+  const double expected = reference.compute_gradients(batch, 1);
+  auto want = reference.model().named_parameters();
+  Trainer trainer(offloaded(plain, 1, 2));
+  EXPECT_NEAR(trainer.compute_gradients(batch, 1), expected, 1e-6 * expected);
+  int64_t layer_numel = 0;
+  for (const auto& p : trainer.chunks()->host_parameters()) {
+    EXPECT_EQ(p.tensor.grad().scalar_type(), at::kFloat) << p.name;
+    EXPECT_LT(relative_error(p.tensor.grad(), want[p.name].grad()), 1e-6) << p.name;
+    if (p.name.rfind("model.layers.0.", 0) == 0) layer_numel += p.tensor.numel();
+  }
+  for (const auto& item : trainer.model().named_parameters())
+    if (item.key().rfind("model.layers.0.", 0) == 0)  // the persistent chunk, on the device
+      EXPECT_EQ(item.value().scalar_type(), at::kBFloat16) << item.key();
+  // One persistent chunk and two buffers, each a layer's values and gradients in bf16.
+  EXPECT_EQ(trainer.chunks()->device_bytes(), 3 * 2 * layer_numel * 2);
 }
 
 // The chunks reach the worker as backward completes them, last layer first.
