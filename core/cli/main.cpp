@@ -1,12 +1,15 @@
 // The `longtrain` program. Errors are caught here, once: a user error prints
 // one line and exits 2; anything else prints its first line and exits 1. In
 // a job of several ranks the failing rank names itself and aborts the job,
-// so no rank is left waiting in a collective.
+// so no rank is left waiting in a collective; an error all ranks meet is
+// printed once, by rank 0.
 #include <c10/util/Exception.h>
 
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "core/cli/commands.h"
 #include "core/util/error.h"
@@ -20,6 +23,10 @@ std::string first_line(const std::string& text) { return text.substr(0, text.fin
 
 int report(const std::string& kind, const std::string& message, int code) {
   const bool job = mpi && mpi->world_size() > 1;
+  // An error every rank meets (a step past train.max_skipped_steps, a full
+  // disk) is printed once: by rank 0, whose abort ends the job while the
+  // others wait a moment. A rank failing alone still names itself.
+  if (job && mpi->world_rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(2));
   std::cerr << "longtrain: " << kind << (job ? " on rank " + std::to_string(mpi->world_rank()) : "") << ": "
             << first_line(message) << std::endl;
   if (job) MPI_Abort(MPI_COMM_WORLD, code);

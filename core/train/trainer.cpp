@@ -382,7 +382,6 @@ void Trainer::evaluate(TrainResult& result, int64_t step) {
   if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/eval.jsonl", std::ios::app) << record.dump() << "\n";
 }
 
-
 TrainResult Trainer::run() {
   const auto resume_from =
       checkpoints_.open(config_.checkpoint.resume, config_.checkpoint.move_aside, mesh_.group(Group::world));

@@ -51,6 +51,15 @@ grep -q "^step 4/4 | seq 256 | loss [0-9]" "$dir/nan.out" || fail "the run did n
 echo "ok: $(grep 'update skipped' "$dir/nan.out")"
 expect_error "1 steps in a row without a finite loss and gradient (train.max_skipped_steps=0)" \
   env LT_FAULT=nan@0:2 "$LONGTRAIN" train "${ARGS[@]}" train.max_skipped_steps=0 run_dir="$dir/nan_stop"
+# Every rank of a job meets that error: one line, from rank 0.
+status=0
+LT_FAULT=nan@0:2 timeout 120 "${MPIRUN[@]}" -q -x LT_FAULT -np 2 "$LONGTRAIN" train "${ARGS[@]}" \
+  train.max_skipped_steps=0 run_dir="$dir/nan_stop_job" > /dev/null 2> "$dir/nan_stop_job.err" || status=$?
+[ "$status" -ne 0 ] && [ "$status" -ne 124 ] || fail "an error every rank met left exit $status"
+[ "$(grep -c 'longtrain: error' "$dir/nan_stop_job.err")" -eq 1 ] &&
+  grep -q "longtrain: error on rank 0: step 2: loss nan" "$dir/nan_stop_job.err" ||
+  fail "not one line from rank 0: $(cat "$dir/nan_stop_job.err")"
+echo "ok: an error both ranks met: $(grep -c 'longtrain: error' "$dir/nan_stop_job.err") line, exit $status"
 
 # A full disk while rank 1 writes its part of step 4's checkpoint: the job
 # ends naming the file and the reason; step 2's checkpoint stays the latest;
