@@ -75,9 +75,10 @@ perplexity over eval.sequences held-out sequences, and the loss by position
 (eval.position_buckets); for the passkey corpus also retrieval accuracy at
 eval.passkey_lengths (default data.seq_len), by depth of the key with
 eval.passkey_depths > 1. Without --checkpoint, a recipe with init.from_hf
-evaluates that Hugging Face model's weights. Under mpirun the ranks evaluate
-on the recipe's parallel layout (with parallel.* overrides), each holding only
-its part of the model; rank 0 prints.
+evaluates that Hugging Face model's weights. It computes in train.precision
+(bf16 where the device runs it fast), as training does. Under mpirun the
+ranks evaluate on the recipe's parallel layout (with parallel.* overrides),
+each holding only its part of the model; rank 0 prints.
 )";
 
 const char* kExportHelp = R"(usage: longtrain export RUN_DIR --hf OUT [--checkpoint DIR] [--dtype D] [--shard-gb G]
