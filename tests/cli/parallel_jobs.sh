@@ -55,6 +55,14 @@ for layout in "parallel.tp=2" "parallel.pp=2" "parallel.sp.ring=2"; do
   [ -n "$want" ] && [ "$got" = "$want" ] || fail "eval on 2 ranks with $layout: '$got', one process: '$want'"
   echo "ok: eval on 2 ranks with $layout: $got"
 done
+# Bad input to a job's eval is one line from rank 0: a layout the ranks do
+# not fit, a missing checkpoint, a model other than the checkpoint's.
+expect_error "3 ranks cannot be split into replicas of tp=2" "${MPIRUN[@]}" -q -np 3 "$LONGTRAIN" eval "${EVAL[@]}" \
+  parallel.tp=2
+expect_error "/nonexistent: checkpoint not found" "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" eval recipes/tiny-passkey.yaml \
+  --checkpoint /nonexistent parallel.tp=2
+expect_error "'lm_head.weight' has shape [256, 128], the model [256, 96]: the recipe's model differs from the checkpoint's" \
+  "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" eval "${EVAL[@]}" parallel.tp=2 model.hidden_size=96
 "${MPIRUN[@]}" -np 2 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.threads=1 parallel.pp=2 \
   eval.interval=2 run_dir="$dir/eval_interval" > "$dir/eval_interval.out"
 [ "$(wc -l < "$dir/eval_interval/eval.jsonl")" -eq 2 ] || fail "pp=2, eval.interval=2: $(cat "$dir/eval_interval.out")"
