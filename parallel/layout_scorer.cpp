@@ -1,7 +1,6 @@
 #include "parallel/layout_scorer.h"
 
 #include "parallel/sequence/sequence_parallel.h"
-#include "parallel/sequence/sequence_shard.h"
 #include "parallel/tensor_parallel/tensor_parallel.h"
 
 namespace lt {
@@ -27,20 +26,14 @@ at::Tensor stage_output(LlamaForCausalLMImpl& model, Communicator& pp, const Bat
 
 Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConfig& parallel,
                      const at::Device& device, at::ScalarType activations) {
-  const auto layout = sequence_layout(parallel);
-  return [&model, &mesh, layout, split = parallel.sp_degree() > 1, device,
+  return [&model, &mesh, parallel, device,
           options = at::TensorOptions().device(device).dtype(activations)](const Batch& whole) {
     at::NoGradGuard no_grad;
     const int64_t rows = whole.size(), length = whole.tokens.size(1);
-    Batch batch = sequence_parts(layout) > 1 ? pad_sequences(whole, layout) : whole;
-    const int64_t padded = batch.tokens.size(1);
-    at::Tensor columns = at::arange(padded, at::kLong);
-    if (split) {
-      const auto c = mesh.coord();
-      columns = sequence_columns(padded, layout, c.ulysses, c.ring);
-      batch = shard_sequences(batch, columns);
-    }
-    batch = batch.to(device);
+    const auto part = sequence_part(whole, parallel, mesh);
+    const int64_t padded = part.length;
+    const auto& columns = part.columns;
+    const Batch batch = part.batch.to(device);
     Communicator &tp = mesh.group(Group::tp), &pp = mesh.group(Group::pp);
     const auto out = stage_output(model, pp, batch, options);
     // Each last-stage rank fills its columns; the sums over the sequence's

@@ -32,7 +32,7 @@ std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const C
       layers, device, mesh.group(Group::dp_sp),
       ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), manual ? memory.n_persist : 0,
                    manual ? memory.n_buffer : 1, static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30)),
-                   config.parallel.zero == 1, config.train.bf16() ? at::kBFloat16 : at::kFloat});
+                   config.parallel.zero == 1, compute_dtype(config.train)});
 }
 
 // Each ep rank holds 1/ep of the experts; rows travel to them and back by
@@ -51,6 +51,11 @@ void expert_parallel(ModelShard& shard, Communicator& ep) {
 }
 
 }  // namespace
+
+void on_masters(ChunkManager* chunks, const std::function<void()>& fn) {
+  if (chunks) chunks->with_masters(fn);
+  else fn();
+}
 
 RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) {
   const auto& p = config.parallel;

@@ -21,6 +21,11 @@ struct RankModel {
   std::shared_ptr<ChunkManager> chunks;  // the layers' state in host memory (memory.offload_model)
 };
 
+// Runs `fn` with the model's parameters on their fp32 masters (to save,
+// load or initialise them): offloaded chunks (`chunks`, if any) keep only
+// compute copies on the device.
+void on_masters(ChunkManager* chunks, const std::function<void()>& fn);
+
 // This rank's model, initialised from config.train.seed, on `device`.
 RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device = at::kCPU);
 

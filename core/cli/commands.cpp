@@ -227,11 +227,10 @@ int run_eval(const Args& args, MpiSession& mpi) {
     if (checkpoint) load_checkpoint(path, *rank.model, nullptr, nullptr);
     else load_hf_weights(path, *rank.model);
   };
-  agree_on(mesh.group(Group::world), [&] { rank.chunks ? rank.chunks->with_masters(load) : load(); });
+  agree_on(mesh.group(Group::world), [&] { on_masters(rank.chunks.get(), load); });
   rank.model->eval();
-  const auto dtype = config.train.bf16() ? at::kBFloat16 : at::kFloat;
-  const auto report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, dtype), config,
-                               replica_share(mesh));
+  const auto report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, compute_dtype(config.train)),
+                               config, replica_share(mesh));
   if (mesh.rank() != 0) return 0;
   std::cout << (checkpoint ? "checkpoint: " : "hugging face model: ") << path << "\n";
   std::cout << describe(report, config);

@@ -13,6 +13,8 @@
 #include <memory>
 #include <unordered_map>
 
+#include "core/config/config.h"
+
 namespace lt {
 
 class ComputeWeights {
@@ -29,6 +31,9 @@ class ComputeWeights {
   at::ScalarType dtype_;
   std::unordered_map<const c10::TensorImpl*, at::Tensor> copies_;
 };
+
+// The dtype the layers compute in under a (resolved) train.precision.
+inline at::ScalarType compute_dtype(const TrainConfig& train) { return train.bf16() ? at::kBFloat16 : at::kFloat; }
 
 // What a module reads its weights through: the parameter itself when
 // `compute` is null (fp32 training), else its compute copy.

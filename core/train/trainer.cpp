@@ -94,7 +94,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
   if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
 #endif
   // Stages pass activations in the compute dtype.
-  pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp), at::TensorOptions().device(device_).dtype(compute_dtype()));
+  pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp),
+                                         at::TensorOptions().device(device_).dtype(compute_dtype(config_.train)));
   const auto& t = config_.train;
   optimizer_ = std::make_unique<AdamW>(segments, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
   if (chunks_ && config_.memory.overlap_update)
@@ -103,7 +104,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
 
 TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_fingerprint) {
   TrainState state;
-  on_masters([&] { load_checkpoint(path, *model_, optimizer_.get(), &state); });
+  on_masters(chunks_.get(), [&] { load_checkpoint(path, *model_, optimizer_.get(), &state); });
   check_data_fingerprint(path, state.data_fingerprint, data_fingerprint);
   masters_changed();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -114,7 +115,7 @@ TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_
 
 // The run starts from a Hugging Face model's weights, with a fresh optimizer.
 void Trainer::initialize_from_hf() {
-  on_masters([&] { load_hf_weights(config_.init.from_hf, *model_); });
+  on_masters(chunks_.get(), [&] { load_hf_weights(config_.init.from_hf, *model_); });
   masters_changed();
   logger_->line("initialized from " + config_.init.from_hf);
 }
@@ -143,13 +144,6 @@ void Trainer::write_trace() {
   tracing_ = false;
   logger_->line("profile: steps " + std::to_string(p.start_step) + "-" + std::to_string(p.last_step()) + " traced to " +
                 config_.run_dir + "/trace/ (a file per traced rank; open one in ui.perfetto.dev)");
-}
-
-at::ScalarType Trainer::compute_dtype() const { return config_.train.bf16() ? at::kBFloat16 : at::kFloat; }
-
-void Trainer::on_masters(const std::function<void()>& fn) {
-  if (chunks_) chunks_->with_masters(fn);
-  else fn();
 }
 
 void Trainer::masters_changed() {
@@ -209,14 +203,7 @@ double Trainer::clip_gradients() {
 Batch Trainer::local_batch(const Batch& batch) {
   auto& dp = mesh_.group(Group::dp);
   const int64_t rows = batch.size() / dp.size();
-  Batch mine = batch.rows(dp.rank() * rows, rows);
-  const auto layout = sequence_layout(config_.parallel);
-  if (sequence_parts(layout) > 1) mine = pad_sequences(mine, layout);
-  if (config_.parallel.sp_degree() > 1) {
-    const auto c = mesh_.coord();
-    mine = shard_sequences(mine, sequence_columns(mine.tokens.size(1), layout, c.ulysses, c.ring));
-  }
-  return mine;
+  return sequence_part(batch.rows(dp.rank() * rows, rows), config_.parallel, mesh_).batch;
 }
 
 at::Tensor Trainer::stage_forward(const Batch& micro, const at::Tensor& input) {
@@ -362,7 +349,7 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
 // metrics.jsonl and, with the step, to eval.jsonl.
 void Trainer::evaluate(TrainResult& result, int64_t step) {
   if (adaptive_) model_->set_attention(attention);  // adaptive steps leave a group's attention behind
-  const auto score = layout_scorer(*model_, mesh_, config_.parallel, device_, compute_dtype());
+  const auto score = layout_scorer(*model_, mesh_, config_.parallel, device_, compute_dtype(config_.train));
   const EvalReport report = lt::evaluate(score, config_, replica_share(mesh_));
   std::string text = describe(report, config_);
   text.pop_back();  // the last newline: the logger adds its own
@@ -470,7 +457,7 @@ TrainResult Trainer::run() {
                       s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
       TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state(), source->fingerprint()};
-      on_masters([&] {
+      on_masters(chunks_.get(), [&] {
         logger_->line("checkpoint: " +
                       checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part()));
       });

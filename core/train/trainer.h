@@ -88,10 +88,6 @@ class Trainer {
   // first step takes none), and its writing.
   bool traces() const;
   void write_trace();
-  at::ScalarType compute_dtype() const;
-  // Runs `fn` with the model's parameters on their fp32 masters (offloaded
-  // chunks keep only compute copies on the device).
-  void on_masters(const std::function<void()>& fn);
   // The fp32 masters were updated or loaded: bf16 compute copies are stale.
   void masters_changed();
   // One rank holds every weight: no tp, pp or ep split.

@@ -16,4 +16,18 @@ SequenceLayout sequence_layout(const ParallelConfig& p) {
           p.tp_sequence ? static_cast<int>(p.tp) : 1};
 }
 
+SequencePart sequence_part(const Batch& whole, const ParallelConfig& parallel, Mesh& mesh) {
+  const auto layout = sequence_layout(parallel);
+  SequencePart part{sequence_parts(layout) > 1 ? pad_sequences(whole, layout) : whole, 0, {}};
+  part.length = part.batch.tokens.size(1);
+  if (parallel.sp_degree() == 1) {
+    part.columns = at::arange(part.length, at::kLong);
+    return part;
+  }
+  const auto c = mesh.coord();
+  part.columns = sequence_columns(part.length, layout, c.ulysses, c.ring);
+  part.batch = shard_sequences(part.batch, part.columns);
+  return part;
+}
+
 }  // namespace lt

@@ -13,4 +13,13 @@ AttentionFn sequence_parallel_attention(Mesh& mesh);
 
 SequenceLayout sequence_layout(const ParallelConfig& parallel);
 
+// This rank's part of whole sequences (training and evaluation cut them
+// alike): padded until the split is even, then its sp columns.
+struct SequencePart {
+  Batch batch;
+  int64_t length;      // of the padded sequences
+  at::Tensor columns;  // [batch's columns] their indices in the padded sequence
+};
+SequencePart sequence_part(const Batch& whole, const ParallelConfig& parallel, Mesh& mesh);
+
 }  // namespace lt
