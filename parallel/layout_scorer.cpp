@@ -53,9 +53,9 @@ Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConf
   };
 }
 
-EvalShare replica_share(Mesh& mesh) {
+EvalShare replica_share(Mesh& mesh, bool gathers) {
   auto& dp = mesh.group(Group::dp);
-  return {dp.rank(), dp.size(), [&dp](at::Tensor& t) { dp.all_reduce(t); }, mesh.group(Group::ep).size() > 1};
+  return {dp.rank(), dp.size(), [&dp](at::Tensor& t) { dp.all_reduce(t); }, gathers || mesh.group(Group::ep).size() > 1};
 }
 
 }  // namespace lt

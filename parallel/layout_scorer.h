@@ -18,7 +18,8 @@ Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConf
                      const at::Device& device, at::ScalarType activations);
 
 // The dp replicas, each every dp-th batch; in lockstep under expert
-// parallelism, whose all-to-all joins ranks of different replicas.
-EvalShare replica_share(Mesh& mesh);
+// parallelism, whose all-to-all joins ranks of different replicas, and
+// when the replicas gather weights together (`gathers`: ZeRO-3).
+EvalShare replica_share(Mesh& mesh, bool gathers = false);
 
 }  // namespace lt

@@ -86,7 +86,9 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
   out.model->to(device);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
   if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config, mesh, device);
-  apply_memory_policy(*out.model, config.memory, out.chunks.get());
+  LayerFetch fetch;
+  if (out.chunks) fetch = [chunks = out.chunks.get()](int64_t layer) { chunks->use(layer); };
+  apply_memory_policy(*out.model, config.memory, fetch);
   out.loss_sum = [](const at::Tensor& logits, const at::Tensor& labels) { return cross_entropy_sum(logits, labels); };
   if (tp.size() > 1)
     out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {

@@ -29,13 +29,18 @@
 #  resume: 8 ranks (tp 2 x pp 2 x dp 2) read their weights back from the
 #    checkpoint they wrote, and one rank the whole model: the peak host
 #    memory each load added against the bytes of the weights it holds.
-#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf|asp|resume]
+#  zero: the model state one rank holds at ZeRO 0-3 on 1, 2, 4 and 8
+#    ranks against `longtrain plan`'s prediction; a step of ZeRO-3 against
+#    ZeRO-1 on 2 and 4 ranks, with the seconds it waited for gathers and
+#    reductions; `longtrain plan` for Llama-3-8B over 8 GPUs with Ulysses 8
+#    and ZeRO-3 at 128K, 1M and 3.7M tokens.
+#   scripts/bench.sh [STEPS] [all|train|dp|sp|mp|mem|moe|hf|asp|resume|zero]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 which=${2:-all}
 scripts/build.sh --target lt_bench_train --target lt_bench_attention --target lt_bench_dp --target lt_bench_sp \
-  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf --target lt_bench_asp --target lt_bench_resume > /dev/null
+  --target lt_bench_mp --target lt_bench_mem --target lt_bench_opt --target lt_bench_moe --target lt_bench_hf --target lt_bench_asp --target lt_bench_resume --target lt_bench_zero --target longtrain > /dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "$which" = all ] || [ "$which" = sp ]; then
@@ -159,3 +164,19 @@ printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py \
 
 build/lt_bench_attention 2048 8192 | python3 tests/bench/report.py --attention --command "scripts/bench.sh $steps" \
   --out tests/bench/results/attention_kernels.json
+
+if [ "$which" = all ] || [ "$which" = zero ]; then
+  {
+    for ranks in 1 2 4 8; do
+      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero state
+    done
+    for ranks in 2 4; do
+      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero step "$steps"
+    done
+  } | python3 tests/bench/report.py --zero --command "scripts/bench.sh $steps zero" --out tests/bench/results/zero.json
+  for seq in 128K 1M 3700K; do
+    echo "== longtrain plan: Llama-3-8B, 8 GPUs, Ulysses 8 x ZeRO-3, $seq tokens"
+    build/longtrain plan recipes/llama3-8b-zero3.yaml --world 8 data.seq_len=$seq train.global_batch_tokens=$seq \
+      model.max_seq_len=$seq | sed -n '/^per rank/,$p'
+  done | tee tests/bench/results/zero_plan_llama3_8b.txt
+fi

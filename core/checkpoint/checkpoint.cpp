@@ -247,10 +247,10 @@ NamedTensors optimizer_tensors(const AdamW& optimizer, LlamaForCausalLMImpl& mod
   NamedTensors out;
   for (const auto& s : optimizer.state()) {
     const auto& seg = s.segment;
-    const bool whole = seg.start == 0 && seg.end == seg.param.numel();
-    out.emplace_back(seg.name + ".exp_avg", whole ? s.exp_avg.view(seg.param.sizes()) : s.exp_avg);
-    out.emplace_back(seg.name + ".exp_avg_sq", whole ? s.exp_avg_sq.view(seg.param.sizes()) : s.exp_avg_sq);
-    records.push_back(slice_record(seg.name, model.slice_of(seg.name), seg.param.sizes(), seg.start, seg.end));
+    const bool whole = seg.start == 0 && seg.end == seg.numel();
+    out.emplace_back(seg.name + ".exp_avg", whole ? s.exp_avg.view(seg.shape) : s.exp_avg);
+    out.emplace_back(seg.name + ".exp_avg_sq", whole ? s.exp_avg_sq.view(seg.shape) : s.exp_avg_sq);
+    records.push_back(slice_record(seg.name, model.slice_of(seg.name), seg.shape, seg.start, seg.end));
   }
   return out;
 }

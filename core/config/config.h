@@ -175,7 +175,9 @@ struct ParallelConfig {
   SequenceParallelConfig sp;
   AdaptiveSpConfig adaptive;        // data.packing: adaptive
   int64_t ep = 1;                   // expert parallelism, carved from dp x sp
-  int64_t zero = 0;                 // 1: optimizer state sharded over the dp x sp replicas
+  // Model state sharded over the dp x sp replicas (parameter_state.h): 1 the
+  // optimizer state, 2 also the gradients, 3 also the weights.
+  int64_t zero = 0;
   double bucket_mb = 25;            // gradient reduction bucket (MiB of gradients)
   bool overlap = true;              // reduce buckets during backward as they fill
   std::string reduce_dtype = "fp32";  // gradient reductions: fp32 | bf16 (half the traffic; with bf16 compute)

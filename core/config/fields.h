@@ -191,7 +191,7 @@ void visit(V& v, ParallelConfig& p) {
   v.section("sp", p.sp);
   v.section("adaptive", p.adaptive);
   v.field("ep", p.ep, in_range<int64_t>(1, 1 << 16));
-  v.field("zero", p.zero, in_range<int64_t>(0, 1));
+  v.field("zero", p.zero, in_range<int64_t>(0, 3));
   v.field("bucket_mb", p.bucket_mb, in_range<double>(0.001, 1 << 20));
   v.field("overlap", p.overlap);
   v.field("reduce_dtype", p.reduce_dtype, one_of({"fp32", "bf16"}));

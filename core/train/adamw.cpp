@@ -8,39 +8,40 @@
 namespace lt {
 
 at::Tensor ParamSegment::grad() const {
+  if (main_grad.defined()) return main_grad;
   const auto& g = param.grad();
   return g.defined() ? g.view(-1).narrow(0, start, size()) : g;
 }
 
 std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params) {
   std::vector<ParamSegment> out;
-  for (const auto& p : params) out.push_back({p.name, p.tensor, 0, p.tensor.numel()});
+  for (const auto& p : params) out.push_back({p.name, p.tensor, 0, p.tensor.numel(), p.tensor.sizes().vec(), {}, {}});
   return out;
 }
 
 std::optional<ParamSegment> segment_within(const NamedParameter& p, int64_t offset, int64_t lo, int64_t hi) {
   const int64_t start = std::max(lo, offset), end = std::min(hi, offset + p.tensor.numel());
   if (start >= end) return std::nullopt;
-  return ParamSegment{p.name, p.tensor, start - offset, end - offset};
+  return ParamSegment{p.name, p.tensor, start - offset, end - offset, p.tensor.sizes().vec(), {}, {}};
 }
 
-bool takes_weight_decay(const std::string& name, const at::Tensor& p) {
+bool takes_weight_decay(const std::string& name, int64_t dims) {
   const bool bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-  return !bias && name.find("norm") == std::string::npos && p.dim() >= 2;
+  return !bias && name.find("norm") == std::string::npos && dims >= 2;
 }
 
 AdamW::AdamW(std::vector<ParamSegment> segments, AdamWOptions options) : options_(options) {
   for (auto& s : segments) {
-    check(s.param.is_contiguous(), "AdamW: parameter '" + s.name + "' must be contiguous");
-    const bool decay = takes_weight_decay(s.name, s.param);
-    auto zeros = at::zeros({s.size()}, s.param.options().dtype(at::kFloat));
+    check(s.master.defined() || s.param.is_contiguous(), "AdamW: parameter '" + s.name + "' must be contiguous");
+    const bool decay = takes_weight_decay(s.name, static_cast<int64_t>(s.shape.size()));
+    auto zeros = at::zeros({s.size()}, s.values().options().dtype(at::kFloat));
     slots_.push_back({std::move(s), decay, zeros, zeros.clone()});
   }
 }
 
 void AdamW::zero_grad() {
   for (auto& s : slots_)
-    if (s.segment.param.grad().defined()) s.segment.param.mutable_grad().zero_();
+    if (auto g = s.segment.grad(); g.defined()) g.zero_();
 }
 
 // Each (device, decay) group goes through ATen's fused AdamW, the kernel of

@@ -29,9 +29,14 @@ struct ParamSegment {
   std::string name;
   at::Tensor param;
   int64_t start = 0, end = 0;
+  std::vector<int64_t> shape;  // the parameter's (its tensor may be a placeholder under ZeRO-3)
+  // Where sharded model state (ZeRO-2/3) keeps the segment's fp32 values
+  // and main gradient instead of in `param`: 1-D views of size() elements.
+  at::Tensor master, main_grad;
 
   int64_t size() const { return end - start; }
-  at::Tensor values() const { return param.detach().view(-1).narrow(0, start, size()); }
+  int64_t numel() const { return c10::multiply_integers(shape); }
+  at::Tensor values() const { return master.defined() ? master : param.detach().view(-1).narrow(0, start, size()); }
   // Undefined while the parameter has no gradient.
   at::Tensor grad() const;
 };
@@ -43,8 +48,8 @@ std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params);
 // falls in the buffer's elements [lo, hi), if any.
 std::optional<ParamSegment> segment_within(const NamedParameter& p, int64_t offset, int64_t lo, int64_t hi);
 
-// Norm weights and biases are not decayed.
-bool takes_weight_decay(const std::string& name, const at::Tensor& p);
+// Norm weights and biases (and any tensor of fewer than 2 dimensions) are not decayed.
+bool takes_weight_decay(const std::string& name, int64_t dims);
 
 class AdamW {
  public:

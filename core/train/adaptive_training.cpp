@@ -82,7 +82,7 @@ double Trainer::profile_document(int64_t length, int group, int64_t* activation_
       at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), at::kDouble);
   if (activation_bytes) *activation_bytes = device_peak_bytes(device_) - before;
   mesh_.group(Group::world).all_reduce(seconds, ReduceOp::max);
-  for (auto& b : buckets_) b->zero_grad();
+  for (auto& s : states_) s->zero_grad();
   return seconds.item<double>();
 }
 

@@ -74,4 +74,9 @@ void GradientHooks::follow(const at::Tensor& param) {
   }
 }
 
+void GradientHooks::renew(const at::Tensor& param) {
+  torch::autograd::impl::get_autograd_meta(param)->grad_accumulator_.reset();
+  follow(param);
+}
+
 }  // namespace lt

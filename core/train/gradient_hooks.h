@@ -22,6 +22,10 @@ class GradientHooks {
   // After `param.set_data(...)` to another dtype or device, PyTorch gives
   // the parameter a new gradient accumulator: its hooks move onto it.
   void follow(const at::Tensor& param);
+  // After `param.set_data(...)` to another shape PyTorch keeps the
+  // accumulator, which checks gradients against the old shape: the
+  // parameter gets a new one, and its hooks move onto it.
+  void renew(const at::Tensor& param);
 
  private:
   struct Added;

@@ -75,7 +75,7 @@ void Trainer::probe_step(const Batch& probe) {
 void Trainer::plan_memory() {
   const Batch probe = probe_batch();
   Profile profile = profile_layers(*model_, chunks_.get(), device_, [&] { probe_step(probe); });
-  for (auto& b : buckets_) b->zero_grad();
+  for (auto& s : states_) s->zero_grad();
   if (chunks_) chunks_->zero_grad();
   agree(profile, mesh_.group(Group::stage));
 
@@ -86,9 +86,9 @@ void Trainer::plan_memory() {
   // Device state: the buckets' flat weights and gradients and the
   // optimizer's two moments of the segments they hand it.
   int64_t device_elements = 0, host_elements = 0;
-  for (const auto& b : buckets_) {
-    profile.state += b->buffer_bytes();
-    for (const auto& s : b->segments()) device_elements += s.size();
+  for (const auto& state : states_) {
+    profile.state += state->buffer_bytes();
+    for (const auto& s : state->segments()) device_elements += s.size();
   }
   profile.state += 2 * 4 * device_elements;
   if (chunks_) {
@@ -109,7 +109,7 @@ void Trainer::plan_memory() {
   const auto budget = static_cast<int64_t>(config_.memory.device_budget_gb * (int64_t{1} << 30));
   plan_ = choose_plan(profile, budget);
   if (chunks_) chunks_->configure(plan_->n_persist, plan_->n_buffer);
-  apply_memory_policy(*model_, config_.memory, chunks_.get(), &plan_->modes);
+  apply_memory_policy(*model_, config_.memory, fetch_, &plan_->modes);
   logger_->line("memory plan (auto, budget " + human_bytes(static_cast<double>(budget)) + " per rank): " +
                 describe(*plan_, static_cast<int64_t>(profile.chunks.size())));
 }

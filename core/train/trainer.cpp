@@ -74,16 +74,28 @@ Trainer::Trainer(Config config, Mesh* mesh)
   loss_sum_ = built.loss_sum;
   chunks_ = built.chunks;
   const auto& p = config_.parallel;
-  const DataParallelOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, p.zero == 1,
-                                    p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat};
-  // The optimizer updates the bucketed parameters' segments and the chunked
+  StateOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, static_cast<ZeroLevel>(p.zero),
+                       p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat, compute_dtype(config_.train)};
+  // The optimizer updates the replica sets' segments and the chunked
   // layers' host copies.
   std::vector<ParamSegment> segments = chunks_ ? chunks_->segments() : std::vector<ParamSegment>{};
   for (auto& set : replica_sets(mesh_, *model_, chunks_ ? chunks_->host_parameters() : std::vector<NamedParameter>{})) {
-    buckets_.push_back(std::make_unique<GradientBuckets>(set.params, *set.group, options));
+    // Ranks that run their backwards at different times (a set over
+    // pipeline stages) or different numbers of them (adaptive packing)
+    // reduce once, at the step's end.
+    options.reduce_each_backward = !set.spans_stages && config_.data.packing != "adaptive";
+    Communicator* gathers = options.zero == ZeroLevel::weights ? &mesh_.twin(*set.group) : nullptr;
+    states_.push_back(std::make_unique<ParameterState>(set.params, *set.group, options, gathers));
     copies_.push_back(set.copies);
     parts_.push_back(set.parts);
-    for (auto& s : buckets_.back()->segments()) segments.push_back(s);
+    for (auto& s : states_.back()->segments()) segments.push_back(s);
+  }
+  if (chunks_ || options.zero == ZeroLevel::weights) {
+    fetch_ = [this](int64_t layer) {
+      if (chunks_) chunks_->use(layer);
+      for (auto& s : states_) s->use(layer);
+    };
+    apply_memory_policy(*model_, config_.memory, fetch_);
   }
   if (config_.data.packing == "adaptive") {
     const auto& a = config_.parallel.adaptive;
@@ -104,7 +116,7 @@ Trainer::Trainer(Config config, Mesh* mesh)
 
 TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_fingerprint) {
   TrainState state;
-  on_masters(chunks_.get(), [&] { load_checkpoint(path, *model_, optimizer_.get(), &state); });
+  on_masters([&] { load_checkpoint(path, *model_, optimizer_.get(), &state); });
   check_data_fingerprint(path, state.data_fingerprint, data_fingerprint);
   masters_changed();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -115,7 +127,7 @@ TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_
 
 // The run starts from a Hugging Face model's weights, with a fresh optimizer.
 void Trainer::initialize_from_hf() {
-  on_masters(chunks_.get(), [&] { load_hf_weights(config_.init.from_hf, *model_); });
+  on_masters([&] { load_hf_weights(config_.init.from_hf, *model_); });
   masters_changed();
   logger_->line("initialized from " + config_.init.from_hf);
 }
@@ -150,6 +162,12 @@ void Trainer::masters_changed() {
   if (const auto& compute = model_->shard().compute) compute->refresh();
 }
 
+void Trainer::on_masters(const std::function<void()>& fn) {
+  std::function<void()> run = fn;
+  for (auto& s : states_) run = [&s, run] { s->with_masters(run); };
+  lt::on_masters(chunks_.get(), run);
+}
+
 bool Trainer::holds_whole_model() {
   return mesh_.group(Group::model).size() == 1 && mesh_.group(Group::ep).size() == 1;
 }
@@ -171,7 +189,7 @@ CheckpointStore::Part Trainer::checkpoint_part() {
   // copies the reader tolerates.
   const bool writer = mesh_.group(Group::ep_dp).rank() == 0;
   if (writer) part.model_file = one_copy ? "model.safetensors" : numbered("model");
-  if (config_.parallel.zero == 1) part.optimizer_file = numbered("optimizer");
+  if (config_.parallel.zero >= 1) part.optimizer_file = numbered("optimizer");
   else if (writer) part.optimizer_file = one_copy ? "optimizer.safetensors" : numbered("optimizer");
   return part;
 }
@@ -181,8 +199,8 @@ CheckpointStore::Part Trainer::checkpoint_part() {
 // them (norms, shared kv heads, tied embeddings) that many times.
 double Trainer::clip_gradients() {
   auto squares = at::zeros({1}, at::kDouble);
-  for (size_t i = 0; i < buckets_.size(); ++i) {
-    auto part = at::full({1}, buckets_[i]->grad_square_sum() / copies_[i], at::kDouble);
+  for (size_t i = 0; i < states_.size(); ++i) {
+    auto part = at::full({1}, states_[i]->grad_square_sum() / copies_[i], at::kDouble);
     if (parts_[i]) parts_[i]->all_reduce(part);  // the other ranks' experts
     squares += part;
   }
@@ -192,7 +210,7 @@ double Trainer::clip_gradients() {
   const double max_norm = config_.train.grad_clip;
   if (clips(total)) {
     const double factor = max_norm / (total + 1e-6);
-    for (auto& b : buckets_) b->scale_grads(factor);
+    for (auto& s : states_) s->scale_grads(factor);
     if (chunks_) chunks_->scale_grads(factor);
   }
   return total;
@@ -250,19 +268,24 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
     total += out.detach().to(at::kCPU, at::kDouble);
     return out / valid;
   };
-  auto arm = [&] {
-    for (auto& b : buckets_) b->arm();
-    if (chunks_) chunks_->arm();
+  // The step's last backward reduces the gradients as they complete (with
+  // ZeRO-2/3 every backward does).
+  auto begin_backward = [&](bool last) {
+    for (auto& s : states_) s->begin_backward(last);
+    if (chunks_ && last) chunks_->arm();
   };
   work.before_backward = [&](int m) {
     if (moe) moe->set_micro_batch(m);  // its recomputation finds the forward's routing
-    if (m + 1 == static_cast<int>(micros.size())) arm();
+    begin_backward(m + 1 == static_cast<int>(micros.size()));
   };
-  for (auto& b : buckets_) b->zero_grad();
+  work.after_backward = [&](int) {
+    for (auto& s : states_) s->end_backward();
+  };
+  for (auto& s : states_) s->zero_grad(), s->gather_unlayered();
   if (chunks_) chunks_->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
-  if (micros.empty()) arm();  // a rank with nothing to run still joins the reductions
-  for (auto& b : buckets_) b->finish();
+  if (micros.empty()) begin_backward(true);  // a rank with nothing to run still joins the reductions
+  for (auto& s : states_) s->finish();
   if (overlap_) overlap_->drain();
   if (chunks_) chunks_->reduce();
   // The last stage has the loss; every tp rank of it the same one.
@@ -299,7 +322,7 @@ double Trainer::update(bool labelled, const std::function<double()>& gradients, 
   } else {
     optimizer_->step(lr);
   }
-  for (auto& b : buckets_) b->gather_parameters();
+  for (auto& s : states_) s->gather_parameters();
   if (chunks_) chunks_->refresh();
   masters_changed();
   return loss;
@@ -350,7 +373,11 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
 void Trainer::evaluate(TrainResult& result, int64_t step) {
   if (adaptive_) model_->set_attention(attention);  // adaptive steps leave a group's attention behind
   const auto score = layout_scorer(*model_, mesh_, config_.parallel, device_, compute_dtype(config_.train));
-  const EvalReport report = lt::evaluate(score, config_, replica_share(mesh_));
+  for (auto& s : states_) s->gather_unlayered();
+  // ZeRO-3's gathers are collectives of the replicas: they evaluate in lockstep.
+  const EvalReport report =
+      lt::evaluate(score, config_, replica_share(mesh_, config_.parallel.zero == 3));
+  for (auto& s : states_) s->release();
   std::string text = describe(report, config_);
   text.pop_back();  // the last newline: the logger adds its own
   logger_->line(text);
@@ -390,7 +417,7 @@ TrainResult Trainer::run() {
   logger_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
   const auto& d = mesh_.layout().degrees();
   int64_t buckets = 0;
-  for (const auto& b : buckets_) buckets += b->bucket_count();
+  for (const auto& s : states_) buckets += s->bucket_count();
   logger_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                 " parameters (non-embedding + head), device " + device_.str() + ", " +
                 std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
@@ -457,7 +484,7 @@ TrainResult Trainer::run() {
                       s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
       TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state(), source->fingerprint()};
-      on_masters(chunks_.get(), [&] {
+      on_masters([&] {
         logger_->line("checkpoint: " +
                       checkpoints_.save(*model_, *optimizer_, now, mesh_.group(Group::world), checkpoint_part()));
       });

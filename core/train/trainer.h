@@ -17,9 +17,10 @@
 #include "core/train/evaluate.h"
 #include "core/util/logger.h"
 #include "offload/chunks/overlapped_update.h"
+#include "offload/activations/memory_policy.h"
 #include "offload/profiler/planner.h"
 #include "parallel/adaptive/adaptive_sp.h"
-#include "parallel/data_parallel/gradient_buckets.h"
+#include "parallel/data_parallel/parameter_state.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/pipeline/pipeline.h"
 #include "parallel/rank_model.h"
@@ -62,6 +63,8 @@ class Trainer {
   LlamaForCausalLMImpl& model() { return *model_; }
   AdamW& optimizer() { return *optimizer_; }
   ChunkManager* chunks() { return chunks_.get(); }
+  // The state of each replica set's parameters (every parameter not in chunks).
+  const std::vector<std::unique_ptr<ParameterState>>& states() const { return states_; }
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
   // memory.plan: auto: the plan chosen before the first step.
   const std::optional<MemoryPlan>& memory_plan() const { return plan_; }
@@ -90,6 +93,10 @@ class Trainer {
   void write_trace();
   // The fp32 masters were updated or loaded: bf16 compute copies are stale.
   void masters_changed();
+  // Runs `fn` with every parameter whole on its fp32 master (offloaded
+  // chunks on the host, ZeRO-3's shards gathered): to save, load or
+  // initialise them.
+  void on_masters(const std::function<void()>& fn);
   // One rank holds every weight: no tp, pp or ep split.
   bool holds_whole_model();
   TrainState restore(const std::string& path, const nlohmann::json& data_fingerprint);
@@ -118,10 +125,11 @@ class Trainer {
   LossFn loss_sum_;
   // One per group of ranks holding the same parameters (replica_sets.h),
   // with how many (tp, pp) positions hold each copy.
-  std::vector<std::unique_ptr<GradientBuckets>> buckets_;
+  std::vector<std::unique_ptr<ParameterState>> states_;
   std::vector<int64_t> copies_;
   std::vector<Communicator*> parts_;
   std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
+  LayerFetch fetch_;                      // brings a layer's weights (chunks, ZeRO-3); empty: they are there
   std::optional<MemoryPlan> plan_;        // memory.plan: auto
   int64_t last_activation_bytes_ = 0;
   bool last_skipped_ = false;  // the last step's loss or gradients were not finite, or it had no label: no update

@@ -2,7 +2,6 @@
 
 #include "offload/activations/activation_offload.h"
 #include "offload/activations/tiling.h"
-#include "offload/chunks/chunk_manager.h"
 
 namespace lt {
 namespace {
@@ -24,7 +23,7 @@ const char* mode_name(BlockMode mode) {
   return "?";
 }
 
-void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks,
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, const LayerFetch& fetch,
                          const LayerModes* modes) {
   std::shared_ptr<InputStash> host;
   if (memory.offload_activations || modes) host = std::make_shared<ActivationOffload>();
@@ -38,18 +37,23 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
     r.mlp = tiled_mlp;
     const BlockMode mode = modes ? modes->at(layer) : manual_mode(memory, layer);
     if (mode != BlockMode::keep) {
-      // With chunks, the layer's chunk comes to the device for forward and
-      // for the recomputation (a chunked layer is never kept).
+      // The layer's weights are fetched for forward and for the
+      // recomputation.
       auto stash = mode == BlockMode::swap ? host : nullptr;
-      r.layer = [stash, chunks, layer](const LayerPart& f, const at::Tensor& x) {
-        if (!chunks) return checkpoint(f, x, stash);
-        return checkpoint([chunks, layer, f](const at::Tensor& t) {
-          chunks->use(layer);
+      r.layer = [stash, fetch, layer](const LayerPart& f, const at::Tensor& x) {
+        if (!fetch) return checkpoint(f, x, stash);
+        return checkpoint([fetch, layer, f](const at::Tensor& t) {
+          fetch(layer);
           return f(t);
         }, x, stash);
       };
       return r;
     }
+    if (fetch)  // kept: autograd holds the fetched weights until backward
+      r.layer = [fetch, layer](const LayerPart& f, const at::Tensor& x) {
+        fetch(layer);
+        return f(x);
+      };
     if (memory.checkpoint == "none" || modes || layer % memory.checkpoint_every != 0) return r;
     const auto stash = memory.offload_activations ? host : nullptr;
     const Runner recompute = [stash](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x, stash); };

@@ -14,8 +14,6 @@
 
 namespace lt {
 
-class ChunkManager;
-
 // What a whole layer keeps for backward: everything, only its input
 // (recomputed in backward), or nothing on the device (the input waits in
 // host memory).
@@ -23,11 +21,16 @@ enum class BlockMode { keep, checkpoint, swap };
 using LayerModes = std::map<int64_t, BlockMode>;  // layer index -> mode
 const char* mode_name(BlockMode mode);
 
-// With `chunks` (memory.offload_model), every layer brings its chunk to the
-// device when it runs or is recomputed. `modes` (the planner's choice,
-// memory.plan: auto) replaces memory.checkpoint's and offload_activations'
-// per-layer choice; tiling stays as configured.
-void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, ChunkManager* chunks = nullptr,
+// What brings a layer's weights where it runs, called before the layer runs
+// and before it is recomputed: the chunk manager's fetch (memory.offload_model)
+// and ZeRO-3's gather.
+using LayerFetch = std::function<void(int64_t layer)>;
+
+// With `fetch`, every layer calls it before it runs or is recomputed.
+// `modes` (the planner's choice, memory.plan: auto) replaces
+// memory.checkpoint's and offload_activations' per-layer choice; tiling
+// stays as configured.
+void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory, const LayerFetch& fetch = {},
                          const LayerModes* modes = nullptr);
 
 // The summed loss of the head over `hidden` [batch, seq, hidden] (the

@@ -25,6 +25,8 @@ struct ReplicaSet {
   // Ranks holding the set's other parts (the other experts), whose squares
   // add to the clipping norm; null: none.
   Communicator* parts = nullptr;
+  // The group joins ranks of different pipeline stages (tied embeddings).
+  bool spans_stages = false;
 };
 
 // Collective over the mesh's world (it may split groups); every rank gets the

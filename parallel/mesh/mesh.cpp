@@ -91,6 +91,17 @@ Communicator& Mesh::subgroup(const std::string& name, int color) {
   return *slot;
 }
 
+Communicator& Mesh::twin(Communicator& group) {
+  const std::string name = group.name() + ".twin";
+  auto& slot = subgroups_[name];
+  if (!slot) {
+    MPI_Comm comm;
+    MPI_Comm_dup(group.mpi(), &comm);
+    slot = std::make_unique<Communicator>(comm, name, timeout_s_);
+  }
+  return *slot;
+}
+
 #ifdef LT_WITH_CUDA
 void Mesh::enable_nccl(int device) {
   setup_sum(world_, 0, "NCCL initialisation", timeout_s_);  // every rank arrives; then each group joins

@@ -58,6 +58,10 @@ class Mesh {
   // Collective over the world, once per name: a group of its own for the
   // ranks passing the same `color` (groups the layout does not name).
   Communicator& subgroup(const std::string& name, int color);
+  // Collective over `group`'s ranks, once per group: a second communicator
+  // over them, whose operations never queue behind the group's own (ZeRO-3
+  // gathers weights beside the gradient reductions).
+  Communicator& twin(Communicator& group);
 
   // Ranks of this job on this machine (from a shared-memory split), and
   // this rank's place among them: its GPU on CUDA builds.

@@ -260,12 +260,22 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
   const auto& m = config.model;
   // fp32: 4-byte weights, gradients and activations. bf16: the fp32 master
   // weights with their bf16 compute copies (4 + 2), fp32 gradients, bf16
-  // activations. Both: the fp32 moments (8), sharded by ZeRO-1.
-  const int64_t weight_bytes = config.train.bf16() ? 4 + 2 : 4, activation = activation_bytes(config);
+  // activations. Both: the fp32 moments (8). ZeRO shards each parameter's
+  // state over the ranks replicating it (dp x sp, and for experts the ep_dp
+  // ranks holding the same ones): level 1 the moments, 2 also the
+  // gradients, 3 also the weights, whose compute copies are then gathered
+  // for the layers that run (parameter_state.h).
+  const int64_t compute_bytes = config.train.bf16() ? 2 : 4, activation = activation_bytes(config);
+  const int64_t weight_bytes = config.train.bf16() ? 4 + 2 : 4;
   const int64_t optimizer_bytes = 8;
+  const int64_t zero = config.parallel.zero;
   const int64_t replicas = static_cast<int64_t>(degrees.dp) * degrees.ulysses * degrees.ring;
-  const int64_t zero_replicas = config.parallel.zero == 1 ? replicas : 1;
-  const int64_t expert_replicas = config.parallel.zero == 1 ? replicas / degrees.ep : 1;
+  const int64_t zero_replicas = zero >= 1 ? replicas : 1;
+  // Elements of a stage's state a rank holds, of `dense` and `experts`
+  // ones, where ZeRO shards it from `level` on.
+  auto held = [&](int64_t level, int64_t dense, int64_t experts) {
+    return zero >= level ? dense / replicas + experts / (replicas / degrees.ep) : dense + experts;
+  };
   const int64_t seq = config.data.seq_len;
   const int64_t tokens = config.train.micro_batch_size * seq / (degrees.ulysses * degrees.ring);
   const auto& memory = config.memory;
@@ -298,14 +308,23 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       st.chunks = resident * per_layer * 2 * chunk_element;
     }
     const int64_t others = st.parameters - st.layers * per_layer;
-    st.weights = others * weight_bytes + resident * per_layer * (memory.offload_model ? chunk_element : weight_bytes);
-    st.gradients = others * 4 + resident * per_layer * (memory.offload_model ? chunk_element : 4);
-    // ZeRO-1 shards each parameter's moments over the ranks replicating it:
-    // dp x sp, and for experts the ep_dp ranks holding the same experts.
     const int64_t experts = st.layers * layer_expert_parameters(m, degrees.ep);
-    st.optimizer = memory.offload_model
-                       ? others * optimizer_bytes / zero_replicas
-                       : ((st.parameters - experts) / zero_replicas + experts / expert_replicas) * optimizer_bytes;
+    if (memory.offload_model) {  // (ZeRO-1 at most)
+      st.weights = others * weight_bytes + resident * per_layer * chunk_element;
+      st.gradients = others * 4 + resident * per_layer * chunk_element;
+      st.optimizer = others * optimizer_bytes / zero_replicas;
+    } else {
+      const int64_t dense = st.parameters - experts;
+      // ZeRO-3 gathers the weights outside layers for a step and the
+      // running layer and the next (recomputed layers) or every layer
+      // (kept ones, held by autograd until backward).
+      const bool recomputed = memory.checkpoint == "full" && memory.checkpoint_every == 1;
+      const int64_t gathered = others + std::min<int64_t>(st.layers, recomputed ? 2 : st.layers) * per_layer;
+      st.weights = zero >= 3 ? held(3, dense, experts) * 4 + gathered * compute_bytes : st.parameters * weight_bytes;
+      // (ZeRO-1 also keeps the shard its reduce-scatter receives.)
+      st.gradients = held(2, dense, experts) * 4 + (zero == 1 ? held(1, dense, experts) * 4 : 0);
+      st.optimizer = held(1, dense, experts) * optimizer_bytes;
+    }
     // The schedule keeps `held` micro-batches in flight on stage s (1F1B:
     // up to stages - s); the last stage also holds the logits and their
     // gradient (vocab split by tp).

@@ -51,6 +51,7 @@ void Pipeline::run(int micro_batches, const StageWork& work) {
         grads[m].defined() ? outputs[m].backward(grads[m]) : outputs[m].backward();
         compute_s_ += seconds_since(t);
         outputs[m] = grads[m] = at::Tensor();
+        if (work.after_backward) work.after_backward(m);
         break;
       }
       case PipeOp::send_backward: {

@@ -18,8 +18,8 @@ struct StageWork {
   // Shape of the activations micro-batch `micro` passes between stages:
   // every stage knows the batch, so nothing but the tensors is sent.
   std::function<std::vector<int64_t>(int micro)> shape;
-  // Runs before the backward of micro-batch `micro` (may be empty).
-  std::function<void(int micro)> before_backward;
+  // Run before and after the backward of micro-batch `micro` (may be empty).
+  std::function<void(int micro)> before_backward, after_backward;
   // GPipe's order: every forward before the first backward (a global-batch
   // balance loss needs every micro-batch's routing first), holding every
   // micro-batch's activations instead of 1F1B's p - s.

@@ -19,7 +19,7 @@
 #include "core/data/batch.h"
 #include "core/model/llama.h"
 #include "core/train/loss.h"
-#include "parallel/data_parallel/gradient_buckets.h"
+#include "parallel/data_parallel/parameter_state.h"
 #include "parallel/mesh/mesh.h"
 
 namespace lt {
@@ -65,16 +65,17 @@ void bench_overlap(Communicator& world, int64_t steps) {
               at::arange(seq, at::kLong).repeat({2, 1}), at::Tensor(), at::Tensor()};
   std::map<bool, std::vector<double>> times;
   for (bool overlap : {false, true}) {
-    GradientBuckets buckets(params, world, {4 << 20, overlap, false});
+    ParameterState state(params, world, {4 << 20, overlap});
     for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
       world.barrier();
       const auto start = clock_type::now();
-      buckets.zero_grad();
+      state.zero_grad();
       for (int64_t row = 0; row < batch.size(); ++row) {
-        if (row + 1 == batch.size()) buckets.arm();
+        state.begin_backward(row + 1 == batch.size());
         (loss_sum(*model, batch.rows(row, 1)) / (2.0 * seq)).backward();
+        state.end_backward();
       }
-      buckets.finish();
+      state.finish();
       const double t = job_time(world, since(start));
       if (s > 0) times[overlap].push_back(t);
     }

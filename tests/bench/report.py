@@ -9,7 +9,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --host-optimizer: lt_bench_opt's (fused AdamW, overlapped chunk update);
 --moe: lt_bench_moe's (MoE vs dense step, load under each balance scope);
 --hf: lt_bench_hf's (HF checkpoint load per rank, tokens/s by curriculum stage);
---adaptive-sp: lt_bench_asp's (planned step time, adaptive vs the best static layout; training on CPU ranks)."""
+--adaptive-sp: lt_bench_asp's (planned step time, adaptive vs the best static layout; training on CPU ranks);
+--zero: lt_bench_zero's (model state per rank by ZeRO level against the plan; ZeRO-3's step against ZeRO-1's)."""
 import argparse
 import datetime
 import json
@@ -25,7 +26,8 @@ def main():
                "sequence_parallel": sequence_parallel_report, "longest": longest_report,
                "model_parallel": model_parallel_report, "memory": memory_report,
                "host_optimizer": host_optimizer_report, "moe": moe_report, "hf": hf_report,
-               "adaptive_sp": adaptive_sp_report, "gpu": gpu_report, "resume": resume_report}
+               "adaptive_sp": adaptive_sp_report, "gpu": gpu_report, "resume": resume_report,
+               "zero": zero_report}
     for flag in reports:
         p.add_argument("--" + flag.replace("_", "-"), action="store_true")
     a = p.parse_args()
@@ -218,6 +220,26 @@ def resume_report(a, runs, cpu):
            "peak host memory the load added", "ratio"],
           [[r["layout"], r["rank"], f"{r['held_bytes'] / 2**20:.1f} MiB", f"{r['load_peak_bytes'] / 2**20:.1f} MiB",
             f"{r['ratio']:.2f}x"] for r in sorted(runs, key=lambda r: (r["layout"], r["rank"]))])
+
+
+def zero_report(a, runs, cpu):
+    save_runs(a, runs, cpu)
+    states = [r for r in runs if r["bench"] == "state"]
+    print("model state per rank (56M parameters, fp32: MiB between steps / at the step's peak / planned)")
+    levels = sorted({r["zero"] for r in states})
+    rows = []
+    for ranks in sorted({r["ranks"] for r in states}):
+        cells = [ranks]
+        for zero in levels:
+            r = next((r for r in states if r["ranks"] == ranks and r["zero"] == zero), None)
+            cells.append(f"{r['between_steps_bytes'] / 2**20:.0f} / {r['peak_bytes'] / 2**20:.0f} / "
+                         f"{r['planned_bytes'] / 2**20:.0f}" if r else "")
+        rows.append(cells)
+    table(["ranks"] + [f"zero {z}" for z in levels], rows)
+    print()
+    table(["ranks", "zero", "step", "waiting for gathers", "waiting for reductions", "against zero 1"],
+          [[r["ranks"], r["zero"], f"{r['step_s']:.2f} s", f"{r['gather_wait_s']:.2f} s", f"{r['reduce_wait_s']:.2f} s",
+            f"{r['over_zero1']:.2f}x"] for r in runs if r["bench"] == "step"])
 
 
 def adaptive_sp_report(a, runs, cpu):

@@ -33,11 +33,12 @@ PY
 run train.precision=fp32 run_dir="$dir/one_fp32" > /dev/null
 run run_dir="$dir/one_bf16" > "$dir/one_bf16.out"
 grep -q "computing in bf16" "$dir/one_bf16.out" || fail "the default on this CPU is not bf16: $(cat "$dir/one_bf16.out")"
-for layout in "parallel.dp=2 parallel.zero=1" "parallel.sp.ulysses=2" "parallel.sp.ring=2" "parallel.tp=2" \
-              "parallel.pp=2"; do
+for layout in "parallel.dp=2 parallel.zero=1" "parallel.dp=2 parallel.zero=2" "parallel.dp=2 parallel.zero=3" \
+              "parallel.sp.ulysses=2" "parallel.sp.ring=2" "parallel.tp=2" "parallel.pp=2"; do
   same_as_one fp32 $layout
 done
-for layout in "parallel.dp=2 parallel.zero=1 parallel.reduce_dtype=bf16" "parallel.sp.ring=2" "parallel.tp=2"; do
+for layout in "parallel.dp=2 parallel.zero=1 parallel.reduce_dtype=bf16" "parallel.sp.ulysses=2 parallel.zero=3" \
+              "parallel.sp.ring=2" "parallel.tp=2"; do
   same_as_one bf16 $layout
 done
 

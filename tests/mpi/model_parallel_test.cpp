@@ -16,6 +16,7 @@
 #include "core/train/trainer.h"
 #include "parallel/mesh/mesh.h"
 #include "tests/support/layout_evaluation.h"
+#include "tests/support/gradient_check.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -45,8 +46,19 @@ std::vector<Layout4D> layouts(int P) {
             {.pp = 2, .zero = 1},  // with dp 2
             {.tp = 2, .ulysses = 2},
             {.tp = 2, .ring = 2, .tied = true},
-            {.tp = 2, .pp = 2, .recompute = true}};
-  if (P == 16) return {{.tp = 2, .pp = 2, .ulysses = 2, .tied = true}, {.tp = 2, .pp = 2, .ring = 2, .zero = 1}};
+            {.tp = 2, .pp = 2, .recompute = true},
+            // ZeRO-2/3 with dp 2 (and sp: sharded over dp x sp).
+            {.tp = 2, .zero = 3},
+            {.tp = 2, .tp_sequence = false, .zero = 2},
+            {.pp = 2, .tied = true, .zero = 2},
+            {.pp = 2, .tied = true, .zero = 3, .recompute = true},
+            {.ulysses = 2, .zero = 3},
+            {.ring = 2, .zero = 3, .recompute = true},
+            {.tp = 2, .ring = 2, .zero = 2}};
+  if (P == 16)
+    return {{.tp = 2, .pp = 2, .ulysses = 2, .tied = true},
+            {.tp = 2, .pp = 2, .ring = 2, .zero = 1},
+            {.tp = 2, .pp = 2, .ulysses = 2, .tied = true, .zero = 3, .recompute = true}};
   return {};
 }
 
@@ -111,15 +123,7 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
       const double loss = parallel.compute_gradients(batch, 1);
       const double expected = serial.compute_gradients(batch, 1);
       EXPECT_TRUE(testing::losses_agree(loss, expected, agreement));
-      auto reference = serial.model().named_parameters();
-      auto& model = parallel.model();
-      for (auto& item : model.named_parameters()) {
-        const auto slice = model.slice_of(item.key());
-        auto full = reference[item.key()].grad();
-        auto mine = full.narrow(slice.dim, slice.offset, item.value().size(slice.dim));
-        // (ZeRO-1 reduces only this rank's shards: the two-step test covers it.)
-        if (config.parallel.zero == 0) EXPECT_TRUE(testing::gradients_agree(item.value().grad(), mine, agreement)) << item.key();
-      }
+      testing::expect_gradients_agree(parallel, serial, agreement);
     }
 }
 
@@ -186,6 +190,11 @@ TEST_F(ModelParallelJob, ResumesOnTheSameAndOnOtherLayouts) {
   EXPECT_EQ(again.at(3), straight.at(3));
   const auto other = train(second, dir + "/other", step2);
   EXPECT_NEAR(other.at(3), straight.at(3), 1e-5 * straight.at(3)) << second.describe();
+  // Another ZeRO level: ZeRO-3 shards what ZeRO-1 or 0 wrote, and its own
+  // checkpoint (weights gathered, optimizer shards per rank) resumes on one rank.
+  const Layout4D sharded = P == 4 ? Layout4D{.pp = 2, .tied = true, .zero = 3} : Layout4D{.zero = 3};
+  const auto third = train(sharded, dir + "/zero3", step2);
+  EXPECT_NEAR(third.at(3), straight.at(3), 1e-5 * straight.at(3)) << sharded.describe();
   Config alone = one_rank(layout_config(first, P, ""), dir + "/alone" + std::to_string(world->rank()));
   alone.train.steps = 3;
   alone.checkpoint.resume = step2;

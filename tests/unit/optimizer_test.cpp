@@ -60,11 +60,11 @@ TEST(AdamW, SegmentsUpdateLikeWholeParameters) {
 }
 
 TEST(AdamW, NoDecayOnNormsAndBiases) {
-  EXPECT_TRUE(takes_weight_decay("model.layers.0.mlp.up_proj.weight", at::zeros({2, 2})));
-  EXPECT_TRUE(takes_weight_decay("model.embed_tokens.weight", at::zeros({2, 2})));
-  EXPECT_FALSE(takes_weight_decay("model.layers.0.input_layernorm.weight", at::zeros({2})));
-  EXPECT_FALSE(takes_weight_decay("model.norm.weight", at::zeros({2})));
-  EXPECT_FALSE(takes_weight_decay("model.layers.0.self_attn.q_proj.bias", at::zeros({2})));
+  EXPECT_TRUE(takes_weight_decay("model.layers.0.mlp.up_proj.weight", 2));
+  EXPECT_TRUE(takes_weight_decay("model.embed_tokens.weight", 2));
+  EXPECT_FALSE(takes_weight_decay("model.layers.0.input_layernorm.weight", 1));
+  EXPECT_FALSE(takes_weight_decay("model.norm.weight", 1));
+  EXPECT_FALSE(takes_weight_decay("model.layers.0.self_attn.q_proj.bias", 1));
 }
 
 TrainConfig schedule(const std::string& kind) {

@@ -1,0 +1,389 @@
+#include "parallel/data_parallel/parameter_state.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+
+#include "core/util/error.h"
+#include "core/util/trace.h"
+
+namespace lt {
+namespace {
+
+// "model.layers.12.mlp.up_proj.weight" -> 12; -1 outside layers.
+// Waits for `work`, adding the seconds to `total`.
+void timed_wait(Work& work, double& total) {
+  const auto start = std::chrono::steady_clock::now();
+  work.wait();
+  total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  work = Work();
+}
+
+int64_t layer_of(const std::string& name) {
+  static const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) return -1;
+  return std::stoll(name.substr(prefix.size()));
+}
+
+}  // namespace
+
+struct ParameterState::Bucket {
+  std::vector<size_t> members;    // parameters, in bucket order
+  std::vector<int64_t> offsets;   // where each starts in the flat buffers
+  int64_t padded = 0, shard = 0;  // elements: of the whole bucket, of one replica's shard
+  int64_t layer = -1;             // ZeRO-3: the layer whose weights these are; -1 outside layers
+  // The fp32 weights: whole (the parameters view them), or under ZeRO-3
+  // this rank's shard. The main gradients: whole (the parameters' .grad
+  // view them), or under ZeRO-2/3 this rank's shard.
+  at::Tensor params, grads;
+  at::Tensor wire;     // the gradients as they travel: `grads` itself, or a copy in reduce_dtype
+  at::Tensor reduced;  // this rank's shard of the reduce-scatter (wire dtype)
+  std::vector<char> arrived;  // which members' gradients the armed backward has produced
+  size_t pending = 0;         // members still to come
+  bool launched = false;
+  Work work;
+  // ZeRO-3: the shard in the compute dtype as sent, the gathered weights
+  // (in flight while `gathering` is), and how many forwards under autograd
+  // still wait for their backward's reduction.
+  at::Tensor sent, full;
+  Work gathering;
+  bool gathered = false;
+  int64_t grad_uses = 0;
+};
+
+ParameterState::ParameterState(const std::vector<NamedParameter>& params, Communicator& replicas,
+                               StateOptions options, Communicator* gathers)
+    : params_(params),
+      member_of_(params.size()),
+      replicas_(replicas),
+      gathers_(gathers ? *gathers : replicas),
+      options_(options),
+      bucket_of_(params.size()) {
+  check(!params_.empty(), "data parallelism needs parameters");
+  const auto dtype = params_.front().tensor.scalar_type();
+  for (const auto& p : params_) shapes_.push_back(p.tensor.sizes().vec());
+  // Reverse registration order: the last layers' gradients come first.
+  // ZeRO-3 gives each layer a bucket of its own: what is gathered together.
+  std::vector<std::vector<size_t>> groups(1);
+  int64_t bytes = 0, group_layer = -1;
+  for (size_t i = params_.size(); i-- > 0;) {
+    const auto& p = params_[i].tensor;
+    check(p.scalar_type() == dtype, "data parallelism needs parameters of one dtype ('" + params_[i].name + "' differs)");
+    const int64_t layer = weights_sharded() ? layer_of(params_[i].name) : -1;
+    const bool full = layer < 0 && bytes + p.nbytes() > static_cast<size_t>(options_.bucket_bytes);
+    if (!groups.back().empty() && (full || layer != group_layer)) groups.emplace_back(), bytes = 0;
+    groups.back().push_back(i);
+    bytes += p.nbytes();
+    group_layer = layer;
+  }
+  at::NoGradGuard no_grad;
+  const int64_t replica_count = replicas_.size();
+  for (auto& members : groups) {
+    auto b = std::make_unique<Bucket>();
+    int64_t total = 0;
+    for (size_t i : members) b->offsets.push_back(total), total += params_[i].tensor.numel();
+    b->padded = (total + replica_count - 1) / replica_count * replica_count;
+    b->shard = b->padded / replica_count;
+    b->layer = weights_sharded() ? layer_of(params_[members.front()].name) : -1;
+    const auto& like = params_[members.front()].tensor;
+    auto flat = at::zeros({b->padded}, like.options());
+    b->grads = at::zeros({grads_sharded() ? b->shard : b->padded}, like.options());
+    if (!grads_sharded()) {
+      const bool converts = options_.reduce_dtype != like.scalar_type() && replica_count > 1;
+      b->wire = converts ? at::empty({b->padded}, like.options().dtype(options_.reduce_dtype)) : b->grads;
+      if (options_.zero == ZeroLevel::optimizer) b->reduced = at::empty({b->shard}, b->wire.options());
+    }
+    for (size_t k = 0; k < members.size(); ++k) {
+      auto& p = params_[members[k]].tensor;
+      auto data = flat.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
+      data.copy_(p);
+      if (!weights_sharded()) p.set_data(data);
+      if (!grads_sharded()) p.mutable_grad() = b->grads.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
+      bucket_of_[members[k]] = buckets_.size();
+      member_of_[members[k]] = k;
+    }
+    b->params = weights_sharded() ? flat.narrow(0, replicas_.rank() * b->shard, b->shard).clone() : flat;
+    if (b->layer >= 0) bucket_of_layer_[b->layer] = buckets_.size();
+    b->arrived.assign(members.size(), 0);
+    b->members = std::move(members);
+    buckets_.push_back(std::move(b));
+  }
+  if (weights_sharded()) {
+    placeholder_ = at::empty({0}, buckets_.front()->params.options().dtype(options_.compute_dtype));
+    for (auto& p : params_) p.tensor.set_data(placeholder_), p.tensor.mutable_grad() = at::Tensor();
+  }
+  for (size_t i = 0; i < params_.size(); ++i) hooks_.add(params_[i].tensor, [this, i] { on_gradient(i); });
+}
+
+ParameterState::~ParameterState() = default;
+
+at::Tensor ParameterState::owned_params(const Bucket& b) const {
+  return weights_sharded() ? b.params : b.params.narrow(0, replicas_.rank() * b.shard, b.shard);
+}
+
+at::Tensor ParameterState::owned_grads(const Bucket& b) const {
+  return grads_sharded() ? b.grads : b.grads.narrow(0, replicas_.rank() * b.shard, b.shard);
+}
+
+std::vector<ParamSegment> ParameterState::segments() const {
+  if (options_.zero == ZeroLevel::none) return whole(params_);
+  std::vector<ParamSegment> out;
+  for (const auto& b : buckets_) {
+    const int64_t lo = replicas_.rank() * b->shard, hi = lo + b->shard;
+    const auto values = owned_params(*b), grads = owned_grads(*b);
+    for (size_t k = 0; k < b->members.size(); ++k) {
+      const size_t m = b->members[k];
+      const int64_t offset = b->offsets[k], numel = c10::multiply_integers(shapes_[m]);
+      const int64_t start = std::max(lo, offset), end = std::min(hi, offset + numel);
+      if (start >= end) continue;
+      out.push_back({params_[m].name, params_[m].tensor, start - offset, end - offset, shapes_[m],
+                     values.narrow(0, start - lo, end - start), grads.narrow(0, start - lo, end - start)});
+    }
+  }
+  return out;
+}
+
+int64_t ParameterState::buffer_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& b : buckets_) {
+    bytes += b->params.nbytes() + b->grads.nbytes() + (b->reduced.defined() ? b->reduced.nbytes() : 0);
+    if (b->wire.defined() && !b->wire.is_same(b->grads)) bytes += b->wire.nbytes();
+  }
+  return bytes;
+}
+
+void ParameterState::zero_grad() {
+  for (auto& b : buckets_) b->grads.zero_();
+  if (grads_sharded())
+    for (auto& p : params_) p.tensor.mutable_grad() = at::Tensor();
+  peak_gathered_ = gathered_;
+}
+
+void ParameterState::begin_backward(bool last) {
+  due_ = last || (grads_sharded() && options_.reduce_each_backward);
+  if (!due_) return;
+  for (auto& b : buckets_) {
+    std::fill(b->arrived.begin(), b->arrived.end(), 0);
+    b->pending = b->members.size();
+  }
+  next_launch_ = 0;
+  armed_ = options_.overlap;
+}
+
+void ParameterState::end_backward() {
+  if (!due_ || !grads_sharded() || !options_.reduce_each_backward) return;
+  launch_all_and_settle();
+  // A parameter that accumulates more than once in a backward (a tiled
+  // MLP's weights, once a tile) may add to its gradient after its bucket
+  // left: such gradients go in a second round, which every replica runs if
+  // any needs one.
+  auto late = at::zeros({1}, at::kInt);
+  for (const auto& p : params_)
+    if (p.tensor.grad().defined()) late.fill_(1);
+  if (replicas_.size() > 1) replicas_.all_reduce(late, ReduceOp::max);
+  if (late.item<int>() == 0) return;
+  next_launch_ = 0;
+  launch_all_and_settle();
+}
+
+void ParameterState::finish() {
+  if (due_) launch_all_and_settle();
+  if (weights_sharded()) release();
+}
+
+void ParameterState::on_gradient(size_t param) {
+  if (!armed_) return;
+  auto& b = *buckets_[bucket_of_[param]];
+  auto& arrived = b.arrived[member_of_[param]];
+  // A parameter may accumulate more than once in a backward (tiles): its
+  // first gradient counts, the bucket completes when every member has one.
+  if (arrived) return;
+  arrived = 1;
+  if (--b.pending == 0) launch_ready();
+  // Non-blocking collectives progress only inside MPI calls: nudge them.
+  for (size_t i = 0; i < next_launch_; ++i) buckets_[i]->work.test();
+}
+
+void ParameterState::launch_ready() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_]->pending == 0) launch(*buckets_[next_launch_++]);
+}
+
+void ParameterState::launch_all_and_settle() {
+  while (next_launch_ < buckets_.size()) launch(*buckets_[next_launch_++]);
+  for (auto& b : buckets_) settle(*b);
+  armed_ = due_ = false;
+}
+
+// ZeRO-2/3: the bucket's gradients move into a flat buffer of their own and
+// leave the parameters; under ZeRO-3 a layer whose last backward this was
+// frees its weights.
+void ParameterState::pack_gradients(Bucket& b) {
+  at::NoGradGuard no_grad;
+  const auto dtype = replicas_.size() > 1 ? options_.reduce_dtype : at::kFloat;
+  b.wire = at::zeros({b.padded}, b.grads.options().dtype(dtype));
+  for (size_t k = 0; k < b.members.size(); ++k) {
+    auto& p = params_[b.members[k]].tensor;
+    if (p.grad().defined()) b.wire.narrow(0, b.offsets[k], p.grad().numel()).copy_(p.grad().reshape(-1));
+    p.mutable_grad() = at::Tensor();
+  }
+  if (weights_sharded() && b.layer >= 0 && b.grad_uses > 0 && --b.grad_uses == 0) free_weights(b);
+}
+
+void ParameterState::launch(Bucket& b) {
+  if (b.launched) return;
+  // ZeRO-2/3 hold a bucket's gradients twice while it is reduced: at most
+  // two buckets in flight bound that to two buckets' worth.
+  if (grads_sharded())
+    while (in_flight_.size() >= 2) settle(*in_flight_.front());
+  b.launched = true;
+  if (grads_sharded()) pack_gradients(b), in_flight_.push_back(&b);
+  if (replicas_.size() == 1) return;
+  LT_TRACE_SCOPE("bucket_reduction");
+  if (!grads_sharded() && !b.wire.is_same(b.grads)) b.wire.copy_(b.grads);
+  if (grads_sharded()) b.reduced = at::empty({b.shard}, b.wire.options());
+  b.work = options_.zero == ZeroLevel::none ? replicas_.all_reduce_async(b.wire)
+                                            : replicas_.reduce_scatter_async(b.wire, b.reduced);
+}
+
+void ParameterState::settle(Bucket& b) {
+  if (!b.launched) return;
+  b.launched = false;
+  in_flight_.erase(std::remove(in_flight_.begin(), in_flight_.end(), &b), in_flight_.end());
+  timed_wait(b.work, waits_.reduce_s);
+  at::NoGradGuard no_grad;
+  if (grads_sharded()) {
+    b.grads.add_(replicas_.size() > 1 ? b.reduced : b.wire);
+    b.wire = b.reduced = at::Tensor();
+  } else if (replicas_.size() > 1) {
+    if (options_.zero == ZeroLevel::optimizer) owned_grads(b).copy_(b.reduced);
+    else if (!b.wire.is_same(b.grads)) b.grads.copy_(b.wire);
+  }
+}
+
+double ParameterState::grad_square_sum() {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> squares;
+  for (const auto& s : segments()) squares.push_back(s.grad().to(at::kFloat).norm().pow(2));
+  auto total = squares.empty() ? at::zeros({1}, at::kDouble) : at::stack(squares).sum().to(at::kDouble).reshape({1});
+  total = total.cpu().contiguous();
+  if (sharded()) replicas_.all_reduce(total);
+  return total.item<double>();
+}
+
+void ParameterState::scale_grads(double factor) {
+  at::NoGradGuard no_grad;
+  for (const auto& s : segments()) s.grad().mul_(factor);
+}
+
+void ParameterState::gather_parameters() {
+  if (!sharded() || weights_sharded()) return;
+  std::vector<Work> works;
+  std::vector<at::Tensor> mine;
+  for (auto& b : buckets_) {
+    mine.push_back(owned_params(*b).clone());
+    works.push_back(replicas_.all_gather_async(mine.back(), b->params));
+  }
+  for (auto& w : works) w.wait();
+}
+
+// --- ZeRO-3: weights gathered where they are used ---
+
+void ParameterState::point_parameters(Bucket& b, const at::Tensor& flat) {
+  for (size_t k = 0; k < b.members.size(); ++k) {
+    const size_t m = b.members[k];
+    auto& p = params_[m].tensor;
+    p.set_data(flat.defined() ? flat.narrow(0, b.offsets[k], c10::multiply_integers(shapes_[m])).view(shapes_[m])
+                              : placeholder_);
+    hooks_.renew(p);  // its gradient accumulator checks gradients against its shape
+  }
+}
+
+void ParameterState::gather(Bucket& b) {
+  if (b.full.defined()) return;
+  LT_TRACE_SCOPE("parameter_gather");
+  at::NoGradGuard no_grad;
+  b.sent = b.params.to(options_.compute_dtype);
+  b.full = gathers_.size() == 1 ? b.sent : at::empty({b.padded}, b.sent.options());
+  if (gathers_.size() > 1) b.gathering = gathers_.all_gather_async(b.sent, b.full);
+  if (!b.full.is_same(b.params)) gathered_ += static_cast<int64_t>(b.full.nbytes());
+  peak_gathered_ = std::max(peak_gathered_, gathered_);
+}
+
+void ParameterState::ensure(Bucket& b) {
+  if (b.gathered) return;
+  gather(b);
+  timed_wait(b.gathering, waits_.gather_s);
+  point_parameters(b, b.full);
+  b.gathered = true;
+}
+
+void ParameterState::free_weights(Bucket& b) {
+  if (!b.full.defined()) return;
+  timed_wait(b.gathering, waits_.gather_s);  // a prefetch in flight completes on every rank alike
+  if (b.gathered) point_parameters(b, at::Tensor());
+  if (!b.full.is_same(b.params)) gathered_ -= static_cast<int64_t>(b.full.nbytes());
+  b.full = b.sent = at::Tensor();
+  b.gathered = false;
+  b.grad_uses = 0;
+}
+
+void ParameterState::use(int64_t layer) {
+  if (!weights_sharded()) return;
+  const auto found = bucket_of_layer_.find(layer);
+  if (found == bucket_of_layer_.end()) return;
+  // Forward walks up the layers; backward's recomputation walks down.
+  const bool down = layer < last_layer_ || (layer == last_layer_ && at::GradMode::is_enabled());
+  last_layer_ = layer;
+  auto& b = *buckets_[found->second];
+  ensure(b);
+  // Autograd keeps the weights for this forward's backward.
+  if (at::GradMode::is_enabled()) ++b.grad_uses;
+  const auto next = bucket_of_layer_.find(layer + (down ? -1 : 1));
+  Bucket* prefetch = next == bucket_of_layer_.end() ? nullptr : buckets_[next->second].get();
+  for (auto& other : buckets_)
+    if (other->layer >= 0 && other.get() != &b && other.get() != prefetch && other->grad_uses == 0)
+      free_weights(*other);
+  if (prefetch) gather(*prefetch);
+}
+
+void ParameterState::gather_unlayered() {
+  if (!weights_sharded()) return;
+  for (auto& b : buckets_)
+    if (b->layer < 0) gather(*b);
+  for (auto& b : buckets_)
+    if (b->layer < 0) ensure(*b);
+}
+
+void ParameterState::release() {
+  for (auto& b : buckets_) free_weights(*b);
+}
+
+void ParameterState::with_masters(const std::function<void()>& fn) {
+  if (!weights_sharded()) return fn();
+  release();
+  std::vector<at::Tensor> whole;
+  for (auto& b : buckets_) {
+    whole.push_back(gathers_.size() == 1 ? b->params : gathers_.all_gather(b->params));
+    point_parameters(*b, whole.back());
+  }
+  // What `fn` leaves (a loaded checkpoint) becomes this rank's shard; the
+  // parameters are placeholders again either way.
+  auto keep_shards = [&] {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < buckets_.size(); ++i) {
+      auto& b = *buckets_[i];
+      b.params.copy_(whole[i].narrow(0, replicas_.rank() * b.shard, b.shard));
+      point_parameters(b, at::Tensor());
+    }
+  };
+  try {
+    fn();
+  } catch (...) {
+    keep_shards();
+    throw;
+  }
+  keep_shards();
+}
+
+}  // namespace lt
