@@ -189,6 +189,13 @@ void LlamaForCausalLMImpl::set_runners(const std::function<LayerRunners(int64_t 
     layer->as<LlamaBlock>()->set_runners(runners(std::stoll(index)));
 }
 
+bool read_in_fp32(const std::string& name) {
+  auto ends_with = [&](const std::string& tail) {
+    return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  return ends_with("embed_tokens.weight") || ends_with(".mlp.gate.weight");
+}
+
 int64_t flop_parameters(const ModelConfig& c) {
   const int64_t h = c.hidden_size, d = c.resolved_head_dim();
   const int64_t attention = h * c.num_heads * d * 2 + h * c.num_kv_heads * d * 2;

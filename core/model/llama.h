@@ -134,6 +134,11 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
+// Parameters the model reads in fp32 whatever it computes in: the
+// embedding table (rows gathered from it, then cast, so its gradient
+// accumulates in fp32) and the MoE router (routing decided in fp32).
+bool read_in_fp32(const std::string& name);
+
 // Parameters that are neither embeddings nor norms/biases, plus the head:
 // the N of MFU's 6N (of a mixture of experts, the active ones).
 int64_t flop_parameters(const ModelConfig& config);

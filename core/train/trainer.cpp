@@ -75,7 +75,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
   chunks_ = built.chunks;
   const auto& p = config_.parallel;
   StateOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, static_cast<ZeroLevel>(p.zero),
-                       p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat, compute_dtype(config_.train)};
+                       p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat, compute_dtype(config_.train),
+                       read_in_fp32};
   // The optimizer updates the replica sets' segments and the chunked
   // layers' host copies.
   std::vector<ParamSegment> segments = chunks_ ? chunks_->segments() : std::vector<ParamSegment>{};

@@ -33,6 +33,8 @@ struct ParameterState::Bucket {
   std::vector<int64_t> offsets;   // where each starts in the flat buffers
   int64_t padded = 0, shard = 0;  // elements: of the whole bucket, of one replica's shard
   int64_t layer = -1;             // ZeRO-3: the layer whose weights these are; -1 outside layers
+  at::ScalarType gathered_dtype;  // ZeRO-3: of the gathered weights
+  at::Tensor placeholder;         // ZeRO-3: what the parameters hold while not gathered
   // The fp32 weights: whole (the parameters view them), or under ZeRO-3
   // this rank's shard. The main gradients: whole (the parameters' .grad
   // view them), or under ZeRO-2/3 this rank's shard.
@@ -64,18 +66,21 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
   const auto dtype = params_.front().tensor.scalar_type();
   for (const auto& p : params_) shapes_.push_back(p.tensor.sizes().vec());
   // Reverse registration order: the last layers' gradients come first.
-  // ZeRO-3 gives each layer a bucket of its own: what is gathered together.
+  // ZeRO-3 gives each layer buckets of its own (what is gathered together),
+  // one for each run of parameters gathered in one dtype.
   std::vector<std::vector<size_t>> groups(1);
-  int64_t bytes = 0, group_layer = -1;
+  int64_t bytes = 0;
+  std::pair<int64_t, at::ScalarType> group_key{-1, at::kFloat};
   for (size_t i = params_.size(); i-- > 0;) {
     const auto& p = params_[i].tensor;
     check(p.scalar_type() == dtype, "data parallelism needs parameters of one dtype ('" + params_[i].name + "' differs)");
-    const int64_t layer = weights_sharded() ? layer_of(params_[i].name) : -1;
-    const bool full = layer < 0 && bytes + p.nbytes() > static_cast<size_t>(options_.bucket_bytes);
-    if (!groups.back().empty() && (full || layer != group_layer)) groups.emplace_back(), bytes = 0;
+    const std::pair<int64_t, at::ScalarType> key{weights_sharded() ? layer_of(params_[i].name) : -1,
+                                                 gathered_dtype(params_[i].name)};
+    const bool full = key.first < 0 && bytes + p.nbytes() > static_cast<size_t>(options_.bucket_bytes);
+    if (!groups.back().empty() && (full || key != group_key)) groups.emplace_back(), bytes = 0;
     groups.back().push_back(i);
     bytes += p.nbytes();
-    group_layer = layer;
+    group_key = key;
   }
   at::NoGradGuard no_grad;
   const int64_t replica_count = replicas_.size();
@@ -86,6 +91,7 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
     b->padded = (total + replica_count - 1) / replica_count * replica_count;
     b->shard = b->padded / replica_count;
     b->layer = weights_sharded() ? layer_of(params_[members.front()].name) : -1;
+    b->gathered_dtype = gathered_dtype(params_[members.front()].name);
     const auto& like = params_[members.front()].tensor;
     auto flat = at::zeros({b->padded}, like.options());
     b->grads = at::zeros({grads_sharded() ? b->shard : b->padded}, like.options());
@@ -104,19 +110,25 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
       member_of_[members[k]] = k;
     }
     b->params = weights_sharded() ? flat.narrow(0, replicas_.rank() * b->shard, b->shard).clone() : flat;
-    if (b->layer >= 0) bucket_of_layer_[b->layer] = buckets_.size();
+    if (b->layer >= 0) buckets_of_layer_[b->layer].push_back(buckets_.size());
     b->arrived.assign(members.size(), 0);
     b->members = std::move(members);
     buckets_.push_back(std::move(b));
   }
-  if (weights_sharded()) {
-    placeholder_ = at::empty({0}, buckets_.front()->params.options().dtype(options_.compute_dtype));
-    for (auto& p : params_) p.tensor.set_data(placeholder_), p.tensor.mutable_grad() = at::Tensor();
-  }
+  if (weights_sharded())
+    for (auto& b : buckets_) {
+      b->placeholder = at::empty({0}, b->params.options().dtype(b->gathered_dtype));
+      point_parameters(*b, at::Tensor());
+    }
   for (size_t i = 0; i < params_.size(); ++i) hooks_.add(params_[i].tensor, [this, i] { on_gradient(i); });
 }
 
 ParameterState::~ParameterState() = default;
+
+at::ScalarType ParameterState::gathered_dtype(const std::string& name) const {
+  if (!weights_sharded()) return at::kFloat;
+  return options_.read_in_fp32 && options_.read_in_fp32(name) ? at::kFloat : options_.compute_dtype;
+}
 
 at::Tensor ParameterState::owned_params(const Bucket& b) const {
   return weights_sharded() ? b.params : b.params.narrow(0, replicas_.rank() * b.shard, b.shard);
@@ -294,7 +306,8 @@ void ParameterState::point_parameters(Bucket& b, const at::Tensor& flat) {
     const size_t m = b.members[k];
     auto& p = params_[m].tensor;
     p.set_data(flat.defined() ? flat.narrow(0, b.offsets[k], c10::multiply_integers(shapes_[m])).view(shapes_[m])
-                              : placeholder_);
+                              : b.placeholder);
+    if (!flat.defined()) p.mutable_grad() = at::Tensor();
     hooks_.renew(p);  // its gradient accumulator checks gradients against its shape
   }
 }
@@ -303,7 +316,7 @@ void ParameterState::gather(Bucket& b) {
   if (b.full.defined()) return;
   LT_TRACE_SCOPE("parameter_gather");
   at::NoGradGuard no_grad;
-  b.sent = b.params.to(options_.compute_dtype);
+  b.sent = b.params.to(b.gathered_dtype);
   b.full = gathers_.size() == 1 ? b.sent : at::empty({b.padded}, b.sent.options());
   if (gathers_.size() > 1) b.gathering = gathers_.all_gather_async(b.sent, b.full);
   if (!b.full.is_same(b.params)) gathered_ += static_cast<int64_t>(b.full.nbytes());
@@ -330,21 +343,24 @@ void ParameterState::free_weights(Bucket& b) {
 
 void ParameterState::use(int64_t layer) {
   if (!weights_sharded()) return;
-  const auto found = bucket_of_layer_.find(layer);
-  if (found == bucket_of_layer_.end()) return;
+  const auto found = buckets_of_layer_.find(layer);
+  if (found == buckets_of_layer_.end()) return;
   // Forward walks up the layers; backward's recomputation walks down.
   const bool down = layer < last_layer_ || (layer == last_layer_ && at::GradMode::is_enabled());
   last_layer_ = layer;
-  auto& b = *buckets_[found->second];
-  ensure(b);
-  // Autograd keeps the weights for this forward's backward.
-  if (at::GradMode::is_enabled()) ++b.grad_uses;
-  const auto next = bucket_of_layer_.find(layer + (down ? -1 : 1));
-  Bucket* prefetch = next == bucket_of_layer_.end() ? nullptr : buckets_[next->second].get();
+  for (size_t i : found->second) gather(*buckets_[i]);
+  for (size_t i : found->second) {
+    ensure(*buckets_[i]);
+    // Autograd keeps the weights for this forward's backward.
+    if (at::GradMode::is_enabled()) ++buckets_[i]->grad_uses;
+  }
+  const auto next = buckets_of_layer_.find(layer + (down ? -1 : 1));
+  const int64_t prefetch = next == buckets_of_layer_.end() ? -1 : next->first;
   for (auto& other : buckets_)
-    if (other->layer >= 0 && other.get() != &b && other.get() != prefetch && other->grad_uses == 0)
+    if (other->layer >= 0 && other->layer != layer && other->layer != prefetch && other->grad_uses == 0)
       free_weights(*other);
-  if (prefetch) gather(*prefetch);
+  if (prefetch >= 0)
+    for (size_t i : next->second) gather(*buckets_[i]);
 }
 
 void ParameterState::gather_unlayered() {

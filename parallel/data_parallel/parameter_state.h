@@ -49,8 +49,11 @@ struct StateOptions {
   // The dtype gradients travel in (parallel.reduce_dtype): fp32, or bf16
   // for half the traffic, accumulated and updated in fp32 all the same.
   at::ScalarType reduce_dtype = at::kFloat;
-  // ZeRO-3 gathers the weights in the dtype the layers compute in.
+  // ZeRO-3 gathers the weights in the dtype the layers compute in, except
+  // those the model reads in fp32 (`read_in_fp32`: the embedding table, the
+  // MoE router), which keep their numerics and their gradients' fp32.
   at::ScalarType compute_dtype = at::kFloat;
+  std::function<bool(const std::string& name)> read_in_fp32;
   // ZeRO-2/3 reduce each backward's gradients when it ends. A set whose
   // ranks sit on different pipeline stages (tied embeddings) runs its
   // backwards at different times: it reduces once, at the step's end.
@@ -87,7 +90,8 @@ class ParameterState {
   // replicas (ZeRO-3 gathers them when they are next used).
   void gather_parameters();
 
-  // ZeRO-3 (no-ops below): layer `layer` is about to run.
+  // ZeRO-3 (no-ops below): layer `layer` is about to run: its buckets are
+  // gathered, the next layer's prefetched, idle ones freed.
   void use(int64_t layer);
   // Gathers the weights outside layers, held until release() or finish().
   void gather_unlayered();
@@ -128,6 +132,7 @@ class ParameterState {
   void point_parameters(Bucket& bucket, const at::Tensor& flat);
   at::Tensor owned_params(const Bucket& bucket) const;  // this rank's part of the fp32 weights
   at::Tensor owned_grads(const Bucket& bucket) const;   // and of the main gradients
+  at::ScalarType gathered_dtype(const std::string& name) const;
   bool grads_sharded() const { return options_.zero >= ZeroLevel::gradients; }
   bool weights_sharded() const { return options_.zero == ZeroLevel::weights; }
 
@@ -139,8 +144,7 @@ class ParameterState {
   StateOptions options_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
   std::vector<size_t> bucket_of_;            // parameter -> bucket
-  std::map<int64_t, size_t> bucket_of_layer_;  // ZeRO-3: layer -> its bucket
-  at::Tensor placeholder_;  // ZeRO-3: what a parameter holds while not gathered
+  std::map<int64_t, std::vector<size_t>> buckets_of_layer_;  // ZeRO-3: layer -> its buckets
   GradientHooks hooks_;  // on each parameter's gradient accumulator
   std::deque<Bucket*> in_flight_;  // ZeRO-2/3: launched, not yet settled, oldest first
   size_t next_launch_ = 0;

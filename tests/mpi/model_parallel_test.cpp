@@ -51,6 +51,7 @@ std::vector<Layout4D> layouts(int P) {
             {.tp = 2, .zero = 3},
             {.tp = 2, .tp_sequence = false, .zero = 2},
             {.pp = 2, .tied = true, .zero = 2},
+            {.pp = 2, .tied = true, .zero = 3},
             {.pp = 2, .tied = true, .zero = 3, .recompute = true},
             {.ulysses = 2, .zero = 3},
             {.ring = 2, .zero = 3, .recompute = true},
@@ -190,9 +191,10 @@ TEST_F(ModelParallelJob, ResumesOnTheSameAndOnOtherLayouts) {
   EXPECT_EQ(again.at(3), straight.at(3));
   const auto other = train(second, dir + "/other", step2);
   EXPECT_NEAR(other.at(3), straight.at(3), 1e-5 * straight.at(3)) << second.describe();
-  // Another ZeRO level: ZeRO-3 shards what ZeRO-1 or 0 wrote, and its own
-  // checkpoint (weights gathered, optimizer shards per rank) resumes on one rank.
-  const Layout4D sharded = P == 4 ? Layout4D{.pp = 2, .tied = true, .zero = 3} : Layout4D{.zero = 3};
+  // Another ZeRO level (the same batch: dp 1, sharded over the sp ranks):
+  // ZeRO-3 shards what ZeRO-1 or 0 wrote.
+  const Layout4D sharded = P == 4 ? Layout4D{.pp = 2, .ulysses = 2, .tied = true, .zero = 3}
+                                  : Layout4D{.ulysses = 2, .tied = true, .zero = 3};
   const auto third = train(sharded, dir + "/zero3", step2);
   EXPECT_NEAR(third.at(3), straight.at(3), 1e-5 * straight.at(3)) << sharded.describe();
   Config alone = one_rank(layout_config(first, P, ""), dir + "/alone" + std::to_string(world->rank()));
