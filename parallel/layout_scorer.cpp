@@ -24,8 +24,8 @@ at::Tensor stage_output(LlamaForCausalLMImpl& model, Communicator& pp, const Bat
 
 }  // namespace
 
-Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConfig& parallel,
-                     const at::Device& device, at::ScalarType activations) {
+Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConfig& parallel, const at::Device& device,
+                     at::ScalarType activations) {
   return [&model, &mesh, parallel, device,
           options = at::TensorOptions().device(device).dtype(activations)](const Batch& whole) {
     at::NoGradGuard no_grad;
@@ -55,7 +55,8 @@ Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConf
 
 EvalShare replica_share(Mesh& mesh, bool gathers) {
   auto& dp = mesh.group(Group::dp);
-  return {dp.rank(), dp.size(), [&dp](at::Tensor& t) { dp.all_reduce(t); }, gathers || mesh.group(Group::ep).size() > 1};
+  return {dp.rank(), dp.size(), [&dp](at::Tensor& t) { dp.all_reduce(t); },
+          gathers || mesh.group(Group::ep).size() > 1};
 }
 
 }  // namespace lt

@@ -14,8 +14,8 @@ namespace lt {
 
 // `model`: this rank's part (build_rank_model's), computing activations in
 // `activations` (what passes between stages).
-Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConfig& parallel,
-                     const at::Device& device, at::ScalarType activations);
+Scorer layout_scorer(LlamaForCausalLMImpl& model, Mesh& mesh, const ParallelConfig& parallel, const at::Device& device,
+                     at::ScalarType activations);
 
 // The dp replicas, each every dp-th batch; in lockstep under expert
 // parallelism, whose all-to-all joins ranks of different replicas, and

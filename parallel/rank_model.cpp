@@ -71,9 +71,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
     // Routing counts are summed over the ranks sharing a sequence (a
     // micro-batch's or a sequence's balance) or over every rank holding a
     // part of the global batch.
-    auto sum_over = [&mesh](Group group) {
-      return [&comm = mesh.group(group)](at::Tensor& t) { comm.all_reduce(t); };
-    };
+    auto sum_over = [&mesh](Group group) { return [&comm = mesh.group(group)](at::Tensor& t) { comm.all_reduce(t); }; };
     shard.moe = std::make_shared<MoeBalance>(config.model, sum_over(Group::sp), sum_over(Group::dp_sp));
     expert_parallel(shard, mesh.group(Group::ep));
   }

@@ -1,8 +1,8 @@
 // The model as one rank of the mesh holds it: its pipeline stage's layers,
 // its tensor-parallel slices and region edges, its sequence-parallel
 // attention, its memory policy (recomputation, tiling), and the loss its
-// last stage computes (vocabulary-parallel under tp). Built and initialised identically to the single-rank model, so every
-// rank holds exactly its part of the same weights.
+// last stage computes (vocabulary-parallel under tp). Built and initialised identically to the single-rank model, so
+// every rank holds exactly its part of the same weights.
 #pragma once
 #include <functional>
 

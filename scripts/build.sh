@@ -9,7 +9,7 @@ if [ "${LT_TORCH:-wheel}" != "debian" ]; then
   prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
 fi
 build=${LT_BUILD_DIR:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" > build.configure.log 2>&1 ||
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" -DLT_WERROR=ON > build.configure.log 2>&1 ||
   { cat build.configure.log; exit 1; }
 grep "longtrain:" build.configure.log || true
 cmake --build "$build" -j "$(nproc)" "$@"

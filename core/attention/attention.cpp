@@ -30,13 +30,14 @@ bool flash_fits(const at::Tensor& q, const at::Tensor& k, const AttentionMask& m
 
 AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                           const AttentionOptions& options) {
-  check(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [batch, seq, heads, head_dim]");
-  check(q.size(2) % k.size(2) == 0, "attention: query heads must be a multiple of kv heads");
+  LT_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [batch, seq, heads, head_dim]");
+  LT_CHECK(q.size(2) % k.size(2) == 0, "attention: query heads must be a multiple of kv heads");
   const auto kr = repeat_kv(k, q.size(2)), vr = repeat_kv(v, q.size(2));
   const bool fits = flash_fits(q, k, mask);
   if (options.kernel == AttentionKernel::Flash)
-    check(fits, "attention: the flash kernel does not fit this case (offset positions, or fp32 on CUDA); "
-                "use model.attention: auto");
+    LT_CHECK(fits,
+             "attention: the flash kernel does not fit this case (offset positions, or fp32 on CUDA); "
+             "use model.attention: auto");
   // Measured on CPU (tests/bench): the fused kernel, also per document
   // segment, beats the ATen blockwise kernel at every length we train at.
   if (options.kernel != AttentionKernel::Blockwise && fits) {

@@ -17,8 +17,8 @@ class BlockMasks {
  public:
   // mask.q_index and mask.k_index must be defined.
   BlockMasks(const AttentionMask& mask, int64_t block)
-      : causal_(mask.causal), block_(block), q_index_(mask.q_index), k_index_(mask.k_index),
-        q_doc_(mask.q_document), k_doc_(mask.k_document) {
+      : causal_(mask.causal), block_(block), q_index_(mask.q_index), k_index_(mask.k_index), q_doc_(mask.q_document),
+        k_doc_(mask.k_document) {
     ranges(q_index_.to(at::kCPU).view({1, -1}), q_idx_min_, q_idx_max_);
     ranges(k_index_.to(at::kCPU).view({1, -1}), k_idx_min_, k_idx_max_);
     if (q_doc_.defined()) {

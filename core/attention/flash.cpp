@@ -21,7 +21,8 @@ bool flash_available(const at::Tensor& q) {
 constexpr int64_t kCpuBf16MinTokensTimesHeadDim = 32768;
 
 AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) {
-  if (q.device().is_cpu() && q.scalar_type() == at::kBFloat16 && q.size(1) * q.size(3) < kCpuBf16MinTokensTimesHeadDim) {
+  if (q.device().is_cpu() && q.scalar_type() == at::kBFloat16 &&
+      q.size(1) * q.size(3) < kCpuBf16MinTokensTimesHeadDim) {
     auto fp32 = flash_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), causal);
     return {fp32.out.to(at::kBFloat16), fp32.lse};
   }

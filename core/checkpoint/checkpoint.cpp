@@ -69,7 +69,8 @@ at::Tensor from_hex(const std::string& text) {
   auto t = at::empty({static_cast<int64_t>(text.size() / 2)}, at::kByte);
   auto* p = t.data_ptr<uint8_t>();
   auto digit = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  for (size_t i = 0; i + 1 < text.size(); i += 2) p[i / 2] = static_cast<uint8_t>(digit(text[i]) * 16 + digit(text[i + 1]));
+  for (size_t i = 0; i + 1 < text.size(); i += 2)
+    p[i / 2] = static_cast<uint8_t>(digit(text[i]) * 16 + digit(text[i + 1]));
   return t;
 }
 
@@ -83,8 +84,13 @@ std::vector<int64_t> full_shape(const TensorSlice& slice, at::IntArrayRef local)
 // slice full.narrow(dim, offset, local[dim]) of parameter `name`.
 nlohmann::json slice_record(const std::string& name, const TensorSlice& slice, at::IntArrayRef local, int64_t start,
                             int64_t end) {
-  return {{"name", name}, {"shape", full_shape(slice, local)}, {"local", local.vec()}, {"dim", slice.dim},
-          {"offset", slice.offset}, {"start", start}, {"end", end}};
+  return {{"name", name},
+          {"shape", full_shape(slice, local)},
+          {"local", local.vec()},
+          {"dim", slice.dim},
+          {"offset", slice.offset},
+          {"start", start},
+          {"end", end}};
 }
 
 NamedTensors model_tensors(LlamaForCausalLMImpl& model, nlohmann::json& records) {
@@ -115,7 +121,8 @@ class ManifestCheck {
   std::vector<int64_t> sizes(const nlohmann::json& j, const std::string& key, const std::string& at) const {
     std::vector<int64_t> out;
     const auto& list = get(j, key, &nlohmann::json::is_array, "a list", at);
-    for (size_t i = 0; i < list.size(); ++i) out.push_back(non_negative(list[i], at + key + "[" + std::to_string(i) + "]"));
+    for (size_t i = 0; i < list.size(); ++i)
+      out.push_back(non_negative(list[i], at + key + "[" + std::to_string(i) + "]"));
     return out;
   }
   int64_t non_negative(const nlohmann::json& v, const std::string& field) const {
@@ -148,7 +155,8 @@ void check_slice(const ManifestCheck& c, const nlohmann::json& r, const std::str
   for (size_t d = 0; d < shape.size(); ++d) {
     if (static_cast<int64_t>(d) == dim ? offset > shape[d] - local[d] : local[d] != shape[d])
       c.bad(at + "offset", "puts the slice outside its tensor's shape");
-    if (__builtin_mul_overflow(elements, local[d], &elements)) c.bad(at + "local", "has more elements than 64 bits count");
+    if (__builtin_mul_overflow(elements, local[d], &elements))
+      c.bad(at + "local", "has more elements than 64 bits count");
   }
   if (start > end || end > elements) c.bad(at + "end", "lies outside the slice");
 }
@@ -210,12 +218,14 @@ nlohmann::json read_manifest(const std::string& path) {
   const auto& version = manifest["version"];
   if (!version.is_number_integer() || version.get<int64_t>() < kOldestReadable || version.get<int64_t>() > kVersion)
     fail(file + ": checkpoint format version " + version.dump() + ", this build reads " +
-         std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) + ": load it with the longtrain that wrote it");
+         std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) +
+         ": load it with the longtrain that wrote it");
   if (version.get<int64_t>() >= 4) {
     const auto recorded = manifest["manifest_checksum"];
     manifest.erase("manifest_checksum");
     if (recorded != text_checksum(manifest_text(manifest)))
-      fail(file + ": the manifest's checksum does not match its contents: it is damaged; resume from an older checkpoint");
+      fail(file +
+           ": the manifest's checksum does not match its contents: it is damaged; resume from an older checkpoint");
   }
   nlohmann::json plain = nlohmann::json::parse(manifest.dump());
   check_manifest(file, plain);
@@ -258,7 +268,8 @@ NamedTensors optimizer_tensors(const AdamW& optimizer, LlamaForCausalLMImpl& mod
 // What one rank wrote, as JSON text for the gather to rank 0.
 std::string write_part(const std::string& temp, LlamaForCausalLMImpl& model, const AdamW& optimizer,
                        const CheckpointStore::Part& part) {
-  nlohmann::json record = {{"files", nlohmann::json::object()}, {"model", nlohmann::json::object()},
+  nlohmann::json record = {{"files", nlohmann::json::object()},
+                           {"model", nlohmann::json::object()},
                            {"optimizer", nlohmann::json::object()}};
   auto write = [&](const std::string& section, const std::string& file, const NamedTensors& tensors,
                    const nlohmann::json& slices, const std::map<std::string, std::string>& metadata) {
@@ -301,15 +312,18 @@ class SliceReader {
     std::vector<std::pair<int64_t, int64_t>> filled;
     // Replicas of a part are read once, from a file open already if one is.
     auto candidates = records_[name];
-    std::stable_partition(candidates.begin(), candidates.end(), [&](const auto& c) { return opened_.count(c.first) > 0; });
+    std::stable_partition(candidates.begin(), candidates.end(),
+                          [&](const auto& c) { return opened_.count(c.first) > 0; });
     std::set<std::string> read_parts;
     for (const auto& [file, record] : candidates) {
       const auto& r = *record;
       if (const auto stored = r.at("shape").get<std::vector<int64_t>>(); stored != shape)
         fail(path_ + "/" + file + ": '" + name + "' has shape " + c10::str(at::IntArrayRef(stored)) + ", the model " +
              c10::str(at::IntArrayRef(shape)) + ": the recipe's model differs from the checkpoint's");
-      const int64_t dim = r.at("dim").get<int64_t>(), first = r.at("start").get<int64_t>(), last = r.at("end").get<int64_t>();
-      const SlicePart part{shape, dim, r.at("offset").get<int64_t>(), r.at("local").at(dim).get<int64_t>(), first, last};
+      const int64_t dim = r.at("dim").get<int64_t>(), first = r.at("start").get<int64_t>(),
+                    last = r.at("end").get<int64_t>();
+      const SlicePart part{shape, dim, r.at("offset").get<int64_t>(), r.at("local").at(dim).get<int64_t>(),
+                           first, last};
       const auto pieces = overlaps(mine, runs(part));
       if (pieces.empty() || !read_parts.insert(part_key(part)).second) continue;
       const auto stored = stored_tensor(file, key, last - first).reshape(-1);
@@ -412,7 +426,8 @@ std::string CheckpointStore::claim(const std::string& resume, bool move_aside) {
     for (const auto& path : foreign) names += (names.empty() ? "" : ", ") + fs::path(path).filename().string();
     fail(dir_ + ": holds checkpoints of another run (" + names + ") that this run would prune or shadow: " +
          "continue them with checkpoint.resume: auto, use another run_dir (or checkpoint.dir), or set " +
-         "checkpoint.move_aside: true to move them into " + dir_ + "/aside_" + lineage_.writer() + "/ (nothing is deleted)");
+         "checkpoint.move_aside: true to move them into " + dir_ + "/aside_" + lineage_.writer() +
+         "/ (nothing is deleted)");
   }
   const std::string aside = dir_ + "/aside_" + lineage_.writer();
   fs::create_directories(aside);
@@ -439,17 +454,18 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
   }
   const auto records = world.all_gather(write_part(temp, model, optimizer, part));
   if (world.rank() == 0) {
-    nlohmann::ordered_json manifest = {{"format", kFormat},
-                                       {"version", kVersion},
-                                       {"step", state.step},
-                                       {"lineage", lineage_.to_json()},
-                                       {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
-                                       {"data_fingerprint", state.data_fingerprint},
-                                       {"rng_cpu", to_hex(state.rng)},
-                                       {"checksum", kChecksumAlgorithm},
-                                       {"model", {{"shards", nlohmann::json::object()}}},
-                                       {"optimizer", {{"steps", optimizer.steps()}, {"shards", nlohmann::json::object()}}},
-                                       {"files", nlohmann::json::object()}};
+    nlohmann::ordered_json manifest = {
+        {"format", kFormat},
+        {"version", kVersion},
+        {"step", state.step},
+        {"lineage", lineage_.to_json()},
+        {"data", {{"document", state.data.document}, {"offset", state.data.offset}}},
+        {"data_fingerprint", state.data_fingerprint},
+        {"rng_cpu", to_hex(state.rng)},
+        {"checksum", kChecksumAlgorithm},
+        {"model", {{"shards", nlohmann::json::object()}}},
+        {"optimizer", {{"steps", optimizer.steps()}, {"shards", nlohmann::json::object()}}},
+        {"files", nlohmann::json::object()}};
     for (const auto& text : records) {
       const auto record = nlohmann::json::parse(text);
       for (const auto& [name, entry] : record.at("files").items()) manifest["files"][name] = entry;

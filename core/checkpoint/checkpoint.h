@@ -24,9 +24,9 @@
 namespace lt {
 
 struct TrainState {
-  int64_t step = 0;          // optimizer steps completed
-  DataPosition data;         // where the training stream continues
-  at::Tensor rng;            // CPU generator state (uint8)
+  int64_t step = 0;                                            // optimizer steps completed
+  DataPosition data;                                           // where the training stream continues
+  at::Tensor rng;                                              // CPU generator state (uint8)
   nlohmann::json data_fingerprint = nlohmann::json::object();  // what the data stream is (data_fingerprint())
 };
 

@@ -9,7 +9,8 @@ namespace lt {
 Lineage Lineage::of_manifest(const nlohmann::json& manifest) {
   if (!manifest.contains("lineage")) return fresh("unrecorded");
   std::vector<Run> runs;
-  for (const auto& r : manifest.at("lineage")) runs.push_back({r.at("run").get<std::string>(), r.at("from_step").get<int64_t>()});
+  for (const auto& r : manifest.at("lineage"))
+    runs.push_back({r.at("run").get<std::string>(), r.at("from_step").get<int64_t>()});
   return Lineage(std::move(runs));
 }
 

@@ -18,7 +18,7 @@ namespace {
 const std::vector<std::pair<std::string, at::ScalarType>>& dtype_names() {
   static const std::vector<std::pair<std::string, at::ScalarType>> names = {
       {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16}, {"I64", at::kLong},
-      {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},  {"U8", at::kByte},        {"BOOL", at::kBool}};
+      {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},  {"U8", at::kByte},       {"BOOL", at::kBool}};
   return names;
 }
 
@@ -51,8 +51,8 @@ WrittenFile save_safetensors(const std::string& path, const NamedTensors& tensor
   for (const auto& [name, tensor] : tensors) {
     auto t = tensor.detach().to(at::kCPU).contiguous();
     const size_t bytes = t.numel() * t.element_size();
-    header[name] = {{"dtype", dtype_name(t.scalar_type())}, {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", dtype_name(t.scalar_type())}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     host.push_back(t);
   }
@@ -67,7 +67,8 @@ WrittenFile save_safetensors(const std::string& path, const NamedTensors& tensor
   write_all(f, &length, sizeof(length), path, sum);
   write_all(f, text.data(), text.size(), path, sum);
   for (const auto& t : host) write_all(f, t.data_ptr(), t.numel() * t.element_size(), path, sum);
-  if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) fail(path + ": flush failed: " + std::strerror(errno) + " (is the disk full?)");
+  if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0)
+    fail(path + ": flush failed: " + std::strerror(errno) + " (is the disk full?)");
   if (std::fclose(file.release()) != 0) fail(path + ": close failed: " + std::strerror(errno) + " (is the disk full?)");
   return {sizeof(length) + text.size() + offset, sum.hex()};
 }
@@ -107,12 +108,14 @@ SafetensorsFile::Entry SafetensorsFile::parse_entry(const std::string& where, co
   for (const auto& size : shape) {
     if (!size.is_number_integer() || (!size.is_number_unsigned() && size.get<int64_t>() < 0))
       bad("shape " + shape.dump() + " has a size that is not a non-negative integer");
-    if (size.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(elements, size.get<uint64_t>(), &elements))
+    if (size.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ||
+        __builtin_mul_overflow(elements, size.get<uint64_t>(), &elements))
       bad("shape " + shape.dump() + " is too large");
     e.shape.push_back(size.get<int64_t>());
   }
   uint64_t bytes = 0;
-  if (__builtin_mul_overflow(elements, static_cast<uint64_t>(c10::elementSize(e.dtype)), &bytes)) bad("shape is too large");
+  if (__builtin_mul_overflow(elements, static_cast<uint64_t>(c10::elementSize(e.dtype)), &bytes))
+    bad("shape is too large");
   const auto& range = entry.at("data_offsets");
   if (!range.is_array() || range.size() != 2 || !range[0].is_number_unsigned() || !range[1].is_number_unsigned())
     bad("data_offsets " + range.dump().substr(0, 60) + " is not two non-negative integers");

@@ -132,7 +132,8 @@ int positive_flag(const Parsed& p, const std::string& flag, int fallback, const 
   }
   const std::string& text = it->second;
   const bool digits = !text.empty() && text.size() < 9 && text.find_first_not_of("0123456789") == std::string::npos;
-  if (!digits || std::stoi(text) < 1) fail(std::string(command) + ": " + flag + " '" + text + "' must be a positive integer");
+  if (!digits || std::stoi(text) < 1)
+    fail(std::string(command) + ": " + flag + " '" + text + "' must be a positive integer");
   return std::stoi(text);
 }
 
@@ -244,8 +245,8 @@ int run_export(const Args& args) {
   // The run's resolved recipe; the HF model it may have started from is
   // not needed any more.
   const Config config = load_config(parsed.recipe + "/config.yaml", {"init.from_hf=''"});
-  const std::string path =
-      resolve_checkpoint(parsed.flags.count("--checkpoint") ? parsed.flags.at("--checkpoint") : config.checkpoint_dir());
+  const std::string path = resolve_checkpoint(parsed.flags.count("--checkpoint") ? parsed.flags.at("--checkpoint")
+                                                                                 : config.checkpoint_dir());
   LlamaForCausalLM model(config.model);
   load_checkpoint(path, *model, nullptr, nullptr);
   HfExportOptions options;

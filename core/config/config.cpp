@@ -145,40 +145,43 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   // Each degree is at most 65536, their product could still wrap 64 bits.
   constexpr double kMostRanks = 1 << 24;
-  const double ranks = static_cast<double>(p.tp) * p.sp.ulysses * p.sp.ring * p.pp *
-                       (p.dp == "auto" ? 1.0 : std::stod(p.dp));
+  const double ranks =
+      static_cast<double>(p.tp) * p.sp.ulysses * p.sp.ring * p.pp * (p.dp == "auto" ? 1.0 : std::stod(p.dp));
   if (ranks > kMostRanks) {
     char text[32];
     std::snprintf(text, sizeof(text), "%.3g", ranks);
-    relation_error(s, "parallel.tp", "parallel: dp x tp x ulysses x ring x pp = " + std::string(text) +
-                                         " ranks is more than " + std::to_string(static_cast<int64_t>(kMostRanks)) +
-                                         ": lower the degrees");
+    relation_error(s, "parallel.tp",
+                   "parallel: dp x tp x ulysses x ring x pp = " + std::string(text) + " ranks is more than " +
+                       std::to_string(static_cast<int64_t>(kMostRanks)) + ": lower the degrees");
   }
   auto divides = [&](int64_t degree, const std::string& degree_key, int64_t value, const std::string& value_key,
                      const std::string& fix) {
     if (value % degree != 0)
-      relation_error(s, degree_key, value_key + "=" + std::to_string(value) + " is not divisible by " + degree_key +
-                                        "=" + std::to_string(degree) + ": " + fix);
+      relation_error(s, degree_key,
+                     value_key + "=" + std::to_string(value) + " is not divisible by " + degree_key + "=" +
+                         std::to_string(degree) + ": " + fix);
   };
   divides(p.tp, "parallel.tp", m.num_heads, "model.num_heads", "each tensor-parallel rank needs whole heads");
   divides(p.tp, "parallel.tp", m.vocab_size, "model.vocab_size", "pad the vocabulary to a multiple of the degree");
   divides(p.tp, "parallel.tp", m.intermediate_size, "model.intermediate_size", "choose a degree that divides it");
   if (m.num_kv_heads % p.tp != 0 && p.tp % m.num_kv_heads != 0)
-    relation_error(s, "parallel.tp", "parallel.tp=" + std::to_string(p.tp) + " and model.num_kv_heads=" +
-                                         std::to_string(m.num_kv_heads) +
-                                         " must divide one another (kv heads are split or replicated)");
+    relation_error(s, "parallel.tp",
+                   "parallel.tp=" + std::to_string(p.tp) + " and model.num_kv_heads=" + std::to_string(m.num_kv_heads) +
+                       " must divide one another (kv heads are split or replicated)");
   if (m.num_heads / p.tp < p.sp.ulysses)
-    relation_error(s, "parallel.sp.ulysses", "parallel.sp.ulysses=" + std::to_string(p.sp.ulysses) + " exceeds the " +
-                                                 std::to_string(m.num_heads / p.tp) +
-                                                 " heads of a tensor-parallel rank: Ulysses gives each rank a head");
+    relation_error(s, "parallel.sp.ulysses",
+                   "parallel.sp.ulysses=" + std::to_string(p.sp.ulysses) + " exceeds the " +
+                       std::to_string(m.num_heads / p.tp) +
+                       " heads of a tensor-parallel rank: Ulysses gives each rank a head");
   if (m.moe.enabled())
     divides(p.ep, "parallel.ep", m.moe.experts, "model.moe.experts", "each expert-parallel rank holds whole experts");
   if (m.moe.enabled() && p.tp > 1)
     relation_error(s, "model.moe.experts",
                    "mixture-of-experts layers are not yet split by tensor parallelism: set parallel.tp=1");
   if (p.pp > m.num_layers)
-    relation_error(s, "parallel.pp", "parallel.pp=" + std::to_string(p.pp) + " exceeds model.num_layers=" +
-                                         std::to_string(m.num_layers) + ": every pipeline stage needs a layer");
+    relation_error(s, "parallel.pp",
+                   "parallel.pp=" + std::to_string(p.pp) + " exceeds model.num_layers=" + std::to_string(m.num_layers) +
+                       ": every pipeline stage needs a layer");
 }
 
 // Scaled RoPE needs the context the model was pretrained on.
@@ -186,8 +189,9 @@ void validate_rope(const RopeConfig& r, const ConfigSources& s) {
   if (!r.scaled()) return;
   if (r.type != "linear" && r.original_max_seq_len <= 0)
     relation_error(s, "model.rope.type",
-                   "model.rope.type=" + r.type + " needs model.rope.original_max_seq_len: the pretrained context "
-                   "(HF original_max_position_embeddings), e.g. 8192");
+                   "model.rope.type=" + r.type +
+                       " needs model.rope.original_max_seq_len: the pretrained context "
+                       "(HF original_max_position_embeddings), e.g. 8192");
   if (r.type == "llama3" && r.high_freq_factor <= r.low_freq_factor)
     relation_error(s, "model.rope.high_freq_factor",
                    "model.rope.high_freq_factor must exceed model.rope.low_freq_factor (Llama 3.1: 4 and 1)");
@@ -201,16 +205,19 @@ void validate_zero(const Config& c, const ConfigSources& s) {
   const std::string level = "parallel.zero=" + std::to_string(zero);
   if (zero >= 2 && c.memory.offload_model)
     relation_error(s, "parallel.zero",
-                   level + " is not yet combined with memory.offload_model (its host chunks shard only the "
-                           "optimizer state): set parallel.zero to 0 or 1, or memory.offload_model: false");
+                   level +
+                       " is not yet combined with memory.offload_model (its host chunks shard only the "
+                       "optimizer state): set parallel.zero to 0 or 1, or memory.offload_model: false");
   if (zero == 3 && c.memory.plan != "manual")
     relation_error(s, "parallel.zero",
-                   level + " is not yet combined with memory.plan: auto (its profile runs outside the steps that "
-                           "gather the weights): set memory.plan: manual, or parallel.zero to 0-2");
+                   level +
+                       " is not yet combined with memory.plan: auto (its profile runs outside the steps that "
+                       "gather the weights): set memory.plan: manual, or parallel.zero to 0-2");
   if (zero == 3 && c.data.packing == "adaptive")
     relation_error(s, "parallel.zero",
-                   level + " is not yet combined with data.packing: adaptive: set parallel.zero to 0-2, or "
-                           "another data.packing");
+                   level +
+                       " is not yet combined with data.packing: adaptive: set parallel.zero to 0-2, or "
+                       "another data.packing");
 }
 
 void validate_adaptive(const Config& c, const ConfigSources& s) {
@@ -276,8 +283,8 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
                    "model.hidden_size=" + std::to_string(m.hidden_size) + " is not divisible by model.num_heads=" +
                        std::to_string(m.num_heads) + ": set model.head_dim or change the heads");
   if (m.resolved_head_dim() % 2 != 0)
-    relation_error(s, "model.head_dim", "model head_dim=" + std::to_string(m.resolved_head_dim()) +
-                                            " must be even for rotary embeddings");
+    relation_error(s, "model.head_dim",
+                   "model head_dim=" + std::to_string(m.resolved_head_dim()) + " must be even for rotary embeddings");
   auto& d = c.data;
   if (d.source == "indexed" && d.path.empty() == d.mixture.empty())
     relation_error(s, "data.path",
@@ -295,12 +302,13 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be <= data.passkey.max_doc_len");
     const int64_t needed = 5 + 10 * d.passkey.digits + 32;  // specials, digit alphabets, some filler
     if (m.vocab_size < needed)
-      relation_error(s, "model.vocab_size", "model.vocab_size=" + std::to_string(m.vocab_size) +
-                                                " is too small for a passkey of " + std::to_string(d.passkey.digits) +
-                                                " digits: use at least " + std::to_string(needed));
+      relation_error(s, "model.vocab_size",
+                     "model.vocab_size=" + std::to_string(m.vocab_size) + " is too small for a passkey of " +
+                         std::to_string(d.passkey.digits) + " digits: use at least " + std::to_string(needed));
     if (d.passkey.min_doc_len < 4 * d.passkey.digits + 16)
-      relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be >= 4 * digits + 16 = " +
-                                                        std::to_string(4 * d.passkey.digits + 16));
+      relation_error(
+          s, "data.passkey.min_doc_len",
+          "data.passkey.min_doc_len must be >= 4 * digits + 16 = " + std::to_string(4 * d.passkey.digits + 16));
     // A retrieval sample holds the key twice, the question and some filler.
     const int64_t shortest = 2 * d.passkey.digits + 7;
     const bool lengths_given = !c.eval.passkey_lengths.empty();
@@ -350,11 +358,12 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
                        std::to_string(profile.last_step()) + " must lie within the run's " + std::to_string(t.steps) +
                        " steps, end_step >= start_step (or 0: start_step alone)");
   if (t.min_lr > t.lr)
-    relation_error(s, "train.min_lr", "train.min_lr=" + std::to_string(t.min_lr) + " must be <= train.lr=" +
-                                          std::to_string(t.lr));
+    relation_error(s, "train.min_lr",
+                   "train.min_lr=" + std::to_string(t.min_lr) + " must be <= train.lr=" + std::to_string(t.lr));
   if (t.warmup_steps > t.steps)
-    relation_error(s, "train.warmup_steps", "train.warmup_steps=" + std::to_string(t.warmup_steps) +
-                                                " must be <= train.steps=" + std::to_string(t.steps));
+    relation_error(
+        s, "train.warmup_steps",
+        "train.warmup_steps=" + std::to_string(t.warmup_steps) + " must be <= train.steps=" + std::to_string(t.steps));
   validate_parallel(c, s);
 }
 

@@ -11,19 +11,19 @@ namespace lt {
 // router choosing top_k of `experts` SwiGLU experts per token, plus
 // optional shared experts every token passes through.
 struct MoeConfig {
-  int64_t experts = 0;               // 0: every layer dense
+  int64_t experts = 0;  // 0: every layer dense
   int64_t top_k = 2;
-  int64_t every = 1;                 // layer i is MoE when (i + 1) % every == 0 (HF's decoder_sparse_step)
+  int64_t every = 1;                            // layer i is MoE when (i + 1) % every == 0 (HF's decoder_sparse_step)
   int64_t expert_intermediate_size = 0;         // 0: model.intermediate_size
   int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
-  bool normalize_top_k = true;       // the chosen experts' weights sum to one (Mixtral; Qwen2-MoE: false)
-  double capacity_factor = 0;        // 0: dropless; else each expert takes at most cf * tokens * top_k / experts
+  bool normalize_top_k = true;                  // the chosen experts' weights sum to one (Mixtral; Qwen2-MoE: false)
+  double capacity_factor = 0;               // 0: dropless; else each expert takes at most cf * tokens * top_k / experts
   std::string drop_policy = "probability";  // over capacity, drop the lowest-weight (probability) or latest (position)
   // Load balancing over what: each micro-batch, the whole global batch
   // (counts summed over dp x sp and the accumulation), or each sequence.
   std::string balance = "global_batch";
   double balance_coef = 0.01;
-  double z_loss_coef = 0;            // router z-loss (ST-MoE)
+  double z_loss_coef = 0;  // router z-loss (ST-MoE)
 
   bool enabled() const { return experts > 0; }
   bool is_moe_layer(int64_t layer) const { return enabled() && (layer + 1) % every == 0; }
@@ -33,36 +33,36 @@ struct MoeConfig {
 // core/model/rope_scaling.h for the formulas). A base change (ABF) is
 // model.rope_theta alone.
 struct RopeConfig {
-  std::string type = "default";     // default | linear | dynamic | yarn | llama3
-  double factor = 1.0;              // how many times the original context
-  int64_t original_max_seq_len = 0; // the pretrained context (HF original_max_position_embeddings)
-  double low_freq_factor = 1.0;     // llama3
-  double high_freq_factor = 4.0;    // llama3
-  double beta_fast = 32.0;          // yarn
-  double beta_slow = 1.0;           // yarn
-  double attention_factor = 0.0;    // yarn: 0 = 0.1 ln(factor) + 1
+  std::string type = "default";      // default | linear | dynamic | yarn | llama3
+  double factor = 1.0;               // how many times the original context
+  int64_t original_max_seq_len = 0;  // the pretrained context (HF original_max_position_embeddings)
+  double low_freq_factor = 1.0;      // llama3
+  double high_freq_factor = 4.0;     // llama3
+  double beta_fast = 32.0;           // yarn
+  double beta_slow = 1.0;            // yarn
+  double attention_factor = 0.0;     // yarn: 0 = 0.1 ln(factor) + 1
 
   bool scaled() const { return type != "default"; }
 };
 
 struct ModelConfig {
-  std::string preset;               // name of configs/models/<preset>.yaml
+  std::string preset;  // name of configs/models/<preset>.yaml
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_layers = 0;
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;             // 0: hidden_size / num_heads
+  int64_t head_dim = 0;  // 0: hidden_size / num_heads
   int64_t max_seq_len = 4096;
   double rope_theta = 10000.0;
   RopeConfig rope;
   double rms_norm_eps = 1e-5;
-  bool attention_bias = false;      // q/k/v bias, as Qwen2
+  bool attention_bias = false;  // q/k/v bias, as Qwen2
   bool tie_embeddings = false;
   double init_std = 0.02;
-  std::string attention = "auto";   // auto | flash | blockwise
-  int64_t attention_block = 512;    // block size of the blockwise kernel
+  std::string attention = "auto";  // auto | flash | blockwise
+  int64_t attention_block = 512;   // block size of the blockwise kernel
   MoeConfig moe;
 
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
@@ -72,7 +72,7 @@ struct PasskeyConfig {
   int64_t min_doc_len = 256;
   int64_t max_doc_len = 1024;
   int64_t digits = 5;
-  int64_t filler_sentences = 16;    // size of the bank of repeated filler sentences
+  int64_t filler_sentences = 16;  // size of the bank of repeated filler sentences
 };
 
 // Shorter sequences first: until `until_step`, train at `seq_len` tokens
@@ -84,7 +84,7 @@ struct CurriculumStage {
 
 // One dataset of a mixture; weights are shares of the training tokens.
 struct MixtureEntry {
-  std::string path;                 // prefix of <path>.bin / <path>.idx
+  std::string path;  // prefix of <path>.bin / <path>.idx
   double weight = 1.0;
 };
 
@@ -92,22 +92,22 @@ struct MixtureEntry {
 // documents of at least min_length tokens are drawn more often, until they
 // carry `share` of its tokens; the datasets' shares stay as weighted.
 struct LongUpsample {
-  int64_t min_length = 0;           // 0: off
+  int64_t min_length = 0;  // 0: off
   double share = 0.0;
 };
 
 struct DataConfig {
-  std::string source = "passkey";   // passkey | indexed
-  std::string path;                 // indexed: prefix of <path>.bin / <path>.idx
+  std::string source = "passkey";     // passkey | indexed
+  std::string path;                   // indexed: prefix of <path>.bin / <path>.idx
   std::vector<MixtureEntry> mixture;  // indexed: several datasets instead of path
   LongUpsample upsample_long;
   int64_t seq_len = 2048;
   // split: documents continue in the next sequence; whole: pad instead;
   // adaptive: unpacked documents on sequence-parallel groups a planner sizes (parallel.adaptive)
   std::string packing = "split";
-  bool document_mask = true;        // no attention across packed documents
-  bool reset_position_ids = true;   // positions restart at each document
-  double eval_fraction = 0.01;      // indexed: share of documents held out for eval
+  bool document_mask = true;       // no attention across packed documents
+  bool reset_position_ids = true;  // positions restart at each document
+  double eval_fraction = 0.01;     // indexed: share of documents held out for eval
   PasskeyConfig passkey;
   std::vector<CurriculumStage> curriculum;  // stages by until_step; seq_len afterwards
 
@@ -132,11 +132,11 @@ struct TrainConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double grad_clip = 1.0;           // 0: off
-  int64_t max_skipped_steps = 3;    // steps in a row whose non-finite loss or gradients skip the update; then stop
+  double grad_clip = 1.0;         // 0: off
+  int64_t max_skipped_steps = 3;  // steps in a row whose non-finite loss or gradients skip the update; then stop
   int64_t seed = 1234;
-  std::string device = "cpu";       // cpu | cuda
-  int64_t threads = 0;              // 0: cores / ranks on this node
+  std::string device = "cpu";  // cpu | cuda
+  int64_t threads = 0;         // 0: cores / ranks on this node
   // fp32 | bf16 (bf16 compute, fp32 master weights, gradients and moments) |
   // auto: bf16 where the device runs it fast (CUDA; a CPU with AMX or
   // AVX512-BF16), else fp32. Resolved when the config is read.
@@ -149,7 +149,7 @@ struct TrainConfig {
 struct SequenceParallelConfig {
   int64_t ulysses = 1;
   int64_t ring = 1;
-  bool zigzag = true;               // ring rank r holds chunks r and 2R-1-r (equal causal work); false: contiguous
+  bool zigzag = true;  // ring rank r holds chunks r and 2R-1-r (equal causal work); false: contiguous
 };
 
 // data.packing: adaptive (FlexSP): each step, the ranks split into Ulysses
@@ -157,31 +157,32 @@ struct SequenceParallelConfig {
 // one of them, the groups and the assignment chosen to finish the step
 // soonest within each rank's activation memory.
 struct AdaptiveSpConfig {
-  std::string planner = "milp";     // milp: mixed group sizes (GLPK, greedy fallback) | uniform: the best one size per step
-  int64_t group = 0;                // > 0: every group of this size, a static layout (no planning)
-  int64_t max_group = 0;            // 0: the largest power of two within the ranks and the heads
-  double activation_gb = 0;         // activation memory per rank no group may exceed; 0: no limit
-  double time_limit_s = 1;          // the solver's time per step (it plans the next step during this one)
-  int64_t buckets = 8;              // document length buckets of the program
+  std::string planner =
+      "milp";                // milp: mixed group sizes (GLPK, greedy fallback) | uniform: the best one size per step
+  int64_t group = 0;         // > 0: every group of this size, a static layout (no planning)
+  int64_t max_group = 0;     // 0: the largest power of two within the ranks and the heads
+  double activation_gb = 0;  // activation memory per rank no group may exceed; 0: no limit
+  double time_limit_s = 1;   // the solver's time per step (it plans the next step during this one)
+  int64_t buckets = 8;       // document length buckets of the program
 };
 
-// Degrees of the 4D rank grid (DESIGN.md: tp innermost, then ulysses, ring,
+// Degrees of the 4D rank grid (docs/design.md: tp innermost, then ulysses, ring,
 // dp, pp outermost) and how data-parallel gradients travel.
 struct ParallelConfig {
-  std::string dp = "auto";          // auto: the world / (tp * ulysses * ring * pp)
+  std::string dp = "auto";  // auto: the world / (tp * ulysses * ring * pp)
   int64_t tp = 1;
-  bool tp_sequence = true;          // Megatron's sequence parallelism: norms and residual hold 1/tp of the tokens
+  bool tp_sequence = true;  // Megatron's sequence parallelism: norms and residual hold 1/tp of the tokens
   int64_t pp = 1;
   SequenceParallelConfig sp;
-  AdaptiveSpConfig adaptive;        // data.packing: adaptive
-  int64_t ep = 1;                   // expert parallelism, carved from dp x sp
+  AdaptiveSpConfig adaptive;  // data.packing: adaptive
+  int64_t ep = 1;             // expert parallelism, carved from dp x sp
   // Model state sharded over the dp x sp replicas (parameter_state.h): 1 the
   // optimizer state, 2 also the gradients, 3 also the weights.
   int64_t zero = 0;
-  double bucket_mb = 25;            // gradient reduction bucket (MiB of gradients)
-  bool overlap = true;              // reduce buckets during backward as they fill
+  double bucket_mb = 25;              // gradient reduction bucket (MiB of gradients)
+  bool overlap = true;                // reduce buckets during backward as they fill
   std::string reduce_dtype = "fp32";  // gradient reductions: fp32 | bf16 (half the traffic; with bf16 compute)
-  double timeout_s = 600;           // a collective unfinished this long is an error
+  double timeout_s = 600;             // a collective unfinished this long is an error
 
   int64_t sp_degree() const { return sp.ulysses * sp.ring; }
   // These settings on one rank: every degree 1.
@@ -197,34 +198,34 @@ struct ParallelConfig {
 
 // What long sequences run out of first: activations (offload/activations).
 struct MemoryConfig {
-  std::string checkpoint = "none";  // none | full (whole layers) | attention | mlp: recomputed in backward
-  int64_t checkpoint_every = 1;     // only every k-th layer (0, k, 2k, ...)
-  std::string mlp_tiles = "1";      // the MLP over sequence tiles, intermediates recomputed: N | auto (seq / hidden)
-  std::string loss_tiles = "1";     // logits and loss over sequence tiles, never [seq, vocab] at once: N | auto
-  bool offload_activations = false; // checkpointed layers' inputs wait in host memory (CUDA; prefetched back)
-  bool offload_model = false;       // layers' weights, gradients and AdamW state in host memory, in chunks
-  double chunk_mb = 32;             // chunk size (whole layers, in execution order)
-  int64_t n_persist = 0;            // chunks kept on the device
-  int64_t n_buffer = 2;             // device buffers the other chunks take turns in
-  bool overlap_update = true;       // each chunk's host AdamW runs as soon as backward is done with it
-  double device_budget_gb = 0;      // device memory per rank; 0: no limit (manual: the chunks' share)
+  std::string checkpoint = "none";   // none | full (whole layers) | attention | mlp: recomputed in backward
+  int64_t checkpoint_every = 1;      // only every k-th layer (0, k, 2k, ...)
+  std::string mlp_tiles = "1";       // the MLP over sequence tiles, intermediates recomputed: N | auto (seq / hidden)
+  std::string loss_tiles = "1";      // logits and loss over sequence tiles, never [seq, vocab] at once: N | auto
+  bool offload_activations = false;  // checkpointed layers' inputs wait in host memory (CUDA; prefetched back)
+  bool offload_model = false;        // layers' weights, gradients and AdamW state in host memory, in chunks
+  double chunk_mb = 32;              // chunk size (whole layers, in execution order)
+  int64_t n_persist = 0;             // chunks kept on the device
+  int64_t n_buffer = 2;              // device buffers the other chunks take turns in
+  bool overlap_update = true;        // each chunk's host AdamW runs as soon as backward is done with it
+  double device_budget_gb = 0;       // device memory per rank; 0: no limit (manual: the chunks' share)
   // manual: the settings above; auto: a profile of the first step chooses
   // checkpoint/swap/keep per layer, n_persist and n_buffer under the budget.
   std::string plan = "manual";
 };
 
 struct CheckpointConfig {
-  std::string dir;                  // empty: <run_dir>/checkpoints
-  int64_t interval = 0;             // 0: only at the end
-  std::string resume = "none";      // none | auto | path of a checkpoint
-  int64_t keep = 2;                 // newest complete checkpoints of this run's lineage kept
-  bool move_aside = false;          // a fresh run moves another run's checkpoints into <dir>/aside_<run>/ instead of refusing
-  std::string export_hf;            // at the end, also the final weights in HF format: bfloat16 | float16 | float32
+  std::string dir;              // empty: <run_dir>/checkpoints
+  int64_t interval = 0;         // 0: only at the end
+  std::string resume = "none";  // none | auto | path of a checkpoint
+  int64_t keep = 2;             // newest complete checkpoints of this run's lineage kept
+  bool move_aside = false;  // a fresh run moves another run's checkpoints into <dir>/aside_<run>/ instead of refusing
+  std::string export_hf;    // at the end, also the final weights in HF format: bfloat16 | float16 | float32
 };
 
 // Where the weights start from (without a checkpoint to resume).
 struct InitConfig {
-  std::string from_hf;              // a Hugging Face model directory: its config.json sets the model keys
+  std::string from_hf;  // a Hugging Face model directory: its config.json sets the model keys
 };
 
 struct LogConfig {
@@ -232,13 +233,13 @@ struct LogConfig {
 };
 
 struct EvalConfig {
-  int64_t sequences = 16;           // held-out sequences for loss / perplexity
-  bool at_end = true;               // evaluate after training
-  int64_t interval = 0;             // also every N steps during training (0: only at the end)
-  int64_t position_buckets = 4;     // held-out loss by position: equal ranges of data.seq_len
-  int64_t passkey_samples = 32;     // passkey retrieval samples per length
+  int64_t sequences = 16;                // held-out sequences for loss / perplexity
+  bool at_end = true;                    // evaluate after training
+  int64_t interval = 0;                  // also every N steps during training (0: only at the end)
+  int64_t position_buckets = 4;          // held-out loss by position: equal ranges of data.seq_len
+  int64_t passkey_samples = 32;          // passkey retrieval samples per length
   std::vector<int64_t> passkey_lengths;  // context lengths to retrieve at; empty: data.seq_len
-  int64_t passkey_depths = 1;       // the key at D depths of the filler, samples spread over them; 1: random depth
+  int64_t passkey_depths = 1;            // the key at D depths of the filler, samples spread over them; 1: random depth
 };
 
 // A Chrome/Perfetto trace (LibTorch's Kineto profiler, with longtrain's
@@ -246,7 +247,7 @@ struct EvalConfig {
 // listed to run_dir/trace/; start_step 0: none.
 struct ProfileConfig {
   int64_t start_step = 0;
-  int64_t end_step = 0;             // 0: start_step alone
+  int64_t end_step = 0;              // 0: start_step alone
   std::vector<int64_t> ranks = {0};  // empty: every rank
 
   bool enabled() const { return start_step > 0; }
@@ -254,7 +255,7 @@ struct ProfileConfig {
 };
 
 struct Config {
-  std::string source_file;          // the recipe it came from
+  std::string source_file;  // the recipe it came from
   std::string run_dir = "runs/default";
   ModelConfig model;
   InitConfig init;

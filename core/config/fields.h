@@ -126,8 +126,9 @@ void visit(V& v, DataConfig& d) {
 inline Check<std::string> precision_name() {
   return [](const std::string& v) {
     if (v == "fp16" || v == "float16" || v == "half")
-      return std::string("fp16 is not supported (it needs loss scaling, which longtrain does not do): use bf16, "
-                         "which has fp32's range, or fp32");
+      return std::string(
+          "fp16 is not supported (it needs loss scaling, which longtrain does not do): use bf16, "
+          "which has fp32's range, or fp32");
     return one_of({"auto", "fp32", "bf16"})(v);
   };
 }

@@ -120,7 +120,8 @@ void Section::read(const char* key, T& value, const Check<T>& check, const char*
   if (present) {
     if (!child.IsScalar() || !parse(child.Scalar(), value))
       fail(sources_->locate(path) + path + ": expected " + type_name + ", got " +
-           (child.IsScalar() ? "'" + printable(child.Scalar()) + "'" : std::string(child.IsMap() ? "a mapping" : "a list")));
+           (child.IsScalar() ? "'" + printable(child.Scalar()) + "'"
+                             : std::string(child.IsMap() ? "a mapping" : "a list")));
   }
   if (!check) return;
   std::string problem = check(value);

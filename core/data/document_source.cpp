@@ -19,7 +19,8 @@ void check_data_fingerprint(const std::string& checkpoint, const nlohmann::json&
   std::string changed;
   for (const auto& [key, value] : now.items()) {
     const auto before = recorded.contains(key) ? recorded.at(key).dump() : std::string("(none)");
-    if (before != value.dump()) changed += (changed.empty() ? "" : "; ") + key + ": " + before + " then, " + value.dump() + " now";
+    if (before != value.dump())
+      changed += (changed.empty() ? "" : "; ") + key + ": " + before + " then, " + value.dump() + " now";
   }
   for (const auto& [key, value] : recorded.items())
     if (!now.contains(key)) changed += (changed.empty() ? "" : "; ") + key + ": " + value.dump() + " then, (none) now";

@@ -37,10 +37,16 @@ class Cursor {
 
 size_t token_dtype_size(TokenDtype dtype) {
   switch (dtype) {
-    case TokenDtype::U8: case TokenDtype::I8: return 1;
-    case TokenDtype::I16: case TokenDtype::U16: return 2;
-    case TokenDtype::I32: return 4;
-    case TokenDtype::I64: return 8;
+    case TokenDtype::U8:
+    case TokenDtype::I8:
+      return 1;
+    case TokenDtype::I16:
+    case TokenDtype::U16:
+      return 2;
+    case TokenDtype::I32:
+      return 4;
+    case TokenDtype::I64:
+      return 8;
   }
   return 0;
 }
@@ -69,7 +75,8 @@ void IndexedDataset::parse_index() {
   const uint64_t expected = cursor.pos() + n * (4 + 8) + d * 8;
   if (n > idx_->size() || d > idx_->size() || expected != idx_->size())
     fail(name + ": index size " + std::to_string(idx_->size()) + " bytes does not match its header (" +
-         std::to_string(n) + " sequences, " + std::to_string(d) + " document entries); the file is truncated or corrupt");
+         std::to_string(n) + " sequences, " + std::to_string(d) +
+         " document entries); the file is truncated or corrupt");
   sizes_.resize(n);
   pointers_.resize(n);
   doc_index_.resize(d);
@@ -87,7 +94,8 @@ void IndexedDataset::parse_index() {
   if (d < 1 || doc_index_.front() != 0 || doc_index_.back() != static_cast<int64_t>(n))
     fail(name + ": document indices must start at 0 and end at the sequence count " + std::to_string(n));
   for (uint64_t i = 1; i < d; ++i)
-    if (doc_index_[i] < doc_index_[i - 1]) fail(name + ": document indices are not sorted at entry " + std::to_string(i));
+    if (doc_index_[i] < doc_index_[i - 1])
+      fail(name + ": document indices are not sorted at entry " + std::to_string(i));
 }
 
 void IndexedDataset::read_tokens(int64_t i, std::vector<int64_t>& out) const {
@@ -102,24 +110,36 @@ void IndexedDataset::read_tokens(int64_t i, std::vector<int64_t>& out) const {
     }
   };
   switch (dtype_) {
-    case TokenDtype::U8: append(uint8_t{}); break;
-    case TokenDtype::I8: append(int8_t{}); break;
-    case TokenDtype::I16: append(int16_t{}); break;
-    case TokenDtype::U16: append(uint16_t{}); break;
-    case TokenDtype::I32: append(int32_t{}); break;
-    case TokenDtype::I64: append(int64_t{}); break;
+    case TokenDtype::U8:
+      append(uint8_t{});
+      break;
+    case TokenDtype::I8:
+      append(int8_t{});
+      break;
+    case TokenDtype::I16:
+      append(int16_t{});
+      break;
+    case TokenDtype::U16:
+      append(uint16_t{});
+      break;
+    case TokenDtype::I32:
+      append(int32_t{});
+      break;
+    case TokenDtype::I64:
+      append(int64_t{});
+      break;
   }
 }
 
 std::vector<int64_t> IndexedDataset::sequence(int64_t i) const {
-  check(i >= 0 && i < num_sequences(), prefix_ + ": sequence " + std::to_string(i) + " out of range");
+  LT_CHECK(i >= 0 && i < num_sequences(), prefix_ + ": sequence " + std::to_string(i) + " out of range");
   std::vector<int64_t> out;
   read_tokens(i, out);
   return out;
 }
 
 std::vector<int64_t> IndexedDataset::document(int64_t d) const {
-  check(d >= 0 && d < num_documents(), prefix_ + ": document " + std::to_string(d) + " out of range");
+  LT_CHECK(d >= 0 && d < num_documents(), prefix_ + ": document " + std::to_string(d) + " out of range");
   std::vector<int64_t> out;
   for (int64_t i = doc_index_[d]; i < doc_index_[d + 1]; ++i) read_tokens(i, out);
   return out;

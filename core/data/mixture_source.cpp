@@ -141,11 +141,16 @@ MixtureSource::MixtureSource(const DataConfig& data, int64_t vocab_size, uint64_
   by_domain_ = std::make_unique<Interleave>(per_document);
   auto datasets = nlohmann::json::array();
   for (size_t d = 0; d < entries.size(); ++d)
-    datasets.push_back({{"weight", entries[d].weight}, {"documents", domains_[d]->dataset.num_documents()},
+    datasets.push_back({{"weight", entries[d].weight},
+                        {"documents", domains_[d]->dataset.num_documents()},
                         {"tokens", domains_[d]->tokens}});
-  fingerprint_ = {{"data.source", "indexed"}, {"train.seed", seed}, {"data.eval_fraction", data.eval_fraction},
-                  {"data.upsample_long", {{"min_length", data.upsample_long.min_length}, {"share", data.upsample_long.share}}},
-                  {"data.path / data.mixture", datasets}, {"model.vocab_size", vocab_size}};
+  fingerprint_ = {
+      {"data.source", "indexed"},
+      {"train.seed", seed},
+      {"data.eval_fraction", data.eval_fraction},
+      {"data.upsample_long", {{"min_length", data.upsample_long.min_length}, {"share", data.upsample_long.share}}},
+      {"data.path / data.mixture", datasets},
+      {"model.vocab_size", vocab_size}};
 }
 
 // The datasets by content (not path: a moved dataset resumes); the index

@@ -67,8 +67,7 @@ void Packer::fill_sequence(int64_t length, int64_t source_length, Batch& batch, 
     const int64_t remaining = static_cast<int64_t>(doc.size()) - position_.offset;
     // "whole": a document that does not fit starts the next sequence (unless
     // it could never fit), and the rest of this one is padding.
-    if (whole && filled > 0 && position_.offset == 0 && remaining > length - filled &&
-        remaining <= length) {
+    if (whole && filled > 0 && position_.offset == 0 && remaining > length - filled && remaining <= length) {
       for (int64_t t = filled; t < length; ++t) {
         tokens[t] = 0, labels[t] = kIgnoreIndex, positions[t] = t - filled, documents[t] = segment;
       }
@@ -105,7 +104,7 @@ std::vector<Batch> Packer::documents(int64_t tokens, int64_t max_length) {
     const int64_t length = std::min({remaining, max_length, tokens});
     out.push_back(empty_batch(1, length));
     fill_sequence(length, max_length, out.back(), 0);  // exactly this document's next `length` tokens
-    out.back().documents = at::Tensor();  // one document: no mask needed
+    out.back().documents = at::Tensor();               // one document: no mask needed
     tokens -= length;
   }
   return out;

@@ -39,8 +39,8 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length, double depth)
   for (int64_t place = 0; place < config_.digits; ++place) key[place] = kDigit0 + 10 * place + uniform(g, 0, 9);
 
   const int64_t filler = length - (2 * config_.digits + 6);
-  check(filler >= 1, "passkey: " + std::to_string(length) + " tokens cannot hold a key of " +
-                         std::to_string(config_.digits) + " digits and its question");
+  LT_CHECK(filler >= 1, "passkey: " + std::to_string(length) + " tokens cannot hold a key of " +
+                            std::to_string(config_.digits) + " digits and its question");
   const int64_t drawn = uniform(g, 0, filler);  // drawn either way: the filler after it is the same at every depth
   const int64_t before = depth < 0 ? drawn : std::llround(depth * static_cast<double>(filler));
   std::vector<int64_t> text;
@@ -68,9 +68,13 @@ PasskeySample PasskeyCorpus::sample(int64_t index, int64_t length, double depth)
 }
 
 nlohmann::json PasskeyCorpus::fingerprint() const {
-  return {{"data.source", "passkey"}, {"train.seed", seed_}, {"data.passkey.min_doc_len", config_.min_doc_len},
-          {"data.passkey.max_doc_len", config_.max_doc_len}, {"data.passkey.digits", config_.digits},
-          {"data.passkey.filler_sentences", config_.filler_sentences}, {"model.vocab_size", vocab_size_}};
+  return {{"data.source", "passkey"},
+          {"train.seed", seed_},
+          {"data.passkey.min_doc_len", config_.min_doc_len},
+          {"data.passkey.max_doc_len", config_.max_doc_len},
+          {"data.passkey.digits", config_.digits},
+          {"data.passkey.filler_sentences", config_.filler_sentences},
+          {"model.vocab_size", vocab_size_}};
 }
 
 std::vector<int64_t> PasskeyCorpus::document(int64_t index, int64_t max_length) const {

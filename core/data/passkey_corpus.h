@@ -24,7 +24,7 @@ namespace passkey_tokens {
 constexpr int64_t kPad = 0, kBos = 1, kEos = 2, kKey = 3, kQuery = 4, kDigit0 = 5;
 // Filler tokens follow the digit alphabets of every place.
 constexpr int64_t first_filler(int64_t digits) { return kDigit0 + 10 * digits; }
-}
+}  // namespace passkey_tokens
 
 struct PasskeySample {
   std::vector<int64_t> tokens;

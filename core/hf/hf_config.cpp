@@ -68,15 +68,16 @@ void read_rope(const nlohmann::json& j, const std::string& path, YAML::Node mode
   std::string type = r.get<std::string>("rope_type", r.get<std::string>("type", "default"));
   if (type == "default") return;
   if (type != "linear" && type != "dynamic" && type != "yarn" && type != "llama3")
-    r.unsupported(r.has("rope_type") ? "rope_type" : "type", "longtrain implements default, linear, dynamic, yarn, llama3");
+    r.unsupported(r.has("rope_type") ? "rope_type" : "type",
+                  "longtrain implements default, linear, dynamic, yarn, llama3");
   if (r.get<double>("partial_rotary_factor", 1.0) != 1.0)
     r.unsupported("partial_rotary_factor", "only full rotary dimensions are implemented");
   if (!r.get<bool>("truncate", true)) r.unsupported("truncate", "YaRN is implemented with truncated bounds only");
   const int64_t max_positions = top.get<int64_t>("max_position_embeddings");
   YAML::Node rope = model["rope"];
   rope["type"] = type;
-  const int64_t original = type == "dynamic" ? max_positions
-                                             : r.get<int64_t>("original_max_position_embeddings", max_positions);
+  const int64_t original =
+      type == "dynamic" ? max_positions : r.get<int64_t>("original_max_position_embeddings", max_positions);
   rope["original_max_seq_len"] = original;
   rope["factor"] = r.has("factor") ? r.get<double>("factor") : static_cast<double>(max_positions) / original;
   if (type == "llama3") {

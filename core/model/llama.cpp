@@ -7,7 +7,6 @@
 namespace lt {
 namespace {
 
-
 at::Tensor region(const RegionFn& edge, const at::Tensor& x) { return edge ? edge(x) : x; }
 
 at::Tensor run(const Runner& runner, const LayerPart& f, const at::Tensor& x) { return runner ? runner(f, x) : f(x); }
@@ -18,7 +17,9 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 
 // Kv heads a tp rank holds, and the first: split when there are at least as
 // many as ranks, else one each, shared by tp / kv_heads ranks.
-int64_t local_kv_heads(const ModelConfig& c, const ModelShard& s) { return std::max<int64_t>(1, c.num_kv_heads / s.tp_size); }
+int64_t local_kv_heads(const ModelConfig& c, const ModelShard& s) {
+  return std::max<int64_t>(1, c.num_kv_heads / s.tp_size);
+}
 int64_t first_kv_head(const ModelConfig& c, const ModelShard& s) {
   return c.num_kv_heads >= s.tp_size ? s.tp_rank * c.num_kv_heads / s.tp_size
                                      : s.tp_rank / (s.tp_size / c.num_kv_heads);
@@ -63,8 +64,8 @@ uint64_t parameter_seed(uint64_t seed, const std::string& name) {
 }  // namespace
 
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, const ModelShard& s)
-    : heads_(c.num_heads / s.tp_size), kv_heads_(local_kv_heads(c, s)), head_dim_(c.resolved_head_dim()),
-      options_{parse_attention_kernel(c.attention), c.attention_block} {
+    : heads_(c.num_heads / s.tp_size), kv_heads_(local_kv_heads(c, s)),
+      head_dim_(c.resolved_head_dim()), options_{parse_attention_kernel(c.attention), c.attention_block} {
   q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, c.attention_bias, s.compute));
   k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
   v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
@@ -86,7 +87,8 @@ LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s, int64_
     : enter_(s.enter), leave_(s.leave) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
   self_attn = register_module("self_attn", LlamaAttention(c, s));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
   if (c.moe.is_moe_layer(index)) moe = register_module("mlp", SparseMoe(c, s, index));
   else mlp = register_module("mlp", LlamaMLP(c.hidden_size, c.intermediate_size / s.tp_size, s.compute));
 }
@@ -139,13 +141,15 @@ at::Tensor LlamaModelImpl::forward(const ModelInput& input, const at::Tensor& hi
   return shard_.last_stage ? norm(h) : h;
 }
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shard) : config_(c), shard_(std::move(shard)) {
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shard)
+    : config_(c), shard_(std::move(shard)) {
   if (c.moe.enabled() && !shard_.moe) shard_.moe = std::make_shared<MoeBalance>(c);
   model = register_module("model", LlamaModel(c, shard_));
   if (shard_.last_stage && !c.tie_embeddings)
     lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size / shard_.tp_size, false, shard_.compute));
   for (const auto& item : named_parameters())
-    slices_[item.key()] = in_moe(item.key()) ? TensorSlice{0, 0, item.value().size(0)} : slice_for(item.key(), c, shard_);
+    slices_[item.key()] =
+        in_moe(item.key()) ? TensorSlice{0, 0, item.value().size(0)} : slice_for(item.key(), c, shard_);
 }
 
 TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const { return slices_.at(name); }
@@ -174,8 +178,9 @@ void LlamaForCausalLMImpl::initialize(uint64_t seed) {
     at::Tensor value;
     if (name.find("norm") != std::string::npos) value = at::ones(full);
     else if (ends_with(name, ".bias")) value = at::zeros(full);
-    else value = at::empty(full).normal_(0.0, config_.init_std,
-                                         at::make_generator<at::CPUGeneratorImpl>(parameter_seed(seed, name)));
+    else
+      value = at::empty(full).normal_(0.0, config_.init_std,
+                                      at::make_generator<at::CPUGeneratorImpl>(parameter_seed(seed, name)));
     p.copy_(value.narrow(slice.dim, slice.offset, p.size(slice.dim)));
   }
 }

@@ -61,8 +61,8 @@ class LlamaBlockImpl : public torch::nn::Module {
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
-  LlamaMLP mlp{nullptr};     // a dense layer's
-  SparseMoe moe{nullptr};    // or a mixture-of-experts layer's (also named "mlp", as HF)
+  LlamaMLP mlp{nullptr};   // a dense layer's
+  SparseMoe moe{nullptr};  // or a mixture-of-experts layer's (also named "mlp", as HF)
 
  private:
   RegionFn enter_, leave_;

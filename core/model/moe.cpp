@@ -15,8 +15,8 @@ SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int6
     mine.emplace_back(std::to_string(e), LlamaMLP(c.hidden_size, columns, shard.compute).ptr());
   experts = register_module("experts", torch::nn::ModuleDict(mine));
   if (m.shared_expert_intermediate_size > 0) {
-    shared_expert = register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size,
-                                                              shard.compute));
+    shared_expert =
+        register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size, shard.compute));
     shared_expert_gate = register_module("shared_expert_gate", Linear(c.hidden_size, 1, false, shard.compute));
   }
 }

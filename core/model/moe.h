@@ -27,7 +27,7 @@ class SparseMoeImpl : public torch::nn::Module {
 
   Linear gate{nullptr};
   torch::nn::ModuleDict experts{nullptr};  // this rank's, by global index
-  LlamaMLP shared_expert{nullptr};               // null without one
+  LlamaMLP shared_expert{nullptr};         // null without one
   Linear shared_expert_gate{nullptr};
 
  private:

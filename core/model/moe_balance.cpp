@@ -78,9 +78,7 @@ struct MoeBalance::Slot {
 };
 
 MoeBalance::MoeBalance(const ModelConfig& model, Sum over_sequence, Sum over_batch)
-    : config_(model.moe),
-      num_layers_(model.num_layers),
-      over_sequence_(std::move(over_sequence)),
+    : config_(model.moe), num_layers_(model.num_layers), over_sequence_(std::move(over_sequence)),
       over_batch_(std::move(over_batch)) {}
 
 void MoeBalance::begin_step(int64_t tokens, int64_t sequences, int64_t micro_batches) {
@@ -101,8 +99,8 @@ void MoeBalance::record(int64_t layer, const Routing& r, int64_t rows, const at:
   const int64_t experts = config_.experts;
   if (config_.balance == "sequence") {
     const auto chosen = r.experts.reshape({rows, -1});
-    s.counts = at::zeros({rows, experts}, at::kFloat)
-                   .scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
+    s.counts =
+        at::zeros({rows, experts}, at::kFloat).scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
   } else {
     s.counts = at::bincount(r.experts.reshape(-1).cpu(), {}, experts).to(at::kFloat);
   }

@@ -32,7 +32,7 @@ bool takes_weight_decay(const std::string& name, int64_t dims) {
 
 AdamW::AdamW(std::vector<ParamSegment> segments, AdamWOptions options) : options_(options) {
   for (auto& s : segments) {
-    check(s.master.defined() || s.param.is_contiguous(), "AdamW: parameter '" + s.name + "' must be contiguous");
+    LT_CHECK(s.master.defined() || s.param.is_contiguous(), "AdamW: parameter '" + s.name + "' must be contiguous");
     const bool decay = takes_weight_decay(s.name, static_cast<int64_t>(s.shape.size()));
     auto zeros = at::zeros({s.size()}, s.values().options().dtype(at::kFloat));
     slots_.push_back({std::move(s), decay, zeros, zeros.clone()});

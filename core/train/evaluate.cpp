@@ -184,11 +184,16 @@ std::string describe(const EvalReport& report, const Config& config) {
 nlohmann::json to_json(const EvalReport& report) {
   nlohmann::json j = nlohmann::json::object();
   if (report.loss)
-    j["loss"] = {{"loss", report.loss->loss}, {"perplexity", report.loss->perplexity},
-                 {"tokens", report.loss->tokens}, {"by_position", report.loss->by_position}};
+    j["loss"] = {{"loss", report.loss->loss},
+                 {"perplexity", report.loss->perplexity},
+                 {"tokens", report.loss->tokens},
+                 {"by_position", report.loss->by_position}};
   for (const auto& r : report.passkey)
-    j["passkey"].push_back({{"length", r.length}, {"exact", r.exact_match}, {"digits", r.digit_accuracy},
-                            {"samples", r.samples}, {"exact_by_depth", r.exact_by_depth}});
+    j["passkey"].push_back({{"length", r.length},
+                            {"exact", r.exact_match},
+                            {"digits", r.digit_accuracy},
+                            {"samples", r.samples},
+                            {"exact_by_depth", r.exact_by_depth}});
   return j;
 }
 

@@ -46,7 +46,8 @@ struct GradientHooks::Added {
   }
   static void detach(const Hook& h) {
     auto& hooks = h.accumulator->post_hooks();
-    hooks.erase(std::remove_if(hooks.begin(), hooks.end(), [&](const auto& p) { return p.get() == h.hook; }), hooks.end());
+    hooks.erase(std::remove_if(hooks.begin(), hooks.end(), [&](const auto& p) { return p.get() == h.hook; }),
+                hooks.end());
   }
 };
 

@@ -92,8 +92,7 @@ TokenScores token_scores(const at::Tensor& logits, const at::Tensor& labels, con
   best = best.to(at::kFloat);
   auto top = best.clone();  // a copy: the reduction is in place
   reduce(split, top, true);
-  auto first = at::where(best.eq(top), -(where + split.offset), -std::numeric_limits<int64_t>::max())
-                   .contiguous();
+  auto first = at::where(best.eq(top), -(where + split.offset), -std::numeric_limits<int64_t>::max()).contiguous();
   reduce(split, first, true);
   scores.predicted = first.neg().view(labels.sizes());
   return scores;

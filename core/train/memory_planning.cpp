@@ -22,9 +22,9 @@ void agree(Profile& p, Communicator& stage) {
   if (stage.size() == 1) return;
   std::vector<double> v = {static_cast<double>(p.base), static_cast<double>(p.head_peak), p.other_s};
   for (const auto& b : p.blocks)
-    v.insert(v.end(), {b.forward_s, b.recompute_s, b.backward_s, static_cast<double>(b.input),
-                       static_cast<double>(b.output), static_cast<double>(b.kept), static_cast<double>(b.start),
-                       static_cast<double>(b.transient)});
+    v.insert(v.end(),
+             {b.forward_s, b.recompute_s, b.backward_s, static_cast<double>(b.input), static_cast<double>(b.output),
+              static_cast<double>(b.kept), static_cast<double>(b.start), static_cast<double>(b.transient)});
   auto t = at::tensor(v, at::kDouble);
   stage.all_reduce(t, ReduceOp::avg);
   const double* x = t.data_ptr<double>();
@@ -80,7 +80,8 @@ void Trainer::plan_memory() {
   agree(profile, mesh_.group(Group::stage));
 
   const int64_t rows = config_.sequences_per_step(first_step_) / mesh_.group(Group::dp).size();
-  profile.micro_batches = static_cast<int>((rows + config_.train.micro_batch_size - 1) / config_.train.micro_batch_size);
+  profile.micro_batches =
+      static_cast<int>((rows + config_.train.micro_batch_size - 1) / config_.train.micro_batch_size);
   const int stages = mesh_.layout().degrees().pp;
   profile.in_flight = in_flight(mesh_.coord().pp, stages, profile.micro_batches, config_.all_forward_first());
   // Device state: the buckets' flat weights and gradients and the
@@ -110,14 +111,13 @@ void Trainer::plan_memory() {
   plan_ = choose_plan(profile, budget);
   if (chunks_) chunks_->configure(plan_->n_persist, plan_->n_buffer);
   apply_memory_policy(*model_, config_.memory, fetch_, &plan_->modes);
-  logger_->line("memory plan (auto, budget " + human_bytes(static_cast<double>(budget)) + " per rank): " +
-                describe(*plan_, static_cast<int64_t>(profile.chunks.size())));
+  logger_->line("memory plan (auto, budget " + human_bytes(static_cast<double>(budget)) +
+                " per rank): " + describe(*plan_, static_cast<int64_t>(profile.chunks.size())));
 }
 
 void Trainer::report_plan(double step_seconds) {
-  logger_->line("memory plan check: step " + seconds_text(step_seconds) + " measured, " +
-                seconds_text(plan_->step_s) + " predicted; activations " +
-                human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
+  logger_->line("memory plan check: step " + seconds_text(step_seconds) + " measured, " + seconds_text(plan_->step_s) +
+                " predicted; activations " + human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
                 human_bytes(static_cast<double>(plan_->activations)) + " predicted");
   logger_->metrics({{"plan_step_s", plan_->step_s},
                     {"measured_step_s", step_seconds},

@@ -40,7 +40,7 @@ std::string format(const char* pattern, double value) {
 std::unique_ptr<Mesh> solo_mesh(const Config& config) {
   int initialized = 0;
   MPI_Initialized(&initialized);
-  check(initialized, "the trainer needs MPI: create an lt::MpiSession first");
+  LT_CHECK(initialized, "the trainer needs MPI: create an lt::MpiSession first");
   return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s);
 }
 
@@ -74,9 +74,13 @@ Trainer::Trainer(Config config, Mesh* mesh)
   loss_sum_ = built.loss_sum;
   chunks_ = built.chunks;
   const auto& p = config_.parallel;
-  StateOptions options{static_cast<int64_t>(p.bucket_mb * (1 << 20)), p.overlap, static_cast<ZeroLevel>(p.zero),
-                       p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat, compute_dtype(config_.train),
-                       read_in_fp32};
+  StateOptions options;
+  options.bucket_bytes = static_cast<int64_t>(p.bucket_mb * (1 << 20));
+  options.overlap = p.overlap;
+  options.zero = static_cast<ZeroLevel>(p.zero);
+  options.reduce_dtype = p.reduce_dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  options.compute_dtype = compute_dtype(config_.train);
+  options.read_in_fp32 = read_in_fp32;
   // The optimizer updates the replica sets' segments and the chunked
   // layers' host copies.
   std::vector<ParamSegment> segments = chunks_ ? chunks_->segments() : std::vector<ParamSegment>{};
@@ -313,8 +317,10 @@ double Trainer::update(bool labelled, const std::function<double()>& gradients, 
   // Every rank has the same loss and norm: all skip, or none.
   last_skipped_ = !std::isfinite(loss) || !std::isfinite(grad_norm);
   if (last_skipped_) {
-    check(!overlap_, "loss " + std::to_string(loss) + ": memory.overlap_update already updated the chunks during "
-                     "backward, so this step cannot be skipped: set memory.overlap_update: false to skip such steps");
+    LT_CHECK(!overlap_,
+             "loss " + std::to_string(loss) +
+                 ": memory.overlap_update already updated the chunks during "
+                 "backward, so this step cannot be skipped: set memory.overlap_update: false to skip such steps");
     return loss;
   }
   if (overlap_) {
@@ -330,13 +336,16 @@ double Trainer::update(bool labelled, const std::function<double()>& gradients, 
 }
 
 double Trainer::step(const Batch& batch, int64_t step, double lr, double& grad_norm) {
-  return update(batch.valid_tokens() > 0, [&] { return compute_gradients(batch, step); }, lr, grad_norm);
+  return update(
+      batch.valid_tokens() > 0, [&] { return compute_gradients(batch, step); }, lr, grad_norm);
 }
 
 double Trainer::step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr,
                      double& grad_norm) {
-  const bool labelled = std::any_of(documents.begin(), documents.end(), [](const Batch& d) { return d.valid_tokens() > 0; });
-  return update(labelled, [&] { return compute_gradients(documents, plan, step); }, lr, grad_norm);
+  const bool labelled =
+      std::any_of(documents.begin(), documents.end(), [](const Batch& d) { return d.valid_tokens() > 0; });
+  return update(
+      labelled, [&] { return compute_gradients(documents, plan, step); }, lr, grad_norm);
 }
 
 void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
@@ -346,9 +355,9 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
   const int64_t peak = peak_memory_bytes(device_);
   const double eta = elapsed_ / (step - first_step_) * (config_.train.steps - step);
   std::string moe;
-  nlohmann::ordered_json metrics = {
-      {"step", step}, {"seq_len", length}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-      {"tokens_per_s", tokens_per_s}, {"mfu", mfu}, {"peak_memory_bytes", peak}, {"elapsed_s", elapsed_}};
+  nlohmann::ordered_json metrics = {{"step", step}, {"seq_len", length},         {"loss", loss},
+                                    {"lr", lr},     {"grad_norm", grad_norm},    {"tokens_per_s", tokens_per_s},
+                                    {"mfu", mfu},   {"peak_memory_bytes", peak}, {"elapsed_s", elapsed_}};
   if (config_.model.moe.enabled()) {
     // The last step's routing: the losses it added and each expert's load
     // against the mean (min, max, coefficient of variation over experts).
@@ -356,15 +365,18 @@ void Trainer::log_step(int64_t step, int64_t length, double loss, double lr, dou
     moe = " | aux " + format("%.4f", m.balance_loss + m.z_loss) + " | load " + format("%.2f", m.load_min) + "-" +
           format("%.2f", m.load_max) + " cv " + format("%.3f", m.load_cv) + " | dropped " +
           format("%.1f%%", 100 * m.dropped);
-    metrics.update({{"moe_balance_loss", m.balance_loss}, {"moe_z_loss", m.z_loss}, {"moe_load_min", m.load_min},
-                    {"moe_load_max", m.load_max}, {"moe_load_cv", m.load_cv}, {"moe_dropped", m.dropped}});
+    metrics.update({{"moe_balance_loss", m.balance_loss},
+                    {"moe_z_loss", m.z_loss},
+                    {"moe_load_min", m.load_min},
+                    {"moe_load_max", m.load_max},
+                    {"moe_load_cv", m.load_cv},
+                    {"moe_dropped", m.dropped}});
   }
   logger_->line("step " + std::to_string(step) + "/" + std::to_string(config_.train.steps) + " | seq " +
                 std::to_string(length) + " | loss " + format("%.4f", loss) + moe +
                 (adaptive_ ? describe_adaptive_step() : "") + " | lr " + format("%.2e", lr) + " | grad " +
-                format("%.3f", grad_norm) +
-                " | " + human_count(tokens_per_s) + " tok/s | MFU " + format("%.1f%%", 100 * mfu) + " | mem " +
-                human_bytes(peak) + " | ETA " + human_duration(eta));
+                format("%.3f", grad_norm) + " | " + human_count(tokens_per_s) + " tok/s | MFU " +
+                format("%.1f%%", 100 * mfu) + " | mem " + human_bytes(peak) + " | ETA " + human_duration(eta));
   logger_->metrics(metrics);
 }
 
@@ -376,8 +388,7 @@ void Trainer::evaluate(TrainResult& result, int64_t step) {
   const auto score = layout_scorer(*model_, mesh_, config_.parallel, device_, compute_dtype(config_.train));
   for (auto& s : states_) s->gather_unlayered();
   // ZeRO-3's gathers are collectives of the replicas: they evaluate in lockstep.
-  const EvalReport report =
-      lt::evaluate(score, config_, replica_share(mesh_, config_.parallel.zero == 3));
+  const EvalReport report = lt::evaluate(score, config_, replica_share(mesh_, config_.parallel.zero == 3));
   for (auto& s : states_) s->release();
   std::string text = describe(report, config_);
   text.pop_back();  // the last newline: the logger adds its own
@@ -388,7 +399,8 @@ void Trainer::evaluate(TrainResult& result, int64_t step) {
   }
   if (!report.passkey.empty()) {
     result.passkey = report.passkey.back();
-    logger_->metrics({{"step", step}, {"passkey_length", result.passkey->length},
+    logger_->metrics({{"step", step},
+                      {"passkey_length", result.passkey->length},
                       {"passkey_exact", result.passkey->exact_match},
                       {"passkey_digit_accuracy", result.passkey->digit_accuracy}});
   }
@@ -481,8 +493,8 @@ TrainResult Trainer::run() {
     const auto& eval = config_.eval;
     if (eval.interval > 0 && (s + 1) % eval.interval == 0 && !(eval.at_end && s + 1 == config_.train.steps))
       evaluate(result, s + 1);
-    const bool save = (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) ||
-                      s + 1 == config_.train.steps;
+    const bool save =
+        (config_.checkpoint.interval > 0 && (s + 1) % config_.checkpoint.interval == 0) || s + 1 == config_.train.steps;
     auto save_checkpoint = [&] {
       TrainState now{s + 1, position, at::detail::getDefaultCPUGenerator().get_state(), source->fingerprint()};
       on_masters([&] {

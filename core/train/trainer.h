@@ -33,7 +33,7 @@ struct TrainResult {
   std::optional<PasskeyResult> passkey;
 };
 
-// FLOPs of one trained token (forward + backward), DESIGN.md's MFU formula.
+// FLOPs of one trained token (forward + backward), docs/design.md's MFU formula.
 double flops_per_token(const ModelConfig& model, int64_t seq_len);
 
 // Fails for the parallel dimensions this build cannot train yet.
@@ -102,8 +102,7 @@ class Trainer {
   TrainState restore(const std::string& path, const nlohmann::json& data_fingerprint);
   void initialize_from_hf();
   void export_final();
-  void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds,
-                int64_t tokens);
+  void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds, int64_t tokens);
   void evaluate(TrainResult& result, int64_t step);
   // adaptive_training.cpp
   void calibrate_adaptive();

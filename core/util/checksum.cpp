@@ -77,7 +77,7 @@ void read_blocks(const std::string& path, Update update) {
 void Checksum::Free::operator()(XXH3_state_s* state) const { XXH3_freeState(state); }
 
 Checksum::Checksum() : state_(XXH3_createState()) {
-  check(state_ != nullptr, "checksum: out of memory");
+  LT_CHECK(state_ != nullptr, "checksum: out of memory");
   XXH3_64bits_reset(state_.get());
 }
 

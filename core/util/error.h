@@ -36,8 +36,12 @@ inline std::string printable(const std::string& text) {
   return out;
 }
 
-inline void check(bool ok, const std::string& message) {
-  if (!ok) fail(message);
-}
-
 }  // namespace lt
+
+// Fails with `message` unless `ok`. The message (often built by
+// concatenation) is evaluated only on failure, so checks cost nothing in
+// hot paths.
+#define LT_CHECK(ok, message)       \
+  do {                              \
+    if (!(ok)) ::lt::fail(message); \
+  } while (false)

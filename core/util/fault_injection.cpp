@@ -30,8 +30,8 @@ bool inject_fault(int world_rank, int64_t step) {
   if (what == "hang")
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
   if (what != "throw") return false;
-  fail("injected fault (LT_FAULT=" + std::string(std::getenv("LT_FAULT")) + ") on rank " +
-       std::to_string(world_rank) + " at step " + std::to_string(step));
+  fail("injected fault (LT_FAULT=" + std::string(std::getenv("LT_FAULT")) + ") on rank " + std::to_string(world_rank) +
+       " at step " + std::to_string(step));
 }
 
 }  // namespace lt

@@ -16,9 +16,10 @@ namespace lt {
 void write_text_synced(const std::string& path, const std::string& text) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "wb"), &std::fclose);
   if (!file) fail(path + ": cannot create: " + std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), file.get()) == text.size() &&
-                  std::fflush(file.get()) == 0 && ::fsync(fileno(file.get())) == 0;
-  if (!ok || std::fclose(file.release()) != 0) fail(path + ": write failed: " + std::strerror(errno) + " (is the disk full?)");
+  const bool ok = std::fwrite(text.data(), 1, text.size(), file.get()) == text.size() && std::fflush(file.get()) == 0 &&
+                  ::fsync(fileno(file.get())) == 0;
+  if (!ok || std::fclose(file.release()) != 0)
+    fail(path + ": write failed: " + std::strerror(errno) + " (is the disk full?)");
 }
 
 void sync_directory(const std::string& dir) {
@@ -30,7 +31,8 @@ void sync_directory(const std::string& dir) {
 }
 
 bool is_plain_file_name(const std::string& name) {
-  const bool printable = std::none_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+  const bool printable =
+      std::none_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos && printable;
 }
 

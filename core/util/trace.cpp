@@ -31,7 +31,7 @@ void start_trace(bool cuda) {
 void stop_trace(const std::string& path) {
   auto result = profiler::disableProfiler();
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  check(result != nullptr, "profile: the profiler returned no trace for " + path);
+  LT_CHECK(result != nullptr, "profile: the profiler returned no trace for " + path);
   result->save(path);
 }
 

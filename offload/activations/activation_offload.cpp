@@ -12,8 +12,8 @@
 namespace lt {
 
 struct ActivationOffload::Entry {
-  at::Tensor host;      // the input in host memory
-  at::Tensor device;    // on its device again (prefetched), or the input itself on the host
+  at::Tensor host;    // the input in host memory
+  at::Tensor device;  // on its device again (prefetched), or the input itself on the host
   at::Device where{at::kCPU};
 #ifdef LT_WITH_CUDA
   at::cuda::CUDAEvent copied;  // the last copy of this entry has finished

@@ -27,7 +27,8 @@ struct RngState {
     RngState s;
     s.cpu = at::detail::getDefaultCPUGenerator().get_state();
 #ifdef LT_WITH_CUDA
-    if (x.is_cuda()) s.device = x.get_device(), s.cuda = at::cuda::detail::getDefaultCUDAGenerator(s.device).get_state();
+    if (x.is_cuda())
+      s.device = x.get_device(), s.cuda = at::cuda::detail::getDefaultCUDAGenerator(s.device).get_state();
 #endif
     return s;
   }

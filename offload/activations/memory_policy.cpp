@@ -16,9 +16,12 @@ BlockMode manual_mode(const MemoryConfig& memory, int64_t layer) {
 
 const char* mode_name(BlockMode mode) {
   switch (mode) {
-    case BlockMode::keep: return "keep";
-    case BlockMode::checkpoint: return "checkpoint";
-    case BlockMode::swap: return "swap";
+    case BlockMode::keep:
+      return "keep";
+    case BlockMode::checkpoint:
+      return "checkpoint";
+    case BlockMode::swap:
+      return "swap";
   }
   return "?";
 }
@@ -29,7 +32,8 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
   if (memory.offload_activations || modes) host = std::make_shared<ActivationOffload>();
   Runner tiled_mlp;
   if (memory.mlp_tiles != "1")
-    tiled_mlp = [setting = memory.mlp_tiles, width = model.config().hidden_size](const LayerPart& f, const at::Tensor& x) {
+    tiled_mlp = [setting = memory.mlp_tiles, width = model.config().hidden_size](const LayerPart& f,
+                                                                                 const at::Tensor& x) {
       return tiled(f, x, tile_count(setting, x.size(1), width), 1);
     };
   model.set_runners([&](int64_t layer) {
@@ -42,10 +46,12 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
       auto stash = mode == BlockMode::swap ? host : nullptr;
       r.layer = [stash, fetch, layer](const LayerPart& f, const at::Tensor& x) {
         if (!fetch) return checkpoint(f, x, stash);
-        return checkpoint([fetch, layer, f](const at::Tensor& t) {
-          fetch(layer);
-          return f(t);
-        }, x, stash);
+        return checkpoint(
+            [fetch, layer, f](const at::Tensor& t) {
+              fetch(layer);
+              return f(t);
+            },
+            x, stash);
       };
       return r;
     }

@@ -25,9 +25,9 @@ struct ChunkManager::Chunk {
   // their first numel elements.
   at::Tensor padded_values, padded_grads;
   at::Tensor values, grads;
-  int slot = -1;                   // resident in this device slot
+  int slot = -1;  // resident in this device slot
   bool persistent = false;
-  size_t pending = 0;              // gradients still to come from a running backward
+  size_t pending = 0;  // gradients still to come from a running backward
   int64_t last_used = 0;
   // The step's gradient reduction: in flight (with ZeRO-1 into `reduced`),
   // then settled with this rank's sum of squares.
@@ -157,7 +157,8 @@ void ChunkManager::make_resident(size_t index) {
         (chosen < 0 || chunks_[holder]->last_used < chunks_[slots_[chosen]->chunk]->last_used))
       chosen = static_cast<int>(s);
   }
-  check(chosen >= 0, "chunk manager: no device buffer is free (every one holds a chunk in backward): raise memory.n_buffer");
+  LT_CHECK(chosen >= 0,
+           "chunk manager: no device buffer is free (every one holds a chunk in backward): raise memory.n_buffer");
   auto& slot = *slots_[chosen];
   if (slot.chunk >= 0) evict(slot.chunk);
   at::NoGradGuard no_grad;
@@ -196,8 +197,8 @@ void ChunkManager::use(int64_t layer) {
   const int64_t next = static_cast<int64_t>(index) + (backward ? -1 : 1);
   if (next >= 0 && next < chunk_count() && chunks_[next]->slot < 0) {
     const bool spare = std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) {
-      return s->chunk < 0 || (s->chunk != static_cast<int>(index) && !chunks_[s->chunk]->persistent &&
-                              chunks_[s->chunk]->pending == 0);
+      return s->chunk < 0 ||
+             (s->chunk != static_cast<int>(index) && !chunks_[s->chunk]->persistent && chunks_[s->chunk]->pending == 0);
     });
     if (spare) make_resident(next);
   }

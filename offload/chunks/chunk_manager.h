@@ -30,10 +30,10 @@ namespace lt {
 
 struct ChunkOptions {
   int64_t chunk_bytes = 32 << 20;
-  int64_t persist = 0;       // chunks kept on the device
-  int64_t buffers = 2;       // device buffers the other chunks take turns in (current + prefetch)
-  int64_t budget_bytes = 0;  // device bytes the manager may hold; 0: no limit
-  bool shard_optimizer = false;  // ZeRO-1 over the replicas: each updates 1/R of every chunk
+  int64_t persist = 0;                  // chunks kept on the device
+  int64_t buffers = 2;                  // device buffers the other chunks take turns in (current + prefetch)
+  int64_t budget_bytes = 0;             // device bytes the manager may hold; 0: no limit
+  bool shard_optimizer = false;         // ZeRO-1 over the replicas: each updates 1/R of every chunk
   at::ScalarType compute = at::kFloat;  // of the device copies and gradients
 };
 

@@ -8,12 +8,9 @@
 namespace lt {
 
 OverlappedUpdate::OverlappedUpdate(ChunkManager& chunks, AdamW& optimizer, bool may_clip)
-    : chunks_(chunks),
-      optimizer_(optimizer),
-      may_clip_(may_clip),
+    : chunks_(chunks), optimizer_(optimizer), may_clip_(may_clip),
       slots_(chunks.chunk_count() > 0 ? chunks.segments_of(chunks.chunk_count() - 1).second : 0),
-      updated_(chunks.chunk_count(), 0),
-      saved_(chunks.chunk_count()) {
+      updated_(chunks.chunk_count(), 0), saved_(chunks.chunk_count()) {
   chunks_.set_on_complete([this](size_t chunk) { complete(chunk); });
   thread_ = std::thread([this] { loop(); });
 }

@@ -58,7 +58,7 @@ class OverlappedUpdate {
   size_t slots_ = 0;
   double lr_ = 0;
   bool active_ = false;
-  std::vector<char> updated_;  // per chunk, this step (written by the worker)
+  std::vector<char> updated_;                   // per chunk, this step (written by the worker)
   std::vector<std::vector<at::Tensor>> saved_;  // per chunk: values and moments before the update
   std::vector<size_t> handed_over_;
 

@@ -139,10 +139,12 @@ MemoryPlan choose_plan(const Profile& profile, int64_t device_budget) {
     fail("memory.device_budget_gb: no plan fits " + human_bytes(static_cast<double>(device_budget)) +
          " per rank; the leanest (every layer " + mode_name(leanest(profile)) +
          (profile.chunks.empty() ? "" : ", no persistent chunk, one buffer") + ") needs " +
-         human_bytes(static_cast<double>(minimum.peak())) + " (state " + human_bytes(static_cast<double>(minimum.state)) +
-         ", chunks " + human_bytes(static_cast<double>(minimum.chunks)) + ", activations " +
+         human_bytes(static_cast<double>(minimum.peak())) + " (state " +
+         human_bytes(static_cast<double>(minimum.state)) + ", chunks " +
+         human_bytes(static_cast<double>(minimum.chunks)) + ", activations " +
          human_bytes(static_cast<double>(minimum.activations)) + ") and 5% headroom: raise the budget to at least " +
-         human_bytes(static_cast<double>(minimum.peak()) / (1 - kHeadroom)) + ", or split "
+         human_bytes(static_cast<double>(minimum.peak()) / (1 - kHeadroom)) +
+         ", or split "
          "the model further (pp, tp, sp) or offload it (memory.offload_model)");
   MemoryPlan best = minimum;
   const int64_t chunks = static_cast<int64_t>(profile.chunks.size());
@@ -162,10 +164,9 @@ std::string describe(const MemoryPlan& plan, int64_t chunk_count) {
   if (chunk_count > 0)
     out += "; " + std::to_string(plan.n_persist) + " of " + std::to_string(chunk_count) + " chunks persistent, " +
            std::to_string(plan.n_buffer) + " buffer" + (plan.n_buffer == 1 ? "" : "s");
-  return out + "; predicted step " + seconds + ", peak " + human_bytes(static_cast<double>(plan.peak())) +
-         " (state " + human_bytes(static_cast<double>(plan.state)) + ", chunks " +
-         human_bytes(static_cast<double>(plan.chunks)) + ", activations " +
-         human_bytes(static_cast<double>(plan.activations)) + ")";
+  return out + "; predicted step " + seconds + ", peak " + human_bytes(static_cast<double>(plan.peak())) + " (state " +
+         human_bytes(static_cast<double>(plan.state)) + ", chunks " + human_bytes(static_cast<double>(plan.chunks)) +
+         ", activations " + human_bytes(static_cast<double>(plan.activations)) + ")";
 }
 
 }  // namespace lt

@@ -24,11 +24,11 @@ struct BlockProfile {
 
 struct Profile {
   std::vector<BlockProfile> blocks;  // execution order
-  int64_t base = 0;       // in use when the first layer starts (embeddings, RoPE tables, the batch)
-  int64_t head_peak = 0;  // the most in use while the head and loss run, every layer checkpointed
-  double other_s = 0;     // embedding, head and loss, forward and backward
-  int micro_batches = 1;  // per step on this rank
-  int in_flight = 1;      // micro-batches whose activations a pipeline stage holds at once
+  int64_t base = 0;                  // in use when the first layer starts (embeddings, RoPE tables, the batch)
+  int64_t head_peak = 0;             // the most in use while the head and loss run, every layer checkpointed
+  double other_s = 0;                // embedding, head and loss, forward and backward
+  int micro_batches = 1;             // per step on this rank
+  int in_flight = 1;                 // micro-batches whose activations a pipeline stage holds at once
 
   int64_t state = 0;                    // device bytes of the weights, gradients and optimizer state outside chunks
   std::vector<int64_t> chunks;          // bytes of each chunk's weights (memory.offload_model; else empty)

@@ -93,13 +93,15 @@ Profile profile_layers(LlamaForCausalLMImpl& model, ChunkManager* chunks, const 
   model.set_runners([&](int64_t layer) {
     LayerRunners r;
     r.layer = [probe, chunks, layer](const LayerPart& f, const at::Tensor& x) {
-      return checkpoint([probe, chunks, layer, f](const at::Tensor& t) {
-        if (chunks) chunks->use(layer);  // the copy is the planner's to predict, not the layer's time
-        probe->before(layer);
-        auto y = f(t);
-        probe->after(layer, t, y);
-        return y;
-      }, x);
+      return checkpoint(
+          [probe, chunks, layer, f](const at::Tensor& t) {
+            if (chunks) chunks->use(layer);  // the copy is the planner's to predict, not the layer's time
+            probe->before(layer);
+            auto y = f(t);
+            probe->after(layer, t, y);
+            return y;
+          },
+          x);
     };
     return r;
   });

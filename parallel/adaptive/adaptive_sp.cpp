@@ -13,9 +13,10 @@ const std::vector<std::string> kMethods = {"milp", "milp-limit", "sweep", "greed
 // A plan as doubles, for one broadcast: predicted time, method, group
 // count, the groups, then each document's group.
 std::vector<double> encode(const SpPlan& plan, int64_t documents) {
-  std::vector<double> out = {plan.predicted_s, static_cast<double>(std::find(kMethods.begin(), kMethods.end(),
-                                                                             plan.method) - kMethods.begin()),
-                             static_cast<double>(plan.groups.size())};
+  std::vector<double> out = {
+      plan.predicted_s,
+      static_cast<double>(std::find(kMethods.begin(), kMethods.end(), plan.method) - kMethods.begin()),
+      static_cast<double>(plan.groups.size())};
   for (int g : plan.groups) out.push_back(g);
   std::vector<double> group_of(documents, -1);
   for (size_t j = 0; j < plan.documents.size(); ++j)
@@ -56,9 +57,9 @@ AdaptiveSequenceParallel::AdaptiveSequenceParallel(Mesh& mesh, const AdaptiveSpC
     groups_[g] = &comm;
     attention_[g] = g == 1 ? AttentionFn(lt::attention) : ulysses_attention(comm);
   }
-  check(config.group <= max_group, "parallel.adaptive.group=" + std::to_string(config.group) + " exceeds the " +
-                                       std::to_string(max_group) + " ranks a group may span here (" +
-                                       std::to_string(ranks) + " ranks)");
+  LT_CHECK(config.group <= max_group, "parallel.adaptive.group=" + std::to_string(config.group) + " exceeds the " +
+                                          std::to_string(max_group) + " ranks a group may span here (" +
+                                          std::to_string(ranks) + " ranks)");
 }
 
 AdaptiveSequenceParallel::~AdaptiveSequenceParallel() {
@@ -102,9 +103,9 @@ GroupAssignment AdaptiveSequenceParallel::assignment(const SpPlan& plan) const {
   for (size_t j = 0; j < plan.groups.size(); start += plan.groups[j++]) {
     const int g = plan.groups[j];
     if (mesh_.rank() < start || mesh_.rank() >= start + g) continue;
-    check(start % g == 0 && groups_.count(g), "adaptive sequence parallelism: group " + std::to_string(j) + " of " +
-                                                  std::to_string(g) + " ranks is not an aligned block up to " +
-                                                  std::to_string(max_group_));
+    LT_CHECK(start % g == 0 && groups_.count(g), "adaptive sequence parallelism: group " + std::to_string(j) + " of " +
+                                                     std::to_string(g) + " ranks is not an aligned block up to " +
+                                                     std::to_string(max_group_));
     mine.size = g;
     mine.rank = mesh_.rank() - start;
     mine.attention = attention_.at(g);

@@ -40,7 +40,7 @@ SpCostModel fit_cost_model(const std::vector<CostSample>& samples, double bytes_
       const double l = static_cast<double>(s.length);
       squares.push_back(l * l), linear.push_back(l), single.push_back(s.seconds);
     }
-  check(!single.empty(), "cost calibration: no sample on one rank");
+  LT_CHECK(!single.empty(), "cost calibration: no sample on one rank");
   SpCostModel model;
   std::tie(model.attention_s, model.linear_s) = nonnegative_fit(squares, linear, single);
   model.bytes_per_token = bytes_per_token;

@@ -61,7 +61,7 @@ SpPlan place(std::vector<int> groups, const std::vector<int64_t>& lengths, const
       const double end = load[j] + model.seconds(lengths[d], plan.groups[j]);
       if (best < 0 || end < best_end) best = static_cast<int>(j), best_end = end;
     }
-    check(best >= 0, "adaptive sequence parallelism: no group may take document " + std::to_string(d));
+    LT_CHECK(best >= 0, "adaptive sequence parallelism: no group may take document " + std::to_string(d));
     plan.documents[best].push_back(d);
     load[best] = best_end;
   }
@@ -385,11 +385,11 @@ double step_lower_bound(const std::vector<int64_t>& lengths, int ranks, const Sp
 
 SpPlan plan_uniform(const std::vector<int64_t>& lengths, int ranks, int group, const SpCostModel& model) {
   const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
-  check(group >= 1 && group <= ranks, "adaptive sequence parallelism: groups of " + std::to_string(group) +
-                                          " ranks do not fit the " + std::to_string(ranks) + " ranks");
-  check(model.fits(longest, group), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
-                                        " tokens exceeds the activation memory of a group of " +
-                                        std::to_string(group) + " ranks: use larger groups");
+  LT_CHECK(group >= 1 && group <= ranks, "adaptive sequence parallelism: groups of " + std::to_string(group) +
+                                             " ranks do not fit the " + std::to_string(ranks) + " ranks");
+  LT_CHECK(model.fits(longest, group), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
+                                           " tokens exceeds the activation memory of a group of " +
+                                           std::to_string(group) + " ranks: use larger groups");
   SpPlan plan = place_on_groups(std::vector<int>(ranks / group, group), lengths, model);
   drop_idle(plan);
   plan.method = "uniform";
@@ -404,10 +404,10 @@ SpPlan plan_greedy(const std::vector<int64_t>& lengths, int ranks, const SpCostM
     SpPlan plan = plan_uniform(lengths, ranks, g, model);
     if (!best || plan.predicted_s < best->predicted_s) best = std::move(plan);
   }
-  check(best.has_value(), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
-                              " tokens exceeds the activation memory of every group up to " +
-                              std::to_string(std::min(ranks, model.max_group > 0 ? model.max_group : ranks)) +
-                              " ranks");
+  LT_CHECK(best.has_value(), "adaptive sequence parallelism: a document of " + std::to_string(longest) +
+                                 " tokens exceeds the activation memory of every group up to " +
+                                 std::to_string(std::min(ranks, model.max_group > 0 ? model.max_group : ranks)) +
+                                 " ranks");
   best->method = "greedy";
   return *best;
 }

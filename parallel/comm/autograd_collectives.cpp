@@ -67,8 +67,8 @@ struct UnevenAllToAll : torch::autograd::Function<UnevenAllToAll> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto& d = ctx->saved_data;
-    return {recall(ctx).all_to_all(grads[0].contiguous(), d["recv"].toIntVector(), d["send"].toIntVector()),
-            {}, {}, {}};
+    return {
+        recall(ctx).all_to_all(grads[0].contiguous(), d["recv"].toIntVector(), d["send"].toIntVector()), {}, {}, {}};
   }
 };
 

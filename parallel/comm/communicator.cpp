@@ -24,14 +24,18 @@ void check_mpi(int code, const char* what) {
 
 MPI_Datatype reduce_type(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kLong: return MPI_INT64_T;
-    case at::kInt: return MPI_INT32_T;
-    case at::kByte: return MPI_UINT8_T;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kByte:
+      return MPI_UINT8_T;
     default:
-      fail(std::string("host reductions support bfloat16, float32/64 and integer tensors, not ") +
-           c10::toString(type));
+      fail(std::string("host reductions support bfloat16, float32/64 and integer tensors, not ") + c10::toString(type));
   }
 }
 
@@ -50,7 +54,7 @@ struct MpiReduction {
 
 MpiReduction mpi_reduction(at::ScalarType type, ReduceOp op) {
   if (type == at::kBFloat16) {
-    check(op != ReduceOp::max, "host reductions of bf16 tensors support sum and average, not max");
+    LT_CHECK(op != ReduceOp::max, "host reductions of bf16 tensors support sum and average, not max");
     static const MPI_Op sum = [] {
       MPI_Op created;
       MPI_Op_create(&bf16_sum, /*commute=*/1, &created);
@@ -62,14 +66,15 @@ MpiReduction mpi_reduction(at::ScalarType type, ReduceOp op) {
 }
 
 int int_count(int64_t n, const char* op) {
-  if (n > INT_MAX) fail(std::string(op) + ": " + std::to_string(n) + " elements exceed one MPI call; use smaller buckets");
+  if (n > INT_MAX)
+    fail(std::string(op) + ": " + std::to_string(n) + " elements exceed one MPI call; use smaller buckets");
   return static_cast<int>(n);
 }
 
 int64_t row_bytes(const at::Tensor& t) { return t.dim() == 0 ? t.element_size() : t.nbytes() / t.size(0); }
 
 void check_host_input(const at::Tensor& t, const char* op) {
-  check(t.is_contiguous(), std::string(op) + ": the tensor must be contiguous");
+  LT_CHECK(t.is_contiguous(), std::string(op) + ": the tensor must be contiguous");
 }
 
 // Finishes an average on the tensor the sum landed in.
@@ -106,14 +111,14 @@ void Communicator::enable_nccl(int device) {
   broadcast(bytes, 0);
   nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device, source("NCCL initialisation"));
 }
-#define LT_ON_DEVICE(tensor, call) \
-  if ((tensor).is_cuda()) {        \
-    check(nccl_ != nullptr, "group '" + name_ + "' has no NCCL communicator for device tensors"); \
-    return nccl_->call;            \
+#define LT_ON_DEVICE(tensor, call)                                                                   \
+  if ((tensor).is_cuda()) {                                                                          \
+    LT_CHECK(nccl_ != nullptr, "group '" + name_ + "' has no NCCL communicator for device tensors"); \
+    return nccl_->call;                                                                              \
   }
 #else
 #define LT_ON_DEVICE(tensor, call) \
-  check(!(tensor).is_cuda(), "device tensors need a CUDA build (group '" + name_ + "')");
+  LT_CHECK(!(tensor).is_cuda(), "device tensors need a CUDA build (group '" + name_ + "')");
 #endif
 
 Work::Source Communicator::source(const char* op) const { return {op, name_, rank_, size_, world_rank_, timeout_s_}; }
@@ -140,14 +145,17 @@ Work Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
   check_host_input(tensor, "all_reduce");
   const int n = int_count(tensor.numel(), "all_reduce");
   const auto reduction = mpi_reduction(tensor.scalar_type(), op);
-  return submit("all_reduce", [=, comm = comm_] {
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), n, reduction.type, reduction.op, comm), "all_reduce");
-  }, averaging(op, tensor, size_));
+  return submit(
+      "all_reduce",
+      [=, comm = comm_] {
+        check_mpi(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), n, reduction.type, reduction.op, comm), "all_reduce");
+      },
+      averaging(op, tensor, size_));
 }
 
 Work Communicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
-  check(output.numel() == input.numel() * size_ && output.scalar_type() == input.scalar_type(),
-        "all_gather: the output must hold group size x the input");
+  LT_CHECK(output.numel() == input.numel() * size_ && output.scalar_type() == input.scalar_type(),
+           "all_gather: the output must hold group size x the input");
   count("all_gather", input.nbytes());
   LT_ON_DEVICE(input, all_gather(input, output, source("all_gather")))
   check_host_input(input, "all_gather");
@@ -180,23 +188,26 @@ std::vector<std::string> Communicator::all_gather(const std::string& text) {
 }
 
 Work Communicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
-  check(input.dim() > 0 && input.size(0) % size_ == 0 && output.numel() * size_ == input.numel(),
-        "reduce_scatter: dim 0 of the input must split evenly over the " + std::to_string(size_) + " ranks of '" +
-            name_ + "'");
+  LT_CHECK(input.dim() > 0 && input.size(0) % size_ == 0 && output.numel() * size_ == input.numel(),
+           "reduce_scatter: dim 0 of the input must split evenly over the " + std::to_string(size_) + " ranks of '" +
+               name_ + "'");
   count("reduce_scatter", input.nbytes());
   LT_ON_DEVICE(input, reduce_scatter(input, output, op, source("reduce_scatter")))
   check_host_input(input, "reduce_scatter");
   check_host_input(output, "reduce_scatter");
   const int n = int_count(output.numel(), "reduce_scatter");
   const auto reduction = mpi_reduction(input.scalar_type(), op);
-  return submit("reduce_scatter", [=, comm = comm_] {
-    check_mpi(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), n, reduction.type, reduction.op, comm),
-              "reduce_scatter");
-  }, averaging(op, output, size_));
+  return submit(
+      "reduce_scatter",
+      [=, comm = comm_] {
+        check_mpi(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), n, reduction.type, reduction.op, comm),
+                  "reduce_scatter");
+      },
+      averaging(op, output, size_));
 }
 
 at::Tensor Communicator::reduce_scatter(const at::Tensor& input, ReduceOp op) {
-  check(input.dim() > 0, "reduce_scatter: needs at least one dimension");
+  LT_CHECK(input.dim() > 0, "reduce_scatter: needs at least one dimension");
   auto sizes = input.sizes().vec();
   sizes[0] /= size_;
   auto output = at::empty(sizes, input.options());
@@ -205,19 +216,19 @@ at::Tensor Communicator::reduce_scatter(const at::Tensor& input, ReduceOp op) {
 }
 
 at::Tensor Communicator::all_to_all(const at::Tensor& input) {
-  check(input.dim() > 0 && input.size(0) % size_ == 0,
-        "all_to_all: dim 0 (" + std::to_string(input.dim() ? input.size(0) : 0) + ") must split evenly over the " +
-            std::to_string(size_) + " ranks of '" + name_ + "'");
+  LT_CHECK(input.dim() > 0 && input.size(0) % size_ == 0,
+           "all_to_all: dim 0 (" + std::to_string(input.dim() ? input.size(0) : 0) + ") must split evenly over the " +
+               std::to_string(size_) + " ranks of '" + name_ + "'");
   const int64_t rows = input.size(0) / size_;
   return all_to_all(input, std::vector<int64_t>(size_, rows), std::vector<int64_t>(size_, rows));
 }
 
 at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<int64_t>& send_rows,
                                     std::vector<int64_t> recv_rows) {
-  check(input.dim() > 0, "all_to_all: needs at least one dimension");
-  check(static_cast<int>(send_rows.size()) == size_, "all_to_all: one send count per rank of '" + name_ + "'");
-  check(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}) == input.size(0),
-        "all_to_all: the send counts must add up to dim 0 of the input");
+  LT_CHECK(input.dim() > 0, "all_to_all: needs at least one dimension");
+  LT_CHECK(static_cast<int>(send_rows.size()) == size_, "all_to_all: one send count per rank of '" + name_ + "'");
+  LT_CHECK(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}) == input.size(0),
+           "all_to_all: the send counts must add up to dim 0 of the input");
   if (recv_rows.empty()) {  // each rank tells each other how much to expect
     auto counts = all_to_all(at::tensor(send_rows, at::kLong));
     recv_rows.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + size_);
@@ -231,7 +242,7 @@ at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<i
   for (int i = 0; i < size_; ++i) send_bytes[i] = send_rows[i] * row, recv_bytes[i] = recv_rows[i] * row;
 #ifdef LT_WITH_CUDA
   if (input.is_cuda()) {
-    check(nccl_ != nullptr, "group '" + name_ + "' has no NCCL communicator for device tensors");
+    LT_CHECK(nccl_ != nullptr, "group '" + name_ + "' has no NCCL communicator for device tensors");
     nccl_->all_to_all(input, output, send_bytes, recv_bytes, source("all_to_all")).wait();
     return output;
   }
@@ -248,9 +259,9 @@ at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<i
     send_at += send_bytes[i], recv_at += recv_bytes[i];
   }
   // Equal splits take MPI's all-to-all proper: its algorithms beat alltoallv's.
-  const bool even = std::all_of(counts->begin(), counts->begin() + size_, [&](int c) { return c == (*counts)[0]; }) &&
-                    std::all_of(counts->begin() + 2 * size_, counts->begin() + 3 * size_,
-                                [&](int c) { return c == (*counts)[0]; });
+  const bool even =
+      std::all_of(counts->begin(), counts->begin() + size_, [&](int c) { return c == (*counts)[0]; }) &&
+      std::all_of(counts->begin() + 2 * size_, counts->begin() + 3 * size_, [&](int c) { return c == (*counts)[0]; });
   submit("all_to_all", [counts, even, input, output, n = size_, comm = comm_] {
     const int* c = counts->data();
     check_mpi(even ? MPI_Alltoall(input.data_ptr(), c[0], MPI_BYTE, output.data_ptr(), c[0], MPI_BYTE, comm)

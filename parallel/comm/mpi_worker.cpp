@@ -10,11 +10,11 @@
 namespace lt {
 
 struct MpiWorker::Task {
-  std::function<void()> run;              // blocking call, or
-  std::function<MPI_Request()> post;      // non-blocking call
+  std::function<void()> run;          // blocking call, or
+  std::function<MPI_Request()> post;  // non-blocking call
   MPI_Request request = MPI_REQUEST_NULL;
   std::atomic<bool> done{false};
-  std::string error;                      // set before `done`
+  std::string error;  // set before `done`
 
   void finish(std::string failure = {}) {
     error = std::move(failure);

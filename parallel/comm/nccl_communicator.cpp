@@ -23,14 +23,22 @@ void check_nccl(ncclResult_t result, const char* what) {
 
 ncclDataType_t nccl_type(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return ncclFloat32;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kHalf: return ncclFloat16;
-    case at::kDouble: return ncclFloat64;
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
-    case at::kByte: return ncclUint8;
-    default: fail(std::string("NCCL: unsupported dtype ") + c10::toString(type));
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kByte:
+      return ncclUint8;
+    default:
+      fail(std::string("NCCL: unsupported dtype ") + c10::toString(type));
   }
 }
 
@@ -85,7 +93,7 @@ NcclCommunicator::~NcclCommunicator() {
 template <class Call>
 Work NcclCommunicator::enqueue(Work::Source source, std::vector<at::Tensor> tensors, Call&& call) {
   for (const auto& t : tensors)
-    check(t.is_cuda() && t.is_contiguous(), source.op + ": NCCL needs contiguous CUDA tensors");
+    LT_CHECK(t.is_cuda() && t.is_contiguous(), source.op + ": NCCL needs contiguous CUDA tensors");
   const auto device = tensors.front().device();
   c10::cuda::CUDAGuard guard(device);
   auto compute = c10::cuda::getCurrentCUDAStream(device.index());
@@ -97,14 +105,15 @@ Work NcclCommunicator::enqueue(Work::Source source, std::vector<at::Tensor> tens
   for (const auto& t : tensors) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), stream_->stream);
   auto done = std::make_shared<at::cuda::CUDAEvent>();
   done->record(stream_->stream);
-  return Work(std::move(source), [done] { return done->query(); }, [done, compute] { done->block(compute); });
+  return Work(
+      std::move(source), [done] { return done->query(); }, [done, compute] { done->block(compute); });
 }
 
 Work NcclCommunicator::all_reduce(at::Tensor& t, ReduceOp op, Work::Source source) {
   return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    check_nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(op), comm,
-                             stream),
-               "all_reduce");
+    check_nccl(
+        ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(op), comm, stream),
+        "all_reduce");
   });
 }
 

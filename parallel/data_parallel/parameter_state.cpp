@@ -39,8 +39,8 @@ struct ParameterState::Bucket {
   // this rank's shard. The main gradients: whole (the parameters' .grad
   // view them), or under ZeRO-2/3 this rank's shard.
   at::Tensor params, grads;
-  at::Tensor wire;     // the gradients as they travel: `grads` itself, or a copy in reduce_dtype
-  at::Tensor reduced;  // this rank's shard of the reduce-scatter (wire dtype)
+  at::Tensor wire;            // the gradients as they travel: `grads` itself, or a copy in reduce_dtype
+  at::Tensor reduced;         // this rank's shard of the reduce-scatter (wire dtype)
   std::vector<char> arrived;  // which members' gradients the armed backward has produced
   size_t pending = 0;         // members still to come
   bool launched = false;
@@ -54,15 +54,11 @@ struct ParameterState::Bucket {
   int64_t grad_uses = 0;
 };
 
-ParameterState::ParameterState(const std::vector<NamedParameter>& params, Communicator& replicas,
-                               StateOptions options, Communicator* gathers)
-    : params_(params),
-      member_of_(params.size()),
-      replicas_(replicas),
-      gathers_(gathers ? *gathers : replicas),
-      options_(options),
-      bucket_of_(params.size()) {
-  check(!params_.empty(), "data parallelism needs parameters");
+ParameterState::ParameterState(const std::vector<NamedParameter>& params, Communicator& replicas, StateOptions options,
+                               Communicator* gathers)
+    : params_(params), member_of_(params.size()), replicas_(replicas), gathers_(gathers ? *gathers : replicas),
+      options_(options), bucket_of_(params.size()) {
+  LT_CHECK(!params_.empty(), "data parallelism needs parameters");
   const auto dtype = params_.front().tensor.scalar_type();
   for (const auto& p : params_) shapes_.push_back(p.tensor.sizes().vec());
   // Reverse registration order: the last layers' gradients come first.
@@ -73,7 +69,8 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
   std::pair<int64_t, at::ScalarType> group_key{-1, at::kFloat};
   for (size_t i = params_.size(); i-- > 0;) {
     const auto& p = params_[i].tensor;
-    check(p.scalar_type() == dtype, "data parallelism needs parameters of one dtype ('" + params_[i].name + "' differs)");
+    LT_CHECK(p.scalar_type() == dtype,
+             "data parallelism needs parameters of one dtype ('" + params_[i].name + "' differs)");
     const std::pair<int64_t, at::ScalarType> key{weights_sharded() ? layer_of(params_[i].name) : -1,
                                                  gathered_dtype(params_[i].name)};
     const bool full = key.first < 0 && bytes + p.nbytes() > static_cast<size_t>(options_.bucket_bytes);

@@ -126,8 +126,8 @@ class ParameterState {
   void settle(Bucket& bucket);
   void pack_gradients(Bucket& bucket);
   // ZeRO-3
-  void gather(Bucket& bucket);   // starts the all-gather
-  void ensure(Bucket& bucket);   // gathered, the parameters viewing it
+  void gather(Bucket& bucket);  // starts the all-gather
+  void ensure(Bucket& bucket);  // gathered, the parameters viewing it
   void free_weights(Bucket& bucket);
   void point_parameters(Bucket& bucket, const at::Tensor& flat);
   at::Tensor owned_params(const Bucket& bucket) const;  // this rank's part of the fp32 weights
@@ -143,10 +143,10 @@ class ParameterState {
   Communicator& gathers_;
   StateOptions options_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
-  std::vector<size_t> bucket_of_;            // parameter -> bucket
+  std::vector<size_t> bucket_of_;                            // parameter -> bucket
   std::map<int64_t, std::vector<size_t>> buckets_of_layer_;  // ZeRO-3: layer -> its buckets
-  GradientHooks hooks_;  // on each parameter's gradient accumulator
-  std::deque<Bucket*> in_flight_;  // ZeRO-2/3: launched, not yet settled, oldest first
+  GradientHooks hooks_;                                      // on each parameter's gradient accumulator
+  std::deque<Bucket*> in_flight_;                            // ZeRO-2/3: launched, not yet settled, oldest first
   size_t next_launch_ = 0;
   bool armed_ = false;  // gradients launch their bucket's reduction as they complete
   bool due_ = false;    // a backward's reduction is still to run

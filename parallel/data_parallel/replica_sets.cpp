@@ -55,8 +55,8 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
     auto set = std::find_if(sets.begin(), sets.end(),
                             [&](const ReplicaSet& s) { return s.group == group && s.copies == copies; });
     if (set == sets.end())
-      set = sets.insert(sets.end(), ReplicaSet{group, {}, copies, kind == kExpert ? &mesh.group(Group::ep) : nullptr,
-                                               kind == kTied});
+      set = sets.insert(
+          sets.end(), ReplicaSet{group, {}, copies, kind == kExpert ? &mesh.group(Group::ep) : nullptr, kind == kTied});
     set->params.push_back({item.key(), item.value()});
   }
   return sets;

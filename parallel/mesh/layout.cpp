@@ -13,18 +13,30 @@ int replica_index(const Degrees& d, const Coord& c) { return c.ulysses + d.ulyss
 bool same_group(Group kind, const Degrees& d, const Coord& a, const Coord& b) {
   const bool tp = a.tp == b.tp, u = a.ulysses == b.ulysses, r = a.ring == b.ring, dp = a.dp == b.dp, pp = a.pp == b.pp;
   switch (kind) {
-    case Group::world: return true;
-    case Group::tp: return u && r && dp && pp;
-    case Group::ulysses: return tp && r && dp && pp;
-    case Group::ring: return tp && u && dp && pp;
-    case Group::sp: return tp && dp && pp;
-    case Group::dp: return tp && u && r && pp;
-    case Group::pp: return tp && u && r && dp;
-    case Group::dp_sp: return tp && pp;
-    case Group::ep: return tp && pp && replica_index(d, a) / d.ep == replica_index(d, b) / d.ep;
-    case Group::ep_dp: return tp && pp && replica_index(d, a) % d.ep == replica_index(d, b) % d.ep;
-    case Group::stage: return pp;
-    case Group::model: return u && r && dp;
+    case Group::world:
+      return true;
+    case Group::tp:
+      return u && r && dp && pp;
+    case Group::ulysses:
+      return tp && r && dp && pp;
+    case Group::ring:
+      return tp && u && dp && pp;
+    case Group::sp:
+      return tp && dp && pp;
+    case Group::dp:
+      return tp && u && r && pp;
+    case Group::pp:
+      return tp && u && r && dp;
+    case Group::dp_sp:
+      return tp && pp;
+    case Group::ep:
+      return tp && pp && replica_index(d, a) / d.ep == replica_index(d, b) / d.ep;
+    case Group::ep_dp:
+      return tp && pp && replica_index(d, a) % d.ep == replica_index(d, b) % d.ep;
+    case Group::stage:
+      return pp;
+    case Group::model:
+      return u && r && dp;
     case Group::tied: {
       auto end = [&](const Coord& c) { return c.pp == 0 || c.pp == d.pp - 1; };
       return tp && (pp || (end(a) && end(b)));
@@ -42,19 +54,32 @@ std::string degrees_text(const ParallelConfig& p) {
 
 const char* group_name(Group group) {
   switch (group) {
-    case Group::world: return "world";
-    case Group::tp: return "tp";
-    case Group::ulysses: return "ulysses";
-    case Group::ring: return "ring";
-    case Group::sp: return "sp";
-    case Group::dp: return "dp";
-    case Group::pp: return "pp";
-    case Group::dp_sp: return "dp_sp";
-    case Group::ep: return "ep";
-    case Group::ep_dp: return "ep_dp";
-    case Group::stage: return "stage";
-    case Group::model: return "model";
-    case Group::tied: return "tied";
+    case Group::world:
+      return "world";
+    case Group::tp:
+      return "tp";
+    case Group::ulysses:
+      return "ulysses";
+    case Group::ring:
+      return "ring";
+    case Group::sp:
+      return "sp";
+    case Group::dp:
+      return "dp";
+    case Group::pp:
+      return "pp";
+    case Group::dp_sp:
+      return "dp_sp";
+    case Group::ep:
+      return "ep";
+    case Group::ep_dp:
+      return "ep_dp";
+    case Group::stage:
+      return "stage";
+    case Group::model:
+      return "model";
+    case Group::tied:
+      return "tied";
   }
   return "?";
 }
@@ -125,8 +150,8 @@ Degrees resolve_degrees(const Config& config, int world) {
            std::to_string(length) + " tokens does not split over dp=" + std::to_string(dp) +
            " ranks: make it a multiple of " + std::to_string(dp * length) + " tokens");
   }
-  return {static_cast<int>(p.tp), static_cast<int>(p.sp.ulysses), static_cast<int>(p.sp.ring), static_cast<int>(dp),
-          static_cast<int>(p.pp), static_cast<int>(p.ep)};
+  return {static_cast<int>(p.tp), static_cast<int>(p.sp.ulysses), static_cast<int>(p.sp.ring),
+          static_cast<int>(dp),   static_cast<int>(p.pp),         static_cast<int>(p.ep)};
 }
 
 }  // namespace lt

@@ -1,5 +1,5 @@
 // The 4D rank grid as plain arithmetic, with no MPI: which coordinate a rank
-// holds and which ranks form each group. Rank order (DESIGN.md): tp
+// holds and which ranks form each group. Rank order (docs/design.md): tp
 // innermost, then Ulysses, ring, dp, pp outermost, so a rank is
 //   tp + T * (ulysses + U * (ring + R * (dp + D * pp))).
 // `longtrain plan` prints it and the Mesh splits MPI communicators from it.
@@ -25,18 +25,18 @@ enum class Group {
   tp,
   ulysses,
   ring,
-  sp,      // ulysses x ring: the ranks sharing one sequence
+  sp,  // ulysses x ring: the ranks sharing one sequence
   dp,
   pp,
-  dp_sp,   // every replica of a replicated weight: its gradients are reduced here
-  ep,      // expert parallelism: `ep` consecutive ranks of dp_sp
-  ep_dp,   // ranks of dp_sp holding the same experts
-  stage,   // tp x dp_sp: every rank of one pipeline stage
-  model,   // tp x pp: the ranks that together hold one copy of the model
-  tied,    // dp_sp of the first and last stage (tied embeddings); dp_sp elsewhere
+  dp_sp,  // every replica of a replicated weight: its gradients are reduced here
+  ep,     // expert parallelism: `ep` consecutive ranks of dp_sp
+  ep_dp,  // ranks of dp_sp holding the same experts
+  stage,  // tp x dp_sp: every rank of one pipeline stage
+  model,  // tp x pp: the ranks that together hold one copy of the model
+  tied,   // dp_sp of the first and last stage (tied embeddings); dp_sp elsewhere
 };
-inline constexpr Group kAllGroups[] = {Group::world, Group::tp,    Group::ulysses, Group::ring,  Group::sp,
-                                       Group::dp,    Group::pp,    Group::dp_sp,   Group::ep,    Group::ep_dp,
+inline constexpr Group kAllGroups[] = {Group::world, Group::tp,    Group::ulysses, Group::ring, Group::sp,
+                                       Group::dp,    Group::pp,    Group::dp_sp,   Group::ep,   Group::ep_dp,
                                        Group::stage, Group::model, Group::tied};
 const char* group_name(Group group);
 

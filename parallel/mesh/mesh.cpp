@@ -42,8 +42,9 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
   MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
   if (provided < MPI_THREAD_MULTIPLE)
-    fail("the MPI library lacks MPI_THREAD_MULTIPLE, which longtrain's communicators need: use an MPI built "
-         "with thread support (Debian's OpenMPI has it)");
+    fail(
+        "the MPI library lacks MPI_THREAD_MULTIPLE, which longtrain's communicators need: use an MPI built "
+        "with thread support (Debian's OpenMPI has it)");
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
 }
@@ -63,8 +64,8 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s)
   int size = 0;
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &size);
-  check(size == layout_.world(), "mesh: the layout is for " + std::to_string(layout_.world()) + " ranks, the world has " +
-                                     std::to_string(size));
+  LT_CHECK(size == layout_.world(), "mesh: the layout is for " + std::to_string(layout_.world()) +
+                                        " ranks, the world has " + std::to_string(size));
   // MPI's splits block with no timeout: every rank must be here first.
   setup_sum(world, 0, "building the mesh", timeout_s);
   for (Group kind : kAllGroups) {

@@ -173,8 +173,8 @@ std::string describe_model_split(const Config& config, const Degrees& d) {
     out << "\ntensor: tp " << d.tp << (config.parallel.tp_sequence ? " with" : " without")
         << " sequence split; per layer and micro-batch each rank's forward sends "
         << human_bytes(static_cast<double>(tp_forward_bytes(b, tokens, config.model.hidden_size, d.tp, element)))
-        << (config.parallel.tp_sequence ? " (2 all-gathers + 2 reduce-scatters" : " (2 all-reduces")
-        << " of [" << b << ", " << tokens << ", " << config.model.hidden_size << "])";
+        << (config.parallel.tp_sequence ? " (2 all-gathers + 2 reduce-scatters" : " (2 all-reduces") << " of [" << b
+        << ", " << tokens << ", " << config.model.hidden_size << "])";
   }
   if (d.pp > 1) {
     const int64_t micro = micro_batches(config, d);
@@ -218,7 +218,8 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
     const int64_t kept = kept_per_token(a, config.memory, false).first * tokens * bytes;
     const int64_t mlp_gradients = a.mlp_inner / 2 * tokens / mlp_tiles * bytes;
     const int64_t i = l - st.first_layer;
-    p.blocks.push_back({l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 1) * out, kept + mlp_gradients});
+    p.blocks.push_back(
+        {l, forward, forward, 2 * forward, out, out, kept, p.base + (i + 1) * out, kept + mlp_gradients});
   }
   p.head_peak = p.base + st.layers * out + (st.head ? logits_bytes(config, d, tokens) : 0);
   p.micro_batches = static_cast<int>(std::max<int64_t>(1, micro_batches(config, d)));
@@ -328,8 +329,8 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     // The schedule keeps `held` micro-batches in flight on stage s (1F1B:
     // up to stages - s); the last stage also holds the logits and their
     // gradient (vocab split by tp).
-    const int64_t held = in_flight(s, degrees.pp, static_cast<int>(micro_batches(config, degrees)),
-                                   config.all_forward_first());
+    const int64_t held =
+        in_flight(s, degrees.pp, static_cast<int>(micro_batches(config, degrees)), config.all_forward_first());
     int64_t kept = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
       const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
@@ -354,7 +355,8 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
   out << "plan: " << config.source_file << " on " << world << " ranks (" << ranks_per_node << " per node, "
       << (world + ranks_per_node - 1) / ranks_per_node << " nodes)\n";
   out << "layout: tp " << d.tp << " x ulysses " << d.ulysses << " x ring " << d.ring << " x dp " << d.dp << " x pp "
-      << d.pp << " (tp innermost, pp outermost); ep " << d.ep << " from dp x sp; zero " << config.parallel.zero << "\n\n";
+      << d.pp << " (tp innermost, pp outermost); ep " << d.ep << " from dp x sp; zero " << config.parallel.zero
+      << "\n\n";
   const std::vector<int> widths = {5, 5, 3, 8, 5, 3, 3, 3};
   out << row({"rank", "node", "tp", "ulysses", "ring", "dp", "pp", "ep"}, widths);
   for (int r = 0; r < world; ++r) {
@@ -369,19 +371,19 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
   for (Group g : kAllGroups) out << " " << group_name(g) << " " << ranks_text(layout.group(g, 0));
   if (d.ulysses * d.ring > 1) out << "\n\n" << describe_sequence_split(config, d);
   if (d.tp * d.pp > 1) out << "\n" << describe_model_split(config, d);
-  out << "\n\nper rank, at seq_len " << config.data.seq_len << ", micro-batch " << config.train.micro_batch_size
-      << " (" << (config.train.bf16() ? "bf16 compute: fp32 master weights + bf16 copies, fp32 grads and moments"
-                                      : "fp32") << "):\n";
+  out << "\n\nper rank, at seq_len " << config.data.seq_len << ", micro-batch " << config.train.micro_batch_size << " ("
+      << (config.train.bf16() ? "bf16 compute: fp32 master weights + bf16 copies, fp32 grads and moments" : "fp32")
+      << "):\n";
   const std::vector<int> stage_widths = {5, 9, 10, 10, 10, 10, 11, 10};
   out << row({"stage", "layers", "params", "weights", "grads", "optimizer", "activations", "total"}, stage_widths);
   const auto stages = plan_stages(config, d);
   for (size_t s = 0; s < stages.size(); ++s) {
     const auto& st = stages[s];
-    out << row({std::to_string(s),
-                std::to_string(st.first_layer) + "-" + std::to_string(st.first_layer + st.layers - 1),
-                human_count(static_cast<double>(st.parameters)), human_bytes(st.weights), human_bytes(st.gradients),
-                human_bytes(st.optimizer), human_bytes(st.activations), human_bytes(st.total())},
-               stage_widths);
+    out << row(
+        {std::to_string(s), std::to_string(st.first_layer) + "-" + std::to_string(st.first_layer + st.layers - 1),
+         human_count(static_cast<double>(st.parameters)), human_bytes(st.weights), human_bytes(st.gradients),
+         human_bytes(st.optimizer), human_bytes(st.activations), human_bytes(st.total())},
+        stage_widths);
   }
   const auto& memory = config.memory;
   if (memory.offload_model) {
@@ -396,7 +398,8 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
   }
   out << "activations: what each layer keeps for backward with flash attention; checkpoint " << memory.checkpoint
       << (memory.checkpoint != "none" && memory.checkpoint_every > 1
-              ? " (every " + std::to_string(memory.checkpoint_every) + " layers)" : "")
+              ? " (every " + std::to_string(memory.checkpoint_every) + " layers)"
+              : "")
       << ", mlp tiles " << memory.mlp_tiles << ", loss tiles " << memory.loss_tiles << "\n";
   return out.str();
 }

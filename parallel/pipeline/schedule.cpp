@@ -36,12 +36,24 @@ std::string describe(const std::vector<PipeAction>& actions) {
   for (const auto& a : actions) {
     if (!out.empty()) out += ' ';
     switch (a.op) {
-      case PipeOp::recv_forward: out += "<F"; break;
-      case PipeOp::forward: out += "F"; break;
-      case PipeOp::send_forward: out += ">F"; break;
-      case PipeOp::recv_backward: out += "<B"; break;
-      case PipeOp::backward: out += "B"; break;
-      case PipeOp::send_backward: out += ">B"; break;
+      case PipeOp::recv_forward:
+        out += "<F";
+        break;
+      case PipeOp::forward:
+        out += "F";
+        break;
+      case PipeOp::send_forward:
+        out += ">F";
+        break;
+      case PipeOp::recv_backward:
+        out += "<B";
+        break;
+      case PipeOp::backward:
+        out += "B";
+        break;
+      case PipeOp::send_backward:
+        out += ">B";
+        break;
     }
     out += std::to_string(a.micro);
   }

@@ -81,8 +81,8 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
       LT_TRACE_SCOPE("ring_step");
       std::unique_ptr<Rotation> rotation;
       if (step + 1 < comm->size())
-        rotation = std::make_unique<Rotation>(*comm, std::vector<at::Tensor>{current.k, current.v, current.index,
-                                                                             current.documents});
+        rotation = std::make_unique<Rotation>(
+            *comm, std::vector<at::Tensor>{current.k, current.v, current.index, current.documents});
       if (visible(causal, index, current.index)) {
         auto part = attention(q, current.k, current.v, block_mask(causal, index, documents, current), options);
         auto merged = at::logaddexp(lse, part.lse);
@@ -111,9 +111,10 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     auto& comm = *reinterpret_cast<Communicator*>(static_cast<intptr_t>(ctx->saved_data["comm"].toInt()));
     const bool causal = ctx->saved_data["causal"].toBool();
     const AttentionOptions options{AttentionKernel::Blockwise, ctx->saved_data["block"].toInt()};
-    const auto grad_out = grads[0].defined() ? grads[0].to(at::kFloat) : at::zeros(out.sizes(), out.options().dtype(at::kFloat));
-    check(!grads[1].defined() || grads[1].eq(0).all().item<bool>(),
-          "ring attention: gradients through the log-sum-exp are not supported");
+    const auto grad_out =
+        grads[0].defined() ? grads[0].to(at::kFloat) : at::zeros(out.sizes(), out.options().dtype(at::kFloat));
+    LT_CHECK(!grads[1].defined() || grads[1].eq(0).all().item<bool>(),
+             "ring attention: gradients through the log-sum-exp are not supported");
     auto q_grad = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
     Block current{k, v, index, documents};
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat)), dv = at::zeros_like(dk);
@@ -128,7 +129,8 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
         // dL/dlse_i = w_i * rowsum(dO * (out_i - out)).
         auto w = merge_weight(part.lse.detach(), lse);
         auto g_out = grad_out * as_output_scale(w);
-        auto g_lse = w * (grad_out * (part.out.detach().to(at::kFloat) - out.to(at::kFloat))).sum(-1).permute({0, 2, 1});
+        auto g_lse =
+            w * (grad_out * (part.out.detach().to(at::kFloat) - out.to(at::kFloat))).sum(-1).permute({0, 2, 1});
         auto g = torch::autograd::grad({part.out, part.lse}, {q_, k_, v_}, {g_out.to(part.out.scalar_type()), g_lse});
         q_grad += g[0].to(at::kFloat);
         dk += g[1].to(at::kFloat);
@@ -137,9 +139,9 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
       // The block moves on with its gradients; after the last step only the
       // gradients make the final hop home.
       const bool last = step + 1 == comm.size();
-      std::vector<at::Tensor> outgoing = last ? std::vector<at::Tensor>{dk, dv}
-                                              : std::vector<at::Tensor>{current.k, current.v, current.index,
-                                                                        current.documents, dk, dv};
+      std::vector<at::Tensor> outgoing =
+          last ? std::vector<at::Tensor>{dk, dv}
+               : std::vector<at::Tensor>{current.k, current.v, current.index, current.documents, dk, dv};
       if (comm.size() == 1) break;
       auto next = Rotation(comm, outgoing).wait();
       if (last) {

@@ -24,14 +24,14 @@ Batch pad_sequences(const Batch& batch, const SequenceLayout& layout) {
   Batch out{pad(batch.tokens, 0), pad(batch.labels, kIgnoreIndex),
             at::cat({batch.positions, at::arange(length, length + extra, options).expand({rows, extra})}, 1),
             pad(batch.documents, -1), batch.index};
-  check(!batch.index.defined(), "pad_sequences: pad whole sequences, before sharding");
+  LT_CHECK(!batch.index.defined(), "pad_sequences: pad whole sequences, before sharding");
   return out;
 }
 
 at::Tensor sequence_columns(int64_t length, const SequenceLayout& layout, int u, int r) {
   const int64_t ring_part = length / layout.ring;
-  check(length % sequence_parts(layout) == 0,
-        "sequence of " + std::to_string(length) + " tokens does not split over the sequence-parallel ranks");
+  LT_CHECK(length % sequence_parts(layout) == 0,
+           "sequence of " + std::to_string(length) + " tokens does not split over the sequence-parallel ranks");
   at::Tensor part;
   if (layout.zigzag && layout.ring > 1) {
     const int64_t chunk = length / (2 * layout.ring);

@@ -14,8 +14,9 @@ AttentionMask gather_mask(const AttentionMask& mask, Communicator& comm, int64_t
   AttentionMask out;
   out.causal = mask.causal;
   if (mask.has_documents()) out.q_document = out.k_document = all_gather(mask.q_document, comm, 1);
-  auto index = mask.has_indices() ? mask.q_index : at::arange(comm.rank() * local_seq, (comm.rank() + 1) * local_seq,
-                                                              at::TensorOptions(at::kLong));
+  auto index = mask.has_indices()
+                   ? mask.q_index
+                   : at::arange(comm.rank() * local_seq, (comm.rank() + 1) * local_seq, at::TensorOptions(at::kLong));
   index = all_gather(index.cpu(), comm, 0);
   // A whole sequence in order needs no indices: the fused kernels then apply.
   if (!index.equal(at::arange(index.size(0), at::kLong))) out.q_index = out.k_index = index;
@@ -47,8 +48,9 @@ class GatheredMasks {
 
 // Heads that split evenly, with kv heads that split or replicate evenly:
 // one fused all-to-all of equal chunks.
-AttentionResult even_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& gathered_mask,
-                           const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
+AttentionResult even_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const AttentionMask& gathered_mask, const AttentionOptions& options, Communicator& comm,
+                           const AttentionFn& inner) {
   const int U = comm.size();
   const int64_t b = q.size(0), s = q.size(1), heads = q.size(2), d = q.size(3);
   auto kk = k, vv = v;
@@ -103,11 +105,12 @@ AttentionResult uneven_heads(const at::Tensor& q, const at::Tensor& k, const at:
 }
 
 // `gathered_mask`: the mask of the whole sequence part the group shares.
-AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& gathered_mask,
-                        const AttentionOptions& options, Communicator& comm, const AttentionFn& inner) {
+AttentionResult ulysses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const AttentionMask& gathered_mask, const AttentionOptions& options, Communicator& comm,
+                        const AttentionFn& inner) {
   const int U = comm.size();
   const int64_t heads = q.size(2), kv = k.size(2);
-  check(heads >= U, "Ulysses: " + std::to_string(heads) + " heads cannot cover " + std::to_string(U) + " ranks");
+  LT_CHECK(heads >= U, "Ulysses: " + std::to_string(heads) + " heads cannot cover " + std::to_string(U) + " ranks");
   const bool even = heads % U == 0 && (kv % U == 0 || U % kv == 0);
   return even ? even_heads(q, k, v, gathered_mask, options, comm, inner)
               : uneven_heads(q, k, v, gathered_mask, options, comm, inner);
@@ -126,8 +129,8 @@ AttentionFn ulysses_attention(Communicator& comm, AttentionFn inner) {
 
 int64_t ulysses_forward_bytes(int64_t batch, int64_t local_seq, int64_t heads, int64_t kv_heads, int64_t head_dim,
                               int ranks, int64_t element_size) {
-  check(heads % ranks == 0 && (kv_heads % ranks == 0 || ranks % kv_heads == 0),
-        "ulysses_forward_bytes: the theory here is for heads that split evenly");
+  LT_CHECK(heads % ranks == 0 && (kv_heads % ranks == 0 || ranks % kv_heads == 0),
+           "ulysses_forward_bytes: the theory here is for heads that split evenly");
   const int64_t kv = kv_heads_sent(kv_heads, ranks);
   const int64_t qkv = batch * local_seq * (heads + 2 * kv) * head_dim, out = batch * local_seq * heads * head_dim;
   return (qkv + out) / ranks * (ranks - 1) * element_size;

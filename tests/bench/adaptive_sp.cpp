@@ -37,7 +37,7 @@ namespace {
 SpCostModel h100_llama8b() {
   const double flops = 400e12, layers = 32, hidden = 4096, parameters = 8e9;
   SpCostModel m;
-  m.attention_s = 6 * hidden * layers / flops;      // causal: fwd + bwd over half the pairs, x2 FLOPs a MAC
+  m.attention_s = 6 * hidden * layers / flops;  // causal: fwd + bwd over half the pairs, x2 FLOPs a MAC
   m.linear_s = 6 * parameters / flops;
   m.exchange_s = 4 * hidden * 2 * 2 * layers / 25e9;  // q, k, v, out in bf16, forward and backward
   m.latency_s = 5e-3;
@@ -65,15 +65,19 @@ void simulate(int batches, double time_limit_s) {
     for (int s : adaptive.groups) ++sizes[s];
     nlohmann::ordered_json groups;
     for (const auto& [size, count] : sizes) groups[std::to_string(size)] = count;
-    std::printf("%s\n", nlohmann::ordered_json{{"bench", "simulate"}, {"ranks", 64}, {"documents", lengths.size()},
-                                              {"tokens", tokens},
-                                              {"longest", *std::max_element(lengths.begin(), lengths.end())},
-                                              {"static_group", fixed.groups.front()},
-                                              {"static_s", fixed.predicted_s}, {"adaptive_groups", groups},
-                                              {"adaptive_s", adaptive.predicted_s}, {"method", adaptive.method},
-                                              {"solve_s", solve_s},
-                                              {"speedup", fixed.predicted_s / adaptive.predicted_s},
-                                              {"bound_speedup", fixed.predicted_s / step_lower_bound(lengths, 64, m)}}
+    std::printf("%s\n", nlohmann::ordered_json{{"bench", "simulate"},
+                                               {"ranks", 64},
+                                               {"documents", lengths.size()},
+                                               {"tokens", tokens},
+                                               {"longest", *std::max_element(lengths.begin(), lengths.end())},
+                                               {"static_group", fixed.groups.front()},
+                                               {"static_s", fixed.predicted_s},
+                                               {"adaptive_groups", groups},
+                                               {"adaptive_s", adaptive.predicted_s},
+                                               {"method", adaptive.method},
+                                               {"solve_s", solve_s},
+                                               {"speedup", fixed.predicted_s / adaptive.predicted_s},
+                                               {"bound_speedup", fixed.predicted_s / step_lower_bound(lengths, 64, m)}}
                             .dump()
                             .c_str());
   }
@@ -116,11 +120,16 @@ void report_training(const Config& c, const std::string& layout, int ranks) {
     tokens_per_s += metric["tokens_per_s"].get<double>(), predicted += plan["predicted_s"].get<double>();
     measured += plan["measured_s"].get<double>(), idle += plan["idle"].get<double>(), groups = plan["groups"], ++n;
   }
-  check(n > 0, "lt_bench_asp: no step after the first was logged in " + c.run_dir);
-  std::printf("%s\n", nlohmann::ordered_json{{"bench", "train"}, {"ranks", ranks}, {"layout", layout},
-                                             {"steps", n}, {"tokens_per_s", tokens_per_s / n},
-                                             {"predicted_s", predicted / n}, {"measured_s", measured / n},
-                                             {"idle", idle / n}, {"last_groups", groups}}
+  LT_CHECK(n > 0, "lt_bench_asp: no step after the first was logged in " + c.run_dir);
+  std::printf("%s\n", nlohmann::ordered_json{{"bench", "train"},
+                                             {"ranks", ranks},
+                                             {"layout", layout},
+                                             {"steps", n},
+                                             {"tokens_per_s", tokens_per_s / n},
+                                             {"predicted_s", predicted / n},
+                                             {"measured_s", measured / n},
+                                             {"idle", idle / n},
+                                             {"last_groups", groups}}
                           .dump()
                           .c_str());
 }

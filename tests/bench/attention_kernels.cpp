@@ -23,7 +23,8 @@ double seconds_per_call(lt::AttentionKernel kernel, int64_t seq, bool documents)
   lt::AttentionMask mask;
   if (documents) {  // four documents of unequal length
     auto index = at::arange(seq, at::kLong);
-    mask.q_document = (index >= seq / 8).to(at::kLong) + (index >= seq / 3).to(at::kLong) + (index >= seq / 2).to(at::kLong);
+    mask.q_document =
+        (index >= seq / 8).to(at::kLong) + (index >= seq / 3).to(at::kLong) + (index >= seq / 2).to(at::kLong);
     mask.q_document = mask.q_document.unsqueeze(0);
     mask.k_document = mask.q_document;
   }
@@ -48,8 +49,11 @@ int main(int argc, char** argv) {
     for (bool documents : {false, true}) {
       const double flash = seconds_per_call(lt::AttentionKernel::Flash, seq, documents);
       const double blockwise = seconds_per_call(lt::AttentionKernel::Blockwise, seq, documents);
-      nlohmann::ordered_json out = {{"seq", seq}, {"documents", documents}, {"flash_s", flash},
-                                    {"blockwise_s", blockwise}, {"flash_speedup", blockwise / flash}};
+      nlohmann::ordered_json out = {{"seq", seq},
+                                    {"documents", documents},
+                                    {"flash_s", flash},
+                                    {"blockwise_s", blockwise},
+                                    {"flash_speedup", blockwise / flash}};
       std::printf("%s\n", out.dump().c_str());
     }
   return 0;

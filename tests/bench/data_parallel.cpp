@@ -27,9 +27,7 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-double since(clock_type::time_point start) {
-  return std::chrono::duration<double>(clock_type::now() - start).count();
-}
+double since(clock_type::time_point start) { return std::chrono::duration<double>(clock_type::now() - start).count(); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -58,14 +56,17 @@ void bench_overlap(Communicator& world, int64_t steps) {
   model->initialize(1);
   std::vector<NamedParameter> params;
   int64_t parameters = 0;
-  for (auto& item : model->named_parameters()) params.push_back({item.key(), item.value()}), parameters += item.value().numel();
+  for (auto& item : model->named_parameters())
+    params.push_back({item.key(), item.value()}), parameters += item.value().numel();
   at::manual_seed(world.rank());
   auto tokens = at::randint(m.vocab_size, {2, seq + 1}, at::kLong);
   Batch batch{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
               at::arange(seq, at::kLong).repeat({2, 1}), at::Tensor(), at::Tensor()};
   std::map<bool, std::vector<double>> times;
   for (bool overlap : {false, true}) {
-    ParameterState state(params, world, {4 << 20, overlap});
+    StateOptions options;
+    options.bucket_bytes = 4 << 20, options.overlap = overlap;
+    ParameterState state(params, world, options);
     for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
       world.barrier();
       const auto start = clock_type::now();
@@ -120,13 +121,16 @@ void bench_communicator(Communicator& world) {
     const int64_t n = bytes / 4 / P * P;
     const int repeats = bytes > (8 << 20) ? 10 : 50;
     auto ours = at::ones({n}), plain = at::ones({n});
-    bench_call(world, "all_reduce", n * 4, repeats, [&] { world.all_reduce(ours); },
-               [&] { MPI_Allreduce(MPI_IN_PLACE, plain.data_ptr(), n, MPI_FLOAT, MPI_SUM, world.mpi()); });
+    bench_call(
+        world, "all_reduce", n * 4, repeats, [&] { world.all_reduce(ours); },
+        [&] { MPI_Allreduce(MPI_IN_PLACE, plain.data_ptr(), n, MPI_FLOAT, MPI_SUM, world.mpi()); });
     // Ours returns a new tensor: the plain call gets a new buffer too.
-    bench_call(world, "all_to_all", n * 4, repeats, [&] { (void)world.all_to_all(ours); }, [&] {
-      auto out = at::empty({n});
-      MPI_Alltoall(plain.data_ptr(), n / P, MPI_FLOAT, out.data_ptr(), n / P, MPI_FLOAT, world.mpi());
-    });
+    bench_call(
+        world, "all_to_all", n * 4, repeats, [&] { (void)world.all_to_all(ours); },
+        [&] {
+          auto out = at::empty({n});
+          MPI_Alltoall(plain.data_ptr(), n / P, MPI_FLOAT, out.data_ptr(), n / P, MPI_FLOAT, world.mpi());
+        });
   }
 }
 

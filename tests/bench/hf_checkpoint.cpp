@@ -69,7 +69,8 @@ void load(const std::string& dir, int repeats) {
   }
   int64_t bytes = 0;
   for (const auto& entry : fs::directory_iterator(dir)) bytes += static_cast<int64_t>(entry.file_size());
-  nlohmann::ordered_json out = {{"bench", "load"}, {"parameters", 0}, {"bytes", bytes}, {"threads", at::get_num_threads()}};
+  nlohmann::ordered_json out = {
+      {"bench", "load"}, {"parameters", 0}, {"bytes", bytes}, {"threads", at::get_num_threads()}};
   out["whole_files_s"] = cold(dir, repeats, [&] {
     for (const auto& entry : fs::directory_iterator(dir))
       if (entry.path().extension() == ".safetensors") load_safetensors(entry.path().string());
@@ -123,9 +124,11 @@ void curriculum(int64_t steps) {
   for (const auto& [length, values] : rates) {
     double sum = 0;
     for (double v : values) sum += v;
-    std::printf("%s\n", nlohmann::ordered_json{{"bench", "curriculum"}, {"seq", length}, {"steps", values.size()},
-                                              {"tokens_per_step", c.train.global_batch_tokens},
-                                              {"tokens_per_s", sum / static_cast<double>(values.size())}}
+    std::printf("%s\n", nlohmann::ordered_json{{"bench", "curriculum"},
+                                               {"seq", length},
+                                               {"steps", values.size()},
+                                               {"tokens_per_step", c.train.global_batch_tokens},
+                                               {"tokens_per_s", sum / static_cast<double>(values.size())}}
                             .dump()
                             .c_str());
   }

@@ -50,8 +50,8 @@ void adamw(int64_t elements, int repeats) {
     exp_avg_sq.mul_(o.beta2).addcmul_(grad, grad, 1 - o.beta2);
     param.addcdiv_(exp_avg, (exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(o.eps), -lr / bias1);
   });
-  nlohmann::ordered_json out = {{"bench", "adamw"}, {"elements", elements}, {"threads", at::get_num_threads()},
-                                {"fused_s", fused_s}, {"ops_s", ops_s}, {"speedup", ops_s / fused_s}};
+  nlohmann::ordered_json out = {{"bench", "adamw"},   {"elements", elements}, {"threads", at::get_num_threads()},
+                                {"fused_s", fused_s}, {"ops_s", ops_s},       {"speedup", ops_s / fused_s}};
   std::printf("%s\n", out.dump().c_str());
 }
 
@@ -73,9 +73,9 @@ Config step_config(bool overlap, double clip) {
 void step(int repeats) {
   const Batch batch = bench::random_batch(256, 1024);
   nlohmann::ordered_json out = {{"bench", "step"}, {"tokens", 256}, {"threads", at::get_num_threads()}};
-  for (const auto& [name, overlap, clip] : {std::tuple{"after_backward_s", false, 0.0},
-                                           std::tuple{"overlapped_s", true, 0.0},
-                                           std::tuple{"overlapped_clip_s", true, 1e9}}) {
+  for (const auto& [name, overlap, clip] :
+       {std::tuple{"after_backward_s", false, 0.0}, std::tuple{"overlapped_s", true, 0.0},
+        std::tuple{"overlapped_clip_s", true, 1e9}}) {
     Trainer trainer(step_config(overlap, clip));
     int64_t n = 0;
     double norm = 0;

@@ -63,7 +63,8 @@ void step(int64_t seq, const std::string& name, int repeats) {
   trainer.compute_gradients(batch, 1);
   const double memory = static_cast<double>(peak_memory_bytes(at::kCPU)) - before;
   int64_t n = 1;
-  const double seconds = bench::best_of(repeats, [&] { trainer.compute_gradients(batch, ++n); }, 0);
+  const double seconds = bench::best_of(
+      repeats, [&] { trainer.compute_gradients(batch, ++n); }, 0);
   nlohmann::ordered_json out = {{"features", name}, {"seq", seq}, {"step_memory_bytes", memory}, {"step_s", seconds}};
   std::printf("%s\n", out.dump().c_str());
 }

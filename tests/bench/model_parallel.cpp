@@ -124,11 +124,14 @@ void tensor_traffic(int64_t seq, bool split) {
   const double theory = (8.0 * c.model.num_layers + 4) * (p - 1) / p * tensor + 3 * 2 * (p - 1) / p * seq * 4;
   const double measured = wire_bytes(tp);
   if (mesh.rank() != 0) return;
-  nlohmann::ordered_json out = {{"mode", "tp"},      {"tp", P},
-                                {"sequence_split", split}, {"seq", seq},
-                                {"layers", c.model.num_layers}, {"bytes_measured", measured},
-                                {"bytes_theory", theory},  {"per_layer_forward_theory",
-                                                            tp_forward_bytes(1, seq, c.model.hidden_size, P, 4)}};
+  nlohmann::ordered_json out = {{"mode", "tp"},
+                                {"tp", P},
+                                {"sequence_split", split},
+                                {"seq", seq},
+                                {"layers", c.model.num_layers},
+                                {"bytes_measured", measured},
+                                {"bytes_theory", theory},
+                                {"per_layer_forward_theory", tp_forward_bytes(1, seq, c.model.hidden_size, P, 4)}};
   std::printf("%s\n", out.dump().c_str());
 }
 
@@ -141,7 +144,8 @@ int main(int argc, char** argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "bubble" && argc > 2) lt::bubble(std::atoi(argv[2]), argc > 3 ? std::atoi(argv[3]) : 5);
-    else if (mode == "tp" && argc > 2) lt::tensor_traffic(std::atoll(argv[2]), argc > 3 ? std::atoi(argv[3]) != 0 : true);
+    else if (mode == "tp" && argc > 2)
+      lt::tensor_traffic(std::atoll(argv[2]), argc > 3 ? std::atoi(argv[3]) != 0 : true);
     else lt::fail("usage: lt_bench_mp bubble MICRO [STEPS] | tp SEQ [SPLIT]");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lt_bench_mp: %s\n", e.what());

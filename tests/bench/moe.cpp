@@ -61,22 +61,23 @@ void step(int repeats) {
 
 void balance() {
   for (const std::string scope : {"micro_batch", "global_batch"}) {
-    Config c = load_config("recipes/tiny-moe.yaml", {"model.moe.balance=" + scope, "train.steps=60",
-                                                     "train.global_batch_tokens=2K", "train.micro_batch_size=1",
-                                                     "model.moe.every=1", "model.moe.shared_expert_intermediate_size=0"});
+    Config c =
+        load_config("recipes/tiny-moe.yaml",
+                    {"model.moe.balance=" + scope, "train.steps=60", "train.global_batch_tokens=2K",
+                     "train.micro_batch_size=1", "model.moe.every=1", "model.moe.shared_expert_intermediate_size=0"});
     Trainer trainer(c);
     auto source = make_document_source(c.data, c.model.vocab_size, c.train.seed, Split::Train);
     Packer packer(*source, c.data);
     double cv = 0, peak = 0, loss = 0;
     for (int64_t s = 0; s < c.train.steps; ++s) {
       double norm = 0;
-      const double l = trainer.step(packer.next(c.sequences_per_step(s), c.data.seq_len), s + 1,
-                                    learning_rate(c.train, s), norm);
+      const double l =
+          trainer.step(packer.next(c.sequences_per_step(s), c.data.seq_len), s + 1, learning_rate(c.train, s), norm);
       if (s < c.train.steps - 20) continue;
       cv += trainer.moe_stats().load_cv / 20, peak += trainer.moe_stats().load_max / 20, loss += l / 20;
     }
     nlohmann::ordered_json out = {{"bench", "balance"}, {"balance", scope}, {"steps", c.train.steps},
-                                  {"load_cv", cv}, {"load_max", peak}, {"loss", loss}};
+                                  {"load_cv", cv},      {"load_max", peak}, {"loss", loss}};
     std::printf("%s\n", out.dump().c_str());
   }
 }
@@ -117,9 +118,14 @@ void dispatch() {
   if (world.rank() != 0) return;
   for (int r = 0; r < P; ++r) {
     const auto g = gathered[r];
-    nlohmann::ordered_json out = {{"bench", "dispatch"}, {"ranks", P}, {"rank", r}, {"tokens_per_rank", 1024},
-                                  {"measured_bytes", g[0].item<double>()}, {"theory_bytes", g[1].item<double>()},
-                                  {"rows_sent", g[2].item<double>()}, {"rows_arrived", g[3].item<double>()},
+    nlohmann::ordered_json out = {{"bench", "dispatch"},
+                                  {"ranks", P},
+                                  {"rank", r},
+                                  {"tokens_per_rank", 1024},
+                                  {"measured_bytes", g[0].item<double>()},
+                                  {"theory_bytes", g[1].item<double>()},
+                                  {"rows_sent", g[2].item<double>()},
+                                  {"rows_arrived", g[3].item<double>()},
                                   {"measured_over_theory", g[0].item<double>() / g[1].item<double>()}};
     std::printf("%s\n", out.dump().c_str());
   }

@@ -44,16 +44,18 @@ std::vector<NamedParameter> named(LlamaForCausalLMImpl& model) {
 }
 
 // The peak host memory the load adds, and the bytes the rank holds.
-void report(const char* layout, int rank, LlamaForCausalLMImpl& model, AdamW& optimizer, const std::string& checkpoint) {
+void report(const char* layout, int rank, LlamaForCausalLMImpl& model, AdamW& optimizer,
+            const std::string& checkpoint) {
   const at::Device cpu(at::kCPU);
   reset_peak_memory(cpu);
   const int64_t before = resident_bytes();
   load_checkpoint(checkpoint, model, &optimizer, nullptr);
   const int64_t added = peak_memory_bytes(cpu) - before, held = held_bytes(model, optimizer);
-  std::printf("{\"bench\": \"resume\", \"layout\": \"%s\", \"rank\": %d, \"held_bytes\": %lld, \"load_peak_bytes\": %lld, "
-              "\"ratio\": %.3f}\n",
-              layout, rank, static_cast<long long>(held), static_cast<long long>(added),
-              static_cast<double>(added) / static_cast<double>(held));
+  std::printf(
+      "{\"bench\": \"resume\", \"layout\": \"%s\", \"rank\": %d, \"held_bytes\": %lld, \"load_peak_bytes\": %lld, "
+      "\"ratio\": %.3f}\n",
+      layout, rank, static_cast<long long>(held), static_cast<long long>(added),
+      static_cast<double>(added) / static_cast<double>(held));
   std::fflush(stdout);
 }
 
@@ -69,7 +71,7 @@ void run(const std::string& dir) {
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  check(world == 8, "lt_bench_resume runs on 8 ranks (mpirun -np 8)");
+  LT_CHECK(world == 8, "lt_bench_resume runs on 8 ranks (mpirun -np 8)");
   if (rank == 0) std::filesystem::remove_all(dir);  // each run writes its own checkpoint
   MPI_Barrier(MPI_COMM_WORLD);
   Mesh mesh(Layout(resolve_degrees(c, world)), MPI_COMM_WORLD, 600);
@@ -100,7 +102,7 @@ void run(const std::string& dir) {
 
 int main(int argc, char** argv) {
   return lt::bench::main(argc, argv, "lt_bench_resume", [&] {
-    lt::check(argc == 2, "usage: mpirun -np 8 lt_bench_resume DIR");
+    LT_CHECK(argc == 2, "usage: mpirun -np 8 lt_bench_resume DIR");
     lt::run(argv[1]);
   });
 }

@@ -29,7 +29,7 @@ namespace {
 Degrees degrees_for(const std::string& layout, int P) {
   if (layout == "ulysses") return {1, P, 1, 1, 1, 1};
   if (layout == "ring") return {1, 1, P, 1, 1, 1};
-  check(layout == "hybrid" && P % 2 == 0, "layout must be ulysses, ring or hybrid (an even number of ranks)");
+  LT_CHECK(layout == "hybrid" && P % 2 == 0, "layout must be ulysses, ring or hybrid (an even number of ranks)");
   return {1, 2, P / 2, 1, 1, 1};
 }
 
@@ -91,8 +91,11 @@ void longest(const std::string& layout, double cap_mib) {
     best = seq, best_memory = memory;
   }
   if (mesh.rank() == 0) {
-    nlohmann::ordered_json out = {{"layout", P > 1 ? layout : "one rank"}, {"ranks", P}, {"cap_mib", cap_mib},
-                                  {"longest_seq", best}, {"step_memory_bytes", best_memory}};
+    nlohmann::ordered_json out = {{"layout", P > 1 ? layout : "one rank"},
+                                  {"ranks", P},
+                                  {"cap_mib", cap_mib},
+                                  {"longest_seq", best},
+                                  {"step_memory_bytes", best_memory}};
     std::printf("%s\n", out.dump().c_str());
   }
 }
@@ -115,7 +118,8 @@ void run(const std::string& layout, int64_t seq, int64_t steps) {
   const int64_t local = seq / P, head_dim = m.hidden_size / m.num_heads;
   int64_t theory = 0;
   if (d.ulysses > 1) theory += ulysses_forward_bytes(1, local, m.num_heads, m.num_kv_heads, head_dim, d.ulysses, 4);
-  if (d.ring > 1) theory += ring_forward_bytes(1, local * d.ulysses, m.num_kv_heads / d.ulysses, head_dim, d.ring, 4, false);
+  if (d.ring > 1)
+    theory += ring_forward_bytes(1, local * d.ulysses, m.num_kv_heads / d.ulysses, head_dim, d.ring, 4, false);
   theory *= m.num_layers;
 
   reset_peak_memory(at::kCPU);

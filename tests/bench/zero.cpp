@@ -61,9 +61,14 @@ void state(int ranks) {
     const auto plan = plan_stages(c, resolve_degrees(c, ranks))[0];
     const int64_t held = job_max(mesh, buffers + gathered + moments);
     const int64_t planned = plan.weights + plan.gradients + plan.optimizer;
-    print(mesh, {{"bench", "state"}, {"ranks", ranks}, {"zero", zero}, {"parameters", plan.parameters},
-                 {"between_steps_bytes", job_max(mesh, buffers + moments)}, {"peak_bytes", held},
-                 {"planned_bytes", planned}, {"measured_over_planned", static_cast<double>(held) / planned}});
+    print(mesh, {{"bench", "state"},
+                 {"ranks", ranks},
+                 {"zero", zero},
+                 {"parameters", plan.parameters},
+                 {"between_steps_bytes", job_max(mesh, buffers + moments)},
+                 {"peak_bytes", held},
+                 {"planned_bytes", planned},
+                 {"measured_over_planned", static_cast<double>(held) / planned}});
   }
 }
 
@@ -91,8 +96,8 @@ void step(int ranks, int repeats) {
       const auto start = std::chrono::steady_clock::now();
       double norm = 0;
       t.step(batch, ++n, 1e-4, norm);
-      auto seconds = at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                              at::kDouble);
+      auto seconds =
+          at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), at::kDouble);
       meshes[zero]->group(Group::world).all_reduce(seconds, ReduceOp::max);
       if (r == 0 || seconds.item<double>() >= arm.best) continue;
       arm.best = seconds.item<double>();
@@ -100,8 +105,13 @@ void step(int ranks, int repeats) {
       for (const auto& s : t.states()) arm.gather_s += s->waits().gather_s, arm.reduce_s += s->waits().reduce_s;
     }
   for (const auto& [zero, arm] : arms)
-    print(*meshes[zero], {{"bench", "step"}, {"ranks", ranks}, {"zero", zero}, {"seq", seq}, {"step_s", arm.best},
-                          {"gather_wait_s", arm.gather_s}, {"reduce_wait_s", arm.reduce_s},
+    print(*meshes[zero], {{"bench", "step"},
+                          {"ranks", ranks},
+                          {"zero", zero},
+                          {"seq", seq},
+                          {"step_s", arm.best},
+                          {"gather_wait_s", arm.gather_s},
+                          {"reduce_wait_s", arm.reduce_s},
                           {"over_zero1", arm.best / arms.at(1).best}});
 }
 

@@ -11,6 +11,7 @@
 #include "core/data/packer.h"
 #include "core/train/trainer.h"
 #include "parallel/adaptive/sp_planner.h"
+#include "tests/support/gradient_check.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -96,6 +97,28 @@ TEST_P(AdaptiveSpPrecision, StepEqualsOneRankUnderEveryPlan) {
 
 INSTANTIATE_TEST_SUITE_P(Precisions, AdaptiveSpPrecision, ::testing::Values("fp32", "bf16"),
                          [](const auto& info) { return info.param; });
+
+// ZeRO-2 under adaptive plans: the groups run different numbers of
+// documents, so the gradients are reduce-scattered once, at the step's end;
+// each rank's shards equal one rank's gradients.
+TEST(AdaptiveSp, ShardedGradientsEqualOneRank) {
+  const int P = testing::world_size();
+  Config config = adaptive_run("", 1);
+  auto source = make_document_source(config.data, config.model.vocab_size, 9, Split::Train);
+  Packer packer(*source, config.data);
+  const auto documents = packer.documents(config.train.global_batch_tokens, config.data.seq_len);
+  const auto n = static_cast<int64_t>(documents.size());
+  Trainer alone(config);
+  const double expected = alone.compute_gradients(documents, dealt({1}, n), 1);
+  config.parallel.zero = 2;
+  Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 60);
+  Trainer trainer(config, &mesh);
+  for (const auto& plan : {dealt(std::vector<int>(P, 1), n), dealt({P}, n)}) {
+    EXPECT_TRUE(
+        testing::losses_agree(trainer.compute_gradients(documents, plan, 1), expected, testing::agreement("fp32")));
+    testing::expect_gradients_agree(trainer, alone, testing::agreement("fp32"));
+  }
+}
 
 std::map<int64_t, double> train(Config config) { return Trainer(config).run().losses; }
 

@@ -86,7 +86,9 @@ TEST_P(DataParallelJob, ReducedGradientsEqualTheFullBatchGradients) {
 
       std::vector<NamedParameter> params;
       for (auto& item : parallel->named_parameters()) params.push_back({item.key(), item.value()});
-      ParameterState state(params, *world, {10000, overlap, zero});
+      StateOptions options;
+      options.bucket_bytes = 10000, options.overlap = overlap, options.zero = zero;
+      ParameterState state(params, *world, options);
       apply_memory_policy(*parallel, c.memory, [&state](int64_t layer) { state.use(layer); });
       EXPECT_GT(state.bucket_count(), 2);
       state.zero_grad();
@@ -105,7 +107,7 @@ TEST_P(DataParallelJob, ReducedGradientsEqualTheFullBatchGradients) {
       double norm = 0;
       for (const auto& item : reference) norm += item.value().grad().pow(2).sum().item<double>();
       EXPECT_NEAR(std::sqrt(state.grad_square_sum()), std::sqrt(norm), 1e-5 * std::sqrt(norm));
-      if (zero == ZeroLevel::weights) EXPECT_EQ(state.peak_gathered_bytes() > 0, true);
+      EXPECT_EQ(state.peak_gathered_bytes() > 0, zero == ZeroLevel::weights);
     }
 }
 
@@ -240,13 +242,14 @@ TEST_P(DataParallelJob, Bf16EqualsOneRankInBf16) {
       const Batch batch = testing::first_batch(c, 21);
       Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
       Trainer parallel(c, &mesh), serial(alone);
-      EXPECT_TRUE(testing::losses_agree(parallel.compute_gradients(batch, 1), serial.compute_gradients(batch, 1),
-                                        agreement));
+      EXPECT_TRUE(
+          testing::losses_agree(parallel.compute_gradients(batch, 1), serial.compute_gradients(batch, 1), agreement));
       // (The chunks' host gradients: the steps' losses cover them.)
       if (!chunks) testing::expect_gradients_agree(parallel, serial, agreement);
       const auto losses = train(c);
       const auto expected = Trainer(alone).run().losses;
-      for (const auto& [step, loss] : losses) EXPECT_TRUE(testing::losses_agree(loss, expected.at(step), agreement)) << step;
+      for (const auto& [step, loss] : losses)
+        EXPECT_TRUE(testing::losses_agree(loss, expected.at(step), agreement)) << step;
     }
 }
 
@@ -267,13 +270,15 @@ TEST(SharedEvaluation, EqualsOneRankAlone) {
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);
   Communicator world(comm, "test", 120);
-  const EvalReport shared = evaluate(score, c, {world.rank(), world.size(), [&](at::Tensor& t) { world.all_reduce(t); }});
+  const EvalReport shared =
+      evaluate(score, c, {world.rank(), world.size(), [&](at::Tensor& t) { world.all_reduce(t); }});
   ASSERT_TRUE(shared.loss && alone.loss);
   EXPECT_EQ(shared.loss->tokens, alone.loss->tokens);
   EXPECT_NEAR(shared.loss->loss, alone.loss->loss, 1e-12);
   for (size_t b = 0; b < alone.loss->by_position.size(); ++b) {
     const double a = alone.loss->by_position[b], d = shared.loss->by_position[b];
-    EXPECT_TRUE(std::isnan(a) ? std::isnan(d) : std::abs(a - d) < 1e-12) << b << ": " << a << " alone, " << d << " shared";
+    EXPECT_TRUE(std::isnan(a) ? std::isnan(d) : std::abs(a - d) < 1e-12)
+        << b << ": " << a << " alone, " << d << " shared";
   }
   ASSERT_EQ(shared.passkey.size(), alone.passkey.size());
   for (size_t i = 0; i < alone.passkey.size(); ++i) {

@@ -29,8 +29,8 @@ struct MoeLayout {
 // dp fills the rest of the world; ep is carved from dp x sp.
 std::vector<MoeLayout> moe_layouts(int P) {
   if (P == 2)
-    return {{},         {.ulysses = 2}, {.ring = 2, .recompute = true}, {.pp = 2}, {.ep = 2}, {.ulysses = 2, .ep = 2},
-            {.ep = 2, .zero = 3}, {.ulysses = 2, .ep = 2, .zero = 2}};
+    return {{},        {.ulysses = 2},          {.ring = 2, .recompute = true}, {.pp = 2},
+            {.ep = 2}, {.ulysses = 2, .ep = 2}, {.ep = 2, .zero = 3},           {.ulysses = 2, .ep = 2, .zero = 2}};
   if (P == 4)
     return {{},
             {.ulysses = 2},

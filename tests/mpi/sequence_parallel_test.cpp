@@ -43,8 +43,8 @@ struct Arrangement {
 std::vector<Arrangement> arrangements(int P) {
   std::vector<Arrangement> out = {{{P, 1, true}, 1}, {{1, P, true}, 1}, {{1, P, false}, 1}};
   if (P == 4) {
-    out.push_back({{2, 2, true}, 1});   // the hybrid: Ulysses inside, ring outside
-    out.push_back({{2, 1, true}, 2});   // with data parallelism
+    out.push_back({{2, 2, true}, 1});  // the hybrid: Ulysses inside, ring outside
+    out.push_back({{2, 1, true}, 2});  // with data parallelism
     out.push_back({{1, 2, true}, 2});
   }
   return out;
@@ -106,8 +106,8 @@ TEST_P(SequenceJob, EveryLayoutEqualsOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
-                         ::testing::Values(Case{"causal", false, 4}, Case{"documents", true, 4},
-                                           Case{"gqa", true, 2}, Case{"mqa", true, 1},
+                         ::testing::Values(Case{"causal", false, 4}, Case{"documents", true, 4}, Case{"gqa", true, 2},
+                                           Case{"mqa", true, 1},
                                            Case{"six_heads", true, 2, 6},  // uneven over 4 Ulysses ranks
                                            Case{"documents_bf16", true, 4, 4, "bf16"},
                                            Case{"gqa_bf16", true, 2, 4, "bf16"}),
@@ -117,10 +117,10 @@ INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
 TEST(SequenceShard, ZigzagBalancesCausalWork) {
   for (bool zigzag : {true, false}) {
     std::vector<int64_t> work;
-    for (int r = 0; r < 4; ++r)
-      work.push_back((sequence_columns(64, {1, 4, zigzag}, 0, r) + 1).sum().item<int64_t>());
-    if (zigzag) EXPECT_EQ(work, std::vector<int64_t>(4, work[0]));
-    else EXPECT_LT(work[0] * 4, work[3]);
+    for (int r = 0; r < 4; ++r) work.push_back((sequence_columns(64, {1, 4, zigzag}, 0, r) + 1).sum().item<int64_t>());
+    if (zigzag) {
+      EXPECT_EQ(work, std::vector<int64_t>(4, work[0]));
+    } else EXPECT_LT(work[0] * 4, work[3]);
   }
   // Ulysses inside a zigzag ring part: contiguous pieces of it, in order.
   // Ring rank 0 of 2 holds chunks 0 and 3 of 4: [0, 4) and [12, 16); Ulysses rank 1 the second half.

@@ -7,9 +7,10 @@ namespace lt::testing {
 
 void write_megatron_dataset(const std::string& prefix, const std::vector<std::vector<std::vector<int64_t>>>& documents,
                             uint8_t dtype_code) {
-  const size_t item = dtype_code == 1 || dtype_code == 2 ? 1 : dtype_code == 3 || dtype_code == 8 ? 2
-                      : dtype_code == 4                  ? 4
-                                                         : 8;
+  const size_t item = dtype_code == 1 || dtype_code == 2   ? 1
+                      : dtype_code == 3 || dtype_code == 8 ? 2
+                      : dtype_code == 4                    ? 4
+                                                           : 8;
   std::ofstream bin(prefix + ".bin", std::ios::binary);
   std::vector<int32_t> sizes;
   std::vector<int64_t> pointers, doc_index{0};

@@ -104,7 +104,8 @@ TEST(Checksum, FileInBlocksEqualsTheWholeBuffer) {
   // Format 3's FNV-1a over 8-byte words, the tail bytes, xor the length.
   uint64_t fnv = 0xcbf29ce484222325ULL;
   size_t i = 0;
-  for (uint64_t word; i + 8 <= bytes.size(); i += 8) std::memcpy(&word, &bytes[i], 8), fnv = (fnv ^ word) * 0x100000001b3ULL;
+  for (uint64_t word; i + 8 <= bytes.size(); i += 8)
+    std::memcpy(&word, &bytes[i], 8), fnv = (fnv ^ word) * 0x100000001b3ULL;
   for (; i < bytes.size(); ++i) fnv = (fnv ^ bytes[i]) * 0x100000001b3ULL;
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(fnv ^ bytes.size()));

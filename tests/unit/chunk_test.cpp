@@ -155,8 +155,9 @@ TEST(Chunks, Bf16DeviceCopiesEqualThePlainBf16Run) {
     if (p.name.rfind("model.layers.0.", 0) == 0) layer_numel += p.tensor.numel();
   }
   for (const auto& item : trainer.model().named_parameters())
-    if (item.key().rfind("model.layers.0.", 0) == 0)  // the persistent chunk, on the device
+    if (item.key().rfind("model.layers.0.", 0) == 0) {  // the persistent chunk, on the device
       EXPECT_EQ(item.value().scalar_type(), at::kBFloat16) << item.key();
+    }
   // One persistent chunk and two buffers, each a layer's values and gradients in bf16.
   EXPECT_EQ(trainer.chunks()->device_bytes(), 3 * 2 * layer_numel * 2);
 }

@@ -57,12 +57,19 @@ std::string mutate(const std::string& recipe, std::mt19937_64& random) {
   std::vector<std::string> paths;
   collect(root, "", paths);
   const std::string path = paths[random() % paths.size()];
-  const std::vector<std::string> values = {"abc", "-1", "0", "1e30", "99999999999999999999", "-0.5", "[1, 2]",
-                                           "{x: 1}", "~", "true", "''", "0x10", "1K", "nan"};
+  const std::vector<std::string> values = {"abc",  "-1",     "0",      "1e30", "99999999999999999999",
+                                           "-0.5", "[1, 2]", "{x: 1}", "~",    "true",
+                                           "''",   "0x10",   "1K",     "nan"};
   switch (random() % 5) {
-    case 0: at(root, path) = YAML::Load(values[random() % values.size()]); break;
-    case 1: remove_at(root, path); break;
-    case 2: at(root, path) = YAML::Load("{colour: 3}"); break;  // a wrong section, or a scalar turned section
+    case 0:
+      at(root, path) = YAML::Load(values[random() % values.size()]);
+      break;
+    case 1:
+      remove_at(root, path);
+      break;
+    case 2:
+      at(root, path) = YAML::Load("{colour: 3}");
+      break;   // a wrong section, or a scalar turned section
     case 3: {  // an unknown key beside it
       const size_t dot = path.rfind('.');
       at(root, dot == std::string::npos ? "unknown_key" : path.substr(0, dot) + ".unknown_key") = 1;
@@ -132,8 +139,10 @@ TEST(ConfigFuzz, EveryMutationLoadsOrFailsWithOneLine) {
     }
   }
   fs::remove_all(dir);
-  std::printf("config fuzz: %d mutated recipes (seed 20261124): %d load (%d of the CPU ones train a step), "
-              "%d refused with one line\n", cases, loaded, ran, refused);
+  std::printf(
+      "config fuzz: %d mutated recipes (seed 20261124): %d load (%d of the CPU ones train a step), "
+      "%d refused with one line\n",
+      cases, loaded, ran, refused);
   EXPECT_GE(cases, 500);
   EXPECT_GT(refused, cases / 2);
 }

@@ -80,11 +80,18 @@ TEST(IndexedDataset, RefusesBadFiles) {
   expect_error([&] { IndexedDataset d(prefix); }, "does not match its header");
 
   testing::write_megatron_dataset(prefix, kDocs, 8);
-  { std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary); f.write("XXXX", 4); }
+  {
+    std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary);
+    f.write("XXXX", 4);
+  }
   expect_error([&] { IndexedDataset d(prefix); }, "not a Megatron indexed dataset");
 
   testing::write_megatron_dataset(prefix, kDocs, 8);
-  { std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary); f.seekp(17); f.put(7); }
+  {
+    std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(17);
+    f.put(7);
+  }
   expect_error([&] { IndexedDataset d(prefix); }, "dtype code 7 is not an integer token type");
 }
 
@@ -96,7 +103,11 @@ TEST(IndexedDataset, TokensOutsideTheVocabularyAreRefused) {
   data.path = prefix;
   data.eval_fraction = 0;
   auto source = make_document_source(data, 1000, 1, Split::Train);
-  expect_error([&] { for (int i = 0; i < 3; ++i) source->document(i, 1024); }, "token id 60000 is outside model.vocab_size=1000");
+  expect_error(
+      [&] {
+        for (int i = 0; i < 3; ++i) source->document(i, 1024);
+      },
+      "token id 60000 is outside model.vocab_size=1000");
 }
 
 TEST(Passkey, SamplesHoldTheirKeyAndAreDeterministic) {

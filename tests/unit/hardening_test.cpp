@@ -185,7 +185,8 @@ TEST(CheckpointOwnership, ReplacingAStepIsAtomic) {
 
 // A checkpoint whose manifest `edit` changed, signed again so that the
 // edit reaches the field checks.
-std::string edited(const std::string& good, const std::string& name, const std::function<void(nlohmann::ordered_json&)>& edit) {
+std::string edited(const std::string& good, const std::string& name,
+                   const std::function<void(nlohmann::ordered_json&)>& edit) {
   const std::string out = fs::path(good).parent_path().string() + "/" + name;
   fs::remove_all(out);
   fs::copy(good, out);
@@ -220,11 +221,14 @@ TEST(CheckpointManifest, DamageIsOneLineNamingTheField) {
     return m["model"]["shards"]["model.safetensors"][0];
   };
   const std::vector<std::tuple<std::string, std::function<void(nlohmann::ordered_json&)>, std::string>> cases = {
-      {"escape", [](auto& m) {
+      {"escape",
+       [](auto& m) {
          m["files"]["../model.safetensors"] = m["files"]["model.safetensors"];
          m["model"]["shards"]["../model.safetensors"] = m["model"]["shards"]["model.safetensors"];
-       }, "'files.../model.safetensors' is not a plain file name"},
-      {"unlisted", [](auto& m) { m["files"].erase("model.safetensors"); }, "'model.shards.model.safetensors' names a file"},
+       },
+       "'files.../model.safetensors' is not a plain file name"},
+      {"unlisted", [](auto& m) { m["files"].erase("model.safetensors"); },
+       "'model.shards.model.safetensors' names a file"},
       {"offset", [&](auto& m) { shard(m)["offset"] = 1; }, "puts the slice outside its tensor's shape"},
       {"end", [&](auto& m) { shard(m)["end"] = 1 << 30; }, "'model.shards.model.safetensors[0].end' lies outside"},
       {"negative", [&](auto& m) { shard(m)["shape"][0] = -4; }, "should be a non-negative integer"},
@@ -257,7 +261,8 @@ TEST(CheckpointManifest, FormatThreeStaysReadable) {
   const auto old = edited(good, "old", [&](auto& m) {
     m["version"] = 3;
     for (const char* key : {"lineage", "data_fingerprint", "checksum"}) m.erase(key);
-    for (auto& [name, entry] : m["files"].items()) entry["checksum"] = file_checksum(good + "/" + name, kLegacyChecksumAlgorithm);
+    for (auto& [name, entry] : m["files"].items())
+      entry["checksum"] = file_checksum(good + "/" + name, kLegacyChecksumAlgorithm);
   });
   auto manifest = nlohmann::ordered_json::parse(std::ifstream(old + "/manifest.json"));
   manifest.erase("manifest_checksum");
@@ -315,20 +320,29 @@ TEST(SafetensorsHeader, EveryBadEntryNamesTheFileAndTensor) {
   }
   const auto list = safetensors_with(dir + "/list.safetensors", "[1, 2]", 0);
   expect_error([&] { SafetensorsFile file(list); }, {list, "not a JSON object"});
-  const auto good = safetensors_with(dir + "/good.safetensors", R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 8);
+  const auto good = safetensors_with(dir + "/good.safetensors",
+                                     R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 8);
   EXPECT_EQ(SafetensorsFile(good).view("w").numel(), 2);
 }
 
 TEST(RecipeValues, OverflowsAndImpossibleSettingsAreOneLine) {
   const std::string recipe = "recipes/tiny-passkey.yaml";
-  expect_error([&] { load_config(recipe, {"parallel.dp=99999999999999999999"}); }, {"parallel.dp", "'auto' or an integer"});
-  expect_error([&] { load_config(recipe, {"data.seq_len=99999999999999999G"}); }, {"data.seq_len", "expected an integer"});
-  expect_error([&] { load_config(recipe, {"parallel.tp=65536", "parallel.pp=65536", "parallel.sp.ulysses=65536",
-                                          "parallel.sp.ring=65536"}); },
-               {"parallel: dp x tp x ulysses x ring x pp", "lower the degrees"});
-  expect_error([&] { load_config(recipe, {"eval.passkey_lengths=[64]", "data.passkey.digits=32", "model.vocab_size=512",
-                                          "data.passkey.min_doc_len=160", "data.passkey.max_doc_len=512"}); },
-               {"eval.passkey_lengths[0]=64", "cannot hold a passkey of 32 digits"});
+  expect_error([&] { load_config(recipe, {"parallel.dp=99999999999999999999"}); },
+               {"parallel.dp", "'auto' or an integer"});
+  expect_error([&] { load_config(recipe, {"data.seq_len=99999999999999999G"}); },
+               {"data.seq_len", "expected an integer"});
+  expect_error(
+      [&] {
+        load_config(recipe,
+                    {"parallel.tp=65536", "parallel.pp=65536", "parallel.sp.ulysses=65536", "parallel.sp.ring=65536"});
+      },
+      {"parallel: dp x tp x ulysses x ring x pp", "lower the degrees"});
+  expect_error(
+      [&] {
+        load_config(recipe, {"eval.passkey_lengths=[64]", "data.passkey.digits=32", "model.vocab_size=512",
+                             "data.passkey.min_doc_len=160", "data.passkey.max_doc_len=512"});
+      },
+      {"eval.passkey_lengths[0]=64", "cannot hold a passkey of 32 digits"});
 }
 
 // Document i: empty when i is odd, else i + 1 tokens.

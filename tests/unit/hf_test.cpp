@@ -64,7 +64,7 @@ TEST(HfCheckpoint, ExportThenImportGivesTheSameConfigAndTensors) {
   const std::string dir = testing::scratch_dir("hf_test", "round_trip");
   for (ModelConfig m : {yarn_model(), testing::tiny_model()}) {
     if (!m.rope.scaled()) m.rope = {"llama3", 8, 256, 1, 4};
-    m.head_dim = m.resolved_head_dim();                  // written resolved
+    m.head_dim = m.resolved_head_dim();                 // written resolved
     m.attention_block = ModelConfig{}.attention_block;  // our kernel's setting: HF has no word for it
     SCOPED_TRACE(m.rope.type);
     auto model = random_model(m, 5);
@@ -173,7 +173,8 @@ TEST(HfCheckpoint, BadInputsNameTheFileAndTensor) {
   write_text(d + "/config.json", R"({"model_type": "llama", "vocab_size": 96})");
   expect_error([&] { from_hf(d); }, {d + "/config.json", "missing key 'hidden_size'"});
   d = copy("window");
-  write_text(d + "/config.json", R"({"model_type": "mistral", "sliding_window": 4096, "max_position_embeddings": 32768})");
+  write_text(d + "/config.json",
+             R"({"model_type": "mistral", "sliding_window": 4096, "max_position_embeddings": 32768})");
   expect_error([&] { from_hf(d); }, {"sliding_window=4096", "sliding-window attention is not implemented"});
   d = copy("rope");
   auto json = nlohmann::json::parse(std::ifstream(config));
@@ -246,8 +247,11 @@ TEST(HfOracle, ImportReproducesTransformersAndExportsForIt) {
   const auto expected = nlohmann::json::parse(std::ifstream(std::string(root) + "/expected.json"));
   const auto ids = at::tensor(expected.at("tokens").get<std::vector<int64_t>>(), at::kLong).view({1, -1});
   const int64_t n = ids.size(1);
-  Batch batch{ids, at::cat({ids.narrow(1, 1, n - 1), at::full({1, 1}, kIgnoreIndex, at::kLong)}, 1),
-              at::arange(n, at::kLong).view({1, n}), {}, {}};
+  Batch batch{ids,
+              at::cat({ids.narrow(1, 1, n - 1), at::full({1, 1}, kIgnoreIndex, at::kLong)}, 1),
+              at::arange(n, at::kLong).view({1, n}),
+              {},
+              {}};
   for (const auto& [name, want] : expected.at("models").items()) {
     SCOPED_TRACE(name);
     const std::string dir = std::string(root) + "/" + name;

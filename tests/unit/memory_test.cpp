@@ -104,15 +104,15 @@ TEST_P(MemorySetting, SameLossAndGradients) {
     EXPECT_LT(relative_error(item.value().grad(), want[item.key()].grad()), 1e-6) << item.key();
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Features, MemorySetting,
-    ::testing::Values(Setting{"full", "full"}, Setting{"every_second_layer", "full", 2},
-                      Setting{"attention", "attention"}, Setting{"mlp", "mlp"},
-                      Setting{"tiled_mlp", "none", 1, "3"}, Setting{"tiled_mlp_auto", "none", 1, "auto"},
-                      Setting{"tiled_loss", "none", 1, "1", "4"},
-                      Setting{"offloaded_inputs", "full", 1, "1", "1", true},
-                      Setting{"everything", "full", 1, "auto", "auto", true}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Features, MemorySetting,
+                         ::testing::Values(Setting{"full", "full"}, Setting{"every_second_layer", "full", 2},
+                                           Setting{"attention", "attention"}, Setting{"mlp", "mlp"},
+                                           Setting{"tiled_mlp", "none", 1, "3"},
+                                           Setting{"tiled_mlp_auto", "none", 1, "auto"},
+                                           Setting{"tiled_loss", "none", 1, "1", "4"},
+                                           Setting{"offloaded_inputs", "full", 1, "1", "1", true},
+                                           Setting{"everything", "full", 1, "auto", "auto", true}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace lt

@@ -149,9 +149,11 @@ TEST(Plan, PrintsGridStagesAndMemory) {
   c.parallel.zero = 3;
   c.memory.checkpoint = "full";
   const int64_t embedding = m.vocab_size * h / 2;
-  EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights, 4 * (stages[0].parameters / 2) + 4 * (embedding + 2 * layer));
+  EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights,
+            4 * (stages[0].parameters / 2) + 4 * (embedding + 2 * layer));
   c.train.precision = "bf16";
-  EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights, 4 * (stages[0].parameters / 2) + 2 * (embedding + 2 * layer));
+  EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights,
+            4 * (stages[0].parameters / 2) + 2 * (embedding + 2 * layer));
 }
 
 // Each memory feature lowers the activation estimate; together they leave

@@ -86,7 +86,8 @@ TEST(Bf16Ops, RMSNormMatchesFp64) {
     at::NoGradGuard no_grad;
     norm->weight.uniform_(0.5, 1.5);
   }
-  auto x = (bf16_randn({3, 5, 64}) * 30).to(at::kBFloat16);  // large values: squares would overflow nothing, but lose bits in bf16
+  auto x = (bf16_randn({3, 5, 64}) * 30)
+               .to(at::kBFloat16);  // large values: squares would overflow nothing, but lose bits in bf16
   auto y = norm(x);
   EXPECT_EQ(y.scalar_type(), at::kBFloat16);
   auto xd = x.to(at::kDouble), w = norm->weight.detach().to(at::kBFloat16).to(at::kDouble);
@@ -223,8 +224,11 @@ TEST(CudaBf16, ModelOnDeviceMatchesCpuFp32) {
   gpu->to(cuda);
   const int64_t s = 64;
   auto tokens = at::randint(config.vocab_size, {2, s + 1}, at::kLong);
-  Batch batch{tokens.narrow(1, 0, s).contiguous(), tokens.narrow(1, 1, s).contiguous(),
-              at::arange(s, at::kLong).expand({2, s}).contiguous(), {}, {}};
+  Batch batch{tokens.narrow(1, 0, s).contiguous(),
+              tokens.narrow(1, 1, s).contiguous(),
+              at::arange(s, at::kLong).expand({2, s}).contiguous(),
+              {},
+              {}};
   auto expected = loss_sum(*cpu, batch), loss = loss_sum(*gpu, batch.to(cuda));
   EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-2 * expected.item<double>());
   expected.backward();

@@ -113,7 +113,8 @@ TEST(Interleave, EveryPrefixHoldsItsShare) {
     EXPECT_EQ(index, seen[part]) << "index " << i;  // each part's indices in order, none skipped
     ++seen[part];
     for (size_t p = 0; p < weights.size(); ++p)
-      ASSERT_LE(std::abs(static_cast<double>(seen[p]) - weights[p] * (i + 1)), 0.5 * (p + 1)) << "part " << p << " at " << i;
+      ASSERT_LE(std::abs(static_cast<double>(seen[p]) - weights[p] * (i + 1)), 0.5 * (p + 1))
+          << "part " << p << " at " << i;
   }
 }
 

@@ -86,9 +86,9 @@ TEST(Llama, MatchesNaiveModelBlockwiseKernel) {
 TEST(Llama, HuggingFaceParameterNames) {
   LlamaForCausalLM model(testing::tiny_model());
   auto params = model->named_parameters();
-  for (const char* name : {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-                           "model.layers.1.mlp.down_proj.weight", "model.layers.1.post_attention_layernorm.weight",
-                           "model.norm.weight", "lm_head.weight"})
+  for (const char* name :
+       {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight",
+        "model.layers.1.post_attention_layernorm.weight", "model.norm.weight", "lm_head.weight"})
     EXPECT_NE(params.find(name), nullptr) << name;
 }
 
@@ -147,7 +147,7 @@ TEST(Llama, PipelineStagesHoldTheirLayers) {
   EXPECT_NE(pb.find("model.layers.3.mlp.up_proj.weight"), nullptr);
   EXPECT_NE(pb.find("model.norm.weight"), nullptr);
   EXPECT_NE(pb.find("model.embed_tokens.weight"), nullptr);  // tied: the head
-  EXPECT_EQ(pb.size(), 9u + 1u + 1u);  // one layer, the norm, the embedding copy
+  EXPECT_EQ(pb.size(), 9u + 1u + 1u);                        // one layer, the norm, the embedding copy
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ ModelConfig moe_model(const std::string& balance) {
 }
 
 at::Tensor swiglu(LlamaMLPImpl& m, const at::Tensor& x) {
-  return at::linear(at::silu(at::linear(x, m.gate_proj->weight)) * at::linear(x, m.up_proj->weight), m.down_proj->weight);
+  return at::linear(at::silu(at::linear(x, m.gate_proj->weight)) * at::linear(x, m.up_proj->weight),
+                    m.down_proj->weight);
 }
 
 // The layer from the formulas: per token, the top-k experts' outputs times
@@ -88,7 +89,8 @@ TEST(Moe, LayerAndEveryGradientEqualTheFormulas) {
     const auto chosen = std::get<1>(probs.topk(2, -1));
     std::vector<at::Tensor> outs;
     for (int64_t t = 0; t < rows * seq; ++t) {
-      auto y = at::sigmoid(at::linear(flat[t], layer->shared_expert_gate->weight)) * swiglu(*layer->shared_expert, flat[t]);
+      auto y =
+          at::sigmoid(at::linear(flat[t], layer->shared_expert_gate->weight)) * swiglu(*layer->shared_expert, flat[t]);
       for (int64_t j = 0; j < 2; ++j) {
         const int64_t e = chosen[t][j].item<int64_t>();
         y = y + probs[t][e] * swiglu(*layer->experts[std::to_string(e)]->as<LlamaMLP>(), flat[t]);

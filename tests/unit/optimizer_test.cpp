@@ -21,9 +21,11 @@ TEST(AdamW, MatchesTorchAdamW) {
   // torch applies weight decay per group: the norm goes in a group without it.
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(std::vector<at::Tensor>{ref_w},
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
   groups.emplace_back(std::vector<at::Tensor>{ref_n},
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
   torch::optim::AdamW reference(groups, torch::optim::AdamWOptions(1e-2));
   for (int step = 0; step < 5; ++step) {
     const double lr = 1e-2 * (step + 1) / 5.0;
@@ -45,7 +47,7 @@ TEST(AdamW, SegmentsUpdateLikeWholeParameters) {
   at::manual_seed(2);
   auto whole_w = at::randn({6, 5}).requires_grad_(), split_w = whole_w.detach().clone().requires_grad_();
   AdamW one(std::vector<NamedParameter>{{"w.weight", whole_w}}, {});
-  AdamW halves({{"w.weight", split_w, 0, 13}, {"w.weight", split_w, 13, 30}}, {});
+  AdamW halves({{"w.weight", split_w, 0, 13, {6, 5}, {}, {}}, {"w.weight", split_w, 13, 30, {6, 5}, {}, {}}}, {});
   for (int step = 0; step < 3; ++step) {
     auto g = at::randn({6, 5});
     whole_w.mutable_grad() = g.clone();

@@ -58,11 +58,21 @@ class Mutator {
     for (int edits = 1 + static_cast<int>(below(3)); edits > 0 && !bytes.empty(); --edits) {
       const size_t at = below(bytes.size());
       switch (below(6)) {
-        case 0: bytes[at] = static_cast<char>(bytes[at] ^ (1 << below(8))); break;
-        case 1: bytes[at] = "\x00\xff\x7f\x80\"-9[{}:,"[below(12)]; break;
-        case 2: bytes.resize(at); break;
-        case 3: bytes.insert(at, bytes.substr(below(bytes.size()), below(64))); break;
-        case 4: bytes.erase(at, below(16)); break;
+        case 0:
+          bytes[at] = static_cast<char>(bytes[at] ^ (1 << below(8)));
+          break;
+        case 1:
+          bytes[at] = "\x00\xff\x7f\x80\"-9[{}:,"[below(12)];
+          break;
+        case 2:
+          bytes.resize(at);
+          break;
+        case 3:
+          bytes.insert(at, bytes.substr(below(bytes.size()), below(64)));
+          break;
+        case 4:
+          bytes.erase(at, below(16));
+          break;
         default: {  // an 8-byte field (a length, an offset, a count) set to an edge
           const uint64_t edges[] = {0, 1, 0x7fffffffffffffffULL, 0x8000000000000000ULL, ~0ULL, ~0ULL - 7, 1ULL << 32};
           const uint64_t value = edges[below(7)];
@@ -78,10 +88,30 @@ class Mutator {
     std::vector<Json*> nodes;
     collect(doc, nodes);
     Json& node = *nodes[below(nodes.size())];
-    static const std::vector<Json> hostile = {
-        -1, 0, 1, -9223372036854775807LL - 1, 9223372036854775807LL, 18446744073709551615ULL, 18446744073709551608ULL,
-        1e308, -0.5, 2.5, "", "../x", "/etc/passwd", "a/b", "zz", nullptr, true, Json::array(), Json::object(),
-        Json::array({-1, 4}), Json::array({4294967296LL, 4294967296LL}), Json::array({0}), "F8", "BF16"};
+    static const std::vector<Json> hostile = {-1,
+                                              0,
+                                              1,
+                                              -9223372036854775807LL - 1,
+                                              9223372036854775807LL,
+                                              18446744073709551615ULL,
+                                              18446744073709551608ULL,
+                                              1e308,
+                                              -0.5,
+                                              2.5,
+                                              "",
+                                              "../x",
+                                              "/etc/passwd",
+                                              "a/b",
+                                              "zz",
+                                              nullptr,
+                                              true,
+                                              Json::array(),
+                                              Json::object(),
+                                              Json::array({-1, 4}),
+                                              Json::array({4294967296LL, 4294967296LL}),
+                                              Json::array({0}),
+                                              "F8",
+                                              "BF16"};
     if (below(5) == 0 && (node.is_object() || node.is_array()) && !node.empty()) {
       if (node.is_object()) node.erase(node.begin());
       else node.erase(node.begin() + static_cast<std::ptrdiff_t>(below(node.size())));
@@ -219,7 +249,9 @@ TEST(ParserFuzz, CheckpointManifests) {
         TrainState state;
         load_checkpoint(input, *model, &optimizer, &state);
       },
-      [&](const std::string& path) { fs::copy_file(path, input + "/manifest.json", fs::copy_options::overwrite_existing); });
+      [&](const std::string& path) {
+        fs::copy_file(path, input + "/manifest.json", fs::copy_options::overwrite_existing);
+      });
 }
 
 TEST(ParserFuzz, HfConfigAndIndex) {
@@ -262,15 +294,56 @@ TEST(ParserFuzz, HfConfigAndIndex) {
 }
 
 TEST(ParserFuzz, RecipeOverrides) {
-  const std::vector<std::string> keys = {
-      "parallel.dp", "parallel.tp", "parallel.sp.ulysses", "parallel.sp.ring", "parallel.pp", "parallel.timeout_s",
-      "data.seq_len", "data.passkey.digits", "data.passkey.min_doc_len", "eval.passkey_lengths", "train.steps",
-      "train.global_batch_tokens", "train.micro_batch_size", "memory.loss_tiles", "memory.mlp_tiles", "model.num_heads",
-      "model.vocab_size", "checkpoint.keep", "data.curriculum", "train.lr", "profile.ranks", "model"};
-  const std::vector<std::string> values = {
-      "99999999999999999999", "9223372036854775807", "-9223372036854775808", "8E", "9999999999999999G", "1K", "0",
-      "-1", "1e400", "nan", "inf", "''", "[]", "[1, -1]", "[99999999999999999999]", "{a: 1}", "~", "auto", "0x10",
-      "65536", "1G", "[{until_step: 1, seq_len: 7}]", "'1; rm -rf /'", "\"\\x00\"", "[", "{", "&a *a", "!!binary AAAA"};
+  const std::vector<std::string> keys = {"parallel.dp",
+                                         "parallel.tp",
+                                         "parallel.sp.ulysses",
+                                         "parallel.sp.ring",
+                                         "parallel.pp",
+                                         "parallel.timeout_s",
+                                         "data.seq_len",
+                                         "data.passkey.digits",
+                                         "data.passkey.min_doc_len",
+                                         "eval.passkey_lengths",
+                                         "train.steps",
+                                         "train.global_batch_tokens",
+                                         "train.micro_batch_size",
+                                         "memory.loss_tiles",
+                                         "memory.mlp_tiles",
+                                         "model.num_heads",
+                                         "model.vocab_size",
+                                         "checkpoint.keep",
+                                         "data.curriculum",
+                                         "train.lr",
+                                         "profile.ranks",
+                                         "model"};
+  const std::vector<std::string> values = {"99999999999999999999",
+                                           "9223372036854775807",
+                                           "-9223372036854775808",
+                                           "8E",
+                                           "9999999999999999G",
+                                           "1K",
+                                           "0",
+                                           "-1",
+                                           "1e400",
+                                           "nan",
+                                           "inf",
+                                           "''",
+                                           "[]",
+                                           "[1, -1]",
+                                           "[99999999999999999999]",
+                                           "{a: 1}",
+                                           "~",
+                                           "auto",
+                                           "0x10",
+                                           "65536",
+                                           "1G",
+                                           "[{until_step: 1, seq_len: 7}]",
+                                           "'1; rm -rf /'",
+                                           "\"\\x00\"",
+                                           "[",
+                                           "{",
+                                           "&a *a",
+                                           "!!binary AAAA"};
   std::string override_text;
   Mutator mutate(0x0e);
   fuzz(

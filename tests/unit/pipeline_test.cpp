@@ -17,12 +17,10 @@ namespace {
 
 TEST(OneFOneB, OrderPerStage) {
   // 4 stages, 4 micro-batches: warm-up of 3, 2, 1, 0 forwards.
-  EXPECT_EQ(describe(one_f_one_b(0, 4, 4)),
-            "F0 >F0 F1 >F1 F2 >F2 F3 >F3 <B0 B0 <B1 B1 <B2 B2 <B3 B3");
+  EXPECT_EQ(describe(one_f_one_b(0, 4, 4)), "F0 >F0 F1 >F1 F2 >F2 F3 >F3 <B0 B0 <B1 B1 <B2 B2 <B3 B3");
   EXPECT_EQ(describe(one_f_one_b(1, 4, 4)),
             "<F0 F0 >F0 <F1 F1 >F1 <F2 F2 >F2 <B0 B0 >B0 <F3 F3 >F3 <B1 B1 >B1 <B2 B2 >B2 <B3 B3 >B3");
-  EXPECT_EQ(describe(one_f_one_b(3, 4, 4)),
-            "<F0 F0 B0 >B0 <F1 F1 B1 >B1 <F2 F2 B2 >B2 <F3 F3 B3 >B3");
+  EXPECT_EQ(describe(one_f_one_b(3, 4, 4)), "<F0 F0 B0 >B0 <F1 F1 B1 >B1 <F2 F2 B2 >B2 <F3 F3 B3 >B3");
   // One stage is the plain accumulation loop.
   EXPECT_EQ(describe(one_f_one_b(0, 1, 3)), "F0 B0 F1 B1 F2 B2");
   // Fewer micro-batches than stages: all forwards, then all backwards.
@@ -47,7 +45,9 @@ TEST(OneFOneB, EveryMicroBatchOnceEachWayWithBoundedActivations) {
             }
           }
           for (int m = 0; m < micro; ++m) EXPECT_EQ(forwards[m] + backwards[m], 2);
-          if (!all_forward_first) EXPECT_LE(most, std::min(stages - s, micro)) << stages << " stages, stage " << s;
+          if (!all_forward_first) {
+            EXPECT_LE(most, std::min(stages - s, micro)) << stages << " stages, stage " << s;
+          }
           EXPECT_EQ(most, in_flight(s, stages, micro, all_forward_first)) << stages << " stages, stage " << s;
         }
 }
@@ -81,7 +81,8 @@ TEST(OneFOneB, StagesTogetherNeverDeadlock) {
           }
         }
       }
-      for (int s = 0; s < stages; ++s) EXPECT_EQ(next[s], plans[s].size()) << stages << " stages, " << micro << " micro";
+      for (int s = 0; s < stages; ++s)
+        EXPECT_EQ(next[s], plans[s].size()) << stages << " stages, " << micro << " micro";
     }
 }
 

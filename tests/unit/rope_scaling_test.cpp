@@ -28,14 +28,16 @@ void expect_frequencies(const RopeFrequencies& got, const std::function<double(i
 
 TEST(RopeScaling, DefaultIsTheBaseFrequencies) {
   const auto m = model("default", 500000, 128);
-  expect_frequencies(rope_frequencies(m), [](int64_t i) { return base(i, 128, 500000); }, 128);
+  expect_frequencies(
+      rope_frequencies(m), [](int64_t i) { return base(i, 128, 500000); }, 128);
   EXPECT_EQ(rope_frequencies(m).attention_factor, 1.0);
 }
 
 TEST(RopeScaling, LinearDividesByTheFactor) {
   auto m = model("linear", 10000, 64);
   m.rope.factor = 4;
-  expect_frequencies(rope_frequencies(m), [](int64_t i) { return base(i, 64, 10000) / 4; }, 64);
+  expect_frequencies(
+      rope_frequencies(m), [](int64_t i) { return base(i, 64, 10000) / 4; }, 64);
 }
 
 // NTK: a larger base, theta * (f L / L0 - (f - 1))^(d / (d - 2)), at the
@@ -46,9 +48,11 @@ TEST(RopeScaling, DynamicRaisesTheBaseForTheModelLength) {
   m.rope.original_max_seq_len = 1024;
   m.max_seq_len = 4096;
   const double theta = 10000 * std::pow(2.0 * 4096 / 1024 - 1, 64.0 / 62);
-  expect_frequencies(rope_frequencies(m), [&](int64_t i) { return base(i, 64, theta); }, 64);
+  expect_frequencies(
+      rope_frequencies(m), [&](int64_t i) { return base(i, 64, theta); }, 64);
   m.max_seq_len = 1024;
-  expect_frequencies(rope_frequencies(m), [](int64_t i) { return base(i, 64, 10000); }, 64);
+  expect_frequencies(
+      rope_frequencies(m), [](int64_t i) { return base(i, 64, 10000); }, 64);
 }
 
 // YaRN: pairs turning more than beta_fast times over L0 keep their
@@ -60,7 +64,9 @@ TEST(RopeScaling, YarnRampsFromExtrapolationToInterpolation) {
   auto m = model("yarn", 10000, dim);
   m.rope.factor = 4;
   m.rope.original_max_seq_len = 2048;
-  auto dimension = [&](double rotations) { return dim * std::log(2048 / (rotations * 2 * M_PI)) / (2 * std::log(10000.0)); };
+  auto dimension = [&](double rotations) {
+    return dim * std::log(2048 / (rotations * 2 * M_PI)) / (2 * std::log(10000.0));
+  };
   const double low = std::max(0.0, std::floor(dimension(32))), high = std::min(dim - 1.0, std::ceil(dimension(1)));
   int extrapolated = 0, interpolated = 0, between = 0;
   auto expected = [&](int64_t i) {

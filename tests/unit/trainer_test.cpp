@@ -26,7 +26,8 @@ TEST(Trainer, AccumulationEqualsFullBatch) {
     auto losses = Trainer(c).run().losses;
     if (reference.empty()) reference = losses;
     for (const auto& [step, loss] : losses)
-      EXPECT_NEAR(loss, reference.at(step), 1e-5 * std::abs(reference.at(step))) << "micro " << micro << " step " << step;
+      EXPECT_NEAR(loss, reference.at(step), 1e-5 * std::abs(reference.at(step)))
+          << "micro " << micro << " step " << step;
   }
 }
 
@@ -97,7 +98,8 @@ TEST(Trainer, CurriculumSwitchesAtItsStepsAndResumesMidStage) {
     return c;
   };
   Config c = curriculum("curriculum");
-  for (int64_t s = 0; s < 6; ++s) EXPECT_EQ(c.sequences_per_step(s) * c.data.seq_len_at(s), c.train.global_batch_tokens);
+  for (int64_t s = 0; s < 6; ++s)
+    EXPECT_EQ(c.sequences_per_step(s) * c.data.seq_len_at(s), c.train.global_batch_tokens);
   const auto straight = Trainer(c).run().losses;
   std::ifstream log(c.run_dir + "/train.log");
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
@@ -121,7 +123,8 @@ TEST(Evaluate, LossByPositionAveragesToTheLoss) {
   ASSERT_EQ(r.by_position.size(), 8u);
   double sum = 0;
   for (double b : r.by_position) sum += b;
-  EXPECT_NEAR(sum / 8, r.loss, 1e-3 * r.loss);  // each bucket holds the same count of valid labels, up to the ends of documents
+  EXPECT_NEAR(sum / 8, r.loss,
+              1e-3 * r.loss);  // each bucket holds the same count of valid labels, up to the ends of documents
 }
 
 // A step whose loss is NaN (LT_FAULT=nan@0:2) updates nothing: the weights
