@@ -174,9 +174,13 @@ if [ "$which" = all ] || [ "$which" = zero ]; then
       mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero step "$steps"
     done
   } | python3 tests/bench/report.py --zero --command "scripts/bench.sh $steps zero" --out tests/bench/results/zero.json
-  for seq in 128K 1M 3700K; do
-    echo "== longtrain plan: Llama-3-8B, 8 GPUs, Ulysses 8 x ZeRO-3, $seq tokens"
+  plan() {  # longtrain plan's per-rank row for Llama-3-8B over 8 GPUs, Ulysses 8, at SEQ with more settings
+    local seq=$1; shift
     build/longtrain plan recipes/llama3-8b-zero3.yaml --world 8 data.seq_len=$seq train.global_batch_tokens=$seq \
-      model.max_seq_len=$seq | sed -n '/^per rank/,$p'
-  done | tee tests/bench/results/zero_plan_llama3_8b.txt
+      model.max_seq_len=$seq "$@" | sed -n '/^stage/p;/^0 .*-/p;/^activation offload/p'
+  }
+  {
+    for zero in 1 2 3; do echo "== $(date -I) Llama-3-8B, 8 GPUs, Ulysses 8, ZeRO-$zero, 3.7M tokens"; plan 3700K parallel.zero=$zero; done
+    for seq in 128K 1M 4M 5800K 6M; do echo "== Llama-3-8B, 8 GPUs, Ulysses 8, ZeRO-3, $seq tokens"; plan $seq; done
+  } | tee tests/bench/results/zero_plan_llama3_8b.txt
 fi

@@ -320,8 +320,11 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       // running layer and the next (recomputed layers) or every layer
       // (kept ones, held by autograd until backward).
       const bool recomputed = memory.checkpoint == "full" && memory.checkpoint_every == 1;
+      // The embedding table is gathered in fp32 (the model reads it so).
       const int64_t gathered = others + std::min<int64_t>(st.layers, recomputed ? 2 : st.layers) * per_layer;
-      st.weights = zero >= 3 ? held(3, dense, experts) * 4 + gathered * compute_bytes : st.parameters * weight_bytes;
+      const int64_t fp32_table = st.embedding || (st.head && m.tie_embeddings) ? vocab_slice : 0;
+      st.weights = zero >= 3 ? held(3, dense, experts) * 4 + gathered * compute_bytes + fp32_table * (4 - compute_bytes)
+                             : st.parameters * weight_bytes;
       // (ZeRO-1 also keeps the shard its reduce-scatter receives.)
       st.gradients = held(2, dense, experts) * 4 + (zero == 1 ? held(1, dense, experts) * 4 : 0);
       st.optimizer = held(1, dense, experts) * optimizer_bytes;
@@ -331,15 +334,20 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     // gradient (vocab split by tp).
     const int64_t held =
         in_flight(s, degrees.pp, static_cast<int>(micro_batches(config, degrees)), config.all_forward_first());
-    int64_t kept = 0, recompute = 0;
+    int64_t kept = 0, swapped = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
       const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
       const auto layer = layer_activations(m, degrees.tp, config.parallel.tp_sequence, l);
       const auto [keeps, needs] = kept_per_token(layer, memory, checkpointed);
-      kept += keeps, recompute = std::max(recompute, needs);
+      // With offload_activations a recomputed layer's input waits in host
+      // memory until its recomputation.
+      (checkpointed && memory.checkpoint == "full" && memory.offload_activations ? swapped : kept) += keeps;
+      recompute = std::max(recompute, needs);
     }
     const int64_t logits = st.head ? logits_bytes(config, degrees, tokens) : 0;
-    st.activations = (std::max<int64_t>(1, held) * kept + recompute) * tokens * activation + logits;
+    const int64_t micro_batches_held = std::max<int64_t>(1, held);
+    st.activations = (micro_batches_held * kept + recompute) * tokens * activation + logits;
+    st.host_activations = micro_batches_held * swapped * tokens * activation;
   }
   return stages;
 }
@@ -391,6 +399,11 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
     for (size_t s = 0; s < stages.size(); ++s) out << (s ? ", " : "") << human_bytes(stages[s].host);
     out << " per rank by stage); on the device " << memory.n_persist << " persistent chunks and " << memory.n_buffer
         << " buffers of " << memory.chunk_mb << " MiB or a layer\n";
+  }
+  if (memory.offload_activations && memory.checkpoint == "full") {
+    out << "activation offload: the recomputed layers' inputs in host memory (";
+    for (size_t s = 0; s < stages.size(); ++s) out << (s ? ", " : "") << human_bytes(stages[s].host_activations);
+    out << " per rank by stage)\n";
   }
   if (memory.plan == "auto") {
     out << describe_auto_plan(config, d, stages);

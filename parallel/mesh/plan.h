@@ -19,8 +19,9 @@ struct StagePlan {
   int64_t parameters = 0;                // held by one rank of this stage
   // Bytes per rank on the device.
   int64_t weights = 0, gradients = 0, optimizer = 0, activations = 0;
-  int64_t host = 0;    // memory.offload_model: the layers' state in host memory
-  int64_t chunks = 0;  // of weights and gradients: the resident chunks' (memory.offload_model)
+  int64_t host = 0;              // memory.offload_model: the layers' state in host memory
+  int64_t host_activations = 0;  // memory.offload_activations: the recomputed layers' inputs in host memory
+  int64_t chunks = 0;            // of weights and gradients: the resident chunks' (memory.offload_model)
   int64_t total() const { return weights + gradients + optimizer + activations; }
 };
 

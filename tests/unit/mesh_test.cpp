@@ -140,8 +140,8 @@ TEST(Plan, PrintsGridStagesAndMemory) {
   c.parallel.zero = 1;
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].optimizer, 8 * stages[0].parameters / 2);  // over dp 2
   // ZeRO-2 also shards the fp32 gradients, ZeRO-3 the fp32 masters, whose
-  // compute copies are gathered for the embedding and the running layer
-  // and the next one (recomputed layers; kept ones: all of them).
+  // copies are gathered for the embedding and the running layer and the
+  // next one (recomputed layers; kept ones: all of them).
   c.parallel.zero = 2;
   const auto zero2 = plan_stages(c, resolve_degrees(c, 8))[0];
   EXPECT_EQ(zero2.gradients, 4 * (stages[0].parameters / 2));
@@ -151,9 +151,9 @@ TEST(Plan, PrintsGridStagesAndMemory) {
   const int64_t embedding = m.vocab_size * h / 2;
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights,
             4 * (stages[0].parameters / 2) + 4 * (embedding + 2 * layer));
-  c.train.precision = "bf16";
+  c.train.precision = "bf16";  // the layers gathered in bf16, the embedding table in fp32
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights,
-            4 * (stages[0].parameters / 2) + 2 * (embedding + 2 * layer));
+            4 * (stages[0].parameters / 2) + 4 * embedding + 2 * (2 * layer));
 }
 
 // Each memory feature lowers the activation estimate; together they leave
