@@ -142,6 +142,26 @@ if [ "$which" = all ] || [ "$which" = dp ]; then
     python3 tests/bench/report.py --data-parallel --command "scripts/bench.sh $steps dp" \
       --out tests/bench/results/data_parallel.json
 fi
+if [ "$which" = all ] || [ "$which" = zero ]; then
+  {
+    for ranks in 1 2 4 8; do
+      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero state
+    done
+    for ranks in 2 4; do
+      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero step "$steps"
+    done
+  } | python3 tests/bench/report.py --zero --command "scripts/bench.sh $steps zero" --out tests/bench/results/zero.json
+  plan() {  # longtrain plan's per-rank row for Llama-3-8B over 8 GPUs, Ulysses 8, at SEQ with more settings
+    local seq=$1; shift
+    build/longtrain plan recipes/llama3-8b-zero3.yaml --world 8 data.seq_len=$seq train.global_batch_tokens=$seq \
+      model.max_seq_len=$seq "$@" | sed -n '/^stage/p;/^0 .*-/p;/^activation offload/p'
+  }
+  {
+    for zero in 1 2 3; do echo "== $(date -I) Llama-3-8B, 8 GPUs, Ulysses 8, ZeRO-$zero, 3.7M tokens"; plan 3700K parallel.zero=$zero; done
+    for seq in 128K 1M 4M 5800K 6M; do echo "== Llama-3-8B, 8 GPUs, Ulysses 8, ZeRO-3, $seq tokens"; plan $seq; done
+  } | tee tests/bench/results/zero_plan_llama3_8b.txt
+fi
+
 [ "$which" = all ] || [ "$which" = train ] || exit 0
 # Training against HF transformers (tests/bench/hf_train.py: SDPA, fused
 # AdamW, bf16 autocast) on the same 56M Llama, fp32 and bf16 each: the four
@@ -164,23 +184,3 @@ printf '%s\n' "${runs[@]}" | python3 tests/bench/report.py \
 
 build/lt_bench_attention 2048 8192 | python3 tests/bench/report.py --attention --command "scripts/bench.sh $steps" \
   --out tests/bench/results/attention_kernels.json
-
-if [ "$which" = all ] || [ "$which" = zero ]; then
-  {
-    for ranks in 1 2 4 8; do
-      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero state
-    done
-    for ranks in 2 4; do
-      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero step "$steps"
-    done
-  } | python3 tests/bench/report.py --zero --command "scripts/bench.sh $steps zero" --out tests/bench/results/zero.json
-  plan() {  # longtrain plan's per-rank row for Llama-3-8B over 8 GPUs, Ulysses 8, at SEQ with more settings
-    local seq=$1; shift
-    build/longtrain plan recipes/llama3-8b-zero3.yaml --world 8 data.seq_len=$seq train.global_batch_tokens=$seq \
-      model.max_seq_len=$seq "$@" | sed -n '/^stage/p;/^0 .*-/p;/^activation offload/p'
-  }
-  {
-    for zero in 1 2 3; do echo "== $(date -I) Llama-3-8B, 8 GPUs, Ulysses 8, ZeRO-$zero, 3.7M tokens"; plan 3700K parallel.zero=$zero; done
-    for seq in 128K 1M 4M 5800K 6M; do echo "== Llama-3-8B, 8 GPUs, Ulysses 8, ZeRO-3, $seq tokens"; plan $seq; done
-  } | tee tests/bench/results/zero_plan_llama3_8b.txt
-fi

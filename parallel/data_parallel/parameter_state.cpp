@@ -95,7 +95,8 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
     if (!grads_sharded()) {
       const bool converts = options_.reduce_dtype != like.scalar_type() && replica_count > 1;
       b->wire = converts ? at::empty({b->padded}, like.options().dtype(options_.reduce_dtype)) : b->grads;
-      if (options_.zero == ZeroLevel::optimizer) b->reduced = at::empty({b->shard}, b->wire.options());
+      if (options_.zero == ZeroLevel::optimizer && replica_count > 1)
+        b->reduced = at::empty({b->shard}, b->wire.options());
     }
     for (size_t k = 0; k < members.size(); ++k) {
       auto& p = params_[members[k]].tensor;

@@ -320,13 +320,16 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       // running layer and the next (recomputed layers) or every layer
       // (kept ones, held by autograd until backward).
       const bool recomputed = memory.checkpoint == "full" && memory.checkpoint_every == 1;
-      // The embedding table is gathered in fp32 (the model reads it so).
-      const int64_t gathered = others + std::min<int64_t>(st.layers, recomputed ? 2 : st.layers) * per_layer;
+      // The embedding table is gathered in fp32 (the model reads it so); on
+      // one rank an fp32 gather is the master itself.
+      const int64_t layers_held = std::min<int64_t>(st.layers, recomputed ? 2 : st.layers) * per_layer;
       const int64_t fp32_table = st.embedding || (st.head && m.tie_embeddings) ? vocab_slice : 0;
-      st.weights = zero >= 3 ? held(3, dense, experts) * 4 + gathered * compute_bytes + fp32_table * (4 - compute_bytes)
-                             : st.parameters * weight_bytes;
+      const int64_t gathered = replicas > 1 ? (others + layers_held) * compute_bytes + fp32_table * (4 - compute_bytes)
+                               : compute_bytes < 4 ? (others - fp32_table + layers_held) * compute_bytes
+                                                   : 0;
+      st.weights = zero >= 3 ? held(3, dense, experts) * 4 + gathered : st.parameters * weight_bytes;
       // (ZeRO-1 also keeps the shard its reduce-scatter receives.)
-      st.gradients = held(2, dense, experts) * 4 + (zero == 1 ? held(1, dense, experts) * 4 : 0);
+      st.gradients = held(2, dense, experts) * 4 + (zero == 1 && replicas > 1 ? held(1, dense, experts) * 4 : 0);
       st.optimizer = held(1, dense, experts) * optimizer_bytes;
     }
     // The schedule keeps `held` micro-batches in flight on stage s (1F1B:
