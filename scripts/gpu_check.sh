@@ -6,7 +6,9 @@
 # device as they are used) and the bf16 numerics tests, then measures bf16
 # training of a Llama-3-8B-shaped stack (layers cut to fit) at 8K and 32K
 # tokens, and the longest sequence the full 32-layer model trains with its
-# state offloaded, checkpointing and tiling. Writes
+# state offloaded, checkpointing and tiling; on a machine with 2 or more
+# GPUs also a ZeRO-3 step against a ZeRO-1 step over 2 of them (NCCL
+# gathers that should hide behind compute). Writes
 # tests/bench/results/gpu.json.
 #   scripts/gpu_check.sh [SECONDS for the longest-sequence search, default 240]
 set -euo pipefail
@@ -15,7 +17,7 @@ budget=${1:-240}
 command -v nvidia-smi > /dev/null && nvidia-smi -L || { echo "gpu_check: no NVIDIA GPU on this machine" >&2; exit 1; }
 scripts/setup.sh   # only what is missing; the machine's torch where it is the pinned version
 export LT_BUILD_DIR=build-gpu
-scripts/build.sh --target lt_unit_tests --target lt_bench_train > build-gpu.log 2>&1 || { tail -50 build-gpu.log; exit 1; }
+scripts/build.sh --target lt_unit_tests --target lt_bench_train --target lt_bench_zero > build-gpu.log 2>&1 || { tail -50 build-gpu.log; exit 1; }
 out=tests/bench/results/gpu.json
 runs=$(mktemp)
 build-gpu/lt_unit_tests --gtest_filter='CudaBf16.*:Bf16*:MixedPrecision.ModelInBf16MatchesFp32' \
@@ -23,6 +25,14 @@ build-gpu/lt_unit_tests --gtest_filter='CudaBf16.*:Bf16*:MixedPrecision.ModelInB
 # Throughput: the 8B shape, 8 layers at 8K, 4 at 32K (one GPU's memory without offload).
 build-gpu/lt_bench_train 8192 3 bf16 cuda 8 >> "$runs" || echo '{"seq": 8192, "error": "failed"}' >> "$runs"
 build-gpu/lt_bench_train 32768 2 bf16 cuda 4 >> "$runs" || echo '{"seq": 32768, "error": "failed"}' >> "$runs"
+# ZeRO-3 against ZeRO-1: one GPU per rank.
+gpus=$(nvidia-smi -L | wc -l)
+if [ "$gpus" -ge 2 ]; then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 build-gpu/lt_bench_zero step 3 cuda >> "$runs" ||
+    echo '{"bench": "step", "error": "ZeRO-3 against ZeRO-1 on 2 GPUs failed"}' >> "$runs"
+else
+  echo "{\"bench\": \"step\", \"skipped\": \"ZeRO-3 against ZeRO-1 needs 2 GPUs, this machine has $gpus\"}" >> "$runs"
+fi
 # The longest sequence of the full model: doubling from 64K until a step
 # fails (out of memory) or the time budget is spent.
 deadline=$(( $(date +%s) + budget ))

@@ -89,8 +89,11 @@ def gpu_report(a, runs, cpu):
           [[r["seq"], r["layers"], r["offload"], f"{r['tokens_per_s']:.0f}", f"{100 * r['mfu']:.1f}%",
             f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"] for r in trained])
     for r in runs:
-        if "error" in r:
-            print("failed:", json.dumps(r))
+        if "error" in r or "skipped" in r:
+            print("failed:" if "error" in r else "skipped:", json.dumps(r))
+        elif r.get("bench") == "step":
+            print(f"ZeRO-{r['zero']} step on {r['ranks']} GPUs: {r['step_s']:.3f} s, {r['over_zero1']:.2f}x ZeRO-1's, "
+                  f"waiting {r['gather_wait_s']:.3f} s for gathers")
     print("longest sequence of the full model:", longest)
 
 

@@ -8,7 +8,7 @@
 //    compute did not hide.
 // Rank 0 prints one JSON object per measurement.
 //
-// usage: mpirun -np N lt_bench_zero state | step [REPEATS]
+// usage: mpirun -np N lt_bench_zero state | step [REPEATS] [cpu|cuda]
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -22,14 +22,15 @@ namespace {
 
 // The 56M Llama of the training benchmark (hidden 512, 8 layers, vocab
 // 32000), dp over every rank, recomputed layers, one thread a rank.
-Config bench_config(int ranks, int zero, int64_t seq) {
+Config bench_config(int ranks, int zero, int64_t seq, const std::string& device = "cpu") {
   Config c;
   auto& m = c.model;
   m.vocab_size = 32000, m.hidden_size = 512, m.intermediate_size = 1376, m.num_layers = 8;
   m.num_heads = 8, m.num_kv_heads = 4, m.max_seq_len = seq, m.init_std = 0.02;
   c.data.seq_len = seq;
   c.train.global_batch_tokens = ranks * seq;
-  c.train.precision = "fp32";
+  c.train.precision = device == "cuda" ? "bf16" : "fp32";
+  c.train.device = device;
   c.train.threads = 1;
   c.memory.checkpoint = "full";
   c.parallel.dp = std::to_string(ranks);
@@ -72,7 +73,7 @@ void state(int ranks) {
   }
 }
 
-void step(int ranks, int repeats) {
+void step(int ranks, int repeats, const std::string& device) {
   const int64_t seq = 512;
   struct Arm {
     std::unique_ptr<Trainer> trainer;
@@ -81,7 +82,7 @@ void step(int ranks, int repeats) {
   std::map<int, Arm> arms;
   std::map<int, std::unique_ptr<Mesh>> meshes;
   for (int zero : {1, 3}) {
-    const Config c = bench_config(ranks, zero, seq);
+    const Config c = bench_config(ranks, zero, seq, device);
     meshes[zero] = std::make_unique<Mesh>(Layout(resolve_degrees(c, ranks)), MPI_COMM_WORLD, 600);
     arms[zero].trainer = std::make_unique<Trainer>(c, meshes[zero].get());
   }
@@ -124,7 +125,8 @@ int main(int argc, char** argv) {
     int ranks = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
     if (what == "state") return lt::state(ranks);
-    if (what == "step") return lt::step(ranks, argc > 2 ? std::max(1, std::atoi(argv[2])) : 3);
-    lt::fail("usage: mpirun -np N lt_bench_zero state | step [REPEATS]");
+    if (what == "step")
+      return lt::step(ranks, argc > 2 ? std::max(1, std::atoi(argv[2])) : 3, argc > 3 ? argv[3] : "cpu");
+    lt::fail("usage: mpirun -np N lt_bench_zero state | step [REPEATS] [cpu|cuda]");
   });
 }
