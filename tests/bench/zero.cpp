@@ -107,6 +107,7 @@ void step(int ranks, int repeats, const std::string& device) {
     }
   for (const auto& [zero, arm] : arms)
     print(*meshes[zero], {{"bench", "step"},
+                          {"device", device},
                           {"ranks", ranks},
                           {"zero", zero},
                           {"seq", seq},
