@@ -100,7 +100,8 @@ Trainer::Trainer(Config config, Mesh* mesh)
       if (chunks_) chunks_->use(layer);
       for (auto& s : states_) s->use(layer);
     };
-    apply_memory_policy(*model_, config_.memory, fetch_);
+    // The rank model's layers already fetch their chunks; ZeRO-3's gathers join them.
+    if (options.zero == ZeroLevel::weights) apply_memory_policy(*model_, config_.memory, fetch_);
   }
   if (config_.data.packing == "adaptive") {
     const auto& a = config_.parallel.adaptive;

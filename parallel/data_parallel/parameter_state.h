@@ -70,7 +70,6 @@ class ParameterState {
                  Communicator* gathers = nullptr);
   ~ParameterState();
 
-  ZeroLevel level() const { return options_.zero; }
   bool sharded() const { return options_.zero != ZeroLevel::none && replicas_.size() > 1; }
   // The parts of the parameters this rank's optimizer updates.
   std::vector<ParamSegment> segments() const;
