@@ -148,7 +148,12 @@ TEST(ComputeWeights, CastOncePerRefreshGradientsInFp32) {
 
 // The whole model in bf16 against fp32 on the same weights: the loss within
 // 1e-2 relative, every parameter's gradient at cosine >= 0.999, gradients
-// and parameters fp32.
+// and parameters fp32. A key bias is held to 0.995: without RoPE its exact
+// gradient is zero (adding one value to every score of a query leaves the
+// softmax as it was), so what it has is the small remainder of a sum of
+// bf16 terms that nearly cancel. Over 40 draws its cosine ranged from
+// 0.9988 to 0.9999 on one CPU, and another CPU's bf16 kernels met 0.9988
+// on this draw; every other gradient stayed at >= 0.9995.
 TEST(MixedPrecision, ModelInBf16MatchesFp32) {
   for (bool tied : {false, true}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
@@ -171,7 +176,9 @@ TEST(MixedPrecision, ModelInBf16MatchesFp32) {
     for (const auto& item : bf16->named_parameters()) {
       EXPECT_EQ(item.value().scalar_type(), at::kFloat) << item.key();
       EXPECT_EQ(item.value().grad().scalar_type(), at::kFloat) << item.key();
-      EXPECT_GE(testing::cosine(item.value().grad(), reference[item.key()].grad()), 0.999) << item.key();
+      const bool key_bias = item.key().find("k_proj.bias") != std::string::npos;
+      EXPECT_GE(testing::cosine(item.value().grad(), reference[item.key()].grad()), key_bias ? 0.995 : 0.999)
+          << item.key();
     }
   }
 }
