@@ -30,7 +30,8 @@
 #    checkpoint they wrote, and one rank the whole model: the peak host
 #    memory each load added against the bytes of the weights it holds.
 #  zero: the model state one rank holds at ZeRO 0-3 on 1, 2, 4 and 8
-#    ranks against `longtrain plan`'s prediction; a step of ZeRO-3 against
+#    ranks against `longtrain plan`'s prediction, and its host memory with
+#    the layers offloaded in chunks; a step of ZeRO-3 against
 #    ZeRO-1 on 2 and 4 ranks, with the seconds it waited for gathers and
 #    reductions; `longtrain plan` for Llama-3-8B over 8 GPUs with Ulysses 8
 #    and ZeRO-3 at 128K, 1M and 3.7M tokens.
@@ -146,6 +147,7 @@ if [ "$which" = all ] || [ "$which" = zero ]; then
   {
     for ranks in 1 2 4 8; do
       mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero state
+      mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero host
     done
     for ranks in 2 4; do
       mpirun --oversubscribe --bind-to none -np $ranks build/lt_bench_zero step "$steps"

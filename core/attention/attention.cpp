@@ -6,13 +6,6 @@
 
 namespace lt {
 
-AttentionKernel parse_attention_kernel(const std::string& name) {
-  if (name == "auto") return AttentionKernel::Auto;
-  if (name == "flash") return AttentionKernel::Flash;
-  if (name == "blockwise") return AttentionKernel::Blockwise;
-  fail("attention kernel '" + name + "' is unknown: use auto, flash or blockwise");
-}
-
 namespace {
 
 at::Tensor repeat_kv(const at::Tensor& x, int64_t heads) {
@@ -34,13 +27,13 @@ AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   LT_CHECK(q.size(2) % k.size(2) == 0, "attention: query heads must be a multiple of kv heads");
   const auto kr = repeat_kv(k, q.size(2)), vr = repeat_kv(v, q.size(2));
   const bool fits = flash_fits(q, k, mask);
-  if (options.kernel == AttentionKernel::Flash)
+  if (options.kernel == AttentionKernel::flash)
     LT_CHECK(fits,
              "attention: the flash kernel does not fit this case (offset positions, or fp32 on CUDA); "
              "use model.attention: auto");
   // Measured on CPU (tests/bench): the fused kernel, also per document
   // segment, beats the ATen blockwise kernel at every length we train at.
-  if (options.kernel != AttentionKernel::Blockwise && fits) {
+  if (options.kernel != AttentionKernel::blockwise && fits) {
     if (mask.has_documents()) return flash_attention_by_document(q, kr, vr, mask.q_document, mask.causal);
     return flash_attention(q, kr, vr, mask.causal);
   }

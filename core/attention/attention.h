@@ -7,6 +7,8 @@
 #include <functional>
 #include <string>
 
+#include "core/config/config.h"
+
 namespace lt {
 
 struct AttentionMask {
@@ -21,11 +23,8 @@ struct AttentionMask {
   bool has_indices() const { return q_index.defined(); }
 };
 
-enum class AttentionKernel { Auto, Flash, Blockwise };
-AttentionKernel parse_attention_kernel(const std::string& name);
-
 struct AttentionOptions {
-  AttentionKernel kernel = AttentionKernel::Auto;
+  AttentionKernel kernel = AttentionKernel::automatic;
   int64_t block = 512;  // blockwise kernel: queries and keys per block
 };
 

@@ -8,7 +8,7 @@
 
 #include "core/config/fields.h"
 #include "core/config/yaml_section.h"
-#include "core/hf/hf_config.h"
+#include "core/config/hf_config.h"
 #include "core/util/bf16_support.h"
 #include "core/util/error.h"
 
@@ -187,12 +187,12 @@ void validate_parallel(const Config& c, const ConfigSources& s) {
 // Scaled RoPE needs the context the model was pretrained on.
 void validate_rope(const RopeConfig& r, const ConfigSources& s) {
   if (!r.scaled()) return;
-  if (r.type != "linear" && r.original_max_seq_len <= 0)
+  if (r.type != RopeType::linear && r.original_max_seq_len <= 0)
     relation_error(s, "model.rope.type",
-                   "model.rope.type=" + r.type +
+                   "model.rope.type=" + name(r.type) +
                        " needs model.rope.original_max_seq_len: the pretrained context "
                        "(HF original_max_position_embeddings), e.g. 8192");
-  if (r.type == "llama3" && r.high_freq_factor <= r.low_freq_factor)
+  if (r.type == RopeType::llama3 && r.high_freq_factor <= r.low_freq_factor)
     relation_error(s, "model.rope.high_freq_factor",
                    "model.rope.high_freq_factor must exceed model.rope.low_freq_factor (Llama 3.1: 4 and 1)");
 }
@@ -203,17 +203,12 @@ void validate_rope(const RopeConfig& r, const ConfigSources& s) {
 void validate_zero(const Config& c, const ConfigSources& s) {
   const int64_t zero = c.parallel.zero;
   const std::string level = "parallel.zero=" + std::to_string(zero);
-  if (zero >= 2 && c.memory.offload_model)
-    relation_error(s, "parallel.zero",
-                   level +
-                       " is not yet combined with memory.offload_model (its host chunks shard only the "
-                       "optimizer state): set parallel.zero to 0 or 1, or memory.offload_model: false");
-  if (zero == 3 && c.memory.plan != "manual")
+  if (zero == 3 && c.memory.plan != PlanMode::manual)
     relation_error(s, "parallel.zero",
                    level +
                        " is not yet combined with memory.plan: auto (its profile runs outside the steps that "
                        "gather the weights): set memory.plan: manual, or parallel.zero to 0-2");
-  if (zero == 3 && c.data.packing == "adaptive")
+  if (zero == 3 && c.data.packing == Packing::adaptive)
     relation_error(s, "parallel.zero",
                    level +
                        " is not yet combined with data.packing: adaptive: set parallel.zero to 0-2, or "
@@ -223,7 +218,7 @@ void validate_zero(const Config& c, const ConfigSources& s) {
 void validate_adaptive(const Config& c, const ConfigSources& s) {
   const auto& p = c.parallel;
   if (p.sp_degree() > 1 || p.tp > 1 || p.pp > 1 || p.ep > 1 || c.model.moe.enabled() || c.memory.offload_model ||
-      c.memory.plan != "manual")
+      c.memory.plan != PlanMode::manual)
     relation_error(s, "data.packing",
                    "data.packing: adaptive forms its own sequence-parallel groups over ranks holding the whole dense "
                    "model: set parallel.sp.ulysses, sp.ring, tp, pp and ep to 1, and use no MoE, "
@@ -245,18 +240,18 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   validate_rope(m.rope, s);
   const auto& p = c.parallel;
-  if (!c.checkpoint.export_hf.empty() && m.moe.enabled())
+  if (c.checkpoint.export_hf != ExportDtype::none && m.moe.enabled())
     relation_error(s, "checkpoint.export_hf",
                    "checkpoint.export_hf: mixture-of-experts models cannot be exported to HF format yet");
-  const bool manual = c.memory.plan == "manual";
+  const bool manual = c.memory.plan == PlanMode::manual;
   if (!manual && c.memory.device_budget_gb <= 0)
     relation_error(s, "memory.plan",
                    "memory.plan: auto fits the step into memory.device_budget_gb: set the budget (GiB per rank)");
-  if (manual && c.memory.offload_activations && c.memory.checkpoint == "none")
+  if (manual && c.memory.offload_activations && c.memory.checkpoint == Recompute::none)
     relation_error(s, "memory.offload_activations",
                    "memory.offload_activations moves the inputs of recomputed layers: set memory.checkpoint "
                    "(full, attention or mlp) too");
-  if (manual && c.memory.offload_model && (c.memory.checkpoint != "full" || c.memory.checkpoint_every != 1))
+  if (manual && c.memory.offload_model && (c.memory.checkpoint != Recompute::full || c.memory.checkpoint_every != 1))
     relation_error(s, "memory.offload_model",
                    "memory.offload_model brings each layer's weights back when it is recomputed: set "
                    "memory.checkpoint: full and memory.checkpoint_every: 1");
@@ -286,18 +281,18 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "model.head_dim",
                    "model head_dim=" + std::to_string(m.resolved_head_dim()) + " must be even for rotary embeddings");
   auto& d = c.data;
-  if (d.source == "indexed" && d.path.empty() == d.mixture.empty())
+  if (d.source == DataSourceKind::indexed && d.path.empty() == d.mixture.empty())
     relation_error(s, "data.path",
                    "data.source 'indexed' reads data.path (prefix of .bin/.idx) or data.mixture (several, "
                    "weighted): set exactly one");
-  if (d.source != "indexed" && (!d.mixture.empty() || d.upsample_long.min_length > 0))
+  if (d.source != DataSourceKind::indexed && (!d.mixture.empty() || d.upsample_long.min_length > 0))
     relation_error(s, d.mixture.empty() ? "data.upsample_long" : "data.mixture",
                    "data.mixture and data.upsample_long read Megatron datasets: set data.source: indexed");
   if ((d.upsample_long.min_length > 0) != (d.upsample_long.share > 0))
     relation_error(s, "data.upsample_long",
                    "data.upsample_long needs both min_length (tokens) and share (of each dataset's tokens), "
                    "e.g. {min_length: 32K, share: 0.5}");
-  if (d.source == "passkey") {
+  if (d.source == DataSourceKind::passkey) {
     if (d.passkey.min_doc_len > d.passkey.max_doc_len)
       relation_error(s, "data.passkey.min_doc_len", "data.passkey.min_doc_len must be <= data.passkey.max_doc_len");
     const int64_t needed = 5 + 10 * d.passkey.digits + 32;  // specials, digit alphabets, some filler
@@ -322,17 +317,18 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
                            std::to_string(shortest) + " tokens, or set eval.passkey_samples: 0");
     }
   }
-  if (d.packing == "adaptive") validate_adaptive(c, s);
+  if (d.packing == Packing::adaptive) validate_adaptive(c, s);
   auto& t = c.train;
   t.precision = resolve_precision(t.precision, t.device);
   if (t.bf16() && !bf16_is_fast(t.device))
     relation_error(s, "train.precision",
                    "train.precision: bf16 needs bf16 matrix instructions, and this CPU has neither AMX-BF16 nor "
                    "AVX512-BF16 (emulated bf16 runs slower than fp32): set train.precision: fp32, or auto");
-  if (p.reduce_dtype == "bf16" && !t.bf16())
-    relation_error(s, "parallel.reduce_dtype",
-                   "parallel.reduce_dtype: bf16 rounds gradients of bf16 compute; with train.precision: " +
-                       t.precision + " reduce in fp32 (parallel.reduce_dtype: fp32) or set train.precision: bf16");
+  if (p.reduce_dtype == WireDtype::bf16 && !t.bf16())
+    relation_error(
+        s, "parallel.reduce_dtype",
+        "parallel.reduce_dtype: bf16 rounds gradients of bf16 compute; with train.precision: " + name(t.precision) +
+            " reduce in fp32 (parallel.reduce_dtype: fp32) or set train.precision: bf16");
   if (t.global_batch_tokens == 0) t.global_batch_tokens = d.seq_len * t.micro_batch_size;
   for (size_t i = 0; i <= d.curriculum.size(); ++i) {  // every stage, then the final length
     const bool final = i == d.curriculum.size();
@@ -372,7 +368,9 @@ class Printer {
   explicit Printer(YAML::Emitter& out) : out_(out) {}
   template <class T, class C = int>
   void field(const char* key, const T& value, const C& = {}) {
-    out_ << YAML::Key << key << YAML::Value << value;
+    out_ << YAML::Key << key << YAML::Value;
+    if constexpr (std::is_enum_v<T>) out_ << name(value);
+    else out_ << value;
   }
   template <class T>
   void section(const char* key, T& value) {

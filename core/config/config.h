@@ -2,10 +2,79 @@
 // their ranges) lives once in fields.h and drives both parsing and printing.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lt {
+
+// A recipe key with a fixed set of values is an enum, parsed once when the
+// recipe is read; each enum's spellings are listed once, here, for the
+// reader, the printer and messages.
+template <class E>
+struct Spellings;
+#define LT_SPELLINGS(E, ...)                                          \
+  template <>                                                         \
+  struct Spellings<E> {                                               \
+    static constexpr std::pair<E, const char*> all[] = {__VA_ARGS__}; \
+  }
+
+// How a recipe spells `value`.
+template <class E>
+std::string name(E value) {
+  for (const auto& [v, spelling] : Spellings<E>::all)
+    if (v == value) return spelling;
+  return "?";
+}
+
+// The value `text` spells, for programs and tests that take a choice as
+// text (a recipe's are read by the config reader); throws naming the
+// spellings otherwise.
+template <class E>
+E parse_choice(const std::string& text) {
+  std::string valid;
+  for (const auto& [v, spelling] : Spellings<E>::all) {
+    if (text == spelling) return v;
+    valid += (valid.empty() ? "'" : ", '") + std::string(spelling) + "'";
+  }
+  throw std::invalid_argument("'" + text + "' is none of " + valid);
+}
+
+enum class DropPolicy { probability, position };
+LT_SPELLINGS(DropPolicy, {DropPolicy::probability, "probability"}, {DropPolicy::position, "position"});
+enum class BalanceScope { micro_batch, global_batch, sequence };
+LT_SPELLINGS(BalanceScope, {BalanceScope::micro_batch, "micro_batch"}, {BalanceScope::global_batch, "global_batch"},
+             {BalanceScope::sequence, "sequence"});
+enum class RopeType { standard, linear, dynamic, yarn, llama3 };
+LT_SPELLINGS(RopeType, {RopeType::standard, "default"}, {RopeType::linear, "linear"}, {RopeType::dynamic, "dynamic"},
+             {RopeType::yarn, "yarn"}, {RopeType::llama3, "llama3"});
+enum class AttentionKernel { automatic, flash, blockwise };
+LT_SPELLINGS(AttentionKernel, {AttentionKernel::automatic, "auto"}, {AttentionKernel::flash, "flash"},
+             {AttentionKernel::blockwise, "blockwise"});
+enum class DataSourceKind { passkey, indexed };
+LT_SPELLINGS(DataSourceKind, {DataSourceKind::passkey, "passkey"}, {DataSourceKind::indexed, "indexed"});
+enum class Packing { split, whole, adaptive };
+LT_SPELLINGS(Packing, {Packing::split, "split"}, {Packing::whole, "whole"}, {Packing::adaptive, "adaptive"});
+enum class Schedule { constant, linear, cosine, wsd };
+LT_SPELLINGS(Schedule, {Schedule::constant, "constant"}, {Schedule::linear, "linear"}, {Schedule::cosine, "cosine"},
+             {Schedule::wsd, "wsd"});
+enum class DeviceKind { cpu, cuda };
+LT_SPELLINGS(DeviceKind, {DeviceKind::cpu, "cpu"}, {DeviceKind::cuda, "cuda"});
+enum class Precision { automatic, fp32, bf16 };
+LT_SPELLINGS(Precision, {Precision::automatic, "auto"}, {Precision::fp32, "fp32"}, {Precision::bf16, "bf16"});
+enum class SpPlanner { milp, uniform };
+LT_SPELLINGS(SpPlanner, {SpPlanner::milp, "milp"}, {SpPlanner::uniform, "uniform"});
+enum class WireDtype { fp32, bf16 };
+LT_SPELLINGS(WireDtype, {WireDtype::fp32, "fp32"}, {WireDtype::bf16, "bf16"});
+enum class Recompute { none, full, attention, mlp };
+LT_SPELLINGS(Recompute, {Recompute::none, "none"}, {Recompute::full, "full"}, {Recompute::attention, "attention"},
+             {Recompute::mlp, "mlp"});
+enum class PlanMode { manual, automatic };
+LT_SPELLINGS(PlanMode, {PlanMode::manual, "manual"}, {PlanMode::automatic, "auto"});
+enum class ExportDtype { none, bfloat16, float16, float32 };
+LT_SPELLINGS(ExportDtype, {ExportDtype::none, ""}, {ExportDtype::bfloat16, "bfloat16"},
+             {ExportDtype::float16, "float16"}, {ExportDtype::float32, "float32"});
 
 // Mixture of experts (Qwen2-MoE / Mixtral): in the MoE layers the MLP is a
 // router choosing top_k of `experts` SwiGLU experts per token, plus
@@ -17,11 +86,12 @@ struct MoeConfig {
   int64_t expert_intermediate_size = 0;         // 0: model.intermediate_size
   int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
   bool normalize_top_k = true;                  // the chosen experts' weights sum to one (Mixtral; Qwen2-MoE: false)
-  double capacity_factor = 0;               // 0: dropless; else each expert takes at most cf * tokens * top_k / experts
-  std::string drop_policy = "probability";  // over capacity, drop the lowest-weight (probability) or latest (position)
+  double capacity_factor = 0;  // 0: dropless; else each expert takes at most cf * tokens * top_k / experts
+  DropPolicy drop_policy =
+      DropPolicy::probability;  // over capacity, drop the lowest-weight (probability) or latest (position)
   // Load balancing over what: each micro-batch, the whole global batch
   // (counts summed over dp x sp and the accumulation), or each sequence.
-  std::string balance = "global_batch";
+  BalanceScope balance = BalanceScope::global_batch;
   double balance_coef = 0.01;
   double z_loss_coef = 0;  // router z-loss (ST-MoE)
 
@@ -33,16 +103,16 @@ struct MoeConfig {
 // core/model/rope_scaling.h for the formulas). A base change (ABF) is
 // model.rope_theta alone.
 struct RopeConfig {
-  std::string type = "default";      // default | linear | dynamic | yarn | llama3
-  double factor = 1.0;               // how many times the original context
-  int64_t original_max_seq_len = 0;  // the pretrained context (HF original_max_position_embeddings)
-  double low_freq_factor = 1.0;      // llama3
-  double high_freq_factor = 4.0;     // llama3
-  double beta_fast = 32.0;           // yarn
-  double beta_slow = 1.0;            // yarn
-  double attention_factor = 0.0;     // yarn: 0 = 0.1 ln(factor) + 1
+  RopeType type = RopeType::standard;  // default | linear | dynamic | yarn | llama3
+  double factor = 1.0;                 // how many times the original context
+  int64_t original_max_seq_len = 0;    // the pretrained context (HF original_max_position_embeddings)
+  double low_freq_factor = 1.0;        // llama3
+  double high_freq_factor = 4.0;       // llama3
+  double beta_fast = 32.0;             // yarn
+  double beta_slow = 1.0;              // yarn
+  double attention_factor = 0.0;       // yarn: 0 = 0.1 ln(factor) + 1
 
-  bool scaled() const { return type != "default"; }
+  bool scaled() const { return type != RopeType::standard; }
 };
 
 struct ModelConfig {
@@ -61,8 +131,8 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v bias, as Qwen2
   bool tie_embeddings = false;
   double init_std = 0.02;
-  std::string attention = "auto";  // auto | flash | blockwise
-  int64_t attention_block = 512;   // block size of the blockwise kernel
+  AttentionKernel attention = AttentionKernel::automatic;
+  int64_t attention_block = 512;  // block size of the blockwise kernel
   MoeConfig moe;
 
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
@@ -97,14 +167,14 @@ struct LongUpsample {
 };
 
 struct DataConfig {
-  std::string source = "passkey";     // passkey | indexed
+  DataSourceKind source = DataSourceKind::passkey;
   std::string path;                   // indexed: prefix of <path>.bin / <path>.idx
   std::vector<MixtureEntry> mixture;  // indexed: several datasets instead of path
   LongUpsample upsample_long;
   int64_t seq_len = 2048;
   // split: documents continue in the next sequence; whole: pad instead;
   // adaptive: unpacked documents on sequence-parallel groups a planner sizes (parallel.adaptive)
-  std::string packing = "split";
+  Packing packing = Packing::split;
   bool document_mask = true;       // no attention across packed documents
   bool reset_position_ids = true;  // positions restart at each document
   double eval_fraction = 0.01;     // indexed: share of documents held out for eval
@@ -126,8 +196,8 @@ struct TrainConfig {
   double lr = 3e-4;
   double min_lr = 3e-5;
   int64_t warmup_steps = 0;
-  std::string schedule = "cosine";  // constant | linear | cosine | wsd
-  double decay_fraction = 0.2;      // wsd: share of steps spent decaying
+  Schedule schedule = Schedule::cosine;
+  double decay_fraction = 0.2;  // wsd: share of steps spent decaying
   double weight_decay = 0.1;
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -135,14 +205,14 @@ struct TrainConfig {
   double grad_clip = 1.0;         // 0: off
   int64_t max_skipped_steps = 3;  // steps in a row whose non-finite loss or gradients skip the update; then stop
   int64_t seed = 1234;
-  std::string device = "cpu";  // cpu | cuda
-  int64_t threads = 0;         // 0: cores / ranks on this node
+  DeviceKind device = DeviceKind::cpu;
+  int64_t threads = 0;  // 0: cores / ranks on this node
   // fp32 | bf16 (bf16 compute, fp32 master weights, gradients and moments) |
   // auto: bf16 where the device runs it fast (CUDA; a CPU with AMX or
   // AVX512-BF16), else fp32. Resolved when the config is read.
-  std::string precision = "auto";
+  Precision precision = Precision::automatic;
 
-  bool bf16() const { return precision == "bf16"; }
+  bool bf16() const { return precision == Precision::bf16; }
 };
 
 // Sequence parallelism: Ulysses (all-to-all over heads) inside, ring outside.
@@ -157,8 +227,8 @@ struct SequenceParallelConfig {
 // one of them, the groups and the assignment chosen to finish the step
 // soonest within each rank's activation memory.
 struct AdaptiveSpConfig {
-  std::string planner =
-      "milp";                // milp: mixed group sizes (GLPK, greedy fallback) | uniform: the best one size per step
+  // milp: mixed group sizes (GLPK, greedy fallback); uniform: the best one size per step
+  SpPlanner planner = SpPlanner::milp;
   int64_t group = 0;         // > 0: every group of this size, a static layout (no planning)
   int64_t max_group = 0;     // 0: the largest power of two within the ranks and the heads
   double activation_gb = 0;  // activation memory per rank no group may exceed; 0: no limit
@@ -179,10 +249,10 @@ struct ParallelConfig {
   // Model state sharded over the dp x sp replicas (parameter_state.h): 1 the
   // optimizer state, 2 also the gradients, 3 also the weights.
   int64_t zero = 0;
-  double bucket_mb = 25;              // gradient reduction bucket (MiB of gradients)
-  bool overlap = true;                // reduce buckets during backward as they fill
-  std::string reduce_dtype = "fp32";  // gradient reductions: fp32 | bf16 (half the traffic; with bf16 compute)
-  double timeout_s = 600;             // a collective unfinished this long is an error
+  double bucket_mb = 25;                     // gradient reduction bucket (MiB of gradients)
+  bool overlap = true;                       // reduce buckets during backward as they fill
+  WireDtype reduce_dtype = WireDtype::fp32;  // of gradient reductions: bf16 halves the traffic (with bf16 compute)
+  double timeout_s = 600;                    // a collective unfinished this long is an error
 
   int64_t sp_degree() const { return sp.ulysses * sp.ring; }
   // These settings on one rank: every degree 1.
@@ -198,8 +268,8 @@ struct ParallelConfig {
 
 // What long sequences run out of first: activations (offload/activations).
 struct MemoryConfig {
-  std::string checkpoint = "none";   // none | full (whole layers) | attention | mlp: recomputed in backward
-  int64_t checkpoint_every = 1;      // only every k-th layer (0, k, 2k, ...)
+  Recompute checkpoint = Recompute::none;  // what is recomputed in backward: whole layers (full), attention or mlp
+  int64_t checkpoint_every = 1;            // only every k-th layer (0, k, 2k, ...)
   std::string mlp_tiles = "1";       // the MLP over sequence tiles, intermediates recomputed: N | auto (seq / hidden)
   std::string loss_tiles = "1";      // logits and loss over sequence tiles, never [seq, vocab] at once: N | auto
   bool offload_activations = false;  // checkpointed layers' inputs wait in host memory (CUDA; prefetched back)
@@ -211,7 +281,7 @@ struct MemoryConfig {
   double device_budget_gb = 0;       // device memory per rank; 0: no limit (manual: the chunks' share)
   // manual: the settings above; auto: a profile of the first step chooses
   // checkpoint/swap/keep per layer, n_persist and n_buffer under the budget.
-  std::string plan = "manual";
+  PlanMode plan = PlanMode::manual;
 };
 
 struct CheckpointConfig {
@@ -220,7 +290,7 @@ struct CheckpointConfig {
   std::string resume = "none";  // none | auto | path of a checkpoint
   int64_t keep = 2;             // newest complete checkpoints of this run's lineage kept
   bool move_aside = false;  // a fresh run moves another run's checkpoints into <dir>/aside_<run>/ instead of refusing
-  std::string export_hf;    // at the end, also the final weights in HF format: bfloat16 | float16 | float32
+  ExportDtype export_hf = ExportDtype::none;  // at the end, also the final weights in HF format
 };
 
 // Where the weights start from (without a checkpoint to resume).
@@ -272,7 +342,7 @@ struct Config {
   int64_t sequences_per_step(int64_t step) const { return train.global_batch_tokens / data.seq_len_at(step); }
   // The pipeline runs every forward before the first backward (GPipe's
   // order): a global-batch balance loss needs every micro-batch's routing.
-  bool all_forward_first() const { return model.moe.enabled() && model.moe.balance == "global_batch"; }
+  bool all_forward_first() const { return model.moe.enabled() && model.moe.balance == BalanceScope::global_batch; }
 };
 
 // Loads a recipe, applies `key.path=value` overrides, resolves the model

@@ -8,7 +8,10 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include "core/config/config.h"
 
 namespace lt {
 
@@ -38,6 +41,24 @@ class Section {
   void field(const char* key, std::string& value, const Check<std::string>& check = {});
   // A list of integers ([256, 1K, 4K]); `check` applies to each.
   void field(const char* key, std::vector<int64_t>& values, const Check<int64_t>& check = {});
+  // A choice (an enum of config.h): one of its spellings. `check`, if given,
+  // sees the text first (to explain a value people try that is not one).
+  template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+  void field(const char* key, E& value, const Check<std::string>& check = {}) {
+    std::string text = name(value);
+    field(key, text, [&check](const std::string& t) {
+      if (check)
+        if (auto why = check(t); !why.empty()) return why;
+      std::string valid;
+      for (const auto& [v, spelling] : Spellings<E>::all) {
+        if (t == spelling) return std::string();
+        if (*spelling) valid += (valid.empty() ? "" : ", ") + std::string(spelling);
+      }
+      return "must be one of: " + valid;
+    });
+    for (const auto& [v, spelling] : Spellings<E>::all)
+      if (text == spelling) value = v;
+  }
 
   template <class T>
   void section(const char* key, T& value) {

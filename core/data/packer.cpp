@@ -60,7 +60,7 @@ void Packer::fill_sequence(int64_t length, int64_t source_length, Batch& batch, 
   int64_t* labels = batch.labels[row].data_ptr<int64_t>();
   int64_t* positions = batch.positions[row].data_ptr<int64_t>();
   int64_t* documents = batch.documents[row].data_ptr<int64_t>();
-  const bool whole = config_.packing == "whole";
+  const bool whole = config_.packing == Packing::whole;
   int64_t filled = 0, segment = 0;
   while (filled < length) {
     const auto& doc = current(source_length);

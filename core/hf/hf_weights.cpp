@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint/safetensors.h"
-#include "core/hf/hf_config.h"
+#include "core/config/hf_config.h"
 #include "core/util/error.h"
 #include "core/util/files.h"
 

@@ -65,7 +65,7 @@ uint64_t parameter_seed(uint64_t seed, const std::string& name) {
 
 LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, const ModelShard& s)
     : heads_(c.num_heads / s.tp_size), kv_heads_(local_kv_heads(c, s)),
-      head_dim_(c.resolved_head_dim()), options_{parse_attention_kernel(c.attention), c.attention_block} {
+      head_dim_(c.resolved_head_dim()), options_{c.attention, c.attention_block} {
   q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, c.attention_bias, s.compute));
   k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
   v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
@@ -194,24 +194,27 @@ void LlamaForCausalLMImpl::set_runners(const std::function<LayerRunners(int64_t 
     layer->as<LlamaBlock>()->set_runners(runners(std::stoll(index)));
 }
 
+ScopedLayers::ScopedLayers(LlamaForCausalLMImpl& model) : model_(model) {
+  for (const auto& layer : model_.model->layers->values()) {
+    auto& block = *layer->as<LlamaBlock>();
+    saved_.emplace_back(block.self_attn->attend(), block.runners());
+  }
+}
+
+ScopedLayers::~ScopedLayers() {
+  size_t i = 0;
+  for (const auto& layer : model_.model->layers->values()) {
+    auto& block = *layer->as<LlamaBlock>();
+    block.self_attn->set_attention(saved_[i].first);
+    block.set_runners(saved_[i++].second);
+  }
+}
+
 bool read_in_fp32(const std::string& name) {
   auto ends_with = [&](const std::string& tail) {
     return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
   };
   return ends_with("embed_tokens.weight") || ends_with(".mlp.gate.weight");
-}
-
-int64_t flop_parameters(const ModelConfig& c) {
-  const int64_t h = c.hidden_size, d = c.resolved_head_dim();
-  const int64_t attention = h * c.num_heads * d * 2 + h * c.num_kv_heads * d * 2;
-  const int64_t dense = 3 * h * c.intermediate_size;
-  // A mixture-of-experts layer: the router, top_k experts and the shared one.
-  const auto& m = c.moe;
-  const int64_t expert = 3 * h * (m.expert_intermediate_size > 0 ? m.expert_intermediate_size : c.intermediate_size);
-  const int64_t sparse = h * m.experts + m.top_k * expert + 3 * h * m.shared_expert_intermediate_size;
-  int64_t layers = 0;
-  for (int64_t i = 0; i < c.num_layers; ++i) layers += attention + (m.is_moe_layer(i) ? sparse : dense);
-  return layers + h * c.vocab_size;
 }
 
 }  // namespace lt

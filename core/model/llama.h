@@ -7,6 +7,8 @@
 #include <torch/nn/modules/embedding.h>
 
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "core/attention/attention.h"
 #include "core/config/config.h"
@@ -33,6 +35,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   LlamaAttentionImpl(const ModelConfig& config, const ModelShard& shard);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
   void set_attention(AttentionFn attend) { attend_ = std::move(attend); }
+  const AttentionFn& attend() const { return attend_; }
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
@@ -58,6 +61,7 @@ class LlamaBlockImpl : public torch::nn::Module {
   LlamaBlockImpl(const ModelConfig& config, const ModelShard& shard, int64_t index);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask);
   void set_runners(LayerRunners runners) { runners_ = std::move(runners); }
+  const LayerRunners& runners() const { return runners_; }
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
@@ -134,13 +138,25 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
+// The model is fixed once its rank has built it (rank_model.h); a change of
+// the layers' attention or runners for a while (a step of one adaptive
+// group, the memory profile) is made while one of these lives, and every
+// layer gets back what it had when the scope ends.
+class ScopedLayers {
+ public:
+  explicit ScopedLayers(LlamaForCausalLMImpl& model);
+  ~ScopedLayers();
+  ScopedLayers(const ScopedLayers&) = delete;
+  ScopedLayers& operator=(const ScopedLayers&) = delete;
+
+ private:
+  LlamaForCausalLMImpl& model_;
+  std::vector<std::pair<AttentionFn, LayerRunners>> saved_;  // per layer, in order
+};
+
 // Parameters the model reads in fp32 whatever it computes in: the
 // embedding table (rows gathered from it, then cast, so its gradient
 // accumulates in fp32) and the MoE router (routing decided in fp32).
 bool read_in_fp32(const std::string& name);
-
-// Parameters that are neither embeddings nor norms/biases, plus the head:
-// the N of MFU's 6N (of a mixture of experts, the active ones).
-int64_t flop_parameters(const ModelConfig& config);
 
 }  // namespace lt

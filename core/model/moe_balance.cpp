@@ -17,8 +17,8 @@ at::Tensor within_capacity(const at::Tensor& experts, const at::Tensor& weights,
   const int64_t n = experts.numel(), tokens = experts.size(0);
   const auto capacity = static_cast<int64_t>(std::ceil(c.capacity_factor * tokens * c.top_k / c.experts));
   const auto flat = experts.reshape(-1);
-  auto order = c.drop_policy == "probability" ? at::argsort(weights.detach().reshape(-1), true, 0, true)
-                                              : at::arange(n, flat.options());
+  auto order = c.drop_policy == DropPolicy::probability ? at::argsort(weights.detach().reshape(-1), true, 0, true)
+                                                        : at::arange(n, flat.options());
   order = order.index_select(0, at::argsort(flat.index_select(0, order), true));  // by expert, by priority within
   const auto sorted = flat.index_select(0, order);
   const auto counts = at::bincount(flat, {}, c.experts);
@@ -97,7 +97,7 @@ void MoeBalance::record(int64_t layer, const Routing& r, int64_t rows, const at:
   auto& s = *held;
   at::NoGradGuard no_grad;
   const int64_t experts = config_.experts;
-  if (config_.balance == "sequence") {
+  if (config_.balance == BalanceScope::sequence) {
     const auto chosen = r.experts.reshape({rows, -1});
     s.counts =
         at::zeros({rows, experts}, at::kFloat).scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
@@ -106,7 +106,7 @@ void MoeBalance::record(int64_t layer, const Routing& r, int64_t rows, const at:
   }
   s.psum = psum.detach().cpu();
   s.reduced = s.counts.clone();
-  const Sum& scope = config_.balance == "global_batch" ? over_batch_ : over_sequence_;
+  const Sum& scope = config_.balance == BalanceScope::global_batch ? over_batch_ : over_sequence_;
   if (scope) scope(s.reduced);
   s.selections = r.kept.numel();
   s.dropped = s.selections - r.kept.sum().item<int64_t>();
@@ -117,14 +117,14 @@ void MoeBalance::record(int64_t layer, const Routing& r, int64_t rows, const at:
 at::Tensor MoeBalance::balance_weights(int64_t layer, const Slot& s) const {
   const double scale = config_.balance_coef * static_cast<double>(config_.experts);
   const double k = static_cast<double>(config_.top_k);
-  if (config_.balance == "global_batch") {
+  if (config_.balance == BalanceScope::global_batch) {
     at::Tensor total = at::zeros_like(s.reduced);
     for (auto it = slots_.lower_bound({layer, 0}); it != slots_.end() && it->first.first == layer; ++it)
       total += it->second->reduced;
     return total / total.sum().clamp_min(1) * (scale / tokens_);
   }
   const auto per = s.reduced.sum(-1, true).clamp_min(1);  // k x the tokens of each micro-batch or sequence
-  const double groups = config_.balance == "sequence" ? sequences_ : micro_batches_;
+  const double groups = config_.balance == BalanceScope::sequence ? sequences_ : micro_batches_;
   return s.reduced / per / (per / k) * (scale / groups);
 }
 
@@ -132,7 +132,8 @@ at::Tensor MoeBalance::attach(int64_t layer, const at::Tensor& out, const Routin
   if (!in_step_) return out;
   // The router probabilities summed over this rank's tokens (per sequence
   // under sequence balance), and the sum of squared log-partitions.
-  const auto psum = config_.balance == "sequence" ? r.probs.view({rows, -1, config_.experts}).sum(1) : r.probs.sum(0);
+  const auto psum =
+      config_.balance == BalanceScope::sequence ? r.probs.view({rows, -1, config_.experts}).sum(1) : r.probs.sum(0);
   const auto z = config_.z_loss_coef > 0 ? at::logsumexp(r.logits.to(at::kFloat), -1).pow(2).sum() : at::Tensor();
   record(layer, r, rows, psum, z);
   if (!at::GradMode::is_enabled()) return out;  // a forward whose graph is not kept (checkpointing)

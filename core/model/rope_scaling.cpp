@@ -46,14 +46,14 @@ at::Tensor llama3(const ModelConfig& m, int64_t dim) {
 RopeFrequencies rope_frequencies(const ModelConfig& m) {
   const int64_t dim = m.resolved_head_dim();
   const auto& r = m.rope;
-  if (r.type == "linear") return {base_inv_freq(dim, m.rope_theta) / r.factor};
-  if (r.type == "dynamic") {
+  if (r.type == RopeType::linear) return {base_inv_freq(dim, m.rope_theta) / r.factor};
+  if (r.type == RopeType::dynamic) {
     const double length = static_cast<double>(std::max(m.max_seq_len, r.original_max_seq_len));
     const double scale = r.factor * length / static_cast<double>(r.original_max_seq_len) - (r.factor - 1);
     return {base_inv_freq(dim, m.rope_theta * std::pow(scale, dim / (dim - 2.0)))};
   }
-  if (r.type == "yarn") return yarn(m, dim);
-  if (r.type == "llama3") return {llama3(m, dim)};
+  if (r.type == RopeType::yarn) return yarn(m, dim);
+  if (r.type == RopeType::llama3) return {llama3(m, dim)};
   return {base_inv_freq(dim, m.rope_theta)};
 }
 

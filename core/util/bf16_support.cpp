@@ -5,17 +5,17 @@
 
 namespace lt {
 
-bool bf16_is_fast(const std::string& device) {
-  if (device == "cuda") return true;
+bool bf16_is_fast(DeviceKind device) {
+  if (device == DeviceKind::cuda) return true;
   // LT_CPU_BF16=0 plays a CPU without them (tests of the refusal).
   if (const char* forced = std::getenv("LT_CPU_BF16"); forced && std::strcmp(forced, "0") == 0) return false;
   // oneDNN's bf16 GEMMs on other CPUs emulate through fp32 and run slower than it.
   return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
 }
 
-std::string resolve_precision(const std::string& precision, const std::string& device) {
-  if (precision != "auto") return precision;
-  return bf16_is_fast(device) ? "bf16" : "fp32";
+Precision resolve_precision(Precision precision, DeviceKind device) {
+  if (precision != Precision::automatic) return precision;
+  return bf16_is_fast(device) ? Precision::bf16 : Precision::fp32;
 }
 
 }  // namespace lt

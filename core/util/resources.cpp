@@ -54,8 +54,8 @@ double measure_matmul_peak(const at::Device& device, at::ScalarType dtype) {
   return best;
 }
 
-at::Device device_for(const std::string& name, int local_rank) {
-  if (name != "cuda") return at::Device(at::kCPU);
+at::Device device_for(DeviceKind kind, int local_rank) {
+  if (kind != DeviceKind::cuda) return at::Device(at::kCPU);
   if (!at::hasCUDA())
     fail("train.device is 'cuda' but no CUDA device is visible to this process; use train.device=cpu");
   const int devices = static_cast<int>(at::getNumGPUs());

@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "core/config/config.h"
+
 namespace lt {
 
 // Peak resident memory of this process (CPU) or peak allocated (CUDA), bytes.
@@ -17,7 +19,7 @@ double measure_matmul_peak(const at::Device& device, at::ScalarType dtype);
 
 // The device `train.device` names (the local rank's GPU on CUDA); fails
 // clearly when it is not there.
-at::Device device_for(const std::string& name, int local_rank = 0);
+at::Device device_for(DeviceKind kind, int local_rank = 0);
 
 // Fails unless `device` computes in bf16 (a GPU from Ampere on; a CPU's
 // support is checked with the recipe, core/util/bf16_support.h).

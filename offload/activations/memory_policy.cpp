@@ -8,7 +8,7 @@ namespace {
 
 // The layer's mode under the manual settings (memory.checkpoint full).
 BlockMode manual_mode(const MemoryConfig& memory, int64_t layer) {
-  if (memory.checkpoint != "full" || layer % memory.checkpoint_every != 0) return BlockMode::keep;
+  if (memory.checkpoint != Recompute::full || layer % memory.checkpoint_every != 0) return BlockMode::keep;
   return memory.offload_activations ? BlockMode::swap : BlockMode::checkpoint;
 }
 
@@ -60,11 +60,11 @@ void apply_memory_policy(LlamaForCausalLMImpl& model, const MemoryConfig& memory
         fetch(layer);
         return f(x);
       };
-    if (memory.checkpoint == "none" || modes || layer % memory.checkpoint_every != 0) return r;
+    if (memory.checkpoint == Recompute::none || modes || layer % memory.checkpoint_every != 0) return r;
     const auto stash = memory.offload_activations ? host : nullptr;
     const Runner recompute = [stash](const LayerPart& f, const at::Tensor& x) { return checkpoint(f, x, stash); };
-    if (memory.checkpoint == "attention") r.attention = recompute;
-    if (memory.checkpoint == "mlp" && !r.mlp) r.mlp = recompute;  // a tiled MLP recomputes already
+    if (memory.checkpoint == Recompute::attention) r.attention = recompute;
+    if (memory.checkpoint == Recompute::mlp && !r.mlp) r.mlp = recompute;  // a tiled MLP recomputes already
     return r;
   });
 }

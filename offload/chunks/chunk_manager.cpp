@@ -11,19 +11,20 @@
 namespace lt {
 namespace {
 
-at::Tensor view_of(const at::Tensor& flat, int64_t offset, const at::Tensor& like) {
-  return flat.narrow(0, offset, like.numel()).view(like.sizes());
+at::Tensor view_of(const at::Tensor& flat, int64_t offset, const std::vector<int64_t>& shape) {
+  return flat.narrow(0, offset, c10::multiply_integers(shape)).view(shape);
 }
 
 }  // namespace
 
 struct ChunkManager::Chunk {
   std::vector<at::Tensor> params;  // the model's parameters
+  std::vector<std::vector<int64_t>> shapes;
   std::vector<int64_t> offsets;
-  int64_t numel = 0;
-  // Host, padded so the replicas split them evenly; values and grads are
-  // their first numel elements.
-  at::Tensor padded_values, padded_grads;
+  int64_t numel = 0, padded = 0;  // padded so the replicas split it evenly
+  // Host: the padded chunk, whose first numel elements are values and
+  // grads; or with shard_state this rank's 1/R of it.
+  at::Tensor host_values, host_grads;
   at::Tensor values, grads;
   int slot = -1;  // resident in this device slot
   bool persistent = false;
@@ -52,8 +53,10 @@ int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, in
 }
 
 ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers,
-                           at::Device device, Communicator& replicas, ChunkOptions options)
-    : device_(device), replicas_(replicas), shard_(options.shard_optimizer), compute_(options.compute) {
+                           at::Device device, Communicator& replicas, ChunkOptions options, Communicator* gathers)
+    : device_(device), replicas_(replicas), gathers_(gathers ? *gathers : replicas),
+      shard_(options.shard_optimizer || options.shard_state), shard_state_(options.shard_state),
+      compute_(options.compute) {
   // Whole layers, in execution order, until a chunk's device copy reaches chunk_bytes.
   const int64_t element = static_cast<int64_t>(c10::elementSize(compute_));
   for (const auto& [layer, params] : layers) {
@@ -64,29 +67,37 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
     auto& c = *chunks_.back();
     chunk_of_layer_[layer] = chunks_.size() - 1;
     for (const auto& p : params) {
-      c.params.push_back(p.tensor), c.offsets.push_back(c.numel);
+      c.params.push_back(p.tensor), c.shapes.push_back(p.tensor.sizes().vec()), c.offsets.push_back(c.numel);
       c.numel += p.tensor.numel();
-      host_params_.push_back({p.name, at::Tensor()});
+      host_params_.push_back({p.name, state_sharded() ? p.tensor : at::Tensor()});
     }
   }
   at::NoGradGuard no_grad;
   const auto host = at::TensorOptions().dtype(at::kFloat).pinned_memory(device.is_cuda());
+  placeholder_ = at::empty({0}, host);
   size_t named = 0;
   for (size_t i = 0; i < chunks_.size(); ++i) {
     auto& c = *chunks_[i];
-    const int64_t padded = (c.numel + replicas_.size() - 1) / replicas_.size() * replicas_.size();
-    c.padded_values = at::zeros({padded}, host);
-    c.padded_grads = at::zeros({padded}, host);
-    c.values = c.padded_values.narrow(0, 0, c.numel);
-    c.grads = c.padded_grads.narrow(0, 0, c.numel);
-    for (size_t k = 0; k < c.params.size(); ++k) {
-      auto& p = c.params[k];
-      view_of(c.values, c.offsets[k], p).copy_(p);
-      auto& master = host_params_[named++].tensor;
-      master = view_of(c.values, c.offsets[k], p);
-      master.mutable_grad() = view_of(c.grads, c.offsets[k], p);
-      hooks_.add(p, [this, i] { on_gradient(i); });
+    c.padded = (c.numel + replicas_.size() - 1) / replicas_.size() * replicas_.size();
+    const int64_t held = state_sharded() ? c.padded / replicas_.size() : c.padded;
+    c.host_values = at::zeros({held}, host);
+    c.host_grads = at::zeros({held}, host);
+    // Every replica built the same weights: each keeps its part.
+    const auto whole = state_sharded() ? at::zeros({c.padded}, host) : c.host_values;
+    for (size_t k = 0; k < c.params.size(); ++k) view_of(whole, c.offsets[k], c.shapes[k]).copy_(c.params[k]);
+    if (state_sharded()) {
+      c.host_values.copy_(whole.narrow(0, replicas_.rank() * held, held));
+    } else {
+      c.values = c.host_values.narrow(0, 0, c.numel);
+      c.grads = c.host_grads.narrow(0, 0, c.numel);
+      for (size_t k = 0; k < c.params.size(); ++k) {
+        auto& master = host_params_[named + k].tensor;
+        master = view_of(c.values, c.offsets[k], c.shapes[k]);
+        master.mutable_grad() = view_of(c.grads, c.offsets[k], c.shapes[k]);
+      }
     }
+    named += c.params.size();
+    for (const auto& p : c.params) hooks_.add(p, [this, i] { on_gradient(i); });
     evict(i);
   }
   for (size_t i = 0, first = 0; i < chunks_.size(); ++i) {
@@ -96,6 +107,12 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
   }
   budget_bytes_ = options.budget_bytes;
   configure(options.persist, options.buffers);
+}
+
+int64_t ChunkManager::host_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& c : chunks_) bytes += c->host_values.nbytes() + c->host_grads.nbytes();
+  return bytes;
 }
 
 std::vector<int64_t> ChunkManager::chunk_bytes() const {
@@ -124,10 +141,12 @@ void ChunkManager::configure(int64_t persist, int64_t buffers) {
   slots_.clear();
   // Device memory, all of it now: persistent chunks' own buffers, then the shared ones.
   const auto on_device = at::TensorOptions().dtype(compute_).device(device_);
+  // A gathered chunk fills its padded length.
+  auto length = [this](const Chunk& c) { return state_sharded() ? c.padded : c.numel; };
   int64_t largest = 0;
-  for (size_t i = persist; i < chunks_.size(); ++i) largest = std::max(largest, chunks_[i]->numel);
+  for (size_t i = persist; i < chunks_.size(); ++i) largest = std::max(largest, length(*chunks_[i]));
   for (int64_t i = 0; i < persist + buffers; ++i) {
-    const int64_t numel = i < persist ? chunks_[i]->numel : largest;
+    const int64_t numel = i < persist ? length(*chunks_[i]) : largest;
     slots_.push_back(std::make_unique<Slot>(Slot{at::empty({numel}, on_device), at::zeros({numel}, on_device)}));
   }
   device_bytes_ = needed;
@@ -162,28 +181,41 @@ void ChunkManager::make_resident(size_t index) {
   auto& slot = *slots_[chosen];
   if (slot.chunk >= 0) evict(slot.chunk);
   at::NoGradGuard no_grad;
-  slot.values.narrow(0, 0, c.numel).copy_(c.values, /*non_blocking=*/true);
-  slot.grads.narrow(0, 0, c.numel).zero_();
-  for (size_t k = 0; k < c.params.size(); ++k) {
-    auto& p = c.params[k];
-    p.set_data(view_of(slot.values, c.offsets[k], p));
-    p.mutable_grad() = view_of(slot.grads, c.offsets[k], p);
-    hooks_.follow(p);  // a new device or dtype gave it a new gradient accumulator
+  if (state_sharded()) {
+    auto whole = slot.values.narrow(0, 0, c.padded);
+    gathers_.all_gather_async(c.host_values.to(slot.values.options()), whole).wait();
+    slot.grads.narrow(0, 0, c.padded).zero_();
+  } else {
+    slot.values.narrow(0, 0, c.numel).copy_(c.values, /*non_blocking=*/true);
+    slot.grads.narrow(0, 0, c.numel).zero_();
   }
+  point_parameters(c, slot.values, slot.grads);
   slot.chunk = static_cast<int>(index);
   c.slot = chosen;
   fetches_.push_back(static_cast<int64_t>(index));
 }
 
-// The model's parameters point at the host copy again (on a device build,
-// using one of them before make_resident fails loudly: it is on the host).
-void ChunkManager::evict(size_t index) {
-  auto& c = *chunks_[index];
+// The parameters point into `values` and `grads` (a device slot, the host
+// copy), or without values at the placeholder.
+void ChunkManager::point_parameters(Chunk& c, const at::Tensor& values, const at::Tensor& grads) {
   for (size_t k = 0; k < c.params.size(); ++k) {
     auto& p = c.params[k];
-    p.set_data(view_of(c.values, c.offsets[k], p));
-    p.mutable_grad() = view_of(c.grads, c.offsets[k], p);
+    p.set_data(values.defined() ? view_of(values, c.offsets[k], c.shapes[k]) : placeholder_);
+    p.mutable_grad() = grads.defined() ? view_of(grads, c.offsets[k], c.shapes[k]) : at::Tensor();
+    // A new device or dtype gave it a new gradient accumulator; a new
+    // shape (the placeholder's) needs one.
+    if (state_sharded()) hooks_.renew(p);
+    else hooks_.follow(p);
   }
+}
+
+// The model's parameters point at the host copy again (on a device build,
+// using one of them before make_resident fails loudly: it is on the host),
+// or at the placeholder when the host holds only a shard.
+void ChunkManager::evict(size_t index) {
+  auto& c = *chunks_[index];
+  if (state_sharded()) point_parameters(c, at::Tensor(), at::Tensor());
+  else point_parameters(c, c.values, c.grads);
   if (c.slot >= 0) slots_[c.slot]->chunk = -1;
   c.slot = -1;
 }
@@ -211,8 +243,16 @@ void ChunkManager::on_gradient(size_t index) {
   if (c.pending == 0 || --c.pending > 0 || c.slot < 0) return;
   auto& slot = *slots_[c.slot];
   at::NoGradGuard no_grad;
-  c.grads.add_(slot.grads.narrow(0, 0, c.numel).to(at::kCPU));
-  slot.grads.narrow(0, 0, c.numel).zero_();
+  if (state_sharded()) {
+    // The host holds no whole gradient: every backward's sum over the
+    // replicas goes into the shard (in fp32, as the masters).
+    LT_TRACE_SCOPE("chunk_reduce_scatter");
+    c.host_grads.add_(replicas_.reduce_scatter(slot.grads.narrow(0, 0, c.padded).to(at::kFloat)).to(at::kCPU));
+    slot.grads.narrow(0, 0, c.padded).zero_();
+  } else {
+    c.grads.add_(slot.grads.narrow(0, 0, c.numel).to(at::kCPU));
+    slot.grads.narrow(0, 0, c.numel).zero_();
+  }
   if (!armed_) return;
   start_reduction(index);
   if (on_complete_) on_complete_(index);
@@ -221,26 +261,34 @@ void ChunkManager::on_gradient(size_t index) {
 void ChunkManager::zero_grad() {
   fetches_.clear();  // a step's record, not a run's
   for (auto& c : chunks_) {
-    c->grads.zero_();
+    c->host_grads.zero_();
     c->reducing = c->settled = false;
   }
 }
 
-at::Tensor ChunkManager::mine(const at::Tensor& flat) const {
-  if (!sharded()) return flat;
-  const int64_t shard = flat.numel() / replicas_.size();
-  return flat.narrow(0, replicas_.rank() * shard, shard);
+at::Tensor ChunkManager::mine(const at::Tensor& host) const {
+  if (!sharded() || state_sharded()) return host;
+  const int64_t shard = host.numel() / replicas_.size();
+  return host.narrow(0, replicas_.rank() * shard, shard);
+}
+
+at::Tensor ChunkManager::whole_values(const Chunk& c) const {
+  return state_sharded() ? gathers_.all_gather(c.host_values) : c.host_values;
 }
 
 std::vector<ParamSegment> ChunkManager::chunk_segments(size_t index) const {
   size_t named = 0;
   for (size_t i = 0; i < index; ++i) named += chunks_[i]->params.size();
   const auto& c = *chunks_[index];
-  const int64_t shard = c.padded_values.numel() / replicas_.size();
+  const int64_t shard = c.padded / replicas_.size();
   const int64_t lo = sharded() ? replicas_.rank() * shard : 0, hi = sharded() ? lo + shard : c.numel;
   std::vector<ParamSegment> out;
-  for (size_t k = 0; k < c.params.size(); ++k)
-    if (auto s = segment_within(host_params_[named + k], c.offsets[k], lo, hi)) out.push_back(*s);
+  for (size_t k = 0; k < c.params.size(); ++k) {
+    const auto& p = host_params_[named + k];
+    auto s = state_sharded() ? shard_segment(p, c.shapes[k], c.offsets[k], lo, hi, c.host_values, c.host_grads)
+                             : segment_within(p, c.offsets[k], lo, hi);
+    if (s) out.push_back(*s);
+  }
   return out;
 }
 
@@ -256,13 +304,13 @@ void ChunkManager::arm() { armed_ = true; }
 void ChunkManager::start_reduction(size_t index) {
   auto& c = *chunks_[index];
   c.reducing = true;
-  if (replicas_.size() == 1) return;
+  if (replicas_.size() == 1 || state_sharded()) return;  // reduced as each backward ended
   if (!sharded()) {
-    c.reduction = replicas_.all_reduce_async(c.padded_grads);
+    c.reduction = replicas_.all_reduce_async(c.host_grads);
     return;
   }
-  c.reduced = at::empty({c.padded_grads.numel() / replicas_.size()}, c.padded_grads.options());
-  c.reduction = replicas_.reduce_scatter_async(c.padded_grads, c.reduced);
+  c.reduced = at::empty({c.host_grads.numel() / replicas_.size()}, c.host_grads.options());
+  c.reduction = replicas_.reduce_scatter_async(c.host_grads, c.reduced);
 }
 
 void ChunkManager::settle(size_t index) {
@@ -271,10 +319,10 @@ void ChunkManager::settle(size_t index) {
   if (!c.reducing) start_reduction(index);
   c.reduction.wait();
   if (c.reduced.defined()) {
-    mine(c.padded_grads).copy_(c.reduced);
+    mine(c.host_grads).copy_(c.reduced);
     c.reduced = at::Tensor();
   }
-  c.square_sum = mine(c.padded_grads).to(at::kDouble).pow(2).sum().item<double>();
+  c.square_sum = mine(c.host_grads).to(at::kDouble).pow(2).sum().item<double>();
   c.settled = true;
 }
 
@@ -292,20 +340,53 @@ double ChunkManager::grad_square_sum() {
 }
 
 void ChunkManager::scale_grads(double factor) {
-  for (auto& c : chunks_) mine(c->padded_grads).mul_(factor);
+  for (auto& c : chunks_) mine(c->host_grads).mul_(factor);
 }
 
 void ChunkManager::refresh() {
   at::NoGradGuard no_grad;
+  if (state_sharded()) {
+    // The device copies are stale: the persistent chunks gather anew, the
+    // others are fetched when next used.
+    for (size_t i = 0; i < chunks_.size(); ++i) evict(i);
+    for (size_t i = 0; i < chunks_.size(); ++i)
+      if (chunks_[i]->persistent) make_resident(i);
+    return;
+  }
   if (sharded())
-    for (auto& c : chunks_) replicas_.all_gather_async(mine(c->padded_values).clone(), c->padded_values).wait();
+    for (auto& c : chunks_) replicas_.all_gather_async(mine(c->host_values).clone(), c->host_values).wait();
   for (auto& c : chunks_)
     if (c->slot >= 0) slots_[c->slot]->values.narrow(0, 0, c->numel).copy_(c->values);
 }
 
 void ChunkManager::with_masters(const std::function<void()>& fn) {
   for (size_t i = 0; i < chunks_.size(); ++i) evict(i);
-  fn();
+  if (!state_sharded()) {
+    fn();
+  } else {
+    // Whole fp32 values for `fn`, gathered from the replicas; what it
+    // leaves (a loaded checkpoint) becomes this rank's shard.
+    std::vector<at::Tensor> whole;
+    for (auto& c : chunks_) {
+      whole.push_back(whole_values(*c));
+      point_parameters(*c, whole.back(), at::Tensor());
+    }
+    auto keep_shards = [&] {
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < chunks_.size(); ++i) {
+        auto& c = *chunks_[i];
+        c.host_values.copy_(whole[i].narrow(0, replicas_.rank() * c.host_values.numel(), c.host_values.numel()));
+        point_parameters(c, at::Tensor(), at::Tensor());
+      }
+    };
+    try {
+      fn();
+    } catch (...) {
+      keep_shards();
+      throw;
+    }
+    keep_shards();
+  }
   for (size_t i = 0; i < chunks_.size(); ++i)
     if (chunks_[i]->persistent) make_resident(i);
 }

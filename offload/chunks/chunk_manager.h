@@ -2,14 +2,18 @@
 // execution order into chunks of whole layers (about `chunk_bytes` each),
 // live in host memory (pinned on CUDA) with their gradients, and the
 // optimizer updates them there (with ZeRO-1 each replica its 1/R of every
-// chunk, the gradients reduce-scattered and the update all-gathered). The
-// first `persist` chunks stay on the device; the others are copied into
-// `buffers` reusable device buffers when
-// a layer runs, the next chunk in the direction of travel is prefetched, and
-// the least recently used idle chunk gives up its buffer. After a layer's
-// backward its gradients are added into the host copy and its buffer is
-// free again. Layers are recomputed in backward (checkpointing), so a
-// chunk's weights need not stay on the device between forward and backward.
+// chunk, the gradients reduce-scattered and the update all-gathered). With
+// ZeRO-2/3 each replica's host holds only its 1/R of every chunk's values
+// and gradients (ZeRO-Infinity's and ProTrain's sharded host state): a
+// fetch copies the shard to the device and all-gathers the chunk there, and
+// each backward's device gradients are reduce-scattered into the host
+// shard. The first `persist` chunks stay on the device; the others are
+// copied into `buffers` reusable device buffers when a layer runs, the next
+// chunk in the direction of travel is prefetched, and the least recently
+// used idle chunk gives up its buffer. After a layer's backward its
+// gradients are added into the host copy and its buffer is free again.
+// Layers are recomputed in backward (checkpointing), so a chunk's weights
+// need not stay on the device between forward and backward.
 // The device copies are in the compute dtype (bf16 under mixed precision,
 // ProTrain's layout: the fp32 masters and moments stay on the host), and so
 // are the device gradients, added into the fp32 host gradients after each
@@ -22,8 +26,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/train/adamw.h"
-#include "core/train/gradient_hooks.h"
+#include "core/optim/adamw.h"
+#include "core/optim/gradient_hooks.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
@@ -34,6 +38,7 @@ struct ChunkOptions {
   int64_t buffers = 2;                  // device buffers the other chunks take turns in (current + prefetch)
   int64_t budget_bytes = 0;             // device bytes the manager may hold; 0: no limit
   bool shard_optimizer = false;         // ZeRO-1 over the replicas: each updates 1/R of every chunk
+  bool shard_state = false;             // ZeRO-2/3: each also holds only that 1/R on the host
   at::ScalarType compute = at::kFloat;  // of the device copies and gradients
 };
 
@@ -41,9 +46,11 @@ class ChunkManager {
  public:
   // `layers`: each layer's index and parameters, in execution order. The
   // parameters' values move to host memory now. `replicas`: the ranks
-  // holding the same layers, whose gradients are summed.
+  // holding the same layers, whose gradients are summed; with shard_state
+  // the fetches gather over `gathers` (the same ranks, so that a fetch never
+  // queues behind a reduction; by default `replicas`).
   ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers, at::Device device,
-               Communicator& replicas, ChunkOptions options);
+               Communicator& replicas, ChunkOptions options, Communicator* gathers = nullptr);
   ~ChunkManager();
 
   // Keeps the first `persist` chunks on the device and gives the others
@@ -55,8 +62,12 @@ class ChunkManager {
   // its chunk is made resident and the next one prefetched.
   void use(int64_t layer);
 
-  // The host copies with their host gradients.
+  // The parameters the chunks hold: with their host copies and host
+  // gradients, or with shard_state (the host holds no whole copy) the
+  // model's parameters themselves.
   const std::vector<NamedParameter>& host_parameters() const { return host_params_; }
+  // Host bytes of values and gradients this rank holds.
+  int64_t host_bytes() const;
   // What this rank's optimizer updates: the host copies whole, or with
   // ZeRO-1 this rank's 1/R of every chunk; in chunk order.
   std::vector<ParamSegment> segments() const;
@@ -104,9 +115,15 @@ class ChunkManager {
   void on_gradient(size_t chunk);
   void start_reduction(size_t chunk);
   bool sharded() const { return shard_ && replicas_.size() > 1; }
+  bool state_sharded() const { return shard_state_ && replicas_.size() > 1; }
   std::vector<ParamSegment> chunk_segments(size_t chunk) const;
-  // This rank's part of chunk `c` (all of it unsharded).
-  at::Tensor mine(const at::Tensor& flat) const;
+  // This rank's part of a chunk's host buffer (all of it unsharded; the
+  // buffer itself when the host holds only that part).
+  at::Tensor mine(const at::Tensor& host) const;
+  // The chunk's whole padded fp32 values, gathered from every replica when
+  // the host holds a shard.
+  at::Tensor whole_values(const Chunk& c) const;
+  void point_parameters(Chunk& c, const at::Tensor& values, const at::Tensor& grads);
 
   std::vector<std::unique_ptr<Chunk>> chunks_;
   std::vector<std::unique_ptr<Slot>> slots_;
@@ -117,7 +134,9 @@ class ChunkManager {
   bool armed_ = false;
   at::Device device_;
   Communicator& replicas_;
-  bool shard_;
+  Communicator& gathers_;
+  bool shard_, shard_state_;
+  at::Tensor placeholder_;  // what an evicted parameter holds when the host has no whole copy
   at::ScalarType compute_;
   int64_t device_bytes_ = 0, budget_bytes_ = 0, clock_ = 0;
   std::vector<int64_t> fetches_;

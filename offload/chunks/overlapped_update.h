@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/train/adamw.h"
+#include "core/optim/adamw.h"
 #include "offload/chunks/chunk_manager.h"
 
 namespace lt {

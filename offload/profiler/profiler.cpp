@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-#include "core/train/adamw.h"
+#include "core/optim/adamw.h"
 #include "offload/activations/checkpoint.h"
 #include "offload/profiler/memory_tracker.h"
 
@@ -84,18 +84,19 @@ class Probe {
 
 }  // namespace
 
-Profile profile_layers(LlamaForCausalLMImpl& model, ChunkManager* chunks, const at::Device& device,
+Profile profile_layers(LlamaForCausalLMImpl& model, const LayerFetch& fetch, const at::Device& device,
                        const std::function<void()>& step) {
   Profile profile;
   track_device_memory();
   settle(device);
   auto probe = std::make_shared<Probe>(profile, device);
+  ScopedLayers own_runners(model);
   model.set_runners([&](int64_t layer) {
     LayerRunners r;
-    r.layer = [probe, chunks, layer](const LayerPart& f, const at::Tensor& x) {
+    r.layer = [probe, fetch, layer](const LayerPart& f, const at::Tensor& x) {
       return checkpoint(
-          [probe, chunks, layer, f](const at::Tensor& t) {
-            if (chunks) chunks->use(layer);  // the copy is the planner's to predict, not the layer's time
+          [probe, fetch, layer, f](const at::Tensor& t) {
+            if (fetch) fetch(layer);  // the copy is the planner's to predict, not the layer's time
             probe->before(layer);
             auto y = f(t);
             probe->after(layer, t, y);

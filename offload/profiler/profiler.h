@@ -7,16 +7,17 @@
 #include <functional>
 
 #include "core/model/llama.h"
-#include "offload/chunks/chunk_manager.h"
+#include "offload/activations/memory_policy.h"
 #include "offload/profiler/profile.h"
 
 namespace lt {
 
 // `step` runs forward and backward of one micro-batch through `model`; the
-// layers run under the profiler's own runners meanwhile (set again by the
-// caller afterwards). Fills the per-layer fields, base, head_peak and
-// other_s; the parameters are left with that micro-batch's gradients.
-Profile profile_layers(LlamaForCausalLMImpl& model, ChunkManager* chunks, const at::Device& device,
+// layers run under the profiler's own runners meanwhile (the model's own
+// are back afterwards), each after `fetch` brought its weights (offloaded
+// chunks). Fills the per-layer fields, base, head_peak and other_s; the
+// parameters are left with that micro-batch's gradients.
+Profile profile_layers(LlamaForCausalLMImpl& model, const LayerFetch& fetch, const at::Device& device,
                        const std::function<void()>& step);
 
 // Host -> device -> host copies of `bytes`, bytes per second each way

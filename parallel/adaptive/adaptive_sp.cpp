@@ -71,7 +71,7 @@ SpPlan AdaptiveSequenceParallel::plan(const std::vector<int64_t>& lengths) const
   const int ranks = mesh_.layout().world() / max_group_ * max_group_;
   try {
     if (config_.group > 0) return plan_uniform(lengths, ranks, static_cast<int>(config_.group), model_);
-    if (config_.planner == "uniform") return plan_greedy(lengths, ranks, model_);
+    if (config_.planner == SpPlanner::uniform) return plan_greedy(lengths, ranks, model_);
     return plan_adaptive(lengths, ranks, model_, config_.time_limit_s, static_cast<int>(config_.buckets));
   } catch (const Error& e) {
     fail(std::string(e.what()) + " (parallel.adaptive.activation_gb=" + std::to_string(config_.activation_gb) +

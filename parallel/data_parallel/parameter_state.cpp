@@ -144,11 +144,7 @@ std::vector<ParamSegment> ParameterState::segments() const {
     const auto values = owned_params(*b), grads = owned_grads(*b);
     for (size_t k = 0; k < b->members.size(); ++k) {
       const size_t m = b->members[k];
-      const int64_t offset = b->offsets[k], numel = c10::multiply_integers(shapes_[m]);
-      const int64_t start = std::max(lo, offset), end = std::min(hi, offset + numel);
-      if (start >= end) continue;
-      out.push_back({params_[m].name, params_[m].tensor, start - offset, end - offset, shapes_[m],
-                     values.narrow(0, start - lo, end - start), grads.narrow(0, start - lo, end - start)});
+      if (auto s = shard_segment(params_[m], shapes_[m], b->offsets[k], lo, hi, values, grads)) out.push_back(*s);
     }
   }
   return out;

@@ -34,8 +34,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/train/adamw.h"
-#include "core/train/gradient_hooks.h"
+#include "core/optim/adamw.h"
+#include "core/optim/gradient_hooks.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/model/llama.h"
-#include "core/train/adamw.h"
+#include "core/optim/adamw.h"
 #include "parallel/mesh/mesh.h"
 
 namespace lt {

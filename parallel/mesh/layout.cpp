@@ -143,7 +143,7 @@ Degrees resolve_degrees(const Config& config, int world) {
   std::vector<int64_t> lengths{config.data.seq_len};
   for (const auto& stage : config.data.curriculum) lengths.push_back(stage.seq_len);
   for (int64_t length : lengths) {
-    if (config.data.packing == "adaptive") break;
+    if (config.data.packing == Packing::adaptive) break;
     const int64_t sequences = config.train.global_batch_tokens / length;
     if (sequences % dp != 0)
       fail("train.global_batch_tokens: a step of " + std::to_string(sequences) + " sequences of " +

@@ -71,7 +71,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& index, const at::Tensor& document_ids, Communicator* comm, bool causal,
                                int64_t block) {
-    const AttentionOptions options{AttentionKernel::Blockwise, block};
+    const AttentionOptions options{AttentionKernel::blockwise, block};
     const auto documents = document_ids.numel() ? document_ids : at::Tensor();
     Block current{k, v, index, documents};
     auto out = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
@@ -110,7 +110,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     const auto &out = saved[5], &lse = saved[6];
     auto& comm = *reinterpret_cast<Communicator*>(static_cast<intptr_t>(ctx->saved_data["comm"].toInt()));
     const bool causal = ctx->saved_data["causal"].toBool();
-    const AttentionOptions options{AttentionKernel::Blockwise, ctx->saved_data["block"].toInt()};
+    const AttentionOptions options{AttentionKernel::blockwise, ctx->saved_data["block"].toInt()};
     const auto grad_out =
         grads[0].defined() ? grads[0].to(at::kFloat) : at::zeros(out.sizes(), out.options().dtype(at::kFloat));
     LT_CHECK(!grads[1].defined() || grads[1].eq(0).all().item<bool>(),

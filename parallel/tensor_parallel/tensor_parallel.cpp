@@ -1,6 +1,6 @@
 #include "parallel/tensor_parallel/tensor_parallel.h"
 
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "parallel/comm/autograd_collectives.h"
 
 namespace lt {

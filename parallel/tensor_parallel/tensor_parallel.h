@@ -10,7 +10,7 @@
 // + 2 reduce-scatters) of [batch, seq, hidden]: tp_forward_bytes.
 #pragma once
 #include "core/model/model_shard.h"
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {

@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "parallel/adaptive/sp_planner.h"
 #include "tests/bench/bench_support.h"
@@ -89,12 +89,12 @@ Config training(int64_t steps, const std::string& layout, const std::string& run
   c.model.vocab_size = 256, c.model.hidden_size = 128, c.model.intermediate_size = 384;
   c.model.num_layers = 4, c.model.num_heads = 8, c.model.num_kv_heads = 8, c.model.max_seq_len = 8192;
   c.model.init_std = 0.08;
-  c.data.packing = "adaptive";
+  c.data.packing = Packing::adaptive;
   c.data.seq_len = 8192;
   c.data.passkey.min_doc_len = 256, c.data.passkey.max_doc_len = 8192;
   c.train.steps = steps;
   c.train.global_batch_tokens = 4 * 8192;
-  c.train.schedule = "constant";
+  c.train.schedule = Schedule::constant;
   c.train.lr = 1e-3;
   c.log.interval = 1;
   c.eval.at_end = false;

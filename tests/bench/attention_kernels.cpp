@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
   if (lengths.empty()) lengths = {2048, 8192};
   for (int64_t seq : lengths)
     for (bool documents : {false, true}) {
-      const double flash = seconds_per_call(lt::AttentionKernel::Flash, seq, documents);
-      const double blockwise = seconds_per_call(lt::AttentionKernel::Blockwise, seq, documents);
+      const double flash = seconds_per_call(lt::AttentionKernel::flash, seq, documents);
+      const double blockwise = seconds_per_call(lt::AttentionKernel::blockwise, seq, documents);
       nlohmann::ordered_json out = {{"seq", seq},
                                     {"documents", documents},
                                     {"flash_s", flash},

@@ -18,7 +18,7 @@
 
 #include "core/data/batch.h"
 #include "core/model/llama.h"
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "parallel/data_parallel/parameter_state.h"
 #include "parallel/mesh/mesh.h"
 

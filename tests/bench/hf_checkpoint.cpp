@@ -21,7 +21,7 @@
 
 #include "core/checkpoint/safetensors.h"
 #include "core/hf/hf_weights.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "tests/bench/bench_support.h"
 

@@ -19,8 +19,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "core/train/adamw.h"
-#include "core/train/trainer.h"
+#include "core/optim/adamw.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
@@ -63,7 +63,7 @@ Config step_config(bool overlap, double clip) {
   c.data.seq_len = 256;
   c.train.global_batch_tokens = 256;
   c.train.grad_clip = clip;
-  c.memory.checkpoint = "full";
+  c.memory.checkpoint = Recompute::full;
   c.memory.offload_model = true;
   c.memory.chunk_mb = 1;  // a chunk per layer (48 MiB each)
   c.memory.overlap_update = overlap;
@@ -78,8 +78,7 @@ void step(int repeats) {
         std::tuple{"overlapped_clip_s", true, 1e9}}) {
     Trainer trainer(step_config(overlap, clip));
     int64_t n = 0;
-    double norm = 0;
-    out[name] = bench::best_of(repeats, [&] { trainer.step(batch, ++n, 1e-4, norm); });
+    out[name] = bench::best_of(repeats, [&] { trainer.step(batch, ++n, 1e-4); });
     int64_t chunked = 0;
     for (const auto& p : trainer.chunks()->host_parameters()) chunked += p.tensor.numel();
     out["chunked_parameters"] = chunked;

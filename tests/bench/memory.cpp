@@ -18,7 +18,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
@@ -29,12 +29,12 @@ namespace {
 
 MemoryConfig features(const std::string& name) {
   if (name == "none") return {};
-  if (name == "checkpoint") return {"full", 1, "1", "1"};
-  if (name == "tiled_mlp") return {"none", 1, "auto", "1"};
-  if (name == "tiled_loss") return {"none", 1, "1", "auto"};
-  if (name == "all") return {"full", 1, "auto", "auto"};
+  if (name == "checkpoint") return {Recompute::full, 1, "1", "1"};
+  if (name == "tiled_mlp") return {Recompute::none, 1, "auto", "1"};
+  if (name == "tiled_loss") return {Recompute::none, 1, "1", "auto"};
+  if (name == "all") return {Recompute::full, 1, "auto", "auto"};
   if (name == "offload") {
-    MemoryConfig m{"full", 1, "1", "1"};
+    MemoryConfig m{Recompute::full, 1, "1", "1"};
     m.offload_model = true;
     m.chunk_mb = 1;  // below a layer's 4 MiB: a chunk per layer
     m.n_persist = 0;

@@ -18,11 +18,11 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "core/util/error.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/pipeline/pipeline.h"
-#include "parallel/rank_model.h"
+#include "train/rank_model.h"
 #include "parallel/sequence/sequence_shard.h"
 #include "parallel/tensor_parallel/tensor_parallel.h"
 

@@ -19,8 +19,9 @@
 
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
-#include "core/train/lr_schedule.h"
-#include "core/train/trainer.h"
+#include "core/optim/lr_schedule.h"
+#include "core/model/model_size.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
@@ -70,9 +71,8 @@ void balance() {
     Packer packer(*source, c.data);
     double cv = 0, peak = 0, loss = 0;
     for (int64_t s = 0; s < c.train.steps; ++s) {
-      double norm = 0;
       const double l =
-          trainer.step(packer.next(c.sequences_per_step(s), c.data.seq_len), s + 1, learning_rate(c.train, s), norm);
+          trainer.step(packer.next(c.sequences_per_step(s), c.data.seq_len), s + 1, learning_rate(c.train, s)).loss;
       if (s < c.train.steps - 20) continue;
       cv += trainer.moe_stats().load_cv / 20, peak += trainer.moe_stats().load_max / 20, loss += l / 20;
     }

@@ -10,7 +10,8 @@ against the baselines of the same invocation, and prints a Markdown table.
 --moe: lt_bench_moe's (MoE vs dense step, load under each balance scope);
 --hf: lt_bench_hf's (HF checkpoint load per rank, tokens/s by curriculum stage);
 --adaptive-sp: lt_bench_asp's (planned step time, adaptive vs the best static layout; training on CPU ranks);
---zero: lt_bench_zero's (model state per rank by ZeRO level against the plan; ZeRO-3's step against ZeRO-1's)."""
+--zero: lt_bench_zero's (model state per rank by ZeRO level against the plan, with and without offloaded chunks;
+ZeRO-3's step against ZeRO-1's)."""
 import argparse
 import datetime
 import json
@@ -239,6 +240,14 @@ def zero_report(a, runs, cpu):
                          f"{r['planned_bytes'] / 2**20:.0f}" if r else "")
         rows.append(cells)
     table(["ranks"] + [f"zero {z}" for z in levels], rows)
+    print()
+    hosts = [r for r in runs if r["bench"] == "host"]
+    print("host memory per rank with the layers offloaded in chunks (MiB measured / planned)")
+    table(["ranks"] + [f"zero {z}" for z in levels],
+          [[ranks] + [next((f"{r['host_bytes'] / 2**20:.0f} / {r['planned_bytes'] / 2**20:.0f}"
+                            for r in hosts if r["ranks"] == ranks and r["zero"] == zero), "")
+                      for zero in levels]
+           for ranks in sorted({r["ranks"] for r in hosts})])
     print()
     table(["ranks", "zero", "step", "waiting for gathers", "waiting for reductions", "against zero 1"],
           [[r["ranks"], r["zero"], f"{r['step_s']:.2f} s", f"{r['gather_wait_s']:.2f} s", f"{r['reduce_wait_s']:.2f} s",

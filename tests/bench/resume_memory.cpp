@@ -13,11 +13,11 @@
 #include <fstream>
 #include <string>
 
-#include "core/checkpoint/checkpoint.h"
-#include "core/train/trainer.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "parallel/mesh/layout.h"
-#include "parallel/rank_model.h"
+#include "train/rank_model.h"
 #include "tests/bench/bench_support.h"
 
 namespace lt {
@@ -65,7 +65,7 @@ void run(const std::string& dir) {
   c.model.vocab_size = 32000, c.model.hidden_size = 512, c.model.intermediate_size = 1408, c.model.num_layers = 8;
   c.model.num_heads = 8, c.model.num_kv_heads = 4;
   c.data.seq_len = 256, c.data.passkey.min_doc_len = 64, c.data.passkey.max_doc_len = 256;
-  c.train.steps = 1, c.train.global_batch_tokens = 512, c.train.threads = 1, c.train.precision = "fp32";
+  c.train.steps = 1, c.train.global_batch_tokens = 512, c.train.threads = 1, c.train.precision = Precision::fp32;
   c.parallel.tp = 2, c.parallel.pp = 2, c.parallel.zero = 1;
   c.eval.at_end = false, c.log.interval = 1;
   int world = 1, rank = 0;

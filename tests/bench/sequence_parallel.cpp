@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "core/util/error.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"

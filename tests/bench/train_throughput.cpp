@@ -13,7 +13,8 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
-#include "core/train/trainer.h"
+#include "core/model/model_size.h"
+#include "train/trainer.h"
 #include "tests/bench/bench_support.h"
 
 int main(int argc, char** argv) {
@@ -22,8 +23,8 @@ int main(int argc, char** argv) {
     const int64_t seq = argc > 1 ? std::atoll(argv[1]) : 2048;
     const int64_t steps = argc > 2 ? std::atoll(argv[2]) : 4;
     Config c;
-    c.train.precision = argc > 3 ? argv[3] : "bf16";
-    c.train.device = argc > 4 ? argv[4] : "cpu";
+    c.train.precision = parse_choice<Precision>(argc > 3 ? argv[3] : "bf16");
+    c.train.device = parse_choice<DeviceKind>(argc > 4 ? argv[4] : "cpu");
     const int64_t llama3_layers = argc > 5 ? std::atoll(argv[5]) : 0;
     auto& m = c.model;  // the 56M Llama of issue 19's comparison with HF
     m.hidden_size = 512, m.num_layers = 8, m.num_heads = 8, m.num_kv_heads = 4;
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
     }
     const bool offload = argc > 6 && std::string(argv[6]) == "offload";
     if (offload) {
-      c.memory.offload_model = true, c.memory.checkpoint = "full", c.memory.offload_activations = true;
+      c.memory.offload_model = true, c.memory.checkpoint = Recompute::full, c.memory.offload_activations = true;
       c.memory.n_persist = 0, c.memory.n_buffer = 2, c.memory.chunk_mb = 1024;
     }
     c.data.seq_len = seq;
@@ -47,22 +48,22 @@ int main(int argc, char** argv) {
     Trainer trainer(c);
     const Batch batch = bench::random_batch(seq, m.vocab_size);
     reset_peak_memory(device);
-    double seconds = 0, grad_norm = 0;
+    double seconds = 0;
     for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
       const auto start = std::chrono::steady_clock::now();
-      trainer.step(batch, s + 1, 1e-4, grad_norm);
+      trainer.step(batch, s + 1, 1e-4);
       if (s > 0) seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
     const double tokens_per_s = steps * seq / seconds;
     int64_t parameters = 0;
     for (const auto& p : trainer.model().parameters()) parameters += p.numel();
-    nlohmann::ordered_json out = {{"impl", "longtrain-" + c.train.precision},
+    nlohmann::ordered_json out = {{"impl", "longtrain-" + name(c.train.precision)},
                                   {"seq", seq},
                                   {"parameters", parameters},
                                   {"tokens_per_s", tokens_per_s},
                                   {"mfu", tokens_per_s * flops_per_token(m, seq) / peak},
                                   {"peak_gflops", peak / 1e9},
-                                  {"device", c.train.device},
+                                  {"device", name(c.train.device)},
                                   {"layers", m.num_layers},
                                   {"offload", offload},
                                   {"peak_memory_bytes", peak_memory_bytes(device)},

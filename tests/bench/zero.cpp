@@ -2,19 +2,22 @@
 //  state: the bytes of model state one rank holds (the replica sets' flat
 //    buffers, ZeRO-3's gathered weights at their peak in a step, AdamW's
 //    moments) at each ZeRO level, against `longtrain plan`'s prediction;
+//  host: with the layers offloaded in chunks (memory.offload_model), the
+//    host bytes one rank holds (the chunks' fp32 values and gradients,
+//    AdamW's moments of its part) at each ZeRO level, against the plan;
 //  step: a training step's time with ZeRO-3 against ZeRO-1, the arms
 //    interleaved and repeated (the best of each kept), and where the time
 //    goes: the seconds the step waited for gathers and for reductions, which
 //    compute did not hide.
 // Rank 0 prints one JSON object per measurement.
 //
-// usage: mpirun -np N lt_bench_zero state | step [REPEATS] [cpu|cuda]
+// usage: mpirun -np N lt_bench_zero state | host | step [REPEATS] [cpu|cuda]
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
-#include "parallel/mesh/plan.h"
+#include "train/plan.h"
 #include "tests/bench/bench_support.h"
 
 namespace lt {
@@ -29,10 +32,10 @@ Config bench_config(int ranks, int zero, int64_t seq, const std::string& device 
   m.num_heads = 8, m.num_kv_heads = 4, m.max_seq_len = seq, m.init_std = 0.02;
   c.data.seq_len = seq;
   c.train.global_batch_tokens = ranks * seq;
-  c.train.precision = device == "cuda" ? "bf16" : "fp32";
-  c.train.device = device;
+  c.train.precision = device == "cuda" ? Precision::bf16 : Precision::fp32;
+  c.train.device = parse_choice<DeviceKind>(device);
   c.train.threads = 1;
-  c.memory.checkpoint = "full";
+  c.memory.checkpoint = Recompute::full;
   c.parallel.dp = std::to_string(ranks);
   c.parallel.zero = zero;
   c.eval.at_end = false;
@@ -54,8 +57,7 @@ void state(int ranks) {
     const Config c = bench_config(ranks, zero, 256);
     Mesh mesh(Layout(resolve_degrees(c, ranks)), MPI_COMM_WORLD, 600);
     Trainer trainer(c, &mesh);
-    double norm = 0;
-    trainer.step(bench::random_batch(256, c.model.vocab_size, ranks), 1, 1e-4, norm);
+    trainer.step(bench::random_batch(256, c.model.vocab_size, ranks), 1, 1e-4);
     int64_t buffers = 0, gathered = 0, moments = 0;
     for (const auto& s : trainer.states()) buffers += s->buffer_bytes(), gathered += s->peak_gathered_bytes();
     for (const auto& s : trainer.optimizer().state()) moments += s.exp_avg.nbytes() + s.exp_avg_sq.nbytes();
@@ -68,6 +70,30 @@ void state(int ranks) {
                  {"parameters", plan.parameters},
                  {"between_steps_bytes", job_max(mesh, buffers + moments)},
                  {"peak_bytes", held},
+                 {"planned_bytes", planned},
+                 {"measured_over_planned", static_cast<double>(held) / planned}});
+  }
+}
+
+void host(int ranks) {
+  for (int zero = 0; zero <= 3; ++zero) {
+    Config c = bench_config(ranks, zero, 256);
+    c.memory.offload_model = true;
+    c.memory.chunk_mb = 8;  // a layer (3.2M parameters) a chunk
+    c.memory.overlap_update = false;
+    Mesh mesh(Layout(resolve_degrees(c, ranks)), MPI_COMM_WORLD, 600);
+    Trainer trainer(c, &mesh);
+    trainer.step(bench::random_batch(256, c.model.vocab_size, ranks), 1, 1e-4);
+    const auto& chunks = *trainer.chunks();
+    int64_t moments = 0;  // the chunks' segments come first in the optimizer
+    const auto& state = trainer.optimizer().state();
+    for (size_t i = 0; i < chunks.segments().size(); ++i) moments += state[i].exp_avg.nbytes() + state[i].exp_avg_sq.nbytes();
+    const int64_t held = job_max(mesh, chunks.host_bytes() + moments);
+    const int64_t planned = plan_stages(c, resolve_degrees(c, ranks))[0].host;
+    print(mesh, {{"bench", "host"},
+                 {"ranks", ranks},
+                 {"zero", zero},
+                 {"host_bytes", held},
                  {"planned_bytes", planned},
                  {"measured_over_planned", static_cast<double>(held) / planned}});
   }
@@ -95,8 +121,7 @@ void step(int ranks, int repeats, const std::string& device) {
       for (const auto& s : t.states()) before.gather_s += s->waits().gather_s, before.reduce_s += s->waits().reduce_s;
       meshes[zero]->group(Group::world).barrier();
       const auto start = std::chrono::steady_clock::now();
-      double norm = 0;
-      t.step(batch, ++n, 1e-4, norm);
+      t.step(batch, ++n, 1e-4);
       auto seconds =
           at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), at::kDouble);
       meshes[zero]->group(Group::world).all_reduce(seconds, ReduceOp::max);
@@ -126,8 +151,9 @@ int main(int argc, char** argv) {
     int ranks = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
     if (what == "state") return lt::state(ranks);
+    if (what == "host") return lt::host(ranks);
     if (what == "step")
       return lt::step(ranks, argc > 2 ? std::max(1, std::atoi(argv[2])) : 3, argc > 3 ? argv[3] : "cpu");
-    lt::fail("usage: mpirun -np N lt_bench_zero state | step [REPEATS] [cpu|cuda]");
+    lt::fail("usage: mpirun -np N lt_bench_zero state | host | step [REPEATS] [cpu|cuda]");
   });
 }

@@ -9,7 +9,7 @@
 
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "parallel/adaptive/sp_planner.h"
 #include "tests/support/gradient_check.h"
 #include "tests/support/reference.h"
@@ -20,11 +20,11 @@ namespace {
 // Documents of 40 to 128 tokens (lengths no group size divides among them).
 Config adaptive_run(const std::string& dir, int64_t steps) {
   Config c = testing::tiny_run(dir, steps);
-  c.data.packing = "adaptive";
+  c.data.packing = Packing::adaptive;
   c.data.seq_len = 128;
   c.data.passkey.max_doc_len = 128;
   c.train.global_batch_tokens = 6 * 128;
-  c.train.schedule = "constant";
+  c.train.schedule = Schedule::constant;
   c.parallel.adaptive.time_limit_s = 0.5;
   // About 100 tokens' activations per rank: the longer documents need pairs.
   c.parallel.adaptive.activation_gb = 6e-4;
@@ -58,7 +58,7 @@ class AdaptiveSpPrecision : public ::testing::TestWithParam<std::string> {};
 TEST_P(AdaptiveSpPrecision, StepEqualsOneRankUnderEveryPlan) {
   const int P = testing::world_size();
   Config config = adaptive_run("", 1);
-  config.train.precision = GetParam();
+  config.train.precision = parse_choice<Precision>(GetParam());
   const auto agreement = testing::agreement(GetParam());
   auto source = make_document_source(config.data, config.model.vocab_size, 9, Split::Train);
   Packer packer(*source, config.data);

@@ -9,11 +9,11 @@
 // 16 ranks) dp 2 x tp 2 x pp 2 x sp 2.
 #include <gtest/gtest.h>
 
-#include "core/checkpoint/checkpoint.h"
+#include "train/checkpoint.h"
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
 #include "core/hf/hf_weights.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "parallel/mesh/mesh.h"
 #include "tests/support/layout_evaluation.h"
 #include "tests/support/gradient_check.h"
@@ -80,7 +80,7 @@ Config layout_config(const Layout4D& l, int P, const std::string& run_dir) {
   c.parallel.sp.ring = l.ring;
   c.parallel.zero = l.zero;
   c.parallel.bucket_mb = 0.01;  // several buckets per set
-  if (l.recompute) c.memory = {"full", 1, "3", "3"};
+  if (l.recompute) c.memory = {Recompute::full, 1, "3", "3"};
   return c;
 }
 
@@ -115,7 +115,7 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
     for (const auto& l : layouts(P)) {
       SCOPED_TRACE(l.describe() + ", " + precision);
       Config config = layout_config(l, P, "");
-      config.train.precision = precision;
+      config.train.precision = parse_choice<Precision>(precision);
       const auto agreement = testing::agreement(precision);
       const Batch batch = global_batch(config);
       Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);

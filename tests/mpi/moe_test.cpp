@@ -6,7 +6,7 @@
 // single rank's balance over the whole batch in one micro-batch.
 #include <gtest/gtest.h>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "parallel/mesh/mesh.h"
 #include "tests/support/layout_evaluation.h"
 #include "tests/support/gradient_check.h"
@@ -53,7 +53,7 @@ Config moe_config(const MoeLayout& l, int P, const std::string& balance) {
   auto& m = c.model.moe;
   m.experts = 4, m.top_k = 2, m.every = 2;
   m.expert_intermediate_size = 32, m.shared_expert_intermediate_size = 16;
-  m.balance = balance;
+  m.balance = parse_choice<BalanceScope>(balance);
   m.balance_coef = 0.1, m.z_loss_coef = 0.01;
   c.data.document_mask = true;
   c.train.global_batch_tokens = 4 * (P / l.ranks()) * c.data.seq_len;
@@ -64,7 +64,7 @@ Config moe_config(const MoeLayout& l, int P, const std::string& balance) {
   c.parallel.ep = l.ep;
   c.parallel.zero = l.zero;
   c.parallel.bucket_mb = 0.01;
-  if (l.recompute) c.memory.checkpoint = "full";
+  if (l.recompute) c.memory.checkpoint = Recompute::full;
   return c;
 }
 
@@ -84,7 +84,7 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
       if (precision == "bf16" && l.ring > 1) continue;
       SCOPED_TRACE(l.describe() + ", balance " + balance + ", " + precision);
       Config config = moe_config(l, P, balance);
-      config.train.precision = precision;
+      config.train.precision = parse_choice<Precision>(precision);
       const auto agreement = testing::agreement(precision);
       const double near = precision == "bf16" ? agreement.loss : 1e-5;
       const Batch batch = testing::first_batch(config, 13);
@@ -100,9 +100,8 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
       const double expected = serial.compute_gradients(batch, 1);
       EXPECT_TRUE(testing::losses_agree(loss, expected, agreement));
       // The clipping norm over every expert, whichever rank holds it.
-      double norm = 0, expected_norm = 0;
-      Trainer(config, &mesh).step(batch, 1, 1e-3, norm);
-      Trainer(alone).step(batch, 1, 1e-3, expected_norm);
+      const double norm = Trainer(config, &mesh).step(batch, 1, 1e-3).grad_norm;
+      const double expected_norm = Trainer(alone).step(batch, 1, 1e-3).grad_norm;
       EXPECT_NEAR(norm, expected_norm, near * expected_norm);
       const auto &got = parallel.moe_stats(), &want = serial.moe_stats();
       EXPECT_NEAR(got.balance_loss, want.balance_loss, near * want.balance_loss);

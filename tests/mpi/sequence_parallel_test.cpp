@@ -9,8 +9,8 @@
 
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
-#include "core/train/loss.h"
-#include "core/train/trainer.h"
+#include "core/model/loss.h"
+#include "train/trainer.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/sequence/ring_attention.h"
 #include "parallel/sequence/sequence_parallel.h"

@@ -1,6 +1,6 @@
 // A parallel job's gradients against one rank's, at any ZeRO level.
 #pragma once
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "tests/support/reference.h"
 
 namespace lt::testing {

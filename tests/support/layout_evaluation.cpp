@@ -8,9 +8,9 @@
 
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
-#include "core/train/evaluate.h"
-#include "parallel/layout_scorer.h"
-#include "parallel/rank_model.h"
+#include "train/evaluate.h"
+#include "train/layout_scorer.h"
+#include "train/rank_model.h"
 #include "tests/support/reference.h"
 
 namespace lt::testing {

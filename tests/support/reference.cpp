@@ -181,7 +181,7 @@ Config tiny_run(const std::string& run_dir, int64_t steps) {
   // larger eps keeps runs that differ only in summation order comparable.
   c.train.eps = 1e-6;
   c.train.threads = 1;
-  c.train.precision = "fp32";
+  c.train.precision = Precision::fp32;
   c.log.interval = 1;
   c.eval.at_end = false;
   return c;

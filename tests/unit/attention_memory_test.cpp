@@ -14,7 +14,7 @@ constexpr int64_t kSeq = 32 * 1024;
 constexpr int64_t kLimit = 512LL << 20;  // 0.5 GiB, an eighth of one score matrix
 
 void run_and_measure(AttentionKernel kernel, bool documents) {
-  if (kernel == AttentionKernel::Flash && !flash_available(at::empty({0})))
+  if (kernel == AttentionKernel::flash && !flash_available(at::empty({0})))
     GTEST_SKIP() << "this LibTorch has no fused flash kernel";
   at::manual_seed(0);
   auto q = at::randn({1, kSeq, 1, 32}).requires_grad_();
@@ -35,10 +35,10 @@ void run_and_measure(AttentionKernel kernel, bool documents) {
   EXPECT_TRUE(at::isfinite(q.grad()).all().item<bool>());
 }
 
-TEST(AttentionMemory, Blockwise32KCausal) { run_and_measure(AttentionKernel::Blockwise, false); }
-TEST(AttentionMemory, Blockwise32KDocuments) { run_and_measure(AttentionKernel::Blockwise, true); }
-TEST(AttentionMemory, Flash32KCausal) { run_and_measure(AttentionKernel::Flash, false); }
-TEST(AttentionMemory, Flash32KDocuments) { run_and_measure(AttentionKernel::Flash, true); }
+TEST(AttentionMemory, Blockwise32KCausal) { run_and_measure(AttentionKernel::blockwise, false); }
+TEST(AttentionMemory, Blockwise32KDocuments) { run_and_measure(AttentionKernel::blockwise, true); }
+TEST(AttentionMemory, Flash32KCausal) { run_and_measure(AttentionKernel::flash, false); }
+TEST(AttentionMemory, Flash32KDocuments) { run_and_measure(AttentionKernel::flash, true); }
 
 }  // namespace
 }  // namespace lt

@@ -30,7 +30,7 @@ at::Tensor documents_of(int64_t batch, int64_t seq) {
 }
 
 void check_kernel(const Case& c, AttentionKernel kernel) {
-  if (kernel == AttentionKernel::Flash && !flash_available(at::empty({0})))
+  if (kernel == AttentionKernel::flash && !flash_available(at::empty({0})))
     GTEST_SKIP() << "this LibTorch has no fused flash kernel";
   at::manual_seed(7);
   auto q = at::randn({c.batch, c.sq, c.heads, c.dim}).requires_grad_();
@@ -65,19 +65,19 @@ void check_kernel(const Case& c, AttentionKernel kernel) {
   EXPECT_LT(relative_error(v.grad(), v2.grad()), 1e-5);
 }
 
-TEST(Attention, BlockwiseCausal) { check_kernel({}, AttentionKernel::Blockwise); }
-TEST(Attention, FlashCausal) { check_kernel({}, AttentionKernel::Flash); }
-TEST(Attention, BlockwiseDocuments) { check_kernel({.documents = true}, AttentionKernel::Blockwise); }
-TEST(Attention, FlashDocuments) { check_kernel({.documents = true}, AttentionKernel::Flash); }
-TEST(Attention, BlockwiseGroupedQuery) { check_kernel({.heads = 8, .kv_heads = 2}, AttentionKernel::Blockwise); }
+TEST(Attention, BlockwiseCausal) { check_kernel({}, AttentionKernel::blockwise); }
+TEST(Attention, FlashCausal) { check_kernel({}, AttentionKernel::flash); }
+TEST(Attention, BlockwiseDocuments) { check_kernel({.documents = true}, AttentionKernel::blockwise); }
+TEST(Attention, FlashDocuments) { check_kernel({.documents = true}, AttentionKernel::flash); }
+TEST(Attention, BlockwiseGroupedQuery) { check_kernel({.heads = 8, .kv_heads = 2}, AttentionKernel::blockwise); }
 TEST(Attention, AutoGroupedQueryDocuments) {
-  check_kernel({.heads = 6, .kv_heads = 3, .documents = true}, AttentionKernel::Auto);
+  check_kernel({.heads = 6, .kv_heads = 3, .documents = true}, AttentionKernel::automatic);
 }
 TEST(Attention, BlockwiseOffsetPositions) {
-  check_kernel({.sq = 24, .sk = 48, .offset = true}, AttentionKernel::Blockwise);
+  check_kernel({.sq = 24, .sk = 48, .offset = true}, AttentionKernel::blockwise);
 }
 TEST(Attention, AutoOffsetPositionsWithDocuments) {
-  check_kernel({.sq = 24, .sk = 48, .documents = true, .offset = true}, AttentionKernel::Auto);
+  check_kernel({.sq = 24, .sk = 48, .documents = true, .offset = true}, AttentionKernel::automatic);
 }
 
 TEST(Attention, FlashRefusesOffsetPositions) {
@@ -85,7 +85,7 @@ TEST(Attention, FlashRefusesOffsetPositions) {
   AttentionMask mask;
   mask.q_index = at::arange(8, at::kLong) + 8;
   mask.k_index = at::arange(8, at::kLong);
-  EXPECT_THROW(attention(q, q, q, mask, {AttentionKernel::Flash, 16}), std::exception);
+  EXPECT_THROW(attention(q, q, q, mask, {AttentionKernel::flash, 16}), std::exception);
 }
 
 // Ring attention merges partial results through the log-sum-exp, so its
@@ -95,7 +95,7 @@ TEST(Attention, BlockwiseLogSumExpGradient) {
   auto q = at::randn({1, 20, 2, 8}).requires_grad_();
   auto k = at::randn({1, 20, 2, 8}).requires_grad_();
   auto v = at::randn({1, 20, 2, 8}).requires_grad_();
-  auto result = attention(q, k, v, {}, {AttentionKernel::Blockwise, 8});
+  auto result = attention(q, k, v, {}, {AttentionKernel::blockwise, 8});
   auto q2 = q.detach().clone().requires_grad_(), k2 = k.detach().clone().requires_grad_();
   auto index = at::arange(20, at::kLong);
   auto ref = naive_attention(q2, k2, v.detach(), visibility(index, index, {}, {})).second;
@@ -112,7 +112,7 @@ TEST(Attention, FullyMaskedRowsAreZero) {
   AttentionMask mask;
   mask.q_index = at::arange(4, at::kLong);
   mask.k_index = at::arange(4, at::kLong) + 100;
-  auto result = attention(q, k, k, mask, {AttentionKernel::Blockwise, 16});
+  auto result = attention(q, k, k, mask, {AttentionKernel::blockwise, 16});
   EXPECT_EQ(result.out.abs().sum().item<double>(), 0.0);
   EXPECT_TRUE(result.lse.isneginf().all().item<bool>());
 }

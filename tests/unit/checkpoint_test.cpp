@@ -10,10 +10,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/checkpoint/checkpoint.h"
+#include "train/checkpoint.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/checkpoint/slice_runs.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "tests/support/reference.h"

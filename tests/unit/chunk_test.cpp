@@ -5,7 +5,7 @@
 // under bf16 the device copies are bf16 and equal the plain bf16 run.
 #include <gtest/gtest.h>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "offload/chunks/chunk_manager.h"
 #include "tests/support/reference.h"
@@ -19,7 +19,7 @@ using testing::relative_error;
 Config chunk_config(const std::string& dir) {
   Config c = testing::tiny_run(dir, 3);
   c.model.num_layers = 4;
-  c.memory.checkpoint = "full";
+  c.memory.checkpoint = Recompute::full;
   return c;
 }
 
@@ -93,7 +93,7 @@ TEST(Chunks, TrainingAndResumeEqualThePlainRun) {
   for (const std::string precision : {"fp32", "bf16"}) {
     SCOPED_TRACE(precision);
     Config plain = chunk_config(testing::scratch_dir("chunk_test", "train_" + precision) + "/plain");
-    plain.train.precision = precision;
+    plain.train.precision = parse_choice<Precision>(precision);
     const auto expected = Trainer(plain).run().losses;
     Config chunked = offloaded(plain, 1, 2);
     chunked.checkpoint.interval = 2;
@@ -141,7 +141,7 @@ TEST(Chunks, UpdateOverlappedWithBackwardEqualsThePlainRun) {
 // cast once and each gradient added into its fp32 master once per backward.
 TEST(Chunks, Bf16DeviceCopiesEqualThePlainBf16Run) {
   Config plain = chunk_config("");
-  plain.train.precision = "bf16";
+  plain.train.precision = Precision::bf16;
   const Batch batch = testing::first_batch(plain, 8);
   Trainer reference(plain);
   const double expected = reference.compute_gradients(batch, 1);

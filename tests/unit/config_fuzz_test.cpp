@@ -14,7 +14,7 @@
 #include <random>
 
 #include "core/config/config.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "parallel/mesh/layout.h"
 #include "tests/support/reference.h"

@@ -99,7 +99,7 @@ TEST(IndexedDataset, TokensOutsideTheVocabularyAreRefused) {
   const auto prefix = temp_prefix("vocab");
   testing::write_megatron_dataset(prefix, kDocs, 8);
   DataConfig data;
-  data.source = "indexed";
+  data.source = DataSourceKind::indexed;
   data.path = prefix;
   data.eval_fraction = 0;
   auto source = make_document_source(data, 1000, 1, Split::Train);
@@ -165,7 +165,7 @@ TEST(Packer, SplitPackingShiftsLabelsWithinDocuments) {
   CountingSource source;
   DataConfig config;
   config.seq_len = 8;
-  config.packing = "split";
+  config.packing = Packing::split;
   Packer packer(source, config, {2, 0});  // documents 2 (3 tokens), 3 (4 tokens), 4 (5 tokens)...
   auto b = packer.next(2, config.seq_len);
   // Sequence 0: [200 201 202 | 300 301 302 303 | 400], document 4 continues.
@@ -183,7 +183,7 @@ TEST(Packer, SplitPackingShiftsLabelsWithinDocuments) {
 TEST(Packer, DocumentsOneRowEachCutAtTheLimits) {
   CountingSource source;
   DataConfig config;
-  config.packing = "adaptive";
+  config.packing = Packing::adaptive;
   Packer packer(source, config, {2, 0});  // documents of 3, 4, 5, 6... tokens
   const auto step = packer.documents(14, 5);
   ASSERT_EQ(step.size(), 4u);  // 3, 4, 5, then 2 of document 5's 6 tokens
@@ -209,7 +209,7 @@ TEST(Packer, WholePackingPadsInsteadOfSplitting) {
   CountingSource source;
   DataConfig config;
   config.seq_len = 8;
-  config.packing = "whole";
+  config.packing = Packing::whole;
   Packer packer(source, config, {2, 0});
   auto b = packer.next(2, config.seq_len);
   // [200 201 202 | 300 301 302 303 | pad]: document 4 (5 tokens) does not fit.

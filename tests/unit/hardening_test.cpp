@@ -10,13 +10,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/checkpoint/checkpoint.h"
-#include "core/checkpoint/lineage.h"
+#include "train/checkpoint.h"
+#include "train/lineage.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/config/config.h"
 #include "core/data/mixture_source.h"
 #include "core/data/packer.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "tests/support/megatron_writer.h"
@@ -365,14 +365,14 @@ TEST(EmptyDocuments, AreSkippedInEveryPacking) {
   GappySource source;
   for (const std::string packing : {"split", "whole"}) {
     DataConfig config;
-    config.packing = packing;
+    config.packing = parse_choice<Packing>(packing);
     Packer packer(source, config, {1, 0});
     auto b = packer.next(1, 8);
     // Document 1 is empty: documents 2 and 4 fill the sequence.
     EXPECT_TRUE(b.tokens[0].equal(at::tensor({200L, 201L, 202L, 400L, 401L, 402L, 403L, 404L}))) << packing;
   }
   DataConfig config;
-  config.packing = "adaptive";
+  config.packing = Packing::adaptive;
   Packer packer(source, config, {1, 0});
   const auto documents = packer.documents(20, 8);  // before: an endless loop on the empty document
   int64_t tokens = 0;
@@ -390,7 +390,7 @@ TEST(EmptyDocuments, MegatronDataOfNoTokensIsRefusedAtStart) {
   const auto dir = temp_dir("empty_megatron");
   testing::write_megatron_dataset(dir + "/none", {{{}}, {{}}, {{}}}, 8);
   DataConfig data;
-  data.source = "indexed";
+  data.source = DataSourceKind::indexed;
   data.path = dir + "/none";
   data.eval_fraction = 0;
   expect_error([&] { MixtureSource source(data, 1000, 1, Split::Train); }, {dir + "/none", "hold no tokens"});
@@ -414,9 +414,9 @@ TEST(UnlabelledStep, IsSkippedWithoutMovingTheOptimizer) {
   batch.labels.fill_(kIgnoreIndex);
   std::map<std::string, at::Tensor> before;
   for (const auto& item : trainer.model().named_parameters()) before[item.key()] = item.value().detach().clone();
-  double grad_norm = -1;
-  EXPECT_TRUE(std::isnan(trainer.step(batch, 1, 1e-2, grad_norm)));
-  EXPECT_EQ(grad_norm, 0);
+  const auto result = trainer.step(batch, 1, 1e-2);
+  EXPECT_TRUE(std::isnan(result.loss));
+  EXPECT_EQ(result.grad_norm, 0);
   for (const auto& item : trainer.model().named_parameters())
     EXPECT_TRUE(item.value().equal(before[item.key()])) << item.key();  // no decay, no moment update
 }

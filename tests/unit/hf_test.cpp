@@ -13,7 +13,7 @@
 #include "core/config/config.h"
 #include "core/data/batch.h"
 #include "core/hf/hf_weights.h"
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "core/util/error.h"
 #include "tests/support/reference.h"
 
@@ -53,7 +53,7 @@ ModelConfig yarn_model() {
   m.max_seq_len = 2048;
   m.rms_norm_eps = 1e-6;
   m.rope_theta = 1e6;
-  m.rope.type = "yarn";
+  m.rope.type = RopeType::yarn;
   m.rope.factor = 4;
   m.rope.original_max_seq_len = 512;
   m.rope.beta_fast = 24;
@@ -63,12 +63,12 @@ ModelConfig yarn_model() {
 TEST(HfCheckpoint, ExportThenImportGivesTheSameConfigAndTensors) {
   const std::string dir = testing::scratch_dir("hf_test", "round_trip");
   for (ModelConfig m : {yarn_model(), testing::tiny_model()}) {
-    if (!m.rope.scaled()) m.rope = {"llama3", 8, 256, 1, 4};
+    if (!m.rope.scaled()) m.rope = {RopeType::llama3, 8, 256, 1, 4};
     m.head_dim = m.resolved_head_dim();                 // written resolved
     m.attention_block = ModelConfig{}.attention_block;  // our kernel's setting: HF has no word for it
-    SCOPED_TRACE(m.rope.type);
+    SCOPED_TRACE(name(m.rope.type));
     auto model = random_model(m, 5);
-    const std::string out = dir + "/" + m.rope.type;
+    const std::string out = dir + "/" + name(m.rope.type);
     export_hf(m, *model, out, {"float32", 2e-5});  // 20 KB shards: several files and the index
     int files = 0;
     for (const auto& entry : fs::directory_iterator(out)) files += entry.path().extension() == ".safetensors";
@@ -104,18 +104,18 @@ TEST(HfCheckpoint, ReadsEveryRopeForm) {
   };
   auto m = read("plain", R"("rope_theta": 500000)");
   EXPECT_EQ(m.rope_theta, 500000);
-  EXPECT_EQ(m.rope.type, "default");
+  EXPECT_EQ(m.rope.type, RopeType::standard);
   EXPECT_EQ(m.num_kv_heads, 4);  // absent: as many as heads
   EXPECT_EQ(m.max_seq_len, 4096);
 
   m = read("legacy", R"("rope_theta": 10000, "rope_scaling": {"type": "linear", "factor": 4.0})");
-  EXPECT_EQ(m.rope.type, "linear");
+  EXPECT_EQ(m.rope.type, RopeType::linear);
   EXPECT_EQ(m.rope.factor, 4);
 
   m = read("new", R"("rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
     "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
   EXPECT_EQ(m.rope_theta, 500000);
-  EXPECT_EQ(m.rope.type, "llama3");
+  EXPECT_EQ(m.rope.type, RopeType::llama3);
   EXPECT_EQ(m.rope.original_max_seq_len, 8192);
   EXPECT_EQ(m.rope.high_freq_factor, 4);
 

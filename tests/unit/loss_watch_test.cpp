@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "core/train/loss_watch.h"
+#include "train/loss_watch.h"
 #include "core/util/error.h"
 
 namespace lt {

@@ -7,7 +7,7 @@
 
 #include "core/data/document_source.h"
 #include "core/data/packer.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "offload/activations/activation_offload.h"
 #include "offload/activations/checkpoint.h"
 #include "offload/activations/tiling.h"
@@ -92,7 +92,7 @@ TEST_P(MemorySetting, SameLossAndGradients) {
   const Setting& s = GetParam();
   Config plain = memory_config();
   Config config = plain;
-  config.memory = {s.checkpoint, s.every, s.mlp_tiles, s.loss_tiles, s.offload};
+  config.memory = {parse_choice<Recompute>(s.checkpoint), s.every, s.mlp_tiles, s.loss_tiles, s.offload};
   auto source = make_document_source(plain.data, plain.model.vocab_size, 4, Split::Train);
   Packer packer(*source, plain.data);
   const Batch batch = packer.next(2, plain.data.seq_len);

@@ -6,7 +6,7 @@
 #include "core/model/llama.h"
 #include "core/util/error.h"
 #include "parallel/mesh/layout.h"
-#include "parallel/mesh/plan.h"
+#include "train/plan.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -147,11 +147,11 @@ TEST(Plan, PrintsGridStagesAndMemory) {
   EXPECT_EQ(zero2.gradients, 4 * (stages[0].parameters / 2));
   EXPECT_EQ(zero2.weights, stages[0].weights);
   c.parallel.zero = 3;
-  c.memory.checkpoint = "full";
+  c.memory.checkpoint = Recompute::full;
   const int64_t embedding = m.vocab_size * h / 2;
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights,
             4 * (stages[0].parameters / 2) + 4 * (embedding + 2 * layer));
-  c.train.precision = "bf16";  // the layers gathered in bf16, the embedding table in fp32
+  c.train.precision = Precision::bf16;  // the layers gathered in bf16, the embedding table in fp32
   EXPECT_EQ(plan_stages(c, resolve_degrees(c, 8))[0].weights,
             4 * (stages[0].parameters / 2) + 4 * embedding + 2 * (2 * layer));
 }
@@ -168,10 +168,13 @@ TEST(Plan, MemoryFeaturesLowerTheActivationEstimate) {
     return plan_stages(c, d)[0].activations;
   };
   const int64_t none = estimate({});
-  for (const MemoryConfig& m : {MemoryConfig{"none", 1, "1", "auto"}, MemoryConfig{"mlp", 1, "1", "1"},
-                                MemoryConfig{"attention", 1, "1", "1"}, MemoryConfig{"none", 1, "auto", "1"}})
-    EXPECT_LT(estimate(m), none) << m.checkpoint << " mlp tiles " << m.mlp_tiles << " loss tiles " << m.loss_tiles;
-  const int64_t every_second = estimate({"full", 2, "auto", "auto"}), all = estimate({"full", 1, "auto", "auto"});
+  for (const MemoryConfig& m :
+       {MemoryConfig{Recompute::none, 1, "1", "auto"}, MemoryConfig{Recompute::mlp, 1, "1", "1"},
+        MemoryConfig{Recompute::attention, 1, "1", "1"}, MemoryConfig{Recompute::none, 1, "auto", "1"}})
+    EXPECT_LT(estimate(m), none) << name(m.checkpoint) << " mlp tiles " << m.mlp_tiles << " loss tiles "
+                                 << m.loss_tiles;
+  const int64_t every_second = estimate({Recompute::full, 2, "auto", "auto"}),
+                all = estimate({Recompute::full, 1, "auto", "auto"});
   EXPECT_LT(all, every_second);
   EXPECT_LT(3 * all, none);  // a tiny model: the ratio grows with hidden size and vocabulary
 }
@@ -183,7 +186,7 @@ TEST(Plan, ModelStateOffloadLeavesTheResidentChunks) {
   c.model.num_layers = 8;
   const Degrees d = resolve_degrees(c, 1);
   const auto plain = plan_stages(c, d)[0];
-  c.memory.checkpoint = "full";
+  c.memory.checkpoint = Recompute::full;
   c.memory.offload_model = true;
   c.memory.chunk_mb = 1e-6;  // one layer a chunk
   c.memory.n_persist = 1;
@@ -256,7 +259,7 @@ TEST(Plan, ShowsTheSequenceSplitAndItsVolume) {
 TEST(Plan, ShowsWhatTheAutoPlanWouldChoose) {
   Config c = small_config();
   c.source_file = "test.yaml";
-  c.memory.plan = "auto";
+  c.memory.plan = PlanMode::automatic;
   c.memory.device_budget_gb = 1;
   const std::string roomy = describe_plan(c, 1, 1);
   EXPECT_NE(roomy.find("memory plan (auto, budget 1.0 GiB per rank"), std::string::npos) << roomy;

@@ -9,8 +9,8 @@
 #include "core/attention/attention.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/model/llama.h"
-#include "core/train/loss.h"
-#include "core/train/trainer.h"
+#include "core/model/loss.h"
+#include "train/trainer.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -69,13 +69,13 @@ TEST_P(Bf16Attention, MatchesFp64) {
 
 INSTANTIATE_TEST_SUITE_P(
     Kernels, Bf16Attention,
-    ::testing::Values(AttentionCase{"flash_causal", AttentionKernel::Flash},
-                      AttentionCase{"flash_documents", AttentionKernel::Flash, true},
-                      AttentionCase{"flash_gqa", AttentionKernel::Flash, true, false, 1},
-                      AttentionCase{"flash_long_documents", AttentionKernel::Flash, true, false, 2, 1100},
-                      AttentionCase{"blockwise_causal", AttentionKernel::Blockwise},
-                      AttentionCase{"blockwise_documents", AttentionKernel::Blockwise, true},
-                      AttentionCase{"blockwise_offset", AttentionKernel::Blockwise, true, true, 2}),
+    ::testing::Values(AttentionCase{"flash_causal", AttentionKernel::flash},
+                      AttentionCase{"flash_documents", AttentionKernel::flash, true},
+                      AttentionCase{"flash_gqa", AttentionKernel::flash, true, false, 1},
+                      AttentionCase{"flash_long_documents", AttentionKernel::flash, true, false, 2, 1100},
+                      AttentionCase{"blockwise_causal", AttentionKernel::blockwise},
+                      AttentionCase{"blockwise_documents", AttentionKernel::blockwise, true},
+                      AttentionCase{"blockwise_offset", AttentionKernel::blockwise, true, true, 2}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // Statistics in fp32, output in bf16, weight from the compute copy.
@@ -190,7 +190,7 @@ TEST(MixedPrecision, Bf16ResumeIsBitExact) {
   const auto dir = testing::scratch_dir("mixed_precision", "resume");
   auto config = [&](const std::string& name, int64_t steps) {
     Config c = testing::tiny_run(dir + "/" + name, steps);
-    c.train.precision = "bf16";
+    c.train.precision = Precision::bf16;
     c.checkpoint.interval = 2;
     return c;
   };
@@ -211,7 +211,7 @@ TEST(MixedPrecision, Bf16TrainingFollowsFp32) {
   Config c = testing::tiny_run(dir + "/fp32", 6);
   const auto fp32 = Trainer(c).run().losses;
   c.run_dir = dir + "/bf16";
-  c.train.precision = "bf16";
+  c.train.precision = Precision::bf16;
   const auto bf16 = Trainer(c).run().losses;
   for (const auto& [step, loss] : fp32) EXPECT_NEAR(bf16.at(step), loss, 2e-2 * loss) << "step " << step;
   EXPECT_LT(bf16.rbegin()->second, bf16.begin()->second);
@@ -253,7 +253,7 @@ TEST(CudaBf16, FlashWithPackedDocumentsMatchesFp64) {
   AttentionMask mask;
   mask.q_document = mask.k_document = (at::arange(s, at::kLong) >= 123).to(at::kLong).expand({b, s}).contiguous();
   auto result = attention(q.to(cuda), k.to(cuda), v.to(cuda),
-                          {true, mask.q_document.to(cuda), mask.k_document.to(cuda), {}, {}}, {AttentionKernel::Flash});
+                          {true, mask.q_document.to(cuda), mask.k_document.to(cuda), {}, {}}, {AttentionKernel::flash});
   auto index = at::arange(s, at::kLong);
   auto [out, lse] = testing::naive_attention(f64(q), f64(k), f64(v),
                                              testing::visibility(index, index, mask.q_document, mask.k_document));
@@ -267,11 +267,12 @@ TEST(CudaBf16, OffloadedChunksTrainAsResidentWeights) {
   if (!has_cuda()) GTEST_SKIP() << "no CUDA device";
   const auto dir = testing::scratch_dir("mixed_precision", "cuda_chunks");
   Config c = testing::tiny_run(dir + "/resident", 3);
-  c.train.device = "cuda";
-  c.train.precision = "bf16";
+  c.train.device = DeviceKind::cuda;
+  c.train.precision = Precision::bf16;
   const auto resident = Trainer(c).run().losses;
   c.run_dir = dir + "/chunks";
-  c.memory.offload_model = true, c.memory.checkpoint = "full", c.memory.chunk_mb = 0.01, c.memory.n_persist = 1;
+  c.memory.offload_model = true, c.memory.checkpoint = Recompute::full, c.memory.chunk_mb = 0.01,
+  c.memory.n_persist = 1;
   const auto chunks = Trainer(c).run().losses;
   for (const auto& [step, loss] : resident) EXPECT_NEAR(chunks.at(step), loss, 5e-3 * loss) << "step " << step;
 }

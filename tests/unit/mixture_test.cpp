@@ -57,7 +57,7 @@ class Mixture : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string dir = testing::scratch_dir("mixture_test", "data");
-    data.source = "indexed";
+    data.source = DataSourceKind::indexed;
     data.eval_fraction = 0.05;
     data.mixture = {{write_dataset(dir, "a", 400, 0, 10), 0.3}, {write_dataset(dir, "b", 300, 400, 0), 0.7}};
   }

@@ -79,7 +79,7 @@ TEST(Llama, MatchesNaiveModelPackedDocuments) { check_model(testing::tiny_model(
 TEST(Llama, MatchesNaiveModelTiedWithBias) { check_model(testing::tiny_model(true, true), true); }
 TEST(Llama, MatchesNaiveModelBlockwiseKernel) {
   auto config = testing::tiny_model();
-  config.attention = "blockwise";
+  config.attention = AttentionKernel::blockwise;
   check_model(config, true);
 }
 

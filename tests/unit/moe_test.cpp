@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "core/model/moe.h"
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -18,7 +18,7 @@ using testing::relative_error;
 
 MoeConfig capacity_config(const std::string& policy) {
   MoeConfig c;
-  c.experts = 2, c.top_k = 1, c.capacity_factor = 1.0, c.drop_policy = policy;
+  c.experts = 2, c.top_k = 1, c.capacity_factor = 1.0, c.drop_policy = parse_choice<DropPolicy>(policy);
   return c;
 }
 
@@ -46,7 +46,7 @@ ModelConfig moe_model(const std::string& balance) {
   m.moe.expert_intermediate_size = 32;
   m.moe.shared_expert_intermediate_size = 16;
   m.moe.normalize_top_k = false;
-  m.moe.balance = balance;
+  m.moe.balance = parse_choice<BalanceScope>(balance);
   m.moe.balance_coef = 0.1;
   m.moe.z_loss_coef = 0.01;
   return m;
@@ -154,7 +154,7 @@ TEST(Moe, RecomputationAndAccumulationChangeNothing) {
     const double expected = reference.compute_gradients(batch, 1);
     const auto want = reference.moe_stats();
     auto variants = std::vector<Config>{whole, whole};
-    variants[0].memory.checkpoint = "full";
+    variants[0].memory.checkpoint = Recompute::full;
     variants[1].train.micro_batch_size = 1;
     for (const auto& c : variants) {
       Trainer trainer(c);
@@ -164,7 +164,7 @@ TEST(Moe, RecomputationAndAccumulationChangeNothing) {
       auto reference_params = reference.model().named_parameters();
       for (const auto& item : trainer.model().named_parameters())
         EXPECT_LT(relative_error(item.value().grad(), reference_params[item.key()].grad()), 1e-5)
-            << balance << " " << item.key() << " checkpoint " << c.memory.checkpoint;
+            << balance << " " << item.key() << " checkpoint " << name(c.memory.checkpoint);
     }
   }
 }

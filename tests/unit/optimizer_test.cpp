@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "core/train/adamw.h"
-#include "core/train/lr_schedule.h"
+#include "core/optim/adamw.h"
+#include "core/optim/lr_schedule.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -75,7 +75,7 @@ TrainConfig schedule(const std::string& kind) {
   t.warmup_steps = 10;
   t.lr = 1.0;
   t.min_lr = 0.1;
-  t.schedule = kind;
+  t.schedule = parse_choice<Schedule>(kind);
   t.decay_fraction = 0.2;
   return t;
 }

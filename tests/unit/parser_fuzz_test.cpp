@@ -18,12 +18,12 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "core/checkpoint/checkpoint.h"
+#include "train/checkpoint.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/config/config.h"
 #include "core/data/indexed_dataset.h"
 #include "core/hf/hf_weights.h"
-#include "core/train/adamw.h"
+#include "core/optim/adamw.h"
 #include "core/util/checksum.h"
 #include "core/util/error.h"
 #include "tests/support/megatron_writer.h"

@@ -5,11 +5,11 @@
 // peak is within 10% of the tracked peak of a step.
 #include <gtest/gtest.h>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "offload/chunks/chunk_manager.h"
 #include "offload/profiler/planner.h"
-#include "parallel/mesh/plan.h"
+#include "train/plan.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -154,7 +154,7 @@ Config planned(const std::string& dir, double budget_gb) {
   c.train.global_batch_tokens = 4 * 512;
   c.train.micro_batch_size = 4;
   c.model.num_layers = 4;
-  c.memory.plan = "auto";
+  c.memory.plan = PlanMode::automatic;
   c.memory.device_budget_gb = budget_gb;
   return c;
 }
@@ -170,7 +170,7 @@ void expect_prediction_holds(Trainer& trainer) {
 TEST(Planner, ProfiledPlanPredictsTheTrackedPeakAndTrainsAsThePlainRun) {
   const std::string dir = testing::scratch_dir("planner_test", "tiny");
   Config plain = planned(dir + "/plain", 0);
-  plain.memory.plan = "manual";
+  plain.memory.plan = PlanMode::manual;
   const auto expected = Trainer(plain).run().losses;
 
   Trainer roomy(planned(dir + "/roomy", 1.0));
@@ -222,7 +222,7 @@ TEST(Planner, EstimateCountsTheExpertsActivations) {
 TEST(Planner, ProfiledPlanWithChunksStaysInItsBudget) {
   const std::string dir = testing::scratch_dir("planner_test", "chunks");
   Config plain = planned(dir + "/plain", 0);
-  plain.memory.plan = "manual";
+  plain.memory.plan = PlanMode::manual;
   const auto expected = Trainer(plain).run().losses;
   Config c = planned(dir + "/roomy", 1.0);
   c.memory.offload_model = true;

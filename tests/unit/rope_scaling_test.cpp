@@ -14,7 +14,7 @@ ModelConfig model(const std::string& type, double theta, int64_t head_dim) {
   m.hidden_size = head_dim * 4;
   m.num_heads = 4;
   m.rope_theta = theta;
-  m.rope.type = type;
+  m.rope.type = parse_choice<RopeType>(type);
   return m;
 }
 

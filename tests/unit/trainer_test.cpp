@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "core/train/evaluate.h"
-#include "core/train/trainer.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
 #include "tests/support/megatron_writer.h"
 #include "tests/support/reference.h"
 
@@ -43,7 +43,7 @@ TEST(Trainer, TrainsAndEvaluatesOnMegatronData) {
     }
   }
   testing::write_megatron_dataset(c.run_dir + "/corpus", docs, 8);
-  c.data.source = "indexed";
+  c.data.source = DataSourceKind::indexed;
   c.data.path = c.run_dir + "/corpus";
   c.data.eval_fraction = 0.1;
   c.eval.at_end = true;
@@ -133,8 +133,7 @@ TEST(Trainer, NonFiniteStepIsSkipped) {
   Config c = base("skip");
   Trainer trainer(c);
   const Batch batch = testing::first_batch(c, 1);
-  double norm = 0;
-  trainer.step(batch, 1, 1e-2, norm);
+  trainer.step(batch, 1, 1e-2);
   auto weights = [&] {
     std::vector<at::Tensor> out;
     for (const auto& p : trainer.model().parameters()) out.push_back(p.detach().clone());
@@ -142,12 +141,12 @@ TEST(Trainer, NonFiniteStepIsSkipped) {
   };
   const auto before = weights();
   setenv("LT_FAULT", "nan@0:2", 1);
-  const double poisoned = trainer.step(batch, 2, 1e-2, norm);
+  const double poisoned = trainer.step(batch, 2, 1e-2).loss;
   unsetenv("LT_FAULT");
   EXPECT_TRUE(std::isnan(poisoned));
   const auto after = weights();
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(after[i].equal(before[i])) << "parameter " << i;
-  EXPECT_TRUE(std::isfinite(trainer.step(batch, 3, 1e-2, norm)));
+  EXPECT_TRUE(std::isfinite(trainer.step(batch, 3, 1e-2).loss));
   EXPECT_FALSE(weights()[0].equal(before[0]));
 }
 

@@ -1,6 +1,6 @@
-#include "parallel/rank_model.h"
+#include "train/rank_model.h"
 
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 #include "parallel/comm/autograd_collectives.h"
 #include "offload/activations/memory_policy.h"
 #include "parallel/pipeline/stages.h"
@@ -27,12 +27,20 @@ std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const C
   }
   // memory.plan: auto starts lean (the profile runs so) and lets the planner choose.
   const auto& memory = config.memory;
-  const bool manual = memory.plan == "manual";
-  return std::make_shared<ChunkManager>(
-      layers, device, mesh.group(Group::dp_sp),
-      ChunkOptions{static_cast<int64_t>(memory.chunk_mb * (1 << 20)), manual ? memory.n_persist : 0,
-                   manual ? memory.n_buffer : 1, static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30)),
-                   config.parallel.zero == 1, compute_dtype(config.train)});
+  const bool manual = memory.plan == PlanMode::manual;
+  ChunkOptions options;
+  options.chunk_bytes = static_cast<int64_t>(memory.chunk_mb * (1 << 20));
+  options.persist = manual ? memory.n_persist : 0;
+  options.buffers = manual ? memory.n_buffer : 1;
+  options.budget_bytes = static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30));
+  // ZeRO-1 shards the chunks' optimizer state; ZeRO-2 and 3 their host
+  // values and gradients too.
+  options.shard_optimizer = config.parallel.zero >= 1;
+  options.shard_state = config.parallel.zero >= 2;
+  options.compute = compute_dtype(config.train);
+  auto& replicas = mesh.group(Group::dp_sp);
+  return std::make_shared<ChunkManager>(layers, device, replicas, options,
+                                        options.shard_state ? &mesh.twin(replicas) : nullptr);
 }
 
 // Each ep rank holds 1/ep of the experts; rows travel to them and back by
@@ -57,7 +65,7 @@ void on_masters(ChunkManager* chunks, const std::function<void()>& fn) {
   else fn();
 }
 
-RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) {
+RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device, const LayerFetch& gather) {
   const auto& p = config.parallel;
   Communicator& tp = mesh.group(Group::tp);
   ModelShard shard = tensor_parallel_shard(tp, p.tp_sequence);
@@ -84,9 +92,12 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device) 
   out.model->to(device);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
   if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config, mesh, device);
-  LayerFetch fetch;
-  if (out.chunks) fetch = [chunks = out.chunks.get()](int64_t layer) { chunks->use(layer); };
-  apply_memory_policy(*out.model, config.memory, fetch);
+  if (out.chunks || gather)
+    out.fetch = [chunks = out.chunks.get(), gather](int64_t layer) {
+      if (chunks) chunks->use(layer);
+      if (gather) gather(layer);
+    };
+  apply_memory_policy(*out.model, config.memory, out.fetch);
   out.loss_sum = [](const at::Tensor& logits, const at::Tensor& labels) { return cross_entropy_sum(logits, labels); };
   if (tp.size() > 1)
     out.loss_sum = [&tp](const at::Tensor& logits, const at::Tensor& labels) {

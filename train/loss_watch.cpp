@@ -1,4 +1,4 @@
-#include "core/train/loss_watch.h"
+#include "train/loss_watch.h"
 
 #include <cmath>
 #include <cstdio>

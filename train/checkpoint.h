@@ -15,10 +15,10 @@
 #include <optional>
 #include <string>
 
-#include "core/checkpoint/lineage.h"
+#include "train/lineage.h"
 #include "core/data/packer.h"
 #include "core/model/llama.h"
-#include "core/train/adamw.h"
+#include "core/optim/adamw.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
@@ -32,7 +32,13 @@ struct TrainState {
 
 class CheckpointStore {
  public:
-  CheckpointStore(std::string dir, int64_t keep);
+  // Keeps the newest `keep` checkpoints of its lineage in `dir`; saves every
+  // `interval` steps (0: only at the end).
+  CheckpointStore(std::string dir, int64_t keep, int64_t interval = 0);
+
+  // Whether step `step` (1-based) of a run of `steps` saves one: at the
+  // interval, and at the end.
+  bool due(int64_t step, int64_t steps) const { return (interval_ > 0 && step % interval_ == 0) || step == steps; }
 
   // Collective over `world`, before anything else: rank 0 removes
   // temporaries of an interrupted save, chooses the checkpoint to resume
@@ -46,7 +52,18 @@ class CheckpointStore {
   struct Part {
     std::string model_file;      // its weights, if it is the one that writes them
     std::string optimizer_file;  // its optimizer state, if it holds any to write
+    // ZeRO-3: the weights are its shard of the fp32 masters, as the
+    // optimizer's segments cut them (the parameters hold none).
+    bool weights_in_segments = false;
   };
+  // The files of rank `rank`: one process holding the whole model writes
+  // plain model.safetensors and optimizer.safetensors; otherwise each writer
+  // numbers its files by rank. `writes_weights`: the first replica of its
+  // weights (of every (tp, pp) position, and of each set of experts);
+  // `sharded_optimizer`: every rank holds a shard of the optimizer state
+  // (ZeRO >= 1) and writes it; `sharded_weights`: also of the weights
+  // (ZeRO-3), written as every rank holds them, never gathered.
+  static Part part(int rank, bool whole_model, bool writes_weights, bool sharded_optimizer, bool sharded_weights);
 
   // Collective over `world`: writes step_<step> (replacing one of this
   // lineage atomically), then drops all but the newest `keep` of the
@@ -66,7 +83,7 @@ class CheckpointStore {
   void prune() const;
 
   std::string dir_;
-  int64_t keep_;
+  int64_t keep_, interval_;
   Lineage lineage_;
   std::optional<std::string> newest_;
   std::string moved_aside_;
@@ -79,6 +96,9 @@ std::string resolve_checkpoint(const std::string& path);
 // given, of the optimizer state, and the training state). A manifest is
 // checked whole first (types, plain file names, slices within their shapes,
 // its own checksum): a damaged one is one line naming the file and field.
-void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state);
+// `weights_in_segments` (ZeRO-3): the weights are read into the optimizer's
+// segments, the rank's shard of the masters, not into the parameters.
+void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state,
+                     bool weights_in_segments = false);
 
 }  // namespace lt

@@ -1,4 +1,4 @@
-#include "core/train/evaluate.h"
+#include "train/evaluate.h"
 
 #include <cmath>
 #include <cstdio>
@@ -6,7 +6,7 @@
 
 #include "core/data/packer.h"
 #include "core/data/passkey_corpus.h"
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 
 namespace lt {
 namespace {
@@ -153,7 +153,7 @@ PasskeyResult evaluate_passkey(const Scorer& score, const Config& config, int64_
 EvalReport evaluate(const Scorer& score, const Config& config, const EvalShare& share) {
   EvalReport report;
   if (config.eval.sequences > 0) report.loss = evaluate_loss(score, config, share);
-  if (config.data.source == "passkey" && config.eval.passkey_samples > 0)
+  if (config.data.source == DataSourceKind::passkey && config.eval.passkey_samples > 0)
     for (int64_t length : passkey_lengths(config))
       report.passkey.push_back(evaluate_passkey(score, config, length, share));
   return report;

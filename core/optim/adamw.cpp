@@ -1,4 +1,4 @@
-#include "core/train/adamw.h"
+#include "core/optim/adamw.h"
 
 #include <algorithm>
 
@@ -23,6 +23,19 @@ std::optional<ParamSegment> segment_within(const NamedParameter& p, int64_t offs
   const int64_t start = std::max(lo, offset), end = std::min(hi, offset + p.tensor.numel());
   if (start >= end) return std::nullopt;
   return ParamSegment{p.name, p.tensor, start - offset, end - offset, p.tensor.sizes().vec(), {}, {}};
+}
+
+std::optional<ParamSegment> shard_segment(const NamedParameter& p, const std::vector<int64_t>& shape, int64_t offset,
+                                          int64_t lo, int64_t hi, const at::Tensor& values, const at::Tensor& grads) {
+  const int64_t start = std::max(lo, offset), end = std::min(hi, offset + c10::multiply_integers(shape));
+  if (start >= end) return std::nullopt;
+  return ParamSegment{p.name,
+                      p.tensor,
+                      start - offset,
+                      end - offset,
+                      shape,
+                      values.narrow(0, start - lo, end - start),
+                      grads.narrow(0, start - lo, end - start)};
 }
 
 bool takes_weight_decay(const std::string& name, int64_t dims) {

@@ -8,7 +8,7 @@
 #include "core/config/config.h"
 #include "core/data/batch.h"
 #include "core/model/llama.h"
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 
 namespace lt {
 

@@ -1,4 +1,4 @@
-#include "core/train/gradient_hooks.h"
+#include "core/optim/gradient_hooks.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>

@@ -11,7 +11,7 @@
 #include <string>
 #include <thread>
 
-#include "core/cli/commands.h"
+#include "cli/commands.h"
 #include "core/util/error.h"
 #include "parallel/mesh/mesh.h"
 

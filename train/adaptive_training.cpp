@@ -9,7 +9,7 @@
 #include <chrono>
 #include <fstream>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "offload/profiler/memory_tracker.h"
 #include "parallel/adaptive/cost_calibration.h"
@@ -46,7 +46,8 @@ double Trainer::compute_gradients(const std::vector<Batch>& documents, const SpP
   int64_t valid = 0;
   for (const auto& d : documents) valid += d.valid_tokens();
   const GroupAssignment mine = adaptive_->assignment(plan);
-  if (mine.size > 0) model_->set_attention(mine.attention);
+  ScopedLayers built(*rank_.model);  // the group's attention for this step only
+  if (mine.size > 0) rank_.model->set_attention(mine.attention);
   std::vector<Batch> micros;
   for (int64_t d : mine.documents) micros.push_back(group_part(documents[d], mine.size, mine.rank).to(device_));
   const double loss = run_micro_batches(micros, static_cast<double>(std::max<int64_t>(1, valid)), step);
@@ -73,7 +74,8 @@ double Trainer::profile_document(int64_t length, int group, int64_t* activation_
   Batch doc{tokens.narrow(0, 0, length).unsqueeze(0), tokens.narrow(0, 1, length).unsqueeze(0).clone(),
             at::arange(length, at::kLong).unsqueeze(0), at::Tensor(), at::Tensor()};
   const Batch part = runs ? group_part(doc, group, block.rank()).to(device_) : Batch{};
-  model_->set_attention(adaptive_->attention(group));
+  ScopedLayers built(*rank_.model);
+  rank_.model->set_attention(adaptive_->attention(group));
   reset_device_peak(device_);
   const int64_t before = device_bytes(device_);
   const auto start = std::chrono::steady_clock::now();
@@ -108,13 +110,13 @@ void Trainer::calibrate_adaptive() {
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), points.size(),
                 model.attention_s, model.linear_s, model.exchange_s, model.latency_s, model.bytes_per_token,
                 model.max_group);
-  logger_->line(text);
+  metrics_->line(text);
 }
 
 // This step's documents were drawn, and their plan started, during the step
 // before: take the plan, draw and start planning the next step's, then run
 // this one. `position` becomes the data position after this step.
-double Trainer::adaptive_step(Packer& packer, int64_t s, double lr, double& grad_norm, DataPosition& position) {
+StepResult Trainer::adaptive_step(Packer& packer, int64_t s, double lr, DataPosition& position) {
   const int64_t tokens = config_.train.global_batch_tokens;
   if (next_documents_.empty()) {
     next_documents_ = packer.documents(tokens, config_.data.seq_len_at(s));
@@ -128,7 +130,7 @@ double Trainer::adaptive_step(Packer& packer, int64_t s, double lr, double& grad
     next_documents_ = packer.documents(tokens, config_.data.seq_len_at(s + 1));
     adaptive_->start_planning(lengths(next_documents_));
   }
-  const double loss = step(documents, plan, s + 1, lr, grad_norm);
+  const StepResult result = step(documents, plan, s + 1, lr);
   if (mesh_.rank() == 0) {
     const auto sizes = lengths(documents);
     nlohmann::ordered_json record = {{"step", s + 1},
@@ -141,12 +143,12 @@ double Trainer::adaptive_step(Packer& packer, int64_t s, double lr, double& grad
                                      {"idle", last_idle_}};
     std::ofstream(config_.run_dir + "/adaptive_sp.jsonl", std::ios::app) << record.dump() << "\n";
   }
-  return loss;
+  return result;
 }
 
 // The last step's plan for the log line: groups, how they were chosen, the
 // predicted against the measured forward-backward time, and the idle share.
-std::string Trainer::describe_adaptive_step() {
+std::string Trainer::describe_adaptive_step() const {
   char text[160];
   std::snprintf(text, sizeof(text), " | groups %s %s pred %.2fs meas %.2fs idle %.0f%%",
                 joined_groups(last_plan_).c_str(), last_plan_.method.c_str(), last_plan_.predicted_s, last_busy_s_,

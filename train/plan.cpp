@@ -1,9 +1,10 @@
-#include "parallel/mesh/plan.h"
+#include "train/plan.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
 
+#include "core/model/model_size.h"
 #include "core/util/error.h"
 #include "core/util/logger.h"
 #include "offload/activations/tiling.h"
@@ -20,38 +21,6 @@ namespace {
 
 // Bytes of an activation element in the compute dtype.
 int64_t activation_bytes(const Config& config) { return config.train.bf16() ? 2 : 4; }
-
-// A mixture-of-experts layer's MLP parameters (tp 1): the router,
-// `experts` experts and the shared one.
-int64_t sparse_mlp_parameters(const ModelConfig& m, int64_t experts) {
-  const auto& e = m.moe;
-  const int64_t h = m.hidden_size;
-  const int64_t expert = 3 * h * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size);
-  return h * e.experts + experts * expert +
-         (e.shared_expert_intermediate_size > 0 ? 3 * h * e.shared_expert_intermediate_size + h : 0);
-}
-
-// Parameters of one decoder layer held by one tensor-parallel rank, with
-// `experts` experts in its MoE layers; averaged over the layers, so that a
-// stage's layers sum to the right total.
-int64_t layer_parameters(const ModelConfig& m, int tp, int64_t experts) {
-  const int64_t h = m.hidden_size, d = m.resolved_head_dim();
-  const int64_t kv_heads = std::max<int64_t>(1, m.num_kv_heads / tp);  // replicated when tp > kv heads
-  const int64_t q = h * m.num_heads * d / tp, kv = 2 * h * kv_heads * d, o = m.num_heads * d * h / tp;
-  const int64_t bias = m.attention_bias ? (m.num_heads * d / tp + 2 * kv_heads * d) : 0;
-  const int64_t dense = 3 * h * m.intermediate_size / tp;
-  int64_t mlp = 0;
-  for (int64_t i = 0; i < m.num_layers; ++i) mlp += m.moe.is_moe_layer(i) ? sparse_mlp_parameters(m, experts) : dense;
-  return q + kv + o + bias + mlp / m.num_layers + 2 * h;
-}
-
-// The experts' parameters a rank holds, averaged over the layers as above:
-// ZeRO-1 shards their optimizer state over ep_dp, not dp x sp.
-int64_t layer_expert_parameters(const ModelConfig& m, int ep) {
-  int64_t moe_layers = 0;
-  for (int64_t i = 0; i < m.num_layers; ++i) moe_layers += m.moe.is_moe_layer(i);
-  return moe_layers * (sparse_mlp_parameters(m, m.moe.experts / ep) - sparse_mlp_parameters(m, 0)) / m.num_layers;
-}
 
 // Activation elements one layer keeps for backward, per token of a rank,
 // with our kernels (flash/blockwise attention keep no seq x seq matrix):
@@ -89,8 +58,8 @@ std::pair<int64_t, int64_t> kept_per_token(const LayerActivations& a, const Memo
   const int64_t mlp_inner = memory.mlp_tiles != "1" ? 0 : a.mlp_inner;  // tiles recompute theirs
   const int64_t all = a.around + a.attention + a.mlp_input + mlp_inner;
   if (!checkpointed) return {all, 0};
-  if (memory.checkpoint == "full") return {a.input, all};
-  if (memory.checkpoint == "attention") return {all - a.attention, a.attention};
+  if (memory.checkpoint == Recompute::full) return {a.input, all};
+  if (memory.checkpoint == Recompute::attention) return {all - a.attention, a.attention};
   return {all - mlp_inner, mlp_inner};  // mlp
 }
 
@@ -193,7 +162,7 @@ struct AssumedMachine {
 };
 
 AssumedMachine assumed_machine(const Config& config) {
-  if (config.train.device == "cuda") return {400e12, 25e9, "400 TFLOP/s and a 25 GB/s host link"};
+  if (config.train.device == DeviceKind::cuda) return {400e12, 25e9, "400 TFLOP/s and a 25 GB/s host link"};
   return {100e9, 10e9, "100 GFLOP/s and a 10 GB/s copy rate"};
 }
 
@@ -233,7 +202,7 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
     for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
   }
   p.link_bytes_per_s = machine.link;
-  p.overlap_swaps = p.swap_frees_device = config.train.device == "cuda";
+  p.overlap_swaps = p.swap_frees_device = config.train.device == DeviceKind::cuda;
   return p;
 }
 
@@ -302,24 +271,26 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
       const int64_t held = std::min(chunks, memory.n_persist) + (chunks > memory.n_persist ? memory.n_buffer : 0);
       resident = std::min(st.layers, held * per_chunk);
-      // fp32 weights and gradients whole; the moments split by ZeRO-1, and
-      // so the copies an overlapped update keeps in case clipping undoes it.
+      // fp32 weights and gradients, whole or with ZeRO-2/3 split over the
+      // replicas; the moments split by ZeRO-1, and so the copies an
+      // overlapped update keeps in case clipping undoes it.
       const int64_t undo = memory.overlap_update && config.train.grad_clip > 0 ? 12 : 0;
-      st.host = st.layers * per_layer * (4 + 4) + st.layers * per_layer * (8 + undo) / zero_replicas;
+      const int64_t host_replicas = zero >= 2 ? replicas : 1;
+      st.host = st.layers * per_layer * (4 + 4) / host_replicas + st.layers * per_layer * (8 + undo) / zero_replicas;
       st.chunks = resident * per_layer * 2 * chunk_element;
     }
     const int64_t others = st.parameters - st.layers * per_layer;
     const int64_t experts = st.layers * layer_expert_parameters(m, degrees.ep);
-    if (memory.offload_model) {  // (ZeRO-1 at most)
+    if (memory.offload_model) {  // the weights outside layers counted whole (few)
       st.weights = others * weight_bytes + resident * per_layer * chunk_element;
-      st.gradients = others * 4 + resident * per_layer * chunk_element;
+      st.gradients = held(2, others, 0) * 4 + resident * per_layer * chunk_element;
       st.optimizer = others * optimizer_bytes / zero_replicas;
     } else {
       const int64_t dense = st.parameters - experts;
       // ZeRO-3 gathers the weights outside layers for a step and the
       // running layer and the next (recomputed layers) or every layer
       // (kept ones, held by autograd until backward).
-      const bool recomputed = memory.checkpoint == "full" && memory.checkpoint_every == 1;
+      const bool recomputed = memory.checkpoint == Recompute::full && memory.checkpoint_every == 1;
       // The embedding table is gathered in fp32 (the model reads it so); on
       // one rank an fp32 gather is the master itself.
       const int64_t layers_held = std::min<int64_t>(st.layers, recomputed ? 2 : st.layers) * per_layer;
@@ -339,12 +310,12 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
         in_flight(s, degrees.pp, static_cast<int>(micro_batches(config, degrees)), config.all_forward_first());
     int64_t kept = 0, swapped = 0, recompute = 0;
     for (int64_t l = st.first_layer; l < st.first_layer + st.layers; ++l) {
-      const bool checkpointed = memory.checkpoint != "none" && l % memory.checkpoint_every == 0;
+      const bool checkpointed = memory.checkpoint != Recompute::none && l % memory.checkpoint_every == 0;
       const auto layer = layer_activations(m, degrees.tp, config.parallel.tp_sequence, l);
       const auto [keeps, needs] = kept_per_token(layer, memory, checkpointed);
       // With offload_activations a recomputed layer's input waits in host
       // memory until its recomputation.
-      (checkpointed && memory.checkpoint == "full" && memory.offload_activations ? swapped : kept) += keeps;
+      (checkpointed && memory.checkpoint == Recompute::full && memory.offload_activations ? swapped : kept) += keeps;
       recompute = std::max(recompute, needs);
     }
     const int64_t logits = st.head ? logits_bytes(config, degrees, tokens) : 0;
@@ -403,17 +374,17 @@ std::string describe_plan(const Config& config, int world, int ranks_per_node) {
     out << " per rank by stage); on the device " << memory.n_persist << " persistent chunks and " << memory.n_buffer
         << " buffers of " << memory.chunk_mb << " MiB or a layer\n";
   }
-  if (memory.offload_activations && memory.checkpoint == "full") {
+  if (memory.offload_activations && memory.checkpoint == Recompute::full) {
     out << "activation offload: the recomputed layers' inputs in host memory (";
     for (size_t s = 0; s < stages.size(); ++s) out << (s ? ", " : "") << human_bytes(stages[s].host_activations);
     out << " per rank by stage)\n";
   }
-  if (memory.plan == "auto") {
+  if (memory.plan == PlanMode::automatic) {
     out << describe_auto_plan(config, d, stages);
     return out.str();
   }
-  out << "activations: what each layer keeps for backward with flash attention; checkpoint " << memory.checkpoint
-      << (memory.checkpoint != "none" && memory.checkpoint_every > 1
+  out << "activations: what each layer keeps for backward with flash attention; checkpoint " << name(memory.checkpoint)
+      << (memory.checkpoint != Recompute::none && memory.checkpoint_every > 1
               ? " (every " + std::to_string(memory.checkpoint_every) + " layers)"
               : "")
       << ", mlp tiles " << memory.mlp_tiles << ", loss tiles " << memory.loss_tiles << "\n";

@@ -1,40 +1,37 @@
-// The training loop of one rank: packed global batch -> this dp rank's rows,
-// of each this sp rank's columns -> micro-batches through this pipeline
-// stage's 1F1B schedule (its layers, its tensor-parallel slices) -> loss
-// averaged over the valid tokens of the whole global batch -> every gradient
-// reduced over the ranks holding its parameter (bucketed, overlapped) -> clip
-// by the norm over all shards -> AdamW (sharded with ZeRO-1) -> log ->
-// checkpoint; then held-out evaluation. One process alone is a mesh of one
-// rank: the same code path.
+// One rank's training: packed global batch -> this dp rank's rows, of each
+// this sp rank's columns -> micro-batches through this pipeline stage's
+// 1F1B schedule (its layers, its tensor-parallel slices) -> loss averaged
+// over the valid tokens of the whole global batch -> every gradient reduced
+// over the ranks holding its parameter (parameter_state.h) -> clip by the
+// norm over all shards -> AdamW on this rank's shards. Around the steps, the
+// run's parts: the checkpoint store (when and what to save), the metrics
+// (what to log), the evaluator (when to evaluate), the profile window. One
+// process alone is a mesh of one rank: the same code path.
 #pragma once
 #include <map>
 #include <memory>
 #include <optional>
 
-#include "core/checkpoint/checkpoint.h"
-#include "core/data/packer.h"
 #include "core/config/config.h"
-#include "core/train/evaluate.h"
-#include "core/util/logger.h"
-#include "offload/chunks/overlapped_update.h"
+#include "core/data/packer.h"
 #include "offload/activations/memory_policy.h"
+#include "offload/chunks/overlapped_update.h"
 #include "offload/profiler/planner.h"
 #include "parallel/adaptive/adaptive_sp.h"
 #include "parallel/data_parallel/parameter_state.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/pipeline/pipeline.h"
-#include "parallel/rank_model.h"
+#include "train/checkpoint.h"
+#include "train/evaluator.h"
+#include "train/metrics.h"
+#include "train/rank_model.h"
 
 namespace lt {
 
-struct TrainResult {
-  std::map<int64_t, double> losses;  // 1-based step -> loss, for the steps this run trained
-  std::optional<LossResult> eval;
-  std::optional<PasskeyResult> passkey;
+// A step's mean loss and its gradients' norm before clipping.
+struct StepResult {
+  double loss = 0, grad_norm = 0;
 };
-
-// FLOPs of one trained token (forward + backward), docs/design.md's MFU formula.
-double flops_per_token(const ModelConfig& model, int64_t seq_len);
 
 // Fails for the parallel dimensions this build cannot train yet.
 void check_trainable(const Config& config);
@@ -52,17 +49,16 @@ class Trainer {
   // reduced over every rank holding them (with ZeRO-1: this rank's shards).
   double compute_gradients(const Batch& batch, int64_t step);
   // compute_gradients, clipping and the optimizer's update with learning
-  // rate `lr`: one training step. Returns the loss; `grad_norm` the norm
-  // before clipping.
-  double step(const Batch& batch, int64_t step, double lr, double& grad_norm);
+  // rate `lr`: one training step.
+  StepResult step(const Batch& batch, int64_t step, double lr);
   // data.packing: adaptive: the same for a step's documents (one row each),
   // run as `plan` says, every rank with the same plan.
   double compute_gradients(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step);
-  double step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr, double& grad_norm);
+  StepResult step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr);
   AdaptiveSequenceParallel* adaptive() { return adaptive_.get(); }
-  LlamaForCausalLMImpl& model() { return *model_; }
+  LlamaForCausalLMImpl& model() { return *rank_.model; }
   AdamW& optimizer() { return *optimizer_; }
-  ChunkManager* chunks() { return chunks_.get(); }
+  ChunkManager* chunks() { return rank_.chunks.get(); }
   // The state of each replica set's parameters (every parameter not in chunks).
   const std::vector<std::unique_ptr<ParameterState>>& states() const { return states_; }
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
@@ -72,44 +68,46 @@ class Trainer {
   const MoeStepStats& moe_stats() const { return moe_stats_; }
   // Device bytes the last step's forward and backward added at their peak.
   int64_t last_activation_bytes() const { return last_activation_bytes_; }
+  // Runs `fn` with every parameter whole on its fp32 master (offloaded
+  // chunks on the host, ZeRO-3's shards gathered): to save, load or
+  // initialise them.
+  void on_masters(const std::function<void()>& fn);
 
  private:
+  // The step (trainer.cpp).
   Batch local_batch(const Batch& batch);
   // Forward and backward of this rank's micro-batches, each loss divided by
   // `valid`; the gradients reduced over the replicas. Returns the summed
   // loss of every rank's micro-batches, divided by `valid`.
   double run_micro_batches(const std::vector<Batch>& micros, double valid, int64_t step);
   // Clipping and the optimizer's update after `gradients` (which returns the loss).
-  double update(bool labelled, const std::function<double()>& gradients, double lr, double& grad_norm);
+  StepResult update(bool labelled, const std::function<double()>& gradients, double lr);
   // This stage's forward of a micro-batch from `input` (what the previous
   // stage sent): its hidden states, or on the last stage the summed loss.
   at::Tensor stage_forward(const Batch& micro, const at::Tensor& input);
   double clip_gradients();
   bool clips(double grad_norm) const { return config_.train.grad_clip > 0 && grad_norm > config_.train.grad_clip; }
-  CheckpointStore::Part checkpoint_part();
-  // profile: whether this rank takes the trace (a run resumed past its
-  // first step takes none), and its writing.
-  bool traces() const;
-  void write_trace();
   // The fp32 masters were updated or loaded: bf16 compute copies are stale.
   void masters_changed();
-  // Runs `fn` with every parameter whole on its fp32 master (offloaded
-  // chunks on the host, ZeRO-3's shards gathered): to save, load or
-  // initialise them.
-  void on_masters(const std::function<void()>& fn);
-  // One rank holds every weight: no tp, pp or ep split.
-  bool holds_whole_model();
+
+  // The run around the steps (run.cpp): opening the checkpoint directory
+  // and the logs, restoring or initialising the weights, saving,
+  // evaluating, exporting.
+  TrainState start(std::unique_ptr<DocumentSource>& source);
   TrainState restore(const std::string& path, const nlohmann::json& data_fingerprint);
   void initialize_from_hf();
-  void export_final();
-  void log_step(int64_t step, int64_t length, double loss, double lr, double grad_norm, double seconds, int64_t tokens);
+  void describe_run();
+  void save(const TrainState& state);
   void evaluate(TrainResult& result, int64_t step);
-  // adaptive_training.cpp
+  void export_final();
+
+  // data.packing: adaptive (adaptive_training.cpp).
   void calibrate_adaptive();
   double profile_document(int64_t length, int group, int64_t* activation_bytes = nullptr);
-  double adaptive_step(Packer& packer, int64_t step, double lr, double& grad_norm, DataPosition& position);
-  std::string describe_adaptive_step();
-  // memory_planning.cpp
+  StepResult adaptive_step(Packer& packer, int64_t step, double lr, DataPosition& position);
+  std::string describe_adaptive_step() const;
+
+  // memory.plan: auto (memory_planning.cpp).
   Batch probe_batch();
   void probe_step(const Batch& probe);
   void plan_memory();
@@ -120,35 +118,35 @@ class Trainer {
   Mesh& mesh_;
   Communicator& replicas_;  // dp x sp: who shares this rank's weights
   at::Device device_;
-  LlamaForCausalLM model_{nullptr};
-  LossFn loss_sum_;
-  // One per group of ranks holding the same parameters (replica_sets.h),
-  // with how many (tp, pp) positions hold each copy.
+  // The model's state: this rank's model, fixed once built, its loss, and
+  // the owners of its parameters (one ParameterState per replica set,
+  // replica_sets.h, with how many (tp, pp) positions hold each copy and who
+  // holds the other experts; the offloaded chunks); their optimizer; the
+  // pipeline.
+  RankModel rank_;
   std::vector<std::unique_ptr<ParameterState>> states_;
   std::vector<int64_t> copies_;
   std::vector<Communicator*> parts_;
-  std::shared_ptr<ChunkManager> chunks_;  // memory.offload_model
-  LayerFetch fetch_;                      // brings a layer's weights (chunks, ZeRO-3); empty: they are there
-  std::optional<MemoryPlan> plan_;        // memory.plan: auto
-  int64_t last_activation_bytes_ = 0;
-  bool last_skipped_ = false;  // the last step's loss or gradients were not finite, or it had no label: no update
-  bool unlabelled_ = false;    // the last step had no token with a label
-  MoeStepStats moe_stats_;
-  std::unique_ptr<Pipeline> pipeline_;
-  std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<OverlappedUpdate> overlap_;  // memory.overlap_update (with offload_model)
-  std::unique_ptr<Logger> logger_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<Pipeline> pipeline_;
+  // The last step.
+  int64_t last_activation_bytes_ = 0;
+  bool last_skipped_ = false;  // its loss or gradients were not finite, or it had no label: no update
+  bool unlabelled_ = false;    // it had no token with a label
+  MoeStepStats moe_stats_;
+  // The run's parts.
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Evaluator> evaluator_;
   CheckpointStore checkpoints_;
+  std::optional<MemoryPlan> plan_;  // memory.plan: auto
+  int64_t first_step_ = 0;
   // data.packing: adaptive: the groups, the next step's documents (planned
   // during this step), and this step's plan and measured phase.
   std::unique_ptr<AdaptiveSequenceParallel> adaptive_;
   std::vector<Batch> next_documents_;
   SpPlan last_plan_;
   double last_busy_s_ = 0, last_idle_ = 0;  // the slowest rank's forward-backward, the idle share
-  double peak_flops_ = 0;
-  double elapsed_ = 0;
-  bool tracing_ = false;  // profile: a trace is being taken
-  int64_t first_step_ = 0;
 };
 
 }  // namespace lt

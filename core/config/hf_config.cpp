@@ -1,4 +1,4 @@
-#include "core/hf/hf_config.h"
+#include "core/config/hf_config.h"
 
 #include <cmath>
 #include <fstream>
@@ -142,7 +142,7 @@ nlohmann::ordered_json hf_config_json(const ModelConfig& m, const std::string& d
   j["head_dim"] = m.resolved_head_dim();
   j["hidden_act"] = "silu";
   // HF's dynamic NTK scales beyond max_position_embeddings at run time.
-  j["max_position_embeddings"] = m.rope.type == "dynamic" ? m.rope.original_max_seq_len : m.max_seq_len;
+  j["max_position_embeddings"] = m.rope.type == RopeType::dynamic ? m.rope.original_max_seq_len : m.max_seq_len;
   j["rms_norm_eps"] = m.rms_norm_eps;
   j["rope_theta"] = m.rope_theta;
   if (!qwen2) j["attention_bias"] = false, j["mlp_bias"] = false;
@@ -155,10 +155,11 @@ nlohmann::ordered_json hf_config_json(const ModelConfig& m, const std::string& d
     j["rope_scaling"] = nullptr;
     return j;
   }
-  nlohmann::ordered_json s = {{"rope_type", r.type}, {"factor", r.factor}};
-  if (r.type != "linear" && r.type != "dynamic") s["original_max_position_embeddings"] = r.original_max_seq_len;
-  if (r.type == "llama3") s["low_freq_factor"] = r.low_freq_factor, s["high_freq_factor"] = r.high_freq_factor;
-  if (r.type == "yarn") {
+  nlohmann::ordered_json s = {{"rope_type", name(r.type)}, {"factor", r.factor}};
+  if (r.type != RopeType::linear && r.type != RopeType::dynamic)
+    s["original_max_position_embeddings"] = r.original_max_seq_len;
+  if (r.type == RopeType::llama3) s["low_freq_factor"] = r.low_freq_factor, s["high_freq_factor"] = r.high_freq_factor;
+  if (r.type == RopeType::yarn) {
     s["beta_fast"] = r.beta_fast, s["beta_slow"] = r.beta_slow;
     if (r.attention_factor > 0) s["attention_factor"] = r.attention_factor;
   }

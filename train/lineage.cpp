@@ -1,4 +1,4 @@
-#include "core/checkpoint/lineage.h"
+#include "train/lineage.h"
 
 #include <cstdio>
 #include <limits>

@@ -47,6 +47,10 @@ std::vector<ParamSegment> whole(const std::vector<NamedParameter>& params);
 // ZeRO's cut: the part of `p`, stored from `offset` in a flat buffer, that
 // falls in the buffer's elements [lo, hi), if any.
 std::optional<ParamSegment> segment_within(const NamedParameter& p, int64_t offset, int64_t lo, int64_t hi);
+// The same cut of a parameter of `shape` whose values and gradients a shard
+// holds (ZeRO-2/3): `values` and `grads` are the buffer's elements [lo, hi).
+std::optional<ParamSegment> shard_segment(const NamedParameter& p, const std::vector<int64_t>& shape, int64_t offset,
+                                          int64_t lo, int64_t hi, const at::Tensor& values, const at::Tensor& grads);
 
 // Norm weights and biases (and any tensor of fewer than 2 dimensions) are not decayed.
 bool takes_weight_decay(const std::string& name, int64_t dims);

@@ -8,6 +8,7 @@
 
 #include "core/config/config.h"
 #include "core/model/llama.h"
+#include "offload/activations/memory_policy.h"
 #include "offload/chunks/chunk_manager.h"
 #include "parallel/mesh/mesh.h"
 
@@ -19,6 +20,7 @@ struct RankModel {
   LlamaForCausalLM model{nullptr};
   LossFn loss_sum;                       // summed token losses of a micro-batch (the last stage's)
   std::shared_ptr<ChunkManager> chunks;  // the layers' state in host memory (memory.offload_model)
+  LayerFetch fetch;                      // brings a layer's weights before it runs; empty: they are there
 };
 
 // Runs `fn` with the model's parameters on their fp32 masters (to save,
@@ -26,7 +28,11 @@ struct RankModel {
 // compute copies on the device.
 void on_masters(ChunkManager* chunks, const std::function<void()>& fn);
 
-// This rank's model, initialised from config.train.seed, on `device`.
-RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device = at::kCPU);
+// This rank's model, initialised from config.train.seed, on `device`, its
+// attention, runners and memory policy fixed from here on (temporary
+// changes: ScopedLayers). `gather`, if given, is a layer's last step before
+// it runs, after its chunk is resident (ZeRO-3's all-gather).
+RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device = at::kCPU,
+                           const LayerFetch& gather = {});
 
 }  // namespace lt

@@ -7,7 +7,7 @@
 
 #include <cstdio>
 
-#include "core/train/trainer.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "offload/activations/memory_policy.h"
 #include "offload/profiler/profiler.h"
@@ -61,7 +61,7 @@ Batch Trainer::probe_batch() {
 // first starts from random hidden states, one before the last backpropagates
 // ones, so no pipeline traffic is needed.
 void Trainer::probe_step(const Batch& probe) {
-  const auto& shard = model_->shard();
+  const auto& shard = rank_.model->shard();
   at::Tensor hidden;
   if (!shard.first_stage) {
     const int64_t tokens = probe.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
@@ -74,9 +74,9 @@ void Trainer::probe_step(const Batch& probe) {
 
 void Trainer::plan_memory() {
   const Batch probe = probe_batch();
-  Profile profile = profile_layers(*model_, chunks_.get(), device_, [&] { probe_step(probe); });
+  Profile profile = profile_layers(*rank_.model, rank_.fetch, device_, [&] { probe_step(probe); });
   for (auto& s : states_) s->zero_grad();
-  if (chunks_) chunks_->zero_grad();
+  if (rank_.chunks) rank_.chunks->zero_grad();
   agree(profile, mesh_.group(Group::stage));
 
   const int64_t rows = config_.sequences_per_step(first_step_) / mesh_.group(Group::dp).size();
@@ -92,10 +92,10 @@ void Trainer::plan_memory() {
     for (const auto& s : state->segments()) device_elements += s.size();
   }
   profile.state += 2 * 4 * device_elements;
-  if (chunks_) {
-    profile.chunks = chunks_->chunk_bytes();
-    for (const auto& b : profile.blocks) profile.chunk_of_block.push_back(chunks_->chunk_of(b.layer));
-    for (const auto& s : chunks_->segments()) host_elements += s.size();
+  if (rank_.chunks) {
+    profile.chunks = rank_.chunks->chunk_bytes();
+    for (const auto& b : profile.blocks) profile.chunk_of_block.push_back(rank_.chunks->chunk_of(b.layer));
+    for (const auto& s : rank_.chunks->segments()) host_elements += s.size();
   }
   const double device_rate = measure_adamw(device_);
   const double host_rate = device_.is_cuda() ? measure_adamw(at::Device(at::kCPU)) : device_rate;
@@ -109,17 +109,17 @@ void Trainer::plan_memory() {
 
   const auto budget = static_cast<int64_t>(config_.memory.device_budget_gb * (int64_t{1} << 30));
   plan_ = choose_plan(profile, budget);
-  if (chunks_) chunks_->configure(plan_->n_persist, plan_->n_buffer);
-  apply_memory_policy(*model_, config_.memory, fetch_, &plan_->modes);
-  logger_->line("memory plan (auto, budget " + human_bytes(static_cast<double>(budget)) +
-                " per rank): " + describe(*plan_, static_cast<int64_t>(profile.chunks.size())));
+  if (rank_.chunks) rank_.chunks->configure(plan_->n_persist, plan_->n_buffer);
+  apply_memory_policy(*rank_.model, config_.memory, rank_.fetch, &plan_->modes);
+  metrics_->line("memory plan (auto, budget " + human_bytes(static_cast<double>(budget)) +
+                 " per rank): " + describe(*plan_, static_cast<int64_t>(profile.chunks.size())));
 }
 
 void Trainer::report_plan(double step_seconds) {
-  logger_->line("memory plan check: step " + seconds_text(step_seconds) + " measured, " + seconds_text(plan_->step_s) +
-                " predicted; activations " + human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
-                human_bytes(static_cast<double>(plan_->activations)) + " predicted");
-  logger_->metrics({{"plan_step_s", plan_->step_s},
+  metrics_->line("memory plan check: step " + seconds_text(step_seconds) + " measured, " + seconds_text(plan_->step_s) +
+                 " predicted; activations " + human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
+                 human_bytes(static_cast<double>(plan_->activations)) + " predicted");
+  metrics_->record({{"plan_step_s", plan_->step_s},
                     {"measured_step_s", step_seconds},
                     {"plan_activation_bytes", plan_->activations},
                     {"measured_activation_bytes", last_activation_bytes_}});

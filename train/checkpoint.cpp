@@ -1,4 +1,4 @@
-#include "core/checkpoint/checkpoint.h"
+#include "train/checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -253,13 +253,28 @@ void verify_file(const std::string& path, const std::string& name, const nlohman
 
 // A whole segment keeps its parameter's shape (readable by any tool); a
 // slice is stored flat.
+at::Tensor stored(const ParamSegment& seg, const at::Tensor& values) {
+  return seg.start == 0 && seg.end == seg.numel() ? values.view(seg.shape) : values;
+}
+
 NamedTensors optimizer_tensors(const AdamW& optimizer, LlamaForCausalLMImpl& model, nlohmann::json& records) {
   NamedTensors out;
   for (const auto& s : optimizer.state()) {
     const auto& seg = s.segment;
-    const bool whole = seg.start == 0 && seg.end == seg.numel();
-    out.emplace_back(seg.name + ".exp_avg", whole ? s.exp_avg.view(seg.shape) : s.exp_avg);
-    out.emplace_back(seg.name + ".exp_avg_sq", whole ? s.exp_avg_sq.view(seg.shape) : s.exp_avg_sq);
+    out.emplace_back(seg.name + ".exp_avg", stored(seg, s.exp_avg));
+    out.emplace_back(seg.name + ".exp_avg_sq", stored(seg, s.exp_avg_sq));
+    records.push_back(slice_record(seg.name, model.slice_of(seg.name), seg.shape, seg.start, seg.end));
+  }
+  return out;
+}
+
+// ZeRO-3: the weights as the optimizer's segments hold them (this rank's
+// shard of the fp32 masters).
+NamedTensors segment_weights(const AdamW& optimizer, LlamaForCausalLMImpl& model, nlohmann::json& records) {
+  NamedTensors out;
+  for (const auto& s : optimizer.state()) {
+    const auto& seg = s.segment;
+    out.emplace_back(seg.name, stored(seg, seg.values()));
     records.push_back(slice_record(seg.name, model.slice_of(seg.name), seg.shape, seg.start, seg.end));
   }
   return out;
@@ -279,7 +294,7 @@ std::string write_part(const std::string& temp, LlamaForCausalLMImpl& model, con
   };
   if (!part.model_file.empty()) {
     nlohmann::json slices = nlohmann::json::array();
-    auto tensors = model_tensors(model, slices);
+    auto tensors = part.weights_in_segments ? segment_weights(optimizer, model, slices) : model_tensors(model, slices);
     write("model", part.model_file, tensors, slices, {{"format", "pt"}});
   }
   if (!part.optimizer_file.empty()) {
@@ -382,8 +397,24 @@ class SliceReader {
 
 }  // namespace
 
-CheckpointStore::CheckpointStore(std::string dir, int64_t keep)
-    : dir_(std::move(dir)), keep_(keep), lineage_(Lineage::fresh(new_run_id())) {}
+CheckpointStore::CheckpointStore(std::string dir, int64_t keep, int64_t interval)
+    : dir_(std::move(dir)), keep_(keep), interval_(interval), lineage_(Lineage::fresh(new_run_id())) {}
+
+CheckpointStore::Part CheckpointStore::part(int rank, bool whole_model, bool writes_weights, bool sharded_optimizer,
+                                            bool sharded_weights) {
+  auto numbered = [&](const char* stem) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "%s.%05d.safetensors", stem, rank);
+    return std::string(name);
+  };
+  Part part;
+  part.weights_in_segments = sharded_weights;
+  if (sharded_weights) part.model_file = numbered("model");
+  else if (writes_weights) part.model_file = whole_model ? "model.safetensors" : numbered("model");
+  if (sharded_optimizer) part.optimizer_file = numbered("optimizer");
+  else if (writes_weights) part.optimizer_file = whole_model ? "optimizer.safetensors" : numbered("optimizer");
+  return part;
+}
 
 std::optional<std::string> CheckpointStore::open(const std::string& resume, bool move_aside, Communicator& world) {
   std::string answer;
@@ -521,21 +552,35 @@ std::string resolve_checkpoint(const std::string& path) {
   return *latest;
 }
 
-void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state) {
+void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW* optimizer, TrainState* state,
+                     bool weights_in_segments) {
+  LT_CHECK(optimizer || !weights_in_segments, "load_checkpoint: weights in segments need the optimizer's segments");
   const auto manifest = read_manifest(path);
-  std::map<std::string, at::Tensor> params;
-  for (const auto& item : model.named_parameters()) params[item.key()] = item.value();
+  std::map<std::string, at::Tensor> params;            // by name: the order of the reads (and of their errors)
+  std::map<std::string, std::vector<int64_t>> shapes;  // each parameter's on this rank
+  for (const auto& item : model.named_parameters()) {
+    params[item.key()] = item.value();
+    shapes[item.key()] = item.value().sizes().vec();
+  }
+  if (optimizer)
+    for (const auto& s : optimizer->state()) shapes[s.segment.name] = s.segment.shape;
   at::NoGradGuard no_grad;
   {
     SliceReader weights(path, manifest, "model");
-    for (auto& [name, param] : params)
-      weights.read(name, name, model.slice_of(name), param.sizes(), 0, param.numel(), param.view({-1}));
+    if (weights_in_segments) {
+      for (const auto& s : optimizer->state()) {
+        const auto& seg = s.segment;
+        weights.read(seg.name, seg.name, model.slice_of(seg.name), seg.shape, seg.start, seg.end, seg.values());
+      }
+    } else {
+      for (auto& [name, param] : params)
+        weights.read(name, name, model.slice_of(name), param.sizes(), 0, param.numel(), param.view({-1}));
+    }
   }
   if (optimizer) {
     SliceReader moments(path, manifest, "optimizer");
     auto read = [&](const std::string& name, const std::string& moment, int64_t start, int64_t end, at::Tensor into) {
-      const auto& param = params.at(name);
-      moments.read(name, name + "." + moment, model.slice_of(name), param.sizes(), start, end, into);
+      moments.read(name, name + "." + moment, model.slice_of(name), shapes.at(name), start, end, into);
     };
     optimizer->load_state(read, manifest.at("optimizer").at("steps").get<int64_t>());
   }

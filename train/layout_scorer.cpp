@@ -1,4 +1,4 @@
-#include "parallel/layout_scorer.h"
+#include "train/layout_scorer.h"
 
 #include "parallel/sequence/sequence_parallel.h"
 #include "parallel/tensor_parallel/tensor_parallel.h"

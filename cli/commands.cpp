@@ -1,4 +1,4 @@
-#include "core/cli/commands.h"
+#include "cli/commands.h"
 
 #include <ATen/Parallel.h>
 
@@ -7,19 +7,19 @@
 #include <iostream>
 #include <map>
 
-#include "core/checkpoint/checkpoint.h"
+#include "train/checkpoint.h"
 #include "core/config/config.h"
 #include "core/hf/hf_weights.h"
-#include "core/train/evaluate.h"
-#include "core/train/trainer.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/bf16_support.h"
 #include "core/util/resources.h"
 #include "parallel/mesh/mesh.h"
-#include "parallel/layout_scorer.h"
-#include "parallel/mesh/plan.h"
-#include "parallel/rank_model.h"
+#include "train/layout_scorer.h"
+#include "train/plan.h"
+#include "train/rank_model.h"
 
 namespace lt {
 namespace {

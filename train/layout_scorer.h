@@ -7,7 +7,7 @@
 // works alone while the others wait.
 #pragma once
 #include "core/config/config.h"
-#include "core/train/evaluate.h"
+#include "train/evaluate.h"
 #include "parallel/mesh/mesh.h"
 
 namespace lt {

@@ -1,4 +1,4 @@
-#include "core/train/loss.h"
+#include "core/model/loss.h"
 
 #include <torch/autograd.h>
 

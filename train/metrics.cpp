@@ -1,0 +1,80 @@
+#include "train/metrics.h"
+
+#include <cstdio>
+
+#include "core/model/model_size.h"
+#include "core/util/bf16_support.h"
+#include "core/util/resources.h"
+
+namespace lt {
+namespace {
+
+std::string format(const char* pattern, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), pattern, value);
+  return buffer;
+}
+
+}  // namespace
+
+Metrics::Metrics(const Config& config, bool speaks, bool append)
+    : config_(config), logger_(speaks ? std::make_unique<Logger>(config.run_dir, append) : std::make_unique<Logger>()),
+      watch_(config.train.max_skipped_steps) {}
+
+void Metrics::start(const at::Device& device, int ranks, int64_t first_step) {
+  device_ = device;
+  first_step_ = first_step;
+  // An fp32 run is measured against the bf16 units too, where the device has them.
+  const auto dtype = bf16_is_fast(config_.train.device) ? at::kBFloat16 : at::kFloat;
+  peak_flops_ = measure_matmul_peak(device, dtype) * ranks;
+  line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s (" + c10::toString(dtype) +
+       "); computing in " + name(config_.train.precision));
+}
+
+void Metrics::step(const StepOutcome& o, const MoeStepStats& moe, const std::string& extra) {
+  elapsed_ += o.seconds;
+  window_seconds_ += o.seconds;
+  window_tokens_ += config_.train.global_batch_tokens;
+  if (o.skipped) {
+    line(o.unlabelled ? watch_.unlabelled(o.step) : watch_.skipped(o.step, o.loss, o.grad_norm));
+    record({{"step", o.step}, {"skipped", true}});
+  } else if (auto spike = watch_.updated(o.step, o.loss)) {
+    line(*spike);
+    record({{"step", o.step}, {"loss_spike", o.loss}});
+  }
+  if (o.step % config_.log.interval == 0 || o.step == config_.train.steps) {
+    log_step(o, moe, extra);
+    window_seconds_ = 0, window_tokens_ = 0;
+  }
+}
+
+void Metrics::log_step(const StepOutcome& o, const MoeStepStats& m, const std::string& extra) {
+  const double tokens_per_s = window_tokens_ / window_seconds_;
+  const double mfu = tokens_per_s * flops_per_token(config_.model, o.length) / peak_flops_;
+  const int64_t peak = peak_memory_bytes(device_);
+  const double eta = elapsed_ / (o.step - first_step_) * (config_.train.steps - o.step);
+  std::string moe;
+  nlohmann::ordered_json metrics = {{"step", o.step}, {"seq_len", o.length},       {"loss", o.loss},
+                                    {"lr", o.lr},     {"grad_norm", o.grad_norm},  {"tokens_per_s", tokens_per_s},
+                                    {"mfu", mfu},     {"peak_memory_bytes", peak}, {"elapsed_s", elapsed_}};
+  if (config_.model.moe.enabled()) {
+    // The last step's routing: the losses it added and each expert's load
+    // against the mean (min, max, coefficient of variation over experts).
+    moe = " | aux " + format("%.4f", m.balance_loss + m.z_loss) + " | load " + format("%.2f", m.load_min) + "-" +
+          format("%.2f", m.load_max) + " cv " + format("%.3f", m.load_cv) + " | dropped " +
+          format("%.1f%%", 100 * m.dropped);
+    metrics.update({{"moe_balance_loss", m.balance_loss},
+                    {"moe_z_loss", m.z_loss},
+                    {"moe_load_min", m.load_min},
+                    {"moe_load_max", m.load_max},
+                    {"moe_load_cv", m.load_cv},
+                    {"moe_dropped", m.dropped}});
+  }
+  line("step " + std::to_string(o.step) + "/" + std::to_string(config_.train.steps) + " | seq " +
+       std::to_string(o.length) + " | loss " + format("%.4f", o.loss) + moe + extra + " | lr " + format("%.2e", o.lr) +
+       " | grad " + format("%.3f", o.grad_norm) + " | " + human_count(tokens_per_s) + " tok/s | MFU " +
+       format("%.1f%%", 100 * mfu) + " | mem " + human_bytes(peak) + " | ETA " + human_duration(eta));
+  record(metrics);
+}
+
+}  // namespace lt

@@ -1,0 +1,259 @@
+#include "train/trainer.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/util/bf16_support.h"
+#include "core/util/error.h"
+#include "core/util/fault_injection.h"
+#include "core/util/resources.h"
+#include "offload/profiler/memory_tracker.h"
+#include "parallel/data_parallel/replica_sets.h"
+#include "parallel/sequence/sequence_parallel.h"
+
+namespace lt {
+namespace {
+
+std::unique_ptr<Mesh> solo_mesh(const Config& config) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  LT_CHECK(initialized, "the trainer needs MPI: create an lt::MpiSession first");
+  return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s);
+}
+
+StateOptions state_options(const Config& config) {
+  const auto& p = config.parallel;
+  StateOptions options;
+  options.bucket_bytes = static_cast<int64_t>(p.bucket_mb * (1 << 20));
+  options.overlap = p.overlap;
+  options.zero = static_cast<ZeroLevel>(p.zero);
+  options.reduce_dtype = p.reduce_dtype == WireDtype::bf16 ? at::kBFloat16 : at::kFloat;
+  options.compute_dtype = compute_dtype(config.train);
+  options.read_in_fp32 = read_in_fp32;
+  return options;
+}
+
+}  // namespace
+
+void check_trainable(const Config& c) {
+  if (c.parallel.ep > 1 && !c.model.moe.enabled())
+    fail("parallel.ep=" + std::to_string(c.parallel.ep) +
+         " splits the experts of a mixture-of-experts model, and this model has none (model.moe.experts: 0): "
+         "set parallel.ep to 1");
+}
+
+Trainer::Trainer(Config config, Mesh* mesh)
+    : config_(std::move(config)), own_mesh_(mesh ? nullptr : solo_mesh(config_)), mesh_(mesh ? *mesh : *own_mesh_),
+      replicas_(mesh_.group(Group::dp_sp)), device_(device_for(config_.train.device, mesh_.local_rank())),
+      checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep, config_.checkpoint.interval) {
+  check_trainable(config_);
+  config_.train.precision = resolve_precision(config_.train.precision, config_.train.device);
+  if (config_.train.bf16()) check_bf16_device(device_);
+  track_device_memory();
+  at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
+  at::manual_seed(config_.train.seed);
+  StateOptions options = state_options(config_);
+  // Every rank initialises from the same seed: each holds its part of the
+  // same weights, and replicas start equal. ZeRO-3 gathers a layer's
+  // weights before it runs (the states are made next; the layers run later).
+  LayerFetch gather;
+  if (options.zero == ZeroLevel::weights)
+    gather = [this](int64_t layer) {
+      for (auto& s : states_) s->use(layer);
+    };
+  rank_ = build_rank_model(config_, mesh_, device_, gather);
+  const auto& chunks = rank_.chunks;
+  // The optimizer updates the replica sets' segments and the chunked
+  // layers' host copies.
+  std::vector<ParamSegment> segments = chunks ? chunks->segments() : std::vector<ParamSegment>{};
+  for (auto& set :
+       replica_sets(mesh_, *rank_.model, chunks ? chunks->host_parameters() : std::vector<NamedParameter>{})) {
+    // Ranks that run their backwards at different times (a set over
+    // pipeline stages) or different numbers of them (adaptive packing)
+    // reduce once, at the step's end.
+    options.reduce_each_backward = !set.spans_stages && config_.data.packing != Packing::adaptive;
+    Communicator* gathers = options.zero == ZeroLevel::weights ? &mesh_.twin(*set.group) : nullptr;
+    states_.push_back(std::make_unique<ParameterState>(set.params, *set.group, options, gathers));
+    copies_.push_back(set.copies);
+    parts_.push_back(set.parts);
+    for (auto& s : states_.back()->segments()) segments.push_back(s);
+  }
+  if (config_.data.packing == Packing::adaptive) {
+    const auto& a = config_.parallel.adaptive;
+    adaptive_ = std::make_unique<AdaptiveSequenceParallel>(
+        mesh_, a, adaptive_max_group(a, mesh_.layout().world(), config_.model.num_heads));
+  }
+#ifdef LT_WITH_CUDA
+  if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
+#endif
+  // Stages pass activations in the compute dtype.
+  pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp),
+                                         at::TensorOptions().device(device_).dtype(compute_dtype(config_.train)));
+  const auto& t = config_.train;
+  optimizer_ = std::make_unique<AdamW>(segments, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
+  if (chunks && config_.memory.overlap_update)
+    overlap_ = std::make_unique<OverlappedUpdate>(*chunks, *optimizer_, t.grad_clip > 0);
+}
+
+void Trainer::masters_changed() {
+  if (const auto& compute = rank_.model->shard().compute) compute->refresh();
+}
+
+void Trainer::on_masters(const std::function<void()>& fn) {
+  std::function<void()> run = fn;
+  for (auto& s : states_) run = [&s, run] { s->with_masters(run); };
+  lt::on_masters(rank_.chunks.get(), run);
+}
+
+// The norm over the whole model: each set's squares are complete over its
+// replicas; summing over the tp x pp ranks counts a copy held by several of
+// them (norms, shared kv heads, tied embeddings) that many times.
+double Trainer::clip_gradients() {
+  auto squares = at::zeros({1}, at::kDouble);
+  for (size_t i = 0; i < states_.size(); ++i) {
+    auto part = at::full({1}, states_[i]->grad_square_sum() / copies_[i], at::kDouble);
+    if (parts_[i]) parts_[i]->all_reduce(part);  // the other ranks' experts
+    squares += part;
+  }
+  if (rank_.chunks) squares += rank_.chunks->grad_square_sum();
+  mesh_.group(Group::model).all_reduce(squares);
+  const double total = std::sqrt(squares.item<double>());
+  const double max_norm = config_.train.grad_clip;
+  if (clips(total)) {
+    const double factor = max_norm / (total + 1e-6);
+    for (auto& s : states_) s->scale_grads(factor);
+    if (rank_.chunks) rank_.chunks->scale_grads(factor);
+  }
+  return total;
+}
+
+// This dp rank's rows; of each, this sequence-parallel rank's columns,
+// padded so that sp (and tp's sequence split) divide them.
+Batch Trainer::local_batch(const Batch& batch) {
+  auto& dp = mesh_.group(Group::dp);
+  const int64_t rows = batch.size() / dp.size();
+  return sequence_part(batch.rows(dp.rank() * rows, rows), config_.parallel, mesh_).batch;
+}
+
+at::Tensor Trainer::stage_forward(const Batch& micro, const at::Tensor& input) {
+  if (!rank_.model->shard().last_stage) return rank_.model->forward(model_input(micro), input);
+  return head_loss(*rank_.model, rank_.model->head_input(model_input(micro), input), micro.labels, rank_.loss_sum,
+                   config_.memory);
+}
+
+double Trainer::compute_gradients(const Batch& batch, int64_t step) {
+  // Every micro-batch's summed loss is divided by the valid tokens of the
+  // whole global batch, so accumulation and the sum over replicas give
+  // exactly the full-batch mean, for any dp degree.
+  const double valid = static_cast<double>(std::max<int64_t>(1, batch.valid_tokens()));
+  const Batch mine = local_batch(batch);
+  const int64_t micro = std::min(config_.train.micro_batch_size, mine.size());
+  std::vector<Batch> micros;
+  for (int64_t first = 0; first < mine.size(); first += micro)
+    micros.push_back(mine.rows(first, std::min(micro, mine.size() - first)).to(device_));
+  MoeBalance* moe = rank_.model->shard().moe.get();
+  const int64_t global_micro_batches = mesh_.group(Group::dp).size() * static_cast<int64_t>(micros.size());
+  if (moe) moe->begin_step(mine.tokens.numel() * replicas_.size(), batch.size(), global_micro_batches);
+  const double loss = run_micro_batches(micros, valid, step);
+  if (moe) moe_stats_ = moe->end_step([this](at::Tensor& t) { mesh_.group(Group::world).all_reduce(t); });
+  return loss;
+}
+
+double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid, int64_t step) {
+  const auto& shard = rank_.model->shard();
+  auto total = at::zeros({1}, at::kDouble);
+  MoeBalance* moe = shard.moe.get();
+  StageWork work;
+  work.all_forward_first = config_.all_forward_first();
+  // What passes between stages: hidden states of this rank's tokens (1/tp
+  // of them under tp's sequence parallelism).
+  work.shape = [&](int m) {
+    const int64_t tokens = micros[m].tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
+    return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size};
+  };
+  const bool poisoned = inject_fault(mesh_.rank(), step);
+  work.forward = [&](int m, const at::Tensor& input) {
+    if (moe) moe->set_micro_batch(m);
+    auto out = stage_forward(micros[m], input);
+    if (poisoned) out = out * std::nan("");
+    if (!shard.last_stage) return out;
+    total += out.detach().to(at::kCPU, at::kDouble);
+    return out / valid;
+  };
+  // The step's last backward reduces the gradients as they complete (with
+  // ZeRO-2/3 every backward does).
+  auto begin_backward = [&](bool last) {
+    for (auto& s : states_) s->begin_backward(last);
+    if (rank_.chunks && last) rank_.chunks->arm();
+  };
+  work.before_backward = [&](int m) {
+    if (moe) moe->set_micro_batch(m);  // its recomputation finds the forward's routing
+    begin_backward(m + 1 == static_cast<int>(micros.size()));
+  };
+  work.after_backward = [&](int) {
+    for (auto& s : states_) s->end_backward();
+  };
+  for (auto& s : states_) s->zero_grad(), s->gather_unlayered();
+  if (rank_.chunks) rank_.chunks->zero_grad();
+  pipeline_->run(static_cast<int>(micros.size()), work);
+  if (micros.empty()) begin_backward(true);  // a rank with nothing to run still joins the reductions
+  for (auto& s : states_) s->finish();
+  if (overlap_) overlap_->drain();
+  if (rank_.chunks) rank_.chunks->reduce();
+  // The last stage has the loss; every tp rank of it the same one.
+  mesh_.group(Group::pp).all_reduce(total);
+  replicas_.all_reduce(total);
+  return total.item<double>() / valid;
+}
+
+// `labelled`: some token of the step's global batch has a label. One with
+// none (documents of a single token) is skipped whole, not run as an update
+// of zero gradients that would still move AdamW's moments and decay.
+StepResult Trainer::update(bool labelled, const std::function<double()>& gradients, double lr) {
+  unlabelled_ = !labelled;
+  if (unlabelled_) {
+    last_skipped_ = true;
+    return {std::nan(""), 0};
+  }
+  reset_device_peak(device_);
+  const int64_t before = device_bytes(device_);
+  if (overlap_) overlap_->begin(lr);
+  const double loss = gradients();
+  last_activation_bytes_ = device_peak_bytes(device_) - before;
+  const double grad_norm = clip_gradients();
+  // Every rank has the same loss and norm: all skip, or none.
+  last_skipped_ = !std::isfinite(loss) || !std::isfinite(grad_norm);
+  if (last_skipped_) {
+    LT_CHECK(!overlap_,
+             "loss " + std::to_string(loss) +
+                 ": memory.overlap_update already updated the chunks during "
+                 "backward, so this step cannot be skipped: set memory.overlap_update: false to skip such steps");
+    return {loss, grad_norm};
+  }
+  if (overlap_) {
+    overlap_->end(clips(grad_norm));
+    optimizer_->update(overlap_->slots(), optimizer_->size(), lr);
+  } else {
+    optimizer_->step(lr);
+  }
+  for (auto& s : states_) s->gather_parameters();
+  if (rank_.chunks) rank_.chunks->refresh();
+  masters_changed();
+  return {loss, grad_norm};
+}
+
+StepResult Trainer::step(const Batch& batch, int64_t step, double lr) {
+  return update(
+      batch.valid_tokens() > 0, [&] { return compute_gradients(batch, step); }, lr);
+}
+
+StepResult Trainer::step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr) {
+  const bool labelled =
+      std::any_of(documents.begin(), documents.end(), [](const Batch& d) { return d.valid_tokens() > 0; });
+  return update(
+      labelled, [&] { return compute_gradients(documents, plan, step); }, lr);
+}
+
+}  // namespace lt
