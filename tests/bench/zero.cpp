@@ -87,7 +87,8 @@ void host(int ranks) {
     const auto& chunks = *trainer.chunks();
     int64_t moments = 0;  // the chunks' segments come first in the optimizer
     const auto& state = trainer.optimizer().state();
-    for (size_t i = 0; i < chunks.segments().size(); ++i) moments += state[i].exp_avg.nbytes() + state[i].exp_avg_sq.nbytes();
+    for (size_t i = 0; i < chunks.segments().size(); ++i)
+      moments += state[i].exp_avg.nbytes() + state[i].exp_avg_sq.nbytes();
     const int64_t held = job_max(mesh, chunks.host_bytes() + moments);
     const int64_t planned = plan_stages(c, resolve_degrees(c, ranks))[0].host;
     print(mesh, {{"bench", "host"},
