@@ -7,17 +7,12 @@
 #include "core/data/packer.h"
 #include "core/data/passkey_corpus.h"
 #include "core/model/loss.h"
+#include "core/util/logger.h"
 
 namespace lt {
 namespace {
 
-std::string format(const char* pattern, double value) {
-  char buffer[48];
-  std::snprintf(buffer, sizeof(buffer), pattern, value);
-  return buffer;
-}
-
-std::string percent(double fraction) { return format("%.1f%%", 100 * fraction); }
+std::string percent(double fraction) { return formatted("%.1f%%", 100 * fraction); }
 
 // Depth d of D: the key at the middle of the d-th of D equal ranges.
 double depth_of(int64_t bucket, int64_t depths) { return depths == 1 ? -1.0 : (bucket + 0.5) / depths; }
@@ -27,7 +22,7 @@ std::vector<int64_t> passkey_lengths(const Config& config) {
 }
 
 std::string loss_lines(const LossResult& r, int64_t seq_len) {
-  std::string out = "eval: loss " + format("%.4f", r.loss) + " | perplexity " + format("%.2f", r.perplexity) +
+  std::string out = "eval: loss " + formatted("%.4f", r.loss) + " | perplexity " + formatted("%.2f", r.perplexity) +
                     " over " + std::to_string(r.tokens) + " tokens";
   if (r.by_position.size() < 2) return out;
   out += "\neval: loss by position:";
@@ -35,7 +30,7 @@ std::string loss_lines(const LossResult& r, int64_t seq_len) {
   for (int64_t b = 0; b < buckets; ++b)
     out += (b ? " |" : "") + std::string(" ") + std::to_string(b * seq_len / buckets) + "-" +
            std::to_string((b + 1) * seq_len / buckets) + " " +
-           (std::isnan(r.by_position[b]) ? std::string("-") : format("%.4f", r.by_position[b]));
+           (std::isnan(r.by_position[b]) ? std::string("-") : formatted("%.4f", r.by_position[b]));
   return out;
 }
 
@@ -166,16 +161,16 @@ std::string describe(const EvalReport& report, const Config& config) {
   const int64_t digits = config.data.passkey.digits, depths = config.eval.passkey_depths;
   for (const auto& r : report.passkey)
     out << "passkey retrieval at " << r.length << " tokens: exact " << percent(r.exact_match) << " (chance "
-        << format("%.4g%%", 100 * std::pow(0.1, digits)) << "), digits " << percent(r.digit_accuracy)
+        << formatted("%.4g%%", 100 * std::pow(0.1, digits)) << "), digits " << percent(r.digit_accuracy)
         << " (chance 10%) over " << r.samples << " samples\n";
   if (depths == 1) return out.str();
   // Exact match by length (rows) and depth of the key (columns).
   out << "passkey exact match by depth of the key:\n  length ";
-  for (int64_t d = 0; d < depths; ++d) out << format("%7.1f%%", 100 * depth_of(d, depths));
+  for (int64_t d = 0; d < depths; ++d) out << formatted("%7.1f%%", 100 * depth_of(d, depths));
   out << "\n";
   for (const auto& r : report.passkey) {
-    out << format("  %6.0f ", static_cast<double>(r.length));
-    for (double e : r.exact_by_depth) out << format("%7.1f%%", 100 * e);
+    out << formatted("  %6.0f ", static_cast<double>(r.length));
+    for (double e : r.exact_by_depth) out << formatted("%7.1f%%", 100 * e);
     out << "\n";
   }
   return out.str();

@@ -5,8 +5,6 @@
 // prediction is set against what the steps measured.
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <cstdio>
-
 #include "train/trainer.h"
 #include "core/util/error.h"
 #include "offload/activations/memory_policy.h"
@@ -34,12 +32,6 @@ void agree(Profile& p, Communicator& stage) {
     b.forward_s = *x++, b.recompute_s = *x++, b.backward_s = *x++;
     b.input = bytes(), b.output = bytes(), b.kept = bytes(), b.start = bytes(), b.transient = bytes();
   }
-}
-
-std::string seconds_text(double s) {
-  char out[32];
-  std::snprintf(out, sizeof(out), "%.3g s", s);
-  return out;
 }
 
 }  // namespace
@@ -116,8 +108,9 @@ void Trainer::plan_memory() {
 }
 
 void Trainer::report_plan(double step_seconds) {
-  metrics_->line("memory plan check: step " + seconds_text(step_seconds) + " measured, " + seconds_text(plan_->step_s) +
-                 " predicted; activations " + human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
+  metrics_->line("memory plan check: step " + formatted("%.3g s", step_seconds) + " measured, " +
+                 formatted("%.3g s", plan_->step_s) + " predicted; activations " +
+                 human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
                  human_bytes(static_cast<double>(plan_->activations)) + " predicted");
   metrics_->record({{"plan_step_s", plan_->step_s},
                     {"measured_step_s", step_seconds},

@@ -1,21 +1,10 @@
 #include "train/metrics.h"
 
-#include <cstdio>
-
 #include "core/model/model_size.h"
 #include "core/util/bf16_support.h"
 #include "core/util/resources.h"
 
 namespace lt {
-namespace {
-
-std::string format(const char* pattern, double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof(buffer), pattern, value);
-  return buffer;
-}
-
-}  // namespace
 
 Metrics::Metrics(const Config& config, bool speaks, bool append)
     : config_(config), logger_(speaks ? std::make_unique<Logger>(config.run_dir, append) : std::make_unique<Logger>()),
@@ -27,7 +16,7 @@ void Metrics::start(const at::Device& device, int ranks, int64_t first_step) {
   // An fp32 run is measured against the bf16 units too, where the device has them.
   const auto dtype = bf16_is_fast(config_.train.device) ? at::kBFloat16 : at::kFloat;
   peak_flops_ = measure_matmul_peak(device, dtype) * ranks;
-  line("matrix-product peak measured: " + format("%.1f", peak_flops_ / 1e9) + " GFLOP/s (" + c10::toString(dtype) +
+  line("matrix-product peak measured: " + formatted("%.1f", peak_flops_ / 1e9) + " GFLOP/s (" + c10::toString(dtype) +
        "); computing in " + name(config_.train.precision));
 }
 
@@ -60,9 +49,9 @@ void Metrics::log_step(const StepOutcome& o, const MoeStepStats& m, const std::s
   if (config_.model.moe.enabled()) {
     // The last step's routing: the losses it added and each expert's load
     // against the mean (min, max, coefficient of variation over experts).
-    moe = " | aux " + format("%.4f", m.balance_loss + m.z_loss) + " | load " + format("%.2f", m.load_min) + "-" +
-          format("%.2f", m.load_max) + " cv " + format("%.3f", m.load_cv) + " | dropped " +
-          format("%.1f%%", 100 * m.dropped);
+    moe = " | aux " + formatted("%.4f", m.balance_loss + m.z_loss) + " | load " + formatted("%.2f", m.load_min) + "-" +
+          formatted("%.2f", m.load_max) + " cv " + formatted("%.3f", m.load_cv) + " | dropped " +
+          formatted("%.1f%%", 100 * m.dropped);
     metrics.update({{"moe_balance_loss", m.balance_loss},
                     {"moe_z_loss", m.z_loss},
                     {"moe_load_min", m.load_min},
@@ -71,9 +60,10 @@ void Metrics::log_step(const StepOutcome& o, const MoeStepStats& m, const std::s
                     {"moe_dropped", m.dropped}});
   }
   line("step " + std::to_string(o.step) + "/" + std::to_string(config_.train.steps) + " | seq " +
-       std::to_string(o.length) + " | loss " + format("%.4f", o.loss) + moe + extra + " | lr " + format("%.2e", o.lr) +
-       " | grad " + format("%.3f", o.grad_norm) + " | " + human_count(tokens_per_s) + " tok/s | MFU " +
-       format("%.1f%%", 100 * mfu) + " | mem " + human_bytes(peak) + " | ETA " + human_duration(eta));
+       std::to_string(o.length) + " | loss " + formatted("%.4f", o.loss) + moe + extra + " | lr " +
+       formatted("%.2e", o.lr) + " | grad " + formatted("%.3f", o.grad_norm) + " | " + human_count(tokens_per_s) +
+       " tok/s | MFU " + formatted("%.1f%%", 100 * mfu) + " | mem " + human_bytes(peak) + " | ETA " +
+       human_duration(eta));
   record(metrics);
 }
 

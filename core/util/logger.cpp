@@ -26,6 +26,12 @@ void Logger::metrics(const nlohmann::ordered_json& record) {
   if (active_) metrics_ << record.dump() << std::endl;
 }
 
+std::string formatted(const char* pattern, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), pattern, value);
+  return buffer;
+}
+
 std::string human_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int unit = 0;

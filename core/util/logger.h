@@ -22,6 +22,8 @@ class Logger {
   std::ofstream log_, metrics_;
 };
 
+// `value` printed by a printf pattern of one number ("%.4f").
+std::string formatted(const char* pattern, double value);
 std::string human_bytes(double bytes);
 std::string human_duration(double seconds);
 std::string human_count(double count);

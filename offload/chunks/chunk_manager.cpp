@@ -7,6 +7,7 @@
 #include "core/util/error.h"
 #include "core/util/trace.h"
 #include "core/util/logger.h"
+#include "core/util/scope_exit.h"
 
 namespace lt {
 namespace {
@@ -365,27 +366,22 @@ void ChunkManager::with_masters(const std::function<void()>& fn) {
     fn();
   } else {
     // Whole fp32 values for `fn`, gathered from the replicas; what it
-    // leaves (a loaded checkpoint) becomes this rank's shard.
+    // leaves (a loaded checkpoint) becomes this rank's shard, and the
+    // parameters are placeholders again either way.
     std::vector<at::Tensor> whole;
     for (auto& c : chunks_) {
       whole.push_back(whole_values(*c));
       point_parameters(*c, whole.back(), at::Tensor());
     }
-    auto keep_shards = [&] {
+    ScopeExit keep_shards([&] {
       at::NoGradGuard no_grad;
       for (size_t i = 0; i < chunks_.size(); ++i) {
         auto& c = *chunks_[i];
         c.host_values.copy_(whole[i].narrow(0, replicas_.rank() * c.host_values.numel(), c.host_values.numel()));
         point_parameters(c, at::Tensor(), at::Tensor());
       }
-    };
-    try {
-      fn();
-    } catch (...) {
-      keep_shards();
-      throw;
-    }
-    keep_shards();
+    });
+    fn();
   }
   for (size_t i = 0; i < chunks_.size(); ++i)
     if (chunks_[i]->persistent) make_resident(i);

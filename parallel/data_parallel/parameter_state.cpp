@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/util/error.h"
+#include "core/util/scope_exit.h"
 #include "core/util/trace.h"
 
 namespace lt {
@@ -379,21 +380,15 @@ void ParameterState::with_masters(const std::function<void()>& fn) {
   }
   // What `fn` leaves (a loaded checkpoint) becomes this rank's shard; the
   // parameters are placeholders again either way.
-  auto keep_shards = [&] {
+  ScopeExit keep_shards([&] {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < buckets_.size(); ++i) {
       auto& b = *buckets_[i];
       b.params.copy_(whole[i].narrow(0, replicas_.rank() * b.shard, b.shard));
       point_parameters(b, at::Tensor());
     }
-  };
-  try {
-    fn();
-  } catch (...) {
-    keep_shards();
-    throw;
-  }
-  keep_shards();
+  });
+  fn();
 }
 
 }  // namespace lt
