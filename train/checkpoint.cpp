@@ -556,14 +556,8 @@ void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW
                      bool weights_in_segments) {
   LT_CHECK(optimizer || !weights_in_segments, "load_checkpoint: weights in segments need the optimizer's segments");
   const auto manifest = read_manifest(path);
-  std::map<std::string, at::Tensor> params;            // by name: the order of the reads (and of their errors)
-  std::map<std::string, std::vector<int64_t>> shapes;  // each parameter's on this rank
-  for (const auto& item : model.named_parameters()) {
-    params[item.key()] = item.value();
-    shapes[item.key()] = item.value().sizes().vec();
-  }
-  if (optimizer)
-    for (const auto& s : optimizer->state()) shapes[s.segment.name] = s.segment.shape;
+  std::map<std::string, at::Tensor> params;  // by name: the order of the reads (and of their errors)
+  for (const auto& item : model.named_parameters()) params[item.key()] = item.value();
   at::NoGradGuard no_grad;
   {
     SliceReader weights(path, manifest, "model");
@@ -578,6 +572,10 @@ void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW
     }
   }
   if (optimizer) {
+    // Each parameter's shape on this rank, as its segments know it (ZeRO-3's
+    // parameters hold none).
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& s : optimizer->state()) shapes[s.segment.name] = s.segment.shape;
     SliceReader moments(path, manifest, "optimizer");
     auto read = [&](const std::string& name, const std::string& moment, int64_t start, int64_t end, at::Tensor into) {
       moments.read(name, name + "." + moment, model.slice_of(name), shapes.at(name), start, end, into);

@@ -1,9 +1,9 @@
 #include "train/loss_watch.h"
 
 #include <cmath>
-#include <cstdio>
 
 #include "core/util/error.h"
+#include "core/util/logger.h"
 
 namespace lt {
 namespace {
@@ -13,10 +13,7 @@ constexpr size_t kMinimum = 8;  // before that many, no judgement
 constexpr double kDeviations = 4;
 
 std::string number(double value) {
-  if (std::isnan(value)) return "nan";  // whatever its sign bit
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.4g", value);
-  return text;
+  return std::isnan(value) ? "nan" : formatted("%.4g", value);  // nan whatever its sign bit
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "train/plan.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <sstream>
 
 #include "core/model/model_size.h"
@@ -147,8 +146,7 @@ std::string describe_model_split(const Config& config, const Degrees& d) {
   }
   if (d.pp > 1) {
     const int64_t micro = micro_batches(config, d);
-    char bubble[32];
-    std::snprintf(bubble, sizeof(bubble), "%.1f%%", 100 * bubble_fraction(d.pp, static_cast<int>(micro)));
+    const std::string bubble = formatted("%.1f%%", 100 * bubble_fraction(d.pp, static_cast<int>(micro)));
     out << "\npipeline: pp " << d.pp << ", " << (config.all_forward_first() ? "all forwards first (GPipe)" : "1F1B")
         << " over " << micro << " micro-batches per step: idle (p-1)/(m+p-1) = " << bubble;
   }
