@@ -36,7 +36,10 @@ std::vector<int64_t> lengths(const std::vector<Batch>& documents) {
 
 std::string joined_groups(const SpPlan& plan) {
   std::string out;
-  for (int g : plan.groups) out += (out.empty() ? "" : "+") + std::to_string(g);
+  for (int g : plan.groups) {
+    if (!out.empty()) out += '+';
+    out += std::to_string(g);
+  }
   return out;
 }
 
@@ -96,11 +99,14 @@ void Trainer::calibrate_adaptive() {
   // Activation bytes grow linearly with a rank's tokens (attention is
   // blockwise): a short document on one rank gives the rate, and warms up.
   const int64_t probe = std::max<int64_t>(16, config_.data.seq_len / 8);
-  int64_t bytes = 0;
-  profile_document(probe, 1, &bytes);
-  memory.bytes_per_token = static_cast<double>(bytes) / static_cast<double>(probe);
-  auto points = calibration_points(config_.data.seq_len, memory);
-  for (auto& p : points) p.seconds = profile_document(p.length, p.group);
+  std::vector<CostSample> points;
+  with_step_weights([&] {
+    int64_t bytes = 0;
+    profile_document(probe, 1, &bytes);
+    memory.bytes_per_token = static_cast<double>(bytes) / static_cast<double>(probe);
+    points = calibration_points(config_.data.seq_len, memory);
+    for (auto& p : points) p.seconds = profile_document(p.length, p.group);
+  });
   adaptive_->set_cost_model(fit_cost_model(points, memory.bytes_per_token, memory.memory_limit));
   const SpCostModel& model = adaptive_->cost_model();
   char text[256];

@@ -66,7 +66,13 @@ void Trainer::probe_step(const Batch& probe) {
 
 void Trainer::plan_memory() {
   const Batch probe = probe_batch();
-  Profile profile = profile_layers(*rank_.model, rank_.fetch, device_, [&] { probe_step(probe); });
+  Profile profile = profile_layers(*rank_.model, rank_.fetch, device_, [&] {
+    // As a step runs it: the weights outside layers gathered (ZeRO-3), the
+    // gradients reduced as layers finish, which frees their weights.
+    for (auto& s : states_) s->gather_for_step(), s->begin_backward(true);
+    probe_step(probe);
+    for (auto& s : states_) s->end_backward(), s->finish();
+  });
   for (auto& s : states_) s->zero_grad();
   if (rank_.chunks) rank_.chunks->zero_grad();
   agree(profile, mesh_.group(Group::stage));

@@ -277,30 +277,31 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       st.host = st.layers * per_layer * (4 + 4) / host_replicas + st.layers * per_layer * (8 + undo) / zero_replicas;
       st.chunks = resident * per_layer * 2 * chunk_element;
     }
+    // The replica sets' state: every parameter's, or with the layers in
+    // chunks the weights outside layers (embedding, final norm, head).
     const int64_t others = st.parameters - st.layers * per_layer;
-    const int64_t experts = st.layers * layer_expert_parameters(m, degrees.ep);
-    if (memory.offload_model) {  // the weights outside layers counted whole (few)
-      st.weights = others * weight_bytes + resident * per_layer * chunk_element;
-      st.gradients = held(2, others, 0) * 4 + resident * per_layer * chunk_element;
-      st.optimizer = others * optimizer_bytes / zero_replicas;
-    } else {
-      const int64_t dense = st.parameters - experts;
-      // ZeRO-3 gathers the weights outside layers for a step and the
-      // running layer and the next (recomputed layers) or every layer
-      // (kept ones, held by autograd until backward).
-      const bool recomputed = memory.checkpoint == Recompute::full && memory.checkpoint_every == 1;
-      // The embedding table is gathered in fp32 (the model reads it so); on
-      // one rank an fp32 gather is the master itself.
-      const int64_t layers_held = std::min<int64_t>(st.layers, recomputed ? 2 : st.layers) * per_layer;
-      const int64_t fp32_table = st.embedding || (st.head && m.tie_embeddings) ? vocab_slice : 0;
-      const int64_t gathered = replicas > 1 ? (others + layers_held) * compute_bytes + fp32_table * (4 - compute_bytes)
-                               : compute_bytes < 4 ? (others - fp32_table + layers_held) * compute_bytes
-                                                   : 0;
-      st.weights = zero >= 3 ? held(3, dense, experts) * 4 + gathered : st.parameters * weight_bytes;
-      // (ZeRO-1 also keeps the shard its reduce-scatter receives.)
-      st.gradients = held(2, dense, experts) * 4 + (zero == 1 && replicas > 1 ? held(1, dense, experts) * 4 : 0);
-      st.optimizer = held(1, dense, experts) * optimizer_bytes;
-    }
+    const int64_t experts = memory.offload_model ? 0 : st.layers * layer_expert_parameters(m, degrees.ep);
+    const int64_t dense = (memory.offload_model ? others : st.parameters) - experts;
+    const int64_t chunked = memory.offload_model ? resident * per_layer * chunk_element : 0;
+    // ZeRO-3 gathers the weights outside layers for a step and the running
+    // layer and the next (recomputed layers) or every layer (kept ones, held
+    // by autograd until backward; under adaptive packing gathered for the
+    // step); chunked layers are the chunks' to bring.
+    const bool two_layers = memory.checkpoint == Recompute::full && memory.checkpoint_every == 1 &&
+                            config.data.packing != Packing::adaptive;
+    const int64_t layers_held =
+        memory.offload_model ? 0 : std::min<int64_t>(st.layers, two_layers ? 2 : st.layers) * per_layer;
+    // The embedding table is gathered in fp32 (the model reads it so); on
+    // one rank an fp32 gather is the master itself.
+    const int64_t fp32_table = st.embedding || (st.head && m.tie_embeddings) ? vocab_slice : 0;
+    const int64_t gathered = replicas > 1 ? (others + layers_held) * compute_bytes + fp32_table * (4 - compute_bytes)
+                             : compute_bytes < 4 ? (others - fp32_table + layers_held) * compute_bytes
+                                                 : 0;
+    st.weights = (zero >= 3 ? held(3, dense, experts) * 4 + gathered : (dense + experts) * weight_bytes) + chunked;
+    // (ZeRO-1 also keeps the shard its reduce-scatter receives.)
+    st.gradients =
+        held(2, dense, experts) * 4 + (zero == 1 && replicas > 1 ? held(1, dense, experts) * 4 : 0) + chunked;
+    st.optimizer = held(1, dense, experts) * optimizer_bytes;
     // The schedule keeps `held` micro-batches in flight on stage s (1F1B:
     // up to stages - s); the last stage also holds the logits and their
     // gradient (vocab split by tp).

@@ -160,9 +160,7 @@ void Trainer::save(const TrainState& state) {
 // the replicas), the weights outside layers gathered meanwhile.
 void Trainer::evaluate(TrainResult& result, int64_t step) {
   const auto score = layout_scorer(*rank_.model, mesh_, config_.parallel, device_, compute_dtype(config_.train));
-  for (auto& s : states_) s->gather_unlayered();
-  evaluator_->run(score, replica_share(mesh_, config_.parallel.zero == 3), step, result);
-  for (auto& s : states_) s->release();
+  with_step_weights([&] { evaluator_->run(score, replica_share(mesh_, config_.parallel.zero == 3), step, result); });
 }
 
 // The final checkpoint, whatever the layout that wrote it, as an HF model

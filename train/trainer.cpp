@@ -9,6 +9,7 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
+#include "core/util/scope_exit.h"
 #include "offload/profiler/memory_tracker.h"
 #include "parallel/data_parallel/replica_sets.h"
 #include "parallel/sequence/sequence_parallel.h"
@@ -72,8 +73,11 @@ Trainer::Trainer(Config config, Mesh* mesh)
        replica_sets(mesh_, *rank_.model, chunks ? chunks->host_parameters() : std::vector<NamedParameter>{})) {
     // Ranks that run their backwards at different times (a set over
     // pipeline stages) or different numbers of them (adaptive packing)
-    // reduce once, at the step's end.
-    options.reduce_each_backward = !set.spans_stages && config_.data.packing != Packing::adaptive;
+    // reduce once, at the step's end; those running different numbers of
+    // forwards gather the weights once, for the step.
+    const bool adaptive = config_.data.packing == Packing::adaptive;
+    options.reduce_each_backward = !set.spans_stages && !adaptive;
+    options.gather_each_layer = !adaptive;
     Communicator* gathers = options.zero == ZeroLevel::weights ? &mesh_.twin(*set.group) : nullptr;
     states_.push_back(std::make_unique<ParameterState>(set.params, *set.group, options, gathers));
     copies_.push_back(set.copies);
@@ -105,6 +109,14 @@ void Trainer::on_masters(const std::function<void()>& fn) {
   std::function<void()> run = fn;
   for (auto& s : states_) run = [&s, run] { s->with_masters(run); };
   lt::on_masters(rank_.chunks.get(), run);
+}
+
+void Trainer::with_step_weights(const std::function<void()>& fn) {
+  for (auto& s : states_) s->gather_for_step();
+  ScopeExit release([this] {
+    for (auto& s : states_) s->release();
+  });
+  fn();
 }
 
 // The norm over the whole model: each set's squares are complete over its
@@ -195,7 +207,7 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
   work.after_backward = [&](int) {
     for (auto& s : states_) s->end_backward();
   };
-  for (auto& s : states_) s->zero_grad(), s->gather_unlayered();
+  for (auto& s : states_) s->zero_grad(), s->gather_for_step();
   if (rank_.chunks) rank_.chunks->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
   if (micros.empty()) begin_backward(true);  // a rank with nothing to run still joins the reductions

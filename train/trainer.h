@@ -107,6 +107,10 @@ class Trainer {
   StepResult adaptive_step(Packer& packer, int64_t step, double lr, DataPosition& position);
   std::string describe_adaptive_step() const;
 
+  // Runs `fn` with the weights a step needs outside its layers' own
+  // gathers (ZeRO-3: gather_for_step()), released after it.
+  void with_step_weights(const std::function<void()>& fn);
+
   // memory.plan: auto (memory_planning.cpp).
   Batch probe_batch();
   void probe_step(const Batch& probe);

@@ -199,22 +199,6 @@ void validate_rope(const RopeConfig& r, const ConfigSources& s) {
 
 // Adaptive sequence parallelism chooses the Ulysses groups itself, over
 // ranks that each hold the whole dense model.
-// The ZeRO levels with what they are not yet combined with, named.
-void validate_zero(const Config& c, const ConfigSources& s) {
-  const int64_t zero = c.parallel.zero;
-  const std::string level = "parallel.zero=" + std::to_string(zero);
-  if (zero == 3 && c.memory.plan != PlanMode::manual)
-    relation_error(s, "parallel.zero",
-                   level +
-                       " is not yet combined with memory.plan: auto (its profile runs outside the steps that "
-                       "gather the weights): set memory.plan: manual, or parallel.zero to 0-2");
-  if (zero == 3 && c.data.packing == Packing::adaptive)
-    relation_error(s, "parallel.zero",
-                   level +
-                       " is not yet combined with data.packing: adaptive: set parallel.zero to 0-2, or "
-                       "another data.packing");
-}
-
 void validate_adaptive(const Config& c, const ConfigSources& s) {
   const auto& p = c.parallel;
   if (p.sp_degree() > 1 || p.tp > 1 || p.pp > 1 || p.ep > 1 || c.model.moe.enabled() || c.memory.offload_model ||
@@ -261,7 +245,6 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   if (c.memory.offload_model && c.parallel.tp > 1)
     relation_error(s, "memory.offload_model",
                    "memory.offload_model is not yet combined with tensor parallelism: set parallel.tp=1");
-  validate_zero(c, s);
   if (m.moe.enabled() && m.moe.top_k > m.moe.experts)
     relation_error(s, "model.moe.top_k",
                    "model.moe.top_k=" + std::to_string(m.moe.top_k) + " exceeds model.moe.experts=" +

@@ -12,7 +12,6 @@
 namespace lt {
 namespace {
 
-// "model.layers.12.mlp.up_proj.weight" -> 12; -1 outside layers.
 // Waits for `work`, adding the seconds to `total`.
 void timed_wait(Work& work, double& total) {
   const auto start = std::chrono::steady_clock::now();
@@ -21,6 +20,7 @@ void timed_wait(Work& work, double& total) {
   work = Work();
 }
 
+// "model.layers.12.mlp.up_proj.weight" -> 12; -1 outside layers.
 int64_t layer_of(const std::string& name) {
   static const std::string prefix = "model.layers.";
   if (name.rfind(prefix, 0) != 0) return -1;
@@ -33,7 +33,7 @@ struct ParameterState::Bucket {
   std::vector<size_t> members;    // parameters, in bucket order
   std::vector<int64_t> offsets;   // where each starts in the flat buffers
   int64_t padded = 0, shard = 0;  // elements: of the whole bucket, of one replica's shard
-  int64_t layer = -1;             // ZeRO-3: the layer whose weights these are; -1 outside layers
+  int64_t layer = -1;             // ZeRO-3: the layer whose weights these are; -1: gathered for the step
   at::ScalarType gathered_dtype;  // ZeRO-3: of the gathered weights
   at::Tensor placeholder;         // ZeRO-3: what the parameters hold while not gathered
   // The fp32 weights: whole (the parameters view them), or under ZeRO-3
@@ -72,7 +72,7 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
     const auto& p = params_[i].tensor;
     LT_CHECK(p.scalar_type() == dtype,
              "data parallelism needs parameters of one dtype ('" + params_[i].name + "' differs)");
-    const std::pair<int64_t, at::ScalarType> key{weights_sharded() ? layer_of(params_[i].name) : -1,
+    const std::pair<int64_t, at::ScalarType> key{gathers_layers() ? layer_of(params_[i].name) : -1,
                                                  gathered_dtype(params_[i].name)};
     const bool full = key.first < 0 && bytes + p.nbytes() > static_cast<size_t>(options_.bucket_bytes);
     if (!groups.back().empty() && (full || key != group_key)) groups.emplace_back(), bytes = 0;
@@ -88,7 +88,7 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
     for (size_t i : members) b->offsets.push_back(total), total += params_[i].tensor.numel();
     b->padded = (total + replica_count - 1) / replica_count * replica_count;
     b->shard = b->padded / replica_count;
-    b->layer = weights_sharded() ? layer_of(params_[members.front()].name) : -1;
+    b->layer = gathers_layers() ? layer_of(params_[members.front()].name) : -1;
     b->gathered_dtype = gathered_dtype(params_[members.front()].name);
     const auto& like = params_[members.front()].tensor;
     auto flat = at::zeros({b->padded}, like.options());
@@ -337,7 +337,7 @@ void ParameterState::free_weights(Bucket& b) {
 }
 
 void ParameterState::use(int64_t layer) {
-  if (!weights_sharded()) return;
+  if (!gathers_layers()) return;
   const auto found = buckets_of_layer_.find(layer);
   if (found == buckets_of_layer_.end()) return;
   // Forward walks up the layers; backward's recomputation walks down.
@@ -358,7 +358,7 @@ void ParameterState::use(int64_t layer) {
     for (size_t i : next->second) gather(*buckets_[i]);
 }
 
-void ParameterState::gather_unlayered() {
+void ParameterState::gather_for_step() {
   if (!weights_sharded()) return;
   for (auto& b : buckets_)
     if (b->layer < 0) gather(*b);

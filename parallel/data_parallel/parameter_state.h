@@ -58,6 +58,13 @@ struct StateOptions {
   // ranks sit on different pipeline stages (tied embeddings) runs its
   // backwards at different times: it reduces once, at the step's end.
   bool reduce_each_backward = true;
+  // ZeRO-3 gathers each layer's weights as it runs. A set whose ranks run
+  // different numbers of forwards (adaptive packing: each group its own
+  // documents) gathers every weight once, at the step's start, and frees
+  // them at its end: per-layer gathers, collective over the replicas, would
+  // pair one rank's k-th forward with another's, and lock every group to
+  // the slowest layer by layer.
+  bool gather_each_layer = true;
 };
 
 class ParameterState {
@@ -92,8 +99,10 @@ class ParameterState {
   // ZeRO-3 (no-ops below): layer `layer` is about to run: its buckets are
   // gathered, the next layer's prefetched, idle ones freed.
   void use(int64_t layer);
-  // Gathers the weights outside layers, held until release() or finish().
-  void gather_unlayered();
+  // Gathers what a step needs before its layers run, held until release()
+  // or finish(): the weights outside layers, or with gather_each_layer off
+  // every weight.
+  void gather_for_step();
   // Frees every gathered weight.
   void release();
   // Runs `fn` with the parameters whole, on their fp32 masters (to save,
@@ -134,6 +143,7 @@ class ParameterState {
   at::ScalarType gathered_dtype(const std::string& name) const;
   bool grads_sharded() const { return options_.zero >= ZeroLevel::gradients; }
   bool weights_sharded() const { return options_.zero == ZeroLevel::weights; }
+  bool gathers_layers() const { return weights_sharded() && options_.gather_each_layer; }
 
   std::vector<NamedParameter> params_;
   std::vector<std::vector<int64_t>> shapes_;  // each parameter's (ZeRO-3 leaves placeholders in the tensors)

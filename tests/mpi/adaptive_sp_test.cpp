@@ -1,8 +1,8 @@
 // Adaptive sequence parallelism (data.packing: adaptive) against one rank:
 // the same documents give the same loss and every gradient (1e-5 relative)
 // under any plan: every rank alone, one group of all ranks, mixed sizes with
-// idle ranks, and the planner's own plan broadcast from rank 0. Whole runs
-// equal one process, and a resumed run continues exactly.
+// idle ranks, and the planner's own plan broadcast from rank 0; ZeRO-2 and
+// 3 too. Whole runs equal one process, and a resumed run continues exactly.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -98,10 +98,11 @@ TEST_P(AdaptiveSpPrecision, StepEqualsOneRankUnderEveryPlan) {
 INSTANTIATE_TEST_SUITE_P(Precisions, AdaptiveSpPrecision, ::testing::Values("fp32", "bf16"),
                          [](const auto& info) { return info.param; });
 
-// ZeRO-2 under adaptive plans: the groups run different numbers of
-// documents, so the gradients are reduce-scattered once, at the step's end;
-// each rank's shards equal one rank's gradients.
-TEST(AdaptiveSp, ShardedGradientsEqualOneRank) {
+// ZeRO-2 and 3 under adaptive plans: the groups run different numbers of
+// documents (ranks outside every group none), so the gradients are
+// reduce-scattered once, at the step's end, and ZeRO-3's weights gathered
+// once, at its start; each rank's shards equal one rank's gradients.
+TEST(AdaptiveSp, ShardedStateEqualsOneRank) {
   const int P = testing::world_size();
   Config config = adaptive_run("", 1);
   auto source = make_document_source(config.data, config.model.vocab_size, 9, Split::Train);
@@ -110,13 +111,16 @@ TEST(AdaptiveSp, ShardedGradientsEqualOneRank) {
   const auto n = static_cast<int64_t>(documents.size());
   Trainer alone(config);
   const double expected = alone.compute_gradients(documents, dealt({1}, n), 1);
-  config.parallel.zero = 2;
-  Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 60);
-  Trainer trainer(config, &mesh);
-  for (const auto& plan : {dealt(std::vector<int>(P, 1), n), dealt({P}, n)}) {
-    EXPECT_TRUE(
-        testing::losses_agree(trainer.compute_gradients(documents, plan, 1), expected, testing::agreement("fp32")));
-    testing::expect_gradients_agree(trainer, alone, testing::agreement("fp32"));
+  for (const int zero : {2, 3}) {
+    SCOPED_TRACE("zero " + std::to_string(zero));
+    config.parallel.zero = zero;
+    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 60);
+    Trainer trainer(config, &mesh);
+    for (const auto& plan : {dealt(std::vector<int>(P, 1), n), dealt({P}, n), dealt({1}, n)}) {
+      EXPECT_TRUE(
+          testing::losses_agree(trainer.compute_gradients(documents, plan, 1), expected, testing::agreement("fp32")));
+      testing::expect_gradients_agree(trainer, alone, testing::agreement("fp32"));
+    }
   }
 }
 
@@ -137,6 +141,11 @@ TEST(AdaptiveSp, TrainingEqualsOneProcessAndResumes) {
   const auto serial = train(alone);
   ASSERT_EQ(parallel.size(), 4u);
   for (const auto& [step, loss] : parallel) EXPECT_NEAR(loss, serial.at(step), 1e-5 * loss) << "step " << step;
+  // ZeRO-3, its cost model profiled on weights gathered for it, the same.
+  Config sharded = adaptive_run(dir + "/zero3", 4);
+  sharded.parallel.zero = 3;
+  for (const auto& [step, loss] : Trainer(sharded, &mesh).run().losses)
+    EXPECT_NEAR(loss, serial.at(step), 1e-5 * loss) << "zero 3, step " << step;
 
   // Every step's plan is logged.
   if (world.rank() == 0) {
