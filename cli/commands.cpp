@@ -11,6 +11,7 @@
 #include "core/config/config.h"
 #include "core/hf/hf_weights.h"
 #include "train/evaluate.h"
+#include "train/parameter_owners.h"
 #include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
@@ -223,15 +224,23 @@ int run_eval(const Args& args, MpiSession& mpi) {
   at::set_num_threads(static_cast<int>(default_threads(config.train.threads, mesh.local_size())));
   const at::Device device = device_for(config.train.device, mesh.local_rank());
   if (config.train.bf16()) check_bf16_device(device);
-  RankModel rank = build_rank_model(config, mesh, device);
+  // Under ZeRO-3 the weights stay sharded as the training held them, each
+  // layer gathered as it runs (the replicas in lockstep).
+  ParameterOwners owners;
+  const bool sharded = config.parallel.zero == 3;
+  RankModel rank = build_rank_model(config, mesh, device, owners.layer_gather(config));
+  if (sharded) owners.own(config, mesh, rank);
   auto load = [&] {
     if (checkpoint) load_checkpoint(path, *rank.model, nullptr, nullptr);
     else load_hf_weights(path, *rank.model);
   };
-  agree_on(mesh.group(Group::world), [&] { on_masters(rank.chunks.get(), load); });
+  agree_on(mesh.group(Group::world), [&] { owners.on_masters(rank.chunks.get(), load); });
   rank.model->eval();
-  const auto report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, compute_dtype(config.train)),
-                               config, replica_share(mesh));
+  EvalReport report;
+  owners.with_step_weights([&] {
+    report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, compute_dtype(config.train)), config,
+                      replica_share(mesh, sharded));
+  });
   if (mesh.rank() != 0) return 0;
   std::cout << (checkpoint ? "checkpoint: " : "hugging face model: ") << path << "\n";
   std::cout << describe(report, config);

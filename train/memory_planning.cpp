@@ -69,11 +69,11 @@ void Trainer::plan_memory() {
   Profile profile = profile_layers(*rank_.model, rank_.fetch, device_, [&] {
     // As a step runs it: the weights outside layers gathered (ZeRO-3), the
     // gradients reduced as layers finish, which frees their weights.
-    for (auto& s : states_) s->gather_for_step(), s->begin_backward(true);
+    for (auto& s : owners_.states) s->gather_for_step(), s->begin_backward(true);
     probe_step(probe);
-    for (auto& s : states_) s->end_backward(), s->finish();
+    for (auto& s : owners_.states) s->end_backward(), s->finish();
   });
-  for (auto& s : states_) s->zero_grad();
+  for (auto& s : owners_.states) s->zero_grad();
   if (rank_.chunks) rank_.chunks->zero_grad();
   agree(profile, mesh_.group(Group::stage));
 
@@ -85,7 +85,7 @@ void Trainer::plan_memory() {
   // Device state: the buckets' flat weights and gradients and the
   // optimizer's two moments of the segments they hand it.
   int64_t device_elements = 0, host_elements = 0;
-  for (const auto& state : states_) {
+  for (const auto& state : owners_.states) {
     profile.state += state->buffer_bytes();
     for (const auto& s : state->segments()) device_elements += s.size();
   }

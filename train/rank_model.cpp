@@ -60,11 +60,6 @@ void expert_parallel(ModelShard& shard, Communicator& ep) {
 
 }  // namespace
 
-void on_masters(ChunkManager* chunks, const std::function<void()>& fn) {
-  if (chunks) chunks->with_masters(fn);
-  else fn();
-}
-
 RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device, const LayerFetch& gather) {
   const auto& p = config.parallel;
   Communicator& tp = mesh.group(Group::tp);

@@ -23,11 +23,6 @@ struct RankModel {
   LayerFetch fetch;                      // brings a layer's weights before it runs; empty: they are there
 };
 
-// Runs `fn` with the model's parameters on their fp32 masters (to save,
-// load or initialise them): offloaded chunks (`chunks`, if any) keep only
-// compute copies on the device.
-void on_masters(ChunkManager* chunks, const std::function<void()>& fn);
-
 // This rank's model, initialised from config.train.seed, on `device`, its
 // attention, runners and memory policy fixed from here on (temporary
 // changes: ScopedLayers). `gather`, if given, is a layer's last step before

@@ -102,7 +102,7 @@ void Trainer::describe_run() {
   metrics_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
   const auto& d = mesh_.layout().degrees();
   int64_t buckets = 0;
-  for (const auto& s : states_) buckets += s->bucket_count();
+  for (const auto& s : owners_.states) buckets += s->bucket_count();
   metrics_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                  " parameters (non-embedding + head), device " + device_.str() + ", " +
                  std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
@@ -160,7 +160,8 @@ void Trainer::save(const TrainState& state) {
 // the replicas), the weights outside layers gathered meanwhile.
 void Trainer::evaluate(TrainResult& result, int64_t step) {
   const auto score = layout_scorer(*rank_.model, mesh_, config_.parallel, device_, compute_dtype(config_.train));
-  with_step_weights([&] { evaluator_->run(score, replica_share(mesh_, config_.parallel.zero == 3), step, result); });
+  owners_.with_step_weights(
+      [&] { evaluator_->run(score, replica_share(mesh_, config_.parallel.zero == 3), step, result); });
 }
 
 // The final checkpoint, whatever the layout that wrote it, as an HF model

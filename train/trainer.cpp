@@ -9,9 +9,7 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/resources.h"
-#include "core/util/scope_exit.h"
 #include "offload/profiler/memory_tracker.h"
-#include "parallel/data_parallel/replica_sets.h"
 #include "parallel/sequence/sequence_parallel.h"
 
 namespace lt {
@@ -22,18 +20,6 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
   MPI_Initialized(&initialized);
   LT_CHECK(initialized, "the trainer needs MPI: create an lt::MpiSession first");
   return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s);
-}
-
-StateOptions state_options(const Config& config) {
-  const auto& p = config.parallel;
-  StateOptions options;
-  options.bucket_bytes = static_cast<int64_t>(p.bucket_mb * (1 << 20));
-  options.overlap = p.overlap;
-  options.zero = static_cast<ZeroLevel>(p.zero);
-  options.reduce_dtype = p.reduce_dtype == WireDtype::bf16 ? at::kBFloat16 : at::kFloat;
-  options.compute_dtype = compute_dtype(config.train);
-  options.read_in_fp32 = read_in_fp32;
-  return options;
 }
 
 }  // namespace
@@ -55,35 +41,17 @@ Trainer::Trainer(Config config, Mesh* mesh)
   track_device_memory();
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
-  StateOptions options = state_options(config_);
   // Every rank initialises from the same seed: each holds its part of the
   // same weights, and replicas start equal. ZeRO-3 gathers a layer's
   // weights before it runs (the states are made next; the layers run later).
-  LayerFetch gather;
-  if (options.zero == ZeroLevel::weights)
-    gather = [this](int64_t layer) {
-      for (auto& s : states_) s->use(layer);
-    };
-  rank_ = build_rank_model(config_, mesh_, device_, gather);
+  rank_ = build_rank_model(config_, mesh_, device_, owners_.layer_gather(config_));
+  owners_.own(config_, mesh_, rank_);
+  // The optimizer updates the chunked layers' host copies and the replica
+  // sets' segments.
   const auto& chunks = rank_.chunks;
-  // The optimizer updates the replica sets' segments and the chunked
-  // layers' host copies.
   std::vector<ParamSegment> segments = chunks ? chunks->segments() : std::vector<ParamSegment>{};
-  for (auto& set :
-       replica_sets(mesh_, *rank_.model, chunks ? chunks->host_parameters() : std::vector<NamedParameter>{})) {
-    // Ranks that run their backwards at different times (a set over
-    // pipeline stages) or different numbers of them (adaptive packing)
-    // reduce once, at the step's end; those running different numbers of
-    // forwards gather the weights once, for the step.
-    const bool adaptive = config_.data.packing == Packing::adaptive;
-    options.reduce_each_backward = !set.spans_stages && !adaptive;
-    options.gather_each_layer = !adaptive;
-    Communicator* gathers = options.zero == ZeroLevel::weights ? &mesh_.twin(*set.group) : nullptr;
-    states_.push_back(std::make_unique<ParameterState>(set.params, *set.group, options, gathers));
-    copies_.push_back(set.copies);
-    parts_.push_back(set.parts);
-    for (auto& s : states_.back()->segments()) segments.push_back(s);
-  }
+  for (auto& state : owners_.states)
+    for (auto& s : state->segments()) segments.push_back(s);
   if (config_.data.packing == Packing::adaptive) {
     const auto& a = config_.parallel.adaptive;
     adaptive_ = std::make_unique<AdaptiveSequenceParallel>(
@@ -105,28 +73,16 @@ void Trainer::masters_changed() {
   if (const auto& compute = rank_.model->shard().compute) compute->refresh();
 }
 
-void Trainer::on_masters(const std::function<void()>& fn) {
-  std::function<void()> run = fn;
-  for (auto& s : states_) run = [&s, run] { s->with_masters(run); };
-  lt::on_masters(rank_.chunks.get(), run);
-}
-
-void Trainer::with_step_weights(const std::function<void()>& fn) {
-  for (auto& s : states_) s->gather_for_step();
-  ScopeExit release([this] {
-    for (auto& s : states_) s->release();
-  });
-  fn();
-}
+void Trainer::on_masters(const std::function<void()>& fn) { owners_.on_masters(rank_.chunks.get(), fn); }
 
 // The norm over the whole model: each set's squares are complete over its
 // replicas; summing over the tp x pp ranks counts a copy held by several of
 // them (norms, shared kv heads, tied embeddings) that many times.
 double Trainer::clip_gradients() {
   auto squares = at::zeros({1}, at::kDouble);
-  for (size_t i = 0; i < states_.size(); ++i) {
-    auto part = at::full({1}, states_[i]->grad_square_sum() / copies_[i], at::kDouble);
-    if (parts_[i]) parts_[i]->all_reduce(part);  // the other ranks' experts
+  for (size_t i = 0; i < owners_.states.size(); ++i) {
+    auto part = at::full({1}, owners_.states[i]->grad_square_sum() / owners_.copies[i], at::kDouble);
+    if (owners_.parts[i]) owners_.parts[i]->all_reduce(part);  // the other ranks' experts
     squares += part;
   }
   if (rank_.chunks) squares += rank_.chunks->grad_square_sum();
@@ -135,7 +91,7 @@ double Trainer::clip_gradients() {
   const double max_norm = config_.train.grad_clip;
   if (clips(total)) {
     const double factor = max_norm / (total + 1e-6);
-    for (auto& s : states_) s->scale_grads(factor);
+    for (auto& s : owners_.states) s->scale_grads(factor);
     if (rank_.chunks) rank_.chunks->scale_grads(factor);
   }
   return total;
@@ -197,7 +153,7 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
   // The step's last backward reduces the gradients as they complete (with
   // ZeRO-2/3 every backward does).
   auto begin_backward = [&](bool last) {
-    for (auto& s : states_) s->begin_backward(last);
+    for (auto& s : owners_.states) s->begin_backward(last);
     if (rank_.chunks && last) rank_.chunks->arm();
   };
   work.before_backward = [&](int m) {
@@ -205,13 +161,13 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
     begin_backward(m + 1 == static_cast<int>(micros.size()));
   };
   work.after_backward = [&](int) {
-    for (auto& s : states_) s->end_backward();
+    for (auto& s : owners_.states) s->end_backward();
   };
-  for (auto& s : states_) s->zero_grad(), s->gather_for_step();
+  for (auto& s : owners_.states) s->zero_grad(), s->gather_for_step();
   if (rank_.chunks) rank_.chunks->zero_grad();
   pipeline_->run(static_cast<int>(micros.size()), work);
   if (micros.empty()) begin_backward(true);  // a rank with nothing to run still joins the reductions
-  for (auto& s : states_) s->finish();
+  for (auto& s : owners_.states) s->finish();
   if (overlap_) overlap_->drain();
   if (rank_.chunks) rank_.chunks->reduce();
   // The last stage has the loss; every tp rank of it the same one.
@@ -250,7 +206,7 @@ StepResult Trainer::update(bool labelled, const std::function<double()>& gradien
   } else {
     optimizer_->step(lr);
   }
-  for (auto& s : states_) s->gather_parameters();
+  for (auto& s : owners_.states) s->gather_parameters();
   if (rank_.chunks) rank_.chunks->refresh();
   masters_changed();
   return {loss, grad_norm};

@@ -18,12 +18,12 @@
 #include "offload/chunks/overlapped_update.h"
 #include "offload/profiler/planner.h"
 #include "parallel/adaptive/adaptive_sp.h"
-#include "parallel/data_parallel/parameter_state.h"
 #include "parallel/mesh/mesh.h"
 #include "parallel/pipeline/pipeline.h"
 #include "train/checkpoint.h"
 #include "train/evaluator.h"
 #include "train/metrics.h"
+#include "train/parameter_owners.h"
 #include "train/rank_model.h"
 
 namespace lt {
@@ -60,7 +60,7 @@ class Trainer {
   AdamW& optimizer() { return *optimizer_; }
   ChunkManager* chunks() { return rank_.chunks.get(); }
   // The state of each replica set's parameters (every parameter not in chunks).
-  const std::vector<std::unique_ptr<ParameterState>>& states() const { return states_; }
+  const std::vector<std::unique_ptr<ParameterState>>& states() const { return owners_.states; }
   const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
   // memory.plan: auto: the plan chosen before the first step.
   const std::optional<MemoryPlan>& memory_plan() const { return plan_; }
@@ -107,10 +107,6 @@ class Trainer {
   StepResult adaptive_step(Packer& packer, int64_t step, double lr, DataPosition& position);
   std::string describe_adaptive_step() const;
 
-  // Runs `fn` with the weights a step needs outside its layers' own
-  // gathers (ZeRO-3: gather_for_step()), released after it.
-  void with_step_weights(const std::function<void()>& fn);
-
   // memory.plan: auto (memory_planning.cpp).
   Batch probe_batch();
   void probe_step(const Batch& probe);
@@ -122,15 +118,11 @@ class Trainer {
   Mesh& mesh_;
   Communicator& replicas_;  // dp x sp: who shares this rank's weights
   at::Device device_;
-  // The model's state: this rank's model, fixed once built, its loss, and
-  // the owners of its parameters (one ParameterState per replica set,
-  // replica_sets.h, with how many (tp, pp) positions hold each copy and who
-  // holds the other experts; the offloaded chunks); their optimizer; the
-  // pipeline.
+  // The model's state: this rank's model, fixed once built, with its loss
+  // and offloaded chunks; the owners of its other parameters; their
+  // optimizer; the pipeline.
   RankModel rank_;
-  std::vector<std::unique_ptr<ParameterState>> states_;
-  std::vector<int64_t> copies_;
-  std::vector<Communicator*> parts_;
+  ParameterOwners owners_;
   std::unique_ptr<OverlappedUpdate> overlap_;  // memory.overlap_update (with offload_model)
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<Pipeline> pipeline_;

@@ -7,7 +7,7 @@
 #include "core/util/error.h"
 #include "core/util/trace.h"
 #include "core/util/logger.h"
-#include "core/util/scope_exit.h"
+#include "parallel/data_parallel/flat_shards.h"
 
 namespace lt {
 namespace {
@@ -22,7 +22,8 @@ struct ChunkManager::Chunk {
   std::vector<at::Tensor> params;  // the model's parameters
   std::vector<std::vector<int64_t>> shapes;
   std::vector<int64_t> offsets;
-  int64_t numel = 0, padded = 0;  // padded so the replicas split it evenly
+  int64_t numel = 0;
+  FlatShards flat;  // numel, cut into the replicas' shards
   // Host: the padded chunk, whose first numel elements are values and
   // grads; or with shard_state this rank's 1/R of it.
   at::Tensor host_values, host_grads;
@@ -79,15 +80,15 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
   size_t named = 0;
   for (size_t i = 0; i < chunks_.size(); ++i) {
     auto& c = *chunks_[i];
-    c.padded = (c.numel + replicas_.size() - 1) / replicas_.size() * replicas_.size();
-    const int64_t held = state_sharded() ? c.padded / replicas_.size() : c.padded;
+    c.flat = FlatShards(c.numel, replicas_);
+    const int64_t held = state_sharded() ? c.flat.shard : c.flat.padded;
     c.host_values = at::zeros({held}, host);
     c.host_grads = at::zeros({held}, host);
     // Every replica built the same weights: each keeps its part.
-    const auto whole = state_sharded() ? at::zeros({c.padded}, host) : c.host_values;
+    const auto whole = state_sharded() ? at::zeros({c.flat.padded}, host) : c.host_values;
     for (size_t k = 0; k < c.params.size(); ++k) view_of(whole, c.offsets[k], c.shapes[k]).copy_(c.params[k]);
     if (state_sharded()) {
-      c.host_values.copy_(whole.narrow(0, replicas_.rank() * held, held));
+      c.host_values.copy_(c.flat.mine(whole));
     } else {
       c.values = c.host_values.narrow(0, 0, c.numel);
       c.grads = c.host_grads.narrow(0, 0, c.numel);
@@ -143,7 +144,7 @@ void ChunkManager::configure(int64_t persist, int64_t buffers) {
   // Device memory, all of it now: persistent chunks' own buffers, then the shared ones.
   const auto on_device = at::TensorOptions().dtype(compute_).device(device_);
   // A gathered chunk fills its padded length.
-  auto length = [this](const Chunk& c) { return state_sharded() ? c.padded : c.numel; };
+  auto length = [this](const Chunk& c) { return state_sharded() ? c.flat.padded : c.numel; };
   int64_t largest = 0;
   for (size_t i = persist; i < chunks_.size(); ++i) largest = std::max(largest, length(*chunks_[i]));
   for (int64_t i = 0; i < persist + buffers; ++i) {
@@ -183,9 +184,9 @@ void ChunkManager::make_resident(size_t index) {
   if (slot.chunk >= 0) evict(slot.chunk);
   at::NoGradGuard no_grad;
   if (state_sharded()) {
-    auto whole = slot.values.narrow(0, 0, c.padded);
+    auto whole = slot.values.narrow(0, 0, c.flat.padded);
     gathers_.all_gather_async(c.host_values.to(slot.values.options()), whole).wait();
-    slot.grads.narrow(0, 0, c.padded).zero_();
+    slot.grads.narrow(0, 0, c.flat.padded).zero_();
   } else {
     slot.values.narrow(0, 0, c.numel).copy_(c.values, /*non_blocking=*/true);
     slot.grads.narrow(0, 0, c.numel).zero_();
@@ -248,8 +249,8 @@ void ChunkManager::on_gradient(size_t index) {
     // The host holds no whole gradient: every backward's sum over the
     // replicas goes into the shard (in fp32, as the masters).
     LT_TRACE_SCOPE("chunk_reduce_scatter");
-    c.host_grads.add_(replicas_.reduce_scatter(slot.grads.narrow(0, 0, c.padded).to(at::kFloat)).to(at::kCPU));
-    slot.grads.narrow(0, 0, c.padded).zero_();
+    c.host_grads.add_(replicas_.reduce_scatter(slot.grads.narrow(0, 0, c.flat.padded).to(at::kFloat)).to(at::kCPU));
+    slot.grads.narrow(0, 0, c.flat.padded).zero_();
   } else {
     c.grads.add_(slot.grads.narrow(0, 0, c.numel).to(at::kCPU));
     slot.grads.narrow(0, 0, c.numel).zero_();
@@ -267,22 +268,15 @@ void ChunkManager::zero_grad() {
   }
 }
 
-at::Tensor ChunkManager::mine(const at::Tensor& host) const {
-  if (!sharded() || state_sharded()) return host;
-  const int64_t shard = host.numel() / replicas_.size();
-  return host.narrow(0, replicas_.rank() * shard, shard);
-}
-
-at::Tensor ChunkManager::whole_values(const Chunk& c) const {
-  return state_sharded() ? gathers_.all_gather(c.host_values) : c.host_values;
+at::Tensor ChunkManager::mine(const Chunk& c, const at::Tensor& host) const {
+  return !sharded() || state_sharded() ? host : c.flat.mine(host);
 }
 
 std::vector<ParamSegment> ChunkManager::chunk_segments(size_t index) const {
   size_t named = 0;
   for (size_t i = 0; i < index; ++i) named += chunks_[i]->params.size();
   const auto& c = *chunks_[index];
-  const int64_t shard = c.padded / replicas_.size();
-  const int64_t lo = sharded() ? replicas_.rank() * shard : 0, hi = sharded() ? lo + shard : c.numel;
+  const int64_t lo = sharded() ? c.flat.first : 0, hi = sharded() ? lo + c.flat.shard : c.numel;
   std::vector<ParamSegment> out;
   for (size_t k = 0; k < c.params.size(); ++k) {
     const auto& p = host_params_[named + k];
@@ -306,12 +300,7 @@ void ChunkManager::start_reduction(size_t index) {
   auto& c = *chunks_[index];
   c.reducing = true;
   if (replicas_.size() == 1 || state_sharded()) return;  // reduced as each backward ended
-  if (!sharded()) {
-    c.reduction = replicas_.all_reduce_async(c.host_grads);
-    return;
-  }
-  c.reduced = at::empty({c.host_grads.numel() / replicas_.size()}, c.host_grads.options());
-  c.reduction = replicas_.reduce_scatter_async(c.host_grads, c.reduced);
+  c.reduction = FlatShards::reduce_async(replicas_, c.host_grads, sharded() ? &c.reduced : nullptr);
 }
 
 void ChunkManager::settle(size_t index) {
@@ -320,10 +309,10 @@ void ChunkManager::settle(size_t index) {
   if (!c.reducing) start_reduction(index);
   c.reduction.wait();
   if (c.reduced.defined()) {
-    mine(c.host_grads).copy_(c.reduced);
+    mine(c, c.host_grads).copy_(c.reduced);
     c.reduced = at::Tensor();
   }
-  c.square_sum = mine(c.host_grads).to(at::kDouble).pow(2).sum().item<double>();
+  c.square_sum = mine(c, c.host_grads).to(at::kDouble).pow(2).sum().item<double>();
   c.settled = true;
 }
 
@@ -341,7 +330,7 @@ double ChunkManager::grad_square_sum() {
 }
 
 void ChunkManager::scale_grads(double factor) {
-  for (auto& c : chunks_) mine(c->host_grads).mul_(factor);
+  for (auto& c : chunks_) mine(*c, c->host_grads).mul_(factor);
 }
 
 void ChunkManager::refresh() {
@@ -355,7 +344,10 @@ void ChunkManager::refresh() {
     return;
   }
   if (sharded())
-    for (auto& c : chunks_) replicas_.all_gather_async(mine(c->host_values).clone(), c->host_values).wait();
+    for (auto& c : chunks_) {
+      at::Tensor sent;
+      c->flat.share_updates(replicas_, c->host_values, sent).wait();
+    }
   for (auto& c : chunks_)
     if (c->slot >= 0) slots_[c->slot]->values.narrow(0, 0, c->numel).copy_(c->values);
 }
@@ -368,20 +360,11 @@ void ChunkManager::with_masters(const std::function<void()>& fn) {
     // Whole fp32 values for `fn`, gathered from the replicas; what it
     // leaves (a loaded checkpoint) becomes this rank's shard, and the
     // parameters are placeholders again either way.
-    std::vector<at::Tensor> whole;
-    for (auto& c : chunks_) {
-      whole.push_back(whole_values(*c));
-      point_parameters(*c, whole.back(), at::Tensor());
-    }
-    ScopeExit keep_shards([&] {
-      at::NoGradGuard no_grad;
-      for (size_t i = 0; i < chunks_.size(); ++i) {
-        auto& c = *chunks_[i];
-        c.host_values.copy_(whole[i].narrow(0, replicas_.rank() * c.host_values.numel(), c.host_values.numel()));
-        point_parameters(c, at::Tensor(), at::Tensor());
-      }
-    });
-    fn();
+    std::vector<at::Tensor> shards;
+    for (const auto& c : chunks_) shards.push_back(c->host_values);
+    with_whole(
+        gathers_, shards,
+        [this](size_t i, const at::Tensor& whole) { point_parameters(*chunks_[i], whole, at::Tensor()); }, fn);
   }
   for (size_t i = 0; i < chunks_.size(); ++i)
     if (chunks_[i]->persistent) make_resident(i);

@@ -119,10 +119,7 @@ class ChunkManager {
   std::vector<ParamSegment> chunk_segments(size_t chunk) const;
   // This rank's part of a chunk's host buffer (all of it unsharded; the
   // buffer itself when the host holds only that part).
-  at::Tensor mine(const at::Tensor& host) const;
-  // The chunk's whole padded fp32 values, gathered from every replica when
-  // the host holds a shard.
-  at::Tensor whole_values(const Chunk& c) const;
+  at::Tensor mine(const Chunk& c, const at::Tensor& host) const;
   void point_parameters(Chunk& c, const at::Tensor& values, const at::Tensor& grads);
 
   std::vector<std::unique_ptr<Chunk>> chunks_;

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "core/util/error.h"
-#include "core/util/scope_exit.h"
 #include "core/util/trace.h"
+#include "parallel/data_parallel/flat_shards.h"
 
 namespace lt {
 namespace {
@@ -32,7 +32,7 @@ int64_t layer_of(const std::string& name) {
 struct ParameterState::Bucket {
   std::vector<size_t> members;    // parameters, in bucket order
   std::vector<int64_t> offsets;   // where each starts in the flat buffers
-  int64_t padded = 0, shard = 0;  // elements: of the whole bucket, of one replica's shard
+  FlatShards flat;                // its elements, cut into the replicas' shards
   int64_t layer = -1;             // ZeRO-3: the layer whose weights these are; -1: gathered for the step
   at::ScalarType gathered_dtype;  // ZeRO-3: of the gathered weights
   at::Tensor placeholder;         // ZeRO-3: what the parameters hold while not gathered
@@ -86,29 +86,28 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
     auto b = std::make_unique<Bucket>();
     int64_t total = 0;
     for (size_t i : members) b->offsets.push_back(total), total += params_[i].tensor.numel();
-    b->padded = (total + replica_count - 1) / replica_count * replica_count;
-    b->shard = b->padded / replica_count;
+    b->flat = FlatShards(total, replicas_);
     b->layer = gathers_layers() ? layer_of(params_[members.front()].name) : -1;
     b->gathered_dtype = gathered_dtype(params_[members.front()].name);
     const auto& like = params_[members.front()].tensor;
-    auto flat = at::zeros({b->padded}, like.options());
-    b->grads = at::zeros({grads_sharded() ? b->shard : b->padded}, like.options());
+    auto values = at::zeros({b->flat.padded}, like.options());
+    b->grads = at::zeros({grads_sharded() ? b->flat.shard : b->flat.padded}, like.options());
     if (!grads_sharded()) {
       const bool converts = options_.reduce_dtype != like.scalar_type() && replica_count > 1;
-      b->wire = converts ? at::empty({b->padded}, like.options().dtype(options_.reduce_dtype)) : b->grads;
+      b->wire = converts ? at::empty({b->flat.padded}, like.options().dtype(options_.reduce_dtype)) : b->grads;
       if (options_.zero == ZeroLevel::optimizer && replica_count > 1)
-        b->reduced = at::empty({b->shard}, b->wire.options());
+        b->reduced = at::empty({b->flat.shard}, b->wire.options());
     }
     for (size_t k = 0; k < members.size(); ++k) {
       auto& p = params_[members[k]].tensor;
-      auto data = flat.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
+      auto data = values.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
       data.copy_(p);
       if (!weights_sharded()) p.set_data(data);
       if (!grads_sharded()) p.mutable_grad() = b->grads.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
       bucket_of_[members[k]] = buckets_.size();
       member_of_[members[k]] = k;
     }
-    b->params = weights_sharded() ? flat.narrow(0, replicas_.rank() * b->shard, b->shard).clone() : flat;
+    b->params = weights_sharded() ? b->flat.mine(values).clone() : values;
     if (b->layer >= 0) buckets_of_layer_[b->layer].push_back(buckets_.size());
     b->arrived.assign(members.size(), 0);
     b->members = std::move(members);
@@ -130,18 +129,18 @@ at::ScalarType ParameterState::gathered_dtype(const std::string& name) const {
 }
 
 at::Tensor ParameterState::owned_params(const Bucket& b) const {
-  return weights_sharded() ? b.params : b.params.narrow(0, replicas_.rank() * b.shard, b.shard);
+  return weights_sharded() ? b.params : b.flat.mine(b.params);
 }
 
 at::Tensor ParameterState::owned_grads(const Bucket& b) const {
-  return grads_sharded() ? b.grads : b.grads.narrow(0, replicas_.rank() * b.shard, b.shard);
+  return grads_sharded() ? b.grads : b.flat.mine(b.grads);
 }
 
 std::vector<ParamSegment> ParameterState::segments() const {
   if (options_.zero == ZeroLevel::none) return whole(params_);
   std::vector<ParamSegment> out;
   for (const auto& b : buckets_) {
-    const int64_t lo = replicas_.rank() * b->shard, hi = lo + b->shard;
+    const int64_t lo = b->flat.first, hi = lo + b->flat.shard;
     const auto values = owned_params(*b), grads = owned_grads(*b);
     for (size_t k = 0; k < b->members.size(); ++k) {
       const size_t m = b->members[k];
@@ -228,7 +227,7 @@ void ParameterState::launch_all_and_settle() {
 void ParameterState::pack_gradients(Bucket& b) {
   at::NoGradGuard no_grad;
   const auto dtype = replicas_.size() > 1 ? options_.reduce_dtype : at::kFloat;
-  b.wire = at::zeros({b.padded}, b.grads.options().dtype(dtype));
+  b.wire = at::zeros({b.flat.padded}, b.grads.options().dtype(dtype));
   for (size_t k = 0; k < b.members.size(); ++k) {
     auto& p = params_[b.members[k]].tensor;
     if (p.grad().defined()) b.wire.narrow(0, b.offsets[k], p.grad().numel()).copy_(p.grad().reshape(-1));
@@ -248,9 +247,7 @@ void ParameterState::launch(Bucket& b) {
   if (replicas_.size() == 1) return;
   LT_TRACE_SCOPE("bucket_reduction");
   if (!grads_sharded() && !b.wire.is_same(b.grads)) b.wire.copy_(b.grads);
-  if (grads_sharded()) b.reduced = at::empty({b.shard}, b.wire.options());
-  b.work = options_.zero == ZeroLevel::none ? replicas_.all_reduce_async(b.wire)
-                                            : replicas_.reduce_scatter_async(b.wire, b.reduced);
+  b.work = FlatShards::reduce_async(replicas_, b.wire, options_.zero == ZeroLevel::none ? nullptr : &b.reduced);
 }
 
 void ParameterState::settle(Bucket& b) {
@@ -286,11 +283,9 @@ void ParameterState::scale_grads(double factor) {
 void ParameterState::gather_parameters() {
   if (!sharded() || weights_sharded()) return;
   std::vector<Work> works;
-  std::vector<at::Tensor> mine;
-  for (auto& b : buckets_) {
-    mine.push_back(owned_params(*b).clone());
-    works.push_back(replicas_.all_gather_async(mine.back(), b->params));
-  }
+  std::vector<at::Tensor> sent(buckets_.size());
+  for (size_t i = 0; i < buckets_.size(); ++i)
+    works.push_back(buckets_[i]->flat.share_updates(replicas_, buckets_[i]->params, sent[i]));
   for (auto& w : works) w.wait();
 }
 
@@ -312,7 +307,7 @@ void ParameterState::gather(Bucket& b) {
   LT_TRACE_SCOPE("parameter_gather");
   at::NoGradGuard no_grad;
   b.sent = b.params.to(b.gathered_dtype);
-  b.full = gathers_.size() == 1 ? b.sent : at::empty({b.padded}, b.sent.options());
+  b.full = gathers_.size() == 1 ? b.sent : at::empty({b.flat.padded}, b.sent.options());
   if (gathers_.size() > 1) b.gathering = gathers_.all_gather_async(b.sent, b.full);
   if (!b.full.is_same(b.params)) gathered_ += static_cast<int64_t>(b.full.nbytes());
   peak_gathered_ = std::max(peak_gathered_, gathered_);
@@ -373,22 +368,12 @@ void ParameterState::release() {
 void ParameterState::with_masters(const std::function<void()>& fn) {
   if (!weights_sharded()) return fn();
   release();
-  std::vector<at::Tensor> whole;
-  for (auto& b : buckets_) {
-    whole.push_back(gathers_.size() == 1 ? b->params : gathers_.all_gather(b->params));
-    point_parameters(*b, whole.back());
-  }
+  std::vector<at::Tensor> shards;
+  for (const auto& b : buckets_) shards.push_back(b->params);
   // What `fn` leaves (a loaded checkpoint) becomes this rank's shard; the
   // parameters are placeholders again either way.
-  ScopeExit keep_shards([&] {
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < buckets_.size(); ++i) {
-      auto& b = *buckets_[i];
-      b.params.copy_(whole[i].narrow(0, replicas_.rank() * b.shard, b.shard));
-      point_parameters(b, at::Tensor());
-    }
-  });
-  fn();
+  with_whole(
+      gathers_, shards, [this](size_t i, const at::Tensor& whole) { point_parameters(*buckets_[i], whole); }, fn);
 }
 
 }  // namespace lt

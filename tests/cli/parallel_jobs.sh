@@ -42,14 +42,16 @@ for layout in "parallel.dp=2 parallel.zero=1 parallel.reduce_dtype=bf16" "parall
   same_as_one bf16 $layout
 done
 
-# longtrain eval under mpirun: each rank its part of the recipe's layout, one
+# longtrain eval under mpirun: each rank its part of the recipe's layout
+# (ZeRO-3: its shard of the weights, each layer gathered as it runs), one
 # report from rank 0 with one process's figures; mid-training evaluation of
 # a split model on its own layout too.
 EVAL=(recipes/tiny-passkey.yaml --checkpoint "$dir/fp32parallel_tp_2/checkpoints" "${SHORT[@]}" train.threads=1
       train.precision=fp32)
 "$LONGTRAIN" eval "${EVAL[@]}" parallel.tp=2 > "$dir/eval_one.out"
 want=$(grep "^eval: loss [0-9]" "$dir/eval_one.out")
-for layout in "parallel.tp=2" "parallel.pp=2" "parallel.sp.ring=2"; do
+for layout in "parallel.tp=2" "parallel.pp=2" "parallel.sp.ring=2" "parallel.dp=2 parallel.zero=3" \
+              "parallel.sp.ulysses=2 parallel.zero=3"; do
   "${MPIRUN[@]}" -np 2 "$LONGTRAIN" eval "${EVAL[@]}" $layout > "$dir/eval_two.out"
   [ "$(grep -c "^eval: loss [0-9]" "$dir/eval_two.out")" -eq 1 ] || fail "eval $layout: $(cat "$dir/eval_two.out")"
   got=$(grep "^eval: loss [0-9]" "$dir/eval_two.out")
