@@ -16,8 +16,8 @@ namespace lt {
 
 struct ParameterOwners {
   std::vector<std::unique_ptr<ParameterState>> states;
-  std::vector<int64_t> copies;        // per state: the (tp, pp) positions holding its copy
-  std::vector<Communicator*> parts;   // per state: the ranks holding the other experts, or null
+  std::vector<int64_t> copies;       // per state: the (tp, pp) positions holding its copy
+  std::vector<Communicator*> parts;  // per state: the ranks holding the other experts, or null
 
   // ZeRO-3's gather of a layer's weights before it runs, for
   // build_rank_model (the states come after the model); empty below ZeRO-3.
