@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what longtrain needs to build and run, and only what is missing:
 # Debian packages (compiler, CMake, OpenMPI, yaml-cpp, GoogleTest,
-# nlohmann-json, GLPK, ccache, clang-format) and LibTorch from PyPI's torch wheel at a pinned
-# version; with --tests also the reference implementations the tests compare
-# against. Safe to run any number of times.
+# nlohmann-json, GLPK, ccache, clang-format), LibTorch from PyPI's torch wheel at a pinned
+# version, and scripts/preprocess.py's tokenizers; with --tests also the
+# reference implementations the tests compare against. Safe to run any number of times.
 set -euo pipefail
 
 TORCH_VERSION=2.11.0   # the version of the GPU machines' PyTorch; keep in step with docs/design.md
@@ -55,6 +55,16 @@ else
          "libtorch-dev 1.13 (slower: no fused attention kernels)" >&2
     install_debian_torch
   fi
+fi
+
+# scripts/preprocess.py's tokenizers and parquet reader (that script's only;
+# longtrain itself never imports Python).
+if python3 -c 'import numpy, tokenizers, sentencepiece, pyarrow' 2>/dev/null; then
+  echo "setup: preprocessing tools present (tokenizers, sentencepiece, pyarrow)"
+else
+  echo "setup: installing preprocessing tools from PyPI: numpy tokenizers sentencepiece pyarrow"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q numpy tokenizers sentencepiece pyarrow \
+    || echo "setup: warning: could not install the preprocessing tools; scripts/preprocess.py needs them" >&2
 fi
 
 if [ "${1:-}" = "--tests" ]; then
