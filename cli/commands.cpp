@@ -9,6 +9,7 @@
 
 #include "train/checkpoint.h"
 #include "core/config/config.h"
+#include "core/data/dataset_stats.h"
 #include "core/hf/hf_weights.h"
 #include "train/evaluate.h"
 #include "train/parameter_owners.h"
@@ -34,6 +35,7 @@ commands:
   eval RECIPE --checkpoint DIR [key.path=value ...] held-out loss, perplexity, passkey accuracy
   export RUN_DIR --hf OUT                           the run's newest checkpoint as a Hugging Face model
   plan RECIPE --world N [--ranks-per-node R]        rank grid, parameters and memory per rank
+  data PREFIX... | RECIPE [key.path=value ...]      documents, tokens and lengths of Megatron datasets
   help [command]                                    this text, or a command's
 
 Run with mpirun for several processes; every option of a recipe can be
@@ -80,6 +82,18 @@ evaluates that Hugging Face model's weights. It computes in train.precision
 (bf16 where the device runs it fast), as training does. Under mpirun the
 ranks evaluate on the recipe's parallel layout (with parallel.* overrides),
 each holding only its part of the model; rank 0 prints.
+)";
+
+const char* kDataHelp = R"(usage: longtrain data PREFIX [PREFIX ...]
+       longtrain data RECIPE.yaml [key.path=value ...]
+
+Describes Megatron indexed datasets (PREFIX.bin/.idx, as scripts/preprocess.py
+writes them): documents and tokens, their lengths in power-of-two buckets
+(documents and share of the tokens), and the share of the tokens in
+documents of at least 8K, 32K and 128K tokens. Given a recipe, its sources
+(data.path or data.mixture) and each one's share of the training tokens;
+with data.upsample_long also the share of its tokens in documents of at
+least min_length, as in the files and as training draws them.
 )";
 
 const char* kExportHelp = R"(usage: longtrain export RUN_DIR --hf OUT [--checkpoint DIR] [--dtype D] [--shard-gb G]
@@ -167,6 +181,7 @@ int print_help(const std::string& command) {
   else if (command == "eval") std::cout << kEvalHelp;
   else if (command == "plan") std::cout << kPlanHelp;
   else if (command == "export") std::cout << kExportHelp;
+  else if (command == "data") std::cout << kDataHelp;
   else std::cout << kProgramHelp;
   return 0;
 }
@@ -195,6 +210,29 @@ int run_plan(const Args& args) {
   const int world = positive_flag(parsed, "--world", 0, "plan");
   const int per_node = positive_flag(parsed, "--ranks-per-node", 8, "plan");
   std::cout << describe_plan(load_config(parsed.recipe, parsed.overrides), world, per_node);
+  return 0;
+}
+
+int run_data(const Args& args) {
+  if (wants_help(args) || args.empty()) return print_help("data");
+  const bool recipe = args[0].size() > 5 && args[0].substr(args[0].size() - 5) == ".yaml";
+  std::vector<std::string> paths = args;
+  DataConfig data;
+  if (recipe) {
+    auto parsed = parse(args, "data", {});
+    data = load_config(parsed.recipe, parsed.overrides).data;
+    if (data.source != DataSourceKind::indexed)
+      fail(parsed.recipe + ": data.source is " + name(data.source) + ": `longtrain data` describes indexed datasets");
+    paths.clear();
+    if (data.mixture.empty()) paths.push_back(data.path);
+    for (const auto& m : data.mixture) paths.push_back(m.path);
+  }
+  std::vector<DatasetStats> stats;
+  for (const auto& path : paths) {
+    stats.push_back(dataset_stats(IndexedDataset(path), path, data.upsample_long.min_length));
+    std::cout << describe(stats.back());
+  }
+  if (recipe) std::cout << describe_mixture(data, stats);
   return 0;
 }
 

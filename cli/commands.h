@@ -14,6 +14,7 @@ int run_train(const Args& args, MpiSession& mpi);
 int run_plan(const Args& args);
 int run_eval(const Args& args, MpiSession& mpi);
 int run_export(const Args& args);
+int run_data(const Args& args);
 int print_help(const std::string& command);
 
 }  // namespace lt

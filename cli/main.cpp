@@ -41,8 +41,9 @@ int dispatch(const std::vector<std::string>& argv) {
   if (command == "eval") return lt::run_eval(rest, *mpi);
   if (command == "plan") return lt::run_plan(rest);
   if (command == "export") return lt::run_export(rest);
+  if (command == "data") return lt::run_data(rest);
   if (command == "help") return lt::print_help(rest.empty() ? "" : rest[0]);
-  lt::fail("unknown command '" + command + "'; commands: train, eval, plan, export, help");
+  lt::fail("unknown command '" + command + "'; commands: train, eval, plan, export, data, help");
 }
 
 }  // namespace

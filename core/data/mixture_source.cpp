@@ -72,6 +72,20 @@ double mean(const std::vector<int64_t>& lengths) {
 
 }  // namespace
 
+// Draw long documents with the probability p that gives them `share` of the
+// tokens: p L / (p L + (1 - p) S) = share. Only ever upward.
+double long_draw_probability(int64_t shorts, int64_t longs, double short_mean, double long_mean, double share) {
+  if (shorts + longs == 0) return 0;
+  const double natural = static_cast<double>(longs) / static_cast<double>(shorts + longs);
+  if (longs == 0 || shorts == 0 || share <= long_token_share(natural, short_mean, long_mean)) return natural;
+  return share * short_mean / (share * short_mean + (1 - share) * long_mean);
+}
+
+double long_token_share(double p, double short_mean, double long_mean) {
+  const double total = p * long_mean + (1 - p) * short_mean;
+  return total > 0 ? p * long_mean / total : 0;
+}
+
 struct MixtureSource::Domain {
   std::string path;
   IndexedDataset dataset;
@@ -106,14 +120,9 @@ struct MixtureSource::Domain {
       fail(path + ": its " + std::to_string(count) + " " + (split == Split::Train ? "training" : "evaluation") +
            " documents hold no tokens: tokenize the data again, or drop this dataset from data.path / data.mixture");
     const double short_mean = mean(short_lengths), long_mean = mean(long_lengths);
-    const double natural = static_cast<double>(longs.size()) / static_cast<double>(count - empty);
-    const double natural_tokens = natural * long_mean / (natural * long_mean + (1 - natural) * short_mean);
-    double long_fraction = natural;
-    // Draw long documents with the probability that gives them `share` of
-    // the tokens: p L / (p L + (1 - p) S) = share. Only ever upward.
-    const double share = data.upsample_long.share;
-    if (!longs.empty() && !shorts.empty() && share > natural_tokens)
-      long_fraction = share * short_mean / (share * short_mean + (1 - share) * long_mean);
+    const double long_fraction =
+        long_draw_probability(static_cast<int64_t>(shorts.size()), static_cast<int64_t>(longs.size()), short_mean,
+                              long_mean, data.upsample_long.share);
     mean_length = long_fraction * long_mean + (1 - long_fraction) * short_mean;
     const uint64_t domain_seed = seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index + 1);
     short_pool = std::make_unique<ShuffledPool>(std::move(shorts), domain_seed);

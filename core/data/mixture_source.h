@@ -36,6 +36,15 @@ class Interleave {
   std::vector<double> fraction_;  // part p's share of what parts p.. take
 };
 
+// Length upsampling within a dataset of `shorts` and `longs` documents (of
+// mean lengths short_mean and long_mean): the probability of drawing a long
+// document that gives long documents `share` of the tokens drawn, or their
+// natural rate when that is higher or either kind is missing.
+double long_draw_probability(int64_t shorts, int64_t longs, double short_mean, double long_mean, double share);
+// The share of the tokens drawn that long documents carry when drawn with
+// probability p.
+double long_token_share(double p, double short_mean, double long_mean);
+
 class MixtureSource : public DocumentSource {
  public:
   // Train: each dataset's first documents; Eval: its last data.eval_fraction,

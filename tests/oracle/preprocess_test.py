@@ -4,10 +4,12 @@ tokenized by the same tokenizer, the .bin and .idx files are byte-identical.
 Offline: the tokenizers are trained here (a BPE tokenizer.json with Llama's
 BOS template, a SentencePiece model, and a word-level vocabulary of 70,000
 for int32 ids). Inputs: a folder of .jsonl and .jsonl.gz, and parquet. Bad
-input ends with one line naming it, and leaves no output. Exits 77 (ctest:
+input ends with one line naming it, and leaves no output. `longtrain data`
+counts the documents and tokens written, and a mixture's long share as
+upsampled. Exits 77 (ctest:
 skipped) without megatron-core.
 
-usage: preprocess_test.py SCRATCH_DIR
+usage: preprocess_test.py SCRATCH_DIR [LONGTRAIN]  (with the program: `longtrain data` on the output)
 """
 import glob
 import gzip
@@ -75,6 +77,7 @@ def bpe_tokenizer(folder, corpus):
 
 def main():
     out = sys.argv[1]
+    longtrain = sys.argv[2] if len(sys.argv) > 2 else None
     os.makedirs(out, exist_ok=True)
     rng = random.Random(3)
     texts = [text(rng) for _ in range(700)]
@@ -141,6 +144,23 @@ def main():
     reference(os.path.join(out, "wide_ref"), [words.encode(t).ids for t in wide], numpy.int32)
     same_bytes(os.path.join(out, "wide_out_body_document"), os.path.join(out, "wide_ref"))
     print("ok: a 70,000 vocabulary writes int32, byte-identical")
+
+    # `longtrain data` counts what the files hold, and describes a recipe's mixture.
+    if longtrain:
+        prefix = os.path.join(out, "bpe_out_text_document")
+        run = subprocess.run([longtrain, "data", prefix], capture_output=True, text=True)
+        want = f"{prefix}: {len(ids)} documents, {sum(map(len, ids))} tokens"
+        check(run.returncode == 0 and run.stdout.startswith(want), f"longtrain data: {run.stdout}{run.stderr}")
+        recipe = os.path.join(out, "mixture.yaml")
+        with open(recipe, "w") as f:
+            f.write(f"model:\n  preset: tiny\ndata:\n  source: indexed\n  mixture:\n    - {{path: {prefix}, weight: 3}}\n"
+                    f"    - {{path: {os.path.join(out, 'sp_out_text_document')}, weight: 1}}\n"
+                    f"  upsample_long: {{min_length: 64, share: 0.9}}\n")
+        run = subprocess.run([longtrain, "data", recipe], capture_output=True, text=True)
+        long_share = 100 * sum(len(d) for d in ids if len(d) >= 64) / sum(map(len, ids))
+        want = f" 75.0%  {prefix}  {long_share:5.1f}% ->  90.0%"
+        check(run.returncode == 0 and want in run.stdout, f"longtrain data {recipe}: {run.stdout}{run.stderr}")
+        print(f"ok: longtrain data: {want.strip()}")
 
     # Bad input: one line naming the file and line, exit 2, no output left.
     bad = os.path.join(out, "bad.jsonl")

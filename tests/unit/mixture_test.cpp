@@ -9,7 +9,9 @@
 #include <random>
 #include <set>
 
+#include "core/data/dataset_stats.h"
 #include "core/data/mixture_source.h"
+#include "core/util/logger.h"
 #include "tests/support/megatron_writer.h"
 #include "tests/support/reference.h"
 
@@ -100,6 +102,43 @@ TEST_F(Mixture, HeldOutDocumentsNeverTrain) {
   EXPECT_EQ(eval.size(), 20u + 15u);  // 5% of each dataset
   for (int64_t id : eval) EXPECT_EQ(train.count(id), 0u) << id;
   EXPECT_EQ(train.size(), 380u + 285u);  // every training document comes up
+}
+
+// `longtrain data`: the counts of the files as written, and each source's
+// share of the tokens and of long documents within it, natural and as the
+// mixture above draws them (80% where upsampled to 0.8: the sample's figure).
+TEST_F(Mixture, DescribedAsWrittenAndAsDrawn) {
+  const std::string dir = testing::scratch_dir("mixture_test", "stats");
+  const std::vector<int64_t> lengths = {1, 3, 0, 100, 8192, 40000, 9000};
+  std::vector<std::vector<std::vector<int64_t>>> docs;
+  for (int64_t n : lengths) docs.push_back({std::vector<int64_t>(n, 7)});
+  testing::write_megatron_dataset(dir + "/lengths", docs, 8);
+  const auto s = dataset_stats(IndexedDataset(dir + "/lengths"), "lengths", 9000);
+  EXPECT_EQ(s.documents, 6);
+  EXPECT_EQ(s.empty, 1);
+  EXPECT_EQ(s.tokens, 1 + 3 + 100 + 8192 + 40000 + 9000);
+  EXPECT_EQ(s.longest, 40000);
+  // Buckets [2^b, 2^(b+1)): 1 -> 0, 3 -> 1, 100 -> 6, 8192 and 9000 -> 13, 40000 -> 15.
+  const std::vector<int64_t> counts = {1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2, 0, 1};
+  EXPECT_EQ(s.bucket_documents, counts);
+  EXPECT_EQ(s.bucket_tokens[13], 8192 + 9000);
+  EXPECT_EQ(s.long_tokens, (std::vector<int64_t>{8192 + 40000 + 9000, 40000, 0}));
+  EXPECT_EQ(s.min_length_documents, 2);
+  EXPECT_EQ(s.min_length_tokens, 49000);
+  EXPECT_NE(describe(s).find("lengths: 6 documents, 57296 tokens (mean 9549, longest 40000), 1 empty"),
+            std::string::npos)
+      << describe(s);
+
+  data.upsample_long = {300, 0.8};
+  std::vector<DatasetStats> sources;
+  for (const auto& m : data.mixture) sources.push_back(dataset_stats(IndexedDataset(m.path), m.path, 300));
+  // Dataset a: one in ten documents of 400-600 tokens, as written.
+  const double natural = static_cast<double>(sources[0].min_length_tokens) / static_cast<double>(sources[0].tokens);
+  const std::string text = describe_mixture(data, sources);
+  EXPECT_NE(text.find(" 30.0%  " + data.mixture[0].path + "  " + formatted("%5.1f%%", 100 * natural) + " ->  80.0%"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(" 70.0%  " + data.mixture[1].path + "    0.0% ->   0.0%"), std::string::npos) << text;
 }
 
 // Every prefix of the stream holds each part's share, to within half an
