@@ -15,6 +15,7 @@
 #include "train/parameter_owners.h"
 #include "train/trainer.h"
 #include "core/util/error.h"
+#include "core/util/files.h"
 #include "core/util/fault_injection.h"
 #include "core/util/bf16_support.h"
 #include "core/util/resources.h"
@@ -70,7 +71,7 @@ activations at data.seq_len). Errors in the layout are reported as train
 would report them.
 )";
 
-const char* kEvalHelp = R"(usage: longtrain eval RECIPE [--checkpoint DIR] [key.path=value ...]
+const char* kEvalHelp = R"(usage: longtrain eval RECIPE [--checkpoint DIR] [--output FILE] [key.path=value ...]
 
 Loads the weights of a checkpoint (a step_N directory, or a directory of them:
 the newest is used) into the recipe's model and reports the loss and
@@ -81,7 +82,9 @@ eval.passkey_depths > 1. Without --checkpoint, a recipe with init.from_hf
 evaluates that Hugging Face model's weights. It computes in train.precision
 (bf16 where the device runs it fast), as training does. Under mpirun the
 ranks evaluate on the recipe's parallel layout (with parallel.* overrides),
-each holding only its part of the model; rank 0 prints.
+each holding only its part of the model; rank 0 prints. The figures, at
+full precision and with the loss by position, are appended as one JSON line
+to FILE (default: run_dir/eval.jsonl, beside training's evaluations).
 )";
 
 const char* kDataHelp = R"(usage: longtrain data PREFIX [PREFIX ...]
@@ -240,7 +243,7 @@ int run_data(const Args& args) {
 // under mpirun every rank runs its part of the recipe's layout.
 int run_eval(const Args& args, MpiSession& mpi) {
   if (wants_help(args)) return print_help("eval");
-  auto parsed = parse(args, "eval", {"--checkpoint"});
+  auto parsed = parse(args, "eval", {"--checkpoint", "--output"});
   const bool checkpoint = parsed.flags.count("--checkpoint") > 0;
   const int world = mpi.world_size();
   Config config;
@@ -268,8 +271,9 @@ int run_eval(const Args& args, MpiSession& mpi) {
   const bool sharded = config.parallel.zero == 3;
   RankModel rank = build_rank_model(config, mesh, device, owners.layer_gather(config));
   if (sharded) owners.own(config, mesh, rank);
+  TrainState state;
   auto load = [&] {
-    if (checkpoint) load_checkpoint(path, *rank.model, nullptr, nullptr);
+    if (checkpoint) load_checkpoint(path, *rank.model, nullptr, &state);
     else load_hf_weights(path, *rank.model);
   };
   agree_on(mesh.group(Group::world), [&] { owners.on_masters(rank.chunks.get(), load); });
@@ -282,6 +286,13 @@ int run_eval(const Args& args, MpiSession& mpi) {
   if (mesh.rank() != 0) return 0;
   std::cout << (checkpoint ? "checkpoint: " : "hugging face model: ") << path << "\n";
   std::cout << describe(report, config);
+  // The figures at full precision, a line per evaluation, as training's eval.jsonl.
+  auto record = to_json(report);
+  if (checkpoint) record["checkpoint"] = path, record["step"] = state.step;
+  else record["hf_model"] = path;
+  const std::string out = parsed.flags.count("--output") ? parsed.flags.at("--output") : config.run_dir + "/eval.jsonl";
+  append_line(out, record.dump());
+  std::cout << "results appended to " << out << "\n";
   return 0;
 }
 

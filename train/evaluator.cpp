@@ -1,6 +1,6 @@
 #include "train/evaluator.h"
 
-#include <fstream>
+#include "core/util/files.h"
 
 namespace lt {
 
@@ -27,7 +27,7 @@ void Evaluator::run(const Scorer& score, const EvalShare& share, int64_t step, T
   }
   auto record = to_json(report);
   record["step"] = step;
-  if (writes_) std::ofstream(config_.run_dir + "/eval.jsonl", std::ios::app) << record.dump() << "\n";
+  if (writes_) append_line(config_.run_dir + "/eval.jsonl", record.dump());
 }
 
 }  // namespace lt

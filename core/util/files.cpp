@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "core/util/error.h"
@@ -34,6 +36,16 @@ bool is_plain_file_name(const std::string& name) {
   const bool printable =
       std::none_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos && printable;
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  const auto folder = std::filesystem::path(path).parent_path();
+  std::error_code ignored;
+  if (!folder.empty()) std::filesystem::create_directories(folder, ignored);
+  std::ofstream out(path, std::ios::app);
+  out << line << "\n";
+  out.flush();
+  if (!out) fail(path + ": cannot append to it (" + std::strerror(errno) + "): check the folder and free space");
 }
 
 }  // namespace lt

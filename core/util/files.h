@@ -9,6 +9,10 @@ namespace lt {
 // the file (and no FILE leaks).
 void write_text_synced(const std::string& path, const std::string& text);
 
+// Appends `line` and a newline to `path` (a JSONL log), creating it and its
+// folder; a file that cannot be written is an error naming it.
+void append_line(const std::string& path, const std::string& line);
+
 // fsync of a directory, so that renames inside it are durable.
 void sync_directory(const std::string& dir);
 

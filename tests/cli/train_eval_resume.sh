@@ -15,6 +15,22 @@ done
 
 "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$run/checkpoints" "${SHORT[@]}" > "$run.eval"
 grep -q "step_00000004" "$run.eval" && grep -q "eval: loss" "$run.eval" || fail "eval output: $(cat "$run.eval")"
+# Its figures at full precision in a JSON line: by default in run_dir/eval.jsonl
+# (after the training's own end-of-run line), or in --output.
+evals=$(wc -l < "$run/eval.jsonl")
+"$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$run/checkpoints" "${SHORT[@]}" run_dir="$run" > /dev/null
+[ "$(wc -l < "$run/eval.jsonl")" -eq $((evals + 1)) ] || fail "longtrain eval did not append to run_dir/eval.jsonl"
+"$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$run/checkpoints" "${SHORT[@]}" --output "$run/out/e.jsonl" \
+  > "$run.eval2"
+printed=$(sed -n 's/^eval: loss \([0-9.]*\) .*/\1/p' "$run.eval2")
+python3 - "$run/out/e.jsonl" "$printed" "$(tail -1 "$run/eval.jsonl")" <<'PY' || fail "eval.jsonl: $(cat "$run/out/e.jsonl")"
+import json, sys
+record = json.loads(open(sys.argv[1]).read())
+assert record["step"] == 4 and record["checkpoint"].endswith("step_00000004"), record
+assert f"{record['loss']['loss']:.4f}" == sys.argv[2] and len(repr(record["loss"]["loss"])) > 8, record["loss"]["loss"]
+assert record["loss"] == json.loads(sys.argv[3])["loss"], "differs from the default file's line"
+assert record["loss"]["by_position"] and record["passkey"][0]["length"] == 256, record
+PY
 
 # Resuming a finished run at a longer schedule continues from step 4.
 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.resume=auto train.steps=6 > "$run.resume"
