@@ -7,6 +7,7 @@
 #include <iostream>
 #include <map>
 
+#include "cli/launch_check.h"
 #include "train/checkpoint.h"
 #include "core/config/config.h"
 #include "core/data/dataset_stats.h"
@@ -197,6 +198,7 @@ int run_train(const Args& args, MpiSession& mpi) {
   Degrees degrees;
   agree_on_setup(
       [&] {
+        check_launch(world);
         config = load_config(parsed.recipe, parsed.overrides);
         inject_fault(mpi.world_rank(), 0);  // step 0: set-up
         degrees = resolve_degrees(config, world);
@@ -251,6 +253,7 @@ int run_eval(const Args& args, MpiSession& mpi) {
   std::string path;
   agree_on_setup(
       [&] {
+        check_launch(world);
         config = load_config(parsed.recipe, parsed.overrides);
         if (!checkpoint && config.init.from_hf.empty())
           fail("eval: missing --checkpoint DIR (or init.from_hf in the recipe)");

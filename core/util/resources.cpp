@@ -59,9 +59,13 @@ at::Device device_for(DeviceKind kind, int local_rank) {
   if (!at::hasCUDA())
     fail("train.device is 'cuda' but no CUDA device is visible to this process; use train.device=cpu");
   const int devices = static_cast<int>(at::getNumGPUs());
+  // A launcher that gives each rank one GPU of its own (Slurm's
+  // --gpus-per-task=1) leaves one visible, named by CUDA_VISIBLE_DEVICES.
+  if (devices == 1 && std::getenv("CUDA_VISIBLE_DEVICES")) return at::Device(at::kCUDA, 0);
   if (local_rank >= devices)
     fail("local rank " + std::to_string(local_rank) + " has no GPU of its own (" + std::to_string(devices) +
-         " visible on this machine): start at most " + std::to_string(devices) + " ranks per machine");
+         " visible on this machine): start at most " + std::to_string(devices) +
+         " ranks per machine, or give each rank its own (--gpus-per-task=1)");
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }
 

@@ -6,6 +6,12 @@ printf 'model:\n  preset: tiny\ntrain:\n  lr: [1\n' > "$dir/recipes/broken.yaml"
 
 expect_error "unknown command 'trian'" "$LONGTRAIN" trian
 expect_error "missing RECIPE" "$LONGTRAIN" train
+# One MPI rank where the launcher says the job has more: separate jobs that
+# would share one run_dir.
+expect_error "WORLD_SIZE=4 says the job has 4" env WORLD_SIZE=4 "$LONGTRAIN" train recipes/tiny-passkey.yaml
+expect_error "SLURM_STEP_NUM_TASKS=2 says the job has 2" env SLURM_STEP_NUM_TASKS=2 "$LONGTRAIN" eval recipes/tiny-passkey.yaml
+expect_error "SLURM_NTASKS=8 says the job has 8: the launcher started separate single-rank jobs" \
+  env SLURM_NTASKS=8 "$LONGTRAIN" train recipes/tiny-passkey.yaml
 expect_error "nope.yaml: recipe not found" "$LONGTRAIN" train nope.yaml
 expect_error "broken.yaml:5:1: invalid YAML" "$LONGTRAIN" train "$dir/recipes/broken.yaml"
 expect_error "did you mean 'train.steps'" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.step=3
