@@ -22,9 +22,13 @@ rm -rf "$short/hf"
 $lt export "$short" --hf "$short/hf" --dtype float32
 
 echo "== before extension: the pretrained model (RoPE base 10000) at 128 to 1024 tokens"
-$lt eval recipes/tiny-passkey-extension.yaml eval.sequences=0 model.rope_theta=10000 "$@"
+$lt eval recipes/tiny-passkey-extension.yaml eval.sequences=0 model.rope_theta=10000 \
+  --output "$short/eval_before_extension.jsonl" "$@"
 
 echo "== stage 2: extend to 1024 tokens from the HF export (recipes/tiny-passkey-extension.yaml)"
 $lt train recipes/tiny-passkey-extension.yaml "$@"
 rm -rf "$long/hf"
 $lt export "$long" --hf "$long/hf"
+
+echo "== figures: loss (both stages overlaid), learning rate, gradient norm, tokens/s, passkey table"
+python3 scripts/plot.py "$long" "$short"

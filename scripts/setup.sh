@@ -2,7 +2,7 @@
 # Installs what longtrain needs to build and run, and only what is missing:
 # Debian packages (compiler, CMake, OpenMPI, yaml-cpp, GoogleTest,
 # nlohmann-json, GLPK, ccache, clang-format), LibTorch from PyPI's torch wheel at a pinned
-# version, and scripts/preprocess.py's tokenizers; with --tests also the
+# version, and the Python tools' libraries; with --tests also the
 # reference implementations the tests compare against. Safe to run any number of times.
 set -euo pipefail
 
@@ -57,14 +57,15 @@ else
   fi
 fi
 
-# scripts/preprocess.py's tokenizers and parquet reader (that script's only;
-# longtrain itself never imports Python).
-if python3 -c 'import numpy, tokenizers, sentencepiece, pyarrow' 2>/dev/null; then
-  echo "setup: preprocessing tools present (tokenizers, sentencepiece, pyarrow)"
+# The Python tools' libraries: scripts/preprocess.py's tokenizers and parquet
+# reader, scripts/plot.py's matplotlib (theirs only; longtrain itself never
+# imports Python).
+if python3 -c 'import numpy, tokenizers, sentencepiece, pyarrow, matplotlib' 2>/dev/null; then
+  echo "setup: tool libraries present (tokenizers, sentencepiece, pyarrow, matplotlib)"
 else
-  echo "setup: installing preprocessing tools from PyPI: numpy tokenizers sentencepiece pyarrow"
-  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q numpy tokenizers sentencepiece pyarrow \
-    || echo "setup: warning: could not install the preprocessing tools; scripts/preprocess.py needs them" >&2
+  echo "setup: installing tool libraries from PyPI: numpy tokenizers sentencepiece pyarrow matplotlib"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q numpy tokenizers sentencepiece pyarrow matplotlib \
+    || echo "setup: warning: could not install the tool libraries; scripts/preprocess.py and plot.py need them" >&2
 fi
 
 if [ "${1:-}" = "--tests" ]; then

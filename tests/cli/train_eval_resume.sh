@@ -1,4 +1,4 @@
-# train -> metrics.jsonl and a checkpoint -> eval on it -> resume continues.
+# train -> metrics.jsonl and a checkpoint -> eval on it -> plots -> resume continues.
 source "$(dirname "$0")/lib.sh"
 run="$LT_TEST_DIR/cli_train"
 rm -rf "$run"
@@ -31,6 +31,13 @@ assert f"{record['loss']['loss']:.4f}" == sys.argv[2] and len(repr(record["loss"
 assert record["loss"] == json.loads(sys.argv[3])["loss"], "differs from the default file's line"
 assert record["loss"]["by_position"] and record["passkey"][0]["length"] == 256, record
 PY
+
+# scripts/plot.py draws the run's figures into it; a folder that is no run is one line.
+python3 scripts/plot.py "$run" > "$run.plot"
+for png in loss training eval passkey; do
+  [ "$(head -c 8 "$run/$png.png" | od -An -tx1 | tr -d ' ')" = "89504e470d0a1a0a" ] || fail "no $png.png: $(cat "$run.plot")"
+done
+expect_error "no metrics.jsonl with steps" python3 scripts/plot.py "$run/checkpoints"
 
 # Resuming a finished run at a longer schedule continues from step 4.
 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.resume=auto train.steps=6 > "$run.resume"
