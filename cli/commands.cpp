@@ -220,7 +220,8 @@ int run_plan(const Args& args) {
 
 int run_data(const Args& args) {
   if (wants_help(args) || args.empty()) return print_help("data");
-  const bool recipe = args[0].size() > 5 && args[0].substr(args[0].size() - 5) == ".yaml";
+  const std::string& first = args[0];
+  const bool recipe = first.size() > 5 && (first.substr(first.size() - 5) == ".yaml" || first.substr(first.size() - 4) == ".yml");
   std::vector<std::string> paths = args;
   DataConfig data;
   if (recipe) {

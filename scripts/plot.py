@@ -8,7 +8,7 @@
   passkey.png   passkey exact match by length x depth of the key (the
                 newest evaluation of each length), as a heatmap
 
-usage: scripts/plot.py RUN_DIR [RUN_DIR ...] [--smooth 0.9]
+usage: scripts/plot.py RUN_DIR [RUN_DIR ...] [--smooth 0.6]
 
 Reads run_dir/metrics.jsonl, run_dir/eval.jsonl and run_dir/config.yaml as
 longtrain writes them; a figure whose data a run lacks is skipped, saying so.
@@ -172,7 +172,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--smooth", type=float, default=0.9, help="EMA weight of the loss curves (0: none)")
+    parser.add_argument("--smooth", type=float, default=0.6,
+                        help="EMA weight of the loss curves (0: none; default 0.6, TensorBoard's)")
     args = parser.parse_args()
     if not 0 <= args.smooth < 1:
         fail(f"--smooth {args.smooth}: must be in [0, 1)")
