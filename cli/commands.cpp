@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <filesystem>
 #include <map>
+
+#include <yaml-cpp/yaml.h>
 
 #include "cli/launch_check.h"
 #include "train/checkpoint.h"
@@ -221,7 +224,8 @@ int run_plan(const Args& args) {
 int run_data(const Args& args) {
   if (wants_help(args) || args.empty()) return print_help("data");
   const std::string& first = args[0];
-  const bool recipe = first.size() > 5 && (first.substr(first.size() - 5) == ".yaml" || first.substr(first.size() - 4) == ".yml");
+  const bool recipe =
+      first.size() > 5 && (first.substr(first.size() - 5) == ".yaml" || first.substr(first.size() - 4) == ".yml");
   std::vector<std::string> paths = args;
   DataConfig data;
   if (recipe) {
@@ -300,13 +304,26 @@ int run_eval(const Args& args, MpiSession& mpi) {
   return 0;
 }
 
+namespace {
+
+// The HF model a run started from (init.from_hf in its resolved recipe),
+// if it is still there.
+std::string started_from(const std::string& recipe) {
+  const YAML::Node from = YAML::LoadFile(recipe)["init"]["from_hf"];
+  const std::string dir = from && from.IsScalar() ? from.as<std::string>() : "";
+  return !dir.empty() && std::filesystem::is_directory(dir) ? dir : "";
+}
+
+}  // namespace
+
 int run_export(const Args& args) {
   if (wants_help(args)) return print_help("export");
   auto parsed = parse(args, "export", {"--hf", "--checkpoint", "--dtype", "--shard-gb"});
   if (!parsed.flags.count("--hf")) fail("export: missing --hf OUT (the directory to write)");
   // The run's resolved recipe; the HF model it may have started from is
-  // not needed any more.
-  const Config config = load_config(parsed.recipe + "/config.yaml", {"init.from_hf=''"});
+  // not needed any more, but its tokenizer files go with the export.
+  const std::string recipe = parsed.recipe + "/config.yaml";
+  const Config config = load_config(recipe, {"init.from_hf=''"});
   const std::string path = resolve_checkpoint(parsed.flags.count("--checkpoint") ? parsed.flags.at("--checkpoint")
                                                                                  : config.checkpoint_dir());
   LlamaForCausalLM model(config.model);
@@ -321,8 +338,10 @@ int run_export(const Args& args) {
       fail("export: --shard-gb '" + text + "' must be a positive number of GB");
   }
   const std::string out = parsed.flags.at("--hf");
-  export_hf(config.model, *model, out, options);
-  std::cout << "exported " << path << " to " << out << " (" << options.dtype << ")\n";
+  const std::string tokenizer = started_from(recipe);
+  const auto copied = export_hf(config.model, *model, out, options, tokenizer);
+  std::cout << "exported " << path << " to " << out << " (" << options.dtype << ")"
+            << describe_copied(copied, tokenizer) << "\n";
   return 0;
 }
 

@@ -27,8 +27,10 @@ void check_launch(int mpi_world) {
     const long tasks = from_environment(name);
     if (tasks > 1)
       fail("this process is the only MPI rank, but " + std::string(name) + "=" + std::to_string(tasks) +
-           " says the job has " + std::to_string(tasks) + ": the launcher started separate single-rank jobs that "
-           "would all write one run_dir. Launch with `mpirun -np " + std::to_string(tasks) +
+           " says the job has " + std::to_string(tasks) +
+           ": the launcher started separate single-rank jobs that "
+           "would all write one run_dir. Launch with `mpirun -np " +
+           std::to_string(tasks) +
            " longtrain ...` (in a Slurm job: scripts/slurm/longtrain.sbatch, or srun --mpi=pmix), or unset " + name +
            " to run on one rank");
   }

@@ -171,8 +171,9 @@ void Trainer::export_final() {
   LlamaForCausalLM whole(config_.model);
   load_checkpoint(*checkpoints_.newest(), *whole, nullptr, nullptr);
   std::filesystem::remove_all(out);
-  export_hf(config_.model, *whole, out, {name(config_.checkpoint.export_hf)});
-  metrics_->line("exported to " + out + " (" + name(config_.checkpoint.export_hf) + ")");
+  const std::string dtype = name(config_.checkpoint.export_hf);
+  const auto copied = export_hf(config_.model, *whole, out, {dtype}, config_.init.from_hf);
+  metrics_->line("exported to " + out + " (" + dtype + ")" + describe_copied(copied, config_.init.from_hf));
 }
 
 }  // namespace lt

@@ -104,8 +104,27 @@ void load_hf_weights(const std::string& dir, LlamaForCausalLMImpl& model) {
   }
 }
 
-void export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std::string& out,
-               const HfExportOptions& options) {
+const std::vector<std::string> kHfTokenizerFiles = {"tokenizer.json",
+                                                    "tokenizer_config.json",
+                                                    "tokenizer.model",
+                                                    "special_tokens_map.json",
+                                                    "added_tokens.json",
+                                                    "vocab.json",
+                                                    "merges.txt",
+                                                    "generation_config.json",
+                                                    "chat_template.jinja",
+                                                    "chat_template.json",
+                                                    "preprocessor_config.json"};
+
+std::string describe_copied(const std::vector<std::string>& copied, const std::string& from) {
+  if (copied.empty()) return "";
+  std::string names;
+  for (const auto& file : copied) names += (names.empty() ? "" : ", ") + file;
+  return ", with " + names + " from " + from;
+}
+
+std::vector<std::string> export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std::string& out,
+                                   const HfExportOptions& options, const std::string& tokenizer_from) {
   if (fs::exists(out)) fail(out + ": already exists: export into a new directory");
   const auto dtype = export_dtype(options.dtype);
   const std::string temp = out + ".partial";
@@ -136,9 +155,19 @@ void export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std
     write_index(temp + "/" + kIndex, file_of, total);
   }
   write_text_synced(temp + "/config.json", hf_config_json(config, options.dtype).dump(2) + "\n");
+  std::vector<std::string> copied;
+  for (const auto& file : kHfTokenizerFiles) {
+    const fs::path from = fs::path(tokenizer_from) / file;
+    if (tokenizer_from.empty() || !fs::is_regular_file(from)) continue;
+    std::error_code error;
+    fs::copy_file(from, fs::path(temp) / file, error);
+    if (error) fail(from.string() + ": cannot copy it into the export (" + error.message() + ")");
+    copied.push_back(file);
+  }
   sync_directory(temp);
   fs::rename(temp, out);  // the whole export appears at once
   sync_directory(fs::absolute(out).parent_path().string());
+  return copied;
 }
 
 }  // namespace lt

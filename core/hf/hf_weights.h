@@ -2,6 +2,7 @@
 // by model.safetensors.index.json. Our parameter names are HF's.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/model/llama.h"
 
@@ -19,10 +20,19 @@ struct HfExportOptions {
   double shard_gb = 5;             // files above this are split into shards with an index
 };
 
+// The files a model's tokenizer and generation settings live in, copied by
+// export_hf from `tokenizer_from` where present.
+extern const std::vector<std::string> kHfTokenizerFiles;
+
+// ", with tokenizer.json, ... from DIR" for an export's copied files; "" for none.
+std::string describe_copied(const std::vector<std::string>& copied, const std::string& from);
+
 // Writes `model` (a whole, unsplit model of `config`) to the directory `out`
-// as config.json and safetensors that transformers' from_pretrained loads.
-// The directory appears complete or not at all; it must not exist yet.
-void export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std::string& out,
-               const HfExportOptions& options);
+// as config.json and safetensors that transformers' from_pretrained loads,
+// with the tokenizer files of the HF model directory `tokenizer_from` (the
+// run's init.from_hf; empty: none), so lm-eval and vLLM read it as it is. The directory appears complete or not at all;
+// it must not exist yet. Returns the names of the tokenizer files copied.
+std::vector<std::string> export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std::string& out,
+                                   const HfExportOptions& options, const std::string& tokenizer_from = "");
 
 }  // namespace lt

@@ -20,7 +20,10 @@ want=$(grep "^eval: loss " "$run.eval_checkpoint")
 got=$(grep "^eval: loss " "$run.eval_hf")
 [ -n "$want" ] && [ "$want" = "$got" ] || fail "HF eval '$got' differs from the checkpoint's '$want'"
 
-# Extend: a new base, the model from the export; the result goes back out.
+# Extend: a new base, the model from the export; the result goes back out,
+# carrying the tokenizer and generation files the export started from.
+printf '{"version": "1.0"}\n' > "$run.hf/tokenizer.json"
+printf '{"eos_token_id": 2}\n' > "$run.hf/generation_config.json"
 "$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run.extended" init.from_hf="$run.hf" \
   "model.preset=''" model.rope_theta=80000 data.seq_len=512 data.passkey.max_doc_len=512 \
   "eval.passkey_lengths=[256,512]" eval.passkey_depths=2 checkpoint.export_hf=float32 > "$run.extended.out"
@@ -32,6 +35,11 @@ grep -q '"rope_theta": 80000.0' "$run.extended.hf/config.json" || fail "export l
 # checkpoint.export_hf wrote the same at the end of training.
 cmp -s "$run.extended/hf/model.safetensors" "$run.extended.hf/model.safetensors" || fail "end-of-run export differs"
 cmp -s "$run.extended/hf/config.json" "$run.extended.hf/config.json" || fail "end-of-run config.json differs"
+for file in tokenizer.json generation_config.json; do
+  cmp -s "$run.hf/$file" "$run.extended/hf/$file" && cmp -s "$run.hf/$file" "$run.extended.hf/$file" ||
+    fail "the exports lack init.from_hf's $file: $(ls "$run.extended/hf" "$run.extended.hf")"
+done
+[ ! -e "$run.hf/tokenizer_config.json" ] && [ ! -e "$run.extended.hf/tokenizer_config.json" ] || fail "copied a file that is not there"
 rm -rf "$run.bf16"
 "$LONGTRAIN" export "$run" --hf "$run.bf16" > /dev/null
 grep -q '"torch_dtype": "bfloat16"' "$run.bf16/config.json" || fail "default dtype"
