@@ -29,16 +29,16 @@ LayerFetch ParameterOwners::layer_gather(const Config& config) {
 }
 
 void ParameterOwners::own(const Config& config, Mesh& mesh, RankModel& rank) {
+  // Ranks that run their backwards at different times (a set over pipeline
+  // stages) or different numbers of them (adaptive packing) reduce once, at
+  // the step's end; those running different numbers of forwards gather the
+  // weights once, for the step.
+  const bool adaptive = config.data.packing == Packing::adaptive;
   StateOptions options = state_options(config);
+  options.gather_each_layer = !adaptive;
   const auto chunked = rank.chunks ? rank.chunks->host_parameters() : std::vector<NamedParameter>{};
   for (auto& set : replica_sets(mesh, *rank.model, chunked)) {
-    // Ranks that run their backwards at different times (a set over
-    // pipeline stages) or different numbers of them (adaptive packing)
-    // reduce once, at the step's end; those running different numbers of
-    // forwards gather the weights once, for the step.
-    const bool adaptive = config.data.packing == Packing::adaptive;
     options.reduce_each_backward = !set.spans_stages && !adaptive;
-    options.gather_each_layer = !adaptive;
     Communicator* gathers = options.zero == ZeroLevel::weights ? &mesh.twin(*set.group) : nullptr;
     states.push_back(std::make_unique<ParameterState>(set.params, *set.group, options, gathers));
     copies.push_back(set.copies);

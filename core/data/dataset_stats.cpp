@@ -29,7 +29,6 @@ std::string percent(double part, double whole) { return formatted("%5.1f%%", who
 DatasetStats dataset_stats(const IndexedDataset& dataset, const std::string& path, int64_t min_length) {
   DatasetStats s;
   s.path = path;
-  s.min_length = min_length;
   s.long_tokens.assign(kLongLengths.size(), 0);
   for (int64_t d = 0; d < dataset.num_documents(); ++d) {
     const int64_t length = dataset.document_length(d);

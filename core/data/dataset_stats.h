@@ -20,7 +20,7 @@ struct DatasetStats {
   // Tokens in documents of at least kLongLengths[i] tokens.
   std::vector<int64_t> long_tokens;
   // Documents of at least `min_length` tokens (data.upsample_long), and their tokens.
-  int64_t min_length = 0, min_length_documents = 0, min_length_tokens = 0;
+  int64_t min_length_documents = 0, min_length_tokens = 0;
 };
 
 inline const std::vector<int64_t> kLongLengths = {8 << 10, 32 << 10, 128 << 10};
