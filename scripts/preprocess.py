@@ -117,23 +117,32 @@ def input_files(paths):
 
 
 def records(path, keys):
-    """(line number, {key: text}) of each record, with the bytes read so far."""
-    if os.path.isdir(path):
-        yield from dataset_records(path, keys)
-    elif path.endswith(".parquet"):
-        yield from parquet_records(path, keys)
-    else:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as raw:
-            size = raw.fileobj.tell if path.endswith(".gz") else raw.tell
-            for number, line in enumerate(raw, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as error:
-                    raise InputError(f"{path}:{number}: not a JSON object ({error})")
-                yield number, texts_of(record, keys, f"{path}:{number}"), size()
+    """(line number, {key: text}) of each record, with the bytes read so far.
+    A file its reader cannot read (corrupt gzip or parquet, unreadable) is
+    one line naming it, whatever the format."""
+    try:
+        if os.path.isdir(path):
+            yield from dataset_records(path, keys)
+        elif path.endswith(".parquet"):
+            yield from parquet_records(path, keys)
+        else:
+            yield from jsonl_records(path, keys)
+    except (OSError, EOFError, ValueError) as error:  # pyarrow's errors are ValueError and OSError
+        raise InputError(f"{path}: cannot read it ({type(error).__name__}: {error})")
+
+
+def jsonl_records(path, keys):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as raw:
+        size = raw.fileobj.tell if path.endswith(".gz") else raw.tell
+        for number, line in enumerate(raw, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                raise InputError(f"{path}:{number}: not a JSON object ({error})")
+            yield number, texts_of(record, keys, f"{path}:{number}"), size()
 
 
 def texts_of(record, keys, where):
@@ -156,6 +165,11 @@ def parquet_records(path, keys):
     except ImportError:
         raise InputError(f"{path}: reading parquet needs pyarrow: run scripts/setup.sh")
     table = pyarrow.parquet.ParquetFile(path)
+    names = table.schema_arrow.names
+    for key in keys:
+        if key not in names:
+            raise InputError(f"{path}: no '{key}' column (--json-keys {' '.join(keys)}; it has: "
+                             f"{', '.join(names[:8])})")
     size, row = os.path.getsize(path), 0
     for group in range(table.num_row_groups):
         columns = table.read_row_group(group, columns=keys).to_pydict()

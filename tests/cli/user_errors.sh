@@ -22,6 +22,10 @@ expect_error "contains no complete checkpoint" "$LONGTRAIN" eval recipes/tiny-pa
 expect_error "no CUDA device is visible" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.device=cuda "run_dir=$dir/cuda"
 expect_error "no CUDA device is visible" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$LT_TEST_DIR/cli_train/checkpoints" train.device=cuda
 expect_error "cannot open" "$LONGTRAIN" train recipes/tiny-passkey.yaml data.source=indexed "data.path=$dir/missing" "run_dir=$dir/ix"
+expect_error "missing.idx: cannot open" "$LONGTRAIN" data "$dir/missing"
+expect_error "data.source is passkey: \`longtrain data\` describes indexed datasets" "$LONGTRAIN" data recipes/tiny-passkey.yaml
+expect_error "broken.yaml/e.jsonl: cannot append to it" "$LONGTRAIN" eval recipes/tiny-passkey.yaml \
+  --checkpoint "$LT_TEST_DIR/cli_train/checkpoints" "${SHORT[@]}" --output "$dir/recipes/broken.yaml/e.jsonl"
 expect_error "parallel.dp: got two, must be 'auto' or an integer in [1, 16777216]" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.dp=two
 # Numbers past 64 bits, or whose product would wrap, are one line too.
 expect_error "parallel.dp: got 99999999999999999999, must be 'auto' or an integer" "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.dp=99999999999999999999

@@ -166,7 +166,19 @@ def main():
     bad = os.path.join(out, "bad.jsonl")
     with open(bad, "w") as f:
         f.write(json.dumps({"text": "fine"}) + "\n\n" + '{"text": "cut off\n')
+    # The same classes in the other readers: a cut-off gzip, a parquet file
+    # without the column, a file that is not parquet at all.
+    cut = os.path.join(out, "cut.jsonl.gz")
+    with open(os.path.join(corpus, "b.jsonl.gz"), "rb") as whole, open(cut, "wb") as f:
+        f.write(whole.read()[:200])
+    not_parquet = os.path.join(out, "not.parquet")
+    with open(not_parquet, "w") as f:
+        f.write("plain text\n")
     for args, want in (
+        (["--input", cut], f"{cut}: cannot read it (EOFError"),
+        (["--input", os.path.join(out, "corpus.parquet"), "--json-keys", "body"],
+         "corpus.parquet: no 'body' column (--json-keys body; it has: text)"),
+        (["--input", not_parquet], f"{not_parquet}: cannot read it ("),
         (["--input", bad], f"{bad}:3: not a JSON object"),
         (["--input", os.path.join(out, "wide.jsonl")], f"{os.path.join(out, 'wide.jsonl')}:1: no 'text' field"),
         (["--input", bad, "--tokenizer", os.path.join(out, "nowhere")], "nowhere: no tokenizer.json or tokenizer.model"),
