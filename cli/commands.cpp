@@ -42,6 +42,7 @@ commands:
   plan RECIPE --world N [--ranks-per-node R]        rank grid, parameters and memory per rank
   data PREFIX... | RECIPE [key.path=value ...]      documents, tokens and lengths of Megatron datasets
   help [command]                                    this text, or a command's
+  help recipe                                       every recipe key with its default (docs/recipe_keys.md)
 
 Run with mpirun for several processes; every option of a recipe can be
 overridden on the command line, e.g. train.lr=3e-4 data.seq_len=8K.
@@ -189,6 +190,7 @@ int print_help(const std::string& command) {
   else if (command == "plan") std::cout << kPlanHelp;
   else if (command == "export") std::cout << kExportHelp;
   else if (command == "data") std::cout << kDataHelp;
+  else if (command == "recipe") std::cout << to_yaml(Config{}) << "\n";
   else std::cout << kProgramHelp;
   return 0;
 }

@@ -15,7 +15,7 @@
 #    memory feature and with all, and each feature's time (and the chunked
 #    model state's); the host AdamW against separate ATen operations, and a
 #    step with the chunks' update overlapped with backward vs after it.
-# Writes tests/bench/results/*.json and prints the README tables.
+# Writes tests/bench/results/*.json and prints the tables of docs/benchmarks.md.
 #  moe: a mixture-of-experts step against a dense one with the same active
 #    parameters, the experts' load under micro-batch vs global-batch
 #    balance, and the bytes expert parallelism sends against theory.

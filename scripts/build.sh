@@ -2,10 +2,12 @@
 # Configures and builds longtrain into build/ (build/longtrain is the program).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# LibTorch from the torch wheel; without one (or with LT_TORCH=debian) CMake
-# finds Debian's libtorch-dev in the system paths.
-prefix=""
-if [ "${LT_TORCH:-wheel}" != "debian" ]; then
+# LibTorch from LT_TORCH_PREFIX (a LibTorch of your own: the folder holding
+# share/cmake/Torch), else from the torch wheel of the python3 on PATH (a
+# virtual environment's, when one is active); without one (or with
+# LT_TORCH=debian) CMake finds Debian's libtorch-dev in the system paths.
+prefix=${LT_TORCH_PREFIX:-}
+if [ -z "$prefix" ] && [ "${LT_TORCH:-wheel}" != "debian" ]; then
   prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
 fi
 build=${LT_BUILD_DIR:-build}

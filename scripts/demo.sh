@@ -32,3 +32,4 @@ $lt export "$long" --hf "$long/hf"
 
 echo "== figures: loss (both stages overlaid), learning rate, gradient norm, tokens/s, passkey table"
 python3 scripts/plot.py "$long" "$short"
+echo "== the same figures live: tensorboard --logdir runs (both runs wrote their events to runs/*/tb)"

@@ -43,7 +43,9 @@ install_debian_torch() {
 }
 
 installed_torch=$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
-if [ "${LT_TORCH:-wheel}" = "debian" ]; then
+if [ -n "${LT_TORCH_PREFIX:-}" ]; then
+  echo "setup: LibTorch of your own at $LT_TORCH_PREFIX (LT_TORCH_PREFIX); no torch wheel installed"
+elif [ "${LT_TORCH:-wheel}" = "debian" ]; then
   install_debian_torch
 elif [ "$installed_torch" = "$TORCH_VERSION" ]; then
   echo "setup: torch $TORCH_VERSION present"
@@ -58,14 +60,16 @@ else
 fi
 
 # The Python tools' libraries: scripts/preprocess.py's tokenizers and parquet
-# reader, scripts/plot.py's matplotlib (theirs only; longtrain itself never
-# imports Python).
-if python3 -c 'import numpy, tokenizers, sentencepiece, pyarrow, matplotlib' 2>/dev/null; then
-  echo "setup: tool libraries present (tokenizers, sentencepiece, pyarrow, matplotlib)"
+# reader, scripts/plot.py's matplotlib, TensorBoard to watch log.tensorboard's
+# events (theirs only; longtrain itself never imports Python).
+TOOLS=(numpy tokenizers sentencepiece pyarrow matplotlib tensorboard)
+if python3 -c "import $(IFS=,; echo "${TOOLS[*]}")" 2>/dev/null; then
+  echo "setup: tool libraries present (${TOOLS[*]})"
 else
-  echo "setup: installing tool libraries from PyPI: numpy tokenizers sentencepiece pyarrow matplotlib"
-  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q numpy tokenizers sentencepiece pyarrow matplotlib \
-    || echo "setup: warning: could not install the tool libraries; scripts/preprocess.py and plot.py need them" >&2
+  echo "setup: installing tool libraries from PyPI: ${TOOLS[*]}"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q "${TOOLS[@]}" \
+    || echo "setup: warning: could not install the tool libraries; scripts/preprocess.py, plot.py and" \
+            "TensorBoard need them" >&2
 fi
 
 if [ "${1:-}" = "--tests" ]; then

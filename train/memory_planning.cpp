@@ -113,12 +113,13 @@ void Trainer::plan_memory() {
                  " per rank): " + describe(*plan_, static_cast<int64_t>(profile.chunks.size())));
 }
 
-void Trainer::report_plan(double step_seconds) {
+void Trainer::report_plan(int64_t step, double step_seconds) {
   metrics_->line("memory plan check: step " + formatted("%.3g s", step_seconds) + " measured, " +
                  formatted("%.3g s", plan_->step_s) + " predicted; activations " +
                  human_bytes(static_cast<double>(last_activation_bytes_)) + " measured, " +
                  human_bytes(static_cast<double>(plan_->activations)) + " predicted");
-  metrics_->record({{"plan_step_s", plan_->step_s},
+  metrics_->record({{"step", step},
+                    {"plan_step_s", plan_->step_s},
                     {"measured_step_s", step_seconds},
                     {"plan_activation_bytes", plan_->activations},
                     {"measured_activation_bytes", last_activation_bytes_}});

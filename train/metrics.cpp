@@ -7,7 +7,8 @@
 namespace lt {
 
 Metrics::Metrics(const Config& config, bool speaks, bool append)
-    : config_(config), logger_(speaks ? std::make_unique<Logger>(config.run_dir, append) : std::make_unique<Logger>()),
+    : config_(config), logger_(speaks ? std::make_unique<Logger>(config.run_dir, append, config.log.tensorboard)
+                                      : std::make_unique<Logger>()),
       watch_(config.train.max_skipped_steps) {}
 
 void Metrics::start(const at::Device& device, int ranks, int64_t first_step) {

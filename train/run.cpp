@@ -52,7 +52,7 @@ TrainResult Trainer::run() {
     result.losses[step] = outcome.loss;
     if (auto traced = profile.after(step)) metrics_->line(*traced);
     // The plan's check, on a step past the first (which warms caches up).
-    if (plan_ && step == std::min(first_step_ + 3, config_.train.steps)) report_plan(outcome.seconds);
+    if (plan_ && step == std::min(first_step_ + 3, config_.train.steps)) report_plan(step, outcome.seconds);
     metrics_->step(outcome, moe_stats_, adaptive_ ? describe_adaptive_step() : "");
     if (evaluator_->due(step)) evaluate(result, step);
     state.step = step;

@@ -111,7 +111,7 @@ class Trainer {
   Batch probe_batch();
   void probe_step(const Batch& probe);
   void plan_memory();
-  void report_plan(double step_seconds);
+  void report_plan(int64_t step, double step_seconds);
 
   Config config_;
   std::unique_ptr<Mesh> own_mesh_;

@@ -80,8 +80,8 @@ LT_SPELLINGS(ExportDtype, {ExportDtype::none, ""}, {ExportDtype::bfloat16, "bflo
 // router choosing top_k of `experts` SwiGLU experts per token, plus
 // optional shared experts every token passes through.
 struct MoeConfig {
-  int64_t experts = 0;  // 0: every layer dense
-  int64_t top_k = 2;
+  int64_t experts = 0;                          // experts of a MoE layer; 0: every layer dense
+  int64_t top_k = 2;                            // experts each token is routed to
   int64_t every = 1;                            // layer i is MoE when (i + 1) % every == 0 (HF's decoder_sparse_step)
   int64_t expert_intermediate_size = 0;         // 0: model.intermediate_size
   int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
@@ -92,8 +92,8 @@ struct MoeConfig {
   // Load balancing over what: each micro-batch, the whole global batch
   // (counts summed over dp x sp and the accumulation), or each sequence.
   BalanceScope balance = BalanceScope::global_batch;
-  double balance_coef = 0.01;
-  double z_loss_coef = 0;  // router z-loss (ST-MoE)
+  double balance_coef = 0.01;  // weight of the load-balancing loss (0: none)
+  double z_loss_coef = 0;      // router z-loss (ST-MoE)
 
   bool enabled() const { return experts > 0; }
   bool is_moe_layer(int64_t layer) const { return enabled() && (layer + 1) % every == 0; }
@@ -116,21 +116,22 @@ struct RopeConfig {
 };
 
 struct ModelConfig {
-  std::string preset;  // name of configs/models/<preset>.yaml
-  int64_t vocab_size = 0;
-  int64_t hidden_size = 0;
-  int64_t intermediate_size = 0;
-  int64_t num_layers = 0;
-  int64_t num_heads = 0;
-  int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;  // 0: hidden_size / num_heads
-  int64_t max_seq_len = 4096;
-  double rope_theta = 10000.0;
+  std::string preset;             // name of configs/models/<preset>.yaml
+  int64_t vocab_size = 0;         // tokens of the tokenizer (rows of the embedding and the head)
+  int64_t hidden_size = 0;        // width of the residual stream
+  int64_t intermediate_size = 0;  // width of the SwiGLU MLP
+  int64_t num_layers = 0;         // decoder layers
+  int64_t num_heads = 0;          // query heads
+  int64_t num_kv_heads = 0;       // key/value heads (grouped-query attention: fewer than num_heads)
+  int64_t head_dim = 0;           // 0: hidden_size / num_heads
+  int64_t max_seq_len = 4096;     // the context the model is for (HF max_position_embeddings)
+  double rope_theta = 10000.0;    // RoPE base; raising it is ABF context extension
   RopeConfig rope;
-  double rms_norm_eps = 1e-5;
+  double rms_norm_eps = 1e-5;   // RMSNorm's epsilon
   bool attention_bias = false;  // q/k/v bias, as Qwen2
-  bool tie_embeddings = false;
-  double init_std = 0.02;
+  bool tie_embeddings = false;  // the head reuses the embedding table
+  double init_std = 0.02;       // standard deviation of random initialisation (without init.from_hf)
+  // auto: LibTorch's fused flash kernel where it fits, else blockwise
   AttentionKernel attention = AttentionKernel::automatic;
   int64_t attention_block = 512;  // block size of the blockwise kernel
   MoeConfig moe;
@@ -138,40 +139,42 @@ struct ModelConfig {
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
 };
 
+// The built-in synthetic corpus: filler text with a key hidden at a random
+// depth, asked for at the end.
 struct PasskeyConfig {
-  int64_t min_doc_len = 256;
-  int64_t max_doc_len = 1024;
-  int64_t digits = 5;
+  int64_t min_doc_len = 256;      // documents' lengths in tokens, log-uniform between these
+  int64_t max_doc_len = 1024;     // (at most data.seq_len)
+  int64_t digits = 5;             // digits of the key
   int64_t filler_sentences = 16;  // size of the bank of repeated filler sentences
 };
 
 // Shorter sequences first: until `until_step`, train at `seq_len` tokens
 // (tokens per step held constant), as long-context recipes grow the length.
 struct CurriculumStage {
-  int64_t until_step = 0;
-  int64_t seq_len = 0;
+  int64_t until_step = 0;  // this stage's steps end before this (0-based) step
+  int64_t seq_len = 0;     // tokens per sequence in this stage
 };
 
 // One dataset of a mixture; weights are shares of the training tokens.
 struct MixtureEntry {
-  std::string path;  // prefix of <path>.bin / <path>.idx
-  double weight = 1.0;
+  std::string path;     // prefix of <path>.bin / <path>.idx
+  double weight = 1.0;  // share of the training tokens (normalised over the mixture)
 };
 
 // Per-domain length upsampling (Fu et al. 2024): within each dataset, the
 // documents of at least min_length tokens are drawn more often, until they
 // carry `share` of its tokens; the datasets' shares stay as weighted.
 struct LongUpsample {
-  int64_t min_length = 0;  // 0: off
-  double share = 0.0;
+  int64_t min_length = 0;  // documents at least this long are drawn more often; 0: off
+  double share = 0.0;      // share of each dataset's tokens the long documents then carry
 };
 
 struct DataConfig {
-  DataSourceKind source = DataSourceKind::passkey;
-  std::string path;                   // indexed: prefix of <path>.bin / <path>.idx
-  std::vector<MixtureEntry> mixture;  // indexed: several datasets instead of path
+  DataSourceKind source = DataSourceKind::passkey;  // passkey: the built-in corpus; indexed: Megatron .bin/.idx
+  std::string path;                                 // indexed: prefix of <path>.bin / <path>.idx
+  std::vector<MixtureEntry> mixture;                // indexed: several datasets instead of path
   LongUpsample upsample_long;
-  int64_t seq_len = 2048;
+  int64_t seq_len = 2048;  // tokens per training sequence (after the curriculum)
   // split: documents continue in the next sequence; whole: pad instead;
   // adaptive: unpacked documents on sequence-parallel groups a planner sizes (parallel.adaptive)
   Packing packing = Packing::split;
@@ -190,23 +193,23 @@ struct DataConfig {
 };
 
 struct TrainConfig {
-  int64_t steps = 100;
-  int64_t global_batch_tokens = 0;  // 0: one sequence per step
-  int64_t micro_batch_size = 1;     // sequences per forward/backward (at most, on a dp rank)
-  double lr = 3e-4;
-  double min_lr = 3e-5;
-  int64_t warmup_steps = 0;
-  Schedule schedule = Schedule::cosine;
-  double decay_fraction = 0.2;  // wsd: share of steps spent decaying
-  double weight_decay = 0.1;
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double grad_clip = 1.0;         // 0: off
-  int64_t max_skipped_steps = 3;  // steps in a row whose non-finite loss or gradients skip the update; then stop
-  int64_t seed = 1234;
-  DeviceKind device = DeviceKind::cpu;
-  int64_t threads = 0;  // 0: cores / ranks on this node
+  int64_t steps = 100;                   // optimizer steps
+  int64_t global_batch_tokens = 0;       // tokens per optimizer step (accumulated); 0: one sequence
+  int64_t micro_batch_size = 1;          // sequences per forward/backward (at most, on a dp rank)
+  double lr = 3e-4;                      // peak learning rate
+  double min_lr = 3e-5;                  // where the decay ends
+  int64_t warmup_steps = 0;              // linear warm-up from 0 to lr
+  Schedule schedule = Schedule::cosine;  // decay after warm-up (wsd: warmup-stable-decay)
+  double decay_fraction = 0.2;           // wsd: share of steps spent decaying
+  double weight_decay = 0.1;             // AdamW's decoupled decay (not on norms and biases)
+  double beta1 = 0.9;                    // AdamW's moment decay rates
+  double beta2 = 0.95;                   // (beta1: the gradient's mean; beta2: its square's)
+  double eps = 1e-8;                     // AdamW's epsilon
+  double grad_clip = 1.0;                // clip the gradients' global norm to this; 0: off
+  int64_t max_skipped_steps = 3;         // steps in a row whose non-finite loss or gradients skip the update; then stop
+  int64_t seed = 1234;                   // initialisation and data order
+  DeviceKind device = DeviceKind::cpu;   // cuda: each rank on its local GPU
+  int64_t threads = 0;                   // 0: cores / ranks on this node
   // fp32 | bf16 (bf16 compute, fp32 master weights, gradients and moments) |
   // auto: bf16 where the device runs it fast (CUDA; a CPU with AMX or
   // AVX512-BF16), else fp32. Resolved when the config is read.
@@ -217,9 +220,9 @@ struct TrainConfig {
 
 // Sequence parallelism: Ulysses (all-to-all over heads) inside, ring outside.
 struct SequenceParallelConfig {
-  int64_t ulysses = 1;
-  int64_t ring = 1;
-  bool zigzag = true;  // ring rank r holds chunks r and 2R-1-r (equal causal work); false: contiguous
+  int64_t ulysses = 1;  // all-to-all over heads (DeepSpeed-Ulysses)
+  int64_t ring = 1;     // ring attention: K/V blocks passed around
+  bool zigzag = true;   // ring rank r holds chunks r and 2R-1-r (equal causal work); false: contiguous
 };
 
 // data.packing: adaptive (FlexSP): each step, the ranks split into Ulysses
@@ -240,9 +243,9 @@ struct AdaptiveSpConfig {
 // dp, pp outermost) and how data-parallel gradients travel.
 struct ParallelConfig {
   std::string dp = "auto";  // auto: the world / (tp * ulysses * ring * pp)
-  int64_t tp = 1;
+  int64_t tp = 1;           // tensor parallelism (Megatron's split of heads and MLP)
   bool tp_sequence = true;  // Megatron's sequence parallelism: norms and residual hold 1/tp of the tokens
-  int64_t pp = 1;
+  int64_t pp = 1;           // pipeline stages (1F1B)
   SequenceParallelConfig sp;
   AdaptiveSpConfig adaptive;  // data.packing: adaptive
   int64_t ep = 1;             // expert parallelism, carved from dp x sp
@@ -286,7 +289,7 @@ struct MemoryConfig {
 
 struct CheckpointConfig {
   std::string dir;              // empty: <run_dir>/checkpoints
-  int64_t interval = 0;         // 0: only at the end
+  int64_t interval = 0;         // save every N steps; 0: only at the end
   std::string resume = "none";  // none | auto | path of a checkpoint
   int64_t keep = 2;             // newest complete checkpoints of this run's lineage kept
   bool move_aside = false;  // a fresh run moves another run's checkpoints into <dir>/aside_<run>/ instead of refusing
@@ -299,7 +302,8 @@ struct InitConfig {
 };
 
 struct LogConfig {
-  int64_t interval = 10;
+  int64_t interval = 10;     // the step line and metrics.jsonl record every N steps (and at the last)
+  bool tensorboard = false;  // rank 0 also writes every metrics.jsonl figure to <run_dir>/tb/ for TensorBoard
 };
 
 struct EvalConfig {
@@ -316,17 +320,17 @@ struct EvalConfig {
 // own spans) of steps start_step..end_step, 1-based, written by each rank
 // listed to run_dir/trace/; start_step 0: none.
 struct ProfileConfig {
-  int64_t start_step = 0;
+  int64_t start_step = 0;            // first traced step; 0: no trace
   int64_t end_step = 0;              // 0: start_step alone
-  std::vector<int64_t> ranks = {0};  // empty: every rank
+  std::vector<int64_t> ranks = {0};  // the ranks that write a trace; empty: every rank
 
   bool enabled() const { return start_step > 0; }
   int64_t last_step() const { return end_step > 0 ? end_step : start_step; }
 };
 
 struct Config {
-  std::string source_file;  // the recipe it came from
-  std::string run_dir = "runs/default";
+  std::string source_file;               // the recipe it came from
+  std::string run_dir = "runs/default";  // where the run writes: config.yaml, logs, metrics, checkpoints
   ModelConfig model;
   InitConfig init;
   DataConfig data;

@@ -223,6 +223,7 @@ void visit(V& v, InitConfig& i) {
 template <class V>
 void visit(V& v, LogConfig& l) {
   v.field("interval", l.interval, at_least<int64_t>(1));
+  v.field("tensorboard", l.tensorboard);
 }
 
 template <class V>

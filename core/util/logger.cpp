@@ -8,12 +8,13 @@
 
 namespace lt {
 
-Logger::Logger(const std::string& run_dir, bool append) : active_(true) {
+Logger::Logger(const std::string& run_dir, bool append, bool tensorboard) : active_(true) {
   std::filesystem::create_directories(run_dir);
   const auto mode = append ? std::ios::app : std::ios::trunc;
   log_.open(run_dir + "/train.log", std::ios::out | mode);
   metrics_.open(run_dir + "/metrics.jsonl", std::ios::out | mode);
   if (!log_ || !metrics_) fail(run_dir + ": cannot write train.log / metrics.jsonl; check run_dir");
+  if (tensorboard) events_ = std::make_unique<EventFile>(run_dir + "/tb");
 }
 
 void Logger::line(const std::string& text) {
@@ -23,7 +24,12 @@ void Logger::line(const std::string& text) {
 }
 
 void Logger::metrics(const nlohmann::ordered_json& record) {
-  if (active_) metrics_ << record.dump() << std::endl;
+  if (!active_) return;
+  metrics_ << record.dump() << std::endl;
+  if (!events_) return;
+  const int64_t step = record.value("step", int64_t{0});
+  for (const auto& item : record.items())
+    if (item.key() != "step" && item.value().is_number()) events_->scalar(item.key(), step, item.value().get<double>());
 }
 
 std::string formatted(const char* pattern, double value) {

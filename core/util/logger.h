@@ -1,25 +1,33 @@
 // Progress lines for people (stdout and <run_dir>/train.log) and one JSON
-// object per logged step for programs (<run_dir>/metrics.jsonl).
+// object per logged step for programs (<run_dir>/metrics.jsonl), its
+// figures also as TensorBoard scalars (<run_dir>/tb/) when asked.
 #pragma once
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "core/util/event_file.h"
 
 namespace lt {
 
 class Logger {
  public:
-  // append: continue the files of a resumed run instead of starting them anew.
-  Logger(const std::string& run_dir, bool append);
+  // append: continue the files of a resumed run instead of starting them
+  // anew; tensorboard: also write the records' figures as scalars.
+  Logger(const std::string& run_dir, bool append, bool tensorboard);
   // Writes nothing: the logger of every rank but the first.
   Logger() = default;
 
   void line(const std::string& text);
+  // A record with its "step"; each other number in it (not a flag) is
+  // also the TensorBoard scalar of that name at that step.
   void metrics(const nlohmann::ordered_json& record);
 
  private:
   bool active_ = false;
   std::ofstream log_, metrics_;
+  std::unique_ptr<EventFile> events_;
 };
 
 // `value` printed by a printf pattern of one number ("%.4f").

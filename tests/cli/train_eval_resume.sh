@@ -1,9 +1,10 @@
-# train -> metrics.jsonl and a checkpoint -> eval on it -> plots -> resume continues.
+# train -> metrics.jsonl, TensorBoard events and a checkpoint -> eval on it -> plots -> resume continues.
 source "$(dirname "$0")/lib.sh"
 run="$LT_TEST_DIR/cli_train"
-rm -rf "$run"
+rm -rf "$run" "$run.noeval"
 
-"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.interval=2 > "$run.out"
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.interval=2 log.tensorboard=true \
+  > "$run.out"
 grep -q "step 4/4 | seq 256 | loss" "$run.out" || fail "no progress line"
 grep -q "passkey retrieval at 256 tokens" "$run.out" || fail "no passkey accuracy"
 [ "$(wc -l < "$run/metrics.jsonl")" -ge 4 ] || fail "metrics.jsonl too short"
@@ -38,9 +39,20 @@ for png in loss training eval passkey; do
   [ "$(head -c 8 "$run/$png.png" | od -An -tx1 | tr -d ' ')" = "89504e470d0a1a0a" ] || fail "no $png.png: $(cat "$run.plot")"
 done
 expect_error "no metrics.jsonl with steps" python3 scripts/plot.py "$run/checkpoints"
+# A run without evaluation still plots its training; the eval figures are skipped, saying so.
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" train.steps=2 eval.at_end=false run_dir="$run.noeval" \
+  > /dev/null
+python3 scripts/plot.py "$run.noeval" > "$run.noeval.plot" || fail "plot without eval: $(cat "$run.noeval.plot")"
+[ -f "$run.noeval/loss.png" ] && [ -f "$run.noeval/training.png" ] && [ ! -f "$run.noeval/eval.png" ] ||
+  fail "plot without eval: $(cat "$run.noeval.plot")"
+grep -q "passkey.png.*no passkey evaluation" "$run.noeval.plot" || fail "no skip line: $(cat "$run.noeval.plot")"
 
 # Resuming a finished run at a longer schedule continues from step 4.
-"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.resume=auto train.steps=6 > "$run.resume"
+"$LONGTRAIN" train recipes/tiny-passkey.yaml "${SHORT[@]}" run_dir="$run" checkpoint.resume=auto train.steps=6 \
+  log.tensorboard=true > "$run.resume"
 grep -q "resumed from .*step_00000004 at step 4" "$run.resume" || fail "did not resume"
 grep -q "step 5/6" "$run.resume" && ! grep -q "step 1/6" "$run.resume" || fail "resume restarted"
+# TensorBoard, reading both runs' event files, shows every metrics.jsonl figure (eval's too).
+python3 tests/oracle/tensorboard_read.py "$run" > "$run.tb" 2>&1 || fail "TensorBoard events: $(cat "$run.tb")"
+grep -q "equal to metrics.jsonl" "$run.tb" || fail "TensorBoard check printed: $(cat "$run.tb")"
 echo "train, eval and resume ok"
