@@ -83,8 +83,8 @@ struct MoeConfig {
   int64_t experts = 0;                          // experts of a MoE layer; 0: every layer dense
   int64_t top_k = 2;                            // experts each token is routed to
   int64_t every = 1;                            // layer i is MoE when (i + 1) % every == 0 (HF's decoder_sparse_step)
-  int64_t expert_intermediate_size = 0;         // 0: model.intermediate_size
-  int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
+  int64_t expert_intermediate_size = 0;         // width of each expert's SwiGLU; 0: model.intermediate_size
+  int64_t shared_expert_intermediate_size = 0;  // width of the shared expert; 0: none
   bool normalize_top_k = true;                  // the chosen experts' weights sum to one (Mixtral; Qwen2-MoE: false)
   double capacity_factor = 0;  // 0: dropless; else each expert takes at most cf * tokens * top_k / experts
   DropPolicy drop_policy =
@@ -103,13 +103,13 @@ struct MoeConfig {
 // core/model/rope_scaling.h for the formulas). A base change (ABF) is
 // model.rope_theta alone.
 struct RopeConfig {
-  RopeType type = RopeType::standard;  // default | linear | dynamic | yarn | llama3
+  RopeType type = RopeType::standard;  // how RoPE is scaled for a longer context
   double factor = 1.0;                 // how many times the original context
   int64_t original_max_seq_len = 0;    // the pretrained context (HF original_max_position_embeddings)
-  double low_freq_factor = 1.0;        // llama3
-  double high_freq_factor = 4.0;       // llama3
-  double beta_fast = 32.0;             // yarn
-  double beta_slow = 1.0;              // yarn
+  double low_freq_factor = 1.0;        // llama3: wavelengths over original / this are divided by factor
+  double high_freq_factor = 4.0;       // llama3: wavelengths under original / this keep their frequency
+  double beta_fast = 32.0;             // yarn: dimensions turning more often than this in the original context are kept
+  double beta_slow = 1.0;              // yarn: dimensions turning less often than this are interpolated
   double attention_factor = 0.0;       // yarn: 0 = 0.1 ln(factor) + 1
 
   bool scaled() const { return type != RopeType::standard; }
@@ -123,7 +123,7 @@ struct ModelConfig {
   int64_t num_layers = 0;         // decoder layers
   int64_t num_heads = 0;          // query heads
   int64_t num_kv_heads = 0;       // key/value heads (grouped-query attention: fewer than num_heads)
-  int64_t head_dim = 0;           // 0: hidden_size / num_heads
+  int64_t head_dim = 0;           // width of one attention head; 0: hidden_size / num_heads
   int64_t max_seq_len = 4096;     // the context the model is for (HF max_position_embeddings)
   double rope_theta = 10000.0;    // RoPE base; raising it is ABF context extension
   RopeConfig rope;
@@ -142,8 +142,8 @@ struct ModelConfig {
 // The built-in synthetic corpus: filler text with a key hidden at a random
 // depth, asked for at the end.
 struct PasskeyConfig {
-  int64_t min_doc_len = 256;      // documents' lengths in tokens, log-uniform between these
-  int64_t max_doc_len = 1024;     // (at most data.seq_len)
+  int64_t min_doc_len = 256;      // shortest document in tokens (lengths are log-uniform)
+  int64_t max_doc_len = 1024;     // longest document in tokens (at most data.seq_len)
   int64_t digits = 5;             // digits of the key
   int64_t filler_sentences = 16;  // size of the bank of repeated filler sentences
 };
@@ -202,8 +202,8 @@ struct TrainConfig {
   Schedule schedule = Schedule::cosine;  // decay after warm-up (wsd: warmup-stable-decay)
   double decay_fraction = 0.2;           // wsd: share of steps spent decaying
   double weight_decay = 0.1;             // AdamW's decoupled decay (not on norms and biases)
-  double beta1 = 0.9;                    // AdamW's moment decay rates
-  double beta2 = 0.95;                   // (beta1: the gradient's mean; beta2: its square's)
+  double beta1 = 0.9;                    // AdamW's decay rate of the gradient's running mean
+  double beta2 = 0.95;                   // AdamW's decay rate of the squared gradient's running mean
   double eps = 1e-8;                     // AdamW's epsilon
   double grad_clip = 1.0;                // clip the gradients' global norm to this; 0: off
   int64_t max_skipped_steps = 3;         // steps in a row whose non-finite loss or gradients skip the update; then stop
@@ -278,7 +278,7 @@ struct MemoryConfig {
   bool offload_activations = false;  // checkpointed layers' inputs wait in host memory (CUDA; prefetched back)
   bool offload_model = false;        // layers' weights, gradients and AdamW state in host memory, in chunks
   double chunk_mb = 32;              // chunk size (whole layers, in execution order)
-  int64_t n_persist = 0;             // chunks kept on the device
+  int64_t n_persist = 0;             // chunks kept on the device for good (the first ones)
   int64_t n_buffer = 2;              // device buffers the other chunks take turns in
   bool overlap_update = true;        // each chunk's host AdamW runs as soon as backward is done with it
   double device_budget_gb = 0;       // device memory per rank; 0: no limit (manual: the chunks' share)
@@ -290,7 +290,7 @@ struct MemoryConfig {
 struct CheckpointConfig {
   std::string dir;              // empty: <run_dir>/checkpoints
   int64_t interval = 0;         // save every N steps; 0: only at the end
-  std::string resume = "none";  // none | auto | path of a checkpoint
+  std::string resume = "none";  // none, auto (the newest complete one in dir) or a checkpoint's path
   int64_t keep = 2;             // newest complete checkpoints of this run's lineage kept
   bool move_aside = false;  // a fresh run moves another run's checkpoints into <dir>/aside_<run>/ instead of refusing
   ExportDtype export_hf = ExportDtype::none;  // at the end, also the final weights in HF format
@@ -321,7 +321,7 @@ struct EvalConfig {
 // listed to run_dir/trace/; start_step 0: none.
 struct ProfileConfig {
   int64_t start_step = 0;            // first traced step; 0: no trace
-  int64_t end_step = 0;              // 0: start_step alone
+  int64_t end_step = 0;              // last traced step; 0: start_step alone
   std::vector<int64_t> ranks = {0};  // the ranks that write a trace; empty: every rank
 
   bool enabled() const { return start_step > 0; }
