@@ -74,8 +74,12 @@ double Trainer::profile_document(int64_t length, int group, int64_t* activation_
   auto& block = adaptive_->group(group);
   const bool runs = block.size() == group;
   const auto tokens = (at::arange(length + 1, at::kLong) * 7919 + 1).remainder(config_.model.vocab_size);
-  Batch doc{tokens.narrow(0, 0, length).unsqueeze(0), tokens.narrow(0, 1, length).unsqueeze(0).clone(),
-            at::arange(length, at::kLong).unsqueeze(0), at::Tensor(), at::Tensor()};
+  Batch doc{tokens.narrow(0, 0, length).unsqueeze(0),
+            tokens.narrow(0, 1, length).unsqueeze(0).clone(),
+            at::arange(length, at::kLong).unsqueeze(0),
+            at::Tensor(),
+            at::Tensor(),
+            nullptr};
   const Batch part = runs ? group_part(doc, group, block.rank()).to(device_) : Batch{};
   ScopedLayers built(*rank_.model);
   rank_.model->set_attention(adaptive_->attention(group));

@@ -90,7 +90,8 @@ std::pair<Batch, std::vector<PasskeySample>> passkey_batch(const PasskeyCorpus& 
     std::copy(samples.back().tokens.begin(), samples.back().tokens.end(), tokens[i].data_ptr<int64_t>());
   }
   auto positions = at::arange(length, at::kLong).unsqueeze(0).expand({n, length}).contiguous();
-  return {Batch{tokens, at::full({n, length}, kIgnoreIndex, at::kLong), positions, {}, {}}, std::move(samples)};
+  return {Batch{tokens, at::full({n, length}, kIgnoreIndex, at::kLong), positions, {}, {}, nullptr},
+          std::move(samples)};
 }
 
 }  // namespace

@@ -19,6 +19,14 @@ bool flash_fits(const at::Tensor& q, const at::Tensor& k, const AttentionMask& m
   return flash_available(q) && !mask.has_indices() && q.size(1) == k.size(1);
 }
 
+// The spans of the queries' documents: the host's when they cover these
+// rows, else read from the ids now (on a device, a wait for it).
+std::shared_ptr<const DocumentSpans> spans_of(const at::Tensor& q, const AttentionMask& mask) {
+  if (mask.spans && mask.spans->tokens() == q.size(0) * q.size(1) && mask.spans->row_length == q.size(1))
+    return mask.spans;
+  return document_spans(mask.q_document);
+}
+
 }  // namespace
 
 AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
@@ -34,7 +42,7 @@ AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   // Measured on CPU (tests/bench): the fused kernel, also per document
   // segment, beats the ATen blockwise kernel at every length we train at.
   if (options.kernel != AttentionKernel::blockwise && fits) {
-    if (mask.has_documents()) return flash_attention_by_document(q, kr, vr, mask.q_document, mask.causal);
+    if (mask.has_documents()) return flash_attention_by_document(q, kr, vr, *spans_of(q, mask), mask.causal);
     return flash_attention(q, kr, vr, mask.causal);
   }
   return blockwise_attention(q, kr, vr, mask, options.block);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "core/attention/document_spans.h"
 #include "core/config/config.h"
 
 namespace lt {
@@ -18,6 +19,10 @@ struct AttentionMask {
   // Global token index of each query / key, [seq] int64, deciding causality
   // for blocks that are not at the same place (ring, zigzag). Undefined: 0..seq-1.
   at::Tensor q_index, k_index;
+  // Where the documents of the whole sequences q_document belongs to start,
+  // found on the host (Batch::spans): the fused kernels take them when the
+  // queries are those whole sequences. Null: found from q_document.
+  std::shared_ptr<const DocumentSpans> spans;
 
   bool has_documents() const { return q_document.defined(); }
   bool has_indices() const { return q_index.defined(); }

@@ -190,8 +190,8 @@ class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
     auto saved = ctx->get_saved_variables();
     const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     auto& data = ctx->saved_data;
-    AttentionMask mask{data["causal"].toBool(), data["q_doc"].toTensor(), data["k_doc"].toTensor(),
-                       data["q_index"].toTensor(), data["k_index"].toTensor()};
+    AttentionMask mask{data["causal"].toBool(),    data["q_doc"].toTensor(),   data["k_doc"].toTensor(),
+                       data["q_index"].toTensor(), data["k_index"].toTensor(), nullptr};
     BlockMasks masks(mask, data["block"].toInt());
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);

@@ -10,7 +10,10 @@ namespace lt {
 bool flash_available(const at::Tensor& q) {
   if (!LT_HAS_FUSED_FLASH_ATTENTION) return false;
   if (q.device().is_cpu()) return true;
-  return q.device().is_cuda() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf);
+  // The CUDA kernels (the variable-length one without padding) take head
+  // widths that are multiples of 8, up to 256.
+  return q.device().is_cuda() && (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) &&
+         q.size(-1) % 8 == 0 && q.size(-1) <= 256;
 }
 
 // LibTorch's CPU flash kernel in bf16 trails its own fp32 version on short
@@ -43,28 +46,61 @@ AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const 
   return {out.transpose(1, 2), lse.to(at::kFloat)};
 }
 
-AttentionResult flash_attention_by_document(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                            const at::Tensor& documents, bool causal) {
-  const auto docs = documents.to(at::kCPU).contiguous();
-  const auto seq = docs.size(1);
-  const auto* ids = docs.data_ptr<int64_t>();
-  std::vector<at::Tensor> rows_out, rows_lse;
-  for (int64_t b = 0; b < docs.size(0); ++b) {
-    std::vector<at::Tensor> outs, lses;
-    const int64_t* row = ids + b * seq;
-    for (int64_t start = 0; start < seq;) {
-      int64_t end = start + 1;
-      while (end < seq && row[end] == row[start]) ++end;
-      auto slice = [&](const at::Tensor& t) { return t.narrow(0, b, 1).narrow(1, start, end - start); };
-      auto part = flash_attention(slice(q), slice(k), slice(v), causal);
-      outs.push_back(part.out);
-      lses.push_back(part.lse);
-      start = end;
-    }
-    rows_out.push_back(at::cat(outs, 1));
-    rows_lse.push_back(at::cat(lses, 2));
+namespace {
+
+// [batch, seq, heads, head_dim] -> the rows laid end to end, [batch * seq, heads, head_dim].
+at::Tensor laid_out(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), t.size(2), t.size(3)}); }
+
+// One fused call: CUDA's variable-length kernel reads where each span starts
+// from the device copy of the host's cuts.
+AttentionResult varlen_flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const DocumentSpans& spans, bool causal) {
+#if !LT_HAS_FUSED_FLASH_ATTENTION
+  fail("attention: this LibTorch has no fused flash kernel; use model.attention: blockwise");
+#else
+  LT_CHECK(spans.cumulative.device() == q.device(), "attention: the document spans are not on the queries' device");
+  auto result = at::_flash_attention_forward(laid_out(q), laid_out(k), laid_out(v), spans.cumulative, spans.cumulative,
+                                             spans.longest, spans.longest, 0.0, causal, false);
+  return {std::get<0>(result).view(q.sizes()), lse_by_row(std::get<1>(result), spans, q.size(0))};
+#endif
+}
+
+// LibTorch's CPU kernel takes no lengths: one call per span, at host offsets.
+AttentionResult flash_per_span(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const DocumentSpans& spans, bool causal) {
+  const auto qs = laid_out(q), ks = laid_out(k), vs = laid_out(v);
+  std::vector<at::Tensor> outs, lses;
+  for (int64_t i = 0; i < spans.count(); ++i) {
+    const int64_t start = spans.starts[i], length = spans.starts[i + 1] - start;
+    auto span = [&](const at::Tensor& t) { return t.narrow(0, start, length).unsqueeze(0); };
+    auto part = flash_attention(span(qs), span(ks), span(vs), causal);
+    outs.push_back(part.out.squeeze(0));
+    lses.push_back(part.lse.squeeze(0));
   }
-  return {at::cat(rows_out, 0), at::cat(rows_lse, 0)};
+  return {at::cat(outs, 0).view(q.sizes()), lse_by_row(at::cat(lses, 1), spans, q.size(0))};
+}
+
+}  // namespace
+
+at::Tensor lse_by_row(const at::Tensor& lse, const DocumentSpans& spans, int64_t batch) {
+  auto by_token = lse;
+  if (lse.dim() == 3) {
+    // Each token's entry, found on the device: token t of span i (starts[i]
+    // <= t < starts[i + 1]) sits at i * longest + t - starts[i].
+    const auto starts = spans.cumulative.to(at::kLong);
+    const auto token = at::arange(spans.tokens(), starts.options());
+    const auto span = at::searchsorted(starts.narrow(0, 1, spans.count()), token, /*out_int32=*/false, /*right=*/true);
+    const auto entry = span * spans.longest + token - starts.index_select(0, span);
+    by_token = lse.transpose(0, 1).reshape({lse.size(1), -1}).index_select(1, entry);
+  }
+  return by_token.reshape({by_token.size(0), batch, spans.row_length}).transpose(0, 1).to(at::kFloat);
+}
+
+AttentionResult flash_attention_by_document(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            const DocumentSpans& spans, bool causal) {
+  LT_CHECK(spans.tokens() == q.size(0) * q.size(1) && spans.row_length == q.size(1),
+           "attention: the document spans do not cover these rows");
+  return q.is_cuda() ? varlen_flash_attention(q, k, v, spans, causal) : flash_per_span(q, k, v, spans, causal);
 }
 
 }  // namespace lt

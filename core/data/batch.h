@@ -2,6 +2,10 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <memory>
+
+#include "core/attention/document_spans.h"
+
 namespace lt {
 
 constexpr int64_t kIgnoreIndex = -100;
@@ -14,6 +18,9 @@ struct Batch {
   // [seq] int64: where each column stands in the full sequence, for a shard
   // of it (sequence parallelism); undefined: the whole sequence, 0..seq-1.
   at::Tensor index;
+  // The documents of the whole sequences these rows are (before any
+  // sequence-parallel cut), found on the host; null: not known.
+  std::shared_ptr<const DocumentSpans> spans;
 
   int64_t size() const { return tokens.size(0); }
   Batch rows(int64_t start, int64_t count) const;

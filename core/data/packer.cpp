@@ -8,12 +8,16 @@ namespace lt {
 
 Batch Batch::rows(int64_t start, int64_t count) const {
   auto slice = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, count) : t; };
-  return {slice(tokens), slice(labels), slice(positions), slice(documents), index};
+  Batch out{slice(tokens), slice(labels), slice(positions), slice(documents), index, nullptr};
+  if (spans) out.spans = spans->rows(start, count);
+  return out;
 }
 
 Batch Batch::to(const at::Device& device) const {
   auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  return {move(tokens), move(labels), move(positions), move(documents), move(index)};
+  Batch out{move(tokens), move(labels), move(positions), move(documents), move(index), nullptr};
+  if (spans) out.spans = spans->to(device);
+  return out;
 }
 
 Packer::Packer(const DocumentSource& source, const DataConfig& config, DataPosition start)
@@ -49,8 +53,12 @@ namespace {
 
 Batch empty_batch(int64_t rows, int64_t length) {
   auto options = at::TensorOptions().dtype(at::kLong);
-  return {at::empty({rows, length}, options), at::empty({rows, length}, options), at::empty({rows, length}, options),
-          at::empty({rows, length}, options), at::Tensor()};
+  return {at::empty({rows, length}, options),
+          at::empty({rows, length}, options),
+          at::empty({rows, length}, options),
+          at::empty({rows, length}, options),
+          at::Tensor(),
+          nullptr};
 }
 
 }  // namespace
@@ -92,7 +100,8 @@ void Packer::fill_sequence(int64_t length, int64_t source_length, Batch& batch, 
 Batch Packer::next(int64_t sequences, int64_t length) {
   Batch batch = empty_batch(sequences, length);
   for (int64_t i = 0; i < sequences; ++i) fill_sequence(length, length, batch, i);
-  if (!config_.document_mask) batch.documents = at::Tensor();
+  if (config_.document_mask) batch.spans = document_spans(batch.documents);
+  else batch.documents = at::Tensor();
   return batch;
 }
 

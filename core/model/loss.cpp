@@ -13,6 +13,7 @@ ModelInput model_input(const Batch& batch) {
   mask.k_document = batch.documents;
   mask.q_index = batch.index;
   mask.k_index = batch.index;
+  mask.spans = batch.spans;
   return {batch.tokens, batch.positions, mask};
 }
 

@@ -93,16 +93,18 @@ EventFile::EventFile(const std::string& dir) {
   write_record(version);
 }
 
-void EventFile::scalar(const std::string& tag, int64_t step, double value) {
-  std::string summary_value;  // Summary.Value{tag = 1, simple_value = 2}
-  put_bytes(summary_value, 1, tag);
-  summary_value.push_back(key(2, kFixed32));
-  const float single = static_cast<float>(value);
-  uint32_t bits;
-  std::memcpy(&bits, &single, sizeof(bits));
-  put_fixed(summary_value, bits);
-  std::string summary;  // Summary{value = 1}
-  put_bytes(summary, 1, summary_value);
+void EventFile::scalars(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
+  std::string summary;  // Summary{value = 1, repeated}
+  for (const auto& [tag, value] : values) {
+    std::string summary_value;  // Summary.Value{tag = 1, simple_value = 2}
+    put_bytes(summary_value, 1, tag);
+    summary_value.push_back(key(2, kFixed32));
+    const float single = static_cast<float>(value);
+    uint32_t bits;
+    std::memcpy(&bits, &single, sizeof(bits));
+    put_fixed(summary_value, bits);
+    put_bytes(summary, 1, summary_value);
+  }
   std::string event = event_at(step);
   put_bytes(event, 5, summary);  // Event.summary
   write_record(event);

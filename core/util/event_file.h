@@ -1,14 +1,16 @@
 // TensorBoard's event files, written without TensorFlow: a file of TFRecords
 // (the data's length, a masked CRC-32C of the length, the data, a masked
 // CRC-32C of the data), each record one Event protocol buffer. Only what
-// scalars need is encoded: the file-version event, then events holding one
-// Summary value with a simple_value, the form TensorBoard and `wandb sync`
-// read.
+// scalars need is encoded: the file-version event, then one event per step
+// whose Summary holds a value (tag, simple_value) per scalar, the form
+// TensorBoard and `wandb sync` read.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lt {
 
@@ -22,9 +24,9 @@ class EventFile {
   // earlier ones, and TensorBoard reads them all.
   explicit EventFile(const std::string& dir);
 
-  // `value` as the scalar `tag` at `step`, flushed so that a TensorBoard
-  // watching the directory sees it at once.
-  void scalar(const std::string& tag, int64_t step, double value);
+  // The scalars of `step` (tag, value) as one event, written and flushed
+  // at once, so that a TensorBoard watching the directory sees them.
+  void scalars(int64_t step, const std::vector<std::pair<std::string, double>>& values);
 
   const std::string& path() const { return path_; }
 

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "core/util/error.h"
+#include "core/util/event_file.h"
 
 namespace lt {
 
@@ -17,6 +18,10 @@ Logger::Logger(const std::string& run_dir, bool append, bool tensorboard) : acti
   if (tensorboard) events_ = std::make_unique<EventFile>(run_dir + "/tb");
 }
 
+// Here, where EventFile is complete.
+Logger::Logger() = default;
+Logger::~Logger() = default;
+
 void Logger::line(const std::string& text) {
   if (!active_) return;
   std::cout << text << std::endl;
@@ -27,9 +32,10 @@ void Logger::metrics(const nlohmann::ordered_json& record) {
   if (!active_) return;
   metrics_ << record.dump() << std::endl;
   if (!events_) return;
-  const int64_t step = record.value("step", int64_t{0});
+  std::vector<std::pair<std::string, double>> scalars;
   for (const auto& item : record.items())
-    if (item.key() != "step" && item.value().is_number()) events_->scalar(item.key(), step, item.value().get<double>());
+    if (item.key() != "step" && item.value().is_number()) scalars.emplace_back(item.key(), item.value().get<double>());
+  if (!scalars.empty()) events_->scalars(record.value("step", int64_t{0}), scalars);
 }
 
 std::string formatted(const char* pattern, double value) {

@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/util/event_file.h"
-
 namespace lt {
+
+class EventFile;
 
 class Logger {
  public:
@@ -17,7 +17,8 @@ class Logger {
   // anew; tensorboard: also write the records' figures as scalars.
   Logger(const std::string& run_dir, bool append, bool tensorboard);
   // Writes nothing: the logger of every rank but the first.
-  Logger() = default;
+  Logger();
+  ~Logger();
 
   void line(const std::string& text);
   // A record with its "step"; each other number in it (not a flag) is

@@ -21,9 +21,12 @@ Batch pad_sequences(const Batch& batch, const SequenceLayout& layout) {
   auto pad = [&](const at::Tensor& t, int64_t value) {
     return t.defined() ? at::cat({t, at::full({rows, extra}, value, options)}, 1) : t;
   };
-  Batch out{pad(batch.tokens, 0), pad(batch.labels, kIgnoreIndex),
+  Batch out{pad(batch.tokens, 0),
+            pad(batch.labels, kIgnoreIndex),
             at::cat({batch.positions, at::arange(length, length + extra, options).expand({rows, extra})}, 1),
-            pad(batch.documents, -1), batch.index};
+            pad(batch.documents, -1),
+            batch.index,
+            nullptr};  // spans: the padding is a document too
   LT_CHECK(!batch.index.defined(), "pad_sequences: pad whole sequences, before sharding");
   return out;
 }
@@ -46,7 +49,7 @@ at::Tensor sequence_columns(int64_t length, const SequenceLayout& layout, int u,
 
 Batch shard_sequences(const Batch& batch, const at::Tensor& columns) {
   auto take = [&](const at::Tensor& t) { return t.defined() ? t.index_select(1, columns.to(t.device())) : t; };
-  Batch out{take(batch.tokens), take(batch.labels), take(batch.positions), take(batch.documents), columns};
+  Batch out{take(batch.tokens), take(batch.labels), take(batch.positions), take(batch.documents), columns, batch.spans};
   if (batch.index.defined()) out.index = batch.index.index_select(0, columns);
   return out;
 }

@@ -14,6 +14,7 @@ AttentionMask gather_mask(const AttentionMask& mask, Communicator& comm, int64_t
   AttentionMask out;
   out.causal = mask.causal;
   if (mask.has_documents()) out.q_document = out.k_document = all_gather(mask.q_document, comm, 1);
+  out.spans = mask.spans;  // of the whole sequences, which this group gathers when it is the only split
   auto index = mask.has_indices()
                    ? mask.q_index
                    : at::arange(comm.rank() * local_seq, (comm.rank() + 1) * local_seq, at::TensorOptions(at::kLong));

@@ -31,8 +31,12 @@ inline double best_of(int repeats, const std::function<void()>& run, int warmups
 inline Batch random_batch(int64_t seq, int64_t vocab, int64_t rows = 1) {
   at::manual_seed(0);
   auto tokens = at::randint(vocab, {rows, seq + 1}, at::kLong);
-  return {tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-          at::arange(seq, at::kLong).expand({rows, seq}).contiguous(), at::Tensor(), at::Tensor()};
+  return {tokens.narrow(1, 0, seq).contiguous(),
+          tokens.narrow(1, 1, seq).contiguous(),
+          at::arange(seq, at::kLong).expand({rows, seq}).contiguous(),
+          at::Tensor(),
+          at::Tensor(),
+          nullptr};
 }
 
 // Runs `body` in an MPI session with every core's threads.

@@ -60,8 +60,12 @@ void bench_overlap(Communicator& world, int64_t steps) {
     params.push_back({item.key(), item.value()}), parameters += item.value().numel();
   at::manual_seed(world.rank());
   auto tokens = at::randint(m.vocab_size, {2, seq + 1}, at::kLong);
-  Batch batch{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-              at::arange(seq, at::kLong).repeat({2, 1}), at::Tensor(), at::Tensor()};
+  Batch batch{tokens.narrow(1, 0, seq).contiguous(),
+              tokens.narrow(1, 1, seq).contiguous(),
+              at::arange(seq, at::kLong).repeat({2, 1}),
+              at::Tensor(),
+              at::Tensor(),
+              nullptr};
   std::map<bool, std::vector<double>> times;
   for (bool overlap : {false, true}) {
     StateOptions options;

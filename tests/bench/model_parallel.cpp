@@ -42,8 +42,12 @@ Config bench_config(int64_t seq, int layers, int64_t vocab) {
 Batch random_batch(int64_t rows, int64_t seq, int64_t vocab) {
   at::manual_seed(0);
   auto tokens = at::randint(vocab, {rows, seq + 1}, at::kLong);
-  return {tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-          at::arange(seq, at::kLong).expand({rows, seq}).contiguous(), at::Tensor(), at::Tensor()};
+  return {tokens.narrow(1, 0, seq).contiguous(),
+          tokens.narrow(1, 1, seq).contiguous(),
+          at::arange(seq, at::kLong).expand({rows, seq}).contiguous(),
+          at::Tensor(),
+          at::Tensor(),
+          nullptr};
 }
 
 double reduced(Communicator& world, double value, ReduceOp op) {

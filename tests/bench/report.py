@@ -86,8 +86,8 @@ def gpu_report(a, runs, cpu):
     with open(a.out, "w") as f:
         json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "runs": runs,
                    "longest_full_model_seq": longest}, f, indent=2)
-    table(["seq", "layers", "offload", "tok/s", "MFU", "peak memory"],
-          [[r["seq"], r["layers"], r["offload"], f"{r['tokens_per_s']:.0f}", f"{100 * r['mfu']:.1f}%",
+    table(["seq", "layers", "offload", "documents", "tok/s", "MFU", "peak memory"],
+          [[r["seq"], r["layers"], r["offload"], r.get("documents", 1), f"{r['tokens_per_s']:.0f}", f"{100 * r['mfu']:.1f}%",
             f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"] for r in trained])
     for r in runs:
         if "error" in r or "skipped" in r:

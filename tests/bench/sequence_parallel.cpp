@@ -59,8 +59,12 @@ Batch sequence_shard(Mesh& mesh, const ModelConfig& m, int64_t seq) {
   const auto& d = mesh.layout().degrees();
   at::manual_seed(0);
   auto tokens = at::randint(m.vocab_size, {1, seq + 1}, at::kLong);
-  Batch full{tokens.narrow(1, 0, seq).contiguous(), tokens.narrow(1, 1, seq).contiguous(),
-             at::arange(seq, at::kLong).view({1, seq}), at::Tensor(), at::Tensor()};
+  Batch full{tokens.narrow(1, 0, seq).contiguous(),
+             tokens.narrow(1, 1, seq).contiguous(),
+             at::arange(seq, at::kLong).view({1, seq}),
+             at::Tensor(),
+             at::Tensor(),
+             nullptr};
   if (d.world() == 1) return full;
   const auto c = mesh.coord();
   return shard_sequences(full, sequence_columns(seq, {d.ulysses, d.ring, true}, c.ulysses, c.ring));

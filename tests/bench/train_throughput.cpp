@@ -5,13 +5,19 @@
 // interleaved with HF transformers' loop (tests/bench/hf_train.py) on the
 // same model shape.
 //
-// usage: lt_bench_train SEQ [STEPS] [fp32|bf16] [cpu|cuda] [LAYERS [offload]]
+// usage: lt_bench_train SEQ [STEPS] [fp32|bf16] [cpu|cuda] [LAYERS [offload] [documents]]
 // LAYERS > 0: a Llama-3-8B-shaped stack of that many layers (the GPU check,
 // scripts/gpu_check.sh) instead of the 56M model; `offload`: its state in
-// host chunks, every layer recomputed, MLP and loss tiled (ALST's setup).
+// host chunks, every layer recomputed, MLP and loss tiled (ALST's setup);
+// `documents`: the sequence packs documents of 1/2, 1/4, 1/8, 1/16 and
+// 1/16 of it, each attending only to itself (the variable-length kernel on
+// CUDA).
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "core/model/model_size.h"
 #include "train/trainer.h"
@@ -34,7 +40,9 @@ int main(int argc, char** argv) {
       m.intermediate_size = 14336, m.vocab_size = 128256, m.rope_theta = 500000;
       c.memory.mlp_tiles = "auto";
     }
-    const bool offload = argc > 6 && std::string(argv[6]) == "offload";
+    const std::vector<std::string> flags(argv + std::min(argc, 6), argv + argc);
+    auto has = [&](const char* flag) { return std::find(flags.begin(), flags.end(), flag) != flags.end(); };
+    const bool offload = has("offload"), documents = has("documents");
     if (offload) {
       c.memory.offload_model = true, c.memory.checkpoint = Recompute::full, c.memory.offload_activations = true;
       c.memory.n_persist = 0, c.memory.n_buffer = 2, c.memory.chunk_mb = 1024;
@@ -46,7 +54,11 @@ int main(int argc, char** argv) {
     const at::Device device = device_for(c.train.device);
     const double peak = measure_matmul_peak(device, at::kBFloat16);
     Trainer trainer(c);
-    const Batch batch = bench::random_batch(seq, m.vocab_size);
+    Batch batch = bench::random_batch(seq, m.vocab_size);
+    if (documents) {
+      batch.documents = at::zeros({1, seq}, at::kLong);
+      for (int64_t part = 2; part <= 16; part *= 2) batch.documents.narrow(1, seq - seq / part, seq / part).add_(1);
+    }
     reset_peak_memory(device);
     double seconds = 0;
     for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
@@ -66,6 +78,7 @@ int main(int argc, char** argv) {
                                   {"device", name(c.train.device)},
                                   {"layers", m.num_layers},
                                   {"offload", offload},
+                                  {"documents", documents ? batch.documents.max().item<int64_t>() + 1 : 1},
                                   {"peak_memory_bytes", peak_memory_bytes(device)},
                                   {"threads", at::get_num_threads()}};
     std::printf("%s\n", out.dump().c_str());

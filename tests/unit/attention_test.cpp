@@ -3,7 +3,10 @@
 // (ring-style) and grouped-query cases.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/attention/attention.h"
+#include "core/attention/document_spans.h"
 #include "core/attention/flash.h"
 #include "tests/support/reference.h"
 
@@ -78,6 +81,56 @@ TEST(Attention, BlockwiseOffsetPositions) {
 }
 TEST(Attention, AutoOffsetPositionsWithDocuments) {
   check_kernel({.sq = 24, .sk = 48, .documents = true, .offset = true}, AttentionKernel::automatic);
+}
+
+// Packed documents as the fused kernels take them, found on the host.
+TEST(DocumentSpans, CutWhereTheDocumentChangesAndWhereARowEnds) {
+  // Row 1 starts with the id row 0 ends with: a span of its own all the same.
+  const auto documents = at::tensor({0, 0, 1, 1, 1, 1, 1, 2, 2, 2}, at::kLong).view({2, 5});
+  const auto spans = document_spans(documents);
+  EXPECT_EQ(spans->starts, (std::vector<int64_t>{0, 2, 5, 7, 10}));
+  EXPECT_EQ(spans->longest, 3);
+  EXPECT_EQ(spans->row_length, 5);
+  EXPECT_TRUE(spans->cumulative.equal(at::tensor({0, 2, 5, 7, 10}, at::kInt)));
+  const auto second = spans->rows(1, 1);
+  EXPECT_EQ(second->starts, (std::vector<int64_t>{0, 2, 5}));
+  EXPECT_EQ(second->longest, 3);
+  EXPECT_TRUE(second->cumulative.equal(at::tensor({0, 2, 5}, at::kInt)));
+}
+
+// The fused kernels follow the host's spans and never read the ids: under
+// ids that say "one document", the spans alone give the packed result. Spans
+// of other rows (a whole sequence, for a shard of it) are not taken.
+TEST(Attention, FlashFollowsTheHostSpans) {
+  if (!flash_available(at::empty({0}))) GTEST_SKIP() << "this LibTorch has no fused flash kernel";
+  at::manual_seed(5);
+  auto q = at::randn({2, 37, 4, 16}), k = at::randn({2, 37, 4, 16}), v = at::randn({2, 37, 4, 16});
+  AttentionMask packed, host;
+  packed.q_document = packed.k_document = documents_of(2, 37);
+  host.q_document = host.k_document = at::zeros({2, 37}, at::kLong);
+  host.spans = document_spans(packed.q_document);
+  const auto expected = attention(q, k, v, packed, {AttentionKernel::flash}),
+             followed = attention(q, k, v, host, {AttentionKernel::flash});
+  EXPECT_TRUE(followed.out.equal(expected.out));
+  EXPECT_TRUE(followed.lse.equal(expected.lse));
+  host.spans = document_spans(documents_of(2, 74));
+  const auto one_document = attention(q, k, v, host, {AttentionKernel::flash});
+  EXPECT_LT(relative_error(one_document.out, attention(q, k, v, {}, {AttentionKernel::flash}).out), 1e-6);
+}
+
+// The variable-length kernel's log-sum-exp comes as [heads, tokens] or
+// padded per span, [spans, heads, longest]: both give [batch, heads, seq].
+TEST(Attention, VariableLengthLogSumExpInEitherLayout) {
+  const auto spans = document_spans(at::tensor({0, 0, 1, 1, 1, 1, 1, 2, 2, 2}, at::kLong).view({2, 5}));
+  const auto by_token = at::randn({3, 10});
+  auto padded = at::full({spans->count(), 3, spans->longest}, std::nan(""));
+  for (int64_t i = 0; i < spans->count(); ++i) {
+    const int64_t start = spans->starts[i], length = spans->starts[i + 1] - start;
+    padded[i].narrow(1, 0, length).copy_(by_token.narrow(1, start, length));
+  }
+  const auto expected = by_token.view({3, 2, 5}).transpose(0, 1);
+  EXPECT_TRUE(lse_by_row(by_token, *spans, 2).equal(expected));
+  EXPECT_TRUE(lse_by_row(padded, *spans, 2).equal(expected));
 }
 
 TEST(Attention, FlashRefusesOffsetPositions) {

@@ -251,7 +251,8 @@ TEST(HfOracle, ImportReproducesTransformersAndExportsForIt) {
               at::cat({ids.narrow(1, 1, n - 1), at::full({1, 1}, kIgnoreIndex, at::kLong)}, 1),
               at::arange(n, at::kLong).view({1, n}),
               {},
-              {}};
+              {},
+              nullptr};
   for (const auto& [name, want] : expected.at("models").items()) {
     SCOPED_TRACE(name);
     const std::string dir = std::string(root) + "/" + name;

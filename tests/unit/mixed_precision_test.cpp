@@ -4,6 +4,8 @@
 // bf16 run resumed bit for bit.
 #include <gtest/gtest.h>
 
+#include <torch/autograd.h>
+
 #include <cmath>
 
 #include "core/attention/attention.h"
@@ -166,7 +168,8 @@ TEST(MixedPrecision, ModelInBf16MatchesFp32) {
     auto tokens = at::randint(config.vocab_size, {b, s + 1}, at::kLong);
     auto documents = (at::arange(s, at::kLong) >= 20).to(at::kLong).view({1, s}).expand({b, s}).contiguous();
     auto positions = at::where(documents.eq(1), at::arange(s, at::kLong) - 20, at::arange(s, at::kLong));
-    Batch batch{tokens.narrow(1, 0, s).contiguous(), tokens.narrow(1, 1, s).contiguous(), positions, documents, {}};
+    Batch batch{
+        tokens.narrow(1, 0, s).contiguous(), tokens.narrow(1, 1, s).contiguous(), positions, documents, {}, nullptr};
     auto expected = loss_sum(*fp32, batch), loss = loss_sum(*bf16, batch);
     EXPECT_EQ(loss.scalar_type(), at::kFloat);
     EXPECT_LT(std::abs(loss.item<double>() - expected.item<double>()), 1e-2 * expected.item<double>());
@@ -235,7 +238,8 @@ TEST(CudaBf16, ModelOnDeviceMatchesCpuFp32) {
               tokens.narrow(1, 1, s).contiguous(),
               at::arange(s, at::kLong).expand({2, s}).contiguous(),
               {},
-              {}};
+              {},
+              nullptr};
   auto expected = loss_sum(*cpu, batch), loss = loss_sum(*gpu, batch.to(cuda));
   EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-2 * expected.item<double>());
   expected.backward();
@@ -245,20 +249,35 @@ TEST(CudaBf16, ModelOnDeviceMatchesCpuFp32) {
     EXPECT_GE(testing::cosine(item.value().grad().cpu(), reference[item.key()].grad()), 0.999) << item.key();
 }
 
+// Packed documents through CUDA's variable-length kernel, one call for both
+// rows, with the spans found on the host (as a batch brings them) and, for
+// masks without them, from the ids on the device: values, log-sum-exp and
+// gradients against fp64.
 TEST(CudaBf16, FlashWithPackedDocumentsMatchesFp64) {
   if (!has_cuda()) GTEST_SKIP() << "no CUDA device";
   const at::Device cuda(at::kCUDA, 0);
   const int64_t b = 2, s = 300, heads = 8, d = 64;
   auto q = bf16_randn({b, s, heads, d}), k = bf16_randn({b, s, heads, d}), v = bf16_randn({b, s, heads, d});
-  AttentionMask mask;
-  mask.q_document = mask.k_document = (at::arange(s, at::kLong) >= 123).to(at::kLong).expand({b, s}).contiguous();
-  auto result = attention(q.to(cuda), k.to(cuda), v.to(cuda),
-                          {true, mask.q_document.to(cuda), mask.k_document.to(cuda), {}, {}}, {AttentionKernel::flash});
-  auto index = at::arange(s, at::kLong);
-  auto [out, lse] = testing::naive_attention(f64(q), f64(k), f64(v),
-                                             testing::visibility(index, index, mask.q_document, mask.k_document));
-  EXPECT_LT(relative_error(result.out.cpu(), out), 8e-3);
-  EXPECT_LT(relative_error(result.lse.cpu(), lse), 1e-3);
+  auto documents = (at::arange(s, at::kLong) >= 123).to(at::kLong).expand({b, s}).contiguous();
+  documents[1].narrow(0, 40, s - 40).add_(3);
+  documents[1].narrow(0, 290, s - 290).add_(1);  // a span of 10 tokens ending the batch
+  const auto index = at::arange(s, at::kLong);
+  auto q64 = f64(q), k64 = f64(k), v64 = f64(v);
+  auto [out, lse] = testing::naive_attention(q64, k64, v64, testing::visibility(index, index, documents, documents));
+  const auto grad = bf16_randn({b, s, heads, d});
+  out.backward(grad.to(at::kDouble));
+  auto q2 = q.to(cuda).requires_grad_(), k2 = k.to(cuda).requires_grad_(), v2 = v.to(cuda).requires_grad_();
+  for (bool host_spans : {true, false}) {
+    AttentionMask mask{true, documents.to(cuda), documents.to(cuda), {}, {}, nullptr};
+    if (host_spans) mask.spans = document_spans(documents)->to(cuda);
+    auto result = attention(q2, k2, v2, mask, {AttentionKernel::flash});
+    EXPECT_LT(relative_error(result.out.cpu(), out), 8e-3) << "host spans " << host_spans;
+    EXPECT_LT(relative_error(result.lse.cpu(), lse), 1e-3) << "host spans " << host_spans;
+    const auto grads = torch::autograd::grad({result.out}, {q2, k2, v2}, {grad.to(cuda)});
+    EXPECT_LT(relative_error(grads[0].cpu(), q64.grad()), 2e-2) << "dq, host spans " << host_spans;
+    EXPECT_LT(relative_error(grads[1].cpu(), k64.grad()), 2e-2) << "dk, host spans " << host_spans;
+    EXPECT_LT(relative_error(grads[2].cpu(), v64.grad()), 2e-2) << "dv, host spans " << host_spans;
+  }
 }
 
 // The layers' weights in host chunks, copied to the device as they are

@@ -58,7 +58,7 @@ void check_model(const ModelConfig& config, bool documents) {
     docs = (at::arange(s, at::kLong) >= 11).to(at::kLong).view({1, s}).expand({b, s}).contiguous();
     positions = at::where(docs.eq(1), positions - 11, positions);
   }
-  AttentionMask mask{true, docs, docs, {}, {}};
+  AttentionMask mask{true, docs, docs, {}, {}, nullptr};
   auto logits = model->forward({tokens, positions, mask});
 
   std::map<std::string, at::Tensor> weights;
