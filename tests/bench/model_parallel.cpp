@@ -25,6 +25,7 @@
 #include "train/rank_model.h"
 #include "parallel/sequence/sequence_shard.h"
 #include "parallel/tensor_parallel/tensor_parallel.h"
+#include "tests/bench/bench_support.h"
 
 namespace lt {
 namespace {
@@ -37,17 +38,6 @@ Config bench_config(int64_t seq, int layers, int64_t vocab) {
   c.data.seq_len = seq;
   c.train.micro_batch_size = 1;
   return c;
-}
-
-Batch random_batch(int64_t rows, int64_t seq, int64_t vocab) {
-  at::manual_seed(0);
-  auto tokens = at::randint(vocab, {rows, seq + 1}, at::kLong);
-  return {tokens.narrow(1, 0, seq).contiguous(),
-          tokens.narrow(1, 1, seq).contiguous(),
-          at::arange(seq, at::kLong).expand({rows, seq}).contiguous(),
-          at::Tensor(),
-          at::Tensor(),
-          nullptr};
 }
 
 double reduced(Communicator& world, double value, ReduceOp op) {
@@ -64,7 +54,7 @@ void bubble(int micro, int steps) {
   Mesh mesh(Layout({1, 1, 1, 1, P, 1}), MPI_COMM_WORLD, 600);
   RankModel rm = build_rank_model(c, mesh);
   Pipeline pipeline(mesh.group(Group::pp), at::kFloat);
-  const Batch batch = random_batch(micro, c.data.seq_len, c.model.vocab_size);
+  const Batch batch = bench::random_batch(c.data.seq_len, c.model.vocab_size, micro);
   StageWork work;
   work.shape = [&](int) { return std::vector<int64_t>{1, c.data.seq_len, c.model.hidden_size}; };
   work.forward = [&](int m, const at::Tensor& input) {
@@ -116,7 +106,7 @@ void tensor_traffic(int64_t seq, bool split) {
   c.parallel.tp_sequence = split;
   Mesh mesh(Layout({P, 1, 1, 1, 1, 1}), MPI_COMM_WORLD, 600);
   RankModel rm = build_rank_model(c, mesh);
-  const Batch batch = random_batch(1, seq, c.model.vocab_size);
+  const Batch batch = bench::random_batch(seq, c.model.vocab_size);
   auto& tp = mesh.group(Group::tp);
   tp.reset_counters();
   rm.loss_sum(rm.model->forward(model_input(batch)), batch.labels).backward();
