@@ -87,8 +87,8 @@ def gpu_report(a, runs, cpu):
         json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "runs": runs,
                    "longest_full_model_seq": longest}, f, indent=2)
     table(["seq", "layers", "offload", "documents", "tok/s", "MFU", "peak memory"],
-          [[r["seq"], r["layers"], r["offload"], r.get("documents", 1), f"{r['tokens_per_s']:.0f}", f"{100 * r['mfu']:.1f}%",
-            f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"] for r in trained])
+          [[r["seq"], r["layers"], r["offload"], r.get("documents", 1), f"{r['tokens_per_s']:.0f}",
+            f"{100 * r['mfu']:.1f}%", f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"] for r in trained])
     for r in runs:
         if "error" in r or "skipped" in r:
             print("failed:" if "error" in r else "skipped:", json.dumps(r))
