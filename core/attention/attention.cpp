@@ -22,8 +22,7 @@ bool flash_fits(const at::Tensor& q, const at::Tensor& k, const AttentionMask& m
 // The spans of the queries' documents: the host's when they cover these
 // rows, else read from the ids now (on a device, a wait for it).
 std::shared_ptr<const DocumentSpans> spans_of(const at::Tensor& q, const AttentionMask& mask) {
-  if (mask.spans && mask.spans->tokens() == q.size(0) * q.size(1) && mask.spans->row_length == q.size(1))
-    return mask.spans;
+  if (mask.spans && spans_cover(*mask.spans, q)) return mask.spans;
   return document_spans(mask.q_document);
 }
 

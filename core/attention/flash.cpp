@@ -96,10 +96,13 @@ at::Tensor lse_by_row(const at::Tensor& lse, const DocumentSpans& spans, int64_t
   return by_token.reshape({by_token.size(0), batch, spans.row_length}).transpose(0, 1).to(at::kFloat);
 }
 
+bool spans_cover(const DocumentSpans& spans, const at::Tensor& q) {
+  return spans.row_length == q.size(1) && spans.tokens() == q.size(0) * q.size(1);
+}
+
 AttentionResult flash_attention_by_document(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const DocumentSpans& spans, bool causal) {
-  LT_CHECK(spans.tokens() == q.size(0) * q.size(1) && spans.row_length == q.size(1),
-           "attention: the document spans do not cover these rows");
+  LT_CHECK(spans_cover(spans, q), "attention: the document spans do not cover these rows");
   return q.is_cuda() ? varlen_flash_attention(q, k, v, spans, causal) : flash_per_span(q, k, v, spans, causal);
 }
 

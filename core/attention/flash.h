@@ -12,6 +12,9 @@ bool flash_available(const at::Tensor& q);
 // Plain causal (or full) attention. q, k, v: [batch, seq, heads, head_dim], equal heads.
 AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal);
 
+// True when `spans` cut exactly the rows of q ([batch, seq, ...]).
+bool spans_cover(const DocumentSpans& spans, const at::Tensor& q);
+
 // Packed documents, each span attending only to itself: on CUDA one call of
 // the variable-length kernel per layer; on CPU one fused call per span. The
 // spans must cover q's rows exactly.

@@ -20,10 +20,6 @@ SequencePart sequence_part(const Batch& whole, const ParallelConfig& parallel, M
   const auto layout = sequence_layout(parallel);
   SequencePart part{sequence_parts(layout) > 1 ? pad_sequences(whole, layout) : whole, 0, {}};
   part.length = part.batch.tokens.size(1);
-  // Found while the sequences are whole and on the host (again if padding
-  // added a document): a layer attending over whole sequences (one rank,
-  // Ulysses) then reads no ids from the device.
-  if (part.batch.documents.defined() && !part.batch.spans) part.batch.spans = document_spans(part.batch.documents);
   if (parallel.sp_degree() == 1) {
     part.columns = at::arange(part.length, at::kLong);
     return part;

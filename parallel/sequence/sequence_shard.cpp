@@ -26,8 +26,10 @@ Batch pad_sequences(const Batch& batch, const SequenceLayout& layout) {
             at::cat({batch.positions, at::arange(length, length + extra, options).expand({rows, extra})}, 1),
             pad(batch.documents, -1),
             batch.index,
-            nullptr};  // spans: the padding is a document too
+            nullptr};
   LT_CHECK(!batch.index.defined(), "pad_sequences: pad whole sequences, before sharding");
+  // The padding is a document of its own: the spans change with it.
+  if (out.documents.defined()) out.spans = document_spans(out.documents);
   return out;
 }
 

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
     if (documents) {
       batch.documents = at::zeros({1, seq}, at::kLong);
       for (int64_t part = 2; part <= 16; part *= 2) batch.documents.narrow(1, seq - seq / part, seq / part).add_(1);
+      batch.spans = document_spans(batch.documents);  // found on the host, as the packer does
     }
     reset_peak_memory(device);
     double seconds = 0;
