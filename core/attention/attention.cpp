@@ -6,12 +6,18 @@
 
 namespace lt {
 
-namespace {
-
 at::Tensor repeat_kv(const at::Tensor& x, int64_t heads) {
   const int64_t group = heads / x.size(2);
   return group == 1 ? x : x.repeat_interleave(group, 2);
 }
+
+at::Tensor sum_kv_groups(const at::Tensor& grad, int64_t kv_heads) {
+  const int64_t group = grad.size(2) / kv_heads;
+  if (group == 1) return grad;
+  return grad.reshape({grad.size(0), grad.size(1), kv_heads, group, grad.size(3)}).sum(3);
+}
+
+namespace {
 
 // The fused kernels take no index offsets: they fit when queries and keys are
 // the same contiguous positions (self-attention of one block).
@@ -19,11 +25,11 @@ bool flash_fits(const at::Tensor& q, const at::Tensor& k, const AttentionMask& m
   return flash_available(q) && !mask.has_indices() && q.size(1) == k.size(1);
 }
 
-// The spans of the queries' documents: the host's when they cover these
-// rows, else read from the ids now (on a device, a wait for it).
+// The spans of the queries' documents: the batch's when they cover these
+// rows, else found from the ids now (ids on a device: a wait for it).
 std::shared_ptr<const DocumentSpans> spans_of(const at::Tensor& q, const AttentionMask& mask) {
   if (mask.spans && spans_cover(*mask.spans, q)) return mask.spans;
-  return document_spans(mask.q_document);
+  return document_spans(mask.q_document)->to(q.device());
 }
 
 }  // namespace

@@ -15,15 +15,17 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // one. Decided on the host from per-block index and document ranges.
 class BlockMasks {
  public:
-  // mask.q_index and mask.k_index must be defined.
-  BlockMasks(const AttentionMask& mask, int64_t block)
-      : causal_(mask.causal), block_(block), q_index_(mask.q_index), k_index_(mask.k_index), q_doc_(mask.q_document),
-        k_doc_(mask.k_document) {
-    ranges(q_index_.to(at::kCPU).view({1, -1}), q_idx_min_, q_idx_max_);
-    ranges(k_index_.to(at::kCPU).view({1, -1}), k_idx_min_, k_idx_max_);
+  // mask.q_index and mask.k_index must be defined. The decisions read host
+  // copies (the batch keeps its ids on the host, so no wait for the device);
+  // the masks of partly visible blocks are built on `device`.
+  BlockMasks(const AttentionMask& mask, int64_t block, const at::Device& device)
+      : causal_(mask.causal), block_(block), q_index_(on(mask.q_index, device)), k_index_(on(mask.k_index, device)),
+        q_doc_(on(mask.q_document, device)), k_doc_(on(mask.k_document, device)) {
+    ranges(mask.q_index.to(at::kCPU).view({1, -1}), q_idx_min_, q_idx_max_);
+    ranges(mask.k_index.to(at::kCPU).view({1, -1}), k_idx_min_, k_idx_max_);
     if (q_doc_.defined()) {
-      ranges(q_doc_.to(at::kCPU), q_doc_min_, q_doc_max_);
-      ranges(k_doc_.to(at::kCPU), k_doc_min_, k_doc_max_);
+      ranges(mask.q_document.to(at::kCPU), q_doc_min_, q_doc_max_);
+      ranges(mask.k_document.to(at::kCPU), k_doc_min_, k_doc_max_);
     }
   }
 
@@ -62,6 +64,11 @@ class BlockMasks {
   }
 
  private:
+  // A copy from the host is queued without waiting for the device.
+  static at::Tensor on(const at::Tensor& t, const at::Device& device) {
+    return t.defined() ? t.to(t.options().device(device), /*non_blocking=*/true) : t;
+  }
+
   void ranges(const at::Tensor& ids, std::vector<std::vector<int64_t>>& lo, std::vector<std::vector<int64_t>>& hi) {
     auto contiguous = ids.contiguous();
     auto a = contiguous.accessor<int64_t, 2>();
@@ -166,23 +173,33 @@ std::vector<at::Tensor> backward_blocks(const at::Tensor& q, const at::Tensor& k
   return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type())};
 }
 
+double scale_of(const at::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(-1))); }
+
+// Without indices the queries and keys are 0..seq-1, on the host.
+AttentionMask with_indices(const AttentionMask& mask, const at::Tensor& q, const at::Tensor& k) {
+  AttentionMask full = mask;
+  if (!mask.has_indices()) {
+    full.q_index = at::arange(q.size(1), at::kLong);
+    full.k_index = at::arange(k.size(1), at::kLong);
+  }
+  return full;
+}
+
 class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
  public:
-  // q, k, v: [batch, heads, seq, head_dim]
+  // q, k, v: [batch, seq, heads, head_dim]
   // The mask travels as a plain argument: autograd tracks only q, k and v.
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor q, at::Tensor k,
                                                 at::Tensor v, const AttentionMask& mask, int64_t block) {
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-    BlockMasks masks(mask, block);
-    auto [out, lse] = forward_blocks(q, k, v, masks, scale);
-    ctx->save_for_backward({q, k, v, out, lse});
+    auto result = blockwise_forward(q, k, v, mask, block);
+    ctx->save_for_backward({q, k, v, result.out, result.lse});
     ctx->saved_data["q_index"] = mask.q_index;
     ctx->saved_data["k_index"] = mask.k_index;
     ctx->saved_data["q_doc"] = mask.q_document;
     ctx->saved_data["k_doc"] = mask.k_document;
     ctx->saved_data["causal"] = mask.causal;
     ctx->saved_data["block"] = block;
-    return {out, lse};
+    return {result.out, result.lse};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -192,26 +209,34 @@ class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
     auto& data = ctx->saved_data;
     AttentionMask mask{data["causal"].toBool(),    data["q_doc"].toTensor(),   data["k_doc"].toTensor(),
                        data["q_index"].toTensor(), data["k_index"].toTensor(), nullptr};
-    BlockMasks masks(mask, data["block"].toInt());
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
-    auto d = backward_blocks(q, k, v, out, lse, dout, grads[1], masks, scale);
+    auto d = blockwise_backward(q, k, v, out, lse, dout, grads[1], mask, data["block"].toInt());
     return {d[0], d[1], d[2], {}, {}};
   }
 };
 
 }  // namespace
 
+AttentionResult blockwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const AttentionMask& mask, int64_t block) {
+  const BlockMasks masks(with_indices(mask, q, k), block, q.device());
+  auto [out, lse] = forward_blocks(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), masks, scale_of(q));
+  return {out.transpose(1, 2), lse};
+}
+
+std::array<at::Tensor, 3> blockwise_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
+                                             const at::Tensor& dlse, const AttentionMask& mask, int64_t block) {
+  const BlockMasks masks(with_indices(mask, q, k), block, q.device());
+  auto t = [](const at::Tensor& x) { return x.transpose(1, 2); };
+  auto d = backward_blocks(t(q), t(k), t(v), t(out), lse, t(dout), dlse, masks, scale_of(q));
+  return {t(d[0]), t(d[1]), t(d[2])};
+}
+
 AttentionResult blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const AttentionMask& mask, int64_t block) {
-  auto arange = [&](int64_t n) { return at::arange(n, q.options().dtype(at::kLong)); };
-  AttentionMask full = mask;
-  if (!mask.has_indices()) {
-    full.q_index = arange(q.size(1));
-    full.k_index = arange(k.size(1));
-  }
-  auto result = BlockwiseFunction::apply(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), full, block);
-  return {result[0].transpose(1, 2), result[1]};
+  auto result = BlockwiseFunction::apply(q, k, v, mask, block);
+  return {result[0], result[1]};
 }
 
 }  // namespace lt

@@ -16,6 +16,8 @@ bool flash_available(const at::Tensor& q) {
          q.size(-1) % 8 == 0 && q.size(-1) <= 256;
 }
 
+namespace {
+
 // LibTorch's CPU flash kernel in bf16 trails its own fp32 version on short
 // sequences of narrow heads (its bf16 backward: 2.4 ms against 0.9 ms at 128
 // tokens of 8 x 32, level at 1024 x 32, 512 x 64 and 256 x 128; measured
@@ -23,14 +25,24 @@ bool flash_available(const at::Tensor& q) {
 // the block computes in fp32.
 constexpr int64_t kCpuBf16MinTokensTimesHeadDim = 32768;
 
+bool cpu_bf16_in_fp32(const at::Tensor& q) {
+  return q.device().is_cpu() && q.scalar_type() == at::kBFloat16 &&
+         q.size(1) * q.size(3) < kCpuBf16MinTokensTimesHeadDim;
+}
+
+at::Tensor fp32(const at::Tensor& t) { return t.to(at::kFloat); }
+
+// The kernels take [batch, heads, seq, head_dim]; ours are [batch, seq, heads, head_dim].
+at::Tensor heads_first(const at::Tensor& t) { return t.transpose(1, 2); }
+
+}  // namespace
+
 AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) {
-  if (q.device().is_cpu() && q.scalar_type() == at::kBFloat16 &&
-      q.size(1) * q.size(3) < kCpuBf16MinTokensTimesHeadDim) {
-    auto fp32 = flash_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), causal);
-    return {fp32.out.to(at::kBFloat16), fp32.lse};
+  if (cpu_bf16_in_fp32(q)) {
+    auto result = flash_attention(fp32(q), fp32(k), fp32(v), causal);
+    return {result.out.to(at::kBFloat16), result.lse};
   }
-  // The kernels take [batch, heads, seq, head_dim].
-  auto qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
+  auto qt = heads_first(q), kt = heads_first(k), vt = heads_first(v);
   at::Tensor out, lse;
 #if !LT_HAS_FUSED_FLASH_ATTENTION
   fail("attention: this LibTorch has no fused flash kernel; use model.attention: blockwise");
@@ -43,7 +55,33 @@ AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const 
     lse = std::get<1>(result);
   }
 #endif
-  return {out.transpose(1, 2), lse.to(at::kFloat)};
+  return {heads_first(out), lse.to(at::kFloat)};
+}
+
+std::array<at::Tensor, 3> flash_attention_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                                   bool causal) {
+  if (cpu_bf16_in_fp32(q)) {
+    auto d = flash_attention_backward(fp32(dout), fp32(q), fp32(k), fp32(v), fp32(out), lse, causal);
+    return {d[0].to(q.scalar_type()), d[1].to(q.scalar_type()), d[2].to(q.scalar_type())};
+  }
+  const auto g = heads_first(dout.to(q.scalar_type())), qt = heads_first(q), kt = heads_first(k), vt = heads_first(v),
+             ot = heads_first(out.to(q.scalar_type()));
+  const auto l = lse.to(at::kFloat).contiguous();
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> d;
+#if !LT_HAS_FUSED_FLASH_ATTENTION
+  fail("attention: this LibTorch has no fused flash kernel; use model.attention: blockwise");
+#else
+  if (q.device().is_cpu()) {
+    d = at::_scaled_dot_product_flash_attention_for_cpu_backward(g, qt, kt, vt, ot, l, 0.0, causal);
+  } else {
+    // Without dropout the kernel reads no random state.
+    const auto none = at::empty({}, at::kLong);
+    d = at::_scaled_dot_product_flash_attention_backward(g, qt, kt, vt, ot, l, at::Tensor(), at::Tensor(), q.size(1),
+                                                         k.size(1), 0.0, causal, none, none);
+  }
+#endif
+  return {heads_first(std::get<0>(d)), heads_first(std::get<1>(d)), heads_first(std::get<2>(d))};
 }
 
 namespace {

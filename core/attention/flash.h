@@ -1,6 +1,8 @@
 // LibTorch's fused flash-attention kernels (CPU, and CUDA for bf16/fp16).
 // They return the log-sum-exp and have their own backward.
 #pragma once
+#include <array>
+
 #include "core/attention/attention.h"
 #include "core/attention/document_spans.h"
 
@@ -11,6 +13,14 @@ bool flash_available(const at::Tensor& q);
 
 // Plain causal (or full) attention. q, k, v: [batch, seq, heads, head_dim], equal heads.
 AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal);
+
+// Gradients of q, k and v of one plain call, given `out` and `lse` of q's
+// rows, which may be those of a larger merged result (ring attention's, as
+// ring-flash-attention does): each block of keys gets its share without
+// recomputing the merge. Equal heads; lse [batch, heads, seq] fp32.
+std::array<at::Tensor, 3> flash_attention_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                                   bool causal);
 
 // True when `spans` cut exactly the rows of q ([batch, seq, ...]).
 bool spans_cover(const DocumentSpans& spans, const at::Tensor& q);

@@ -24,6 +24,10 @@ struct Batch {
 
   int64_t size() const { return tokens.size(0); }
   Batch rows(int64_t start, int64_t count) const;
+  // Tokens, labels, positions and the spans' offsets move; documents and
+  // index stay on the host, where the attention kernels decide which blocks
+  // to compute without waiting for the device (a kernel that needs them
+  // there copies them, queued).
   Batch to(const at::Device& device) const;
   int64_t valid_tokens() const { return labels.ne(kIgnoreIndex).sum().item<int64_t>(); }
 };

@@ -15,7 +15,7 @@ Batch Batch::rows(int64_t start, int64_t count) const {
 
 Batch Batch::to(const at::Device& device) const {
   auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  Batch out{move(tokens), move(labels), move(positions), move(documents), move(index), nullptr};
+  Batch out{move(tokens), move(labels), move(positions), documents, index, nullptr};
   if (spans) out.spans = spans->to(device);
   return out;
 }

@@ -5,8 +5,11 @@
 #include <cmath>
 #include <limits>
 
+#include "core/attention/blockwise.h"
+#include "core/attention/flash.h"
 #include "core/util/error.h"
 #include "core/util/trace.h"
+#include "parallel/sequence/ring_pieces.h"
 
 namespace lt {
 namespace {
@@ -54,9 +57,45 @@ AttentionMask block_mask(bool causal, const at::Tensor& q_index, const at::Tenso
   return mask;
 }
 
-// A causal block whose every key comes after every query adds nothing.
+// A causal block whose every key comes after every query adds nothing
+// (host indices: no wait for the device).
 bool visible(bool causal, const at::Tensor& q_index, const at::Tensor& k_index) {
   return !causal || k_index.min().item<int64_t>() <= q_index.max().item<int64_t>();
+}
+
+// What one ring step computes: the fused kernel over each piece of the
+// block, or, for packed documents (or where no fused kernel runs), the
+// blockwise kernel over the whole block under its mask.
+struct Call {
+  Piece piece;
+  bool masked;
+};
+
+// Everything a step's calls read besides the block.
+struct Queries {
+  at::Tensor q, index, documents;
+  bool causal, fused;
+  int64_t block;
+};
+
+// Autograd functions take no undefined tensors: "no documents" is empty.
+Queries queries(const at::Tensor& q, const at::Tensor& index, const at::Tensor& document_ids, bool causal, bool fused,
+                int64_t block) {
+  return {q, index, document_ids.numel() ? document_ids : at::Tensor(), causal, fused, block};
+}
+
+std::vector<Call> step_calls(const Queries& in, const Block& b) {
+  std::vector<Call> calls;
+  if (in.fused) {
+    for (const auto& piece : ring_pieces(in.index, b.index, in.causal)) calls.push_back({piece, false});
+  } else if (visible(in.causal, in.index, b.index)) {
+    calls.push_back({{0, in.q.size(1), 0, b.k.size(1), in.causal}, true});
+  }
+  return calls;
+}
+
+at::Tensor rows(const at::Tensor& t, int64_t start, int64_t length, int64_t dim = 1) {
+  return t.narrow(dim, start, length);
 }
 
 // Weight of a partial result in the merged one: exp(lse_i - lse), 0 where no
@@ -67,13 +106,49 @@ at::Tensor merge_weight(const at::Tensor& part_lse, const at::Tensor& lse) {
 }
 at::Tensor as_output_scale(const at::Tensor& w) { return w.permute({0, 2, 1}).unsqueeze(-1); }
 
+// Adds one call's output to the fp32 result of its query rows.
+void merge(at::Tensor& out, at::Tensor& lse, const Piece& p, const AttentionResult& part) {
+  auto o = rows(out, p.q_start, p.q_length), l = rows(lse, p.q_start, p.q_length, 2);
+  const auto merged = at::logaddexp(l, part.lse);
+  o.copy_(o * as_output_scale(merge_weight(l, merged)) +
+          part.out.to(at::kFloat) * as_output_scale(merge_weight(part.lse, merged)));
+  l.copy_(merged);
+}
+
+// k and v have the queries' heads.
+void forward_step(const Queries& in, const Block& b, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
+                  at::Tensor& lse) {
+  for (const auto& [p, masked] : step_calls(in, b)) {
+    auto part = masked ? blockwise_forward(in.q, k, v, block_mask(in.causal, in.index, in.documents, b), in.block)
+                       : flash_attention(rows(in.q, p.q_start, p.q_length), rows(k, p.k_start, p.k_length),
+                                         rows(v, p.k_start, p.k_length), p.causal);
+    merge(out, lse, p, part);
+  }
+}
+
+// Each call's gradients from the merged out and lse, added to dq and to the
+// block's dk and dv (kv heads).
+void backward_step(const Queries& in, const Block& b, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                   const at::Tensor& lse, const at::Tensor& dout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+  for (const auto& [p, masked] : step_calls(in, b)) {
+    auto q_rows = [&](const at::Tensor& t) { return rows(t, p.q_start, p.q_length); };
+    auto k_rows = [&](const at::Tensor& t) { return rows(t, p.k_start, p.k_length); };
+    auto d = masked ? blockwise_backward(in.q, k, v, out, lse, dout, {},
+                                         block_mask(in.causal, in.index, in.documents, b), in.block)
+                    : flash_attention_backward(q_rows(dout), q_rows(in.q), k_rows(k), k_rows(v), q_rows(out),
+                                               rows(lse, p.q_start, p.q_length, 2), p.causal);
+    q_rows(dq).add_(d[0].to(at::kFloat));
+    k_rows(dk).add_(sum_kv_groups(d[1].to(at::kFloat), dk.size(2)));
+    k_rows(dv).add_(sum_kv_groups(d[2].to(at::kFloat), dv.size(2)));
+  }
+}
+
 struct RingFunction : torch::autograd::Function<RingFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& index, const at::Tensor& document_ids, Communicator* comm, bool causal,
-                               int64_t block) {
-    const AttentionOptions options{AttentionKernel::blockwise, block};
-    const auto documents = document_ids.numel() ? document_ids : at::Tensor();
-    Block current{k, v, index, documents};
+                               bool fused, int64_t block) {
+    const auto in = queries(q, index, document_ids, causal, fused, block);
+    Block current{k, v, index, in.documents};
     auto out = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
     auto lse = at::full({q.size(0), q.size(2), q.size(1)}, -std::numeric_limits<double>::infinity(),
                         q.options().dtype(at::kFloat));
@@ -83,13 +158,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
       if (step + 1 < comm->size())
         rotation = std::make_unique<Rotation>(
             *comm, std::vector<at::Tensor>{current.k, current.v, current.index, current.documents});
-      if (visible(causal, index, current.index)) {
-        auto part = attention(q, current.k, current.v, block_mask(causal, index, documents, current), options);
-        auto merged = at::logaddexp(lse, part.lse);
-        out = out * as_output_scale(merge_weight(lse, merged)) +
-              part.out.to(at::kFloat) * as_output_scale(merge_weight(part.lse, merged));
-        lse = merged;
-      }
+      forward_step(in, current, repeat_kv(current.k, q.size(2)), repeat_kv(current.v, q.size(2)), out, lse);
       if (rotation) {
         auto next = rotation->wait();
         current = {next[0], next[1], next[2], next[3]};
@@ -99,43 +168,29 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     ctx->save_for_backward({q, k, v, index, document_ids, result, lse});
     ctx->saved_data["comm"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(comm));
     ctx->saved_data["causal"] = causal;
+    ctx->saved_data["fused"] = fused;
     ctx->saved_data["block"] = block;
+    // An unused log-sum-exp gets no gradient (no zeros to check on the device).
+    ctx->set_materialize_grads(false);
     return {result, lse};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &q = saved[0], &k = saved[1], &v = saved[2], &index = saved[3];
-    const auto documents = saved[4].numel() ? saved[4] : at::Tensor();
     const auto &out = saved[5], &lse = saved[6];
     auto& comm = *reinterpret_cast<Communicator*>(static_cast<intptr_t>(ctx->saved_data["comm"].toInt()));
-    const bool causal = ctx->saved_data["causal"].toBool();
-    const AttentionOptions options{AttentionKernel::blockwise, ctx->saved_data["block"].toInt()};
-    const auto grad_out =
-        grads[0].defined() ? grads[0].to(at::kFloat) : at::zeros(out.sizes(), out.options().dtype(at::kFloat));
-    LT_CHECK(!grads[1].defined() || grads[1].eq(0).all().item<bool>(),
-             "ring attention: gradients through the log-sum-exp are not supported");
-    auto q_grad = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-    Block current{k, v, index, documents};
+    const auto in = queries(q, index, saved[4], ctx->saved_data["causal"].toBool(), ctx->saved_data["fused"].toBool(),
+                            ctx->saved_data["block"].toInt());
+    LT_CHECK(!grads[1].defined(), "ring attention: gradients through the log-sum-exp are not supported");
+    const auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
+    auto dq = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+    Block current{k, v, index, in.documents};
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat)), dv = at::zeros_like(dk);
     for (int step = 0; step < comm.size(); ++step) {
       LT_TRACE_SCOPE("ring_step_backward");
-      if (visible(causal, index, current.index)) {
-        at::AutoGradMode grad_mode(true);
-        auto q_ = q.detach().requires_grad_(), k_ = current.k.detach().requires_grad_(),
-             v_ = current.v.detach().requires_grad_();
-        auto part = attention(q_, k_, v_, block_mask(causal, index, documents, current), options);
-        // out = sum_i w_i out_i with w_i = exp(lse_i - lse): dL/dout_i = w_i dO,
-        // dL/dlse_i = w_i * rowsum(dO * (out_i - out)).
-        auto w = merge_weight(part.lse.detach(), lse);
-        auto g_out = grad_out * as_output_scale(w);
-        auto g_lse =
-            w * (grad_out * (part.out.detach().to(at::kFloat) - out.to(at::kFloat))).sum(-1).permute({0, 2, 1});
-        auto g = torch::autograd::grad({part.out, part.lse}, {q_, k_, v_}, {g_out.to(part.out.scalar_type()), g_lse});
-        q_grad += g[0].to(at::kFloat);
-        dk += g[1].to(at::kFloat);
-        dv += g[2].to(at::kFloat);
-      }
+      backward_step(in, current, repeat_kv(current.k, q.size(2)), repeat_kv(current.v, q.size(2)), out, lse, dout, dq,
+                    dk, dv);
       // The block moves on with its gradients; after the last step only the
       // gradients make the final hop home.
       const bool last = step + 1 == comm.size();
@@ -151,17 +206,18 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
         dk = next[4], dv = next[5];
       }
     }
-    return {q_grad.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), {}, {}, {}, {}, {}};
+    return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), {}, {}, {}, {}, {}, {}};
   }
 };
 
 AttentionResult ring(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                      const AttentionOptions& options, Communicator& comm) {
-  const auto index = mask.has_indices() ? mask.q_index : at::arange(q.size(1), at::kLong);
-  // Autograd functions take no undefined tensors: "no documents" is empty.
+  // The indices decide on the host, and travel there (through MPI).
+  const auto index = mask.has_indices() ? mask.q_index.to(at::kCPU) : at::arange(q.size(1), at::kLong);
   const auto documents = mask.has_documents() ? mask.q_document.contiguous() : at::empty({0}, at::kLong);
+  const bool fused = options.kernel != AttentionKernel::blockwise && !mask.has_documents() && flash_available(q);
   auto result = RingFunction::apply(q, k.contiguous(), v.contiguous(), index.contiguous(), documents, &comm,
-                                    mask.causal, options.block);
+                                    mask.causal, fused, options.block);
   return {result[0], result[1]};
 }
 

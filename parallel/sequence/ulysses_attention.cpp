@@ -18,7 +18,7 @@ AttentionMask gather_mask(const AttentionMask& mask, Communicator& comm, int64_t
   auto index = mask.has_indices()
                    ? mask.q_index
                    : at::arange(comm.rank() * local_seq, (comm.rank() + 1) * local_seq, at::TensorOptions(at::kLong));
-  index = all_gather(index.cpu(), comm, 0);
+  index = all_gather(index.to(at::kCPU), comm, 0);  // host (the batch keeps it there): no wait for the device
   // A whole sequence in order needs no indices: the fused kernels then apply.
   if (!index.equal(at::arange(index.size(0), at::kLong))) out.q_index = out.k_index = index;
   return out;

@@ -106,8 +106,9 @@ TEST_P(SequenceJob, EveryLayoutEqualsOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
-                         ::testing::Values(Case{"causal", false, 4}, Case{"documents", true, 4}, Case{"gqa", true, 2},
-                                           Case{"mqa", true, 1},
+                         ::testing::Values(Case{"causal", false, 4}, Case{"gqa_causal", false, 2},
+                                           Case{"gqa_causal_bf16", false, 2, 4, "bf16"},  // the ring's fused calls
+                                           Case{"documents", true, 4}, Case{"gqa", true, 2}, Case{"mqa", true, 1},
                                            Case{"six_heads", true, 2, 6},  // uneven over 4 Ulysses ranks
                                            Case{"documents_bf16", true, 4, 4, "bf16"},
                                            Case{"gqa_bf16", true, 2, 4, "bf16"}),
