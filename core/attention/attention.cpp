@@ -6,17 +6,6 @@
 
 namespace lt {
 
-at::Tensor repeat_kv(const at::Tensor& x, int64_t heads) {
-  const int64_t group = heads / x.size(2);
-  return group == 1 ? x : x.repeat_interleave(group, 2);
-}
-
-at::Tensor sum_kv_groups(const at::Tensor& grad, int64_t kv_heads) {
-  const int64_t group = grad.size(2) / kv_heads;
-  if (group == 1) return grad;
-  return grad.reshape({grad.size(0), grad.size(1), kv_heads, group, grad.size(3)}).sum(3);
-}
-
 namespace {
 
 // The fused kernels take no index offsets: they fit when queries and keys are
@@ -38,7 +27,6 @@ AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const AttentionOptions& options) {
   LT_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [batch, seq, heads, head_dim]");
   LT_CHECK(q.size(2) % k.size(2) == 0, "attention: query heads must be a multiple of kv heads");
-  const auto kr = repeat_kv(k, q.size(2)), vr = repeat_kv(v, q.size(2));
   const bool fits = flash_fits(q, k, mask);
   if (options.kernel == AttentionKernel::flash)
     LT_CHECK(fits,
@@ -47,10 +35,10 @@ AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   // Measured on CPU (tests/bench): the fused kernel, also per document
   // segment, beats the ATen blockwise kernel at every length we train at.
   if (options.kernel != AttentionKernel::blockwise && fits) {
-    if (mask.has_documents()) return flash_attention_by_document(q, kr, vr, *spans_of(q, mask), mask.causal);
-    return flash_attention(q, kr, vr, mask.causal);
+    if (mask.has_documents()) return flash_attention_by_document(q, k, v, *spans_of(q, mask), mask.causal);
+    return flash_attention(q, k, v, mask.causal);
   }
-  return blockwise_attention(q, kr, vr, mask, options.block);
+  return blockwise_attention(q, k, v, mask, options.block);
 }
 
 }  // namespace lt

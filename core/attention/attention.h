@@ -44,11 +44,6 @@ struct AttentionResult {
 AttentionResult attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
                           const AttentionOptions& options = {});
 
-// K or V of fewer heads as `heads` heads, for kernels that take equal heads.
-at::Tensor repeat_kv(const at::Tensor& x, int64_t heads);
-// The gradient of repeat_kv: each kv head's group of query heads summed.
-at::Tensor sum_kv_groups(const at::Tensor& grad, int64_t kv_heads);
-
 // How a layer attends: attention() on one device; parallel/sequence supplies
 // the sequence-parallel versions (Ulysses, ring), with this same signature.
 using AttentionFn = std::function<AttentionResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,

@@ -173,6 +173,22 @@ std::vector<at::Tensor> backward_blocks(const at::Tensor& q, const at::Tensor& k
   return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type())};
 }
 
+// K or V of fewer heads as the queries' heads (query head h reads kv head
+// h / group), and the gradient back: each kv head's group summed.
+at::Tensor repeat_kv(const at::Tensor& x, int64_t heads) {
+  const int64_t group = heads / x.size(2);
+  return group == 1 ? x : x.repeat_interleave(group, 2);
+}
+at::Tensor sum_groups(const at::Tensor& grad, int64_t kv_heads) {
+  const int64_t group = grad.size(2) / kv_heads;
+  if (group == 1) return grad;
+  return grad.reshape({grad.size(0), grad.size(1), kv_heads, group, grad.size(3)}).sum(3);
+}
+
+// The loops run on [batch, heads, seq, head_dim].
+at::Tensor heads_first(const at::Tensor& t) { return t.transpose(1, 2); }
+at::Tensor kv(const at::Tensor& t, const at::Tensor& q) { return heads_first(repeat_kv(t, q.size(2))); }
+
 double scale_of(const at::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(-1))); }
 
 // Without indices the queries and keys are 0..seq-1, on the host.
@@ -220,7 +236,7 @@ class BlockwiseFunction : public torch::autograd::Function<BlockwiseFunction> {
 AttentionResult blockwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   const AttentionMask& mask, int64_t block) {
   const BlockMasks masks(with_indices(mask, q, k), block, q.device());
-  auto [out, lse] = forward_blocks(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), masks, scale_of(q));
+  auto [out, lse] = forward_blocks(heads_first(q), kv(k, q), kv(v, q), masks, scale_of(q));
   return {out.transpose(1, 2), lse};
 }
 
@@ -228,9 +244,9 @@ std::array<at::Tensor, 3> blockwise_backward(const at::Tensor& q, const at::Tens
                                              const at::Tensor& out, const at::Tensor& lse, const at::Tensor& dout,
                                              const at::Tensor& dlse, const AttentionMask& mask, int64_t block) {
   const BlockMasks masks(with_indices(mask, q, k), block, q.device());
-  auto t = [](const at::Tensor& x) { return x.transpose(1, 2); };
-  auto d = backward_blocks(t(q), t(k), t(v), t(out), lse, t(dout), dlse, masks, scale_of(q));
-  return {t(d[0]), t(d[1]), t(d[2])};
+  auto d = backward_blocks(heads_first(q), kv(k, q), kv(v, q), heads_first(out), lse, heads_first(dout), dlse, masks,
+                           scale_of(q));
+  return {heads_first(d[0]), sum_groups(heads_first(d[1]), k.size(2)), sum_groups(heads_first(d[2]), v.size(2))};
 }
 
 AttentionResult blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -9,7 +9,8 @@
 
 namespace lt {
 
-// q, k, v: [batch, seq, heads, head_dim] with equal head counts.
+// q, k, v: [batch, seq, heads, head_dim]; k and v may have fewer heads
+// (grouped-query attention).
 AttentionResult blockwise_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const AttentionMask& mask, int64_t block);
 

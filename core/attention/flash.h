@@ -11,13 +11,15 @@ namespace lt {
 // True when the fused kernel exists for this device and dtype.
 bool flash_available(const at::Tensor& q);
 
-// Plain causal (or full) attention. q, k, v: [batch, seq, heads, head_dim], equal heads.
+// Plain causal (or full) attention. q, k, v: [batch, seq, heads, head_dim];
+// k and v may have fewer heads (the kernels take grouped-query attention).
 AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal);
 
 // Gradients of q, k and v of one plain call, given `out` and `lse` of q's
 // rows, which may be those of a larger merged result (ring attention's, as
 // ring-flash-attention does): each block of keys gets its share without
-// recomputing the merge. Equal heads; lse [batch, heads, seq] fp32.
+// recomputing the merge. lse [batch, heads, seq] fp32; the gradients of k
+// and v have their heads.
 std::array<at::Tensor, 3> flash_attention_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                                                    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                                    bool causal);

@@ -115,31 +115,30 @@ void merge(at::Tensor& out, at::Tensor& lse, const Piece& p, const AttentionResu
   l.copy_(merged);
 }
 
-// k and v have the queries' heads.
-void forward_step(const Queries& in, const Block& b, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
-                  at::Tensor& lse) {
+// The kernels take the block's kv heads as they travel (grouped-query attention).
+void forward_step(const Queries& in, const Block& b, at::Tensor& out, at::Tensor& lse) {
   for (const auto& [p, masked] : step_calls(in, b)) {
-    auto part = masked ? blockwise_forward(in.q, k, v, block_mask(in.causal, in.index, in.documents, b), in.block)
-                       : flash_attention(rows(in.q, p.q_start, p.q_length), rows(k, p.k_start, p.k_length),
-                                         rows(v, p.k_start, p.k_length), p.causal);
+    auto part = masked ? blockwise_forward(in.q, b.k, b.v, block_mask(in.causal, in.index, in.documents, b), in.block)
+                       : flash_attention(rows(in.q, p.q_start, p.q_length), rows(b.k, p.k_start, p.k_length),
+                                         rows(b.v, p.k_start, p.k_length), p.causal);
     merge(out, lse, p, part);
   }
 }
 
 // Each call's gradients from the merged out and lse, added to dq and to the
-// block's dk and dv (kv heads).
-void backward_step(const Queries& in, const Block& b, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                   const at::Tensor& lse, const at::Tensor& dout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+// block's dk and dv.
+void backward_step(const Queries& in, const Block& b, const at::Tensor& out, const at::Tensor& lse,
+                   const at::Tensor& dout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
   for (const auto& [p, masked] : step_calls(in, b)) {
     auto q_rows = [&](const at::Tensor& t) { return rows(t, p.q_start, p.q_length); };
     auto k_rows = [&](const at::Tensor& t) { return rows(t, p.k_start, p.k_length); };
-    auto d = masked ? blockwise_backward(in.q, k, v, out, lse, dout, {},
+    auto d = masked ? blockwise_backward(in.q, b.k, b.v, out, lse, dout, {},
                                          block_mask(in.causal, in.index, in.documents, b), in.block)
-                    : flash_attention_backward(q_rows(dout), q_rows(in.q), k_rows(k), k_rows(v), q_rows(out),
+                    : flash_attention_backward(q_rows(dout), q_rows(in.q), k_rows(b.k), k_rows(b.v), q_rows(out),
                                                rows(lse, p.q_start, p.q_length, 2), p.causal);
     q_rows(dq).add_(d[0].to(at::kFloat));
-    k_rows(dk).add_(sum_kv_groups(d[1].to(at::kFloat), dk.size(2)));
-    k_rows(dv).add_(sum_kv_groups(d[2].to(at::kFloat), dv.size(2)));
+    k_rows(dk).add_(d[1].to(at::kFloat));
+    k_rows(dv).add_(d[2].to(at::kFloat));
   }
 }
 
@@ -158,7 +157,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
       if (step + 1 < comm->size())
         rotation = std::make_unique<Rotation>(
             *comm, std::vector<at::Tensor>{current.k, current.v, current.index, current.documents});
-      forward_step(in, current, repeat_kv(current.k, q.size(2)), repeat_kv(current.v, q.size(2)), out, lse);
+      forward_step(in, current, out, lse);
       if (rotation) {
         auto next = rotation->wait();
         current = {next[0], next[1], next[2], next[3]};
@@ -189,8 +188,7 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat)), dv = at::zeros_like(dk);
     for (int step = 0; step < comm.size(); ++step) {
       LT_TRACE_SCOPE("ring_step_backward");
-      backward_step(in, current, repeat_kv(current.k, q.size(2)), repeat_kv(current.v, q.size(2)), out, lse, dout, dq,
-                    dk, dv);
+      backward_step(in, current, out, lse, dout, dq, dk, dv);
       // The block moves on with its gradients; after the last step only the
       // gradients make the final hop home.
       const bool last = step + 1 == comm.size();

@@ -117,7 +117,7 @@ void check_merged_backward(bool masked, const at::Device& device) {
   auto out = at::zeros(q.sizes(), qd.options().dtype(at::kFloat));
   auto lse = at::full({1, heads, 12}, -INFINITY, out.options());
   for (const auto& [p, b] : calls) {
-    const auto kb = repeat_kv(on(k[b]), heads), vb = repeat_kv(on(v[b]), heads);
+    const auto kb = on(k[b]), vb = on(v[b]);
     auto part = masked ? blockwise_forward(qd, kb, vb, mask(b), 4)
                        : flash_attention(rows(qd, p.q_start, p.q_length), rows(kb, p.k_start, p.k_length),
                                          rows(vb, p.k_start, p.k_length), p.causal);
@@ -132,7 +132,7 @@ void check_merged_backward(bool masked, const at::Device& device) {
   auto q2 = f64(q), k2 = f64(at::cat(k, 1)), v2 = f64(at::cat(v, 1));
   const auto docs2 = masked ? at::cat(docs, 1) : at::Tensor();
   auto [ref_out, ref_lse] =
-      naive_attention(q2, repeat_kv(k2, heads), repeat_kv(v2, heads),
+      naive_attention(q2, k2.repeat_interleave(heads / kv_heads, 2), v2.repeat_interleave(heads / kv_heads, 2),
                       visibility(index[0], at::cat(index), masked ? docs[0] : at::Tensor(), docs2));
   EXPECT_LT(relative_error(out.cpu(), ref_out.to(at::kFloat)), out_tolerance);
   EXPECT_LT(relative_error(lse.cpu(), ref_lse.to(at::kFloat)), out_tolerance);
@@ -147,15 +147,15 @@ void check_merged_backward(bool masked, const at::Device& device) {
     dv.push_back(at::zeros(v[b].sizes(), out.options()));
   }
   for (const auto& [p, b] : calls) {
-    const auto kb = repeat_kv(on(k[b]), heads), vb = repeat_kv(on(v[b]), heads);
+    const auto kb = on(k[b]), vb = on(v[b]);
     auto q_rows = [&](const at::Tensor& t) { return rows(t, p.q_start, p.q_length); };
     auto k_rows = [&](const at::Tensor& t) { return rows(t, p.k_start, p.k_length); };
     auto d = masked ? blockwise_backward(qd, kb, vb, out_d, lse, dout_d, {}, mask(b), 4)
                     : flash_attention_backward(q_rows(dout_d), q_rows(qd), k_rows(kb), k_rows(vb), q_rows(out_d),
                                                rows(lse, p.q_start, p.q_length, 2), p.causal);
     q_rows(dq).add_(d[0].to(at::kFloat));
-    k_rows(dk[b]).add_(sum_kv_groups(d[1].to(at::kFloat), kv_heads));
-    k_rows(dv[b]).add_(sum_kv_groups(d[2].to(at::kFloat), kv_heads));
+    k_rows(dk[b]).add_(d[1].to(at::kFloat));
+    k_rows(dv[b]).add_(d[2].to(at::kFloat));
   }
   EXPECT_LT(relative_error(dq.cpu(), q2.grad().to(at::kFloat)), grad_tolerance);
   EXPECT_LT(relative_error(at::cat(dk, 1).cpu(), k2.grad().to(at::kFloat)), grad_tolerance);
