@@ -64,8 +64,8 @@ bool visible(bool causal, const at::Tensor& q_index, const at::Tensor& k_index) 
 }
 
 // What one ring step computes: the fused kernel over each piece of the
-// block, or, for packed documents (or where no fused kernel runs), the
-// blockwise kernel over the whole block under its mask.
+// block, or, where no fused kernel runs, the blockwise kernel over the whole
+// block under its mask.
 struct Call {
   Piece piece;
   bool masked;
@@ -87,16 +87,21 @@ Queries queries(const at::Tensor& q, const at::Tensor& index, const at::Tensor& 
 std::vector<Call> step_calls(const Queries& in, const Block& b) {
   std::vector<Call> calls;
   if (in.fused) {
-    for (const auto& piece : ring_pieces(in.index, b.index, in.causal)) calls.push_back({piece, false});
+    for (const auto& piece : ring_pieces(in.index, b.index, in.causal, in.documents, b.documents))
+      calls.push_back({piece, false});
   } else if (visible(in.causal, in.index, b.index)) {
-    calls.push_back({{0, in.q.size(1), 0, b.k.size(1), in.causal}, true});
+    calls.push_back({{-1, 0, in.q.size(1), 0, b.k.size(1), in.causal}, true});
   }
   return calls;
 }
 
-at::Tensor rows(const at::Tensor& t, int64_t start, int64_t length, int64_t dim = 1) {
-  return t.narrow(dim, start, length);
+// A piece's part of t: its batch row, if it has one, and its tokens (along `dim`).
+at::Tensor cut(const at::Tensor& t, int64_t row, int64_t start, int64_t length, int64_t dim = 1) {
+  return (row < 0 ? t : t.narrow(0, row, 1)).narrow(dim, start, length);
 }
+at::Tensor query_part(const at::Tensor& t, const Piece& p) { return cut(t, p.row, p.q_start, p.q_length); }
+at::Tensor key_part(const at::Tensor& t, const Piece& p) { return cut(t, p.row, p.k_start, p.k_length); }
+at::Tensor lse_part(const at::Tensor& lse, const Piece& p) { return cut(lse, p.row, p.q_start, p.q_length, 2); }
 
 // Weight of a partial result in the merged one: exp(lse_i - lse), 0 where no
 // key was visible at all. [b, h, s] -> [b, s, h, 1] to scale outputs.
@@ -106,9 +111,9 @@ at::Tensor merge_weight(const at::Tensor& part_lse, const at::Tensor& lse) {
 }
 at::Tensor as_output_scale(const at::Tensor& w) { return w.permute({0, 2, 1}).unsqueeze(-1); }
 
-// Adds one call's output to the fp32 result of its query rows.
+// Adds one call's output to the fp32 result of its queries.
 void merge(at::Tensor& out, at::Tensor& lse, const Piece& p, const AttentionResult& part) {
-  auto o = rows(out, p.q_start, p.q_length), l = rows(lse, p.q_start, p.q_length, 2);
+  auto o = query_part(out, p), l = lse_part(lse, p);
   const auto merged = at::logaddexp(l, part.lse);
   o.copy_(o * as_output_scale(merge_weight(l, merged)) +
           part.out.to(at::kFloat) * as_output_scale(merge_weight(part.lse, merged)));
@@ -119,8 +124,7 @@ void merge(at::Tensor& out, at::Tensor& lse, const Piece& p, const AttentionResu
 void forward_step(const Queries& in, const Block& b, at::Tensor& out, at::Tensor& lse) {
   for (const auto& [p, masked] : step_calls(in, b)) {
     auto part = masked ? blockwise_forward(in.q, b.k, b.v, block_mask(in.causal, in.index, in.documents, b), in.block)
-                       : flash_attention(rows(in.q, p.q_start, p.q_length), rows(b.k, p.k_start, p.k_length),
-                                         rows(b.v, p.k_start, p.k_length), p.causal);
+                       : flash_attention(query_part(in.q, p), key_part(b.k, p), key_part(b.v, p), p.causal);
     merge(out, lse, p, part);
   }
 }
@@ -130,15 +134,13 @@ void forward_step(const Queries& in, const Block& b, at::Tensor& out, at::Tensor
 void backward_step(const Queries& in, const Block& b, const at::Tensor& out, const at::Tensor& lse,
                    const at::Tensor& dout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
   for (const auto& [p, masked] : step_calls(in, b)) {
-    auto q_rows = [&](const at::Tensor& t) { return rows(t, p.q_start, p.q_length); };
-    auto k_rows = [&](const at::Tensor& t) { return rows(t, p.k_start, p.k_length); };
     auto d = masked ? blockwise_backward(in.q, b.k, b.v, out, lse, dout, {},
                                          block_mask(in.causal, in.index, in.documents, b), in.block)
-                    : flash_attention_backward(q_rows(dout), q_rows(in.q), k_rows(b.k), k_rows(b.v), q_rows(out),
-                                               rows(lse, p.q_start, p.q_length, 2), p.causal);
-    q_rows(dq).add_(d[0].to(at::kFloat));
-    k_rows(dk).add_(d[1].to(at::kFloat));
-    k_rows(dv).add_(d[2].to(at::kFloat));
+                    : flash_attention_backward(query_part(dout, p), query_part(in.q, p), key_part(b.k, p),
+                                               key_part(b.v, p), query_part(out, p), lse_part(lse, p), p.causal);
+    query_part(dq, p).add_(d[0].to(at::kFloat));
+    key_part(dk, p).add_(d[1].to(at::kFloat));
+    key_part(dv, p).add_(d[2].to(at::kFloat));
   }
 }
 
@@ -213,7 +215,7 @@ AttentionResult ring(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   // The indices decide on the host, and travel there (through MPI).
   const auto index = mask.has_indices() ? mask.q_index.to(at::kCPU) : at::arange(q.size(1), at::kLong);
   const auto documents = mask.has_documents() ? mask.q_document.contiguous() : at::empty({0}, at::kLong);
-  const bool fused = options.kernel != AttentionKernel::blockwise && !mask.has_documents() && flash_available(q);
+  const bool fused = options.kernel != AttentionKernel::blockwise && flash_available(q);
   auto result = RingFunction::apply(q, k.contiguous(), v.contiguous(), index.contiguous(), documents, &comm,
                                     mask.causal, fused, options.block);
   return {result[0], result[1]};

@@ -3,9 +3,10 @@
 // ids: only the kv heads travel) rotate around the ring, each step's transfer
 // posted before the step's attention so the two overlap. Partial outputs are
 // merged in fp32 by their log-sum-exp. Each block is met by the fused
-// kernels (ring_pieces.h: keys before the queries in one full call, the
-// shared positions in one causal call, keys after them skipped), or under
-// packed documents by the blockwise kernel with the block's mask. Backward
+// kernels (ring_pieces.h: per run of positions and document, keys before
+// the queries in one full call, the shared positions in one causal call,
+// keys after them skipped), or, where no fused kernel runs, by the blockwise
+// kernel with the block's mask. Backward
 // rotates K/V again with their dK/dV accumulators, which arrive home after a
 // last hop; each call's gradients come from the merged output and
 // log-sum-exp (ring-flash-attention's way: no forward is recomputed), so

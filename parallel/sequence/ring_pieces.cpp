@@ -5,28 +5,32 @@
 namespace lt {
 namespace {
 
-// Positions [start, start + length) at rows [row, row + length).
+// Positions [start, start + length) of one document at tokens [token, token + length).
 struct Run {
-  int64_t row, start, length;
+  int64_t token, start, length, document;
   int64_t end() const { return start + length; }
 };
 
-std::vector<Run> runs(const at::Tensor& index) {
-  const auto host = index.to(at::kCPU, at::kLong).contiguous();
-  const auto* p = host.data_ptr<int64_t>();
+at::Tensor host(const at::Tensor& t) { return t.to(at::kCPU, at::kLong).contiguous(); }
+
+// `documents`: the row's ids, or null.
+std::vector<Run> runs(const at::Tensor& index, const int64_t* documents) {
+  const auto* position = index.data_ptr<int64_t>();
   std::vector<Run> out;
-  for (int64_t i = 0; i < host.numel(); ++i) {
-    if (!out.empty() && p[i] == out.back().end()) ++out.back().length;
-    else out.push_back({i, p[i], 1});
+  for (int64_t i = 0; i < index.numel(); ++i) {
+    const int64_t document = documents ? documents[i] : 0;
+    if (!out.empty() && position[i] == out.back().end() && document == out.back().document) ++out.back().length;
+    else out.push_back({i, position[i], 1, document});
   }
   return out;
 }
 
-// The causal pieces of run q against run k (positions, then rows).
-void causal_pieces(const Run& q, const Run& k, std::vector<Piece>& out) {
+// The causal pieces of run q against run k (positions, then tokens).
+void causal_pieces(int64_t row, const Run& q, const Run& k, std::vector<Piece>& out) {
   auto piece = [&](int64_t q_from, int64_t q_to, int64_t k_from, int64_t k_to, bool causal) {
     if (q_to > q_from && k_to > k_from)
-      out.push_back({q.row + q_from - q.start, q_to - q_from, k.row + k_from - k.start, k_to - k_from, causal});
+      out.push_back(
+          {row, q.token + q_from - q.start, q_to - q_from, k.token + k_from - k.start, k_to - k_from, causal});
   };
   // Keys before the first query: every query sees them.
   piece(q.start, q.end(), k.start, std::min(k.end(), q.start), false);
@@ -39,14 +43,23 @@ void causal_pieces(const Run& q, const Run& k, std::vector<Piece>& out) {
 
 }  // namespace
 
-std::vector<Piece> ring_pieces(const at::Tensor& q_index, const at::Tensor& k_index, bool causal) {
+std::vector<Piece> ring_pieces(const at::Tensor& q_index, const at::Tensor& k_index, bool causal,
+                               const at::Tensor& q_documents, const at::Tensor& k_documents) {
+  const auto qi = host(q_index), ki = host(k_index);
+  const bool documents = q_documents.defined();
+  const auto qd = documents ? host(q_documents) : at::Tensor(), kd = documents ? host(k_documents) : at::Tensor();
   std::vector<Piece> out;
-  const auto keys = runs(k_index);
-  for (const auto& q : runs(q_index))
-    for (const auto& k : keys) {
-      if (causal) causal_pieces(q, k, out);
-      else out.push_back({q.row, q.length, k.row, k.length, false});
-    }
+  for (int64_t row = 0; row < (documents ? qd.size(0) : 1); ++row) {
+    auto ids = [&](const at::Tensor& d) { return documents ? d[row].data_ptr<int64_t>() : nullptr; };
+    const auto keys = runs(ki, ids(kd));
+    for (const auto& q : runs(qi, ids(qd)))
+      for (const auto& k : keys) {
+        if (q.document != k.document) continue;
+        const int64_t r = documents ? row : -1;
+        if (causal) causal_pieces(r, q, k, out);
+        else out.push_back({r, q.token, q.length, k.token, k.length, false});
+      }
+  }
   return out;
 }
 

@@ -1,5 +1,5 @@
-// What the single-process benchmarks share: the best time of repeated runs,
-// a random batch, and a main that sets up MPI and threads and turns an error
+// What the benchmarks share: the best time of repeated runs, a random batch
+// (packed documents too), and a main that sets up MPI and threads and turns an error
 // into one line and exit 1.
 #pragma once
 #include <ATen/Parallel.h>
@@ -37,6 +37,15 @@ inline Batch random_batch(int64_t seq, int64_t vocab, int64_t rows = 1) {
           at::Tensor(),
           at::Tensor(),
           nullptr};
+}
+
+// Packs `batch`'s one row with five documents, of 1/2, 1/4, 1/8, 1/16 and
+// 1/16 of it, their spans found on the host, as the packer does.
+inline void pack_documents(Batch& batch) {
+  const int64_t seq = batch.tokens.size(1);
+  batch.documents = at::zeros({1, seq}, at::kLong);
+  for (int64_t part = 2; part <= 16; part *= 2) batch.documents.narrow(1, seq - seq / part, seq / part).add_(1);
+  batch.spans = document_spans(batch.documents);
 }
 
 // Runs `body` in an MPI session with every core's threads.

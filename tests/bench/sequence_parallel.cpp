@@ -5,8 +5,9 @@
 // CAP MiB of working memory on every rank. Rank 0 prints one JSON object.
 // scripts/bench.sh runs it on 1, 2, 4 and 8 ranks.
 //
-// usage: mpirun -np P lt_bench_sp ulysses|ring|hybrid SEQ [STEPS]
+// usage: mpirun -np P lt_bench_sp ulysses|ring|hybrid SEQ [STEPS [documents]]
 //        mpirun -np P lt_bench_sp ulysses|ring|hybrid longest CAP
+// `documents`: the sequence packs five documents (bench::pack_documents).
 #include <ATen/Parallel.h>
 
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "parallel/sequence/ring_attention.h"
 #include "parallel/sequence/sequence_parallel.h"
 #include "parallel/sequence/ulysses_attention.h"
+#include "tests/bench/bench_support.h"
 
 namespace lt {
 namespace {
@@ -54,17 +56,11 @@ ModelConfig bench_model(int64_t seq) {
   return m;
 }
 
-// This rank's shard of one random sequence.
-Batch sequence_shard(Mesh& mesh, const ModelConfig& m, int64_t seq) {
+// This rank's shard of one random sequence, with packed documents or one.
+Batch sequence_shard(Mesh& mesh, const ModelConfig& m, int64_t seq, bool documents = false) {
   const auto& d = mesh.layout().degrees();
-  at::manual_seed(0);
-  auto tokens = at::randint(m.vocab_size, {1, seq + 1}, at::kLong);
-  Batch full{tokens.narrow(1, 0, seq).contiguous(),
-             tokens.narrow(1, 1, seq).contiguous(),
-             at::arange(seq, at::kLong).view({1, seq}),
-             at::Tensor(),
-             at::Tensor(),
-             nullptr};
+  Batch full = bench::random_batch(seq, m.vocab_size);
+  if (documents) bench::pack_documents(full);
   if (d.world() == 1) return full;
   const auto c = mesh.coord();
   return shard_sequences(full, sequence_columns(seq, {d.ulysses, d.ring, true}, c.ulysses, c.ring));
@@ -104,7 +100,7 @@ void longest(const std::string& layout, double cap_mib) {
   }
 }
 
-void run(const std::string& layout, int64_t seq, int64_t steps) {
+void run(const std::string& layout, int64_t seq, int64_t steps, bool documents) {
   int P = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   const Degrees d = degrees_for(layout, P);
@@ -113,7 +109,7 @@ void run(const std::string& layout, int64_t seq, int64_t steps) {
   LlamaForCausalLM model(m);
   model->initialize(1);
   if (P > 1) model->set_attention(sequence_parallel_attention(mesh));
-  const Batch mine = sequence_shard(mesh, m, seq);
+  const Batch mine = sequence_shard(mesh, m, seq, documents);
   {  // the forward's volume, counted alone
     at::NoGradGuard no_grad;
     (void)loss_sum(*model, mine);
@@ -123,7 +119,7 @@ void run(const std::string& layout, int64_t seq, int64_t steps) {
   int64_t theory = 0;
   if (d.ulysses > 1) theory += ulysses_forward_bytes(1, local, m.num_heads, m.num_kv_heads, head_dim, d.ulysses, 4);
   if (d.ring > 1)
-    theory += ring_forward_bytes(1, local * d.ulysses, m.num_kv_heads / d.ulysses, head_dim, d.ring, 4, false);
+    theory += ring_forward_bytes(1, local * d.ulysses, m.num_kv_heads / d.ulysses, head_dim, d.ring, 4, documents);
   theory *= m.num_layers;
 
   reset_peak_memory(at::kCPU);
@@ -142,6 +138,7 @@ void run(const std::string& layout, int64_t seq, int64_t steps) {
     nlohmann::ordered_json out = {{"layout", P > 1 ? layout : "one rank"},
                                   {"ranks", P},
                                   {"seq", seq},
+                                  {"documents", documents ? 5 : 1},
                                   {"tokens_per_s", steps * seq / seconds},
                                   {"peak_memory_bytes_per_rank", peak},
                                   {"forward_bytes_per_rank", max_bytes},
@@ -160,7 +157,9 @@ int main(int argc, char** argv) {
   const std::string layout = argc > 1 ? argv[1] : "ulysses", second = argc > 2 ? argv[2] : "8192";
   try {
     if (second == "longest") lt::longest(layout, argc > 3 ? std::atof(argv[3]) : 256);
-    else lt::run(layout, std::atoll(second.c_str()), argc > 3 ? std::atoll(argv[3]) : 2);
+    else
+      lt::run(layout, std::atoll(second.c_str()), argc > 3 ? std::atoll(argv[3]) : 2,
+              argc > 4 && std::string(argv[4]) == "documents");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lt_bench_sp: %s\n", e.what());
     MPI_Abort(MPI_COMM_WORLD, 1);

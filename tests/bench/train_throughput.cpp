@@ -55,11 +55,7 @@ int main(int argc, char** argv) {
     const double peak = measure_matmul_peak(device, at::kBFloat16);
     Trainer trainer(c);
     Batch batch = bench::random_batch(seq, m.vocab_size);
-    if (documents) {
-      batch.documents = at::zeros({1, seq}, at::kLong);
-      for (int64_t part = 2; part <= 16; part *= 2) batch.documents.narrow(1, seq - seq / part, seq / part).add_(1);
-      batch.spans = document_spans(batch.documents);  // found on the host, as the packer does
-    }
+    if (documents) bench::pack_documents(batch);
     reset_peak_memory(device);
     double seconds = 0;
     for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
