@@ -26,6 +26,8 @@ struct Case {
   int64_t kv_heads;
   int64_t heads = 4;
   const char* precision = "fp32";  // bf16: q, k, v and the ring's K/V blocks travel in bf16
+  // blockwise: the ring's masked path, where no fused kernel runs (fp32 on CUDA)
+  AttentionKernel kernel = AttentionKernel::automatic;
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -59,6 +61,7 @@ Config case_config(const Case& c, const Arrangement& split) {
   config.model.num_heads = c.heads;
   config.model.hidden_size = 8 * c.heads;
   config.data.document_mask = c.documents;
+  config.model.attention = c.kernel;
   config.train.global_batch_tokens = 2 * split.dp * config.data.seq_len;
   config.parallel.sp = {split.sp.ulysses, split.sp.ring, split.sp.zigzag};
   config.parallel.dp = std::to_string(split.dp);
@@ -111,7 +114,8 @@ INSTANTIATE_TEST_SUITE_P(Sequences, SequenceJob,
                                            Case{"documents", true, 4}, Case{"gqa", true, 2}, Case{"mqa", true, 1},
                                            Case{"six_heads", true, 2, 6},  // uneven over 4 Ulysses ranks
                                            Case{"documents_bf16", true, 4, 4, "bf16"},
-                                           Case{"gqa_bf16", true, 2, 4, "bf16"}),
+                                           Case{"gqa_bf16", true, 2, 4, "bf16"},
+                                           Case{"gqa_blockwise", true, 2, 4, "fp32", AttentionKernel::blockwise}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // Zigzag gives every ring rank the same causal work (query-key pairs).
