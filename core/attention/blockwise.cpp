@@ -237,7 +237,7 @@ AttentionResult blockwise_forward(const at::Tensor& q, const at::Tensor& k, cons
                                   const AttentionMask& mask, int64_t block) {
   const BlockMasks masks(with_indices(mask, q, k), block, q.device());
   auto [out, lse] = forward_blocks(heads_first(q), kv(k, q), kv(v, q), masks, scale_of(q));
-  return {out.transpose(1, 2), lse};
+  return {heads_first(out), lse};
 }
 
 std::array<at::Tensor, 3> blockwise_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
