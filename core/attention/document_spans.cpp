@@ -5,19 +5,17 @@
 #include "core/util/error.h"
 
 namespace lt {
-namespace {
-
-std::shared_ptr<const DocumentSpans> spans_from(int64_t row_length, std::vector<int64_t> starts,
-                                                const at::Device& device) {
+std::shared_ptr<const DocumentSpans> spans_at(std::vector<int64_t> starts, int64_t row_length,
+                                              const at::Device& device) {
   auto spans = std::make_shared<DocumentSpans>();
   spans->row_length = row_length;
   for (size_t i = 1; i < starts.size(); ++i) spans->longest = std::max(spans->longest, starts[i] - starts[i - 1]);
-  spans->cumulative = at::tensor(std::vector<int32_t>(starts.begin(), starts.end()), at::kInt).to(device);
+  // Queued without waiting for the device (a pageable copy is staged at once).
+  spans->cumulative =
+      at::tensor(std::vector<int32_t>(starts.begin(), starts.end()), at::kInt).to(device, /*non_blocking=*/true);
   spans->starts = std::move(starts);
   return spans;
 }
-
-}  // namespace
 
 std::shared_ptr<const DocumentSpans> document_spans(const at::Tensor& documents) {
   LT_CHECK(documents.dim() == 2, "document spans: document ids must be [batch, seq]");
@@ -29,7 +27,7 @@ std::shared_ptr<const DocumentSpans> document_spans(const at::Tensor& documents)
   for (int64_t t = 0; t < rows * length; ++t)
     if (t % length == 0 || id[t] != id[t - 1]) starts.push_back(t);
   starts.push_back(rows * length);
-  return spans_from(length, std::move(starts), documents.device());
+  return spans_at(std::move(starts), length, documents.device());
 }
 
 std::shared_ptr<const DocumentSpans> DocumentSpans::rows(int64_t first, int64_t count) const {
@@ -41,7 +39,7 @@ std::shared_ptr<const DocumentSpans> DocumentSpans::rows(int64_t first, int64_t 
   std::vector<int64_t> out;
   for (auto s = from; s != to; ++s) out.push_back(*s - begin);
   out.push_back(end - begin);
-  return spans_from(row_length, std::move(out), cumulative.device());
+  return spans_at(std::move(out), row_length, cumulative.device());
 }
 
 std::shared_ptr<const DocumentSpans> DocumentSpans::to(const at::Device& device) const {

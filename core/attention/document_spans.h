@@ -25,6 +25,12 @@ struct DocumentSpans {
   std::shared_ptr<const DocumentSpans> to(const at::Device& device) const;
 };
 
+// Spans at `starts` (where each starts, then where the last one ends) in
+// rows of `row_length` tokens (0: the spans are not cut from rows), with
+// `cumulative` on `device`.
+std::shared_ptr<const DocumentSpans> spans_at(std::vector<int64_t> starts, int64_t row_length,
+                                              const at::Device& device);
+
 // The spans of `documents` ([batch, seq] int64 ids; read on the host, so a
 // device tensor is copied back first), with `cumulative` on its device.
 std::shared_ptr<const DocumentSpans> document_spans(const at::Tensor& documents);

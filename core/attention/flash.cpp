@@ -89,49 +89,77 @@ namespace {
 // [batch, seq, heads, head_dim] -> the rows laid end to end, [batch * seq, heads, head_dim].
 at::Tensor laid_out(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), t.size(2), t.size(3)}); }
 
-// One fused call: CUDA's variable-length kernel reads where each span starts
-// from the device copy of the host's cuts.
-AttentionResult varlen_flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                       const DocumentSpans& spans, bool causal) {
-#if !LT_HAS_FUSED_FLASH_ATTENTION
-  fail("attention: this LibTorch has no fused flash kernel; use model.attention: blockwise");
-#else
-  LT_CHECK(spans.cumulative.device() == q.device(), "attention: the document spans are not on the queries' device");
-  auto result = at::_flash_attention_forward(laid_out(q), laid_out(k), laid_out(v), spans.cumulative, spans.cumulative,
-                                             spans.longest, spans.longest, 0.0, causal, false);
-  return {std::get<0>(result).view(q.sizes()), lse_by_row(std::get<1>(result), spans, q.size(0))};
-#endif
+// Sequence i of `spans` in t, along `dim` (tokens), as a batch of one.
+at::Tensor sequence(const at::Tensor& t, const DocumentSpans& spans, int64_t i, int64_t dim = 0) {
+  return t.narrow(dim, spans.starts[i], spans.starts[i + 1] - spans.starts[i]).unsqueeze(0);
 }
 
-// LibTorch's CPU kernel takes no lengths: one call per span, at host offsets.
-AttentionResult flash_per_span(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const DocumentSpans& spans, bool causal) {
-  const auto qs = laid_out(q), ks = laid_out(k), vs = laid_out(v);
-  std::vector<at::Tensor> outs, lses;
-  for (int64_t i = 0; i < spans.count(); ++i) {
-    const int64_t start = spans.starts[i], length = spans.starts[i + 1] - start;
-    auto span = [&](const at::Tensor& t) { return t.narrow(0, start, length).unsqueeze(0); };
-    auto part = flash_attention(span(qs), span(ks), span(vs), causal);
-    outs.push_back(part.out.squeeze(0));
-    lses.push_back(part.lse.squeeze(0));
-  }
-  return {at::cat(outs, 0).view(q.sizes()), lse_by_row(at::cat(lses, 1), spans, q.size(0))};
+// CUDA's variable-length kernel reads where each sequence starts from the
+// device copies of the host's cuts.
+bool varlen_kernel(const at::Tensor& q, const DocumentSpans& q_spans, const DocumentSpans& k_spans) {
+  if (!q.is_cuda()) return false;
+  LT_CHECK(q_spans.cumulative.device() == q.device() && k_spans.cumulative.device() == q.device(),
+           "attention: the sequences' cuts are not on the queries' device");
+  return true;
 }
 
 }  // namespace
 
-at::Tensor lse_by_row(const at::Tensor& lse, const DocumentSpans& spans, int64_t batch) {
-  auto by_token = lse;
-  if (lse.dim() == 3) {
-    // Each token's entry, found on the device: token t of span i (starts[i]
-    // <= t < starts[i + 1]) sits at i * longest + t - starts[i].
-    const auto starts = spans.cumulative.to(at::kLong);
-    const auto token = at::arange(spans.tokens(), starts.options());
-    const auto span = at::searchsorted(starts.narrow(0, 1, spans.count()), token, /*out_int32=*/false, /*right=*/true);
-    const auto entry = span * spans.longest + token - starts.index_select(0, span);
-    by_token = lse.transpose(0, 1).reshape({lse.size(1), -1}).index_select(1, entry);
+AttentionResult flash_varlen(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const DocumentSpans& q_spans, const DocumentSpans& k_spans, bool causal) {
+  LT_CHECK(q_spans.count() == k_spans.count() && q_spans.tokens() == q.size(0) && k_spans.tokens() == k.size(0),
+           "attention: the sequences' cuts do not fit the tokens");
+#if !LT_HAS_FUSED_FLASH_ATTENTION
+  fail("attention: this LibTorch has no fused flash kernel; use model.attention: blockwise");
+#else
+  if (varlen_kernel(q, q_spans, k_spans)) {
+    auto result = at::_flash_attention_forward(q, k, v, q_spans.cumulative, k_spans.cumulative, q_spans.longest,
+                                               k_spans.longest, 0.0, causal, false);
+    return {std::get<0>(result), lse_by_token(std::get<1>(result), q_spans)};
   }
-  return by_token.reshape({by_token.size(0), batch, spans.row_length}).transpose(0, 1).to(at::kFloat);
+#endif
+  std::vector<at::Tensor> outs, lses;
+  for (int64_t i = 0; i < q_spans.count(); ++i) {
+    auto part = flash_attention(sequence(q, q_spans, i), sequence(k, k_spans, i), sequence(v, k_spans, i), causal);
+    outs.push_back(part.out.squeeze(0));
+    lses.push_back(part.lse.squeeze(0));
+  }
+  return {at::cat(outs, 0), at::cat(lses, 1)};
+}
+
+std::array<at::Tensor, 3> flash_varlen_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                                const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                                const DocumentSpans& q_spans, const DocumentSpans& k_spans,
+                                                bool causal) {
+#if LT_HAS_FUSED_FLASH_ATTENTION && LT_VARLEN_LSE_BY_TOKEN
+  if (varlen_kernel(q, q_spans, k_spans)) {
+    // Without dropout the kernel reads no random state.
+    const auto none = at::empty({}, at::kLong);
+    auto d = at::_flash_attention_backward(dout.to(q.scalar_type()), q, k, v, out.to(q.scalar_type()),
+                                           lse.to(at::kFloat).contiguous(), q_spans.cumulative, k_spans.cumulative,
+                                           q_spans.longest, k_spans.longest, 0.0, causal, none, none);
+    return {std::get<0>(d), std::get<1>(d), std::get<2>(d)};
+  }
+#endif
+  std::array<std::vector<at::Tensor>, 3> parts;
+  for (int64_t i = 0; i < q_spans.count(); ++i) {
+    auto d = flash_attention_backward(sequence(dout, q_spans, i), sequence(q, q_spans, i), sequence(k, k_spans, i),
+                                      sequence(v, k_spans, i), sequence(out, q_spans, i), sequence(lse, q_spans, i, 1),
+                                      causal);
+    for (int j = 0; j < 3; ++j) parts[j].push_back(d[j].squeeze(0));
+  }
+  return {at::cat(parts[0], 0), at::cat(parts[1], 0), at::cat(parts[2], 0)};
+}
+
+at::Tensor lse_by_token(const at::Tensor& lse, const DocumentSpans& spans) {
+  if (lse.dim() == 2) return lse.to(at::kFloat);
+  // Each token's entry, found on the device: token t of span i (starts[i]
+  // <= t < starts[i + 1]) sits at i * longest + t - starts[i].
+  const auto starts = spans.cumulative.to(at::kLong);
+  const auto token = at::arange(spans.tokens(), starts.options());
+  const auto span = at::searchsorted(starts.narrow(0, 1, spans.count()), token, /*out_int32=*/false, /*right=*/true);
+  const auto entry = span * spans.longest + token - starts.index_select(0, span);
+  return lse.transpose(0, 1).reshape({lse.size(1), -1}).index_select(1, entry).to(at::kFloat);
 }
 
 bool spans_cover(const DocumentSpans& spans, const at::Tensor& q) {
@@ -141,7 +169,10 @@ bool spans_cover(const DocumentSpans& spans, const at::Tensor& q) {
 AttentionResult flash_attention_by_document(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const DocumentSpans& spans, bool causal) {
   LT_CHECK(spans_cover(spans, q), "attention: the document spans do not cover these rows");
-  return q.is_cuda() ? varlen_flash_attention(q, k, v, spans, causal) : flash_per_span(q, k, v, spans, causal);
+  auto result = flash_varlen(laid_out(q), laid_out(k), laid_out(v), spans, spans, causal);
+  // [heads, tokens] -> [batch, heads, seq]
+  const auto lse = result.lse.view({result.lse.size(0), q.size(0), q.size(1)}).transpose(0, 1);
+  return {result.out.view(q.sizes()), lse};
 }
 
 }  // namespace lt

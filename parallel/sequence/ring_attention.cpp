@@ -2,25 +2,16 @@
 
 #include <torch/autograd.h>
 
-#include <cmath>
-#include <limits>
-
-#include "core/attention/blockwise.h"
 #include "core/attention/flash.h"
 #include "core/util/error.h"
 #include "core/util/trace.h"
-#include "parallel/sequence/ring_pieces.h"
+#include "parallel/sequence/ring_step.h"
 
 namespace lt {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// One K/V block as it travels: keys, values, their indices and documents.
-struct Block {
-  at::Tensor k, v, index, documents;
-};
 
 // The block of the previous rank, received while this one is used.
 class Rotation {
@@ -49,99 +40,10 @@ class Rotation {
   std::vector<Work> works_;
 };
 
-AttentionMask block_mask(bool causal, const at::Tensor& q_index, const at::Tensor& q_documents, const Block& b) {
-  AttentionMask mask;
-  mask.causal = causal;
-  mask.q_index = q_index, mask.k_index = b.index;
-  mask.q_document = q_documents, mask.k_document = b.documents;
-  return mask;
-}
-
-// A causal block whose every key comes after every query adds nothing
-// (host indices: no wait for the device).
-bool visible(bool causal, const at::Tensor& q_index, const at::Tensor& k_index) {
-  return !causal || k_index.min().item<int64_t>() <= q_index.max().item<int64_t>();
-}
-
-// What one ring step computes: the fused kernel over each piece of the
-// block, or, where no fused kernel runs, the blockwise kernel over the whole
-// block under its mask.
-struct Call {
-  Piece piece;
-  bool masked;
-};
-
-// Everything a step's calls read besides the block.
-struct Queries {
-  at::Tensor q, index, documents;
-  bool causal, fused;
-  int64_t block;
-};
-
 // Autograd functions take no undefined tensors: "no documents" is empty.
-Queries queries(const at::Tensor& q, const at::Tensor& index, const at::Tensor& document_ids, bool causal, bool fused,
-                int64_t block) {
+RingQueries queries(const at::Tensor& q, const at::Tensor& index, const at::Tensor& document_ids, bool causal,
+                    bool fused, int64_t block) {
   return {q, index, document_ids.numel() ? document_ids : at::Tensor(), causal, fused, block};
-}
-
-std::vector<Call> step_calls(const Queries& in, const Block& b) {
-  std::vector<Call> calls;
-  if (in.fused) {
-    for (const auto& piece : ring_pieces(in.index, b.index, in.causal, in.documents, b.documents))
-      calls.push_back({piece, false});
-  } else if (visible(in.causal, in.index, b.index)) {
-    calls.push_back({{-1, 0, in.q.size(1), 0, b.k.size(1), in.causal}, true});
-  }
-  return calls;
-}
-
-// A piece's part of t: its batch row, if it has one, and its tokens (along `dim`).
-at::Tensor cut(const at::Tensor& t, int64_t row, int64_t start, int64_t length, int64_t dim = 1) {
-  return (row < 0 ? t : t.narrow(0, row, 1)).narrow(dim, start, length);
-}
-at::Tensor query_part(const at::Tensor& t, const Piece& p) { return cut(t, p.row, p.q_start, p.q_length); }
-at::Tensor key_part(const at::Tensor& t, const Piece& p) { return cut(t, p.row, p.k_start, p.k_length); }
-at::Tensor lse_part(const at::Tensor& lse, const Piece& p) { return cut(lse, p.row, p.q_start, p.q_length, 2); }
-
-// Weight of a partial result in the merged one: exp(lse_i - lse), 0 where no
-// key was visible at all. [b, h, s] -> [b, s, h, 1] to scale outputs.
-at::Tensor merge_weight(const at::Tensor& part_lse, const at::Tensor& lse) {
-  auto w = (part_lse - lse).exp();
-  return at::where(at::isinf(lse), at::zeros_like(w), w);
-}
-at::Tensor as_output_scale(const at::Tensor& w) { return w.permute({0, 2, 1}).unsqueeze(-1); }
-
-// Adds one call's output to the fp32 result of its queries.
-void merge(at::Tensor& out, at::Tensor& lse, const Piece& p, const AttentionResult& part) {
-  auto o = query_part(out, p), l = lse_part(lse, p);
-  const auto merged = at::logaddexp(l, part.lse);
-  o.copy_(o * as_output_scale(merge_weight(l, merged)) +
-          part.out.to(at::kFloat) * as_output_scale(merge_weight(part.lse, merged)));
-  l.copy_(merged);
-}
-
-// The kernels take the block's kv heads as they travel (grouped-query attention).
-void forward_step(const Queries& in, const Block& b, at::Tensor& out, at::Tensor& lse) {
-  for (const auto& [p, masked] : step_calls(in, b)) {
-    auto part = masked ? blockwise_forward(in.q, b.k, b.v, block_mask(in.causal, in.index, in.documents, b), in.block)
-                       : flash_attention(query_part(in.q, p), key_part(b.k, p), key_part(b.v, p), p.causal);
-    merge(out, lse, p, part);
-  }
-}
-
-// Each call's gradients from the merged out and lse, added to dq and to the
-// block's dk and dv.
-void backward_step(const Queries& in, const Block& b, const at::Tensor& out, const at::Tensor& lse,
-                   const at::Tensor& dout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
-  for (const auto& [p, masked] : step_calls(in, b)) {
-    auto d = masked ? blockwise_backward(in.q, b.k, b.v, out, lse, dout, {},
-                                         block_mask(in.causal, in.index, in.documents, b), in.block)
-                    : flash_attention_backward(query_part(dout, p), query_part(in.q, p), key_part(b.k, p),
-                                               key_part(b.v, p), query_part(out, p), lse_part(lse, p), p.causal);
-    query_part(dq, p).add_(d[0].to(at::kFloat));
-    key_part(dk, p).add_(d[1].to(at::kFloat));
-    key_part(dv, p).add_(d[2].to(at::kFloat));
-  }
 }
 
 struct RingFunction : torch::autograd::Function<RingFunction> {
@@ -149,23 +51,21 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
                                const at::Tensor& index, const at::Tensor& document_ids, Communicator* comm, bool causal,
                                bool fused, int64_t block) {
     const auto in = queries(q, index, document_ids, causal, fused, block);
-    Block current{k, v, index, in.documents};
-    auto out = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-    auto lse = at::full({q.size(0), q.size(2), q.size(1)}, -std::numeric_limits<double>::infinity(),
-                        q.options().dtype(at::kFloat));
+    RingBlock current{k, v, index, in.documents};
+    auto merged = ring_merge_start(q);
     for (int step = 0; step < comm->size(); ++step) {
       LT_TRACE_SCOPE("ring_step");
       std::unique_ptr<Rotation> rotation;
       if (step + 1 < comm->size())
         rotation = std::make_unique<Rotation>(
             *comm, std::vector<at::Tensor>{current.k, current.v, current.index, current.documents});
-      forward_step(in, current, out, lse);
+      ring_forward_step(in, current, merged);
       if (rotation) {
         auto next = rotation->wait();
         current = {next[0], next[1], next[2], next[3]};
       }
     }
-    auto result = out.to(q.scalar_type());
+    auto [result, lse] = ring_result(merged, q);
     ctx->save_for_backward({q, k, v, index, document_ids, result, lse});
     ctx->saved_data["comm"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(comm));
     ctx->saved_data["causal"] = causal;
@@ -186,11 +86,11 @@ struct RingFunction : torch::autograd::Function<RingFunction> {
     LT_CHECK(!grads[1].defined(), "ring attention: gradients through the log-sum-exp are not supported");
     const auto dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
     auto dq = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
-    Block current{k, v, index, in.documents};
+    RingBlock current{k, v, index, in.documents};
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(at::kFloat)), dv = at::zeros_like(dk);
     for (int step = 0; step < comm.size(); ++step) {
       LT_TRACE_SCOPE("ring_step_backward");
-      backward_step(in, current, out, lse, dout, dq, dk, dv);
+      ring_backward_step(in, current, out, lse, dout, dq, dk, dv);
       // The block moves on with its gradients; after the last step only the
       // gradients make the final hop home.
       const bool last = step + 1 == comm.size();

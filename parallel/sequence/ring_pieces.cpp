@@ -63,4 +63,28 @@ std::vector<Piece> ring_pieces(const at::Tensor& q_index, const at::Tensor& k_in
   return out;
 }
 
+std::vector<PieceBatch> batch_pieces(const std::vector<Piece>& pieces, int64_t rows, int64_t q_seq, int64_t k_seq,
+                                     const at::Device& device) {
+  auto on = [&](const std::vector<int64_t>& tokens) {
+    return at::tensor(tokens, at::kLong).to(device, /*non_blocking=*/true);
+  };
+  std::vector<PieceBatch> out;
+  for (bool causal : {false, true}) {
+    std::vector<int64_t> q_tokens, k_tokens, q_starts{0}, k_starts{0};
+    for (const auto& p : pieces) {
+      if (p.causal != causal) continue;
+      for (int64_t row = std::max<int64_t>(p.row, 0); row < (p.row < 0 ? rows : p.row + 1); ++row) {
+        for (int64_t t = p.q_start; t < p.q_start + p.q_length; ++t) q_tokens.push_back(row * q_seq + t);
+        for (int64_t t = p.k_start; t < p.k_start + p.k_length; ++t) k_tokens.push_back(row * k_seq + t);
+        q_starts.push_back(static_cast<int64_t>(q_tokens.size()));
+        k_starts.push_back(static_cast<int64_t>(k_tokens.size()));
+      }
+    }
+    if (q_tokens.empty()) continue;
+    out.push_back({causal, on(q_tokens), on(k_tokens), spans_at(std::move(q_starts), 0, device),
+                   spans_at(std::move(k_starts), 0, device)});
+  }
+  return out;
+}
+
 }  // namespace lt

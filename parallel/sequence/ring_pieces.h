@@ -10,7 +10,10 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <vector>
+
+#include "core/attention/document_spans.h"
 
 namespace lt {
 
@@ -26,5 +29,20 @@ struct Piece {
 // keys, or undefined (one document).
 std::vector<Piece> ring_pieces(const at::Tensor& q_index, const at::Tensor& k_index, bool causal,
                                const at::Tensor& q_documents = {}, const at::Tensor& k_documents = {});
+
+// A step's pieces of one kind (full or causal) laid end to end for one call
+// of the variable-length kernel (flash_varlen): the tokens of each piece's
+// queries and keys (row * seq + place in the row, on the device; a token may
+// be in several pieces), and where each piece starts among them.
+struct PieceBatch {
+  bool causal;
+  at::Tensor q_tokens, k_tokens;
+  std::shared_ptr<const DocumentSpans> q_spans, k_spans;
+};
+
+// The pieces of `rows` rows of q_seq queries and k_seq keys, with what
+// the kernel reads on `device` (copies queued without waiting for it).
+std::vector<PieceBatch> batch_pieces(const std::vector<Piece>& pieces, int64_t rows, int64_t q_seq, int64_t k_seq,
+                                     const at::Device& device);
 
 }  // namespace lt

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <random>
 
-#include "core/attention/blockwise.h"
 #include "core/attention/flash.h"
 #include "parallel/sequence/ring_pieces.h"
+#include "parallel/sequence/ring_step.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -24,23 +24,34 @@ at::Tensor positions(std::initializer_list<std::pair<int64_t, int64_t>> runs) {
   return at::cat(parts);
 }
 
-// How often each (query, key) pair of each row is computed, by the pieces.
+// How often each (query, key) pair of each row is computed, by the pieces
+// as the ring batches them: each piece's tokens (row * seq + place).
 at::Tensor coverage(const at::Tensor& q_index, const at::Tensor& k_index, bool causal, const at::Tensor& q_docs,
                     const at::Tensor& k_docs) {
-  const int64_t rows = q_docs.defined() ? q_docs.size(0) : 1;
-  auto count = at::zeros({rows, q_index.numel(), k_index.numel()}, at::kLong);
-  for (const auto& p : ring_pieces(q_index, k_index, causal, q_docs, k_docs)) {
-    auto block = (p.row < 0 ? count : count.narrow(0, p.row, 1))
-                     .narrow(1, p.q_start, p.q_length)
-                     .narrow(2, p.k_start, p.k_length);
-    if (p.causal) {
-      EXPECT_EQ(p.q_length, p.k_length) << "a causal call must be square";
-      block.add_(at::ones({p.q_length, p.k_length}, at::kLong).tril());
-    } else {
-      block.add_(1);
+  const int64_t rows = q_docs.defined() ? q_docs.size(0) : 2, q_seq = q_index.numel(), k_seq = k_index.numel();
+  auto count = at::zeros({rows * q_seq, rows * k_seq}, at::kLong);
+  const auto pieces = ring_pieces(q_index, k_index, causal, q_docs, k_docs);
+  for (const auto& batch : batch_pieces(pieces, rows, q_seq, k_seq, at::kCPU)) {
+    const auto &qs = *batch.q_spans, &ks = *batch.k_spans;
+    for (int64_t i = 0; i < qs.count(); ++i) {
+      const int64_t q_length = qs.starts[i + 1] - qs.starts[i], k_length = ks.starts[i + 1] - ks.starts[i];
+      const auto q_tokens = batch.q_tokens.narrow(0, qs.starts[i], q_length);
+      const auto k_tokens = batch.k_tokens.narrow(0, ks.starts[i], k_length);
+      auto seen = at::ones({q_length, k_length}, at::kLong);
+      if (batch.causal) {
+        EXPECT_EQ(q_length, k_length) << "a causal call must be square";
+        seen = seen.tril();
+      }
+      count.index_put_({q_tokens.unsqueeze(1), k_tokens.unsqueeze(0)}, seen, /*accumulate=*/true);
     }
   }
-  return count;
+  // No pair across rows; those of each row: [rows, q_seq, k_seq].
+  const auto by_row = count.view({rows, q_seq, rows, k_seq});
+  std::vector<at::Tensor> within;
+  for (int64_t r = 0; r < rows; ++r) within.push_back(by_row[r].select(1, r));
+  auto pairs = at::stack(within);
+  EXPECT_EQ(pairs.sum().item<int64_t>(), count.sum().item<int64_t>()) << "a piece crosses rows";
+  return pairs;
 }
 
 // Causal and not, with and without documents (two rows of their own).
@@ -52,8 +63,11 @@ void expect_exact_cover(const at::Tensor& q_index, const at::Tensor& k_index, co
     const auto same = q_docs.unsqueeze(2).eq(k_docs.unsqueeze(1));
     visible = visible.logical_and(same), all = all.logical_and(same);
   }
-  EXPECT_TRUE(coverage(q_index, k_index, true, q_docs, k_docs).equal(visible.to(at::kLong))) << q_index << k_index;
-  EXPECT_TRUE(coverage(q_index, k_index, false, q_docs, k_docs).equal(all.to(at::kLong)));
+  // Without documents, two rows (the pieces then hold for every row).
+  const int64_t rows = q_docs.defined() ? q_docs.size(0) : 2;
+  auto expected = [&](const at::Tensor& t) { return t.to(at::kLong).expand({rows, -1, -1}); };
+  EXPECT_TRUE(coverage(q_index, k_index, true, q_docs, k_docs).equal(expected(visible))) << q_index << k_index;
+  EXPECT_TRUE(coverage(q_index, k_index, false, q_docs, k_docs).equal(expected(all)));
 }
 
 // Documents of two rows over the positions of `index` (of 0..39): row 0 cut
@@ -98,11 +112,11 @@ TEST(RingPieces, CoverEveryVisiblePairOnce) {
 }
 
 // Queries of zigzag rank 0 of 2 (positions 0-5 and 18-23) against two key
-// blocks, their own and rank 1's, merged through the log-sum-exp as the
-// ring does; then every call's gradients from the merged out and lse: the
-// fused calls over the pieces, or the blockwise kernel under the mask. On
-// CPU in fp32 against fp32; on CUDA in bf16 (host indices and documents, as
-// the batch keeps them) against fp64.
+// blocks, their own and rank 1's, as two steps of the ring (without the
+// ring): merged through the log-sum-exp, then every call's gradients from
+// the merged out and lse. The fused calls over the pieces, or the blockwise
+// kernel under the mask. On CPU in fp32 against fp32; on CUDA in
+// bf16 (host indices and documents, as the batch keeps them) against fp64.
 void check_merged_backward(bool masked, bool documents, const at::Device& device) {
   const bool cuda = device.is_cuda();
   if (cuda && !(at::hasCUDA() && at::getNumGPUs() > 0)) GTEST_SKIP() << "no CUDA device";
@@ -111,11 +125,10 @@ void check_merged_backward(bool masked, bool documents, const at::Device& device
   const double out_tolerance = cuda ? 8e-3 : 1e-5, grad_tolerance = cuda ? 2e-2 : 1e-5;
   at::manual_seed(11);
   const int64_t heads = 4, kv_heads = 2;
-  const std::vector<at::Tensor> index{positions({{0, 6}, {18, 24}}), positions({{6, 18}})};
-  // Two rows, whose documents change inside the blocks' runs.
-  const std::vector<at::Tensor> docs{
-      at::tensor({0, 0, 0, 1, 1, 1, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6}, at::kLong).view({2, -1}),
-      at::tensor({1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6}, at::kLong).view({2, -1})};
+  // Rank 1's block holds its positions in two runs out of order, so the
+  // queries' tail run follows both; documents change inside the runs.
+  const std::vector<at::Tensor> index{positions({{0, 6}, {18, 24}}), positions({{12, 18}, {6, 12}})};
+  const std::vector<at::Tensor> docs{documents_at(index[0]), documents_at(index[1])};
   auto on = [&](const at::Tensor& t) { return t.to(device, dtype); };
   const auto q = at::randn({2, 12, heads, 8}).to(dtype).to(at::kFloat);
   std::vector<at::Tensor> k, v;
@@ -124,37 +137,11 @@ void check_merged_backward(bool masked, bool documents, const at::Device& device
     v.push_back(at::randn({2, 12, kv_heads, 8}).to(dtype).to(at::kFloat));
   }
   auto doc = [&](int b) { return documents ? docs[b] : at::Tensor(); };
-  auto mask = [&](int b) { return AttentionMask{true, doc(0), doc(b), index[0], index[b], nullptr}; };
-  struct Call {
-    Piece piece;
-    int block;
-  };
-  std::vector<Call> calls;
-  for (int b = 0; b < 2; ++b) {
-    if (masked) {
-      calls.push_back({{-1, 0, 12, 0, 12, true}, b});
-    } else {
-      for (const auto& p : ring_pieces(index[0], index[b], true, doc(0), doc(b))) calls.push_back({p, b});
-    }
-  }
-  auto cut = [](const at::Tensor& t, int64_t row, int64_t start, int64_t length, int64_t dim = 1) {
-    return (row < 0 ? t : t.narrow(0, row, 1)).narrow(dim, start, length);
-  };
-  const auto qd = on(q);
-  auto out = at::zeros(q.sizes(), qd.options().dtype(at::kFloat));
-  auto lse = at::full({2, heads, 12}, -INFINITY, out.options());
-  for (const auto& [p, b] : calls) {
-    const auto kb = on(k[b]), vb = on(v[b]);
-    auto q_part = [&](const at::Tensor& t) { return cut(t, p.row, p.q_start, p.q_length); };
-    auto k_part = [&](const at::Tensor& t) { return cut(t, p.row, p.k_start, p.k_length); };
-    auto part = masked ? blockwise_forward(qd, kb, vb, mask(b), 4)
-                       : flash_attention(q_part(qd), k_part(kb), k_part(vb), p.causal);
-    auto o = q_part(out), l = cut(lse, p.row, p.q_start, p.q_length, 2);
-    const auto merged = at::logaddexp(l, part.lse);
-    auto weight = [&](const at::Tensor& x) { return (x - merged).exp().permute({0, 2, 1}).unsqueeze(-1); };
-    o.copy_(o * weight(l) + part.out.to(at::kFloat) * weight(part.lse));
-    l.copy_(merged);
-  }
+  auto block = [&](int b) { return RingBlock{on(k[b]), on(v[b]), index[b], doc(b)}; };
+  const RingQueries in{on(q), index[0], doc(0), true, !masked, 4};
+  auto merged = ring_merge_start(in.q);
+  for (int b = 0; b < 2; ++b) ring_forward_step(in, block(b), merged);
+  const auto [out, lse] = ring_result(merged, in.q);
 
   auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble).requires_grad_(); };
   auto q2 = f64(q), k2 = f64(at::cat(k, 1)), v2 = f64(at::cat(v, 1));
@@ -162,28 +149,17 @@ void check_merged_backward(bool masked, bool documents, const at::Device& device
   auto [ref_out, ref_lse] =
       naive_attention(q2, k2.repeat_interleave(heads / kv_heads, 2), v2.repeat_interleave(heads / kv_heads, 2),
                       visibility(index[0], at::cat(index), doc(0), docs2));
-  EXPECT_LT(relative_error(out.cpu(), ref_out.to(at::kFloat)), out_tolerance);
+  EXPECT_LT(relative_error(out.cpu().to(at::kFloat), ref_out.to(at::kFloat)), out_tolerance);
   EXPECT_LT(relative_error(lse.cpu(), ref_lse.to(at::kFloat)), out_tolerance);
 
   const auto dout = at::randn(q.sizes()).to(dtype).to(at::kFloat);
   (ref_out * dout.to(at::kDouble)).sum().backward();
-  const auto out_d = out.to(dtype), dout_d = on(dout);
-  auto dq = at::zeros_like(out);
+  auto dq = at::zeros(q.sizes(), merged.out.options());
   std::vector<at::Tensor> dk, dv;
   for (int b = 0; b < 2; ++b) {
-    dk.push_back(at::zeros(k[b].sizes(), out.options()));
-    dv.push_back(at::zeros(v[b].sizes(), out.options()));
-  }
-  for (const auto& [p, b] : calls) {
-    const auto kb = on(k[b]), vb = on(v[b]);
-    auto q_part = [&](const at::Tensor& t) { return cut(t, p.row, p.q_start, p.q_length); };
-    auto k_part = [&](const at::Tensor& t) { return cut(t, p.row, p.k_start, p.k_length); };
-    auto d = masked ? blockwise_backward(qd, kb, vb, out_d, lse, dout_d, {}, mask(b), 4)
-                    : flash_attention_backward(q_part(dout_d), q_part(qd), k_part(kb), k_part(vb), q_part(out_d),
-                                               cut(lse, p.row, p.q_start, p.q_length, 2), p.causal);
-    q_part(dq).add_(d[0].to(at::kFloat));
-    k_part(dk[b]).add_(d[1].to(at::kFloat));
-    k_part(dv[b]).add_(d[2].to(at::kFloat));
+    dk.push_back(at::zeros(k[b].sizes(), dq.options()));
+    dv.push_back(at::zeros(v[b].sizes(), dq.options()));
+    ring_backward_step(in, block(b), out, lse, on(dout), dq, dk[b], dv[b]);
   }
   EXPECT_LT(relative_error(dq.cpu(), q2.grad().to(at::kFloat)), grad_tolerance);
   EXPECT_LT(relative_error(at::cat(dk, 1).cpu(), k2.grad().to(at::kFloat)), grad_tolerance);
