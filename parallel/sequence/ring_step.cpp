@@ -29,8 +29,8 @@ bool visible(const RingQueries& in, const RingBlock& b) {
 }
 
 std::vector<PieceBatch> step_batches(const RingQueries& in, const RingBlock& b) {
-  return batch_pieces(ring_pieces(in.index, b.index, in.causal, in.documents, b.documents), in.q.size(0),
-                      in.q.size(1), b.k.size(1), in.q.device());
+  return batch_pieces(ring_pieces(in.index, b.index, in.causal, in.documents, b.documents), in.q.size(0), in.q.size(1),
+                      b.k.size(1), in.q.device());
 }
 
 // Adds one call's partial results (out [n, heads, head_dim], lse [heads, n])
@@ -39,14 +39,14 @@ std::vector<PieceBatch> step_batches(const RingQueries& in, const RingBlock& b) 
 // taken against the largest log-sum-exp of each token, then summed.
 void merge(RingMerge& m, const at::Tensor& tokens, const AttentionResult& part) {
   const auto part_lse = part.lse.t();
-  auto top = m.lse.index_reduce(0, tokens, part_lse, "amax");
-  top = at::where(at::isinf(top), at::zeros_like(top), top);  // nothing seen yet: every weight is 0
+  auto top = m.lse.scatter_reduce(0, tokens.unsqueeze(1).expand_as(part_lse), part_lse, "amax");
+  top.masked_fill_(at::isinf(top), 0);  // nothing seen yet: every weight is 0
   const auto weight = (m.lse - top).exp(), part_weight = (part_lse - top.index_select(0, tokens)).exp();
   const auto total = weight.index_add(0, tokens, part_weight);
-  const auto sum = (m.out * weight.unsqueeze(-1))
-                       .index_add_(0, tokens, part.out.to(at::kFloat) * part_weight.unsqueeze(-1));
-  m.out = sum / total.clamp_min(std::numeric_limits<float>::min()).unsqueeze(-1);
-  m.lse = top + total.log();
+  m.out.mul_(weight.unsqueeze(-1))
+      .index_add_(0, tokens, part.out.to(at::kFloat) * part_weight.unsqueeze(-1))
+      .div_(total.clamp_min(std::numeric_limits<float>::min()).unsqueeze(-1));
+  m.lse = top.add_(total.log_());
 }
 
 }  // namespace
