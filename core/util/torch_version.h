@@ -13,8 +13,7 @@ static_assert(LT_TORCH_AT_LEAST(1, 13), "longtrain needs LibTorch 2.x (or Debian
 // at::_scaled_dot_product_flash_attention_for_cpu and its backward.
 #define LT_HAS_FUSED_FLASH_ATTENTION LT_TORCH_AT_LEAST(2, 2)
 
-// The CUDA variable-length flash kernel's log-sum-exp is [heads, tokens]
-// (2.11; older kernels pad it per sequence), the layout its backward is
-// given; before, longtrain's own backward of that kernel falls back to one
-// call per sequence.
+// The CUDA variable-length flash kernel's log-sum-exp is [heads, tokens], the
+// layout its backward takes (2.11; older kernels pad it per sequence, and
+// there flash_varlen_backward makes one call per sequence instead).
 #define LT_VARLEN_LSE_BY_TOKEN LT_TORCH_AT_LEAST(2, 11)
