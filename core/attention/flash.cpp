@@ -84,10 +84,9 @@ std::array<at::Tensor, 3> flash_attention_backward(const at::Tensor& dout, const
   return {heads_first(std::get<0>(d)), heads_first(std::get<1>(d)), heads_first(std::get<2>(d))};
 }
 
-namespace {
-
-// [batch, seq, heads, head_dim] -> the rows laid end to end, [batch * seq, heads, head_dim].
 at::Tensor laid_out(const at::Tensor& t) { return t.reshape({t.size(0) * t.size(1), t.size(2), t.size(3)}); }
+
+namespace {
 
 // Sequence i of `spans` in t, along `dim` (tokens), as a batch of one.
 at::Tensor sequence(const at::Tensor& t, const DocumentSpans& spans, int64_t i, int64_t dim = 0) {

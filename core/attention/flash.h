@@ -24,6 +24,10 @@ std::array<at::Tensor, 3> flash_attention_backward(const at::Tensor& dout, const
                                                    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                                                    bool causal);
 
+// [batch, seq, heads, head_dim] -> the rows laid end to end, [batch * seq,
+// heads, head_dim], as flash_varlen takes them.
+at::Tensor laid_out(const at::Tensor& t);
+
 // Sequences laid end to end, [tokens, heads, head_dim]: the queries of span
 // i of q_spans attend only to the keys of span i of k_spans (a causal
 // sequence must be square: CUDA's kernel aligns the mask to the bottom

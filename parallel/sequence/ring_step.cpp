@@ -9,9 +9,7 @@
 namespace lt {
 namespace {
 
-// [batch, seq, heads, head_dim] -> token-major [batch * seq, heads, head_dim].
-at::Tensor token_major(const at::Tensor& t) { return t.reshape({-1, t.size(2), t.size(3)}); }
-// lse [batch, heads, seq] -> [batch * seq, heads].
+// lse [batch, heads, seq] -> [batch * seq, heads], as the rows laid out (laid_out).
 at::Tensor token_major_lse(const at::Tensor& lse) { return lse.permute({0, 2, 1}).reshape({-1, lse.size(1)}); }
 
 AttentionMask block_mask(const RingQueries& in, const RingBlock& b) {
@@ -58,7 +56,7 @@ RingMerge ring_merge_start(const at::Tensor& q) {
           at::full({tokens, q.size(2)}, -std::numeric_limits<double>::infinity(), options)};
 }
 
-std::pair<at::Tensor, at::Tensor> ring_result(const RingMerge& merged, const at::Tensor& q) {
+AttentionResult ring_result(const RingMerge& merged, const at::Tensor& q) {
   return {merged.out.view(q.sizes()).to(q.scalar_type()),
           merged.lse.view({q.size(0), q.size(1), q.size(2)}).permute({0, 2, 1}).contiguous()};
 }
@@ -69,10 +67,10 @@ void ring_forward_step(const RingQueries& in, const RingBlock& b, RingMerge& mer
     if (!visible(in, b)) return;
     const auto part = blockwise_forward(in.q, b.k, b.v, block_mask(in, b), in.block);
     const auto every = at::arange(merged.lse.size(0), merged.lse.options().dtype(at::kLong));
-    merge(merged, every, {token_major(part.out), token_major_lse(part.lse).t()});
+    merge(merged, every, {laid_out(part.out), token_major_lse(part.lse).t()});
     return;
   }
-  const auto q = token_major(in.q), k = token_major(b.k), v = token_major(b.v);
+  const auto q = laid_out(in.q), k = laid_out(b.k), v = laid_out(b.v);
   for (const auto& batch : step_batches(in, b)) {
     const auto &qt = batch.q_tokens, &kt = batch.k_tokens;
     merge(merged, qt,
@@ -91,8 +89,8 @@ void ring_backward_step(const RingQueries& in, const RingBlock& b, const at::Ten
     dv.add_(d[2].to(at::kFloat));
     return;
   }
-  const auto q = token_major(in.q), k = token_major(b.k), v = token_major(b.v), o = token_major(out),
-             g = token_major(dout), l = token_major_lse(lse);
+  const auto q = laid_out(in.q), k = laid_out(b.k), v = laid_out(b.v), o = laid_out(out), g = laid_out(dout),
+             l = token_major_lse(lse);
   // Views of the accumulators (contiguous), added to in place.
   auto dq_t = dq.view({-1, dq.size(2), dq.size(3)}), dk_t = dk.view({-1, dk.size(2), dk.size(3)}),
        dv_t = dv.view({-1, dv.size(2), dv.size(3)});

@@ -7,7 +7,7 @@
 // block's mask. Backward takes each call's gradients from the merged output
 // and log-sum-exp (ring-flash-attention's way: no forward is recomputed).
 #pragma once
-#include <ATen/ATen.h>
+#include "core/attention/attention.h"
 
 namespace lt {
 
@@ -32,7 +32,7 @@ struct RingMerge {
 };
 RingMerge ring_merge_start(const at::Tensor& q);
 // out [batch, seq, heads, head_dim] in q's dtype, lse [batch, heads, seq] fp32.
-std::pair<at::Tensor, at::Tensor> ring_result(const RingMerge& merged, const at::Tensor& q);
+AttentionResult ring_result(const RingMerge& merged, const at::Tensor& q);
 
 void ring_forward_step(const RingQueries& in, const RingBlock& block, RingMerge& merged);
 
