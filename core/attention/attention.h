@@ -38,6 +38,9 @@ struct AttentionResult {
   at::Tensor lse;  // [batch, heads, seq_q], fp32; -inf for rows that see no key
 };
 
+// The kernels take [batch, heads, seq, head_dim]; ours are [batch, seq, heads, head_dim].
+inline at::Tensor heads_first(const at::Tensor& t) { return t.transpose(1, 2); }
+
 // k and v may have fewer heads than q (grouped-query attention): query head h
 // reads kv head h / (heads / kv_heads), as HF's repeat_kv. Never builds a
 // seq x seq matrix: memory is O(seq x block).

@@ -185,8 +185,7 @@ at::Tensor sum_groups(const at::Tensor& grad, int64_t kv_heads) {
   return grad.reshape({grad.size(0), grad.size(1), kv_heads, group, grad.size(3)}).sum(3);
 }
 
-// The loops run on [batch, heads, seq, head_dim].
-at::Tensor heads_first(const at::Tensor& t) { return t.transpose(1, 2); }
+// The loops run on [batch, heads, seq, head_dim], as the kernels.
 at::Tensor kv(const at::Tensor& t, const at::Tensor& q) { return heads_first(repeat_kv(t, q.size(2))); }
 
 double scale_of(const at::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(-1))); }

@@ -32,9 +32,6 @@ bool cpu_bf16_in_fp32(const at::Tensor& q) {
 
 at::Tensor fp32(const at::Tensor& t) { return t.to(at::kFloat); }
 
-// The kernels take [batch, heads, seq, head_dim]; ours are [batch, seq, heads, head_dim].
-at::Tensor heads_first(const at::Tensor& t) { return t.transpose(1, 2); }
-
 }  // namespace
 
 AttentionResult flash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) {
