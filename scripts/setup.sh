@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs what longtrain needs to build and run, and only what is missing:
 # Debian packages (compiler, CMake, OpenMPI, yaml-cpp, GoogleTest,
-# nlohmann-json, GLPK, ccache, clang-format), LibTorch from PyPI's torch wheel at a pinned
-# version, and the Python tools' libraries; with --tests also the
-# reference implementations the tests compare against. Safe to run any number of times.
+# nlohmann-json, GLPK, xxHash, tcmalloc, ccache, clang-format), LibTorch
+# from PyPI's torch wheel at a pinned version, and the Python tools'
+# libraries; with --tests also the reference implementations the tests
+# compare against. Safe to run any number of times.
 set -euo pipefail
 
 TORCH_VERSION=2.11.0   # the version of the GPU machines' PyTorch; keep in step with docs/design.md
 MEGATRON_CORE_VERSION=0.16.1   # test oracles only (scripts/setup.sh --tests)
 TRANSFORMERS_VERSION=5.23.0
 DEBS=(g++ cmake make python3 python3-pip openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev
-      nlohmann-json3-dev libglpk-dev libxxhash-dev ccache clang-format)
+      nlohmann-json3-dev libglpk-dev libxxhash-dev libgoogle-perftools-dev ccache clang-format)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

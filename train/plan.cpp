@@ -18,8 +18,9 @@
 namespace lt {
 namespace {
 
-// Bytes of an activation element in the compute dtype.
-int64_t activation_bytes(const Config& config) { return config.train.bf16() ? 2 : 4; }
+// Bytes of an element in the compute dtype: activations, the weights'
+// compute copies, offloaded chunks' device copies and their gradients.
+int64_t compute_bytes(const Config& config) { return config.train.bf16() ? 2 : 4; }
 
 // Activation elements one layer keeps for backward, per token of a rank,
 // with our kernels (flash/blockwise attention keep no seq x seq matrix):
@@ -77,13 +78,11 @@ int64_t logits_bytes(const Config& config, const Degrees& d, int64_t tokens) {
   return 4 * tokens / tiles * m.vocab_size / d.tp * 4;
 }
 
-// Whole layers of `layer_parameters` fp32 parameters per chunk_mb chunk.
-// Offloaded chunks hold their device copies and gradients in the compute dtype.
-int64_t chunk_element_bytes(const Config& config) { return config.train.bf16() ? 2 : 4; }
-
+// Whole layers of `layer_parameters` parameters per chunk_mb chunk, held
+// on the device in the compute dtype.
 int64_t layers_per_chunk(const Config& config, int64_t layer_parameters) {
   return std::max<int64_t>(
-      1, static_cast<int64_t>(config.memory.chunk_mb * (1 << 20)) / (chunk_element_bytes(config) * layer_parameters));
+      1, static_cast<int64_t>(config.memory.chunk_mb * (1 << 20)) / (compute_bytes(config) * layer_parameters));
 }
 
 std::string row(const std::vector<std::string>& cells, const std::vector<int>& widths) {
@@ -112,7 +111,7 @@ std::string describe_sequence_split(const Config& config, const Degrees& d) {
   const SequenceLayout layout = sequence_layout(config.parallel);
   const int64_t seq = config.data.seq_len, padded = padded_length(seq, layout);
   const int64_t local = padded / (d.ulysses * d.ring);
-  const int64_t b = config.train.micro_batch_size, element = activation_bytes(config);
+  const int64_t b = config.train.micro_batch_size, element = compute_bytes(config);
   const int64_t heads = m.num_heads / d.tp, kv_heads = std::max<int64_t>(1, m.num_kv_heads / d.tp);
   const int64_t hd = m.resolved_head_dim();
   const int64_t a2a = d.ulysses > 1 ? ulysses_forward_bytes(b, local, heads, kv_heads, hd, d.ulysses, element) : 0;
@@ -135,7 +134,7 @@ std::string describe_sequence_split(const Config& config, const Degrees& d) {
 // pipeline's micro-batches and its idle fraction.
 std::string describe_model_split(const Config& config, const Degrees& d) {
   std::ostringstream out;
-  const int64_t element = activation_bytes(config), b = config.train.micro_batch_size;
+  const int64_t element = compute_bytes(config), b = config.train.micro_batch_size;
   if (d.tp > 1) {
     const int64_t tokens = config.data.seq_len / (d.ulysses * d.ring);
     out << "\ntensor: tp " << d.tp << (config.parallel.tp_sequence ? " with" : " without")
@@ -167,7 +166,7 @@ AssumedMachine assumed_machine(const Config& config) {
 Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& st, int stage) {
   const auto& m = config.model;
   const auto machine = assumed_machine(config);
-  const int64_t bytes = activation_bytes(config);
+  const int64_t bytes = compute_bytes(config);
   const int64_t seq = config.data.seq_len, tokens = config.train.micro_batch_size * seq / (d.ulysses * d.ring);
   const int64_t out = layer_activations(m, d.tp, config.parallel.tp_sequence, st.first_layer).input * tokens * bytes;
   // Per token, forward: 2 FLOPs per weight, causal attention 2 h seq / tp.
@@ -196,7 +195,7 @@ Profile stage_profile(const Config& config, const Degrees& d, const StagePlan& s
     const int64_t per_layer = layer_parameters(m, d.tp, m.moe.experts / d.ep);
     const int64_t per_chunk = layers_per_chunk(config, per_layer);
     for (int64_t l = 0; l < st.layers; l += per_chunk)
-      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer * chunk_element_bytes(config));
+      p.chunks.push_back(std::min(per_chunk, st.layers - l) * per_layer * compute_bytes(config));
     for (int64_t l = 0; l < st.layers; ++l) p.chunk_of_block.push_back(l / per_chunk);
   }
   p.link_bytes_per_s = machine.link;
@@ -233,7 +232,7 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
   // ranks holding the same ones): level 1 the moments, 2 also the
   // gradients, 3 also the weights, whose compute copies are then gathered
   // for the layers that run (parameter_state.h).
-  const int64_t compute_bytes = config.train.bf16() ? 2 : 4, activation = activation_bytes(config);
+  const int64_t compute = compute_bytes(config);
   const int64_t weight_bytes = config.train.bf16() ? 4 + 2 : 4;
   const int64_t optimizer_bytes = 8;
   const int64_t zero = config.parallel.zero;
@@ -263,7 +262,6 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     // the device are those of the resident chunks (in the compute dtype, as
     // the chunk manager holds them), their optimizer state is on the host.
     int64_t resident = st.layers;
-    const int64_t chunk_element = chunk_element_bytes(config);
     if (memory.offload_model) {
       const int64_t per_chunk = layers_per_chunk(config, per_layer);
       const int64_t chunks = (st.layers + per_chunk - 1) / per_chunk;
@@ -275,14 +273,14 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
       const int64_t undo = memory.overlap_update && config.train.grad_clip > 0 ? 12 : 0;
       const int64_t host_replicas = zero >= 2 ? replicas : 1;
       st.host = st.layers * per_layer * (4 + 4) / host_replicas + st.layers * per_layer * (8 + undo) / zero_replicas;
-      st.chunks = resident * per_layer * 2 * chunk_element;
+      st.chunks = resident * per_layer * 2 * compute;
     }
     // The replica sets' state: every parameter's, or with the layers in
     // chunks the weights outside layers (embedding, final norm, head).
     const int64_t others = st.parameters - st.layers * per_layer;
     const int64_t experts = memory.offload_model ? 0 : st.layers * layer_expert_parameters(m, degrees.ep);
     const int64_t dense = (memory.offload_model ? others : st.parameters) - experts;
-    const int64_t chunked = memory.offload_model ? resident * per_layer * chunk_element : 0;
+    const int64_t chunked = memory.offload_model ? resident * per_layer * compute : 0;
     // ZeRO-3 gathers the weights outside layers for a step and the running
     // layer and the next (recomputed layers) or every layer (kept ones, held
     // by autograd until backward; under adaptive packing gathered for the
@@ -294,9 +292,9 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     // The embedding table is gathered in fp32 (the model reads it so); on
     // one rank an fp32 gather is the master itself.
     const int64_t fp32_table = st.embedding || (st.head && m.tie_embeddings) ? vocab_slice : 0;
-    const int64_t gathered = replicas > 1 ? (others + layers_held) * compute_bytes + fp32_table * (4 - compute_bytes)
-                             : compute_bytes < 4 ? (others - fp32_table + layers_held) * compute_bytes
-                                                 : 0;
+    const int64_t gathered = replicas > 1  ? (others + layers_held) * compute + fp32_table * (4 - compute)
+                             : compute < 4 ? (others - fp32_table + layers_held) * compute
+                                           : 0;
     st.weights = (zero >= 3 ? held(3, dense, experts) * 4 + gathered : (dense + experts) * weight_bytes) + chunked;
     // (ZeRO-1 also keeps the shard its reduce-scatter receives.)
     st.gradients =
@@ -319,8 +317,8 @@ std::vector<StagePlan> plan_stages(const Config& config, const Degrees& degrees)
     }
     const int64_t logits = st.head ? logits_bytes(config, degrees, tokens) : 0;
     const int64_t micro_batches_held = std::max<int64_t>(1, held);
-    st.activations = (micro_batches_held * kept + recompute) * tokens * activation + logits;
-    st.host_activations = micro_batches_held * swapped * tokens * activation;
+    st.activations = (micro_batches_held * kept + recompute) * tokens * compute + logits;
+    st.host_activations = micro_batches_held * swapped * tokens * compute;
   }
   return stages;
 }

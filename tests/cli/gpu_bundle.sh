@@ -1,6 +1,6 @@
 # scripts/gpu_bundle.sh's bundle, for a GPU machine that can install
-# nothing, runs on its own: with this machine's OpenMPI, PMIx, yaml-cpp and
-# GLPK hidden (in a mount namespace of its own), the bundled benchmarks
+# nothing, runs on its own: with this machine's OpenMPI, PMIx and every
+# library the bundle carries (yaml-cpp, GLPK, tcmalloc...) hidden (in a mount namespace of its own), the bundled benchmarks
 # train, bare and under the bundle's mpirun on 2 ranks.
 source "$(dirname "$0")/lib.sh"
 grep -q '^LT_CUDA:BOOL=ON' "$LT_BUILD_DIR/CMakeCache.txt" || { echo "skipped: this build has no CUDA path"; exit 77; }
@@ -29,4 +29,4 @@ sharded=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --ove
   "$bundle/bin/lt_bench_zero" state)
 grep -q '"zero":3,.*"measured_over_planned":1.0}' <<< "$sharded"
 HIDDEN
-echo "gpu bundle ok: $(du -sh "$bundle" | cut -f1), trains with the system's OpenMPI, PMIx, yaml-cpp and GLPK hidden"
+echo "gpu bundle ok: $(du -sh "$bundle" | cut -f1), trains with the system's OpenMPI, PMIx, yaml-cpp, GLPK and tcmalloc hidden"
