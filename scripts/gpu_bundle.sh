@@ -5,8 +5,8 @@
 # built here against the same torch wheel with the CUDA path on, and the
 # shared libraries they load that are neither the C runtime nor PyTorch's,
 # CUDA's or NCCL's: yaml-cpp, GLPK, tcmalloc and OpenMPI with its plugins,
-# help texts and orted (a process started without mpirun starts one). .gpu/env.sh then
-# points the loader at them and at that machine's PyTorch.
+# help texts and orted (a process started without mpirun starts one).
+# .gpu/env.sh then points the loader at them and at that machine's PyTorch.
 #   scripts/gpu_bundle.sh [DIR, default .gpu]
 # then take .gpu along to the GPU machine and run scripts/gpu_check.sh there.
 set -euo pipefail

@@ -1,7 +1,8 @@
 # scripts/gpu_bundle.sh's bundle, for a GPU machine that can install
 # nothing, runs on its own: with this machine's OpenMPI, PMIx and every
-# library the bundle carries (yaml-cpp, GLPK, tcmalloc...) hidden (in a mount namespace of its own), the bundled benchmarks
-# train, bare and under the bundle's mpirun on 2 ranks.
+# library the bundle carries (yaml-cpp, GLPK, tcmalloc...) hidden, in a
+# mount namespace of its own, the bundled benchmarks train, bare and under
+# the bundle's mpirun on 2 ranks.
 source "$(dirname "$0")/lib.sh"
 grep -q '^LT_CUDA:BOOL=ON' "$LT_BUILD_DIR/CMakeCache.txt" || { echo "skipped: this build has no CUDA path"; exit 77; }
 unshare -m true 2> /dev/null || { echo "skipped: no mount namespace here (unshare -m)"; exit 77; }
