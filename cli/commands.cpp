@@ -15,8 +15,10 @@
 #include "core/config/config.h"
 #include "core/data/dataset_stats.h"
 #include "core/hf/hf_weights.h"
+#include "core/model/model_size.h"
+#include "train/equivalence_check.h"
 #include "train/evaluate.h"
-#include "train/parameter_owners.h"
+#include "train/model_state.h"
 #include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/files.h"
@@ -40,6 +42,7 @@ commands:
   eval RECIPE --checkpoint DIR [key.path=value ...] held-out loss, perplexity, passkey accuracy
   export RUN_DIR --hf OUT                           the run's newest checkpoint as a Hugging Face model
   plan RECIPE --world N [--ranks-per-node R]        rank grid, parameters and memory per rank
+  check RECIPE [--steps N] [--tiny] [key=value ...] the recipe's layout against one rank (run before a long job)
   data PREFIX... | RECIPE [key.path=value ...]      documents, tokens and lengths of Megatron datasets
   help [command]                                    this text, or a command's
   help recipe                                       every recipe key with its default (docs/recipe_keys.md)
@@ -90,6 +93,26 @@ ranks evaluate on the recipe's parallel layout (with parallel.* overrides),
 each holding only its part of the model; rank 0 prints. The figures, at
 full precision and with the loss by position, are appended as one JSON line
 to FILE (default: run_dir/eval.jsonl, beside training's evaluations).
+)";
+
+const char* kCheckHelp = R"(usage: longtrain check RECIPE [--steps N] [--tiny] [key.path=value ...]
+
+Run it under mpirun with the job's own ranks before a long job. It trains
+the recipe's parallel layout and memory settings for a few probe steps
+(--steps, default 3) and, on every rank, the same batches from the same
+initial weights alone, the plainest way (no split, recomputation, tiling or
+offload; ZeRO 0). Per step it prints the loss difference and the worst
+parameter's gradient (before clipping and the update): cosine similarity
+and relative error. The last line is the verdict; the exit code is 1 beyond
+the tolerance (fp32: loss and every gradient within 1e-5 relative; bf16:
+loss within 5e-3, every gradient at cosine >= 0.999).
+
+The weights are random from train.seed (init.from_hf is not loaded). When
+one rank cannot hold the model and its optimizer, both runs use the same
+architecture with fewer layers, and the output says so.
+
+--tiny  the recipe scaled down: tiny dimensions, 128-token passkey data, fp32
+        on CPU; each kind of split it uses at degree 2 while the ranks allow.
 )";
 
 const char* kDataHelp = R"(usage: longtrain data PREFIX [PREFIX ...]
@@ -190,6 +213,7 @@ int print_help(const std::string& command) {
   else if (command == "plan") std::cout << kPlanHelp;
   else if (command == "export") std::cout << kExportHelp;
   else if (command == "data") std::cout << kDataHelp;
+  else if (command == "check") std::cout << kCheckHelp;
   else if (command == "recipe") std::cout << to_yaml(Config{}) << "\n";
   else std::cout << kProgramHelp;
   return 0;
@@ -221,6 +245,61 @@ int run_plan(const Args& args) {
   const int per_node = positive_flag(parsed, "--ranks-per-node", 8, "plan");
   std::cout << describe_plan(load_config(parsed.recipe, parsed.overrides), world, per_node);
   return 0;
+}
+
+// Bytes one rank needs to train `config`'s model alone: fp32 weights,
+// gradients and two moments, and bf16 copies (activations aside).
+double one_rank_bytes(const Config& config) {
+  const auto& m = config.model;
+  const double layers = static_cast<double>(m.num_layers * layer_parameters(m, 1, m.moe.experts));
+  const double tables = static_cast<double>(m.vocab_size * m.hidden_size) * (m.tie_embeddings ? 1 : 2);
+  return (layers + tables) * (16 + (config.train.bf16() ? 2 : 0));
+}
+
+int run_check(const Args& args, MpiSession& mpi) {
+  if (wants_help(args)) return print_help("check");
+  Args rest = args;
+  const bool tiny = std::erase(rest, std::string("--tiny")) > 0;
+  auto parsed = parse(rest, "check", {"--steps"});
+  const int steps = positive_flag(parsed, "--steps", 3, "check");
+  const int world = mpi.world_size();
+  Config config;
+  Degrees degrees;
+  std::vector<std::string> notes;
+  agree_on_setup(
+      [&] {
+        check_launch(world);
+        config = load_config(parsed.recipe, parsed.overrides);
+        if (tiny) notes = scale_down(config, world);
+        degrees = resolve_degrees(config, world);
+        check_trainable(config);
+        config.train.precision = resolve_precision(config.train.precision, config.train.device);
+      },
+      config.parallel.timeout_s);
+  Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s);
+  // The job and the one-rank run live side by side: the one rank gets half
+  // of its device (of a CPU, its share of the machine).
+  const bool gpu = config.train.device == DeviceKind::cuda;
+  const auto capacity = static_cast<double>(memory_capacity_bytes(device_for(config.train.device, mesh.local_rank())));
+  if (one_rank_bytes(config) > capacity / 2 / (gpu ? 1 : mesh.local_size())) {
+    const int64_t was = config.model.num_layers;
+    config.model.num_layers = fewest_layers(config);
+    notes.push_back(
+        "one rank cannot hold the " + std::to_string(was) + "-layer model (" +
+        human_bytes(one_rank_bytes(config) * static_cast<double>(was) / static_cast<double>(config.model.num_layers)) +
+        " of state): both runs use the same architecture with " + std::to_string(config.model.num_layers) + " layers");
+  }
+  if (mesh.rank() == 0) {
+    std::cout << "check: " << parsed.recipe << " on " << world << " ranks (dp " << mesh.layout().degrees().dp << ", tp "
+              << degrees.tp << ", pp " << degrees.pp << ", ulysses " << degrees.ulysses << ", ring " << degrees.ring
+              << ", ep " << degrees.ep << ", zero " << config.parallel.zero << ") against one rank, " << steps
+              << " steps\n";
+    for (const auto& n : notes) std::cout << "check: " << n << "\n";
+    std::cout << std::flush;
+  }
+  const CheckReport report = check_against_one_rank(config, mesh, steps);
+  if (mesh.rank() == 0) std::cout << describe(report) << std::flush;
+  return report.passed() ? 0 : 1;
 }
 
 int run_data(const Args& args) {
@@ -277,19 +356,19 @@ int run_eval(const Args& args, MpiSession& mpi) {
   if (config.train.bf16()) check_bf16_device(device);
   // Under ZeRO-3 the weights stay sharded as the training held them, each
   // layer gathered as it runs (the replicas in lockstep).
-  ParameterOwners owners;
+  ModelState owner;
   const bool sharded = config.parallel.zero == 3;
-  RankModel rank = build_rank_model(config, mesh, device, owners.layer_gather(config));
-  if (sharded) owners.own(config, mesh, rank);
+  RankModel rank = build_rank_model(config, mesh, device, owner.layer_fetch(config));
+  owner.own(config, mesh, rank, device, /*training=*/false);
   TrainState state;
   auto load = [&] {
     if (checkpoint) load_checkpoint(path, *rank.model, nullptr, &state);
     else load_hf_weights(path, *rank.model);
   };
-  agree_on(mesh.group(Group::world), [&] { owners.on_masters(rank.chunks.get(), load); });
+  agree_on(mesh.group(Group::world), [&] { owner.on_masters(load); });
   rank.model->eval();
   EvalReport report;
-  owners.with_step_weights([&] {
+  owner.with_step_weights([&] {
     report = evaluate(layout_scorer(*rank.model, mesh, config.parallel, device, compute_dtype(config.train)), config,
                       replica_share(mesh, sharded));
   });

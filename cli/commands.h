@@ -12,6 +12,7 @@ using Args = std::vector<std::string>;
 
 int run_train(const Args& args, MpiSession& mpi);
 int run_plan(const Args& args);
+int run_check(const Args& args, MpiSession& mpi);
 int run_eval(const Args& args, MpiSession& mpi);
 int run_export(const Args& args);
 int run_data(const Args& args);

@@ -40,10 +40,11 @@ int dispatch(const std::vector<std::string>& argv) {
   if (command == "train") return lt::run_train(rest, *mpi);
   if (command == "eval") return lt::run_eval(rest, *mpi);
   if (command == "plan") return lt::run_plan(rest);
+  if (command == "check") return lt::run_check(rest, *mpi);
   if (command == "export") return lt::run_export(rest);
   if (command == "data") return lt::run_data(rest);
   if (command == "help") return lt::print_help(rest.empty() ? "" : rest[0]);
-  lt::fail("unknown command '" + command + "'; commands: train, eval, plan, export, data, help");
+  lt::fail("unknown command '" + command + "'; commands: train, eval, check, plan, export, data, help");
 }
 
 }  // namespace
@@ -51,7 +52,8 @@ int dispatch(const std::vector<std::string>& argv) {
 int main(int argc, char** argv) {
   try {
     const std::string command = argc > 1 ? argv[1] : "";
-    if (command == "train" || command == "eval") mpi = std::make_unique<lt::MpiSession>(&argc, &argv);
+    if (command == "train" || command == "eval" || command == "check")
+      mpi = std::make_unique<lt::MpiSession>(&argc, &argv);
     return dispatch(std::vector<std::string>(argv + 1, argv + argc));
   } catch (const lt::AgreedError& e) {
     if (e.print) std::cerr << "longtrain: error: " << first_line(e.what()) << std::endl;

@@ -91,7 +91,7 @@ double Trainer::profile_document(int64_t length, int group, int64_t* activation_
       at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), at::kDouble);
   if (activation_bytes) *activation_bytes = device_peak_bytes(device_) - before;
   mesh_.group(Group::world).all_reduce(seconds, ReduceOp::max);
-  for (auto& s : owners_.states) s->zero_grad();
+  state_.zero_grad();
   return seconds.item<double>();
 }
 
@@ -104,7 +104,7 @@ void Trainer::calibrate_adaptive() {
   // blockwise): a short document on one rank gives the rate, and warms up.
   const int64_t probe = std::max<int64_t>(16, config_.data.seq_len / 8);
   std::vector<CostSample> points;
-  owners_.with_step_weights([&] {
+  state_.with_step_weights([&] {
     int64_t bytes = 0;
     profile_document(probe, 1, &bytes);
     memory.bytes_per_token = static_cast<double>(bytes) / static_cast<double>(probe);

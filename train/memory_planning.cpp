@@ -58,7 +58,7 @@ void Trainer::probe_step(const Batch& probe) {
   if (!shard.first_stage) {
     const int64_t tokens = probe.tokens.size(1) / (shard.tp_sequence ? shard.tp_size : 1);
     at::Generator g = at::make_generator<at::CPUGeneratorImpl>(config_.train.seed + 2);
-    hidden = at::randn({probe.size(), tokens, config_.model.hidden_size}, g).to(device_);
+    hidden = at::randn({probe.size(), tokens, config_.model.hidden_size}, g).to(device_).requires_grad_();
   }
   auto out = stage_forward(probe, hidden);
   out.backward(at::ones_like(out));
@@ -69,12 +69,13 @@ void Trainer::plan_memory() {
   Profile profile = profile_layers(*rank_.model, rank_.fetch, device_, [&] {
     // As a step runs it: the weights outside layers gathered (ZeRO-3), the
     // gradients reduced as layers finish, which frees their weights.
-    for (auto& s : owners_.states) s->gather_for_step(), s->begin_backward(true);
+    state_.begin_step();
+    state_.begin_backward(true);
     probe_step(probe);
-    for (auto& s : owners_.states) s->end_backward(), s->finish();
+    state_.end_backward();
+    state_.finish_backward();
   });
-  for (auto& s : owners_.states) s->zero_grad();
-  if (rank_.chunks) rank_.chunks->zero_grad();
+  state_.zero_grad();
   agree(profile, mesh_.group(Group::stage));
 
   const int64_t rows = config_.sequences_per_step(first_step_) / mesh_.group(Group::dp).size();
@@ -84,16 +85,11 @@ void Trainer::plan_memory() {
   profile.in_flight = in_flight(mesh_.coord().pp, stages, profile.micro_batches, config_.all_forward_first());
   // Device state: the buckets' flat weights and gradients and the
   // optimizer's two moments of the segments they hand it.
-  int64_t device_elements = 0, host_elements = 0;
-  for (const auto& state : owners_.states) {
-    profile.state += state->buffer_bytes();
-    for (const auto& s : state->segments()) device_elements += s.size();
-  }
-  profile.state += 2 * 4 * device_elements;
-  if (rank_.chunks) {
-    profile.chunks = rank_.chunks->chunk_bytes();
-    for (const auto& b : profile.blocks) profile.chunk_of_block.push_back(rank_.chunks->chunk_of(b.layer));
-    for (const auto& s : rank_.chunks->segments()) host_elements += s.size();
+  profile.state += state_.device_state_bytes();
+  const auto device_elements = state_.device_segment_elements(), host_elements = state_.host_segment_elements();
+  if (auto* chunks = state_.chunks()) {
+    profile.chunks = chunks->chunk_bytes();
+    for (const auto& b : profile.blocks) profile.chunk_of_block.push_back(chunks->chunk_of(b.layer));
   }
   const double device_rate = measure_adamw(device_);
   const double host_rate = device_.is_cuda() ? measure_adamw(at::Device(at::kCPU)) : device_rate;
@@ -107,7 +103,7 @@ void Trainer::plan_memory() {
 
   const auto budget = static_cast<int64_t>(config_.memory.device_budget_gb * (int64_t{1} << 30));
   plan_ = choose_plan(profile, budget);
-  if (rank_.chunks) rank_.chunks->configure(plan_->n_persist, plan_->n_buffer);
+  if (state_.chunks()) state_.chunks()->configure(plan_->n_persist, plan_->n_buffer);
   apply_memory_policy(*rank_.model, config_.memory, rank_.fetch, &plan_->modes);
   metrics_->line("memory plan (auto, budget " + human_bytes(static_cast<double>(budget)) +
                  " per rank): " + describe(*plan_, static_cast<int64_t>(profile.chunks.size())));

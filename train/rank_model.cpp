@@ -11,38 +11,6 @@ namespace lt {
 
 namespace {
 
-// The layers' replicas are the dp x sp ranks (chunks require tp 1); with
-// ZeRO-1 they split every chunk's optimizer state and update.
-std::shared_ptr<ChunkManager> chunk_manager(LlamaForCausalLMImpl& model, const Config& config, Mesh& mesh,
-                                            at::Device device) {
-  // Each layer's parameters under their model names, layers in execution order.
-  const auto named = model.named_parameters();
-  std::vector<std::pair<int64_t, std::vector<NamedParameter>>> layers;
-  for (const auto& [index, layer] : model.model->layers->items()) {
-    const std::string prefix = "model.layers." + index + ".";
-    std::vector<NamedParameter> params;
-    for (const auto& item : named)
-      if (item.key().rfind(prefix, 0) == 0) params.push_back({item.key(), item.value()});
-    layers.emplace_back(std::stoll(index), std::move(params));
-  }
-  // memory.plan: auto starts lean (the profile runs so) and lets the planner choose.
-  const auto& memory = config.memory;
-  const bool manual = memory.plan == PlanMode::manual;
-  ChunkOptions options;
-  options.chunk_bytes = static_cast<int64_t>(memory.chunk_mb * (1 << 20));
-  options.persist = manual ? memory.n_persist : 0;
-  options.buffers = manual ? memory.n_buffer : 1;
-  options.budget_bytes = static_cast<int64_t>(memory.device_budget_gb * (int64_t{1} << 30));
-  // ZeRO-1 shards the chunks' optimizer state; ZeRO-2 and 3 their host
-  // values and gradients too.
-  options.shard_optimizer = config.parallel.zero >= 1;
-  options.shard_state = config.parallel.zero >= 2;
-  options.compute = compute_dtype(config.train);
-  auto& replicas = mesh.group(Group::dp_sp);
-  return std::make_shared<ChunkManager>(layers, device, replicas, options,
-                                        options.shard_state ? &mesh.twin(replicas) : nullptr);
-}
-
 // Each ep rank holds 1/ep of the experts; rows travel to them and back by
 // uneven all-to-all over the ep group.
 void expert_parallel(ModelShard& shard, Communicator& ep) {
@@ -60,7 +28,7 @@ void expert_parallel(ModelShard& shard, Communicator& ep) {
 
 }  // namespace
 
-RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device, const LayerFetch& gather) {
+RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device, const LayerFetch& fetch) {
   const auto& p = config.parallel;
   Communicator& tp = mesh.group(Group::tp);
   ModelShard shard = tensor_parallel_shard(tp, p.tp_sequence);
@@ -86,12 +54,7 @@ RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device, 
   out.model->initialize(config.train.seed);
   out.model->to(device);
   if (p.sp_degree() > 1) out.model->set_attention(sequence_parallel_attention(mesh));
-  if (config.memory.offload_model) out.chunks = chunk_manager(*out.model, config, mesh, device);
-  if (out.chunks || gather)
-    out.fetch = [chunks = out.chunks.get(), gather](int64_t layer) {
-      if (chunks) chunks->use(layer);
-      if (gather) gather(layer);
-    };
+  out.fetch = fetch;
   apply_memory_policy(*out.model, config.memory, out.fetch);
   out.loss_sum = [](const at::Tensor& logits, const at::Tensor& labels) { return cross_entropy_sum(logits, labels); };
   if (tp.size() > 1)

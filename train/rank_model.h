@@ -9,7 +9,6 @@
 #include "core/config/config.h"
 #include "core/model/llama.h"
 #include "offload/activations/memory_policy.h"
-#include "offload/chunks/chunk_manager.h"
 #include "parallel/mesh/mesh.h"
 
 namespace lt {
@@ -18,16 +17,16 @@ using LossFn = std::function<at::Tensor(const at::Tensor& logits, const at::Tens
 
 struct RankModel {
   LlamaForCausalLM model{nullptr};
-  LossFn loss_sum;                       // summed token losses of a micro-batch (the last stage's)
-  std::shared_ptr<ChunkManager> chunks;  // the layers' state in host memory (memory.offload_model)
-  LayerFetch fetch;                      // brings a layer's weights before it runs; empty: they are there
+  LossFn loss_sum;   // summed token losses of a micro-batch (the last stage's)
+  LayerFetch fetch;  // brings a layer's weights before it runs; empty: they are there
 };
 
 // This rank's model, initialised from config.train.seed, on `device`, its
 // attention, runners and memory policy fixed from here on (temporary
-// changes: ScopedLayers). `gather`, if given, is a layer's last step before
-// it runs, after its chunk is resident (ZeRO-3's all-gather).
+// changes: ScopedLayers). `fetch`, if given, brings a layer's weights
+// before it runs and before it is recomputed (model_state.h: its offloaded
+// chunk, ZeRO-3's all-gather).
 RankModel build_rank_model(const Config& config, Mesh& mesh, at::Device device = at::kCPU,
-                           const LayerFetch& gather = {});
+                           const LayerFetch& fetch = {});
 
 }  // namespace lt

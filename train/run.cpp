@@ -101,27 +101,25 @@ void Trainer::describe_run() {
   if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
   metrics_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
   const auto& d = mesh_.layout().degrees();
-  int64_t buckets = 0;
-  for (const auto& s : owners_.states) buckets += s->bucket_count();
   metrics_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
                  " parameters (non-embedding + head), device " + device_.str() + ", " +
                  std::to_string(at::get_num_threads()) + " threads per rank; " + std::to_string(d.world()) +
                  " ranks (dp " + std::to_string(d.dp) + ", tp " + std::to_string(d.tp) + ", pp " +
                  std::to_string(d.pp) + ", ulysses " + std::to_string(d.ulysses) + ", ring " + std::to_string(d.ring) +
                  ", ep " + std::to_string(d.ep) + ", zero " + std::to_string(config_.parallel.zero) + ", " +
-                 std::to_string(buckets) + " gradient buckets)");
+                 std::to_string(state_.bucket_count()) + " gradient buckets)");
 }
 
 TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_fingerprint) {
   TrainState state;
   if (config_.parallel.zero == 3) {  // straight into this rank's shards
-    load_checkpoint(path, *rank_.model, optimizer_.get(), &state, /*weights_in_segments=*/true);
-    if (rank_.chunks) rank_.chunks->refresh();  // the resident chunks' device copies
+    load_checkpoint(path, *rank_.model, &state_.optimizer(), &state, /*weights_in_segments=*/true);
+    if (state_.chunks()) state_.chunks()->refresh();  // the resident chunks' device copies
   } else {
-    on_masters([&] { load_checkpoint(path, *rank_.model, optimizer_.get(), &state); });
+    on_masters([&] { load_checkpoint(path, *rank_.model, &state_.optimizer(), &state); });
   }
   check_data_fingerprint(path, state.data_fingerprint, data_fingerprint);
-  masters_changed();
+  state_.masters_changed();
   at::Generator generator = at::detail::getDefaultCPUGenerator();
   generator.set_state(state.rng);
   metrics_->line("resumed from " + path + " at step " + std::to_string(state.step));
@@ -131,7 +129,7 @@ TrainState Trainer::restore(const std::string& path, const nlohmann::json& data_
 // The run starts from a Hugging Face model's weights, with a fresh optimizer.
 void Trainer::initialize_from_hf() {
   on_masters([&] { load_hf_weights(config_.init.from_hf, *rank_.model); });
-  masters_changed();
+  state_.masters_changed();
   metrics_->line("initialized from " + config_.init.from_hf);
 }
 
@@ -149,7 +147,8 @@ void Trainer::save(const TrainState& state) {
   const auto part =
       CheckpointStore::part(mesh_.rank(), whole, mesh_.group(Group::ep_dp).rank() == 0, zero >= 1, zero == 3);
   auto save = [&] {
-    metrics_->line("checkpoint: " + checkpoints_.save(*rank_.model, *optimizer_, now, mesh_.group(Group::world), part));
+    metrics_->line("checkpoint: " +
+                   checkpoints_.save(*rank_.model, state_.optimizer(), now, mesh_.group(Group::world), part));
   };
   if (zero == 3) save();
   else on_masters(save);
@@ -160,7 +159,7 @@ void Trainer::save(const TrainState& state) {
 // the replicas), the weights outside layers gathered meanwhile.
 void Trainer::evaluate(TrainResult& result, int64_t step) {
   const auto score = layout_scorer(*rank_.model, mesh_, config_.parallel, device_, compute_dtype(config_.train));
-  owners_.with_step_weights(
+  state_.with_step_weights(
       [&] { evaluator_->run(score, replica_share(mesh_, config_.parallel.zero == 3), step, result); });
 }
 

@@ -42,16 +42,11 @@ Trainer::Trainer(Config config, Mesh* mesh)
   at::set_num_threads(static_cast<int>(default_threads(config_.train.threads, mesh_.local_size())));
   at::manual_seed(config_.train.seed);
   // Every rank initialises from the same seed: each holds its part of the
-  // same weights, and replicas start equal. ZeRO-3 gathers a layer's
-  // weights before it runs (the states are made next; the layers run later).
-  rank_ = build_rank_model(config_, mesh_, device_, owners_.layer_gather(config_));
-  owners_.own(config_, mesh_, rank_);
-  // The optimizer updates the chunked layers' host copies and the replica
-  // sets' segments.
-  const auto& chunks = rank_.chunks;
-  std::vector<ParamSegment> segments = chunks ? chunks->segments() : std::vector<ParamSegment>{};
-  for (auto& state : owners_.states)
-    for (auto& s : state->segments()) segments.push_back(s);
+  // same weights, and replicas start equal. The state owner fetches and
+  // gathers a layer's weights before it runs (it takes them over next; the
+  // layers run later).
+  rank_ = build_rank_model(config_, mesh_, device_, state_.layer_fetch(config_));
+  state_.own(config_, mesh_, rank_, device_);
   if (config_.data.packing == Packing::adaptive) {
     const auto& a = config_.parallel.adaptive;
     adaptive_ = std::make_unique<AdaptiveSequenceParallel>(
@@ -63,39 +58,9 @@ Trainer::Trainer(Config config, Mesh* mesh)
   // Stages pass activations in the compute dtype.
   pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp),
                                          at::TensorOptions().device(device_).dtype(compute_dtype(config_.train)));
-  const auto& t = config_.train;
-  optimizer_ = std::make_unique<AdamW>(segments, AdamWOptions{t.beta1, t.beta2, t.eps, t.weight_decay});
-  if (chunks && config_.memory.overlap_update)
-    overlap_ = std::make_unique<OverlappedUpdate>(*chunks, *optimizer_, t.grad_clip > 0);
 }
 
-void Trainer::masters_changed() {
-  if (const auto& compute = rank_.model->shard().compute) compute->refresh();
-}
-
-void Trainer::on_masters(const std::function<void()>& fn) { owners_.on_masters(rank_.chunks.get(), fn); }
-
-// The norm over the whole model: each set's squares are complete over its
-// replicas; summing over the tp x pp ranks counts a copy held by several of
-// them (norms, shared kv heads, tied embeddings) that many times.
-double Trainer::clip_gradients() {
-  auto squares = at::zeros({1}, at::kDouble);
-  for (size_t i = 0; i < owners_.states.size(); ++i) {
-    auto part = at::full({1}, owners_.states[i]->grad_square_sum() / owners_.copies[i], at::kDouble);
-    if (owners_.parts[i]) owners_.parts[i]->all_reduce(part);  // the other ranks' experts
-    squares += part;
-  }
-  if (rank_.chunks) squares += rank_.chunks->grad_square_sum();
-  mesh_.group(Group::model).all_reduce(squares);
-  const double total = std::sqrt(squares.item<double>());
-  const double max_norm = config_.train.grad_clip;
-  if (clips(total)) {
-    const double factor = max_norm / (total + 1e-6);
-    for (auto& s : owners_.states) s->scale_grads(factor);
-    if (rank_.chunks) rank_.chunks->scale_grads(factor);
-  }
-  return total;
-}
+void Trainer::on_masters(const std::function<void()>& fn) { state_.on_masters(fn); }
 
 // This dp rank's rows; of each, this sequence-parallel rank's columns,
 // padded so that sp (and tp's sequence split) divide them.
@@ -142,6 +107,7 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
     return std::vector<int64_t>{micros[m].size(), tokens, config_.model.hidden_size};
   };
   const bool poisoned = inject_fault(mesh_.rank(), step);
+  if (fault_at(mesh_.rank(), step) == "dropgrad") state_.drop_first_bucket();
   work.forward = [&](int m, const at::Tensor& input) {
     if (moe) moe->set_micro_batch(m);
     auto out = stage_forward(micros[m], input);
@@ -150,26 +116,15 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
     total += out.detach().to(at::kCPU, at::kDouble);
     return out / valid;
   };
-  // The step's last backward reduces the gradients as they complete (with
-  // ZeRO-2/3 every backward does).
-  auto begin_backward = [&](bool last) {
-    for (auto& s : owners_.states) s->begin_backward(last);
-    if (rank_.chunks && last) rank_.chunks->arm();
-  };
   work.before_backward = [&](int m) {
     if (moe) moe->set_micro_batch(m);  // its recomputation finds the forward's routing
-    begin_backward(m + 1 == static_cast<int>(micros.size()));
+    state_.begin_backward(m + 1 == static_cast<int>(micros.size()));
   };
-  work.after_backward = [&](int) {
-    for (auto& s : owners_.states) s->end_backward();
-  };
-  for (auto& s : owners_.states) s->zero_grad(), s->gather_for_step();
-  if (rank_.chunks) rank_.chunks->zero_grad();
+  work.after_backward = [&](int) { state_.end_backward(); };
+  state_.begin_step();
   pipeline_->run(static_cast<int>(micros.size()), work);
-  if (micros.empty()) begin_backward(true);  // a rank with nothing to run still joins the reductions
-  for (auto& s : owners_.states) s->finish();
-  if (overlap_) overlap_->drain();
-  if (rank_.chunks) rank_.chunks->reduce();
+  if (micros.empty()) state_.begin_backward(true);  // a rank with nothing to run still joins the reductions
+  state_.finish_backward();
   // The last stage has the loss; every tp rank of it the same one.
   mesh_.group(Group::pp).all_reduce(total);
   replicas_.all_reduce(total);
@@ -179,7 +134,8 @@ double Trainer::run_micro_batches(const std::vector<Batch>& micros, double valid
 // `labelled`: some token of the step's global batch has a label. One with
 // none (documents of a single token) is skipped whole, not run as an update
 // of zero gradients that would still move AdamW's moments and decay.
-StepResult Trainer::update(bool labelled, const std::function<double()>& gradients, double lr) {
+StepResult Trainer::update(bool labelled, const std::function<double()>& gradients, double lr,
+                           const std::function<void(double loss)>& inspect) {
   unlabelled_ = !labelled;
   if (unlabelled_) {
     last_skipped_ = true;
@@ -187,34 +143,27 @@ StepResult Trainer::update(bool labelled, const std::function<double()>& gradien
   }
   reset_device_peak(device_);
   const int64_t before = device_bytes(device_);
-  if (overlap_) overlap_->begin(lr);
+  state_.begin_update(lr);
   const double loss = gradients();
   last_activation_bytes_ = device_peak_bytes(device_) - before;
-  const double grad_norm = clip_gradients();
+  if (inspect) inspect(loss);
+  const double grad_norm = state_.clip(mesh_.group(Group::model), config_.train.grad_clip);
   // Every rank has the same loss and norm: all skip, or none.
   last_skipped_ = !std::isfinite(loss) || !std::isfinite(grad_norm);
   if (last_skipped_) {
-    LT_CHECK(!overlap_,
+    LT_CHECK(!state_.overlapped_update(),
              "loss " + std::to_string(loss) +
                  ": memory.overlap_update already updated the chunks during "
                  "backward, so this step cannot be skipped: set memory.overlap_update: false to skip such steps");
     return {loss, grad_norm};
   }
-  if (overlap_) {
-    overlap_->end(clips(grad_norm));
-    optimizer_->update(overlap_->slots(), optimizer_->size(), lr);
-  } else {
-    optimizer_->step(lr);
-  }
-  for (auto& s : owners_.states) s->gather_parameters();
-  if (rank_.chunks) rank_.chunks->refresh();
-  masters_changed();
+  state_.update(lr, clips(grad_norm));
   return {loss, grad_norm};
 }
 
-StepResult Trainer::step(const Batch& batch, int64_t step, double lr) {
+StepResult Trainer::step(const Batch& batch, int64_t step, double lr, const std::function<void(double loss)>& inspect) {
   return update(
-      batch.valid_tokens() > 0, [&] { return compute_gradients(batch, step); }, lr);
+      batch.valid_tokens() > 0, [&] { return compute_gradients(batch, step); }, lr, inspect);
 }
 
 StepResult Trainer::step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr) {

@@ -15,7 +15,6 @@
 #include "core/config/config.h"
 #include "core/data/packer.h"
 #include "offload/activations/memory_policy.h"
-#include "offload/chunks/overlapped_update.h"
 #include "offload/profiler/planner.h"
 #include "parallel/adaptive/adaptive_sp.h"
 #include "parallel/mesh/mesh.h"
@@ -23,7 +22,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluator.h"
 #include "train/metrics.h"
-#include "train/parameter_owners.h"
+#include "train/model_state.h"
 #include "train/rank_model.h"
 
 namespace lt {
@@ -49,19 +48,23 @@ class Trainer {
   // reduced over every rank holding them (with ZeRO-1: this rank's shards).
   double compute_gradients(const Batch& batch, int64_t step);
   // compute_gradients, clipping and the optimizer's update with learning
-  // rate `lr`: one training step.
-  StepResult step(const Batch& batch, int64_t step, double lr);
+  // rate `lr`: one training step. `inspect`, if given, sees the step's loss
+  // once the gradients are reduced, before clipping and the update.
+  StepResult step(const Batch& batch, int64_t step, double lr, const std::function<void(double loss)>& inspect = {});
   // data.packing: adaptive: the same for a step's documents (one row each),
   // run as `plan` says, every rank with the same plan.
   double compute_gradients(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step);
   StepResult step(const std::vector<Batch>& documents, const SpPlan& plan, int64_t step, double lr);
   AdaptiveSequenceParallel* adaptive() { return adaptive_.get(); }
   LlamaForCausalLMImpl& model() { return *rank_.model; }
-  AdamW& optimizer() { return *optimizer_; }
-  ChunkManager* chunks() { return rank_.chunks.get(); }
+  AdamW& optimizer() { return state_.optimizer(); }
+  ChunkManager* chunks() { return state_.chunks(); }
   // The state of each replica set's parameters (every parameter not in chunks).
-  const std::vector<std::unique_ptr<ParameterState>>& states() const { return owners_.states; }
-  const OverlappedUpdate* overlapped_update() const { return overlap_.get(); }
+  const std::vector<std::unique_ptr<ParameterState>>& states() const { return state_.states(); }
+  const OverlappedUpdate* overlapped_update() const { return state_.overlapped_update(); }
+  // What this rank's optimizer updates: every parameter's part it owns.
+  std::vector<ParamSegment> segments() const { return state_.segments(); }
+
   // memory.plan: auto: the plan chosen before the first step.
   const std::optional<MemoryPlan>& memory_plan() const { return plan_; }
   // The mixture-of-experts statistics of the last compute_gradients.
@@ -81,14 +84,12 @@ class Trainer {
   // loss of every rank's micro-batches, divided by `valid`.
   double run_micro_batches(const std::vector<Batch>& micros, double valid, int64_t step);
   // Clipping and the optimizer's update after `gradients` (which returns the loss).
-  StepResult update(bool labelled, const std::function<double()>& gradients, double lr);
+  StepResult update(bool labelled, const std::function<double()>& gradients, double lr,
+                    const std::function<void(double loss)>& inspect = {});
   // This stage's forward of a micro-batch from `input` (what the previous
   // stage sent): its hidden states, or on the last stage the summed loss.
   at::Tensor stage_forward(const Batch& micro, const at::Tensor& input);
-  double clip_gradients();
   bool clips(double grad_norm) const { return config_.train.grad_clip > 0 && grad_norm > config_.train.grad_clip; }
-  // The fp32 masters were updated or loaded: bf16 compute copies are stale.
-  void masters_changed();
 
   // The run around the steps (run.cpp): opening the checkpoint directory
   // and the logs, restoring or initialising the weights, saving,
@@ -118,13 +119,10 @@ class Trainer {
   Mesh& mesh_;
   Communicator& replicas_;  // dp x sp: who shares this rank's weights
   at::Device device_;
-  // The model's state: this rank's model, fixed once built, with its loss
-  // and offloaded chunks; the owners of its other parameters; their
-  // optimizer; the pipeline.
+  // This rank's model, fixed once built, with its loss; the owner of its
+  // state (weights, gradients, optimizer); the pipeline.
   RankModel rank_;
-  ParameterOwners owners_;
-  std::unique_ptr<OverlappedUpdate> overlap_;  // memory.overlap_update (with offload_model)
-  std::unique_ptr<AdamW> optimizer_;
+  ModelState state_;
   std::unique_ptr<Pipeline> pipeline_;
   // The last step.
   int64_t last_activation_bytes_ = 0;

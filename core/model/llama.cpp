@@ -9,6 +9,11 @@ namespace {
 
 at::Tensor region(const RegionFn& edge, const at::Tensor& x) { return edge ? edge(x) : x; }
 
+// x entering a scope whose gradients someone waits for (gradient_handoff.h).
+at::Tensor enter(const std::shared_ptr<GradientHandoff>& handoff, const at::Tensor& x, int64_t scope) {
+  return handoff ? handoff->enter(x, scope) : x;
+}
+
 at::Tensor run(const Runner& runner, const LayerPart& f, const at::Tensor& x) { return runner ? runner(f, x) : f(x); }
 
 bool ends_with(const std::string& text, const std::string& suffix) {
@@ -84,7 +89,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
 }
 
 LlamaBlockImpl::LlamaBlockImpl(const ModelConfig& c, const ModelShard& s, int64_t index)
-    : enter_(s.enter), leave_(s.leave) {
+    : enter_(s.enter), leave_(s.leave), handoff_(s.handoff), index_(index) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, s.compute));
   self_attn = register_module("self_attn", LlamaAttention(c, s));
   post_attention_layernorm =
@@ -107,7 +112,7 @@ at::Tensor LlamaBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, c
     auto h = t + run(runners_.attention, attention, t);
     return h + region(leave_, run(runners_.mlp, feed_forward, region(enter_, post_attention_layernorm(h))));
   };
-  return run(runners_.layer, layer, x);
+  return run(runners_.layer, layer, enter(handoff_, x, index_));
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& c, const ModelShard& s)
@@ -138,12 +143,13 @@ at::Tensor LlamaModelImpl::forward(const ModelInput& input, const at::Tensor& hi
   auto [cos, sin] = rope_.cos_sin(input.positions);
   auto h = shard_.first_stage ? embed(input.tokens) : hidden;
   for (const auto& layer : layers->values()) h = layer->as<LlamaBlock>()->forward(h, cos, sin, input.mask);
-  return shard_.last_stage ? norm(h) : h;
+  return shard_.last_stage ? norm(enter(shard_.handoff, h, GradientHandoff::kHead)) : h;
 }
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shard)
     : config_(c), shard_(std::move(shard)) {
   if (c.moe.enabled() && !shard_.moe) shard_.moe = std::make_shared<MoeBalance>(c);
+  if (!shard_.handoff) shard_.handoff = std::make_shared<GradientHandoff>();
   model = register_module("model", LlamaModel(c, shard_));
   if (shard_.last_stage && !c.tie_embeddings)
     lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size / shard_.tp_size, false, shard_.compute));
@@ -164,7 +170,9 @@ at::Tensor LlamaForCausalLMImpl::head_input(const ModelInput& input, const at::T
 
 at::Tensor LlamaForCausalLMImpl::forward(const ModelInput& input, const at::Tensor& hidden) {
   if (!shard_.last_stage) return model->forward(input, hidden);
-  return at::linear(head_input(input, hidden), head_weight());
+  // The head's weight is read after its scope is entered (gradient_handoff.h).
+  const auto x = head_input(input, hidden);
+  return at::linear(x, head_weight());
 }
 
 void LlamaForCausalLMImpl::initialize(uint64_t seed) {

@@ -70,6 +70,8 @@ class LlamaBlockImpl : public torch::nn::Module {
 
  private:
   RegionFn enter_, leave_;
+  std::shared_ptr<GradientHandoff> handoff_;
+  int64_t index_;
   LayerRunners runners_;
 };
 TORCH_MODULE(LlamaBlock);

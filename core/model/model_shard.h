@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/model/compute_weights.h"
+#include "core/optim/gradient_handoff.h"
 
 namespace lt {
 
@@ -31,6 +32,10 @@ struct ModelShard {
   // train.precision: bf16: the layers compute with bf16 copies of their
   // fp32 parameters; null: in the parameters' own dtype.
   std::shared_ptr<ComputeWeights> compute;
+  // Each layer's and the head's input pass through it, so that whoever
+  // waits for final gradients (data-parallel buckets, offloaded chunks)
+  // hears when backward leaves them. The model makes one if unset.
+  std::shared_ptr<GradientHandoff> handoff;
 
   int64_t first_layer = 0, num_layers = -1;  // this stage's layers; -1: all
   bool first_stage = true, last_stage = true;

@@ -7,8 +7,11 @@ namespace lt {
 
 bool bf16_is_fast(DeviceKind device) {
   if (device == DeviceKind::cuda) return true;
-  // LT_CPU_BF16=0 plays a CPU without them (tests of the refusal).
-  if (const char* forced = std::getenv("LT_CPU_BF16"); forced && std::strcmp(forced, "0") == 0) return false;
+  // LT_CPU_BF16=0 plays a CPU without them (tests of the refusal), =1 one
+  // with them (tests of bf16 numerics on any CPU, emulated where need be).
+  if (const char* forced = std::getenv("LT_CPU_BF16");
+      forced && (!std::strcmp(forced, "0") || !std::strcmp(forced, "1")))
+    return forced[0] == '1';
   // oneDNN's bf16 GEMMs on other CPUs emulate through fp32 and run slower than it.
   return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
 }

@@ -17,9 +17,10 @@ std::string fault_at(int world_rank, int64_t step) {
   char kind[16] = {};
   int rank = -1;
   long long at_step = -1;
-  static const std::set<std::string> kinds = {"throw", "hang", "exit", "nan", "diskfull"};
+  static const std::set<std::string> kinds = {"throw", "hang", "exit", "nan", "diskfull", "dropgrad"};
   if (std::sscanf(spec, "%15[a-z]@%d:%lld", kind, &rank, &at_step) != 3 || !kinds.count(kind))
-    fail(std::string("LT_FAULT='") + spec + "': expected KIND@RANK:STEP, KIND one of throw, hang, exit, nan, diskfull");
+    fail(std::string("LT_FAULT='") + spec +
+         "': expected KIND@RANK:STEP, KIND one of throw, hang, exit, nan, diskfull, dropgrad");
   return rank == world_rank && at_step == step ? kind : "";
 }
 

@@ -6,6 +6,9 @@
 //   exit   the process ends at once, exit code 1, no message (a crash)
 //   nan    its loss and so every gradient become NaN (the step is skipped)
 //   diskfull  writing its part of step STEP's checkpoint fails as on a full disk
+//   dropgrad  its first gradient bucket (of a replica set of several ranks)
+//             enters step STEP's reduction as zeros
+//             (a silent wrong result, which `longtrain check` must catch)
 // Tests use it to prove what the job does under each fault.
 #pragma once
 #include <cstdint>

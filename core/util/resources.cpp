@@ -6,11 +6,14 @@
 #include <string>
 #include <thread>
 
+#include <unistd.h>
+
 #include "core/util/error.h"
 
 #ifdef LT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -27,6 +30,17 @@ int64_t peak_memory_bytes(const at::Device& device) {
   for (std::string line; std::getline(status, line);)
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   return 0;
+}
+
+int64_t memory_capacity_bytes(const at::Device& device) {
+#ifdef LT_WITH_CUDA
+  if (device.is_cuda()) {
+    size_t free = 0, total = 0;
+    c10::cuda::CUDAGuard guard(device.index() < 0 ? 0 : device.index());
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return static_cast<int64_t>(total);
+  }
+#endif
+  return static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<int64_t>(sysconf(_SC_PAGE_SIZE));
 }
 
 void reset_peak_memory(const at::Device& device) {

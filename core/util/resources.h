@@ -10,6 +10,9 @@ namespace lt {
 // Peak resident memory of this process (CPU) or peak allocated (CUDA), bytes.
 int64_t peak_memory_bytes(const at::Device& device);
 
+// All the memory of `device`: the GPU's, or the machine's RAM (bytes).
+int64_t memory_capacity_bytes(const at::Device& device);
+
 // Forgets the peak so far, so the next reading covers only what follows.
 void reset_peak_memory(const at::Device& device);
 

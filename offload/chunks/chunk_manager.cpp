@@ -30,7 +30,8 @@ struct ChunkManager::Chunk {
   at::Tensor values, grads;
   int slot = -1;  // resident in this device slot
   bool persistent = false;
-  size_t pending = 0;  // gradients still to come from a running backward
+  int64_t first_layer = 0;   // backward leaves the chunk with it
+  bool in_backward = false;  // recomputed in this backward, not yet left: its buffer stays
   int64_t last_used = 0;
   // The step's gradient reduction: in flight (with ZeRO-1 into `reduced`),
   // then settled with this rank's sum of squares.
@@ -55,17 +56,21 @@ int64_t ChunkManager::required_bytes(const std::vector<int64_t>& chunk_bytes, in
 }
 
 ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers,
-                           at::Device device, Communicator& replicas, ChunkOptions options, Communicator* gathers)
+                           at::Device device, Communicator& replicas, ChunkOptions options,
+                           std::shared_ptr<GradientHandoff> handoff, Communicator* gathers)
     : device_(device), replicas_(replicas), gathers_(gathers ? *gathers : replicas),
       shard_(options.shard_optimizer || options.shard_state), shard_state_(options.shard_state),
       compute_(options.compute) {
+  LT_CHECK(handoff, "the chunk manager needs the model's gradient hand-off");
   // Whole layers, in execution order, until a chunk's device copy reaches chunk_bytes.
   const int64_t element = static_cast<int64_t>(c10::elementSize(compute_));
   for (const auto& [layer, params] : layers) {
     int64_t numel = 0;
     for (const auto& p : params) numel += p.tensor.numel();
-    if (chunks_.empty() || (chunks_.back()->numel + numel) * element > options.chunk_bytes)
+    if (chunks_.empty() || (chunks_.back()->numel + numel) * element > options.chunk_bytes) {
       chunks_.push_back(std::make_unique<Chunk>());
+      chunks_.back()->first_layer = layer;
+    }
     auto& c = *chunks_.back();
     chunk_of_layer_[layer] = chunks_.size() - 1;
     for (const auto& p : params) {
@@ -99,7 +104,6 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
       }
     }
     named += c.params.size();
-    for (const auto& p : c.params) hooks_.add(p, [this, i] { on_gradient(i); });
     evict(i);
   }
   for (size_t i = 0, first = 0; i < chunks_.size(); ++i) {
@@ -109,6 +113,7 @@ ChunkManager::ChunkManager(const std::vector<std::pair<int64_t, std::vector<Name
   }
   budget_bytes_ = options.budget_bytes;
   configure(options.persist, options.buffers);
+  listening_ = GradientHandoff::listen(handoff, [this](int64_t layer, bool final) { on_left(layer, final); });
 }
 
 int64_t ChunkManager::host_bytes() const {
@@ -169,7 +174,7 @@ void ChunkManager::make_resident(size_t index) {
   int chosen = -1;
   for (size_t s = 0; s < slots_.size(); ++s) {
     const int holder = slots_[s]->chunk;
-    if (holder >= 0 && (chunks_[holder]->persistent || chunks_[holder]->pending > 0)) continue;
+    if (holder >= 0 && (chunks_[holder]->persistent || chunks_[holder]->in_backward)) continue;
     if (holder < 0) {
       chosen = static_cast<int>(s);
       break;
@@ -204,10 +209,8 @@ void ChunkManager::point_parameters(Chunk& c, const at::Tensor& values, const at
     auto& p = c.params[k];
     p.set_data(values.defined() ? view_of(values, c.offsets[k], c.shapes[k]) : placeholder_);
     p.mutable_grad() = grads.defined() ? view_of(grads, c.offsets[k], c.shapes[k]) : at::Tensor();
-    // A new device or dtype gave it a new gradient accumulator; a new
-    // shape (the placeholder's) needs one.
-    if (state_sharded()) hooks_.renew(p);
-    else hooks_.follow(p);
+    // A new shape (the placeholder's) needs a new gradient accumulator.
+    if (state_sharded()) renew_grad_accumulator(p);
   }
 }
 
@@ -227,22 +230,30 @@ void ChunkManager::use(int64_t layer) {
   make_resident(index);
   // Recomputation (autograd on) walks backward; forward walks forward.
   const bool backward = torch::autograd::GradMode::is_enabled();
-  if (backward) chunks_[index]->pending = chunks_[index]->params.size();
+  if (backward) chunks_[index]->in_backward = true;
   const int64_t next = static_cast<int64_t>(index) + (backward ? -1 : 1);
   if (next >= 0 && next < chunk_count() && chunks_[next]->slot < 0) {
     const bool spare = std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) {
       return s->chunk < 0 ||
-             (s->chunk != static_cast<int>(index) && !chunks_[s->chunk]->persistent && chunks_[s->chunk]->pending == 0);
+             (s->chunk != static_cast<int>(index) && !chunks_[s->chunk]->persistent && !chunks_[s->chunk]->in_backward);
     });
     if (spare) make_resident(next);
   }
 }
 
-// A gradient of the chunk has been accumulated on the device; once all have,
-// they join the host gradients and the chunk may leave.
-void ChunkManager::on_gradient(size_t index) {
+// Backward has left a chunk when it leaves the chunk's first layer.
+void ChunkManager::on_left(int64_t layer, bool final) {
+  const auto found = chunk_of_layer_.find(layer);
+  if (found != chunk_of_layer_.end() && chunks_[found->second]->first_layer == layer) hand_off(found->second, final);
+}
+
+// This backward's gradients of the chunk join the host gradients and the
+// chunk may leave; when they are `final` (no forward awaits its backward)
+// and this is the step's last backward, their reduction starts.
+void ChunkManager::hand_off(size_t index, bool final) {
   auto& c = *chunks_[index];
-  if (c.pending == 0 || --c.pending > 0 || c.slot < 0) return;
+  c.in_backward = false;
+  if (c.slot < 0) return;
   auto& slot = *slots_[c.slot];
   at::NoGradGuard no_grad;
   if (state_sharded()) {
@@ -255,7 +266,7 @@ void ChunkManager::on_gradient(size_t index) {
     c.grads.add_(slot.grads.narrow(0, 0, c.numel).to(at::kCPU));
     slot.grads.narrow(0, 0, c.numel).zero_();
   }
-  if (!armed_) return;
+  if (!armed_ || !final || c.reducing) return;
   start_reduction(index);
   if (on_complete_) on_complete_(index);
 }

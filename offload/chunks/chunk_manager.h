@@ -10,8 +10,9 @@
 // shard. The first `persist` chunks stay on the device; the others are
 // copied into `buffers` reusable device buffers when a layer runs, the next
 // chunk in the direction of travel is prefetched, and the least recently
-// used idle chunk gives up its buffer. After a layer's backward its
-// gradients are added into the host copy and its buffer is free again.
+// used idle chunk gives up its buffer. Once backward has left a chunk's
+// first layer (gradient_handoff.h), its gradients are added into the host
+// copy and its buffer is free again.
 // Layers are recomputed in backward (checkpointing), so a chunk's weights
 // need not stay on the device between forward and backward.
 // The device copies are in the compute dtype (bf16 under mixed precision,
@@ -27,7 +28,7 @@
 #include <vector>
 
 #include "core/optim/adamw.h"
-#include "core/optim/gradient_hooks.h"
+#include "core/optim/gradient_handoff.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
@@ -48,9 +49,11 @@ class ChunkManager {
   // parameters' values move to host memory now. `replicas`: the ranks
   // holding the same layers, whose gradients are summed; with shard_state
   // the fetches gather over `gathers` (the same ranks, so that a fetch never
-  // queues behind a reduction; by default `replicas`).
+  // queues behind a reduction; by default `replicas`). `handoff` says when
+  // backward leaves each layer: it must be the model's.
   ChunkManager(const std::vector<std::pair<int64_t, std::vector<NamedParameter>>>& layers, at::Device device,
-               Communicator& replicas, ChunkOptions options, Communicator* gathers = nullptr);
+               Communicator& replicas, ChunkOptions options, std::shared_ptr<GradientHandoff> handoff,
+               Communicator* gathers = nullptr);
   ~ChunkManager();
 
   // Keeps the first `persist` chunks on the device and gives the others
@@ -75,7 +78,7 @@ class ChunkManager {
   std::pair<size_t, size_t> segments_of(size_t chunk) const { return segment_range_.at(chunk); }
   void zero_grad();
   // The coming backward is the step's last: as each chunk's gradients are
-  // complete, their sum over the replicas starts (with ZeRO-1 only this
+  // final, their sum over the replicas starts (with ZeRO-1 only this
   // rank's part of each chunk: a reduce-scatter) and `on_complete` hears
   // of the chunk (from the thread running backward).
   void arm();
@@ -112,7 +115,8 @@ class ChunkManager {
   struct Slot;
   void make_resident(size_t chunk);
   void evict(size_t chunk);
-  void on_gradient(size_t chunk);
+  void on_left(int64_t layer, bool final);
+  void hand_off(size_t chunk, bool final);
   void start_reduction(size_t chunk);
   bool sharded() const { return shard_ && replicas_.size() > 1; }
   bool state_sharded() const { return shard_state_ && replicas_.size() > 1; }
@@ -137,7 +141,7 @@ class ChunkManager {
   at::ScalarType compute_;
   int64_t device_bytes_ = 0, budget_bytes_ = 0, clock_ = 0;
   std::vector<int64_t> fetches_;
-  GradientHooks hooks_;
+  GradientHandoff::Listening listening_;
 };
 
 }  // namespace lt

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "core/util/error.h"
 #include "core/util/trace.h"
@@ -22,9 +23,8 @@ void timed_wait(Work& work, double& total) {
 
 // "model.layers.12.mlp.up_proj.weight" -> 12; -1 outside layers.
 int64_t layer_of(const std::string& name) {
-  static const std::string prefix = "model.layers.";
-  if (name.rfind(prefix, 0) != 0) return -1;
-  return std::stoll(name.substr(prefix.size()));
+  const int64_t scope = GradientHandoff::scope_of(name);
+  return scope == GradientHandoff::kHead ? -1 : scope;
 }
 
 }  // namespace
@@ -40,11 +40,15 @@ struct ParameterState::Bucket {
   // this rank's shard. The main gradients: whole (the parameters' .grad
   // view them), or under ZeRO-2/3 this rank's shard.
   at::Tensor params, grads;
-  at::Tensor wire;            // the gradients as they travel: `grads` itself, or a copy in reduce_dtype
-  at::Tensor reduced;         // this rank's shard of the reduce-scatter (wire dtype)
-  std::vector<char> arrived;  // which members' gradients the armed backward has produced
-  size_t pending = 0;         // members still to come
+  at::Tensor wire;     // the gradients as they travel: `grads` itself, or a copy in reduce_dtype
+  at::Tensor reduced;  // this rank's shard of the reduce-scatter (wire dtype)
+  // The distinct scopes of its members (GradientHandoff::kUnscoped
+  // included: such a bucket waits for backward's end), and how many of them
+  // the armed backward has yet to leave for good.
+  std::vector<int64_t> scopes;
+  size_t pending = 0;
   bool launched = false;
+  bool dropped = false;  // fault injection: its next reduction gets zeros from this rank
   Work work;
   // ZeRO-3: the shard in the compute dtype as sent, the gathered weights
   // (in flight while `gathering` is), and how many forwards under autograd
@@ -56,9 +60,9 @@ struct ParameterState::Bucket {
 };
 
 ParameterState::ParameterState(const std::vector<NamedParameter>& params, Communicator& replicas, StateOptions options,
-                               Communicator* gathers)
-    : params_(params), member_of_(params.size()), replicas_(replicas), gathers_(gathers ? *gathers : replicas),
-      options_(options), bucket_of_(params.size()) {
+                               std::shared_ptr<GradientHandoff> handoff, Communicator* gathers)
+    : params_(params), replicas_(replicas), gathers_(gathers ? *gathers : replicas), options_(options),
+      bucket_of_(params.size()) {
   LT_CHECK(!params_.empty(), "data parallelism needs parameters");
   const auto dtype = params_.front().tensor.scalar_type();
   for (const auto& p : params_) shapes_.push_back(p.tensor.sizes().vec());
@@ -105,11 +109,12 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
       if (!weights_sharded()) p.set_data(data);
       if (!grads_sharded()) p.mutable_grad() = b->grads.narrow(0, b->offsets[k], p.numel()).view(p.sizes());
       bucket_of_[members[k]] = buckets_.size();
-      member_of_[members[k]] = k;
+      const int64_t scope = handoff ? GradientHandoff::scope_of(params_[members[k]].name) : GradientHandoff::kUnscoped;
+      if (std::find(b->scopes.begin(), b->scopes.end(), scope) == b->scopes.end()) b->scopes.push_back(scope);
     }
+    for (int64_t scope : b->scopes) buckets_of_scope_[scope].push_back(buckets_.size());
     b->params = weights_sharded() ? b->flat.mine(values).clone() : values;
     if (b->layer >= 0) buckets_of_layer_[b->layer].push_back(buckets_.size());
-    b->arrived.assign(members.size(), 0);
     b->members = std::move(members);
     buckets_.push_back(std::move(b));
   }
@@ -118,10 +123,13 @@ ParameterState::ParameterState(const std::vector<NamedParameter>& params, Commun
       b->placeholder = at::empty({0}, b->params.options().dtype(b->gathered_dtype));
       point_parameters(*b, at::Tensor());
     }
-  for (size_t i = 0; i < params_.size(); ++i) hooks_.add(params_[i].tensor, [this, i] { on_gradient(i); });
+  if (handoff)
+    listening_ = GradientHandoff::listen(handoff, [this](int64_t scope, bool final) { on_left(scope, final); });
 }
 
 ParameterState::~ParameterState() = default;
+
+void ParameterState::drop_bucket(size_t index) { buckets_.at(index)->dropped = true; }
 
 at::ScalarType ParameterState::gathered_dtype(const std::string& name) const {
   if (!weights_sharded()) return at::kFloat;
@@ -169,27 +177,14 @@ void ParameterState::zero_grad() {
 void ParameterState::begin_backward(bool last) {
   due_ = last || (grads_sharded() && options_.reduce_each_backward);
   if (!due_) return;
-  for (auto& b : buckets_) {
-    std::fill(b->arrived.begin(), b->arrived.end(), 0);
-    b->pending = b->members.size();
-  }
+  for (auto& b : buckets_) b->pending = b->scopes.size();
+  done_scopes_.clear();
   next_launch_ = 0;
   armed_ = options_.overlap;
 }
 
 void ParameterState::end_backward() {
   if (!due_ || !grads_sharded() || !options_.reduce_each_backward) return;
-  launch_all_and_settle();
-  // A parameter that accumulates more than once in a backward (a tiled
-  // MLP's weights, once a tile) may add to its gradient after its bucket
-  // left: such gradients go in a second round, which every replica runs if
-  // any needs one.
-  auto late = at::zeros({1}, at::kInt);
-  for (const auto& p : params_)
-    if (p.tensor.grad().defined()) late.fill_(1);
-  if (replicas_.size() > 1) replicas_.all_reduce(late, ReduceOp::max);
-  if (late.item<int>() == 0) return;
-  next_launch_ = 0;
   launch_all_and_settle();
 }
 
@@ -198,15 +193,18 @@ void ParameterState::finish() {
   if (weights_sharded()) release();
 }
 
-void ParameterState::on_gradient(size_t param) {
-  if (!armed_) return;
-  auto& b = *buckets_[bucket_of_[param]];
-  auto& arrived = b.arrived[member_of_[param]];
-  // A parameter may accumulate more than once in a backward (tiles): its
-  // first gradient counts, the bucket completes when every member has one.
-  if (arrived) return;
-  arrived = 1;
-  if (--b.pending == 0) launch_ready();
+// A round that reduces each backward's gradients apart (ZeRO-2/3) needs
+// only this backward to have left the scope (one backward per forward, as
+// the pipeline runs them); the step's one round needs the scope left for
+// good, no other forward of it awaiting its backward (else the bucket waits
+// for end_backward() or finish()).
+void ParameterState::on_left(int64_t scope, bool final) {
+  const bool each_backward = grads_sharded() && options_.reduce_each_backward;
+  if (!armed_ || !(final || each_backward) || !done_scopes_.insert(scope).second) return;
+  const auto found = buckets_of_scope_.find(scope);
+  if (found == buckets_of_scope_.end()) return;
+  for (size_t i : found->second) --buckets_[i]->pending;
+  launch_ready();
   // Non-blocking collectives progress only inside MPI calls: nudge them.
   for (size_t i = 0; i < next_launch_; ++i) buckets_[i]->work.test();
 }
@@ -247,6 +245,7 @@ void ParameterState::launch(Bucket& b) {
   if (replicas_.size() == 1) return;
   LT_TRACE_SCOPE("bucket_reduction");
   if (!grads_sharded() && !b.wire.is_same(b.grads)) b.wire.copy_(b.grads);
+  if (std::exchange(b.dropped, false)) b.wire.zero_();
   b.work = FlatShards::reduce_async(replicas_, b.wire, options_.zero == ZeroLevel::none ? nullptr : &b.reduced);
 }
 
@@ -298,7 +297,7 @@ void ParameterState::point_parameters(Bucket& b, const at::Tensor& flat) {
     p.set_data(flat.defined() ? flat.narrow(0, b.offsets[k], c10::multiply_integers(shapes_[m])).view(shapes_[m])
                               : b.placeholder);
     if (!flat.defined()) p.mutable_grad() = at::Tensor();
-    hooks_.renew(p);  // its gradient accumulator checks gradients against its shape
+    renew_grad_accumulator(p);
   }
 }
 

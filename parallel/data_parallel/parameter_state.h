@@ -5,8 +5,9 @@
 // gradients, and which part of them the optimizer updates. Parameters are
 // packed into buckets in reverse registration order, roughly the order
 // backward produces gradients; a bucket's reduction starts as soon as its
-// gradients are complete, so communication overlaps the rest of backward
-// (or, with overlap off, all start after backward). Buckets start in a fixed
+// gradients are final (gradient_handoff.h: backward has left the scopes of
+// all its members), so communication overlaps the rest of backward (or,
+// with overlap off, all start after backward). Buckets start in a fixed
 // order, the same on every rank.
 //
 // How much each replica holds (parallel.zero):
@@ -32,10 +33,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "core/optim/adamw.h"
-#include "core/optim/gradient_hooks.h"
+#include "core/optim/gradient_handoff.h"
 #include "parallel/comm/communicator.h"
 
 namespace lt {
@@ -70,11 +72,13 @@ struct StateOptions {
 class ParameterState {
  public:
   // Collective over `replicas` in the reductions and gathers; every rank
-  // must pass the same parameters in the same order. ZeRO-3's gathers go
-  // over `gathers` (the same ranks; by default `replicas`), so that they
-  // never queue behind a reduction another rank has not started yet.
+  // must pass the same parameters in the same order. `handoff` says when
+  // backward leaves the parameters' scopes (null: every bucket reduces when
+  // backward ends). ZeRO-3's gathers go over `gathers` (the same ranks; by
+  // default `replicas`), so that they never queue behind a reduction
+  // another rank has not started yet.
   ParameterState(const std::vector<NamedParameter>& params, Communicator& replicas, StateOptions options,
-                 Communicator* gathers = nullptr);
+                 std::shared_ptr<GradientHandoff> handoff = nullptr, Communicator* gathers = nullptr);
   ~ParameterState();
 
   bool sharded() const { return options_.zero != ZeroLevel::none && replicas_.size() > 1; }
@@ -111,6 +115,9 @@ class ParameterState {
   void with_masters(const std::function<void()>& fn);
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+  // Test-only fault injection: bucket `index`'s gradients on this rank
+  // enter its next reduction as zeros.
+  void drop_bucket(size_t index);
   // Bytes this rank holds between steps: weights, masters and main
   // gradients with their reduction buffers (the optimizer's moments are
   // AdamW's).
@@ -127,7 +134,7 @@ class ParameterState {
 
  private:
   struct Bucket;
-  void on_gradient(size_t param);
+  void on_left(int64_t scope, bool final);
   void launch(Bucket& bucket);
   void launch_ready();
   void launch_all_and_settle();
@@ -147,15 +154,16 @@ class ParameterState {
 
   std::vector<NamedParameter> params_;
   std::vector<std::vector<int64_t>> shapes_;  // each parameter's (ZeRO-3 leaves placeholders in the tensors)
-  std::vector<size_t> member_of_;             // parameter -> its place in its bucket
   Communicator& replicas_;
   Communicator& gathers_;
   StateOptions options_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
   std::vector<size_t> bucket_of_;                            // parameter -> bucket
   std::map<int64_t, std::vector<size_t>> buckets_of_layer_;  // ZeRO-3: layer -> its buckets
-  GradientHooks hooks_;                                      // on each parameter's gradient accumulator
-  std::deque<Bucket*> in_flight_;                            // ZeRO-2/3: launched, not yet settled, oldest first
+  std::map<int64_t, std::vector<size_t>> buckets_of_scope_;  // gradient scope -> buckets with members in it
+  GradientHandoff::Listening listening_;
+  std::set<int64_t> done_scopes_;  // scopes the armed backward has left for good
+  std::deque<Bucket*> in_flight_;  // ZeRO-2/3: launched, not yet settled, oldest first
   size_t next_launch_ = 0;
   bool armed_ = false;  // gradients launch their bucket's reduction as they complete
   bool due_ = false;    // a backward's reduction is still to run

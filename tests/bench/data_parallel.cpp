@@ -70,7 +70,7 @@ void bench_overlap(Communicator& world, int64_t steps) {
   for (bool overlap : {false, true}) {
     StateOptions options;
     options.bucket_bytes = 4 << 20, options.overlap = overlap;
-    ParameterState state(params, world, options);
+    ParameterState state(params, world, options, model->shard().handoff);
     for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
       world.barrier();
       const auto start = clock_type::now();

@@ -92,7 +92,7 @@ TEST_P(DataParallelJob, ReducedGradientsEqualTheFullBatchGradients) {
       for (auto& item : parallel->named_parameters()) params.push_back({item.key(), item.value()});
       StateOptions options;
       options.bucket_bytes = 10000, options.overlap = overlap, options.zero = zero;
-      ParameterState state(params, *world, options);
+      ParameterState state(params, *world, options, parallel->shard().handoff);
       apply_memory_policy(*parallel, c.memory, [&state](int64_t layer) { state.use(layer); });
       EXPECT_GT(state.bucket_count(), 2);
       state.zero_grad();

@@ -7,7 +7,9 @@
 
 #include "train/trainer.h"
 #include "core/util/error.h"
+#include "offload/activations/tiling.h"
 #include "offload/chunks/chunk_manager.h"
+#include "train/equivalence_check.h"
 #include "tests/support/reference.h"
 
 namespace lt {
@@ -51,6 +53,38 @@ TEST(Chunks, SameLossAndEveryGradient) {
       if (item.key().find("layers") != std::string::npos) continue;
       EXPECT_LT(relative_error(item.value().grad(), want[item.key()].grad()), 1e-6) << item.key();
     }
+  }
+}
+
+// The reproduction on one rank: a chunk of several layers never
+// handed its gradients to the host (the host update applied weight decay
+// alone), and a tiled MLP's weights handed theirs over once per tile.
+// Whole runs of 4 steps give the plain run's losses.
+TEST(Chunks, SeveralLayersAChunkTrainAsThePlainRun) {
+  Config plain = chunk_config(testing::scratch_dir("Chunks", "plain"));
+  plain.train.steps = 4;
+  const auto expected = Trainer(plain).run().losses;
+  struct Case {
+    double layers;  // a chunk's bound, in layers
+    const char* mlp_tiles;
+    bool overlap_update;
+    int64_t chunks;
+  };
+  for (const Case& k : {Case{2.5, "1", true, 2}, Case{2.5, "2", false, 2}, Case{4.5, "2", true, 1}}) {
+    Config c = plain;
+    c.run_dir = testing::scratch_dir("Chunks", "several_" + std::to_string(k.chunks) + k.mlp_tiles);
+    c.memory.offload_model = true;
+    c.memory.chunk_mb = chunk_mb_holding(c, k.layers);
+    c.memory.mlp_tiles = k.mlp_tiles;
+    c.memory.overlap_update = k.overlap_update;
+    SCOPED_TRACE("chunks " + std::to_string(k.chunks) + ", mlp_tiles " + k.mlp_tiles);
+    Trainer trainer(c);
+    const auto losses = trainer.run().losses;
+    EXPECT_EQ(trainer.chunks()->chunk_count(), k.chunks);
+    EXPECT_EQ(trainer.chunks()->chunk_of(0), trainer.chunks()->chunk_of(1)) << "the first chunk holds two layers";
+    EXPECT_EQ(tile_count(c.memory.mlp_tiles, c.data.seq_len, c.model.hidden_size), std::stoll(k.mlp_tiles));
+    ASSERT_EQ(losses.size(), expected.size());
+    for (const auto& [step, loss] : expected) EXPECT_NEAR(losses.at(step), loss, 1e-5 * loss) << "step " << step;
   }
 }
 
