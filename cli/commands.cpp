@@ -271,6 +271,7 @@ int run_check(const Args& args, MpiSession& mpi) {
         check_launch(world);
         config = load_config(parsed.recipe, parsed.overrides);
         if (tiny) notes = scale_down(config, world);
+        check_replayable(config);
         degrees = resolve_degrees(config, world);
         check_trainable(config);
         config.train.precision = resolve_precision(config.train.precision, config.train.device);
@@ -281,13 +282,12 @@ int run_check(const Args& args, MpiSession& mpi) {
   // of its device (of a CPU, its share of the machine).
   const bool gpu = config.train.device == DeviceKind::cuda;
   const auto capacity = static_cast<double>(memory_capacity_bytes(device_for(config.train.device, mesh.local_rank())));
-  if (one_rank_bytes(config) > capacity / 2 / (gpu ? 1 : mesh.local_size())) {
+  if (const double needed = one_rank_bytes(config); needed > capacity / 2 / (gpu ? 1 : mesh.local_size())) {
     const int64_t was = config.model.num_layers;
     config.model.num_layers = fewest_layers(config);
-    notes.push_back(
-        "one rank cannot hold the " + std::to_string(was) + "-layer model (" +
-        human_bytes(one_rank_bytes(config) * static_cast<double>(was) / static_cast<double>(config.model.num_layers)) +
-        " of state): both runs use the same architecture with " + std::to_string(config.model.num_layers) + " layers");
+    notes.push_back("one rank cannot hold the " + std::to_string(was) + "-layer model (" + human_bytes(needed) +
+                    " of state): both runs use the same architecture with " + std::to_string(config.model.num_layers) +
+                    " layers");
   }
   if (mesh.rank() == 0) {
     std::cout << "check: " << parsed.recipe << " on " << world << " ranks (dp " << mesh.layout().degrees().dp << ", tp "

@@ -80,12 +80,16 @@ bool CheckReport::passed() const {
   return !steps.empty() && std::all_of(steps.begin(), steps.end(), [](const CheckedStep& s) { return s.passed; });
 }
 
-CheckReport check_against_one_rank(const Config& config, Mesh& mesh, int64_t steps,
-                                   const std::function<void(Trainer&)>& built) {
+void check_replayable(const Config& config) {
   if (config.data.packing == Packing::adaptive)
     fail(
         "check: data.packing: adaptive plans each step's groups from measured costs, so its steps cannot be "
         "replayed on one rank; check the recipe with data.packing=split");
+}
+
+CheckReport check_against_one_rank(const Config& config, Mesh& mesh, int64_t steps,
+                                   const std::function<void(Trainer&)>& built) {
+  check_replayable(config);
   CheckReport report;
   report.tolerance =
       Tolerance::for_precision(resolve_precision(config.train.precision, config.train.device) == Precision::bf16);

@@ -42,6 +42,9 @@ struct CheckReport {
 
 class Trainer;
 
+// Fails for a recipe whose steps cannot be replayed on one rank.
+void check_replayable(const Config& config);
+
 // `config` on `mesh` (every rank of it calls) for `steps` probe steps.
 // `built`, if given, sees the job's trainer before its first step (the
 // tests' proof that a regime occurs).

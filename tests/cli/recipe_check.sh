@@ -40,4 +40,8 @@ LT_FAULT=dropgrad@1:1 "${MPIRUN[@]}" -x LT_FAULT -np 2 "$LONGTRAIN" check recipe
 grep -q "^check FAILED" "$dir/broken.out" || fail "no verdict for a broken layout: $(cat "$dir/broken.out")"
 grep -q "beyond tolerance" "$dir/broken.out" || fail "no step named: $(cat "$dir/broken.out")"
 echo "ok: a broken layout: $(grep '^check FAILED' "$dir/broken.out")"
+# What the check cannot replay, and bad flags: one line, before anything runs.
+expect_error "data.packing: adaptive plans each step's groups from measured costs" \
+  "${MPIRUN[@]}" -q -np 2 "$LONGTRAIN" check recipes/tiny-adaptive-sp.yaml
+expect_error "check: --steps '0' must be a positive integer" "$LONGTRAIN" check recipes/tiny-passkey.yaml --steps 0
 echo "recipe_check: $checked recipes passed"
