@@ -234,7 +234,7 @@ int run_train(const Args& args, MpiSession& mpi) {
         check_trainable(config);
       },
       config.parallel.timeout_s);
-  Trainer(config, &mpi.create_mesh(Layout(degrees), config.parallel.timeout_s)).run();
+  Trainer(config, &mpi.create_mesh(Layout(degrees), config.parallel.timeout_s, device_transport(config))).run();
   return 0;
 }
 
@@ -277,11 +277,11 @@ int run_check(const Args& args, MpiSession& mpi) {
         config.train.precision = resolve_precision(config.train.precision, config.train.device);
       },
       config.parallel.timeout_s);
-  Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s);
+  Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s, device_transport(config));
   // The job and the one-rank run live side by side: the one rank gets half
   // of its device (of a CPU, its share of the machine).
   const bool gpu = config.train.device == DeviceKind::cuda;
-  const auto capacity = static_cast<double>(memory_capacity_bytes(device_for(config.train.device, mesh.local_rank())));
+  const auto capacity = static_cast<double>(memory_capacity_bytes(bring_up_device(config, mesh)));
   if (const double needed = one_rank_bytes(config); needed > capacity / 2 / (gpu ? 1 : mesh.local_size())) {
     const int64_t was = config.model.num_layers;
     config.model.num_layers = fewest_layers(config);
@@ -350,9 +350,9 @@ int run_eval(const Args& args, MpiSession& mpi) {
         path = checkpoint ? resolve_checkpoint(parsed.flags.at("--checkpoint")) : config.init.from_hf;
       },
       config.parallel.timeout_s);
-  Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s);
+  Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s, device_transport(config));
+  const at::Device device = bring_up_device(config, mesh);
   at::set_num_threads(static_cast<int>(default_threads(config.train.threads, mesh.local_size())));
-  const at::Device device = device_for(config.train.device, mesh.local_rank());
   if (config.train.bf16()) check_bf16_device(device);
   // Under ZeRO-3 the weights stay sharded as the training held them, each
   // layer gathered as it runs (the replicas in lockstep).

@@ -29,6 +29,9 @@ int report(const std::string& kind, const std::string& message, int code) {
   if (job && mpi->world_rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(2));
   std::cerr << "longtrain: " << kind << (job ? " on rank " + std::to_string(mpi->world_rank()) : "") << ": "
             << first_line(message) << std::endl;
+  // Every group's operations end here (NCCL: ncclCommAbort), so that no
+  // kernel or worker left waiting on a peer holds the process.
+  lt::Communicator::abort_all("the job is ending after an error");
   if (job) MPI_Abort(MPI_COMM_WORLD, code);
   return code;
 }

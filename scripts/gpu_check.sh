@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# The GPU check (issue 19), for a machine with an NVIDIA GPU, in one run of
-# about 8 minutes: builds longtrain against that machine's PyTorch's
-# LibTorch (or, on a machine that can install nothing, takes the binaries
-# scripts/gpu_bundle.sh packed into .gpu/), runs the CUDA tests (bf16 model
-# on the device against fp32 on the host, the variable-length flash kernel
-# over packed documents, chunks copied to the device as they are used) and
-# the bf16 numerics tests, then measures bf16 training of a
-# Llama-3-8B-shaped stack (layers cut to fit) at 8K and 32K tokens and at 8K
-# of packed documents, and the longest sequence the full 32-layer model
-# trains with its state offloaded, checkpointing and tiling; on a machine
-# with 2 or more GPUs also a ZeRO-3 step against a ZeRO-1 step over 2 of
-# them (NCCL gathers that should hide behind compute). Writes
-# tests/bench/results/gpu.json.
-#   scripts/gpu_check.sh [SECONDS for the longest-sequence search, default 240]
+# The GPU check, for a machine with an NVIDIA GPU, in one run of under 8
+# minutes. Builds longtrain against that machine's PyTorch's LibTorch (or,
+# on a machine that can install nothing, takes the binaries
+# scripts/gpu_bundle.sh packed into .gpu/) and runs:
+#   - a preflight of about a second: the driver, torch, and every library
+#     the binaries need (ldd); it stops with one line when one is missing;
+#   - the CUDA tests only (CI covers the CPU tests);
+#   - bf16 training of a Llama-3-8B-shaped stack (layers cut to fit) at 8K
+#     and 32K tokens and at 8K of packed documents; MFU against an 8192^3
+#     bf16 product timed with CUDA events;
+#   - on 2 or more GPUs, a ZeRO-3 step against a ZeRO-1 step;
+#   - the longest sequence the 8B model trains with its state offloaded,
+#     doubling from 64K within the time left, with as many of its 32 layers
+#     as the host's memory holds.
+# Every step has its own time limit. Results and logs are written as they
+# come to tests/bench/results/gpu.json and, when $OUT is set (the device
+# run's output folder), under $OUT: a step that fails or hangs loses nothing
+# of the steps before it.
+#   scripts/gpu_check.sh [SECONDS for the longest-sequence search, default 200]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget=${1:-240}
+budget=${1:-200}
 command -v nvidia-smi > /dev/null && nvidia-smi -L || { echo "gpu_check: no NVIDIA GPU on this machine" >&2; exit 1; }
 if [ -f .gpu/env.sh ]; then
   # Built elsewhere by scripts/gpu_bundle.sh, for a machine that can install nothing.
@@ -34,31 +39,71 @@ else
     { tail -50 build-gpu.log; exit 1; }
   bin=build-gpu
 fi
+logs=${OUT:-tests/bench/results/gpu_logs}
+mkdir -p "$logs"
 out=tests/bench/results/gpu.json
-runs=$(mktemp)
-"$bin"/lt_unit_tests --gtest_filter='CudaBf16.*:Bf16*:*/Bf16Attention.*:MixedPrecision.ModelInBf16MatchesFp32' \
-  --gtest_output=json:"$runs.tests.json" || echo '{"impl": "tests", "error": "CUDA tests failed"}' >> "$runs"
+runs="$logs/runs.jsonl"
+: > "$runs"
+
+# Preflight: one line and a stop for what would fail every step.
+for b in "$bin"/lt_unit_tests "$bin"/lt_bench_train; do
+  missing=$( (ldd "$b" 2> /dev/null || true) | awk '/not found/ {print $1}' | tr '\n' ' ')
+  [ -z "$missing" ] || { echo "gpu_check: $b cannot load: $missing(LD_LIBRARY_PATH)" >&2; exit 1; }
+done
+driver=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
+torch=$(python3 -c 'import torch; print(torch.__version__, torch.version.cuda)' 2> /dev/null || echo "none")
+echo "gpu_check: $driver; torch $torch" | tee "$logs/preflight.log"
+
+# A step: its own time limit, its log under $logs, a JSON line on failure,
+# and the report rewritten after it.
+report() {
+  python3 tests/bench/report.py --gpu --command "scripts/gpu_check.sh $budget" --out "$out" < "$runs"
+  [ -z "${OUT:-}" ] || cp "$out" "$OUT/"
+}
+step() {
+  local name=$1 limit=$2 failure=$3
+  shift 3
+  echo "gpu_check: $name (at most ${limit} s)"
+  if ! timeout "$limit" "$@" > "$logs/$name.out" 2> "$logs/$name.log"; then
+    echo "$failure" >> "$runs"
+    tail -5 "$logs/$name.log" >&2
+    report
+    return 1
+  fi
+  cat "$logs/$name.out" >> "$runs"
+  report
+}
+
+step cuda_tests 120 '{"impl": "tests", "error": "CUDA tests failed or timed out"}' \
+  "$bin"/lt_unit_tests --gtest_filter='Cuda*:*/Cuda*' --gtest_output=json:"$logs/cuda_tests.json" || true
 # Throughput: the 8B shape, 8 layers at 8K, 4 at 32K (one GPU's memory without offload).
-"$bin"/lt_bench_train 8192 3 bf16 cuda 8 >> "$runs" || echo '{"seq": 8192, "error": "failed"}' >> "$runs"
-"$bin"/lt_bench_train 32768 2 bf16 cuda 4 >> "$runs" || echo '{"seq": 32768, "error": "failed"}' >> "$runs"
+step train_8k 60 '{"seq": 8192, "error": "failed or timed out"}' "$bin"/lt_bench_train 8192 3 bf16 cuda 8 || true
+step train_32k 90 '{"seq": 32768, "error": "failed or timed out"}' "$bin"/lt_bench_train 32768 2 bf16 cuda 4 || true
 # Packed documents (five per sequence) through the variable-length kernel, against the 8K run above.
-"$bin"/lt_bench_train 8192 3 bf16 cuda 8 documents >> "$runs" ||
-  echo '{"seq": 8192, "documents": 5, "error": "failed"}' >> "$runs"
-# ZeRO-3 against ZeRO-1: one GPU per rank.
+step documents_8k 60 '{"seq": 8192, "documents": 5, "error": "failed or timed out"}' \
+  "$bin"/lt_bench_train 8192 3 bf16 cuda 8 documents || true
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 2 ]; then
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 "$bin"/lt_bench_zero step 3 cuda >> "$runs" ||
-    echo '{"bench": "step", "error": "ZeRO-3 against ZeRO-1 on 2 GPUs failed"}' >> "$runs"
+  step zero_step 90 '{"bench": "step", "error": "ZeRO-3 against ZeRO-1 on 2 GPUs failed or timed out"}' \
+    env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 "$bin"/lt_bench_zero step 3 cuda || true
 else
   echo "{\"bench\": \"step\", \"skipped\": \"ZeRO-3 against ZeRO-1 needs 2 GPUs, this machine has $gpus\"}" >> "$runs"
 fi
-# The longest sequence of the full model: doubling from 64K until a step
-# fails (out of memory) or the time budget is spent.
-deadline=$(( $(date +%s) + budget ))
+# The longest sequence of the 8B model with its state offloaded, doubling
+# from 64K until a step fails (out of memory) or the time budget is spent.
+# Its host state (fp32 weights, gradients and two moments, and bf16 copies:
+# 18 bytes a parameter) must fit three quarters of the host's memory: the
+# full 32 layers need about 135 GiB, so a 128 GiB machine takes the most
+# layers that fit, said here.
+host_kb=${LT_HOST_MEMORY_KB:-$(awk '/MemTotal/ {print $2}' /proc/meminfo)}  # set: a rehearsal's stand-in host
+layers=$(awk -v kb="$host_kb" 'BEGIN { n = int((kb * 1024 * 0.75 / 18 - 1.05e9) / 0.218e9); print (n > 32 ? 32 : n) }')
+echo "gpu_check: host memory $((host_kb / 1048576)) GiB holds the offloaded state of $layers of the 8B model's 32 layers" |
+  tee "$logs/longest_plan.log"
+deadline=$(($(date +%s) + budget))
 for seq in 65536 131072 262144 524288 1048576; do
-  left=$(( deadline - $(date +%s) ))
-  [ "$left" -gt 30 ] || break
-  timeout "$left" "$bin"/lt_bench_train "$seq" 1 bf16 cuda 32 offload >> "$runs" ||
-    { echo "{\"seq\": $seq, \"layers\": 32, \"offload\": true, \"error\": \"failed or timed out\"}" >> "$runs"; break; }
+  left=$((deadline - $(date +%s)))
+  [ "$left" -gt 30 ] && [ "$layers" -ge 1 ] || break
+  step "longest_$seq" "$left" "{\"seq\": $seq, \"layers\": $layers, \"offload\": true, \"error\": \"failed or timed out\"}" \
+    "$bin"/lt_bench_train "$seq" 1 bf16 cuda "$layers" offload || break
 done
-python3 tests/bench/report.py --gpu --command "scripts/gpu_check.sh $budget" --out "$out" < "$runs"
+report

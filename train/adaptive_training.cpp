@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 
+#include "core/util/resources.h"
 #include "train/trainer.h"
 #include "core/util/error.h"
 #include "offload/profiler/memory_tracker.h"
@@ -85,8 +86,10 @@ double Trainer::profile_document(int64_t length, int group, int64_t* activation_
   rank_.model->set_attention(adaptive_->attention(group));
   reset_device_peak(device_);
   const int64_t before = device_bytes(device_);
+  synchronize(device_);  // a host clock times device work only once the device is idle at both ends
   const auto start = std::chrono::steady_clock::now();
   if (runs) stage_forward(part, at::Tensor()).backward();
+  synchronize(device_);
   auto seconds =
       at::full({1}, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), at::kDouble);
   if (activation_bytes) *activation_bytes = device_peak_bytes(device_) - before;

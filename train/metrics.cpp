@@ -1,5 +1,7 @@
 #include "train/metrics.h"
 
+#include <algorithm>
+
 #include "core/model/model_size.h"
 #include "core/util/bf16_support.h"
 #include "core/util/resources.h"
@@ -14,11 +16,22 @@ Metrics::Metrics(const Config& config, bool speaks, bool append)
 void Metrics::start(const at::Device& device, int ranks, int64_t first_step) {
   device_ = device;
   first_step_ = first_step;
-  // An fp32 run is measured against the bf16 units too, where the device has them.
-  const auto dtype = bf16_is_fast(config_.train.device) ? at::kBFloat16 : at::kFloat;
-  peak_flops_ = measure_matmul_peak(device, dtype) * ranks;
-  line("matrix-product peak measured: " + formatted("%.1f", peak_flops_ / 1e9) + " GFLOP/s (" + c10::toString(dtype) +
-       "); computing in " + name(config_.train.precision));
+  // MFU is against the fastest rate the device offers, whatever the run
+  // computes in: a GPU's bf16 units; on a CPU the faster of its fp32 and
+  // bf16 products (both measured: which wins depends on the CPU).
+  if (device.is_cuda()) {
+    peak_flops_ = measure_matmul_peak(device, at::kBFloat16) * ranks;
+    line("matrix-product peak measured: " + formatted("%.1f", peak_flops_ / 1e12) +
+         " TFLOP/s (bf16, 8192^3); computing in " + name(config_.train.precision));
+    return;
+  }
+  const auto& rates = cpu_matmul_rates();
+  peak_flops_ = std::max(rates.fp32, rates.bf16) * ranks;
+  line("matrix-product peak measured: fp32 " + formatted("%.1f", rates.fp32 / 1e9) + " GFLOP/s" +
+       (rates.bf16 > 0 ? ", bf16 " + formatted("%.1f", rates.bf16 / 1e9) + " GFLOP/s"
+                       : std::string(", bf16 emulated (no bf16 instructions)")) +
+       " per rank; MFU against the faster; computing in " + name(config_.train.precision) +
+       (config_.train.precision == Precision::fp32 && rates.bf16 > rates.fp32 ? " (bf16 would be faster)" : ""));
 }
 
 void Metrics::step(const StepOutcome& o, const MoeStepStats& moe, const std::string& extra) {

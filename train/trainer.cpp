@@ -19,10 +19,23 @@ std::unique_ptr<Mesh> solo_mesh(const Config& config) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   LT_CHECK(initialized, "the trainer needs MPI: create an lt::MpiSession first");
-  return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s);
+  return std::make_unique<Mesh>(Layout(resolve_degrees(config, 1)), MPI_COMM_SELF, config.parallel.timeout_s,
+                                device_transport(config));
 }
 
 }  // namespace
+
+DeviceTransport device_transport(const Config& config) {
+  if (config.train.device == DeviceKind::cuda) return DeviceTransport::nccl;
+  return config.parallel.emulate_nccl ? DeviceTransport::emulated_nccl : DeviceTransport::host;
+}
+
+at::Device bring_up_device(const Config& config, Mesh& mesh) {
+  const at::Device device = device_for(config.train.device, mesh.local_rank());
+  make_current(device);
+  mesh.enable_device(device);
+  return device;
+}
 
 void check_trainable(const Config& c) {
   if (c.parallel.ep > 1 && !c.model.moe.enabled())
@@ -33,7 +46,7 @@ void check_trainable(const Config& c) {
 
 Trainer::Trainer(Config config, Mesh* mesh)
     : config_(std::move(config)), own_mesh_(mesh ? nullptr : solo_mesh(config_)), mesh_(mesh ? *mesh : *own_mesh_),
-      replicas_(mesh_.group(Group::dp_sp)), device_(device_for(config_.train.device, mesh_.local_rank())),
+      replicas_(mesh_.group(Group::dp_sp)), device_(bring_up_device(config_, mesh_)),
       checkpoints_(config_.checkpoint_dir(), config_.checkpoint.keep, config_.checkpoint.interval) {
   check_trainable(config_);
   config_.train.precision = resolve_precision(config_.train.precision, config_.train.device);
@@ -52,9 +65,6 @@ Trainer::Trainer(Config config, Mesh* mesh)
     adaptive_ = std::make_unique<AdaptiveSequenceParallel>(
         mesh_, a, adaptive_max_group(a, mesh_.layout().world(), config_.model.num_heads));
   }
-#ifdef LT_WITH_CUDA
-  if (device_.is_cuda()) mesh_.enable_nccl(device_.index());
-#endif
   // Stages pass activations in the compute dtype.
   pipeline_ = std::make_unique<Pipeline>(mesh_.group(Group::pp),
                                          at::TensorOptions().device(device_).dtype(compute_dtype(config_.train)));

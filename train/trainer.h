@@ -35,6 +35,14 @@ struct StepResult {
 // Fails for the parallel dimensions this build cannot train yet.
 void check_trainable(const Config& config);
 
+// How the job's groups carry device tensors: NCCL on CUDA, NCCL's emulation
+// with parallel.emulate_nccl, else MPI alone.
+DeviceTransport device_transport(const Config& config);
+// This rank's device, made current on this thread, with the mesh's device
+// transport started: what a job does first once its mesh exists, before
+// it builds any model or state.
+at::Device bring_up_device(const Config& config, Mesh& mesh);
+
 // Runs a Config end to end. Throws lt::Error on user errors.
 class Trainer {
  public:

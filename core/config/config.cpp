@@ -307,6 +307,10 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "train.precision",
                    "train.precision: bf16 needs bf16 matrix instructions, and this CPU has neither AMX-BF16 nor "
                    "AVX512-BF16 (emulated bf16 runs slower than fp32): set train.precision: fp32, or auto");
+  if (p.emulate_nccl && t.device == DeviceKind::cuda)
+    relation_error(s, "parallel.emulate_nccl",
+                   "parallel.emulate_nccl emulates NCCL's ordering on CPU; with train.device: cuda NCCL itself runs: "
+                   "set parallel.emulate_nccl: false, or train.device: cpu");
   if (p.reduce_dtype == WireDtype::bf16 && !t.bf16())
     relation_error(
         s, "parallel.reduce_dtype",

@@ -256,6 +256,9 @@ struct ParallelConfig {
   bool overlap = true;                       // reduce buckets during backward as they fill
   WireDtype reduce_dtype = WireDtype::fp32;  // of gradient reductions: bf16 halves the traffic (with bf16 compute)
   double timeout_s = 600;                    // a collective unfinished this long is an error
+  // CPU runs: every group's operations in NCCL's order (synchronous sends,
+  // one queue per group), so orderings that hang over NCCL hang here too
+  bool emulate_nccl = false;
 
   int64_t sp_degree() const { return sp.ulysses * sp.ring; }
   // These settings on one rank: every degree 1.

@@ -187,6 +187,7 @@ void visit(V& v, ParallelConfig& p) {
   v.field("overlap", p.overlap);
   v.field("reduce_dtype", p.reduce_dtype);
   v.field("timeout_s", p.timeout_s, in_range<double>(0.1, 1e7));
+  v.field("emulate_nccl", p.emulate_nccl);
 }
 
 template <class V>

@@ -1,7 +1,13 @@
 #include "core/util/bf16_support.h"
 
 #include <cstdlib>
+#include <ATen/Parallel.h>
+
 #include <cstring>
+#include <map>
+#include <mutex>
+
+#include "core/util/resources.h"
 
 namespace lt {
 
@@ -16,9 +22,27 @@ bool bf16_is_fast(DeviceKind device) {
   return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
 }
 
+const CpuRates& cpu_matmul_rates() {
+  // Once for each thread count (the recipe's load may run with every core,
+  // a rank's training with its share).
+  static std::map<int, CpuRates> measured;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto [it, fresh] = measured.try_emplace(at::get_num_threads());
+  if (fresh) {
+    it->second.fp32 = measure_matmul_peak(at::kCPU, at::kFloat);
+    if (bf16_is_fast(DeviceKind::cpu)) it->second.bf16 = measure_matmul_peak(at::kCPU, at::kBFloat16);
+  }
+  return it->second;
+}
+
 Precision resolve_precision(Precision precision, DeviceKind device) {
   if (precision != Precision::automatic) return precision;
-  return bf16_is_fast(device) ? Precision::bf16 : Precision::fp32;
+  if (device == DeviceKind::cuda) return Precision::bf16;
+  if (!bf16_is_fast(device)) return Precision::fp32;
+  if (std::getenv("LT_CPU_BF16")) return Precision::bf16;  // forced: no measuring
+  const auto& rates = cpu_matmul_rates();
+  return rates.bf16 >= rates.fp32 ? Precision::bf16 : Precision::fp32;
 }
 
 }  // namespace lt

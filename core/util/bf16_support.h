@@ -8,8 +8,17 @@ namespace lt {
 // opens it), or a CPU with AMX-BF16 or AVX512-BF16 matrix instructions.
 bool bf16_is_fast(DeviceKind device);
 
-// train.precision as it runs on `device`: auto becomes bf16 where bf16 is
-// fast, else fp32; fp32 and bf16 stay.
+// This CPU's matrix-product rates in fp32 and bf16 (FLOP/s), measured once
+// a process; bf16 is 0 where the CPU has no bf16 instructions.
+struct CpuRates {
+  double fp32 = 0, bf16 = 0;
+};
+const CpuRates& cpu_matmul_rates();
+
+// train.precision as it runs on `device`: auto becomes bf16 on CUDA, and on
+// a CPU with bf16 instructions where its bf16 products measure at least as
+// fast as fp32's (AMX; AVX512-BF16 alone runs bf16 at about half fp32's
+// rate); else fp32. fp32 and bf16 stay.
 Precision resolve_precision(Precision precision, DeviceKind device);
 
 }  // namespace lt

@@ -11,6 +11,7 @@
 #include "core/util/error.h"
 
 #ifdef LT_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -53,7 +54,28 @@ void reset_peak_memory(const at::Device& device) {
   std::ofstream("/proc/self/clear_refs") << "5";  // Linux: resets VmHWM to the current RSS
 }
 
+#ifdef LT_WITH_CUDA
+double cuda_matmul_peak(const at::Device& device, at::ScalarType dtype) {
+  const int64_t n = 8192, repetitions = 20;
+  c10::cuda::CUDAGuard guard(device);
+  auto a = at::randn({n, n}, at::TensorOptions().device(device).dtype(dtype));
+  auto b = at::randn({n, n}, a.options()), c = at::empty({n, n}, a.options());
+  for (int i = 0; i < 3; ++i) at::mm_out(c, a, b);  // warm-up: cuBLAS picks its kernel, clocks rise
+  at::cuda::CUDAEvent start(cudaEventDefault), end(cudaEventDefault);
+  const auto stream = c10::cuda::getCurrentCUDAStream(device.index());
+  start.record(stream);
+  for (int i = 0; i < repetitions; ++i) at::mm_out(c, a, b);
+  end.record(stream);
+  end.synchronize();
+  const double seconds = start.elapsed_time(end) / 1e3;
+  return 2.0 * n * n * n * repetitions / seconds;
+}
+#endif
+
 double measure_matmul_peak(const at::Device& device, at::ScalarType dtype) {
+#ifdef LT_WITH_CUDA
+  if (device.is_cuda()) return cuda_matmul_peak(device, dtype);
+#endif
   const int64_t n = 2048;
   auto a = at::randn({n, n}, at::TensorOptions().device(device).dtype(dtype));
   auto b = at::randn({n, n}, a.options());
@@ -66,6 +88,25 @@ double measure_matmul_peak(const at::Device& device, at::ScalarType dtype) {
     if (i > 0) best = std::max(best, 2.0 * n * n * n / seconds);
   }
   return best;
+}
+
+void make_current(const at::Device& device) {
+#ifdef LT_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::set_device(device.index());
+#else
+  (void)device;
+#endif
+}
+
+void synchronize(const at::Device& device) {
+#ifdef LT_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDAGuard guard(device);
+    c10::cuda::device_synchronize();
+  }
+#else
+  (void)device;
+#endif
 }
 
 at::Device device_for(DeviceKind kind, int local_rank) {

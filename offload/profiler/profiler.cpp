@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/optim/adamw.h"
+#include "core/util/resources.h"
 #include "offload/activations/checkpoint.h"
 #include "offload/profiler/memory_tracker.h"
 
@@ -15,11 +16,6 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Waits for the device, so a reading covers the work before it.
-void settle(const at::Device& device) {
-  if (device.is_cuda()) at::zeros({1}, at::TensorOptions().device(device)).item<float>();
-}
-
 // Follows one profiled step: forward visits the layers first to last
 // without autograd, then backward recomputes them last to first; a layer's
 // backward lasts from the end of its recomputation to the start of the next
@@ -29,7 +25,7 @@ class Probe {
   Probe(Profile& profile, const at::Device& device) : p_(profile), device_(device), origin_(device_bytes(device)) {}
 
   void before(int64_t layer) {
-    settle(device_);
+    synchronize(device_);
     if (!torch::autograd::GradMode::is_enabled()) {
       if (p_.blocks.empty()) p_.base = in_use();
       p_.blocks.push_back({});
@@ -46,7 +42,7 @@ class Probe {
   }
 
   void after(int64_t layer, const at::Tensor& x, const at::Tensor& y) {
-    settle(device_);
+    synchronize(device_);
     const double seconds = since(started_);
     auto& b = block(layer);
     if (!torch::autograd::GradMode::is_enabled()) {
@@ -60,7 +56,7 @@ class Probe {
 
   void close_backward() {
     if (!open_) return;
-    settle(device_);
+    synchronize(device_);
     open_->backward_s = since(finished_);
     open_->transient = device_peak_bytes(device_) - origin_ - open_->start;
     open_ = nullptr;
@@ -88,7 +84,7 @@ Profile profile_layers(LlamaForCausalLMImpl& model, const LayerFetch& fetch, con
                        const std::function<void()>& step) {
   Profile profile;
   track_device_memory();
-  settle(device);
+  synchronize(device);
   auto probe = std::make_shared<Probe>(profile, device);
   ScopedLayers own_runners(model);
   model.set_runners([&](int64_t layer) {
@@ -120,11 +116,11 @@ double measure_link(const at::Device& device, int64_t bytes) {
   auto there = at::empty_like(host, at::TensorOptions().device(device));
   double best = 0;
   for (int i = 0; i < 3; ++i) {
-    settle(device);
+    synchronize(device);
     const auto t = Clock::now();
     there.copy_(host);
     host.copy_(there);
-    settle(device);
+    synchronize(device);
     best = std::max(best, 2.0 * static_cast<double>(bytes) / since(t));
   }
   return best;
@@ -137,10 +133,10 @@ double measure_adamw(const at::Device& device) {
   AdamW adamw(std::vector<NamedParameter>{{"probe.weight", param}}, AdamWOptions{});
   double best = 1e30;
   for (int i = 0; i < 3; ++i) {
-    settle(device);
+    synchronize(device);
     const auto t = Clock::now();
     adamw.step(1e-3);
-    settle(device);
+    synchronize(device);
     best = std::min(best, since(t));
   }
   return best / static_cast<double>(n);

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <mutex>
 #include <numeric>
+#include <set>
 
 #include "core/util/error.h"
 #include "core/util/trace.h"
@@ -87,30 +89,84 @@ std::function<void()> averaging(ReduceOp op, at::Tensor target, int size) {
 // operation and group (lt::all_reduce dp_sp).
 std::string span_name(const char* op, const std::string& group) { return std::string("lt::") + op + " " + group; }
 
+// The live communicators, for abort_all.
+std::mutex live_mutex;
+std::set<Communicator*>& live() {
+  static std::set<Communicator*> all;
+  return all;
+}
+
 }  // namespace
 
-Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s)
-    : comm_(comm), name_(std::move(name)), timeout_s_(timeout_s), worker_(std::make_unique<MpiWorker>()) {
+Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s, DeviceTransport transport)
+    : comm_(comm), name_(std::move(name)), timeout_s_(timeout_s), transport_(transport),
+      enabled_(transport == DeviceTransport::host), worker_(std::make_unique<MpiWorker>()) {
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
+  std::lock_guard<std::mutex> lock(live_mutex);
+  live().insert(this);
 }
 
 Communicator::~Communicator() {
+  {
+    std::lock_guard<std::mutex> lock(live_mutex);
+    live().erase(this);
+  }
   worker_.reset();  // its last calls finish on this communicator first
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_SELF && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  if (!finalized && aborted_.empty() && comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_SELF && comm_ != MPI_COMM_NULL)
+    MPI_Comm_free(&comm_);
+}
+
+void Communicator::enable_device(int device) {
+  LT_CHECK(transport_ != DeviceTransport::host, "group '" + name_ + "' carries no device tensors");
+  LT_CHECK(!enabled_, "group '" + name_ + "': its device transport is enabled already");
+  if (transport_ == DeviceTransport::emulated_nccl) {
+    worker_->set_in_order(true);
+  } else {
+#ifdef LT_WITH_CUDA
+    NcclUniqueId id{};
+    if (rank_ == 0) id = NcclCommunicator::create_id();
+    auto bytes = at::from_blob(id.data(), {static_cast<int64_t>(id.size())}, at::kByte);
+    const int n = static_cast<int>(bytes.numel());
+    submit("broadcast", [&, comm = comm_] {
+      check_mpi(MPI_Bcast(bytes.data_ptr(), n, MPI_BYTE, 0, comm), "broadcast");
+    }).wait();
+    nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device, source("NCCL initialisation"));
+#else
+    (void)device;
+    fail("group '" + name_ + "': NCCL needs a CUDA build");
+#endif
+  }
+  enabled_ = true;
+}
+
+void Communicator::abort(const std::string& reason) {
+  if (!aborted_.empty()) return;
+  aborted_ = "group '" + name_ + "' was aborted: " + reason;
+  worker_->abort(aborted_);
+#ifdef LT_WITH_CUDA
+  if (nccl_) nccl_->abort();
+#endif
+}
+
+void Communicator::abort_all(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(live_mutex);
+  for (Communicator* c : live()) c->abort(reason);
+}
+
+void Communicator::check_ready(const char* op) const {
+  if (!aborted_.empty()) fail(std::string(op) + ": " + aborted_);
+  if (!enabled_)
+    fail(std::string(op) + " on group '" + name_ + "' before its device transport (" +
+         (transport_ == DeviceTransport::nccl ? "NCCL" : "emulated NCCL") +
+         ") was enabled: a device-bound group takes no operation until the device is chosen "
+         "(Mesh::enable_device, before any model or state is built)");
 }
 
 #ifdef LT_WITH_CUDA
-void Communicator::enable_nccl(int device) {
-  NcclUniqueId id{};
-  if (rank_ == 0) id = NcclCommunicator::create_id();
-  auto bytes = at::from_blob(id.data(), {static_cast<int64_t>(id.size())}, at::kByte);
-  broadcast(bytes, 0);
-  nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device, source("NCCL initialisation"));
-}
 #define LT_ON_DEVICE(tensor, call)                                                                   \
   if ((tensor).is_cuda()) {                                                                          \
     LT_CHECK(nccl_ != nullptr, "group '" + name_ + "' has no NCCL communicator for device tensors"); \
@@ -131,15 +187,31 @@ Work Communicator::submit(const char* op, std::function<void()> call, std::funct
   return Work(source(op), worker_->run(std::move(traced)), std::move(finish));
 }
 
-Work Communicator::submit_posted(const char* op, std::function<MPI_Request()> call) {
-  auto traced = [span = span_name(op, name_), call = std::move(call)] {
+Work Communicator::post(const char* op, const std::vector<Message>& sends, const std::vector<Message>& receives) {
+  // NCCL's emulation: synchronous sends, and messages between two ranks
+  // matched in the order they were issued, as NCCL matches them.
+  const bool nccl_order = transport_ == DeviceTransport::emulated_nccl;
+  auto call = [span = span_name(op, name_), sends, receives, nccl_order, comm = comm_] {
     RECORD_USER_SCOPE(span);
-    return call();
+    std::vector<MPI_Request> requests;
+    auto message = [&](const Message& m, bool send) {
+      const int bytes = int_count(m.tensor.nbytes(), send ? "send" : "recv");
+      const int tag = nccl_order ? 0 : m.tag;
+      auto& request = requests.emplace_back();
+      void* data = m.tensor.data_ptr();
+      check_mpi(send ? (nccl_order ? MPI_Issend : MPI_Isend)(data, bytes, MPI_BYTE, m.peer, tag, comm, &request)
+                     : MPI_Irecv(data, bytes, MPI_BYTE, m.peer, tag, comm, &request),
+                send ? "send" : "recv");
+    };
+    for (const auto& m : receives) message(m, false);
+    for (const auto& m : sends) message(m, true);
+    return requests;
   };
-  return Work(source(op), worker_->post(std::move(traced)));
+  return Work(source(op), worker_->post(std::move(call)));
 }
 
 Work Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
+  check_ready("all_reduce");
   count("all_reduce", tensor.nbytes());
   LT_ON_DEVICE(tensor, all_reduce(tensor, op, source("all_reduce")))
   check_host_input(tensor, "all_reduce");
@@ -154,6 +226,7 @@ Work Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
 }
 
 Work Communicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
+  check_ready("all_gather");
   LT_CHECK(output.numel() == input.numel() * size_ && output.scalar_type() == input.scalar_type(),
            "all_gather: the output must hold group size x the input");
   count("all_gather", input.nbytes());
@@ -188,6 +261,7 @@ std::vector<std::string> Communicator::all_gather(const std::string& text) {
 }
 
 Work Communicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
+  check_ready("reduce_scatter");
   LT_CHECK(input.dim() > 0 && input.size(0) % size_ == 0 && output.numel() * size_ == input.numel(),
            "reduce_scatter: dim 0 of the input must split evenly over the " + std::to_string(size_) + " ranks of '" +
                name_ + "'");
@@ -225,6 +299,7 @@ at::Tensor Communicator::all_to_all(const at::Tensor& input) {
 
 at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<int64_t>& send_rows,
                                     std::vector<int64_t> recv_rows) {
+  check_ready("all_to_all");
   LT_CHECK(input.dim() > 0, "all_to_all: needs at least one dimension");
   LT_CHECK(static_cast<int>(send_rows.size()) == size_, "all_to_all: one send count per rank of '" + name_ + "'");
   LT_CHECK(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}) == input.size(0),
@@ -273,6 +348,7 @@ at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<i
 }
 
 Work Communicator::broadcast_async(at::Tensor& tensor, int root) {
+  check_ready("broadcast");
   count("broadcast", tensor.nbytes());
   LT_ON_DEVICE(tensor, broadcast(tensor, root, source("broadcast")))
   check_host_input(tensor, "broadcast");
@@ -282,31 +358,36 @@ Work Communicator::broadcast_async(at::Tensor& tensor, int root) {
   });
 }
 
-Work Communicator::isend(const at::Tensor& tensor, int peer, int tag) {
-  count("send", tensor.nbytes());
-  LT_ON_DEVICE(tensor, send(tensor, peer, source("send")))
-  check_host_input(tensor, "send");
-  const int bytes = int_count(tensor.nbytes(), "send");
-  return submit_posted("send", [=, comm = comm_] {
-    MPI_Request request;
-    check_mpi(MPI_Isend(tensor.data_ptr(), bytes, MPI_BYTE, peer, tag, comm, &request), "send");
-    return request;
-  });
-}
+Work Communicator::isend(const at::Tensor& tensor, int peer, int tag) { return exchange({{tensor, peer, tag}}, {}); }
 
-Work Communicator::irecv(at::Tensor& tensor, int peer, int tag) {
-  count("recv", tensor.nbytes());
-  LT_ON_DEVICE(tensor, recv(tensor, peer, source("recv")))
-  check_host_input(tensor, "recv");
-  const int bytes = int_count(tensor.nbytes(), "recv");
-  return submit_posted("recv", [=, comm = comm_] {
-    MPI_Request request;
-    check_mpi(MPI_Irecv(tensor.data_ptr(), bytes, MPI_BYTE, peer, tag, comm, &request), "recv");
-    return request;
-  });
+Work Communicator::irecv(at::Tensor& tensor, int peer, int tag) { return exchange({}, {{tensor, peer, tag}}); }
+
+Work Communicator::exchange(const std::vector<Message>& sends, const std::vector<Message>& receives) {
+  const char* op = receives.empty() ? "send" : sends.empty() ? "recv" : "exchange";
+  check_ready(op);
+  bool device = false;
+  for (const auto* messages : {&sends, &receives})
+    for (const auto& m : *messages) {
+      count(messages == &sends ? "send" : "recv", m.tensor.nbytes());
+      LT_CHECK(m.peer >= 0 && m.peer < size_,
+               std::string(op) + ": peer " + std::to_string(m.peer) + " is not a rank of group '" + name_ + "'");
+      device = device || m.tensor.is_cuda();
+    }
+  if (device) {
+#ifdef LT_WITH_CUDA
+    LT_CHECK(nccl_ != nullptr, "group '" + name_ + "' has no NCCL communicator for device tensors");
+    return nccl_->exchange(sends, receives, source(op));
+#else
+    fail("device tensors need a CUDA build (group '" + name_ + "')");
+#endif
+  }
+  for (const auto* messages : {&sends, &receives})
+    for (const auto& m : *messages) check_host_input(m.tensor, op);
+  return post(op, sends, receives);
 }
 
 void Communicator::barrier() {
+  check_ready("barrier");
   count("barrier", 0);
   submit("barrier", [comm = comm_] { check_mpi(MPI_Barrier(comm), "barrier"); }).wait();
 }

@@ -7,6 +7,15 @@
 // operation is counted, so tests and benchmarks can check volumes against
 // theory. The `_async` and p2p forms must keep their tensors unchanged until
 // their Work completes.
+//
+// A group that carries the job's device tensors is device-bound: on CUDA its
+// device tensors go through NCCL; with parallel.emulate_nccl on CPU its
+// operations run in NCCL's order instead (each completes before the next
+// starts, a send only once its receive has started, messages between two
+// ranks matched by order, not tag), so that orderings that would hang over
+// NCCL hang here too and the watchdog names them. A device-bound group
+// refuses every operation until enable_device: nothing may use it before
+// the device is chosen.
 #pragma once
 #include <ATen/ATen.h>
 #include <mpi.h>
@@ -25,6 +34,15 @@ class NcclCommunicator;
 
 enum class ReduceOp { sum, avg, max };
 
+enum class DeviceTransport { host, nccl, emulated_nccl };
+
+// One point-to-point message of an exchange.
+struct Message {
+  at::Tensor tensor;
+  int peer = 0;
+  int tag = 0;  // matched on host transports; NCCL matches by order
+};
+
 // Calls made and payload bytes handed to the operation by this rank
 // (all_reduce: the tensor; all_gather: the input; all_to_all: what is sent
 // to other ranks; send: the message).
@@ -36,7 +54,7 @@ struct OpCounter {
 class Communicator {
  public:
   // Takes ownership of `comm` (freed on destruction unless it is MPI_COMM_WORLD/SELF).
-  Communicator(MPI_Comm comm, std::string name, double timeout_s);
+  Communicator(MPI_Comm comm, std::string name, double timeout_s, DeviceTransport transport = DeviceTransport::host);
   ~Communicator();
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
@@ -47,11 +65,18 @@ class Communicator {
   MPI_Comm mpi() const { return comm_; }
   void set_timeout(double seconds) { timeout_s_ = seconds; }
 
-#ifdef LT_WITH_CUDA
-  // Device tensors of this group go through NCCL from now on (collective:
-  // every rank of the group calls it with its own device).
-  void enable_nccl(int device);
-#endif
+  DeviceTransport transport() const { return transport_; }
+  // Collective (every rank of the group, with its own device): a
+  // device-bound group starts its transport (NCCL on `device`, or its
+  // emulation) and takes operations from now on. Once only.
+  void enable_device(int device);
+  bool device_enabled() const { return enabled_; }
+  // Ends this group's operations in progress and refuses later ones
+  // (NCCL: ncclCommAbort), so that a rank whose peers are gone can exit.
+  void abort(const std::string& reason);
+  // Every live communicator of the process: the watchdog has fired and the
+  // job is ending.
+  static void abort_all(const std::string& reason);
 
   // In place.
   Work all_reduce_async(at::Tensor& tensor, ReduceOp op = ReduceOp::sum);
@@ -74,6 +99,10 @@ class Communicator {
   void broadcast(at::Tensor& tensor, int root) { broadcast_async(tensor, root).wait(); }
   Work isend(const at::Tensor& tensor, int peer, int tag = 0);
   Work irecv(at::Tensor& tensor, int peer, int tag = 0);
+  // Sends and receives issued together, to progress together (NCCL: one
+  // ncclGroupStart/End): two ranks that each send to the other before they
+  // receive must exchange, or they wait for ever over NCCL.
+  Work exchange(const std::vector<Message>& sends, const std::vector<Message>& receives);
   void send(const at::Tensor& tensor, int peer, int tag = 0) { isend(tensor, peer, tag).wait(); }
   void recv(at::Tensor& tensor, int peer, int tag = 0) { irecv(tensor, peer, tag).wait(); }
   void barrier();
@@ -89,11 +118,16 @@ class Communicator {
   }
   // Host operations run on the worker; their lambdas hold the tensors.
   Work submit(const char* op, std::function<void()> call, std::function<void()> finish = {});
-  Work submit_posted(const char* op, std::function<MPI_Request()> call);
+  Work post(const char* op, const std::vector<Message>& sends, const std::vector<Message>& receives);
+  // Throws unless this group takes operations now (enabled, not aborted).
+  void check_ready(const char* op) const;
 
   MPI_Comm comm_;
   std::string name_;
   double timeout_s_;
+  DeviceTransport transport_;
+  bool enabled_ = false;
+  std::string aborted_;  // why, once aborted
   int rank_ = 0, size_ = 1, world_rank_ = 0;
   std::map<std::string, OpCounter> counters_;
   std::unique_ptr<MpiWorker> worker_;

@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <string>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 
 #include "core/util/error.h"
 #include "core/util/trace.h"
@@ -10,9 +12,9 @@
 namespace lt {
 
 struct MpiWorker::Task {
-  std::function<void()> run;          // blocking call, or
-  std::function<MPI_Request()> post;  // non-blocking call
-  MPI_Request request = MPI_REQUEST_NULL;
+  std::function<void()> run;                       // blocking call, or
+  std::function<std::vector<MPI_Request>()> post;  // non-blocking calls
+  std::vector<MPI_Request> requests;
   std::atomic<bool> done{false};
   std::string error;  // set before `done`
 
@@ -21,6 +23,33 @@ struct MpiWorker::Task {
     run = nullptr, post = nullptr;  // release what the call captured
     done.store(true, std::memory_order_release);
   }
+  // True once every request has completed (a failed test counts as done).
+  bool test() {
+    int complete = 0;
+    if (MPI_Testall(static_cast<int>(requests.size()), requests.data(), &complete, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+      complete = 1;
+    return complete;
+  }
+  void cancel() {
+    for (auto& r : requests)
+      if (r != MPI_REQUEST_NULL) MPI_Cancel(&r), MPI_Request_free(&r);
+  }
+};
+
+struct MpiWorker::State {
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::shared_ptr<Task>> queue;
+  std::vector<std::shared_ptr<Task>> posted;  // touched by the worker only
+  bool stopping = false;
+  std::atomic<bool> in_order{false};
+  std::atomic<bool> aborted{false};
+  std::string abort_reason;  // set before `aborted`
+
+  void loop();
+  bool poll_posted();
+  void complete_in_order(Task& task);
+  void drop(const std::shared_ptr<Task>& task) { task->cancel(), task->finish(abort_reason); }
 };
 
 namespace {
@@ -33,48 +62,16 @@ MpiWorker::Ready ready_of(std::shared_ptr<MpiWorker::Task> task) {
   };
 }
 
+void pause() { std::this_thread::sleep_for(std::chrono::microseconds(20)); }
+
 }  // namespace
 
-MpiWorker::MpiWorker() : thread_([this] { loop(); }) {}
-
-MpiWorker::~MpiWorker() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_one();
-  thread_.join();
-}
-
-MpiWorker::Ready MpiWorker::run(std::function<void()> call) {
-  auto task = std::make_shared<Task>();
-  task->run = std::move(call);
-  return enqueue(std::move(task));
-}
-
-MpiWorker::Ready MpiWorker::post(std::function<MPI_Request()> call) {
-  auto task = std::make_shared<Task>();
-  task->post = std::move(call);
-  return enqueue(std::move(task));
-}
-
-MpiWorker::Ready MpiWorker::enqueue(std::shared_ptr<Task> task) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(task);
-  }
-  wake_.notify_one();
-  return ready_of(std::move(task));
-}
-
-bool MpiWorker::poll_posted() {
+bool MpiWorker::State::poll_posted() {
   bool progressed = false;
-  for (auto it = posted_.begin(); it != posted_.end();) {
-    int complete = 0;
-    if (MPI_Test(&(*it)->request, &complete, MPI_STATUS_IGNORE) != MPI_SUCCESS) complete = 1;
-    if (complete) {
+  for (auto it = posted.begin(); it != posted.end();) {
+    if ((*it)->test()) {
       (*it)->finish();
-      it = posted_.erase(it), progressed = true;
+      it = posted.erase(it), progressed = true;
     } else {
       ++it;
     }
@@ -82,18 +79,32 @@ bool MpiWorker::poll_posted() {
   return progressed;
 }
 
-void MpiWorker::loop() {
+void MpiWorker::State::complete_in_order(Task& task) {
+  while (!task.test()) {
+    if (aborted.load(std::memory_order_acquire)) return task.cancel(), task.finish(abort_reason);
+    pause();
+  }
+  task.finish();
+}
+
+void MpiWorker::State::loop() {
   bool traced = false;  // recording into the main thread's trace (profile:)
   for (;;) {
     std::shared_ptr<Task> task;
     {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (queue_.empty() && posted_.empty()) wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty() && posted_.empty() && stopping_) return;
-      if (!queue_.empty()) task = std::move(queue_.front()), queue_.pop_front();
+      std::unique_lock<std::mutex> lock(mutex);
+      if (queue.empty() && posted.empty()) wake.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (queue.empty() && posted.empty() && stopping) return;
+      if (!queue.empty()) task = std::move(queue.front()), queue.pop_front();
+    }
+    if (aborted.load(std::memory_order_acquire)) {
+      for (auto& t : posted) drop(t);
+      posted.clear();
+      if (task) drop(task);
+      continue;
     }
     if (!task) {  // only messages in flight: progress them, gently
-      if (!poll_posted()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      if (!poll_posted()) pause();
       continue;
     }
     follow_trace(traced);
@@ -102,14 +113,64 @@ void MpiWorker::loop() {
         task->run();
         task->finish();
       } else {
-        task->request = task->post();
-        posted_.push_back(task);
+        task->requests = task->post();
+        if (in_order.load(std::memory_order_acquire)) complete_in_order(*task);
+        else posted.push_back(task);
       }
     } catch (const std::exception& e) {
       task->finish(e.what());
     }
     poll_posted();
   }
+}
+
+MpiWorker::MpiWorker() : state_(std::make_shared<State>()), thread_([state = state_] { state->loop(); }) {}
+
+MpiWorker::~MpiWorker() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+  }
+  state_->wake.notify_one();
+  if (state_->aborted) thread_.detach();  // it may be inside a blocking call for ever
+  else thread_.join();
+}
+
+MpiWorker::Ready MpiWorker::run(std::function<void()> call) {
+  auto task = std::make_shared<Task>();
+  task->run = std::move(call);
+  return enqueue(std::move(task));
+}
+
+MpiWorker::Ready MpiWorker::post(std::function<std::vector<MPI_Request>()> call) {
+  auto task = std::make_shared<Task>();
+  task->post = std::move(call);
+  return enqueue(std::move(task));
+}
+
+void MpiWorker::set_in_order(bool in_order) { state_->in_order = in_order; }
+
+void MpiWorker::abort(const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (state_->aborted) return;
+    state_->abort_reason = reason;
+    state_->aborted.store(true, std::memory_order_release);
+  }
+  state_->wake.notify_one();
+}
+
+MpiWorker::Ready MpiWorker::enqueue(std::shared_ptr<Task> task) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (state_->aborted) {
+      task->finish(state_->abort_reason);
+      return ready_of(std::move(task));
+    }
+    state_->queue.push_back(task);
+  }
+  state_->wake.notify_one();
+  return ready_of(std::move(task));
 }
 
 }  // namespace lt

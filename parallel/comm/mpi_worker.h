@@ -5,15 +5,14 @@
 // is free: it waits on a Work, under the watchdog, only when it needs the
 // result, so a gradient bucket's reduction overlaps the rest of backward.
 // Point-to-point messages are posted non-blocking (a blocking send could
-// deadlock a ring) and completed by the worker's polling.
+// deadlock a ring) and completed by the worker's polling; in order (NCCL's
+// emulation), each posted call completes before the next call starts.
 #pragma once
 #include <mpi.h>
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,7 +21,7 @@ namespace lt {
 class MpiWorker {
  public:
   MpiWorker();
-  ~MpiWorker();  // finishes what was issued, then stops
+  ~MpiWorker();  // finishes what was issued, then stops (at once when aborted)
   MpiWorker(const MpiWorker&) = delete;
   MpiWorker& operator=(const MpiWorker&) = delete;
 
@@ -30,22 +29,26 @@ class MpiWorker {
   using Ready = std::function<bool()>;
   // Runs a blocking call on the worker; complete when it returns.
   Ready run(std::function<void()> call);
-  // Posts a non-blocking call; complete when its request completes. The
-  // call object (and what it captures) lives until then.
-  Ready post(std::function<MPI_Request()> call);
+  // Posts non-blocking calls (one message, or a group issued together);
+  // complete when all their requests are. The call object (and what it
+  // captures) lives until then.
+  Ready post(std::function<std::vector<MPI_Request>()> call);
 
-  struct Task;  // one issued call (defined in the .cpp)
+  // NCCL's order (parallel.emulate_nccl): a posted call completes before
+  // the next issued call starts, as a stream runs its kernels one by one.
+  void set_in_order(bool in_order);
+  // Ends every call not yet complete with `reason`, and every later one: the
+  // job is ending (the watchdog fired). A blocking MPI call in progress
+  // cannot be interrupted: the thread is then left behind.
+  void abort(const std::string& reason);
+
+  struct Task;   // one issued call (defined in the .cpp)
+  struct State;  // shared with the thread, which may outlive an aborted worker
 
  private:
   Ready enqueue(std::shared_ptr<Task> task);
-  void loop();
-  bool poll_posted();
 
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::shared_ptr<Task>> queue_;
-  std::vector<std::shared_ptr<Task>> posted_;  // touched by the worker only
-  bool stopping_ = false;
+  std::shared_ptr<State> state_;
   std::thread thread_;
 };
 

@@ -92,6 +92,7 @@ NcclCommunicator::~NcclCommunicator() {
 
 template <class Call>
 Work NcclCommunicator::enqueue(Work::Source source, std::vector<at::Tensor> tensors, Call&& call) {
+  LT_CHECK(comm_ != nullptr, source.op + " on group '" + source.group + "': its NCCL communicator was aborted");
   for (const auto& t : tensors)
     LT_CHECK(t.is_cuda() && t.is_contiguous(), source.op + ": NCCL needs contiguous CUDA tensors");
   const auto device = tensors.front().device();
@@ -152,16 +153,24 @@ Work NcclCommunicator::broadcast(at::Tensor& t, int root, Work::Source source) {
   });
 }
 
-Work NcclCommunicator::send(const at::Tensor& t, int peer, Work::Source source) {
-  return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    check_nccl(ncclSend(t.data_ptr(), t.nbytes(), ncclUint8, peer, comm, stream), "send");
+Work NcclCommunicator::exchange(const std::vector<Message>& sends, const std::vector<Message>& receives,
+                                Work::Source source) {
+  std::vector<at::Tensor> tensors;
+  for (const auto* messages : {&sends, &receives})
+    for (const auto& m : *messages) tensors.push_back(m.tensor);
+  return enqueue(std::move(source), std::move(tensors), [&](ncclComm_t comm, cudaStream_t stream) {
+    check_nccl(ncclGroupStart(), "group start");
+    for (const auto& m : receives)
+      check_nccl(ncclRecv(m.tensor.data_ptr(), m.tensor.nbytes(), ncclUint8, m.peer, comm, stream), "recv");
+    for (const auto& m : sends)
+      check_nccl(ncclSend(m.tensor.data_ptr(), m.tensor.nbytes(), ncclUint8, m.peer, comm, stream), "send");
+    check_nccl(ncclGroupEnd(), "exchange");
   });
 }
 
-Work NcclCommunicator::recv(at::Tensor& t, int peer, Work::Source source) {
-  return enqueue(std::move(source), {t}, [&](ncclComm_t comm, cudaStream_t stream) {
-    check_nccl(ncclRecv(t.data_ptr(), t.nbytes(), ncclUint8, peer, comm, stream), "recv");
-  });
+void NcclCommunicator::abort() {
+  if (comm_) ncclCommAbort(static_cast<ncclComm_t>(comm_));
+  comm_ = nullptr;
 }
 
 }  // namespace lt

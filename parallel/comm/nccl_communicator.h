@@ -14,6 +14,7 @@
 namespace lt {
 
 enum class ReduceOp;
+struct Message;
 using NcclUniqueId = std::array<char, 128>;
 
 class NcclCommunicator {
@@ -33,8 +34,10 @@ class NcclCommunicator {
   Work all_to_all(const at::Tensor& input, at::Tensor& output, const std::vector<int64_t>& send_bytes,
                   const std::vector<int64_t>& recv_bytes, Work::Source source);
   Work broadcast(at::Tensor& tensor, int root, Work::Source source);
-  Work send(const at::Tensor& tensor, int peer, Work::Source source);
-  Work recv(at::Tensor& tensor, int peer, Work::Source source);
+  // One ncclGroupStart/End: the sends and receives progress together.
+  Work exchange(const std::vector<Message>& sends, const std::vector<Message>& receives, Work::Source source);
+  // ncclCommAbort: NCCL's kernels in flight end, later calls fail.
+  void abort();
 
   int rank() const { return rank_; }
   int size() const { return size_; }

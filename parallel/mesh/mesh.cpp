@@ -54,13 +54,13 @@ MpiSession::~MpiSession() {
   MPI_Finalize();
 }
 
-Mesh& MpiSession::create_mesh(const Layout& layout, double timeout_s) {
-  mesh_ = std::make_unique<Mesh>(layout, MPI_COMM_WORLD, timeout_s);
+Mesh& MpiSession::create_mesh(const Layout& layout, double timeout_s, DeviceTransport transport) {
+  mesh_ = std::make_unique<Mesh>(layout, MPI_COMM_WORLD, timeout_s, transport);
   return *mesh_;
 }
 
-Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s)
-    : layout_(layout), world_(world), timeout_s_(timeout_s) {
+Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s, DeviceTransport transport)
+    : layout_(layout), world_(world), timeout_s_(timeout_s), transport_(transport) {
   int size = 0;
   MPI_Comm_rank(world, &rank_);
   MPI_Comm_size(world, &size);
@@ -72,7 +72,7 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world, double timeout_s)
     // Groups partition the world; the lowest rank of each names it.
     MPI_Comm comm;
     MPI_Comm_split(world, layout_.group(kind, rank_).front(), rank_, &comm);
-    groups_[kind] = std::make_unique<Communicator>(comm, group_name(kind), timeout_s);
+    groups_[kind] = std::make_unique<Communicator>(comm, group_name(kind), timeout_s, transport);
   }
   MPI_Comm node;
   MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
@@ -87,7 +87,7 @@ Communicator& Mesh::subgroup(const std::string& name, int color) {
     setup_sum(world_, 0, "building group '" + name + "'", timeout_s_);
     MPI_Comm comm;
     MPI_Comm_split(world_, color, rank_, &comm);
-    slot = std::make_unique<Communicator>(comm, name, timeout_s_);
+    add_subgroup(slot, comm, name);
   }
   return *slot;
 }
@@ -98,19 +98,34 @@ Communicator& Mesh::twin(Communicator& group) {
   if (!slot) {
     MPI_Comm comm;
     MPI_Comm_dup(group.mpi(), &comm);
-    slot = std::make_unique<Communicator>(comm, name, timeout_s_);
+    add_subgroup(slot, comm, name);
   }
   return *slot;
 }
 
-#ifdef LT_WITH_CUDA
-void Mesh::enable_nccl(int device) {
-  setup_sum(world_, 0, "NCCL initialisation", timeout_s_);  // every rank arrives; then each group joins
-  for (auto& [kind, comm] : groups_)
-    if (comm->size() > 1) comm->enable_nccl(device);
-  for (auto& [name, comm] : subgroups_)
-    if (comm->size() > 1) comm->enable_nccl(device);
+// A group made after the device was chosen starts its transport at once
+// (collective over its ranks, as making it was).
+Communicator& Mesh::add_subgroup(std::unique_ptr<Communicator>& slot, MPI_Comm comm, const std::string& name) {
+  slot = std::make_unique<Communicator>(comm, name, timeout_s_, transport_);
+  if (device_ && transport_ != DeviceTransport::host) slot->enable_device(device_->index());
+  return *slot;
 }
-#endif
+
+void Mesh::enable_device(const at::Device& device) {
+  if (device_) {
+    LT_CHECK(*device_ == device,
+             "mesh: the device transport was enabled for " + device_->str() + ", not " + device.str());
+    return;
+  }
+  device_ = device;
+  if (transport_ == DeviceTransport::host) return;
+  LT_CHECK(device.is_cuda() == (transport_ == DeviceTransport::nccl),
+           transport_ == DeviceTransport::nccl
+               ? "mesh: NCCL carries CUDA tensors, and the device is " + device.str()
+               : std::string("mesh: NCCL's emulation (parallel.emulate_nccl) is for CPU runs"));
+  setup_sum(world_, 0, "enabling the device transport", timeout_s_);  // every rank arrives; then each group joins
+  for (auto& [kind, comm] : groups_) comm->enable_device(device.index());
+  for (auto& [name, comm] : subgroups_) comm->enable_device(device.index());
+}
 
 }  // namespace lt

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "parallel/comm/communicator.h"
 #include "parallel/mesh/layout.h"
@@ -40,7 +41,7 @@ class MpiSession {
   int world_size() const { return size_; }
 
   // Collective: builds the job's mesh over MPI_COMM_WORLD.
-  Mesh& create_mesh(const Layout& layout, double timeout_s);
+  Mesh& create_mesh(const Layout& layout, double timeout_s, DeviceTransport transport = DeviceTransport::host);
 
  private:
   int rank_ = 0, size_ = 1;
@@ -49,7 +50,9 @@ class MpiSession {
 
 class Mesh {
  public:
-  Mesh(const Layout& layout, MPI_Comm world, double timeout_s);
+  // `transport`: how the groups carry device tensors (communicator.h); a
+  // device-bound mesh takes no operation until enable_device.
+  Mesh(const Layout& layout, MPI_Comm world, double timeout_s, DeviceTransport transport = DeviceTransport::host);
 
   const Layout& layout() const { return layout_; }
   int rank() const { return rank_; }
@@ -68,16 +71,20 @@ class Mesh {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
 
-#ifdef LT_WITH_CUDA
-  // Device tensors of every group go through NCCL on `device`.
-  void enable_nccl(int device);
-#endif
+  // Collective, once the device is chosen and before any model or state is
+  // built: every group, and every group made later, starts its device
+  // transport (NCCL on `device`, or its emulation). Again: nothing.
+  void enable_device(const at::Device& device);
 
  private:
+  Communicator& add_subgroup(std::unique_ptr<Communicator>& slot, MPI_Comm comm, const std::string& name);
+
   Layout layout_;
   int rank_ = 0, local_rank_ = 0, local_size_ = 1;
   MPI_Comm world_;
   double timeout_s_;
+  DeviceTransport transport_;
+  std::optional<at::Device> device_;  // once enabled
   std::map<Group, std::unique_ptr<Communicator>> groups_;
   std::map<std::string, std::unique_ptr<Communicator>> subgroups_;
 };

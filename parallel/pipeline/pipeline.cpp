@@ -20,15 +20,43 @@ void Pipeline::run(int micro_batches, const StageWork& work) {
   const auto start = std::chrono::steady_clock::now();
   const int stage = pp_.rank(), previous = stage - 1, next = stage + 1;
   std::vector<at::Tensor> inputs(micro_batches), outputs(micro_batches), grads(micro_batches);
-  std::vector<std::pair<Work, at::Tensor>> sends;  // a send's tensor lives until it completes
+  std::vector<Work> sends;  // their messages hold the tensors until they complete
   compute_s_ = 0;
-  for (const auto& a : one_f_one_b(stage, pp_.size(), micro_batches, work.all_forward_first)) {
+  // A receive's message (allocated here) and a send's.
+  auto receive = [&](const PipeAction& a) -> Message {
+    const int m = a.micro;
+    if (a.op == PipeOp::recv_forward) return {inputs[m] = at::empty(work.shape(m), options_), previous, tag(m, false)};
+    return {grads[m] = at::empty(outputs[m].sizes(), options_), next, tag(m, true)};
+  };
+  auto send = [&](const PipeAction& a) -> Message {
+    const int m = a.micro;
+    if (a.op == PipeOp::send_forward) return {outputs[m].detach().contiguous(), next, tag(m, false)};
+    Message sent{inputs[m].grad().contiguous(), previous, tag(m, true)};
+    inputs[m] = at::Tensor();
+    return sent;
+  };
+  auto received = [&](const PipeAction& a) {
+    if (a.op == PipeOp::recv_forward) inputs[a.micro].requires_grad_(true);
+  };
+  const auto actions = one_f_one_b(stage, pp_.size(), micro_batches, work.all_forward_first);
+  for (size_t i = 0; i < actions.size(); ++i) {
+    const auto& a = actions[i];
     const int m = a.micro;
     switch (a.op) {
       case PipeOp::recv_forward:
-        inputs[m] = at::empty(work.shape(m), options_);
-        pp_.recv(inputs[m], previous, tag(m, false));
-        inputs[m].requires_grad_(true);
+      case PipeOp::recv_backward:
+        pp_.exchange({}, {receive(a)}).wait();
+        received(a);
+        break;
+      case PipeOp::send_forward:
+      case PipeOp::send_backward:
+        if (sent_with_next_receive(actions, i)) {
+          const auto& r = actions[++i];
+          pp_.exchange({send(a)}, {receive(r)}).wait();
+          received(r);
+        } else {
+          sends.push_back(pp_.exchange({send(a)}, {}));
+        }
         break;
       case PipeOp::forward: {
         const auto t = std::chrono::steady_clock::now();
@@ -36,15 +64,6 @@ void Pipeline::run(int micro_batches, const StageWork& work) {
         compute_s_ += seconds_since(t);
         break;
       }
-      case PipeOp::send_forward: {
-        auto sent = outputs[m].detach().contiguous();
-        sends.emplace_back(pp_.isend(sent, next, tag(m, false)), sent);
-        break;
-      }
-      case PipeOp::recv_backward:
-        grads[m] = at::empty(outputs[m].sizes(), options_);
-        pp_.recv(grads[m], next, tag(m, true));
-        break;
       case PipeOp::backward: {
         if (work.before_backward) work.before_backward(m);
         const auto t = std::chrono::steady_clock::now();
@@ -54,15 +73,9 @@ void Pipeline::run(int micro_batches, const StageWork& work) {
         if (work.after_backward) work.after_backward(m);
         break;
       }
-      case PipeOp::send_backward: {
-        auto sent = inputs[m].grad().contiguous();
-        sends.emplace_back(pp_.isend(sent, previous, tag(m, true)), sent);
-        inputs[m] = at::Tensor();
-        break;
-      }
     }
   }
-  for (auto& [w, tensor] : sends) w.wait();
+  for (auto& w : sends) w.wait();
   total_s_ = seconds_since(start);
 }
 

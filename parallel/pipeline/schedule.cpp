@@ -27,6 +27,12 @@ std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches, bo
   return out;
 }
 
+bool sent_with_next_receive(const std::vector<PipeAction>& actions, size_t i) {
+  auto sends = [](PipeOp op) { return op == PipeOp::send_forward || op == PipeOp::send_backward; };
+  auto receives = [](PipeOp op) { return op == PipeOp::recv_forward || op == PipeOp::recv_backward; };
+  return sends(actions[i].op) && i + 1 < actions.size() && receives(actions[i + 1].op);
+}
+
 int in_flight(int stage, int stages, int micro_batches, bool all_forward_first) {
   return all_forward_first ? micro_batches : std::min(stages - stage, micro_batches);
 }

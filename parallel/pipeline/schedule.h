@@ -21,6 +21,13 @@ struct PipeAction {
 // `all_forward_first`: warm up with every forward (GPipe's order).
 std::vector<PipeAction> one_f_one_b(int stage, int stages, int micro_batches, bool all_forward_first = false);
 
+// Whether actions[i], a send, goes out with the receive after it as one
+// exchange (Megatron's send_forward_recv_backward and
+// send_backward_recv_forward): in the steady state the neighbours send to
+// each other at once, and issued apart over NCCL both would wait for ever
+// once a message outgrows NCCL's buffer. Every other transfer goes alone.
+bool sent_with_next_receive(const std::vector<PipeAction>& actions, size_t i);
+
 // Micro-batches whose activations stage `stage` holds at once under that
 // schedule: p - s with 1F1B, every one with all forwards first (at most m).
 int in_flight(int stage, int stages, int micro_batches, bool all_forward_first = false);

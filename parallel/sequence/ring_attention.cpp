@@ -13,31 +13,34 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The block of the previous rank, received while this one is used.
+// The block of the previous rank, received while this one is used. Each
+// rank sends to the next and receives from the previous: one exchange, so
+// that over NCCL every rank's send and receive progress together (issued
+// apart, each rank's receive would wait on a send queued behind its peer's).
 class Rotation {
  public:
-  Rotation(Communicator& comm, const std::vector<at::Tensor>& outgoing)
-      : comm_(comm), next_((comm.rank() + 1) % comm.size()), previous_((comm.rank() + comm.size() - 1) % comm.size()) {
+  Rotation(Communicator& comm, const std::vector<at::Tensor>& outgoing) {
+    const int next = (comm.rank() + 1) % comm.size(), previous = (comm.rank() + comm.size() - 1) % comm.size();
+    std::vector<Message> sends, receives;
     for (size_t i = 0; i < outgoing.size(); ++i) {
       if (!outgoing[i].defined()) {
         incoming_.emplace_back();
         continue;
       }
       incoming_.push_back(at::empty_like(outgoing[i]));
-      works_.push_back(comm_.irecv(incoming_.back(), previous_, static_cast<int>(i)));
-      works_.push_back(comm_.isend(outgoing[i], next_, static_cast<int>(i)));
+      receives.push_back({incoming_.back(), previous, static_cast<int>(i)});
+      sends.push_back({outgoing[i], next, static_cast<int>(i)});
     }
+    work_ = comm.exchange(sends, receives);
   }
   std::vector<at::Tensor> wait() {
-    for (auto& w : works_) w.wait();
+    work_.wait();
     return incoming_;
   }
 
  private:
-  Communicator& comm_;
-  int next_, previous_;
   std::vector<at::Tensor> incoming_;
-  std::vector<Work> works_;
+  Work work_;
 };
 
 // Autograd functions take no undefined tensors: "no documents" is empty.

@@ -80,22 +80,44 @@ def train_report(a, runs, cpu):
 
 # scripts/gpu_check.sh: bf16 throughput of the 8B shape and the longest
 # sequence of the full model, as measured (failed runs say so).
+# Dense bf16 tensor-core rates from NVIDIA's datasheets (FLOP/s, without sparsity).
+DATASHEET_BF16 = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def gpu_name():
+    import subprocess
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=10).stdout.splitlines()[0].strip()
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def gpu_report(a, runs, cpu):
     trained = [r for r in runs if "tokens_per_s" in r]
-    longest = max((r["seq"] for r in trained if r.get("offload")), default=None)
+    offloaded = [r for r in trained if r.get("offload")]
+    longest = max(offloaded, key=lambda r: r["seq"], default=None)
+    name = gpu_name()
+    datasheet = next((rate for key, rate in DATASHEET_BF16.items() if key in name), None)
+    for r in trained:  # MFU against the measured 8192^3 product, and against the datasheet
+        r["mfu_datasheet"] = r["mfu"] * r["peak_gflops"] * 1e9 / datasheet if datasheet else None
     with open(a.out, "w") as f:
-        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "runs": runs,
-                   "longest_full_model_seq": longest}, f, indent=2)
-    table(["seq", "layers", "offload", "documents", "tok/s", "MFU", "peak memory"],
+        json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "gpu": name,
+                   "datasheet_bf16_flops": datasheet, "runs": runs,
+                   "longest_offloaded": longest and {"seq": longest["seq"], "layers": longest["layers"]}}, f, indent=2)
+    percent = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+    table(["seq", "layers", "offload", "documents", "tok/s", "MFU (measured peak)", "MFU (datasheet)", "peak memory"],
           [[r["seq"], r["layers"], r["offload"], r.get("documents", 1), f"{r['tokens_per_s']:.0f}",
-            f"{100 * r['mfu']:.1f}%", f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"] for r in trained])
+            percent(r["mfu"]), percent(r["mfu_datasheet"]), f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"]
+           for r in trained])
     for r in runs:
         if "error" in r or "skipped" in r:
             print("failed:" if "error" in r else "skipped:", json.dumps(r))
         elif r.get("bench") == "step":
             print(f"ZeRO-{r['zero']} step on {r['ranks']} GPUs: {r['step_s']:.3f} s, {r['over_zero1']:.2f}x ZeRO-1's, "
                   f"waiting {r['gather_wait_s']:.3f} s for gathers")
-    print("longest sequence of the full model:", longest)
+    print("longest sequence with the state offloaded:",
+          f"{longest['seq']} tokens, {longest['layers']} of the 8B model's 32 layers" if longest else None)
 
 
 def table(headers, rows):

@@ -22,3 +22,39 @@ mkdir -p "$tree/cpu_build" && echo "LT_CUDA:BOOL=OFF" > "$tree/cpu_build/CMakeCa
 expect_error "gpu_bundle: $tree/cpu_build has no CUDA path (LT_CUDA is off)" \
   env LT_BUILD_DIR="$tree/cpu_build" "$BASH" "$tree/scripts/gpu_bundle.sh" "$tree/bundle"
 [ ! -e "$tree/bundle" ] || fail "gpu_bundle.sh made a bundle of a build without the CUDA path"
+
+# The whole check with a stand-in device: preflight, every step under its
+# own limit, a failing step recorded while the others go on, and results
+# and logs written under $OUT as they come.
+rm -rf "$tree/.gpu" && mkdir -p "$tree/.gpu/bin" "$tree/tests/bench/results" "$tree/out"
+cp tests/bench/report.py "$tree/tests/bench/"
+python3 -c 'import torch; print(torch.__version__)' > "$tree/.gpu/torch_version"
+: > "$tree/.gpu/env.sh"
+cat > "$tree/gpu/nvidia-smi" <<'SMI'
+#!/bin/sh
+case "$*" in *query-gpu=name,driver*) echo "NVIDIA H100 80GB HBM3, 550.00" ;; *query-gpu=name*) echo "NVIDIA H100 80GB HBM3" ;;
+  *) echo "GPU 0: NVIDIA H100 80GB HBM3 (a stand-in)" ;; esac
+SMI
+cp "$(type -P true)" "$tree/.gpu/bin/lt_unit_tests"
+cat > "$tree/.gpu/bin/lt_bench_train" <<'BENCH'
+#!/bin/sh
+[ "$1" -le 65536 ] && [ "${6:-}" != documents ] || { echo "out of memory (a stand-in)" >&2; exit 1; }
+echo "{\"seq\": $1, \"layers\": $5, \"offload\": $([ "${6:-}" = offload ] && echo true || echo false), \"tokens_per_s\": 1000, \"mfu\": 0.5, \"peak_gflops\": 800000, \"peak_memory_bytes\": 1073741824}"
+BENCH
+chmod +x "$tree/.gpu/bin/lt_bench_train"
+checked=$(cd "$tree" && env PATH="$tree/gpu:$PATH" OUT="$tree/out" LT_HOST_MEMORY_KB=134217728 "$BASH" scripts/gpu_check.sh 40 2>&1) ||
+  fail "the check with a stand-in device failed: $checked"
+grep -q "gpu_check: NVIDIA H100 80GB HBM3, 550.00; torch" <<< "$checked" || fail "no preflight line: $checked"
+grep -q "host memory 128 GiB holds the offloaded state of 21 of the 8B model's 32 layers" <<< "$checked" ||
+  fail "no line on the layers the host holds: $checked"
+for f in gpu.json preflight.log train_8k.log documents_8k.log longest_131072.log runs.jsonl; do
+  [ -f "$tree/out/$f" ] || fail "\$OUT lacks $f"
+done
+python3 - "$tree/out/gpu.json" << 'CHECK' || fail "gpu.json is not as the stand-in ran: $(cat "$tree/out/gpu.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["longest_offloaded"]["seq"] == 65536 and r["datasheet_bf16_flops"] == 989e12, r
+assert any(x.get("documents") == 5 and "error" in x for x in r["runs"]), r["runs"]
+assert abs(next(x for x in r["runs"] if x.get("seq") == 8192 and "mfu" in x)["mfu_datasheet"] - 0.5 * 800 / 989) < 1e-9
+CHECK
+echo "gpu check rehearsed with a stand-in device: $(grep -c . "$tree/out/runs.jsonl") result lines under \$OUT"

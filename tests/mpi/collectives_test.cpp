@@ -201,7 +201,11 @@ TEST_F(Job, CopyToAndReduceFromRegion) {
 // The CUDA path: the same call on device tensors goes through NCCL.
 TEST_F(Job, DeviceTensorsGoThroughNccl) {
   if (!at::hasCUDA() || static_cast<int>(at::getNumGPUs()) < P) GTEST_SKIP() << "needs one GPU per rank";
-  world->enable_nccl(r);
+  MPI_Comm comm;
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+  auto nccl = std::make_unique<Communicator>(comm, "test", 60, DeviceTransport::nccl);
+  nccl->enable_device(r);
+  world = std::move(nccl);
   auto device = at::TensorOptions().device(at::kCUDA, r);
   auto t = (at::arange(6, at::kFloat) + r).to(device.device());
   world->all_reduce(t);

@@ -38,12 +38,13 @@ struct DataParallelJob : ::testing::TestWithParam<int> {  // the ZeRO stage
     c.train.micro_batch_size = 1;
     c.parallel.dp = std::to_string(dp);
     c.parallel.zero = GetParam();
+    c.parallel.emulate_nccl = GetParam() == 3;  // ZeRO-3's gathers and reductions in NCCL's order
     c.parallel.bucket_mb = 0.01;
     return c;
   }
 
   std::map<int64_t, double> train(const Config& c) {
-    Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+    Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
     return Trainer(c, &mesh).run().losses;
   }
 
@@ -141,7 +142,7 @@ TEST_P(DataParallelJob, TrainingEqualsOneProcess) {
 TEST_P(DataParallelJob, ModelStateBytesMatchThePlan) {
   Config c = run("", 1, P);
   c.memory.checkpoint = Recompute::full;
-  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
   Trainer trainer(c, &mesh);
   trainer.compute_gradients(testing::first_batch(c, 5), 1);
   int64_t held = 0, gathered = 0, parameters = 0;
@@ -197,7 +198,7 @@ TEST_P(DataParallelJob, ShardedChunksSplitTheHostState) {
   c.memory.offload_model = true;
   c.memory.checkpoint = Recompute::full;
   c.memory.chunk_mb = 0.01;
-  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
   Trainer trainer(c, &mesh);
   const auto& chunks = *trainer.chunks();
   int64_t mine = 0, all = 0;
@@ -255,7 +256,7 @@ TEST_P(DataParallelJob, Bf16EqualsOneRankInBf16) {
       alone.train.precision = Precision::bf16;
       alone.parallel.zero = 0;
       const Batch batch = testing::first_batch(c, 21);
-      Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+      Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
       Trainer parallel(c, &mesh), serial(alone);
       EXPECT_TRUE(
           testing::losses_agree(parallel.compute_gradients(batch, 1), serial.compute_gradients(batch, 1), agreement));

@@ -79,7 +79,8 @@ Config layout_config(const Layout4D& l, int P, const std::string& run_dir) {
   c.parallel.sp.ulysses = l.ulysses;
   c.parallel.sp.ring = l.ring;
   c.parallel.zero = l.zero;
-  c.parallel.bucket_mb = 0.01;  // several buckets per set
+  c.parallel.emulate_nccl = true;  // every layout in NCCL's order
+  c.parallel.bucket_mb = 0.01;     // several buckets per set
   if (l.recompute) c.memory = {Recompute::full, 1, "3", "3"};
   return c;
 }
@@ -118,7 +119,7 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
       config.train.precision = parse_choice<Precision>(precision);
       const auto agreement = testing::agreement(precision);
       const Batch batch = global_batch(config);
-      Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
+      Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120, device_transport(config));
       Trainer parallel(config, &mesh);
       Trainer serial(one_rank(config, ""));
       const double loss = parallel.compute_gradients(batch, 1);
@@ -149,7 +150,7 @@ TEST_F(ModelParallelJob, TwoStepsEqualOneRank) {
     const std::string run = dir + "/layout" + std::to_string(index++);
     Config config = layout_config(l, P, run);
     config.eval.interval = 1, config.eval.at_end = true, config.eval.sequences = 3, config.eval.passkey_samples = 4;
-    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
+    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120, device_transport(config));
     const auto result = Trainer(config, &mesh).run();
     const auto& losses = result.losses;
     const Config alone = one_rank(config, run + "_alone" + std::to_string(world->rank()));
@@ -181,7 +182,7 @@ TEST_F(ModelParallelJob, ResumesOnTheSameAndOnOtherLayouts) {
     c.train.steps = 3;
     c.checkpoint.interval = 1;
     c.checkpoint.resume = resume;
-    Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+    Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
     return Trainer(c, &mesh).run().losses;
   };
   const auto straight = train(first, dir + "/straight", "none");
@@ -219,7 +220,7 @@ TEST_F(ModelParallelJob, StartsFromAnHfModelOnEveryLayout) {
   }
   world->barrier();
   c.init.from_hf = dir + "/hf";
-  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120);
+  Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
   const auto losses = Trainer(c, &mesh).run().losses;
   Config alone = one_rank(c, dir + "/alone" + std::to_string(world->rank()));
   const auto expected = Trainer(alone).run().losses;

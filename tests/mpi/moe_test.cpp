@@ -63,6 +63,7 @@ Config moe_config(const MoeLayout& l, int P, const std::string& balance) {
   c.parallel.sp.ring = l.ring;
   c.parallel.ep = l.ep;
   c.parallel.zero = l.zero;
+  c.parallel.emulate_nccl = true;  // every layout in NCCL's order
   c.parallel.bucket_mb = 0.01;
   if (l.recompute) c.memory.checkpoint = Recompute::full;
   return c;
@@ -88,7 +89,7 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
       const auto agreement = testing::agreement(precision);
       const double near = precision == "bf16" ? agreement.loss : 1e-5;
       const Batch batch = testing::first_batch(config, 13);
-      Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
+      Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120, device_transport(config));
       Trainer parallel(config, &mesh);
       Config alone = config;
       alone.parallel = ParallelConfig{};
@@ -137,7 +138,7 @@ TEST(MoeJob, ExpertParallelTrainingAndResumeEqualOneRank) {
     config.train.steps = 3;
     config.checkpoint.interval = 2;
     config.run_dir = dir + "/job" + std::to_string(zero);
-    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120);
+    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120, device_transport(config));
     const auto losses = Trainer(config, &mesh).run().losses;
     Config alone = config;
     alone.parallel = ParallelConfig{};

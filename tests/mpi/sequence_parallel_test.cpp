@@ -65,13 +65,15 @@ Config case_config(const Case& c, const Arrangement& split) {
   config.train.global_batch_tokens = 2 * split.dp * config.data.seq_len;
   config.parallel.sp = {split.sp.ulysses, split.sp.ring, split.sp.zigzag};
   config.parallel.dp = std::to_string(split.dp);
+  config.parallel.emulate_nccl = true;  // ring and Ulysses in NCCL's order
   return config;
 }
 
 void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
   SCOPED_TRACE(split.describe());
   const Config config = case_config(c, split);
-  Mesh mesh(Layout(resolve_degrees(config, testing::world_size())), MPI_COMM_WORLD, 60);
+  Mesh mesh(Layout(resolve_degrees(config, testing::world_size())), MPI_COMM_WORLD, 60, device_transport(config));
+  mesh.enable_device(at::kCPU);
   auto source = make_document_source(config.data, config.model.vocab_size, 5, Split::Train);
   Packer packer(*source, config.data);
   const Batch batch = packer.next(2 * split.dp, config.data.seq_len);
@@ -192,7 +194,8 @@ TEST(SequenceParallel, TrainingEqualsOneProcess) {
     config.data.seq_len = 61;
     config.train.global_batch_tokens = 4 * 61;
     (ring ? config.parallel.sp.ring : config.parallel.sp.ulysses) = P;
-    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 60);
+    config.parallel.emulate_nccl = true;
+    Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 60, device_transport(config));
     const auto parallel = Trainer(config, &mesh).run().losses;
     Config alone = config;
     alone.parallel.sp = {};

@@ -1,4 +1,5 @@
 #include "tests/support/layout_evaluation.h"
+#include "train/trainer.h"
 
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -19,7 +20,8 @@ void expect_layout_evaluation_equals_one_rank(Config c) {
   const int64_t odd = c.data.seq_len + 36;  // a length the sequence split pads
   c.eval.sequences = 5, c.eval.passkey_samples = 7, c.eval.passkey_depths = 2;
   c.eval.passkey_lengths = {c.data.seq_len, odd};
-  Mesh mesh(Layout(resolve_degrees(c, world_size())), MPI_COMM_WORLD, 120);
+  Mesh mesh(Layout(resolve_degrees(c, world_size())), MPI_COMM_WORLD, 120, device_transport(c));
+  mesh.enable_device(at::kCPU);
   RankModel job = build_rank_model(c, mesh);
   LlamaForCausalLM whole(c.model);
   whole->initialize(c.train.seed);
