@@ -89,11 +89,15 @@ std::function<void()> averaging(ReduceOp op, at::Tensor target, int size) {
 // operation and group (lt::all_reduce dp_sp).
 std::string span_name(const char* op, const std::string& group) { return std::string("lt::") + op + " " + group; }
 
-// The live communicators, for abort_all.
-std::mutex live_mutex;
-std::set<Communicator*>& live() {
-  static std::set<Communicator*> all;
-  return all;
+// The live communicators, for abort_all. Never destroyed: communicators
+// held by statics (the program's MPI session) outlive function statics.
+struct Live {
+  std::mutex mutex;
+  std::set<Communicator*> all;
+};
+Live& live() {
+  static auto* registry = new Live;
+  return *registry;
 }
 
 }  // namespace
@@ -104,14 +108,14 @@ Communicator::Communicator(MPI_Comm comm, std::string name, double timeout_s, De
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
-  std::lock_guard<std::mutex> lock(live_mutex);
-  live().insert(this);
+  std::lock_guard<std::mutex> lock(live().mutex);
+  live().all.insert(this);
 }
 
 Communicator::~Communicator() {
   {
-    std::lock_guard<std::mutex> lock(live_mutex);
-    live().erase(this);
+    std::lock_guard<std::mutex> lock(live().mutex);
+    live().all.erase(this);
   }
   worker_.reset();  // its last calls finish on this communicator first
   int finalized = 0;
@@ -153,8 +157,8 @@ void Communicator::abort(const std::string& reason) {
 }
 
 void Communicator::abort_all(const std::string& reason) {
-  std::lock_guard<std::mutex> lock(live_mutex);
-  for (Communicator* c : live()) c->abort(reason);
+  std::lock_guard<std::mutex> lock(live().mutex);
+  for (Communicator* c : live().all) c->abort(reason);
 }
 
 void Communicator::check_ready(const char* op) const {
