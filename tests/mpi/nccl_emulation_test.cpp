@@ -95,8 +95,7 @@ TEST(EmulatedNccl, MessagesMatchByOrderNotTag) {
   const int r = comm->rank(), peer = r ^ 1;
   if (peer >= comm->size()) GTEST_SKIP() << "an odd rank out";
   auto first = at::empty({2}), second = at::empty({2});
-  comm->exchange({{at::full({2}, 1.0), peer, 7}, {at::full({2}, 2.0), peer, 3}},
-                 {{first, peer, 3}, {second, peer, 7}})
+  comm->exchange({{at::full({2}, 1.0), peer, 7}, {at::full({2}, 2.0), peer, 3}}, {{first, peer, 3}, {second, peer, 7}})
       .wait();
   EXPECT_TRUE(first.eq(1).all().item<bool>());
   EXPECT_TRUE(second.eq(2).all().item<bool>());
@@ -107,8 +106,7 @@ TEST(EmulatedNccl, MessagesMatchByOrderNotTag) {
 TEST(EmulatedNccl, DeviceBoundGroupsRefuseUseBeforeEnable) {
   Config config = testing::tiny_run("", 1);
   config.parallel.emulate_nccl = true;
-  Mesh mesh(Layout(resolve_degrees(config, testing::world_size())), MPI_COMM_WORLD, 60,
-            DeviceTransport::emulated_nccl);
+  Mesh mesh(Layout(resolve_degrees(config, testing::world_size())), MPI_COMM_WORLD, 60, DeviceTransport::emulated_nccl);
   auto t = at::ones({2});
   try {
     mesh.group(Group::dp).all_reduce(t);
