@@ -15,6 +15,8 @@ expect_error "SLURM_NTASKS=8 says the job has 8: the launcher started separate s
 expect_error "nope.yaml: recipe not found" "$LONGTRAIN" train nope.yaml
 expect_error "broken.yaml:5:1: invalid YAML" "$LONGTRAIN" train "$dir/recipes/broken.yaml"
 expect_error "did you mean 'train.steps'" "$LONGTRAIN" train recipes/tiny-passkey.yaml train.step=3
+expect_error "parallel.emulate_nccl emulates NCCL's ordering on CPU; with train.device: cuda NCCL itself runs" \
+  "$LONGTRAIN" train recipes/tiny-passkey.yaml parallel.emulate_nccl=true train.device=cuda
 expect_error "unknown option '--fast'" "$LONGTRAIN" train recipes/tiny-passkey.yaml --fast
 expect_error "missing --checkpoint" "$LONGTRAIN" eval recipes/tiny-passkey.yaml
 expect_error "checkpoint not found" "$LONGTRAIN" eval recipes/tiny-passkey.yaml --checkpoint "$dir/none"
