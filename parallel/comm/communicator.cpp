@@ -133,11 +133,14 @@ void Communicator::enable_device(int device) {
 #ifdef LT_WITH_CUDA
     NcclUniqueId id{};
     if (rank_ == 0) id = NcclCommunicator::create_id();
-    auto bytes = at::from_blob(id.data(), {static_cast<int64_t>(id.size())}, at::kByte);
-    const int n = static_cast<int>(bytes.numel());
-    submit("broadcast", [&, comm = comm_] {
-      check_mpi(MPI_Bcast(bytes.data_ptr(), n, MPI_BYTE, 0, comm), "broadcast");
+    // On the heap, held by the call: a broadcast the watchdog gives up on
+    // may still write into it.
+    auto bytes = at::empty({static_cast<int64_t>(id.size())}, at::kByte);
+    std::memcpy(bytes.data_ptr(), id.data(), id.size());
+    submit("broadcast", [bytes, comm = comm_] {
+      check_mpi(MPI_Bcast(bytes.data_ptr(), static_cast<int>(bytes.numel()), MPI_BYTE, 0, comm), "broadcast");
     }).wait();
+    std::memcpy(id.data(), bytes.data_ptr(), id.size());
     nccl_ = std::make_unique<NcclCommunicator>(id, rank_, size_, device, source("NCCL initialisation"));
 #else
     (void)device;
@@ -373,6 +376,7 @@ Work Communicator::exchange(const std::vector<Message>& sends, const std::vector
   for (const auto* messages : {&sends, &receives})
     for (const auto& m : *messages) {
       count(messages == &sends ? "send" : "recv", m.tensor.nbytes());
+      int_count(m.tensor.nbytes(), op);  // refused before anything is posted
       LT_CHECK(m.peer >= 0 && m.peer < size_,
                std::string(op) + ": peer " + std::to_string(m.peer) + " is not a rank of group '" + name_ + "'");
       device = device || m.tensor.is_cuda();

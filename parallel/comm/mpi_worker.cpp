@@ -30,9 +30,14 @@ struct MpiWorker::Task {
       complete = 1;
     return complete;
   }
-  void cancel() {
+  // Ends an aborted call. A message already matched may still be moving:
+  // what the call holds (its tensors) is kept for ever rather than freed
+  // under MPI.
+  void abandon(const std::string& reason) {
     for (auto& r : requests)
       if (r != MPI_REQUEST_NULL) MPI_Cancel(&r), MPI_Request_free(&r);
+    if (post) new std::function<std::vector<MPI_Request>()>(std::move(post));
+    finish(reason);
   }
 };
 
@@ -49,7 +54,7 @@ struct MpiWorker::State {
   void loop();
   bool poll_posted();
   void complete_in_order(Task& task);
-  void drop(const std::shared_ptr<Task>& task) { task->cancel(), task->finish(abort_reason); }
+  void drop(const std::shared_ptr<Task>& task) { task->abandon(abort_reason); }
 };
 
 namespace {
@@ -81,7 +86,7 @@ bool MpiWorker::State::poll_posted() {
 
 void MpiWorker::State::complete_in_order(Task& task) {
   while (!task.test()) {
-    if (aborted.load(std::memory_order_acquire)) return task.cancel(), task.finish(abort_reason);
+    if (aborted.load(std::memory_order_acquire)) return task.abandon(abort_reason);
     pause();
   }
   task.finish();
