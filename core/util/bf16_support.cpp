@@ -1,8 +1,8 @@
 #include "core/util/bf16_support.h"
 
-#include <cstdlib>
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>

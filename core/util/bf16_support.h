@@ -9,7 +9,8 @@ namespace lt {
 bool bf16_is_fast(DeviceKind device);
 
 // This CPU's matrix-product rates in fp32 and bf16 (FLOP/s), measured once
-// a process; bf16 is 0 where the CPU has no bf16 instructions.
+// a process for each intra-op thread count; bf16 is 0 where the CPU has no
+// bf16 instructions.
 struct CpuRates {
   double fp32 = 0, bf16 = 0;
 };

@@ -54,7 +54,6 @@ struct MpiWorker::State {
   void loop();
   bool poll_posted();
   void complete_in_order(Task& task);
-  void drop(const std::shared_ptr<Task>& task) { task->abandon(abort_reason); }
 };
 
 namespace {
@@ -103,9 +102,9 @@ void MpiWorker::State::loop() {
       if (!queue.empty()) task = std::move(queue.front()), queue.pop_front();
     }
     if (aborted.load(std::memory_order_acquire)) {
-      for (auto& t : posted) drop(t);
+      for (auto& t : posted) t->abandon(abort_reason);
       posted.clear();
-      if (task) drop(task);
+      if (task) task->abandon(abort_reason);
       continue;
     }
     if (!task) {  // only messages in flight: progress them, gently

@@ -117,14 +117,13 @@ void Mesh::enable_device(const at::Device& device) {
              "mesh: the device transport was enabled for " + device_->str() + ", not " + device.str());
     return;
   }
-  LT_CHECK(transport_ == DeviceTransport::host || device.is_cuda() == (transport_ == DeviceTransport::nccl),
-           transport_ == DeviceTransport::nccl
-               ? "mesh: NCCL carries CUDA tensors, and the device is " + device.str()
-               : std::string("mesh: NCCL's emulation (parallel.emulate_nccl) is for CPU runs"));
   if (transport_ == DeviceTransport::host) {
     device_ = device;
     return;
   }
+  if (transport_ == DeviceTransport::nccl)
+    LT_CHECK(device.is_cuda(), "mesh: NCCL carries CUDA tensors, and the device is " + device.str());
+  else LT_CHECK(!device.is_cuda(), "mesh: NCCL's emulation (parallel.emulate_nccl) is for CPU runs");
   setup_sum(world_, 0, "enabling the device transport", timeout_s_);  // every rank arrives; then each group joins
   for (auto& [kind, comm] : groups_) comm->enable_device(device.index());
   for (auto& [name, comm] : subgroups_) comm->enable_device(device.index());

@@ -120,6 +120,7 @@ TEST_F(ModelParallelJob, LossAndEveryGradientEqualOneRank) {
       const auto agreement = testing::agreement(precision);
       const Batch batch = global_batch(config);
       Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120, device_transport(config));
+      ASSERT_EQ(mesh.group(Group::pp).transport(), DeviceTransport::emulated_nccl);
       Trainer parallel(config, &mesh);
       Trainer serial(one_rank(config, ""));
       const double loss = parallel.compute_gradients(batch, 1);

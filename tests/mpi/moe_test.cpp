@@ -90,6 +90,7 @@ TEST(MoeJob, LossBalanceAndEveryGradientEqualOneRank) {
       const double near = precision == "bf16" ? agreement.loss : 1e-5;
       const Batch batch = testing::first_batch(config, 13);
       Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 120, device_transport(config));
+      ASSERT_EQ(mesh.group(Group::ep).transport(), DeviceTransport::emulated_nccl);
       Trainer parallel(config, &mesh);
       Config alone = config;
       alone.parallel = ParallelConfig{};

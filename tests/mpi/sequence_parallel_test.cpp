@@ -74,6 +74,7 @@ void expect_equal_to_one_rank(const Case& c, const Arrangement& split) {
   const Config config = case_config(c, split);
   Mesh mesh(Layout(resolve_degrees(config, testing::world_size())), MPI_COMM_WORLD, 60, device_transport(config));
   mesh.enable_device(at::kCPU);
+  ASSERT_EQ(mesh.group(Group::sp).transport(), DeviceTransport::emulated_nccl);
   auto source = make_document_source(config.data, config.model.vocab_size, 5, Split::Train);
   Packer packer(*source, config.data);
   const Batch batch = packer.next(2 * split.dp, config.data.seq_len);
@@ -196,6 +197,7 @@ TEST(SequenceParallel, TrainingEqualsOneProcess) {
     (ring ? config.parallel.sp.ring : config.parallel.sp.ulysses) = P;
     config.parallel.emulate_nccl = true;
     Mesh mesh(Layout(resolve_degrees(config, P)), MPI_COMM_WORLD, 60, device_transport(config));
+    ASSERT_EQ(mesh.group(Group::sp).transport(), DeviceTransport::emulated_nccl);
     const auto parallel = Trainer(config, &mesh).run().losses;
     Config alone = config;
     alone.parallel.sp = {};
