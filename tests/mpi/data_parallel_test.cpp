@@ -45,7 +45,7 @@ struct DataParallelJob : ::testing::TestWithParam<int> {  // the ZeRO stage
 
   std::map<int64_t, double> train(const Config& c) {
     Mesh mesh(Layout(resolve_degrees(c, P)), MPI_COMM_WORLD, 120, device_transport(c));
-    EXPECT_EQ(mesh.group(Group::dp_sp).transport() == DeviceTransport::emulated_nccl, c.parallel.zero == 3);
+    EXPECT_EQ(mesh.group(Group::dp_sp).transport() == DeviceTransport::emulated_nccl, c.parallel.emulate_nccl);
     return Trainer(c, &mesh).run().losses;
   }
 
