@@ -196,6 +196,7 @@ std::vector<std::string> scale_down(Config& c, int world) {
     m.moe.top_k = std::min<int64_t>(m.moe.top_k, 2);
     if (m.moe.expert_intermediate_size > 0) m.moe.expert_intermediate_size = 32;
     if (m.moe.shared_expert_intermediate_size > 0) m.moe.shared_expert_intermediate_size = 64;
+    if (!m.moe.dense_layers.empty()) m.moe.dense_layers = {0};  // a dense layer still among the MoE ones
   }
   m.attention_block = 32;
   auto& d = c.data;

@@ -40,7 +40,7 @@ struct LayerActivations {
 int64_t mlp_activations(const ModelConfig& m, int tp, int64_t layer) {
   if (!m.moe.is_moe_layer(layer)) return 4 * m.intermediate_size / tp;
   const auto& e = m.moe;
-  const int64_t columns = e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size;
+  const int64_t columns = m.expert_columns();
   const int64_t shared = e.shared_expert_intermediate_size > 0 ? 4 * e.shared_expert_intermediate_size + 1 : 0;
   return e.top_k * (2 * m.hidden_size + 4 * columns) + 2 * e.experts + shared;
 }

@@ -224,9 +224,9 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   validate_rope(m.rope, s);
   const auto& p = c.parallel;
-  if (c.checkpoint.export_hf != ExportDtype::none && m.moe.enabled())
-    relation_error(s, "checkpoint.export_hf",
-                   "checkpoint.export_hf: mixture-of-experts models cannot be exported to HF format yet");
+  if (c.checkpoint.export_hf != ExportDtype::none && !hf_export_problem(m).empty())
+    relation_error(s, "model.family",
+                   "checkpoint.export_hf writes the model as its family's HF class, but " + hf_export_problem(m));
   const bool manual = c.memory.plan == PlanMode::manual;
   if (!manual && c.memory.device_budget_gb <= 0)
     relation_error(s, "memory.plan",
@@ -249,6 +249,17 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
     relation_error(s, "model.moe.top_k",
                    "model.moe.top_k=" + std::to_string(m.moe.top_k) + " exceeds model.moe.experts=" +
                        std::to_string(m.moe.experts) + ": a token cannot choose more experts than exist");
+  // The grouped products read rows and weights in 16-byte strides.
+  if (m.moe.enabled() && (m.hidden_size % 8 != 0 || m.expert_columns() % 8 != 0))
+    relation_error(s, "model.moe.expert_intermediate_size",
+                   "the experts run as grouped matrix products, which need model.hidden_size (" +
+                       std::to_string(m.hidden_size) + ") and the expert width (" + std::to_string(m.expert_columns()) +
+                       ") to be multiples of 8");
+  for (int64_t layer : m.moe.dense_layers)
+    if (layer >= m.num_layers)
+      relation_error(s, "model.moe.dense_layers",
+                     "model.moe.dense_layers names layer " + std::to_string(layer) + " of a model of " +
+                         std::to_string(m.num_layers) + " layers (they count from 0)");
   if (m.moe.enabled() && c.memory.mlp_tiles != "1")
     relation_error(s, "memory.mlp_tiles",
                    "memory.mlp_tiles tiles the dense MLP; a mixture-of-experts model needs memory.mlp_tiles: 1");

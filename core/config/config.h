@@ -49,6 +49,12 @@ LT_SPELLINGS(BalanceScope, {BalanceScope::micro_batch, "micro_batch"}, {BalanceS
 enum class RopeType { standard, linear, dynamic, yarn, llama3 };
 LT_SPELLINGS(RopeType, {RopeType::standard, "default"}, {RopeType::linear, "linear"}, {RopeType::dynamic, "dynamic"},
              {RopeType::yarn, "yarn"}, {RopeType::llama3, "llama3"});
+// The Hugging Face architecture a model is read from and written as
+// (core/hf/hf_names.h maps its tensor names).
+enum class Family { llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral };
+LT_SPELLINGS(Family, {Family::llama, "llama"}, {Family::mistral, "mistral"}, {Family::qwen2, "qwen2"},
+             {Family::qwen3, "qwen3"}, {Family::qwen2_moe, "qwen2_moe"}, {Family::qwen3_moe, "qwen3_moe"},
+             {Family::mixtral, "mixtral"});
 enum class AttentionKernel { automatic, flash, blockwise };
 LT_SPELLINGS(AttentionKernel, {AttentionKernel::automatic, "auto"}, {AttentionKernel::flash, "flash"},
              {AttentionKernel::blockwise, "blockwise"});
@@ -92,11 +98,16 @@ struct MoeConfig {
   // Load balancing over what: each micro-batch, the whole global batch
   // (counts summed over dp x sp and the accumulation), or each sequence.
   BalanceScope balance = BalanceScope::global_batch;
-  double balance_coef = 0.01;  // weight of the load-balancing loss (0: none)
-  double z_loss_coef = 0;      // router z-loss (ST-MoE)
+  double balance_coef = 0.01;         // weight of the load-balancing loss (0: none)
+  double z_loss_coef = 0;             // router z-loss (ST-MoE)
+  std::vector<int64_t> dense_layers;  // layers whose MLP stays dense whatever `every` says (HF's mlp_only_layers)
 
   bool enabled() const { return experts > 0; }
-  bool is_moe_layer(int64_t layer) const { return enabled() && (layer + 1) % every == 0; }
+  bool is_moe_layer(int64_t layer) const {
+    for (int64_t dense : dense_layers)
+      if (dense == layer) return false;
+    return enabled() && (layer + 1) % every == 0;
+  }
 };
 
 // RoPE scaling for context extension (HF's rope_parameters; see
@@ -117,6 +128,7 @@ struct RopeConfig {
 
 struct ModelConfig {
   std::string preset;             // name of configs/models/<preset>.yaml
+  Family family = Family::llama;  // the HF architecture it was imported from and is exported as
   int64_t vocab_size = 0;         // tokens of the tokenizer (rows of the embedding and the head)
   int64_t hidden_size = 0;        // width of the residual stream
   int64_t intermediate_size = 0;  // width of the SwiGLU MLP
@@ -129,6 +141,7 @@ struct ModelConfig {
   RopeConfig rope;
   double rms_norm_eps = 1e-5;   // RMSNorm's epsilon
   bool attention_bias = false;  // q/k/v bias, as Qwen2
+  bool qk_norm = false;         // RMSNorm over each head of q and k before RoPE, as Qwen3
   bool tie_embeddings = false;  // the head reuses the embedding table
   double init_std = 0.02;       // standard deviation of random initialisation (without init.from_hf)
   // auto: LibTorch's fused flash kernel where it fits, else blockwise
@@ -137,6 +150,10 @@ struct ModelConfig {
   MoeConfig moe;
 
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : hidden_size / num_heads; }
+  // Width of each expert's SwiGLU.
+  int64_t expert_columns() const {
+    return moe.expert_intermediate_size > 0 ? moe.expert_intermediate_size : intermediate_size;
+  }
 };
 
 // The built-in synthetic corpus: filler text with a key hidden at a random

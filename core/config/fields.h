@@ -36,6 +36,7 @@ void visit(V& v, MoeConfig& m) {
   v.field("balance", m.balance);
   v.field("balance_coef", m.balance_coef, in_range<double>(0.0, 100.0));
   v.field("z_loss_coef", m.z_loss_coef, in_range<double>(0.0, 100.0));
+  v.field("dense_layers", m.dense_layers, at_least<int64_t>(0));
 }
 
 template <class V>
@@ -53,6 +54,7 @@ void visit(V& v, RopeConfig& r) {
 template <class V>
 void visit(V& v, ModelConfig& m) {
   v.field("preset", m.preset);
+  v.field("family", m.family);
   v.field("vocab_size", m.vocab_size, at_least<int64_t>(1));
   v.field("hidden_size", m.hidden_size, at_least<int64_t>(1));
   v.field("intermediate_size", m.intermediate_size, at_least<int64_t>(1));
@@ -65,6 +67,7 @@ void visit(V& v, ModelConfig& m) {
   v.section("rope", m.rope);
   v.field("rms_norm_eps", m.rms_norm_eps, in_range<double>(1e-12, 1e-1));
   v.field("attention_bias", m.attention_bias);
+  v.field("qk_norm", m.qk_norm);
   v.field("tie_embeddings", m.tie_embeddings);
   v.field("init_std", m.init_std, in_range<double>(0.0, 1.0));
   v.field("attention", m.attention);

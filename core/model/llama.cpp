@@ -32,10 +32,17 @@ int64_t first_kv_head(const ModelConfig& c, const ModelShard& s) {
 
 // Megatron's split: q, k, v, gate, up by output rows (column-parallel),
 // o and down by input columns (row-parallel), embedding and head by
-// vocabulary rows; norms are replicated.
-TensorSlice slice_for(const std::string& name, const ModelConfig& c, const ModelShard& s) {
+// vocabulary rows; norms are replicated. A mixture-of-experts layer is
+// not split by tp: its experts are split by ep.
+TensorSlice slice_for(const std::string& name, int64_t rows, const ModelConfig& c, const ModelShard& s) {
   const int64_t d = c.resolved_head_dim(), heads = c.num_heads / s.tp_size;
   const int64_t columns = c.intermediate_size / s.tp_size, vocab = c.vocab_size / s.tp_size;
+  if (name.find(".mlp.experts.") != std::string::npos) {
+    const int64_t local = c.moe.experts / s.ep_size;
+    return {0, s.ep_rank * local, c.moe.experts};
+  }
+  if (name.find(".mlp.gate.") != std::string::npos || name.find(".mlp.shared_expert") != std::string::npos)
+    return {0, 0, rows};  // whole on every rank holding the layer
   if (name.find("q_proj") != std::string::npos) return {0, s.tp_rank * heads * d, c.num_heads * d};
   if (name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos) {
     const int64_t copies = std::max<int64_t>(1, s.tp_size / c.num_kv_heads);
@@ -47,15 +54,11 @@ TensorSlice slice_for(const std::string& name, const ModelConfig& c, const Model
   if (name.find("down_proj") != std::string::npos) return {1, s.tp_rank * columns, c.intermediate_size};
   if (name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos)
     return {0, s.tp_rank * vocab, c.vocab_size};
+  // A head's norm is shared by the heads, which the tp ranks split: each
+  // rank's gradient is its heads' share.
+  if (name.find("self_attn.q_norm") != std::string::npos || name.find("self_attn.k_norm") != std::string::npos)
+    return {0, 0, d, s.tp_size, s.tp_size > 1};
   return {0, 0, c.hidden_size, s.tp_size, s.tp_sequence};  // norms
-}
-
-// A mixture-of-experts layer's weights, whole on every rank that holds them
-// (tp 1).
-bool in_moe(const std::string& name) {
-  for (const char* part : {".mlp.gate.", ".mlp.experts.", ".mlp.shared_expert"})
-    if (name.find(part) != std::string::npos) return true;
-  return false;
 }
 
 // A generator per parameter, so a value does not depend on which other
@@ -75,13 +78,20 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, const ModelShard& s
   k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
   v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, c.attention_bias, s.compute));
   o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, false, s.compute));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, c.rms_norm_eps, s.compute));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, c.rms_norm_eps, s.compute));
+  }
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                        const AttentionMask& mask) {
   const auto b = x.size(0), s = x.size(1);
-  auto q = apply_rotary(q_proj(x).view({b, s, heads_, head_dim_}), cos, sin);
-  auto k = apply_rotary(k_proj(x).view({b, s, kv_heads_, head_dim_}), cos, sin);
+  auto q = q_proj(x).view({b, s, heads_, head_dim_});
+  auto k = k_proj(x).view({b, s, kv_heads_, head_dim_});
+  if (q_norm) q = q_norm(q), k = k_norm(k);  // each head by itself: no communication under tp or Ulysses
+  q = apply_rotary(q, cos, sin);
+  k = apply_rotary(k, cos, sin);
   auto v = v_proj(x).view({b, s, kv_heads_, head_dim_});
   LT_TRACE_SCOPE("attention");
   auto out = attend_(q, k, v, mask, options_).out;
@@ -154,8 +164,7 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c, ModelShard shar
   if (shard_.last_stage && !c.tie_embeddings)
     lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size / shard_.tp_size, false, shard_.compute));
   for (const auto& item : named_parameters())
-    slices_[item.key()] =
-        in_moe(item.key()) ? TensorSlice{0, 0, item.value().size(0)} : slice_for(item.key(), c, shard_);
+    slices_[item.key()] = slice_for(item.key(), item.value().size(0), c, shard_);
 }
 
 TensorSlice LlamaForCausalLMImpl::slice_of(const std::string& name) const { return slices_.at(name); }

@@ -1,4 +1,6 @@
-// The Llama-family decoder (Llama, Qwen2, Mistral), written once and plainly.
+// The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3 and their
+// mixture-of-experts kin Qwen2-MoE, Qwen3-MoE and Mixtral), written once
+// and plainly.
 // Module and parameter names follow HF (model.layers.N.self_attn.q_proj.weight)
 // so HF checkpoints map 1:1; parallelism is applied around it, not inside.
 #pragma once
@@ -38,6 +40,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   const AttentionFn& attend() const { return attend_; }
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // Qwen3's, over each head; null without model.qk_norm
 
  private:
   int64_t heads_, kv_heads_, head_dim_;

@@ -6,10 +6,7 @@ namespace lt {
 namespace {
 
 // One expert's gate, up and down projections.
-int64_t expert_parameters(const ModelConfig& m) {
-  const auto& e = m.moe;
-  return 3 * m.hidden_size * (e.expert_intermediate_size > 0 ? e.expert_intermediate_size : m.intermediate_size);
-}
+int64_t expert_parameters(const ModelConfig& m) { return 3 * m.hidden_size * m.expert_columns(); }
 
 int64_t shared_expert_parameters(const ModelConfig& m) {
   return 3 * m.hidden_size * m.moe.shared_expert_intermediate_size;
@@ -47,7 +44,8 @@ int64_t layer_parameters(const ModelConfig& m, int tp, int64_t experts) {
   const int64_t dense = 3 * h * m.intermediate_size / tp;
   int64_t mlp = 0;
   for (int64_t i = 0; i < m.num_layers; ++i) mlp += m.moe.is_moe_layer(i) ? sparse_mlp_parameters(m, experts) : dense;
-  return q + kv + o + bias + mlp / m.num_layers + 2 * h;
+  const int64_t head_norms = m.qk_norm ? 2 * d : 0;
+  return q + kv + o + bias + head_norms + mlp / m.num_layers + 2 * h;
 }
 
 int64_t layer_expert_parameters(const ModelConfig& m, int ep) {

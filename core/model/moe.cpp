@@ -2,18 +2,29 @@
 
 namespace lt {
 
+ExpertsImpl::ExpertsImpl(int64_t experts, int64_t hidden, int64_t columns, std::shared_ptr<ComputeWeights> compute)
+    : compute_(std::move(compute)) {
+  gate_up_proj = register_parameter("gate_up_proj", at::empty({experts, 2 * columns, hidden}));
+  down_proj = register_parameter("down_proj", at::empty({experts, hidden, columns}));
+}
+
+// One grouped product per projection, every expert at once. An expert
+// with no rows still takes part (its gradient is zero), so data
+// parallelism's buckets fill alike on every rank.
+at::Tensor ExpertsImpl::forward(const at::Tensor& rows, const at::Tensor& ends) {
+  const auto gate_up = at::_grouped_mm(rows, compute_weight(compute_, gate_up_proj).transpose(1, 2), ends);
+  const auto halves = gate_up.chunk(2, -1);
+  return at::_grouped_mm(at::silu(halves[0]) * halves[1], compute_weight(compute_, down_proj).transpose(1, 2), ends);
+}
+
 SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int64_t layer)
     : config_(c.moe), shard_(shard), layer_(layer) {
   const auto& m = c.moe;
-  const int64_t columns = m.expert_intermediate_size > 0 ? m.expert_intermediate_size : c.intermediate_size;
   // The router computes in fp32 whatever the compute dtype: bf16 logits
   // would tie and flip top-k choices on rounding (Megatron's fp32 router).
   gate = register_module("gate", Linear(c.hidden_size, m.experts, false, nullptr));
-  const int64_t local = m.experts / shard.ep_size;
-  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> mine;
-  for (int64_t e = shard.ep_rank * local; e < (shard.ep_rank + 1) * local; ++e)
-    mine.emplace_back(std::to_string(e), LlamaMLP(c.hidden_size, columns, shard.compute).ptr());
-  experts = register_module("experts", torch::nn::ModuleDict(mine));
+  experts =
+      register_module("experts", Experts(m.experts / shard.ep_size, c.hidden_size, c.expert_columns(), shard.compute));
   if (m.shared_expert_intermediate_size > 0) {
     shared_expert =
         register_module("shared_expert", LlamaMLP(c.hidden_size, m.shared_expert_intermediate_size, shard.compute));
@@ -21,63 +32,63 @@ SparseMoeImpl::SparseMoeImpl(const ModelConfig& c, const ModelShard& shard, int6
   }
 }
 
-// This rank's experts, each on its run of `rows` (per_expert[i] rows for
-// the i-th). Every expert runs, on no rows if none came, so every expert
-// has a gradient and data parallelism's buckets complete in the same order
-// on every rank.
-at::Tensor SparseMoeImpl::run_local(const at::Tensor& rows, const std::vector<int64_t>& per_expert) {
-  std::vector<at::Tensor> outputs;
-  int64_t start = 0, i = 0;
-  for (const auto& expert : experts->values()) {
-    outputs.push_back(expert->as<LlamaMLP>()->forward(rows.narrow(0, start, per_expert[i])));
-    start += per_expert[i++];
-  }
-  return at::cat(outputs);
-}
-
-// Rows sorted by expert (per_expert: rows of each global expert) go to the
-// ranks holding their experts, run there, and come back in their order.
-at::Tensor SparseMoeImpl::on_expert_ranks(const at::Tensor& rows, const std::vector<int64_t>& per_expert) {
+// Rows sorted by expert, counts[e] of them for global expert e (any further
+// rows are dropped ones), run on the ranks holding their experts; the
+// outputs come back in the rows' order, zero for the dropped rows.
+at::Tensor SparseMoeImpl::on_expert_ranks(const at::Tensor& rows, const at::Tensor& counts) {
   const int64_t ranks = shard_.ep_size, local = config_.experts / ranks;
-  if (ranks == 1) return run_local(rows, per_expert);
-  // What each rank sends to each other, per expert of the receiver.
+  if (ranks == 1) return experts(rows, counts.cumsum(0).to(at::kInt));
+  // The exchange's sizes: this rank's counts, then every rank's, by one
+  // all-to-all of counts (the layer's one wait for the device).
+  const auto host = counts.cpu();
+  const std::vector<int64_t> per_expert(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
   const std::vector<int64_t> arriving = shard_.exchange_counts(per_expert);
   std::vector<int64_t> send_rows(ranks, 0), recv_rows(ranks, 0), mine(local, 0);
+  int64_t kept = 0;
   for (int64_t j = 0; j < ranks; ++j)
     for (int64_t l = 0; l < local; ++l) {
       send_rows[j] += per_expert[j * local + l];
       recv_rows[j] += arriving[j * local + l];
       mine[l] += arriving[j * local + l];
+      kept += per_expert[j * local + l];
     }
-  const auto arrived = shard_.exchange(rows, send_rows, recv_rows);
+  const auto arrived = shard_.exchange(rows.narrow(0, 0, kept), send_rows, recv_rows);
   // The arrivals come by source, each sorted by expert: regroup by expert.
-  std::vector<int64_t> order;
+  std::vector<int64_t> order, ends(local);
   std::vector<int64_t> block_start(ranks * local);
   for (int64_t j = 0, at = 0; j < ranks; ++j)
     for (int64_t l = 0; l < local; ++l) block_start[j * local + l] = at, at += arriving[j * local + l];
   for (int64_t l = 0; l < local; ++l)
     for (int64_t j = 0; j < ranks; ++j)
       for (int64_t r = 0; r < arriving[j * local + l]; ++r) order.push_back(block_start[j * local + l] + r);
-  const auto index = at::tensor(order, at::TensorOptions().dtype(at::kLong)).to(rows.device());
-  const auto out = run_local(arrived.index_select(0, index), mine);
-  return shard_.exchange(at::zeros_like(out).index_copy(0, index, out), recv_rows, send_rows);
+  for (int64_t l = 0, end = 0; l < local; ++l) ends[l] = end += mine[l];
+  const auto index = at::tensor(order, at::kLong).to(rows.device());
+  const auto out = experts(arrived.index_select(0, index), at::tensor(ends, at::kLong).to(rows.device(), at::kInt));
+  const auto back = shard_.exchange(at::zeros_like(out).index_copy(0, index, out), recv_rows, send_rows);
+  if (kept == rows.size(0)) return back;
+  return at::cat({back, at::zeros({rows.size(0) - kept, back.size(1)}, back.options())});
 }
 
-// Selections grouped by expert (stable: token order within), run where
-// their experts live, the outputs weighted and summed back into their tokens.
+// The selections sorted by expert once (stable: token order within), those
+// over capacity after every expert's; the outputs weighted and summed back
+// into their tokens.
 at::Tensor SparseMoeImpl::run_experts(const at::Tensor& x, const Routing& r) {
-  const int64_t k = r.experts.size(1);
-  const auto kept = r.kept.reshape(-1).nonzero().squeeze(1);
-  auto expert = r.experts.reshape(-1).index_select(0, kept);
-  auto token = at::arange(x.size(0), expert.options()).repeat_interleave(k).index_select(0, kept);
-  auto weight = r.weights.reshape(-1).index_select(0, kept);
+  const int64_t k = r.experts.size(1), n = config_.experts;
+  const bool drops = config_.capacity_factor > 0;
+  auto expert = r.experts.reshape(-1);
+  if (drops) expert = expert.masked_fill(r.kept.reshape(-1).logical_not(), n);
   const auto order = at::argsort(expert, /*stable=*/true);
-  token = token.index_select(0, order);
-  weight = weight.index_select(0, order);
-  const auto counts = at::bincount(expert, {}, config_.experts).cpu();
-  const std::vector<int64_t> per_expert(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
-  const auto y = on_expert_ranks(x.index_select(0, token), per_expert) * weight.unsqueeze(1).to(x.scalar_type());
-  return at::zeros_like(x).index_add(0, token, y);
+  const auto token = at::floor_divide(order, k);
+  const auto weight = r.weights.reshape(-1).index_select(0, order).unsqueeze(1);
+  auto rows = x.index_select(0, token);
+  // A dropped row is computed by no expert: its output and its input's
+  // gradient are undefined memory. `where` zeroes both (a product with a
+  // zero weight would carry a NaN there into the gradients).
+  const auto valid = drops ? expert.index_select(0, order).lt(n).unsqueeze(1) : at::Tensor();
+  if (drops) rows = at::where(valid, rows, at::zeros({}, rows.options()));
+  auto out = on_expert_ranks(rows, count_per_expert(expert, n + 1).narrow(0, 0, n));
+  if (drops) out = at::where(valid, out, at::zeros({}, out.options()));
+  return at::zeros_like(x).index_add(0, token, out * weight.to(x.scalar_type()));
 }
 
 at::Tensor SparseMoeImpl::forward(const at::Tensor& x) {

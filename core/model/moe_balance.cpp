@@ -21,7 +21,7 @@ at::Tensor within_capacity(const at::Tensor& experts, const at::Tensor& weights,
                                                         : at::arange(n, flat.options());
   order = order.index_select(0, at::argsort(flat.index_select(0, order), true));  // by expert, by priority within
   const auto sorted = flat.index_select(0, order);
-  const auto counts = at::bincount(flat, {}, c.experts);
+  const auto counts = count_per_expert(flat, c.experts);
   const auto starts = counts.cumsum(0) - counts;
   const auto rank = at::arange(n, flat.options()) - starts.index_select(0, sorted);
   return at::zeros({n}, flat.options().dtype(at::kBool)).index_put_({order}, rank < capacity).view_as(experts);
@@ -58,6 +58,11 @@ struct AttachLoss : torch::autograd::Function<AttachLoss> {
 
 }  // namespace
 
+at::Tensor count_per_expert(const at::Tensor& experts, int64_t n) {
+  const auto flat = experts.reshape(-1);
+  return at::zeros({n}, flat.options().dtype(at::kLong)).scatter_add_(0, flat, at::ones_like(flat, at::kLong));
+}
+
 Routing route(const at::Tensor& logits, const MoeConfig& c) {
   Routing r;
   r.logits = logits;
@@ -73,8 +78,9 @@ struct MoeBalance::Slot {
   at::Tensor counts;   // this rank's selections per expert ([rows, experts] under sequence balance)
   at::Tensor reduced;  // summed over the scope's ranks
   at::Tensor psum;     // this rank's router probabilities summed over its tokens, detached
-  double z = 0;
-  int64_t selections = 0, dropped = 0;
+  at::Tensor z;        // the sum of squared log-partitions, when there is a z-loss
+  at::Tensor dropped;  // selections over capacity
+  int64_t selections = 0;
 };
 
 MoeBalance::MoeBalance(const ModelConfig& model, Sum over_sequence, Sum over_batch)
@@ -97,20 +103,21 @@ void MoeBalance::record(int64_t layer, const Routing& r, int64_t rows, const at:
   auto& s = *held;
   at::NoGradGuard no_grad;
   const int64_t experts = config_.experts;
+  // Everything stays on the device: the layer never waits for it.
   if (config_.balance == BalanceScope::sequence) {
     const auto chosen = r.experts.reshape({rows, -1});
     s.counts =
-        at::zeros({rows, experts}, at::kFloat).scatter_add_(1, chosen.cpu(), at::ones(chosen.sizes(), at::kFloat));
+        at::zeros({rows, experts}, psum.options()).scatter_add_(1, chosen, at::ones_like(chosen, psum.options()));
   } else {
-    s.counts = at::bincount(r.experts.reshape(-1).cpu(), {}, experts).to(at::kFloat);
+    s.counts = count_per_expert(r.experts, experts).to(at::kFloat);
   }
-  s.psum = psum.detach().cpu();
+  s.psum = psum.detach();
   s.reduced = s.counts.clone();
   const Sum& scope = config_.balance == BalanceScope::global_batch ? over_batch_ : over_sequence_;
   if (scope) scope(s.reduced);
   s.selections = r.kept.numel();
-  s.dropped = s.selections - r.kept.sum().item<int64_t>();
-  if (z.defined()) s.z = z.item<double>();
+  s.dropped = r.kept.logical_not().sum();
+  if (z.defined()) s.z = z.detach();
 }
 
 // d(balance loss)/d(psum): coef * E * f / T, f and T over the scope.
@@ -157,10 +164,10 @@ MoeStepStats MoeBalance::end_step(const Sum& over_world) {
   auto counts = packed.narrow(0, 4, num_layers_ * experts).view({num_layers_, experts});
   for (const auto& [key, s] : slots_) {
     packed[0] += (balance_weights(key.first, *s) * s->psum).sum().item<double>();
-    packed[1] += s->z * config_.z_loss_coef / tokens_;
+    if (s->z.defined()) packed[1] += s->z.item<double>() * config_.z_loss_coef / tokens_;
     packed[2] += static_cast<double>(s->selections);
-    packed[3] += static_cast<double>(s->dropped);
-    counts[key.first] += (s->counts.dim() == 2 ? s->counts.sum(0) : s->counts).to(at::kDouble);
+    packed[3] += s->dropped.item<double>();
+    counts[key.first] += (s->counts.dim() == 2 ? s->counts.sum(0) : s->counts).to(at::kCPU, at::kDouble);
   }
   slots_.clear();
   in_step_ = false;

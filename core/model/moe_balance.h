@@ -44,6 +44,10 @@ struct Routing {
   at::Tensor kept;     // [tokens, top_k] bool: within the expert's capacity
 };
 
+// How many of `experts` (expert indices, any shape) name each of experts
+// 0..n-1, on their device: a bincount that never asks the host for a size.
+at::Tensor count_per_expert(const at::Tensor& experts, int64_t n);
+
 // The router's choice for `logits` under `config` (top-k, renormalisation,
 // capacity and drop policy).
 Routing route(const at::Tensor& logits, const MoeConfig& config);

@@ -6,13 +6,14 @@
 namespace lt {
 namespace {
 
-enum Kind { kSplit, kNorm, kSharedKv, kTied, kExpert, kKinds };
+enum Kind { kSplit, kNorm, kHeadNorm, kSharedKv, kTied, kExpert, kKinds };
 
 bool contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
 
 Kind kind_of(const std::string& name, const TensorSlice& slice, bool tied_across_stages, bool expert_parallel) {
   if (tied_across_stages && contains(name, "embed_tokens")) return kTied;
   if (expert_parallel && contains(name, ".mlp.experts.")) return kExpert;
+  if (slice.partial && (contains(name, "self_attn.q_norm") || contains(name, "self_attn.k_norm"))) return kHeadNorm;
   if (contains(name, "norm")) return kNorm;
   return slice.copies > 1 ? kSharedKv : kSplit;
 }
@@ -37,6 +38,7 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
   Communicator* groups[kKinds] = {
       &mesh.group(Group::dp_sp),
       shard.tp_sequence ? &mesh.group(Group::stage) : &mesh.group(Group::dp_sp),
+      &mesh.group(Group::stage),  // each tp rank's gradient is its heads' share
       &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * kv.full + kv.offset)),
       &mesh.group(Group::tied),
       &mesh.group(Group::ep_dp),

@@ -3,6 +3,8 @@
 //   tp-split weights: dp x sp, within their tp slice;
 //   norms: dp x sp, and with tp's sequence parallelism also over tp (each
 //     tp rank then saw only its share of the tokens);
+//   the q and k norms of each head (Qwen3): dp x sp x tp, as each tp rank
+//     saw only its heads;
 //   kv heads shared by several tp ranks (tp > kv heads): dp x sp x those ranks;
 //   tied embeddings split over pipeline stages: dp x sp of both end stages;
 //   experts under expert parallelism: the dp x sp ranks holding the same

@@ -8,12 +8,23 @@
 //    experts' load (coefficient of variation, max / mean) over the last 20
 //    steps, and the language-model loss;
 //  dispatch (under mpirun -np P): what each rank sends over the ep group in
-//    one step, against theory from the step's routing.
+//    one step, against theory from the step's routing;
+//  layer: one MoE layer shaped like Qwen3-30B-A3B's (hidden 2048, 128
+//    experts, top 8, width 768) on 512 tokens, forward and backward: the
+//    grouped products against the loop over experts longtrain ran before
+//    (a host copy of the counts, then one product per expert), interleaved,
+//    best of REPEATS; and in each arm's operator trace (at::RecordFunction,
+//    the profiler's hook) the operators that make the host wait for a GPU.
 //
-// usage: lt_bench_moe step REPEATS | lt_bench_moe balance | mpirun -np P lt_bench_moe dispatch
+// usage: lt_bench_moe step REPEATS | lt_bench_moe balance | lt_bench_moe layer REPEATS |
+//        mpirun -np P lt_bench_moe dispatch
+
+#include <ATen/record_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +32,7 @@
 #include "core/data/packer.h"
 #include "core/optim/lr_schedule.h"
 #include "core/model/model_size.h"
+#include "core/model/moe.h"
 #include "train/trainer.h"
 #include "core/util/error.h"
 #include "core/util/resources.h"
@@ -131,6 +143,104 @@ void dispatch() {
   }
 }
 
+// Operators that wait for the device on CUDA: a scalar read (.item()), an
+// output whose size depends on the values, a bincount (it reads the
+// maximum). On CPU nothing waits; the trace counts what would.
+std::atomic<int64_t> g_syncs{0};
+bool waits_for_device(const char* op) {
+  for (const char* name : {"aten::_local_scalar_dense", "aten::nonzero", "aten::bincount", "aten::unique",
+                           "aten::_unique2", "aten::masked_select", "aten::repeat_interleave"})
+    if (std::strcmp(op, name) == 0) return true;
+  return false;
+}
+
+// The layer's experts as longtrain ran them before the grouped products.
+at::Tensor looped_experts(ExpertsImpl& experts, const at::Tensor& x, const Routing& r, int64_t n) {
+  const int64_t k = r.experts.size(1);
+  const auto kept = r.kept.reshape(-1).nonzero().squeeze(1);
+  auto expert = r.experts.reshape(-1).index_select(0, kept);
+  auto token = at::arange(x.size(0), expert.options()).repeat_interleave(k).index_select(0, kept);
+  auto weight = r.weights.reshape(-1).index_select(0, kept);
+  const auto order = at::argsort(expert, /*stable=*/true);
+  token = token.index_select(0, order);
+  weight = weight.index_select(0, order);
+  const auto counts = at::bincount(expert, {}, n).cpu();  // the host waits here
+  const int64_t* count = counts.data_ptr<int64_t>();
+  const auto rows = x.index_select(0, token);
+  std::vector<at::Tensor> outputs;
+  for (int64_t e = 0, start = 0; e < n; ++e) {
+    const auto halves = at::linear(rows.narrow(0, start, count[e]), experts.gate_up_proj[e]).chunk(2, -1);
+    outputs.push_back(at::linear(at::silu(halves[0]) * halves[1], experts.down_proj[e]));
+    start += count[e];
+  }
+  return at::zeros_like(x).index_add(0, token, at::cat(outputs) * weight.unsqueeze(1));
+}
+
+void layer(int repeats) {
+  ModelConfig m;
+  m.hidden_size = 2048, m.intermediate_size = 6144, m.num_layers = 1, m.num_heads = 32, m.num_kv_heads = 4;
+  m.moe.experts = 128, m.moe.top_k = 8, m.moe.expert_intermediate_size = 768, m.moe.normalize_top_k = true;
+  constexpr int64_t tokens = 512;
+  auto balance = std::make_shared<MoeBalance>(m);
+  ModelShard shard;
+  shard.moe = balance;
+  SparseMoe moe(m, shard, 0);
+  at::manual_seed(0);
+  for (auto& p : moe->parameters()) p.data().normal_(0, 0.02);
+  const auto x = at::randn({1, tokens, m.hidden_size}).requires_grad_(true);
+  const auto probe = at::randn({1, tokens, m.hidden_size});
+  auto looped = [&] {
+    const auto flat = x.view({tokens, -1});
+    const auto routing = route(at::linear(flat, moe->gate->weight), m.moe);
+    return balance->attach(0, looped_experts(*moe->experts, flat, routing, m.moe.experts), routing, 1).view_as(x);
+  };
+  auto pass = [&](const std::function<at::Tensor()>& forward) {
+    balance->begin_step(tokens, 1, 1);
+    (forward() * probe).sum().backward();
+    balance->end_step();
+    moe->zero_grad();
+  };
+  auto handle = at::addGlobalCallback(
+      at::RecordFunctionCallback([](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+        if (waits_for_device(fn.name())) ++g_syncs;
+        return nullptr;
+      }));
+  auto syncs = [&](const std::function<at::Tensor()>& forward) {
+    g_syncs = 0;
+    balance->begin_step(tokens, 1, 1);
+    auto y = forward();  // the step's end reads its statistics once; not counted
+    (y * probe).sum().backward();
+    const int64_t count = g_syncs;
+    balance->end_step();
+    moe->zero_grad();
+    return count;
+  };
+  const int64_t grouped_syncs = syncs([&] { return moe(x); }), looped_syncs = syncs(looped);
+  at::removeCallback(handle);
+  double grouped = 1e30, loop = 1e30;
+  for (int r = 0; r < repeats; ++r) {  // interleaved arms
+    grouped = std::min(grouped, bench::best_of(
+                                    1, [&] { pass([&] { return moe(x); }); }, 0));
+    loop = std::min(loop, bench::best_of(
+                              1, [&] { pass(looped); }, 0));
+  }
+  nlohmann::ordered_json out = {{"bench", "layer"},
+                                {"tokens", tokens},
+                                {"hidden", m.hidden_size},
+                                {"experts", m.moe.experts},
+                                {"top_k", m.moe.top_k},
+                                {"expert_width", m.moe.expert_intermediate_size},
+                                {"threads", at::get_num_threads()},
+                                {"grouped_s", grouped},
+                                {"loop_s", loop},
+                                {"grouped_tokens_per_s", tokens / grouped},
+                                {"loop_tokens_per_s", tokens / loop},
+                                {"speedup", loop / grouped},
+                                {"grouped_syncs", grouped_syncs},
+                                {"loop_syncs", looped_syncs}};
+  std::printf("%s\n", out.dump().c_str());
+}
+
 }  // namespace
 }  // namespace lt
 
@@ -140,6 +250,10 @@ int main(int argc, char** argv) {
     if (which == "step" && argc == 3) lt::step(std::max(1, std::atoi(argv[2])));
     else if (which == "balance" && argc == 2) lt::balance();
     else if (which == "dispatch" && argc == 2) lt::dispatch();
-    else lt::fail("usage: lt_bench_moe step REPEATS | lt_bench_moe balance | mpirun -np P lt_bench_moe dispatch");
+    else if (which == "layer" && argc == 3) lt::layer(std::max(1, std::atoi(argv[2])));
+    else
+      lt::fail(
+          "usage: lt_bench_moe step REPEATS | lt_bench_moe balance | lt_bench_moe layer REPEATS | "
+          "mpirun -np P lt_bench_moe dispatch");
   });
 }

@@ -216,6 +216,18 @@ def moe_report(a, runs, cpu):
     table(["balance", "steps", "load CV (last 20)", "max load / mean", "LM loss (last 20)"],
           [[r["balance"], r["steps"], f"{r['load_cv']:.3f}", f"{r['load_max']:.2f}", f"{r['loss']:.4f}"]
            for r in runs if r["bench"] == "balance"])
+    hf = next((r for r in runs if r["bench"] == "hf_layer"), None)
+    for r in (r for r in runs if r["bench"] == "layer"):
+        print()
+        rows = [["grouped products (longtrain now)", f"{r['grouped_s'] * 1e3:.0f} ms",
+                 f"{r['grouped_tokens_per_s']:.0f}", f"{r['speedup']:.2f}x", r["grouped_syncs"]],
+                ["loop over experts (longtrain before)", f"{r['loop_s'] * 1e3:.0f} ms",
+                 f"{r['loop_tokens_per_s']:.0f}", "1.00x", r["loop_syncs"]]]
+        if hf:
+            rows.append([f"transformers {hf['transformers']} Qwen3MoeSparseMoeBlock", f"{hf['hf_s'] * 1e3:.0f} ms",
+                         f"{hf['hf_tokens_per_s']:.0f}", f"{r['loop_s'] / hf['hf_s']:.2f}x", "-"])
+        table([f"MoE layer, hidden {r['hidden']}, {r['experts']} experts of {r['expert_width']}, top {r['top_k']}, "
+               f"{r['tokens']} tokens, forward + backward", "time", "tokens/s", "vs loop", "host waits (trace)"], rows)
     print()
     table(["ep ranks", "rank", "rows sent", "rows received", "bytes sent", "theory", "measured / theory"],
           [[r["ranks"], r["rank"], f"{r['rows_sent']:.0f}", f"{r['rows_arrived']:.0f}",

@@ -159,19 +159,23 @@ for line in "tp 4 x ulysses 4 x ring 1 x dp 2 x pp 2" "pipeline: pp 2, 1F1B over
   grep -q "$line" "$dir/plan4d.out" || fail "plan of the 4D recipe lacks '$line': $(cat "$dir/plan4d.out")"
 done
 # The Mixtral recipe: experts over 8 ranks, all forwards first for its global-batch balance.
-"$LONGTRAIN" plan recipes/mixtral-8x7b-64k-ep.yaml --world 64 > "$dir/plan_moe.out"
+"$LONGTRAIN" plan recipes/mixtral-8x7b-64k-ep.yaml --world 64 init.from_hf="''" model.preset=mixtral-8x7b \
+  > "$dir/plan_moe.out"
 for line in "ep 8 from dp x sp" "pp 4, all forwards first (GPipe) over 4 micro-batches"; do
   grep -qF "$line" "$dir/plan_moe.out" || fail "plan of the MoE recipe lacks '$line': $(cat "$dir/plan_moe.out")"
 done
 # The context-extension recipes plan from their presets (no HF download).
-for recipe in llama3-8b-128k-4d:llama3-8b qwen2.5-7b-128k-yarn:qwen2.5-7b llama3-8b-512k:llama3-8b; do
-  file=recipes/${recipe%%:*}.yaml
-  "$LONGTRAIN" plan "$file" --world 64 init.from_hf="''" model.preset="${recipe##*:}" > "$dir/plan_ext.out" ||
-    fail "plan of $file failed"
-  grep -q "^0 " "$dir/plan_ext.out" || fail "plan of $file: $(cat "$dir/plan_ext.out")"
+for recipe in llama3-8b-128k-4d:llama3-8b qwen2.5-7b-128k-yarn:qwen2.5-7b llama3-8b-512k:llama3-8b \
+              qwen3-8b-128k-yarn:qwen3-8b qwen3-30b-a3b-128k-ep:qwen3-30b-a3b; do
+  name=${recipe%%:*}
+  "$LONGTRAIN" plan "recipes/$name.yaml" --world 64 init.from_hf="''" model.preset="${recipe##*:}" \
+    > "$dir/plan_$name.out" || fail "plan of recipes/$name.yaml failed"
+  grep -q "^0 " "$dir/plan_$name.out" || fail "plan of recipes/$name.yaml: $(cat "$dir/plan_$name.out")"
 done
-grep -q "sequence: ulysses 2 x ring 4 (zigzag): 65536 tokens per rank of 524288" "$dir/plan_ext.out" ||
-  fail "512K plan: $(cat "$dir/plan_ext.out")"
+grep -q "sequence: ulysses 2 x ring 4 (zigzag): 65536 tokens per rank of 524288" "$dir/plan_llama3-8b-512k.out" ||
+  fail "512K plan: $(cat "$dir/plan_llama3-8b-512k.out")"
+grep -qF "ep 8 from dp x sp" "$dir/plan_qwen3-30b-a3b-128k-ep.out" ||
+  fail "Qwen3-30B-A3B plan: $(cat "$dir/plan_qwen3-30b-a3b-128k-ep.out")"
 
 # Adaptive sequence parallelism, the shipped recipe shortened: 4 ranks give
 # the losses of one process (without the activation limit, which one rank

@@ -223,5 +223,69 @@ TEST_F(EquivalenceMatrix, ReproductionsOfTheHandoffDefect) {
   }
 }
 
+// The families of issue 37 on every layout they allow, against one rank:
+// Qwen3's q/k norms (per head: under tp and Ulysses each rank normalises
+// the heads it holds, with no communication, and only the norms' gradients
+// are summed over the ranks sharing them), and a Qwen3-MoE with a dense
+// layer among its MoE layers (grouped expert products, global-batch
+// balance, experts split by ep). Adaptive packing is not replayable by the
+// comparison; tests/mpi/adaptive_sp_test.cpp covers it for dense models.
+TEST_F(EquivalenceMatrix, QwenFamiliesOnEveryLayout) {
+  const std::vector<std::string> qwen3 = {"model.family=qwen3", "model.qk_norm=true"};
+  const std::vector<std::string> qwen3_moe = {"model.family=qwen3_moe",
+                                              "model.qk_norm=true",
+                                              "model.moe.experts=4",
+                                              "model.moe.top_k=2",
+                                              "model.moe.expert_intermediate_size=32",
+                                              "model.moe.dense_layers=[1]"};
+  struct Case {
+    std::vector<std::string> model, layout;
+    int ranks;
+  };
+  const std::vector<std::string> chunks = {"parallel.dp=2", "memory.offload_model=true", "memory.checkpoint=full"};
+  std::vector<Case> cases;
+  for (const auto* model : {&qwen3, &qwen3_moe}) {
+    for (const char* zero : {"0", "1", "2", "3"})
+      cases.push_back({*model, {"parallel.dp=2", std::string("parallel.zero=") + zero}, 2});
+    cases.push_back({*model, {"parallel.sp.ulysses=2"}, 2});
+    cases.push_back({*model, {"parallel.sp.ring=2"}, 2});
+    cases.push_back({*model, {"parallel.pp=2"}, 2});
+    cases.push_back({*model, chunks, 2});
+    cases.push_back({*model, {"parallel.sp.ulysses=2", "parallel.sp.ring=2"}, 4});
+  }
+  cases.push_back({qwen3, {"parallel.tp=2", "parallel.tp_sequence=true"}, 2});
+  cases.push_back({qwen3_moe, {"parallel.dp=2", "parallel.ep=2"}, 2});
+  cases.push_back({qwen3_moe, {"parallel.sp.ulysses=2", "parallel.dp=2", "parallel.ep=4"}, 4});
+  int run = 0;
+  for (const auto& [model, layout, ranks] : cases) {
+    if (ranks != world) continue;
+    std::vector<std::string> o = model;
+    o.insert(o.end(), layout.begin(), layout.end());
+    std::string name;
+    for (const auto& s : o) name += s + " ";
+    SCOPED_TRACE(name);
+    Config c = load_config(base_recipe(), o);
+    if (c.memory.offload_model) c.memory.chunk_mb = chunk_mb_holding(c, 2.5);
+    Mesh mesh(Layout(resolve_degrees(c, world)), MPI_COMM_WORLD, 120);
+    const auto report = check_against_one_rank(c, mesh, 2, [&](Trainer& job) {
+      if (c.memory.offload_model) {
+        EXPECT_LT(job.chunks()->chunk_count(), kLayers) << "chunks of several layers";
+      }
+      const auto params = job.model().named_parameters();
+      EXPECT_TRUE(params.contains("model.layers." + std::to_string(job.model().shard().first_layer) +
+                                  ".self_attn.q_norm.weight"));
+      if (!c.model.moe.enabled()) return;
+      if (job.model().shard().first_layer == 0) {
+        const auto experts = params["model.layers.0.mlp.experts.gate_up_proj"];
+        EXPECT_EQ(experts.size(0), 4 / c.parallel.ep) << "this rank's experts";
+        EXPECT_TRUE(params.contains("model.layers.1.mlp.up_proj.weight")) << "layer 1 is dense";
+      }
+    });
+    EXPECT_TRUE(report.passed()) << describe(report);
+    ++run;
+  }
+  EXPECT_GT(run, 0);
+}
+
 }  // namespace
 }  // namespace lt

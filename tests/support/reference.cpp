@@ -59,7 +59,10 @@ at::Tensor naive_llama_logits(const ModelConfig& c, const std::map<std::string, 
     auto proj = [&](const std::string& name, int64_t heads) {
       auto y = at::matmul(x, W(p + "self_attn." + name + ".weight").t());
       if (c.attention_bias) y = y + W(p + "self_attn." + name + ".bias");
-      return y.view({b, s, heads, d});
+      y = y.view({b, s, heads, d});
+      if (c.qk_norm && name != "v_proj")
+        y = rms(y, W(p + "self_attn." + name.substr(0, 1) + "_norm.weight"), c.rms_norm_eps);
+      return y;
     };
     auto q = rope(proj("q_proj", c.num_heads), positions, c.rope_theta);
     auto k = rope(proj("k_proj", c.num_kv_heads), positions, c.rope_theta);
@@ -131,6 +134,7 @@ ModelConfig tiny_model(bool tied, bool bias) {
   c.rope_theta = 10000;
   c.tie_embeddings = tied;
   c.attention_bias = bias;
+  if (bias) c.family = Family::qwen2;
   c.init_std = 0.1;
   c.attention_block = 16;
   return c;

@@ -7,10 +7,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "core/checkpoint/safetensors.h"
 #include "core/config/config.h"
+#include "core/config/hf_config.h"
 #include "core/data/batch.h"
 #include "core/hf/hf_weights.h"
 #include "core/model/loss.h"
@@ -90,6 +92,168 @@ TEST(HfCheckpoint, ExportThenImportGivesTheSameConfigAndTensors) {
   }
 }
 
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one with '" << parts[0] << "'";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    for (const auto& part : parts) EXPECT_NE(what.find(part), std::string::npos) << what;
+  }
+}
+
+// A tiny model of each family longtrain imports beyond Llama's: Qwen3 (q/k
+// norms, tied), Qwen3-MoE with a dense layer among its MoE layers,
+// Qwen2-MoE with its shared expert, Mixtral.
+ModelConfig family_model(Family family) {
+  const bool qwen2_moe = family == Family::qwen2_moe;
+  ModelConfig m = testing::tiny_model(/*tied=*/family == Family::qwen3, /*bias=*/qwen2_moe);
+  m.family = family;
+  m.qk_norm = family == Family::qwen3 || family == Family::qwen3_moe;
+  m.head_dim = m.resolved_head_dim();                 // written resolved
+  m.attention_block = ModelConfig{}.attention_block;  // our kernel's setting: HF has no word for it
+  if (family == Family::qwen3) return m;
+  m.num_layers = 3;
+  m.moe.experts = 4;
+  m.moe.top_k = 2;
+  m.moe.normalize_top_k = !qwen2_moe;
+  if (family == Family::mixtral) return m;
+  m.moe.expert_intermediate_size = 16;
+  if (qwen2_moe) m.moe.shared_expert_intermediate_size = 24;
+  else m.moe.dense_layers = {1};
+  return m;
+}
+
+const std::vector<Family> kNewFamilies = {Family::qwen3, Family::qwen3_moe, Family::qwen2_moe, Family::mixtral};
+
+// Each family is written as its own HF class, in the per-expert tensors of
+// every HF checkpoint, and read back to the same config and tensors; an
+// expert-parallel rank reads just its experts.
+TEST(HfCheckpoint, EveryFamilyExportsAndImportsItself) {
+  const std::string dir = testing::scratch_dir("hf_test", "families");
+  for (const Family family : kNewFamilies) {
+    SCOPED_TRACE(name(family));
+    const ModelConfig m = family_model(family);
+    auto model = random_model(m, 11);
+    const std::string out = dir + "/" + name(family);
+    export_hf(m, *model, out, {"float32", 2e-5});
+    const auto config = nlohmann::json::parse(std::ifstream(out + "/config.json"));
+    EXPECT_EQ(config.at("model_type"), name(family));
+    const auto index = nlohmann::json::parse(std::ifstream(out + "/model.safetensors.index.json"));
+    const auto& names = index.at("weight_map");
+    if (family == Family::mixtral) {
+      EXPECT_TRUE(names.contains("model.layers.0.block_sparse_moe.experts.3.w3.weight"));
+    }
+    if (family == Family::qwen3_moe) {
+      EXPECT_TRUE(names.contains("model.layers.0.mlp.experts.3.up_proj.weight"));
+      EXPECT_TRUE(names.contains("model.layers.1.mlp.up_proj.weight"));  // the dense layer
+    }
+    if (family == Family::qwen3) {
+      EXPECT_TRUE(names.contains("model.layers.0.self_attn.k_norm.weight"));
+    }
+
+    const Config imported = from_hf(out);
+    EXPECT_EQ(model_yaml(imported.model), model_yaml(m));
+    LlamaForCausalLM back(imported.model);
+    load_hf_weights(out, *back);
+    auto want = model->named_parameters();
+    for (const auto& item : back->named_parameters())
+      EXPECT_TRUE(at::equal(item.value(), want[item.key()])) << item.key();
+    if (!m.moe.enabled()) continue;
+    ModelShard second_half;
+    second_half.ep_rank = 1, second_half.ep_size = 2;
+    LlamaForCausalLM expert_rank(m, second_half);
+    load_hf_weights(out, *expert_rank);
+    const auto experts = expert_rank->named_parameters()["model.layers.0.mlp.experts.down_proj"];
+    EXPECT_TRUE(at::equal(experts, want["model.layers.0.mlp.experts.down_proj"].narrow(0, 2, 2)));
+  }
+}
+
+// Nothing of a checkpoint is dropped: a tensor the model would not read, a
+// config key that may change the model, a feature it lacks are refused in
+// one line naming them.
+TEST(HfCheckpoint, StrictImportRefusesWhatItWouldDrop) {
+  const std::string dir = testing::scratch_dir("hf_test", "strict");
+  auto exported = [&](Family family, const std::string& name) {
+    const ModelConfig m = family_model(family);
+    export_hf(m, *random_model(m, 3), dir + "/" + name, {"float32", 5});
+    return dir + "/" + name;
+  };
+  auto edit = [&](const std::string& d, const std::function<void(nlohmann::json&)>& change) {
+    auto json = nlohmann::json::parse(std::ifstream(d + "/config.json"));
+    change(json);
+    write_text(d + "/config.json", json.dump());
+  };
+  // A Qwen3 checkpoint passed off as Llama: its q/k norms would be dropped.
+  std::string d = exported(Family::qwen3, "qwen3_as_llama");
+  edit(d, [](nlohmann::json& j) { j["model_type"] = "llama", j["architectures"] = {"LlamaForCausalLM"}; });
+  LlamaForCausalLM llama(from_hf(d).model);
+  expect_error([&] { load_hf_weights(d, *llama); },
+               {d + "/model.safetensors", "tensor 'model.layers.0.self_attn.k_norm.weight'", "not a parameter"});
+  // An expert the config does not have.
+  d = exported(Family::qwen3_moe, "extra_expert");
+  auto tensors = load_safetensors(d + "/model.safetensors");
+  tensors["model.layers.0.mlp.experts.4.up_proj.weight"] = at::zeros({16, 32});
+  tensors["model.rotary_emb.inv_freq"] = at::zeros({4});  // a buffer: allowed
+  save_safetensors(d + "/model.safetensors", NamedTensors(tensors.begin(), tensors.end()));
+  LlamaForCausalLM moe(from_hf(d).model);
+  expect_error([&] { load_hf_weights(d, *moe); }, {"tensor 'model.layers.0.mlp.experts.4.up_proj.weight'"});
+  // A tied model whose lm_head differs from its embedding.
+  d = exported(Family::qwen3, "tied_head");
+  tensors = load_safetensors(d + "/model.safetensors");
+  tensors["lm_head.weight"] = tensors.at("model.embed_tokens.weight") + 1;
+  save_safetensors(d + "/model.safetensors", NamedTensors(tensors.begin(), tensors.end()));
+  LlamaForCausalLM tied(from_hf(d).model);
+  expect_error([&] { load_hf_weights(d, *tied); }, {"'lm_head.weight' differs from model.embed_tokens.weight"});
+  tensors["lm_head.weight"] = tensors.at("model.embed_tokens.weight");
+  save_safetensors(d + "/model.safetensors", NamedTensors(tensors.begin(), tensors.end()));
+  load_hf_weights(d, *tied);  // an identical copy is transformers' own habit
+
+  // config.json: keys that would change the model.
+  const std::vector<std::tuple<std::string, Family, std::function<void(nlohmann::json&)>, std::string>> keys = {
+      {"unknown_key", Family::qwen3, [](nlohmann::json& j) { j["logit_softcapping"] = 30.0; },
+       "logit_softcapping=30.0: not a key longtrain reads"},
+      {"quantized", Family::qwen3,
+       [](nlohmann::json& j) {
+         j["quantization_config"] = {{"bits", 4}};
+       },
+       "quantization_config="},
+      {"o_bias", Family::qwen3, [](nlohmann::json& j) { j["attention_bias"] = true; }, "without o_proj's"},
+      {"rope_string", Family::qwen3, [](nlohmann::json& j) { j["rope_scaling"] = "linear"; },
+       "rope_scaling: should be a mapping"},
+      {"partial_rotary", Family::qwen3, [](nlohmann::json& j) { j["partial_rotary_factor"] = 0.5; },
+       "partial_rotary_factor=0.5"},
+      {"windows", Family::qwen3_moe,
+       [](nlohmann::json& j) {
+         j["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
+       },
+       "layer_types="},
+      {"qwen_window", Family::qwen3,
+       [](nlohmann::json& j) { j["use_sliding_window"] = true, j["sliding_window"] = 128; }, "sliding_window=128"},
+      {"jitter", Family::mixtral, [](nlohmann::json& j) { j["router_jitter_noise"] = 0.1; }, "router_jitter_noise"},
+      {"classifier", Family::qwen3, [](nlohmann::json& j) { j["architectures"] = {"Qwen3ForSequenceClassification"}; },
+       "architectures="},
+  };
+  for (const auto& [name, family, change, message] : keys) {
+    d = exported(family, name);
+    edit(d, change);
+    expect_error([&] { from_hf(d); }, {d + "/config.json", message});
+  }
+}
+
+// A model is exported only as a class that holds it.
+TEST(HfCheckpoint, ExportRefusesAFamilyThatCannotHoldTheModel) {
+  ModelConfig m = family_model(Family::qwen3);
+  m.family = Family::llama;
+  auto model = random_model(m, 1);
+  const std::string dir = testing::scratch_dir("hf_test", "wrong_family");
+  expect_error([&] { export_hf(m, *model, dir + "/out", {}); }, {"model.family llama has no q/k norms"});
+  m = family_model(Family::qwen2_moe);
+  m.family = Family::qwen3_moe;
+  expect_error([&] { hf_config_json(m, "float32"); }, {"model.family qwen3_moe has no q/k/v biases"});
+}
+
 // transformers 5 writes rope_parameters; older versions rope_theta with
 // rope_scaling, whose type is "type" or "rope_type"; DeepSeek-style YaRN
 // gives mscale and mscale_all_dim instead of the attention factor.
@@ -139,17 +303,6 @@ TEST(HfCheckpoint, ReadsEveryRopeForm) {
   EXPECT_EQ(extended.model.hidden_size, 32);
 }
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one with '" << parts[0] << "'";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-    for (const auto& part : parts) EXPECT_NE(what.find(part), std::string::npos) << what;
-  }
-}
-
 TEST(HfCheckpoint, BadInputsNameTheFileAndTensor) {
   const std::string dir = testing::scratch_dir("hf_test", "errors");
   const ModelConfig m = testing::tiny_model();
@@ -168,7 +321,8 @@ TEST(HfCheckpoint, BadInputsNameTheFileAndTensor) {
   expect_error([&] { from_hf(d); }, {d + "/config.json", "malformed JSON"});
   d = copy("type");
   write_text(d + "/config.json", R"({"model_type": "gpt2"})");
-  expect_error([&] { from_hf(d); }, {d + "/config.json", "model_type=\"gpt2\"", "llama, qwen2 and mistral"});
+  expect_error([&] { from_hf(d); }, {d + "/config.json", "model_type=\"gpt2\"",
+                                     "llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe and mixtral"});
   d = copy("missing_key");
   write_text(d + "/config.json", R"({"model_type": "llama", "vocab_size": 96})");
   expect_error([&] { from_hf(d); }, {d + "/config.json", "missing key 'hidden_size'"});
@@ -257,6 +411,24 @@ TEST(HfOracle, ImportReproducesTransformersAndExportsForIt) {
     SCOPED_TRACE(name);
     const std::string dir = std::string(root) + "/" + name;
     const Config config = from_hf(dir);
+    // The first step's gradient of every parameter, by transformers' names
+    // (ours are the same: its in-memory names, stacked experts included).
+    {
+      LlamaForCausalLM blunt(config.model);
+      load_hf_weights(dir + "_gradients", *blunt);
+      (loss_sum(*blunt, batch) / (n - 1)).backward();
+      const auto hf_grads = load_safetensors(dir + "_gradients/grads.safetensors");
+      auto ours = blunt->named_parameters();
+      EXPECT_EQ(hf_grads.size(), ours.size());
+      double worst = 0;
+      for (const auto& [key, grad] : hf_grads) {
+        ASSERT_TRUE(ours.contains(key)) << key;
+        const double error = testing::relative_error(ours[key].grad(), grad);
+        EXPECT_LT(error, 1e-5) << key;
+        worst = std::max(worst, error);
+      }
+      std::cout << name << ": " << hf_grads.size() << " gradients, largest relative error " << worst << "\n";
+    }
     LlamaForCausalLM model(config.model);
     load_hf_weights(dir, *model);
     at::NoGradGuard no_grad;

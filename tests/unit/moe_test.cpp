@@ -57,64 +57,78 @@ at::Tensor swiglu(LlamaMLPImpl& m, const at::Tensor& x) {
                     m.down_proj->weight);
 }
 
+// Expert e of the stacked experts, as a plain SwiGLU.
+at::Tensor swiglu(ExpertsImpl& m, int64_t e, const at::Tensor& x) {
+  const auto halves = m.gate_up_proj[e].chunk(2, 0);
+  return at::linear(at::silu(at::linear(x, halves[0])) * at::linear(x, halves[1]), m.down_proj[e]);
+}
+
 // The layer from the formulas: per token, the top-k experts' outputs times
-// their probabilities, plus the gated shared expert; the balance loss
-// coef * E * sum_e f_e P_e (f constant) and the z-loss over the layer's tokens.
+// their probabilities (those within capacity, with a capacity factor), plus
+// the gated shared expert; the balance loss coef * E * sum_e f_e P_e (f
+// constant) and the z-loss over the layer's tokens. The experts run as
+// grouped products, the formulas expert by expert.
 TEST(Moe, LayerAndEveryGradientEqualTheFormulas) {
-  for (const std::string balance : {"micro_batch", "global_batch", "sequence"}) {
-    const ModelConfig c = moe_model(balance);
-    auto balance_state = std::make_shared<MoeBalance>(c);
-    ModelShard shard;
-    shard.moe = balance_state;
-    SparseMoe layer(c, shard, 0);
-    at::manual_seed(3);
-    for (auto& p : layer->parameters()) p.data().normal_(0, 0.3);
-    const int64_t rows = 2, seq = 5, h = c.hidden_size, E = 4;
-    const auto x = at::randn({rows, seq, h}).requires_grad_(true);
-    balance_state->begin_step(rows * seq, rows, 1);
-    (layer(x) * at::linspace(-1, 1, h)).sum().backward();
-    const auto stats = balance_state->end_step();
+  for (const double capacity : {0.0, 0.6})
+    for (const std::string balance : {"micro_batch", "global_batch", "sequence"}) {
+      SCOPED_TRACE("capacity factor " + std::to_string(capacity));
+      ModelConfig c = moe_model(balance);
+      c.moe.capacity_factor = capacity;
+      auto balance_state = std::make_shared<MoeBalance>(c);
+      ModelShard shard;
+      shard.moe = balance_state;
+      SparseMoe layer(c, shard, 0);
+      at::manual_seed(3);
+      for (auto& p : layer->parameters()) p.data().normal_(0, 0.3);
+      const int64_t rows = 2, seq = 5, h = c.hidden_size, E = 4;
+      const auto x = at::randn({rows, seq, h}).requires_grad_(true);
+      balance_state->begin_step(rows * seq, rows, 1);
+      (layer(x) * at::linspace(-1, 1, h)).sum().backward();
+      const auto stats = balance_state->end_step();
 
-    std::map<std::string, at::Tensor> got;
-    for (auto& item : layer->named_parameters()) {
-      got[item.key()] = item.value().grad().clone();
-      item.value().mutable_grad() = at::Tensor();
-    }
-    const auto got_x = x.grad().clone();
-    x.mutable_grad() = at::Tensor();
-
-    const auto flat = x.view({-1, h});
-    const auto logits = at::linear(flat, layer->gate->weight);
-    const auto probs = at::softmax(logits, -1);
-    const auto chosen = std::get<1>(probs.topk(2, -1));
-    std::vector<at::Tensor> outs;
-    for (int64_t t = 0; t < rows * seq; ++t) {
-      auto y =
-          at::sigmoid(at::linear(flat[t], layer->shared_expert_gate->weight)) * swiglu(*layer->shared_expert, flat[t]);
-      for (int64_t j = 0; j < 2; ++j) {
-        const int64_t e = chosen[t][j].item<int64_t>();
-        y = y + probs[t][e] * swiglu(*layer->experts[std::to_string(e)]->as<LlamaMLP>(), flat[t]);
+      std::map<std::string, at::Tensor> got;
+      for (auto& item : layer->named_parameters()) {
+        got[item.key()] = item.value().grad().clone();
+        item.value().mutable_grad() = at::Tensor();
       }
-      outs.push_back(y);
+      const auto got_x = x.grad().clone();
+      x.mutable_grad() = at::Tensor();
+
+      const auto flat = x.view({-1, h});
+      const auto logits = at::linear(flat, layer->gate->weight);
+      const auto probs = at::softmax(logits, -1);
+      const auto chosen = std::get<1>(probs.topk(2, -1));
+      const auto kept = route(logits, c.moe).kept;
+      EXPECT_EQ(kept.all().item<bool>(), capacity == 0);  // the regime: some selections dropped, or none
+      std::vector<at::Tensor> outs;
+      for (int64_t t = 0; t < rows * seq; ++t) {
+        auto y = at::sigmoid(at::linear(flat[t], layer->shared_expert_gate->weight)) *
+                 swiglu(*layer->shared_expert, flat[t]);
+        for (int64_t j = 0; j < 2; ++j) {
+          const int64_t e = chosen[t][j].item<int64_t>();
+          if (!kept[t][j].item<bool>()) continue;
+          y = y + probs[t][e] * swiglu(*layer->experts, e, flat[t]);
+        }
+        outs.push_back(y);
+      }
+      auto one_hot = at::zeros({rows * seq, E}).scatter_(1, chosen, 1.0);
+      at::Tensor f, aux;
+      if (balance == "sequence") {
+        f = one_hot.view({rows, seq, E}).sum(1);
+        f = f / f.sum(-1, true);
+        aux = (f * probs.view({rows, seq, E}).mean(1)).sum(-1).mean() * 0.1 * E;
+      } else {
+        f = one_hot.sum(0) / one_hot.sum();
+        aux = (f * probs.mean(0)).sum() * 0.1 * E;
+      }
+      const auto z = at::logsumexp(logits, -1).pow(2).mean() * 0.01;
+      ((at::stack(outs) * at::linspace(-1, 1, h)).sum() + aux + z).backward();
+      EXPECT_NEAR(stats.balance_loss, aux.item<double>(), 1e-6) << balance;
+      EXPECT_NEAR(stats.z_loss, z.item<double>(), 1e-6) << balance;
+      EXPECT_LT(relative_error(got_x, x.grad()), 1e-5) << balance;
+      for (auto& item : layer->named_parameters())
+        EXPECT_LT(relative_error(got[item.key()], item.value().grad()), 1e-5) << balance << " " << item.key();
     }
-    auto one_hot = at::zeros({rows * seq, E}).scatter_(1, chosen, 1.0);
-    at::Tensor f, aux;
-    if (balance == "sequence") {
-      f = one_hot.view({rows, seq, E}).sum(1);
-      f = f / f.sum(-1, true);
-      aux = (f * probs.view({rows, seq, E}).mean(1)).sum(-1).mean() * 0.1 * E;
-    } else {
-      f = one_hot.sum(0) / one_hot.sum();
-      aux = (f * probs.mean(0)).sum() * 0.1 * E;
-    }
-    const auto z = at::logsumexp(logits, -1).pow(2).mean() * 0.01;
-    ((at::stack(outs) * at::linspace(-1, 1, h)).sum() + aux + z).backward();
-    EXPECT_NEAR(stats.balance_loss, aux.item<double>(), 1e-6) << balance;
-    EXPECT_NEAR(stats.z_loss, z.item<double>(), 1e-6) << balance;
-    EXPECT_LT(relative_error(got_x, x.grad()), 1e-5) << balance;
-    for (auto& item : layer->named_parameters())
-      EXPECT_LT(relative_error(got[item.key()], item.value().grad()), 1e-5) << balance << " " << item.key();
-  }
 }
 
 // A router that sends every token everywhere alike scores balance_coef.
