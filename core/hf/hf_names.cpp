@@ -1,6 +1,5 @@
 #include "core/hf/hf_names.h"
 
-
 namespace lt {
 namespace {
 
@@ -49,7 +48,8 @@ NamedTensorList hf_tensors(const NamedTensorList& ours, const ModelConfig& confi
   NamedTensorList out;
   for (const auto& [name, tensor] : ours)
     for (const HfPiece& piece : hf_pieces(name, config))
-      out.emplace_back(piece.name, piece.expert < 0 ? tensor : tensor[piece.expert].narrow(0, piece.offset, piece.rows));
+      out.emplace_back(piece.name,
+                       piece.expert < 0 ? tensor : tensor[piece.expert].narrow(0, piece.offset, piece.rows));
   return out;
 }
 
