@@ -285,6 +285,7 @@ TEST_F(EquivalenceMatrix, QwenFamiliesOnEveryLayout) {
       }
     });
     EXPECT_TRUE(report.passed()) << describe(report);
+    if (mesh.rank() == 0) std::cout << name << "\n" << describe(report);
     ++run;
   }
   EXPECT_GT(run, 0);
