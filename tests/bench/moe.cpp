@@ -236,8 +236,10 @@ void layer(int repeats) {
   at::removeCallback(handle);
   double grouped = 1e30, loop = 1e30;
   for (int r = 0; r < repeats; ++r) {  // interleaved arms
-    grouped = std::min(grouped, bench::best_of(1, [&] { pass(grouped_pass); }, 0));
-    loop = std::min(loop, bench::best_of(1, [&] { pass(looped); }, 0));
+    grouped = std::min(grouped, bench::best_of(
+                                    1, [&] { pass(grouped_pass); }, 0));
+    loop = std::min(loop, bench::best_of(
+                              1, [&] { pass(looped); }, 0));
   }
   nlohmann::ordered_json out = {{"bench", "layer"},
                                 {"tokens", tokens},
