@@ -240,10 +240,10 @@ INSTANTIATE_TEST_SUITE_P(
                   kBase,
                   {"data.source=indexed", "data.path=a", "data.upsample_long.min_length=32K"},
                   {"data.upsample_long needs both min_length", "share"}},
-        ErrorCase{"ExportOfExperts",
+        ErrorCase{"ExportAsAFamilyThatCannotHoldTheModel",
                   kBase,
                   {"model.moe.experts=4", "checkpoint.export_hf=bfloat16"},
-                  {"checkpoint.export_hf: mixture-of-experts models cannot be exported"}},
+                  {"checkpoint.export_hf writes the model as its family's HF class", "model.family llama is dense"}},
         ErrorCase{
             "ExportDtype", kBase, {"checkpoint.export_hf=fp8"}, {"checkpoint.export_hf", "bfloat16, float16, float32"}},
         ErrorCase{"UnknownRopeType", kBase, {"model.rope.type=ntk"}, {"model.rope.type", "must be one of"}},
