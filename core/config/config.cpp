@@ -224,9 +224,10 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   const auto& m = c.model;
   validate_rope(m.rope, s);
   const auto& p = c.parallel;
-  if (c.checkpoint.export_hf != ExportDtype::none && !hf_export_problem(m).empty())
-    relation_error(s, "model.family",
-                   "checkpoint.export_hf writes the model as its family's HF class, but " + hf_export_problem(m));
+  if (c.checkpoint.export_hf != ExportDtype::none)
+    if (const auto problem = hf_export_problem(m); !problem.empty())
+      relation_error(s, "model.family",
+                     "checkpoint.export_hf writes the model as its family's HF class, but " + problem);
   const bool manual = c.memory.plan == PlanMode::manual;
   if (!manual && c.memory.device_budget_gb <= 0)
     relation_error(s, "memory.plan",

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <vector>
 #include <type_traits>
@@ -124,24 +125,37 @@ void read_rope(const Reader& top, const nlohmann::json& j, const std::string& pa
   for (const auto& unknown : r.unread({})) r.unsupported(unknown, "a RoPE parameter longtrain does not implement");
 }
 
-// Each family's model_type and class.
-struct FamilyNames {
-  Family family;
-  const char* model_type;
-  const char* architecture;
-};
-constexpr FamilyNames kFamilies[] = {{Family::llama, "llama", "LlamaForCausalLM"},
-                                     {Family::mistral, "mistral", "MistralForCausalLM"},
-                                     {Family::qwen2, "qwen2", "Qwen2ForCausalLM"},
-                                     {Family::qwen3, "qwen3", "Qwen3ForCausalLM"},
-                                     {Family::qwen2_moe, "qwen2_moe", "Qwen2MoeForCausalLM"},
-                                     {Family::qwen3_moe, "qwen3_moe", "Qwen3MoeForCausalLM"},
-                                     {Family::mixtral, "mixtral", "MixtralForCausalLM"}};
+// Each family's class; its model_type is the family's spelling.
+const char* architecture(Family family) {
+  switch (family) {
+    case Family::llama:
+      return "LlamaForCausalLM";
+    case Family::mistral:
+      return "MistralForCausalLM";
+    case Family::qwen2:
+      return "Qwen2ForCausalLM";
+    case Family::qwen3:
+      return "Qwen3ForCausalLM";
+    case Family::qwen2_moe:
+      return "Qwen2MoeForCausalLM";
+    case Family::qwen3_moe:
+      return "Qwen3MoeForCausalLM";
+    case Family::mixtral:
+      return "MixtralForCausalLM";
+  }
+  return "";
+}
 
-const FamilyNames& names_of(Family family) {
-  for (const auto& f : kFamilies)
-    if (f.family == family) return f;
-  fail("internal: a family without names");
+// The family whose model_type is `type`; refused, listing them all, when none is.
+Family family_of(const Reader& c, const std::string& type) {
+  std::string all;
+  const size_t n = std::size(Spellings<Family>::all);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& [family, spelling] = Spellings<Family>::all[i];
+    if (type == spelling) return family;
+    all += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + std::string(spelling);
+  }
+  c.unsupported("model_type", "longtrain imports " + all + " checkpoints");
 }
 
 bool is_qwen2(Family f) { return f == Family::qwen2 || f == Family::qwen2_moe; }
@@ -206,18 +220,12 @@ YAML::Node model_keys_from_hf(const std::string& dir) {
   const nlohmann::json j = read_json(path);
   const Reader c(j, path);
   const auto type = c.get<std::string>("model_type");
-  const FamilyNames* names = nullptr;
-  for (const auto& f : kFamilies)
-    if (type == f.model_type) names = &f;
-  if (!names)
-    c.unsupported("model_type",
-                  "longtrain imports llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe and mixtral checkpoints");
-  const Family family = names->family;
+  const Family family = family_of(c, type);
   if (c.has("architectures")) {
     const auto classes = c.get<std::vector<std::string>>("architectures");
-    if (classes != std::vector<std::string>{names->architecture})
-      c.unsupported("architectures", std::string("longtrain reads a ") + type + " checkpoint as " +
-                                         names->architecture + " (a causal language model) only");
+    if (classes != std::vector<std::string>{architecture(family)})
+      c.unsupported("architectures", "longtrain reads a " + type + " checkpoint as " + architecture(family) +
+                                         " (a causal language model) only");
   }
   if (c.get<std::string>("hidden_act", "silu") != "silu") c.unsupported("hidden_act", "the MLP is SwiGLU (silu)");
   if (c.get<bool>("mlp_bias", false)) c.unsupported("mlp_bias", "the MLP has no biases");
@@ -285,8 +293,8 @@ nlohmann::ordered_json hf_config_json(const ModelConfig& m, const std::string& d
   if (const auto problem = hf_export_problem(m); !problem.empty()) fail("export: " + problem);
   const Family f = m.family;
   nlohmann::ordered_json j;
-  j["architectures"] = {names_of(f).architecture};
-  j["model_type"] = names_of(f).model_type;
+  j["architectures"] = {architecture(f)};
+  j["model_type"] = name(f);
   j["vocab_size"] = m.vocab_size;
   j["hidden_size"] = m.hidden_size;
   j["intermediate_size"] = m.intermediate_size;

@@ -3,10 +3,6 @@
 namespace lt {
 namespace {
 
-bool ends_with(const std::string& text, const std::string& tail) {
-  return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 // `text` with its first `from` replaced by `to`.
 std::string replaced(std::string text, const std::string& from, const std::string& to) {
   const auto at = text.find(from);
@@ -33,11 +29,11 @@ std::vector<HfPiece> hf_pieces(const std::string& param, const ModelConfig& c) {
   const bool mixtral = c.family == Family::mixtral;
   const std::string name = mixtral ? replaced(param, ".mlp.", ".block_sparse_moe.") : param;
   const int64_t columns = c.expert_columns();
-  if (ends_with(name, ".experts.gate_up_proj")) {
+  if (name.ends_with(".experts.gate_up_proj")) {
     const std::string prefix = name.substr(0, name.size() - std::string("gate_up_proj").size());
     return per_expert(prefix, c, {{mixtral ? "w1" : "gate_proj", columns}, {mixtral ? "w3" : "up_proj", columns}});
   }
-  if (ends_with(name, ".experts.down_proj")) {
+  if (name.ends_with(".experts.down_proj")) {
     const std::string prefix = name.substr(0, name.size() - std::string("down_proj").size());
     return per_expert(prefix, c, {{mixtral ? "w2" : "down_proj", c.hidden_size}});
   }
@@ -53,6 +49,6 @@ NamedTensorList hf_tensors(const NamedTensorList& ours, const ModelConfig& confi
   return out;
 }
 
-bool hf_buffer(const std::string& name) { return ends_with(name, "rotary_emb.inv_freq"); }
+bool hf_buffer(const std::string& name) { return name.ends_with("rotary_emb.inv_freq"); }
 
 }  // namespace lt

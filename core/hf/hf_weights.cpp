@@ -93,10 +93,6 @@ void write_index(const std::string& path, const std::map<std::string, std::strin
   write_text_synced(path, index.dump(2) + "\n");
 }
 
-}  // namespace
-
-namespace {
-
 // A tensor of the checkpoint, as F32, BF16 or F16 with the shape `shape`.
 at::Tensor stored_tensor(HfFiles& files, const std::string& name, at::IntArrayRef shape) {
   const SafetensorsFile* file = files.find(name);

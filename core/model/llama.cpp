@@ -16,10 +16,6 @@ at::Tensor enter(const std::shared_ptr<GradientHandoff>& handoff, const at::Tens
 
 at::Tensor run(const Runner& runner, const LayerPart& f, const at::Tensor& x) { return runner ? runner(f, x) : f(x); }
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Kv heads a tp rank holds, and the first: split when there are at least as
 // many as ranks, else one each, shared by tp / kv_heads ranks.
 int64_t local_kv_heads(const ModelConfig& c, const ModelShard& s) {
@@ -194,7 +190,7 @@ void LlamaForCausalLMImpl::initialize(uint64_t seed) {
     full[slice.dim] = slice.full;
     at::Tensor value;
     if (name.find("norm") != std::string::npos) value = at::ones(full);
-    else if (ends_with(name, ".bias")) value = at::zeros(full);
+    else if (name.ends_with(".bias")) value = at::zeros(full);
     else
       value = at::empty(full).normal_(0.0, config_.init_std,
                                       at::make_generator<at::CPUGeneratorImpl>(parameter_seed(seed, name)));
@@ -228,10 +224,7 @@ ScopedLayers::~ScopedLayers() {
 }
 
 bool read_in_fp32(const std::string& name) {
-  auto ends_with = [&](const std::string& tail) {
-    return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
-  };
-  return ends_with("embed_tokens.weight") || ends_with(".mlp.gate.weight");
+  return name.ends_with("embed_tokens.weight") || name.ends_with(".mlp.gate.weight");
 }
 
 }  // namespace lt

@@ -6,15 +6,15 @@
 namespace lt {
 namespace {
 
-enum Kind { kSplit, kNorm, kHeadNorm, kSharedKv, kTied, kExpert, kKinds };
+enum Kind { kSplit, kNorm, kPartialNorm, kSharedKv, kTied, kExpert, kKinds };
 
 bool contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
 
 Kind kind_of(const std::string& name, const TensorSlice& slice, bool tied_across_stages, bool expert_parallel) {
   if (tied_across_stages && contains(name, "embed_tokens")) return kTied;
   if (expert_parallel && contains(name, ".mlp.experts.")) return kExpert;
-  if (slice.partial && (contains(name, "self_attn.q_norm") || contains(name, "self_attn.k_norm"))) return kHeadNorm;
-  if (contains(name, "norm")) return kNorm;
+  // A norm each tp rank saw only its share of (its tokens, or its heads).
+  if (contains(name, "norm")) return slice.partial ? kPartialNorm : kNorm;
   return slice.copies > 1 ? kSharedKv : kSplit;
 }
 
@@ -24,7 +24,6 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
                                      const std::vector<NamedParameter>& elsewhere) {
   const auto& d = mesh.layout().degrees();
   const auto c = mesh.coord();
-  const auto& shard = model.shard();
   const ModelConfig& config = model.config();
   const bool tied_across_stages = config.tie_embeddings && d.pp > 1;
   // Ranks sharing kv heads hold the same slice of k_proj: where it starts
@@ -36,12 +35,9 @@ std::vector<ReplicaSet> replica_sets(Mesh& mesh, LlamaForCausalLMImpl& model,
       break;
     }
   Communicator* groups[kKinds] = {
-      &mesh.group(Group::dp_sp),
-      shard.tp_sequence ? &mesh.group(Group::stage) : &mesh.group(Group::dp_sp),
-      &mesh.group(Group::stage),  // each tp rank's gradient is its heads' share
-      &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * kv.full + kv.offset)),
-      &mesh.group(Group::tied),
-      &mesh.group(Group::ep_dp),
+      &mesh.group(Group::dp_sp), &mesh.group(Group::dp_sp),
+      &mesh.group(Group::stage), &mesh.subgroup("kv_dp_sp", static_cast<int>(c.pp * kv.full + kv.offset)),
+      &mesh.group(Group::tied),  &mesh.group(Group::ep_dp),
   };
   // One set per group and copy count, parameters in registration order
   // (without tp, everything but tied embeddings is one set over dp x sp).
