@@ -7,9 +7,11 @@
 #include <iostream>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include <yaml-cpp/yaml.h>
 
+#include "cli/job_agreement.h"
 #include "cli/launch_check.h"
 #include "train/checkpoint.h"
 #include "core/config/config.h"
@@ -155,9 +157,11 @@ Parsed parse(const Args& args, const char* command, const std::vector<std::strin
   Parsed p;
   for (size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
+    require_utf8(a, std::string(command) + ": argument");
     if (std::find(flags.begin(), flags.end(), a) != flags.end()) {
       if (i + 1 >= args.size()) fail(std::string(command) + ": " + a + " needs a value");
       p.flags[a] = args[++i];
+      require_utf8(p.flags[a], std::string(command) + ": " + a);
     } else if (a.rfind("--", 0) == 0) {
       fail(std::string(command) + ": unknown option '" + a + "' (see longtrain " + command + " --help)");
     } else if (p.recipe.empty() && a.find('=') == std::string::npos) {
@@ -234,6 +238,7 @@ int run_train(const Args& args, MpiSession& mpi) {
         check_trainable(config);
       },
       config.parallel.timeout_s);
+  agree_on_job(config, "");
   Trainer(config, &mpi.create_mesh(Layout(degrees), config.parallel.timeout_s, device_transport(config))).run();
   return 0;
 }
@@ -277,6 +282,7 @@ int run_check(const Args& args, MpiSession& mpi) {
         config.train.precision = resolve_precision(config.train.precision, config.train.device);
       },
       config.parallel.timeout_s);
+  agree_on_job(config, "");
   Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s, device_transport(config));
   // The job and the one-rank run live side by side: the one rank gets half
   // of its device (of a CPU, its share of the machine).
@@ -308,6 +314,7 @@ int run_data(const Args& args) {
   const bool recipe =
       first.size() > 5 && (first.substr(first.size() - 5) == ".yaml" || first.substr(first.size() - 4) == ".yml");
   std::vector<std::string> paths = args;
+  for (const auto& path : paths) require_utf8(path, "data: argument");
   DataConfig data;
   if (recipe) {
     auto parsed = parse(args, "data", {});
@@ -350,6 +357,7 @@ int run_eval(const Args& args, MpiSession& mpi) {
         path = checkpoint ? resolve_checkpoint(parsed.flags.at("--checkpoint")) : config.init.from_hf;
       },
       config.parallel.timeout_s);
+  agree_on_job(config, checkpoint ? path : "");
   Mesh& mesh = mpi.create_mesh(Layout(degrees), config.parallel.timeout_s, device_transport(config));
   const at::Device device = bring_up_device(config, mesh);
   at::set_num_threads(static_cast<int>(default_threads(config.train.threads, mesh.local_size())));
@@ -387,12 +395,32 @@ int run_eval(const Args& args, MpiSession& mpi) {
 
 namespace {
 
-// The HF model a run started from (init.from_hf in its resolved recipe),
-// if it is still there.
-std::string started_from(const std::string& recipe) {
-  const YAML::Node from = YAML::LoadFile(recipe)["init"]["from_hf"];
-  const std::string dir = from && from.IsScalar() ? from.as<std::string>() : "";
-  return !dir.empty() && std::filesystem::is_directory(dir) ? dir : "";
+// A path of a run's resolved recipe, from a command run in another folder:
+// an absolute one as it is; a relative one is relative to the folder the
+// run was started in, known only when its run_dir from here is RUN_DIR.
+std::optional<std::string> path_of_run(const Config& config, const std::string& run_dir, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (fs::path(path).is_absolute() || fs::equivalent(config.run_dir, run_dir, error)) return path;
+  return std::nullopt;
+}
+
+// Where a run's checkpoints are: RUN_DIR/checkpoints unless the recipe put
+// them elsewhere.
+std::string checkpoints_of_run(const Config& config, const std::string& run_dir) {
+  if (config.checkpoint.dir.empty()) return run_dir + "/checkpoints";
+  if (auto path = path_of_run(config, run_dir, config.checkpoint.dir)) return *path;
+  fail(run_dir + "/config.yaml: checkpoint.dir '" + config.checkpoint.dir +
+       "' is relative to the folder the run was started in: run export from there, or pass --checkpoint DIR");
+}
+
+// --shard-gb: a finite number of GB a shard may hold.
+double shard_gb(const std::string& text) {
+  char* end = nullptr;
+  const double gb = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !(gb >= 1e-3 && gb <= 1e6))
+    fail("export: --shard-gb '" + excerpt(text) + "' must be a number of GB from 0.001 to 1000000");
+  return gb;
 }
 
 }  // namespace
@@ -405,21 +433,23 @@ int run_export(const Args& args) {
   // not needed any more, but its tokenizer files go with the export.
   const std::string recipe = parsed.recipe + "/config.yaml";
   const Config config = load_config(recipe, {"init.from_hf=''"});
-  const std::string path = resolve_checkpoint(parsed.flags.count("--checkpoint") ? parsed.flags.at("--checkpoint")
-                                                                                 : config.checkpoint_dir());
+  const std::string path = resolve_checkpoint(
+      parsed.flags.count("--checkpoint") ? parsed.flags.at("--checkpoint") : checkpoints_of_run(config, parsed.recipe));
   LlamaForCausalLM model(config.model);
   load_checkpoint(path, *model, nullptr, nullptr);
   HfExportOptions options;
   if (parsed.flags.count("--dtype")) options.dtype = parsed.flags.at("--dtype");
-  if (parsed.flags.count("--shard-gb")) {
-    const std::string& text = parsed.flags.at("--shard-gb");
-    char* end = nullptr;
-    options.shard_gb = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || *end != '\0' || !(options.shard_gb > 0))
-      fail("export: --shard-gb '" + text + "' must be a positive number of GB");
-  }
+  if (parsed.flags.count("--shard-gb")) options.shard_gb = shard_gb(parsed.flags.at("--shard-gb"));
   const std::string out = parsed.flags.at("--hf");
-  const std::string tokenizer = started_from(recipe);
+  // The HF model the run started from, if still there: its tokenizer files
+  // go with the export.
+  const YAML::Node started = YAML::LoadFile(recipe)["init"]["from_hf"];
+  const std::string from = started && started.IsScalar() ? started.Scalar() : "";
+  const auto located = from.empty() ? std::nullopt : path_of_run(config, parsed.recipe, from);
+  const std::string tokenizer = located && std::filesystem::is_directory(*located) ? *located : "";
+  if (!from.empty() && !located)
+    std::cout << "export: no tokenizer files: init.from_hf '" << from
+              << "' is relative to the folder the run was started in (copy them from there)\n";
   const auto copied = export_hf(config.model, *model, out, options, tokenizer);
   std::cout << "exported " << path << " to " << out << " (" << options.dtype << ")"
             << describe_copied(copied, tokenizer) << "\n";

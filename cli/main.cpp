@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -18,8 +19,16 @@
 namespace {
 
 std::unique_ptr<lt::MpiSession> mpi;  // `train` and `eval` run as MPI jobs
+constexpr int kAbortGraceSeconds = 5;
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// What a user can do about an allocation that failed: the sizes that ask it.
+std::string out_of_memory(const std::string& message) {
+  return "out of memory: " + first_line(message).substr(0, 300) +
+         ". The model or the step does not fit this machine: check model.* sizes, data.seq_len and "
+         "train.micro_batch_size, and see what a rank needs with `longtrain plan RECIPE --world N`";
+}
 
 int report(const std::string& kind, const std::string& message, int code) {
   const bool job = mpi && mpi->world_size() > 1;
@@ -32,8 +41,15 @@ int report(const std::string& kind, const std::string& message, int code) {
   // Every group's operations end here (NCCL: ncclCommAbort), so that no
   // kernel or worker left waiting on a peer holds the process.
   lt::Communicator::abort_all("the job is ending after an error");
-  if (job) MPI_Abort(MPI_COMM_WORLD, code);
-  return code;
+  if (!job) return code;
+  // An abort that can reach no one (this host cut off from the others)
+  // must not hold the process: it leaves on its own after a grace period.
+  std::thread([code] {
+    std::this_thread::sleep_for(std::chrono::seconds(kAbortGraceSeconds));
+    std::_Exit(code);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
 }
 
 int dispatch(const std::vector<std::string>& argv) {
@@ -63,8 +79,13 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const lt::Error& e) {
     return report("error", e.what(), 2);
+  } catch (const c10::OutOfMemoryError& e) {
+    return report("error", out_of_memory(e.what_without_backtrace()), 2);
   } catch (const c10::Error& e) {
-    return report("internal error", e.what_without_backtrace(), 1);
+    const std::string message = e.what_without_backtrace();
+    // LibTorch's CPU allocator fails with a plain enforce error.
+    if (message.find("can't allocate memory") != std::string::npos) return report("error", out_of_memory(message), 2);
+    return report("internal error", message, 1);
   } catch (const std::exception& e) {
     return report("error", e.what(), 1);
   }

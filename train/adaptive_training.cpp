@@ -7,11 +7,11 @@
 // planned while the step before runs.
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 
 #include "core/util/resources.h"
 #include "train/trainer.h"
 #include "core/util/error.h"
+#include "core/util/files.h"
 #include "offload/profiler/memory_tracker.h"
 #include "parallel/adaptive/cost_calibration.h"
 #include "parallel/sequence/sequence_shard.h"
@@ -154,7 +154,7 @@ StepResult Trainer::adaptive_step(Packer& packer, int64_t s, double lr, DataPosi
                                      {"predicted_s", plan.predicted_s},
                                      {"measured_s", last_busy_s_},
                                      {"idle", last_idle_}};
-    std::ofstream(config_.run_dir + "/adaptive_sp.jsonl", std::ios::app) << record.dump() << "\n";
+    append_line(config_.run_dir + "/adaptive_sp.jsonl", record.dump());
   }
   return result;
 }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "core/checkpoint/safetensors.h"
 #include "core/checkpoint/slice_runs.h"
@@ -19,6 +20,7 @@
 #include "core/util/error.h"
 #include "core/util/fault_injection.h"
 #include "core/util/files.h"
+#include "core/util/json_input.h"
 
 namespace lt {
 namespace fs = std::filesystem;
@@ -112,7 +114,7 @@ class ManifestCheck {
                             const char* type, const std::string& at) const {
     if (!j.is_object() || !j.contains(key)) bad(at + key, "is missing");
     const auto& v = j.at(key);
-    if (!(v.*is)()) bad(at + key, std::string("should be ") + type + ", is " + v.dump().substr(0, 40));
+    if (!(v.*is)()) bad(at + key, std::string("should be ") + type + ", is " + shown(v, 40));
     return v;
   }
   int64_t count(const nlohmann::json& j, const std::string& key, const std::string& at) const {
@@ -128,7 +130,7 @@ class ManifestCheck {
   int64_t non_negative(const nlohmann::json& v, const std::string& field) const {
     const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)
                                            : v.is_number_integer() && v.get<int64_t>() >= 0;
-    if (!ok) bad(field, "should be a non-negative integer, is " + v.dump().substr(0, 40));
+    if (!ok) bad(field, "should be a non-negative integer, is " + shown(v, 40));
     return v.get<int64_t>();
   }
   // A file name from the manifest: plain, inside the checkpoint directory.
@@ -136,7 +138,7 @@ class ManifestCheck {
     if (!is_plain_file_name(name)) bad(at, "is not a plain file name inside the checkpoint directory");
   }
   [[noreturn]] void bad(const std::string& field, const std::string& what) const {
-    fail(file_ + ": '" + printable(field) + "' " + what + ": the manifest is damaged; resume from an older checkpoint");
+    fail(file_ + ": '" + excerpt(field) + "' " + what + ": the manifest is damaged; resume from an older checkpoint");
   }
 
  private:
@@ -168,8 +170,13 @@ void check_manifest(const std::string& file, const nlohmann::json& m) {
   const auto& data = c.get(m, "data", &nlohmann::json::is_object, "a mapping", "");
   c.count(data, "document", "data."), c.count(data, "offset", "data.");
   const auto& rng = c.get(m, "rng_cpu", &nlohmann::json::is_string, "a string", "").get<std::string>();
-  if (rng.size() % 2 || rng.find_first_not_of("0123456789abcdef") != std::string::npos)
+  if (rng.find_first_not_of("0123456789abcdef") != std::string::npos)
     c.bad("rng_cpu", "should be lower-case hex digits");
+  // The CPU generator's whole state, or set_state would reject it later.
+  const auto state_bytes = at::detail::getDefaultCPUGenerator().get_state().numel();
+  if (static_cast<int64_t>(rng.size()) != 2 * state_bytes)
+    c.bad("rng_cpu", "should be the " + std::to_string(2 * state_bytes) +
+                         " hex digits of the CPU generator's state, is " + std::to_string(rng.size()));
   const auto& files = c.get(m, "files", &nlohmann::json::is_object, "a mapping", "");
   for (const auto& [name, entry] : files.items()) {
     c.plain_name(name, "files." + name);
@@ -203,31 +210,37 @@ void check_manifest(const std::string& file, const nlohmann::json& m) {
 // The manifest's checksum covers its text without the checksum field itself.
 std::string manifest_text(const nlohmann::ordered_json& manifest) { return manifest.dump(2); }
 
+// The fields format 4 added: a manifest that says it is older cannot hold
+// them (an edited version number must not bypass the manifest checksum).
+constexpr const char* kFormatFourFields[] = {"manifest_checksum", "lineage", "data_fingerprint", "checksum"};
+
 nlohmann::json read_manifest(const std::string& path) {
   const std::string file = path + "/manifest.json";
-  std::ifstream in(file);
+  std::ifstream in(file, std::ios::binary);
   if (!in) fail(file + ": missing; " + path + " is not a complete checkpoint");
-  nlohmann::ordered_json manifest;
-  try {
-    manifest = nlohmann::ordered_json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(file + ": corrupt manifest: " + e.what());
-  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto manifest = parse_ordered_json(text.str(), file);
   if (!manifest.is_object() || !manifest.contains("format") || manifest.at("format") != kFormat)
     fail(file + ": not a longtrain checkpoint manifest");
-  const auto& version = manifest["version"];
+  const auto version = manifest.value("version", nlohmann::ordered_json());
   if (!version.is_number_integer() || version.get<int64_t>() < kOldestReadable || version.get<int64_t>() > kVersion)
-    fail(file + ": checkpoint format version " + version.dump() + ", this build reads " +
+    fail(file + ": checkpoint format version " + shown(version, 40) + ", this build reads " +
          std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) +
          ": load it with the longtrain that wrote it");
-  if (version.get<int64_t>() >= 4) {
-    const auto recorded = manifest["manifest_checksum"];
+  if (version.get<int64_t>() < 4) {
+    for (const char* field : kFormatFourFields)
+      if (manifest.contains(field))
+        fail(file + ": says format " + std::to_string(version.get<int64_t>()) + " but has format 4's '" + field +
+             "': it was edited; resume from an older checkpoint");
+  } else {
+    const auto recorded = manifest.value("manifest_checksum", nlohmann::ordered_json());
     manifest.erase("manifest_checksum");
     if (recorded != text_checksum(manifest_text(manifest)))
       fail(file +
            ": the manifest's checksum does not match its contents: it is damaged; resume from an older checkpoint");
   }
-  nlohmann::json plain = nlohmann::json::parse(manifest.dump());
+  nlohmann::json plain = manifest;
   check_manifest(file, plain);
   return plain;
 }
@@ -423,7 +436,8 @@ std::optional<std::string> CheckpointStore::open(const std::string& resume, bool
       const auto path = claim(resume, move_aside);
       answer = nlohmann::json{{"ok", path}, {"lineage", lineage_.to_json()}, {"moved", moved_aside_}}.dump();
     } catch (const Error& e) {
-      answer = nlohmann::json{{"error", e.what()}}.dump();
+      // The message may quote a user's bytes: never let them stop it.
+      answer = nlohmann::json{{"error", e.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
   }
   const auto decided = nlohmann::json::parse(world.all_gather(answer).front());
@@ -479,7 +493,9 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
   }
   world.barrier();
   const std::string first_file = part.model_file.empty() ? part.optimizer_file : part.model_file;
-  if (!first_file.empty() && fault_at(world.rank(), state.step) == "diskfull") {
+  const std::string fault = first_file.empty() ? "" : fault_at(world.rank(), state.step);
+  if (fault == "hangsave") hang_forever();
+  if (fault == "diskfull") {
     std::ofstream(temp + "/" + first_file) << "partial";  // what a full disk leaves behind
     fail(temp + "/" + first_file + ": write failed: " + std::strerror(ENOSPC) + " (is the disk full?) [LT_FAULT]");
   }
@@ -505,17 +521,7 @@ std::string CheckpointStore::save(LlamaForCausalLMImpl& model, const AdamW& opti
     }
     manifest["manifest_checksum"] = text_checksum(manifest_text(manifest));
     write_text_synced(temp + "/manifest.json", manifest_text(manifest));
-    sync_directory(temp);
-    // The commit point. A step saved before is swapped out in one step (the
-    // old one then lies in the temporary), never removed first.
-    if (fs::exists(final_path)) {
-      if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) != 0)
-        fail(final_path + ": cannot replace: " + std::strerror(errno));
-      fs::remove_all(temp);
-    } else {
-      fs::rename(temp, final_path);
-    }
-    sync_directory(dir_);
+    publish_directory(temp, final_path);  // the commit point
     prune();
   }
   world.barrier();

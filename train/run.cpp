@@ -8,11 +8,11 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "core/hf/hf_weights.h"
 #include "core/model/model_size.h"
 #include "core/optim/lr_schedule.h"
+#include "core/util/files.h"
 #include "core/util/resources.h"
 #include "core/util/stop_signal.h"
 #include "train/layout_scorer.h"
@@ -98,7 +98,7 @@ TrainState Trainer::start(std::unique_ptr<DocumentSource>& source) {
 // The resolved recipe (also into run_dir/config.yaml) and the job's shape.
 void Trainer::describe_run() {
   const std::string resolved = to_yaml(config_);
-  if (mesh_.rank() == 0) std::ofstream(config_.run_dir + "/config.yaml") << resolved << "\n";
+  if (mesh_.rank() == 0) write_text_synced(config_.run_dir + "/config.yaml", resolved + "\n");
   metrics_->line("# resolved config (" + config_.source_file + ")\n" + resolved);
   const auto& d = mesh_.layout().degrees();
   metrics_->line("model: " + human_count(static_cast<double>(flop_parameters(config_.model))) +
@@ -169,10 +169,11 @@ void Trainer::export_final() {
   const std::string out = config_.run_dir + "/hf";
   LlamaForCausalLM whole(config_.model);
   load_checkpoint(*checkpoints_.newest(), *whole, nullptr, nullptr);
-  std::filesystem::remove_all(out);
-  const std::string dtype = name(config_.checkpoint.export_hf);
-  const auto copied = export_hf(config_.model, *whole, out, {dtype}, config_.init.from_hf);
-  metrics_->line("exported to " + out + " (" + dtype + ")" + describe_copied(copied, config_.init.from_hf));
+  HfExportOptions options;
+  options.dtype = name(config_.checkpoint.export_hf);
+  options.replace = true;
+  const auto copied = export_hf(config_.model, *whole, out, options, config_.init.from_hf);
+  metrics_->line("exported to " + out + " (" + options.dtype + ")" + describe_copied(copied, config_.init.from_hf));
 }
 
 }  // namespace lt

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "core/util/checksum.h"
 #include "core/util/error.h"
+#include "core/util/json_input.h"
 #include "core/util/mapped_file.h"
 
 namespace lt {
@@ -31,7 +33,7 @@ std::string dtype_name(at::ScalarType type) {
 at::ScalarType dtype_from(const std::string& path, const std::string& name) {
   for (const auto& [n, t] : dtype_names())
     if (n == name) return t;
-  fail(path + ": unsupported dtype '" + printable(name) + "'");
+  fail(path + ": unsupported dtype '" + excerpt(name) + "'");
 }
 
 void write_all(std::FILE* f, const void* data, size_t size, const std::string& path, Checksum& sum) {
@@ -78,17 +80,31 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   if (file_.size() < 8) fail(path + ": truncated safetensors file (" + std::to_string(file_.size()) + " bytes)");
   std::memcpy(&length, file_.data(), 8);
   if (length > file_.size() - 8) fail(path + ": truncated safetensors file (header runs past the end)");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(file_.data() + 8, file_.data() + 8 + length);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path + ": malformed safetensors header: " + e.what());
-  }
+  const auto header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(file_.data()) + 8, static_cast<size_t>(length)),
+                 path + ": safetensors header");
   if (!header.is_object()) fail(path + ": malformed safetensors header: not a JSON object");
   const uint64_t data_bytes = file_.size() - 8 - length;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
-    entries_.emplace(name, parse_entry(path + ": tensor '" + printable(name) + "'", entry, 8 + length, data_bytes));
+    entries_.emplace(name, parse_entry(path + ": tensor '" + excerpt(name) + "'", entry, 8 + length, data_bytes));
+  }
+  refuse_overlaps();
+}
+
+// Two tensors sharing bytes would alias: writing one would change the
+// other (safetensors' own reader refuses them too).
+void SafetensorsFile::refuse_overlaps() const {
+  std::vector<std::pair<const std::string*, const Entry*>> by_offset;
+  for (const auto& [name, entry] : entries_) by_offset.emplace_back(&name, &entry);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const auto& a, const auto& b) { return a.second->offset < b.second->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const auto& [name, entry] = by_offset[i];
+    const auto& [previous_name, previous] = by_offset[i - 1];
+    if (previous->offset + previous->bytes > entry->offset)
+      fail(path() + ": tensors '" + excerpt(*previous_name) + "' and '" + excerpt(*name) +
+           "' overlap in data_offsets: the file is damaged or was not written as safetensors");
   }
 }
 
@@ -101,16 +117,16 @@ SafetensorsFile::Entry SafetensorsFile::parse_entry(const std::string& where, co
   if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
     bad("malformed entry: needs dtype, shape and data_offsets");
   if (!entry.at("dtype").is_string()) bad("dtype is not a string");
-  Entry e{dtype_from(where, entry.at("dtype").get<std::string>()), {}, 0};
+  Entry e{dtype_from(where, entry.at("dtype").get<std::string>()), {}, 0, 0};
   const auto& shape = entry.at("shape");
   if (!shape.is_array()) bad("shape is not a list");
   uint64_t elements = 1;
   for (const auto& size : shape) {
     if (!size.is_number_integer() || (!size.is_number_unsigned() && size.get<int64_t>() < 0))
-      bad("shape " + shape.dump() + " has a size that is not a non-negative integer");
+      bad("shape " + shown(shape) + " has a size that is not a non-negative integer");
     if (size.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ||
         __builtin_mul_overflow(elements, size.get<uint64_t>(), &elements))
-      bad("shape " + shape.dump() + " is too large");
+      bad("shape " + shown(shape) + " is too large");
     e.shape.push_back(size.get<int64_t>());
   }
   uint64_t bytes = 0;
@@ -118,7 +134,7 @@ SafetensorsFile::Entry SafetensorsFile::parse_entry(const std::string& where, co
     bad("shape is too large");
   const auto& range = entry.at("data_offsets");
   if (!range.is_array() || range.size() != 2 || !range[0].is_number_unsigned() || !range[1].is_number_unsigned())
-    bad("data_offsets " + range.dump().substr(0, 60) + " is not two non-negative integers");
+    bad("data_offsets " + shown(range, 60) + " is not two non-negative integers");
   const uint64_t begin = range[0].get<uint64_t>(), end = range[1].get<uint64_t>();
   if (begin > end || end > data_bytes)
     bad("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] lie outside the " +
@@ -126,6 +142,7 @@ SafetensorsFile::Entry SafetensorsFile::parse_entry(const std::string& where, co
   if (end - begin != bytes)
     bad(std::to_string(end - begin) + " bytes in data_offsets, but its shape and dtype make " + std::to_string(bytes));
   e.offset = data_start + begin;
+  e.bytes = bytes;
   return e;
 }
 

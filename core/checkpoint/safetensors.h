@@ -43,9 +43,11 @@ class SafetensorsFile {
     at::ScalarType dtype;
     std::vector<int64_t> shape;
     size_t offset;  // from the start of the file
+    size_t bytes;
   };
   static Entry parse_entry(const std::string& where, const nlohmann::json& entry, uint64_t data_start,
                            uint64_t data_bytes);
+  void refuse_overlaps() const;
 
   MappedFile file_;
   std::map<std::string, Entry> entries_;

@@ -2,8 +2,10 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "core/config/fields.h"
@@ -16,22 +18,44 @@ namespace lt {
 namespace fs = std::filesystem;
 namespace {
 
+std::string at_mark(const std::string& file, const YAML::Mark& mark) {
+  return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1) + ": ";
+}
+
+// yaml-cpp keeps both entries of a repeated key and reads the first: a
+// second `train:` section would be silently ignored.
+void refuse_repeated_keys(const YAML::Node& node, const std::string& file) {
+  if (node.IsSequence())
+    for (const auto& item : node) refuse_repeated_keys(item, file);
+  if (!node.IsMap()) return;
+  std::map<std::string, YAML::Mark> first;
+  for (const auto& item : node) {
+    const std::string key = item.first.IsScalar() ? item.first.Scalar() : YAML::Dump(item.first);
+    const auto [seen, fresh] = first.emplace(key, item.first.Mark());
+    if (!fresh)
+      fail(at_mark(file, item.first.Mark()) + "key '" + excerpt(key) + "' appears twice (first at line " +
+           std::to_string(seen->second.line + 1) + ", again at line " + std::to_string(item.first.Mark().line + 1) +
+           "): keep one");
+    refuse_repeated_keys(item.second, file);
+  }
+}
+
 YAML::Node load_yaml_file(const std::string& path, const char* what) {
   if (!fs::exists(path)) fail(path + ": " + what + " not found");
   try {
     YAML::Node node = YAML::LoadFile(path);
+    refuse_repeated_keys(node, path);
     if (!node.IsMap() && !node.IsNull())
       fail(path + ": expected a mapping of sections (model:, data:, train:, ...) at the top level");
     return node.IsNull() ? YAML::Node(YAML::NodeType::Map) : node;
   } catch (const YAML::Exception& e) {
-    fail(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-         ": invalid YAML: " + e.msg);
+    fail(at_mark(path, e.mark) + "invalid YAML: " + e.msg);
   }
 }
 
 // "train.lr=3e-4" sets root.train.lr to the YAML value "3e-4".
 void apply_override(YAML::Node root, const std::string& text, ConfigSources& sources) {
-  const std::string shown = printable(text);
+  const std::string shown = excerpt(text);
   auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
     fail("command line: override '" + shown + "' must look like key.path=value (e.g. train.lr=3e-4)");
@@ -39,20 +63,21 @@ void apply_override(YAML::Node root, const std::string& text, ConfigSources& sou
   YAML::Node value;
   try {
     value = YAML::Load(text.substr(eq + 1));
+    refuse_repeated_keys(value, "command line (" + shown + ")");
   } catch (const YAML::Exception& e) {
     fail("command line: override '" + shown + "': invalid YAML value: " + e.msg);
   }
   std::vector<std::string> parts;
   std::stringstream stream(path);
   for (std::string part; std::getline(stream, part, '.');) {
-    if (part.empty()) fail("command line: override '" + shown + "' has an empty key in '" + printable(path) + "'");
+    if (part.empty()) fail("command line: override '" + shown + "' has an empty key in '" + excerpt(path) + "'");
     parts.push_back(part);
   }
   std::vector<YAML::Node> chain{root};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     YAML::Node next = chain.back()[parts[i]];
     if (next && !next.IsMap() && !next.IsNull())
-      fail("command line: override '" + shown + "': '" + printable(parts[i]) + "' is not a section");
+      fail("command line: override '" + shown + "': '" + excerpt(parts[i]) + "' is not a section");
     if (!next || next.IsNull()) chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
     chain.push_back(chain.back()[parts[i]]);
   }
@@ -362,6 +387,14 @@ void complete_and_validate(Config& c, const ConfigSources& s) {
   validate_parallel(c, s);
 }
 
+// The shortest text that reads back as exactly `value` (0.003, not
+// 0.0030000000000000001).
+std::string shortest(double value) {
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof(text), value).ptr;
+  return std::string(text, end);
+}
+
 class Printer {
  public:
   explicit Printer(YAML::Emitter& out) : out_(out) {}
@@ -369,6 +402,7 @@ class Printer {
   void field(const char* key, const T& value, const C& = {}) {
     out_ << YAML::Key << key << YAML::Value;
     if constexpr (std::is_enum_v<T>) out_ << name(value);
+    else if constexpr (std::is_same_v<T, double>) out_ << shortest(value);
     else out_ << value;
   }
   template <class T>
@@ -415,7 +449,6 @@ Config load_config(const std::string& recipe_path, const std::vector<std::string
 std::string to_yaml(const Config& config) {
   Config copy = config;
   YAML::Emitter out;
-  out.SetDoublePrecision(17);
   out << YAML::BeginMap;
   Printer printer(out);
   visit(printer, copy);

@@ -23,13 +23,18 @@ inline Check<std::string> not_empty() {
   return [](const std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); };
 }
 
+// Token ids are int32 on the way to the embedding; no layer of a model is
+// wider than a million (the largest released are near 50K).
+inline constexpr int64_t kMostTokenIds = (int64_t{1} << 31) - 1;
+inline constexpr int64_t kMostWidth = int64_t{1} << 20;
+
 template <class V>
 void visit(V& v, MoeConfig& m) {
   v.field("experts", m.experts, in_range<int64_t>(0, 1 << 16));
   v.field("top_k", m.top_k, in_range<int64_t>(1, 1 << 16));
   v.field("every", m.every, in_range<int64_t>(1, 1 << 16));
-  v.field("expert_intermediate_size", m.expert_intermediate_size, at_least<int64_t>(0));
-  v.field("shared_expert_intermediate_size", m.shared_expert_intermediate_size, at_least<int64_t>(0));
+  v.field("expert_intermediate_size", m.expert_intermediate_size, in_range<int64_t>(0, kMostWidth));
+  v.field("shared_expert_intermediate_size", m.shared_expert_intermediate_size, in_range<int64_t>(0, kMostWidth));
   v.field("normalize_top_k", m.normalize_top_k);
   v.field("capacity_factor", m.capacity_factor, in_range<double>(0.0, 1024.0));
   v.field("drop_policy", m.drop_policy);
@@ -55,13 +60,13 @@ template <class V>
 void visit(V& v, ModelConfig& m) {
   v.field("preset", m.preset);
   v.field("family", m.family);
-  v.field("vocab_size", m.vocab_size, at_least<int64_t>(1));
-  v.field("hidden_size", m.hidden_size, at_least<int64_t>(1));
-  v.field("intermediate_size", m.intermediate_size, at_least<int64_t>(1));
-  v.field("num_layers", m.num_layers, at_least<int64_t>(1));
-  v.field("num_heads", m.num_heads, at_least<int64_t>(1));
-  v.field("num_kv_heads", m.num_kv_heads, at_least<int64_t>(1));
-  v.field("head_dim", m.head_dim, at_least<int64_t>(0));
+  v.field("vocab_size", m.vocab_size, in_range<int64_t>(1, kMostTokenIds));
+  v.field("hidden_size", m.hidden_size, in_range<int64_t>(1, kMostWidth));
+  v.field("intermediate_size", m.intermediate_size, in_range<int64_t>(1, kMostWidth));
+  v.field("num_layers", m.num_layers, in_range<int64_t>(1, 1 << 16));
+  v.field("num_heads", m.num_heads, in_range<int64_t>(1, 1 << 16));
+  v.field("num_kv_heads", m.num_kv_heads, in_range<int64_t>(1, 1 << 16));
+  v.field("head_dim", m.head_dim, in_range<int64_t>(0, 1 << 16));
   v.field("max_seq_len", m.max_seq_len, at_least<int64_t>(1));
   v.field("rope_theta", m.rope_theta, at_least<double>(1.0));
   v.section("rope", m.rope);

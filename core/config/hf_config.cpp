@@ -8,19 +8,10 @@
 #include <type_traits>
 
 #include "core/util/error.h"
+#include "core/util/json_input.h"
 
 namespace lt {
 namespace {
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path + ": cannot open (is this a Hugging Face model directory?)");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path + ": malformed JSON: " + e.what());
-  }
-}
 
 // Reads one key as T, naming the file and key when it is missing or
 // mistyped, and remembers which keys were read.
@@ -55,11 +46,6 @@ class Reader {
   }
 
  private:
-  // A value for a message: at most 200 characters of it.
-  static std::string shown(const nlohmann::json& v) {
-    const std::string text = printable(v.dump());
-    return text.size() > 200 ? text.substr(0, 200) + "..." : text;
-  }
   template <class T>
   T as(const std::string& key) const {
     const auto& v = j_.at(key);
@@ -185,7 +171,7 @@ void refuse_windows(const Reader& c, Family family) {
   const auto types = c.get<std::vector<std::string>>("layer_types");
   for (const auto& type : types)
     if (type != "full_attention")
-      c.unsupported("layer_types", "every layer attends fully in longtrain (\"" + printable(type) + "\" is not)");
+      c.unsupported("layer_types", "every layer attends fully in longtrain (\"" + excerpt(type) + "\" is not)");
 }
 
 // The mixture-of-experts keys of qwen2_moe, qwen3_moe and mixtral.
@@ -217,7 +203,8 @@ void read_moe(const Reader& c, Family family, YAML::Node model) {
 
 YAML::Node model_keys_from_hf(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  const nlohmann::json j = read_json(path);
+  if (!std::ifstream(path)) fail(path + ": cannot open (is this a Hugging Face model directory?)");
+  const nlohmann::json j = read_json_file(path);
   const Reader c(j, path);
   const auto type = c.get<std::string>("model_type");
   const Family family = family_of(c, type);

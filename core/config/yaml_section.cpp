@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <vector>
 
 #include "core/util/error.h"
+#include "core/util/files.h"
 
 namespace lt {
 namespace {
@@ -41,11 +43,13 @@ bool parse_int(const std::string& text, int64_t& out) {
   return !__builtin_mul_overflow(value, scale, &out);  // 9E18K does not fit 64 bits: not an integer we take
 }
 
+// Finite numbers only: no key takes inf or nan, and 1e400 is not a number
+// a run could write back into its config.yaml.
 bool parse_double(const std::string& text, double& out) {
   if (text.empty()) return false;
   char* end = nullptr;
   out = std::strtod(text.c_str(), &end);
-  return end == text.c_str() + text.size();
+  return end == text.c_str() + text.size() && std::isfinite(out);
 }
 
 bool parse_bool(const std::string& text, bool& out) {
@@ -120,7 +124,7 @@ void Section::read(const char* key, T& value, const Check<T>& check, const char*
   if (present) {
     if (!child.IsScalar() || !parse(child.Scalar(), value))
       fail(sources_->locate(path) + path + ": expected " + type_name + ", got " +
-           (child.IsScalar() ? "'" + printable(child.Scalar()) + "'"
+           (child.IsScalar() ? "'" + excerpt(child.Scalar()) + "'"
                              : std::string(child.IsMap() ? "a mapping" : "a list")));
   }
   if (!check) return;
@@ -131,7 +135,7 @@ void Section::read(const char* key, T& value, const Check<T>& check, const char*
     if (missing_.empty()) missing_ = sources_->locate(path) + path + " is required: " + problem;
     return;
   }
-  fail(sources_->locate(path) + path + ": got " + printable(YAML::Dump(child)) + ", " + problem);
+  fail(sources_->locate(path) + path + ": got " + excerpt(YAML::Dump(child)) + ", " + problem);
 }
 
 void Section::fail_at(const std::string& key, const std::string& message) const {
@@ -142,13 +146,21 @@ void Section::field(const char* key, int64_t& value, const Check<int64_t>& check
   read(key, value, check, "an integer", parse_int);
 }
 void Section::field(const char* key, double& value, const Check<double>& check) {
-  read(key, value, check, "a number", parse_double);
+  read(key, value, check, "a finite number", parse_double);
 }
 void Section::field(const char* key, bool& value, const Check<bool>& check) {
   read(key, value, check, "true or false", parse_bool);
 }
 void Section::field(const char* key, std::string& value, const Check<std::string>& check) {
-  read(key, value, check, "a string", parse_string);
+  // Paths and names go into the run's config.yaml and JSON manifests.
+  const Check<std::string> utf8_then_check = [&check](const std::string& v) {
+    if (!is_utf8(v))
+      return std::string(
+          "is not valid UTF-8 (a run records its paths and names in YAML and JSON, "
+          "which hold only UTF-8): rename it");
+    return check ? check(v) : std::string();
+  };
+  read(key, value, utf8_then_check, "a string", parse_string);
 }
 
 void Section::field(const char* key, std::vector<int64_t>& values, const Check<int64_t>& check) {
@@ -162,9 +174,9 @@ void Section::field(const char* key, std::vector<int64_t>& values, const Check<i
     int64_t value = 0;
     const std::string item = path + "[" + std::to_string(i) + "]";
     if (!node[i].IsScalar() || !parse_int(node[i].Scalar(), value))
-      fail(sources_->locate(path) + item + ": expected an integer, got " + printable(YAML::Dump(node[i])));
+      fail(sources_->locate(path) + item + ": expected an integer, got " + excerpt(YAML::Dump(node[i])));
     const std::string problem = check ? check(value) : "";
-    if (!problem.empty()) fail(sources_->locate(path) + item + ": got " + printable(node[i].Scalar()) + ", " + problem);
+    if (!problem.empty()) fail(sources_->locate(path) + item + ": got " + excerpt(node[i].Scalar()) + ", " + problem);
     values.push_back(value);
   }
 }
@@ -181,7 +193,7 @@ void Section::finish() const {
     }
     std::string valid;
     for (const auto& known : seen_) valid += (valid.empty() ? "" : ", ") + known;
-    fail(sources_->locate(join(key), item.first.Mark()) + "unknown key '" + printable(join(key)) + "'" +
+    fail(sources_->locate(join(key), item.first.Mark()) + "unknown key '" + excerpt(join(key)) + "'" +
          (best.empty() ? "" : " (did you mean '" + join(best) + "'?)") + "; valid keys here: " + valid);
   }
   if (!missing_.empty()) fail(missing_);

@@ -11,6 +11,7 @@
 #include "core/config/hf_config.h"
 #include "core/util/error.h"
 #include "core/util/files.h"
+#include "core/util/json_input.h"
 
 namespace fs = std::filesystem;
 
@@ -23,26 +24,22 @@ constexpr const char* kIndex = "model.safetensors.index.json";
 // Which file holds each tensor, and the files, opened when first needed.
 class HfFiles {
  public:
+  // transformers' order: a single model.safetensors is read even beside
+  // an index (a stale one, from an earlier sharded save).
   explicit HfFiles(std::string dir) : dir_(std::move(dir)) {
+    if (fs::exists(dir_ + "/" + kSingle)) return;
     const std::string index = dir_ + "/" + kIndex;
-    if (fs::exists(index)) {
-      index_ = index;
-      std::ifstream in(index);
-      try {
-        const auto json = nlohmann::json::parse(in);
-        if (!json.is_object() || !json.contains("weight_map") || !json.at("weight_map").is_object())
-          fail(index + ": malformed index: no weight_map mapping of tensor names to files");
-        for (const auto& [name, file] : json.at("weight_map").items()) {
-          if (!file.is_string() || !is_plain_file_name(file.get<std::string>()))
-            fail(index + ": weight_map['" + printable(name) + "'] = " + printable(file.dump()) +
-                 " is not a plain file name beside the index");
-          file_of_[name] = file.get<std::string>();
-        }
-      } catch (const nlohmann::json::exception& e) {
-        fail(index + ": malformed index: " + e.what());
-      }
-    } else if (!fs::exists(dir_ + "/" + kSingle)) {
+    if (!fs::exists(index))
       fail(dir_ + ": neither " + kSingle + " nor " + kIndex + " (is this a Hugging Face model directory?)");
+    index_ = index;
+    const auto json = read_json_file(index);
+    if (!json.is_object() || !json.contains("weight_map") || !json.at("weight_map").is_object())
+      fail(index + ": malformed index: no weight_map mapping of tensor names to files");
+    for (const auto& [name, file] : json.at("weight_map").items()) {
+      if (!file.is_string() || !is_plain_file_name(file.get<std::string>()))
+        fail(index + ": weight_map['" + excerpt(name) + "'] = " + shown(file) +
+             " is not a plain file name beside the index");
+      file_of_[name] = file.get<std::string>();
     }
   }
 
@@ -168,7 +165,7 @@ void load_hf_weights(const std::string& dir, LlamaForCausalLMImpl& model) {
       check_tied_head(files, files.where());
       continue;
     }
-    fail(files.where() + ": tensor '" + printable(name) + "' is not a parameter of the " + lt::name(config.family) +
+    fail(files.where() + ": tensor '" + excerpt(name) + "' is not a parameter of the " + lt::name(config.family) +
          " model its config.json describes: longtrain would drop it (a feature it does not implement, or a "
          "checkpoint of another architecture)");
   }
@@ -195,7 +192,7 @@ std::string describe_copied(const std::vector<std::string>& copied, const std::s
 
 std::vector<std::string> export_hf(const ModelConfig& config, LlamaForCausalLMImpl& model, const std::string& out,
                                    const HfExportOptions& options, const std::string& tokenizer_from) {
-  if (fs::exists(out)) fail(out + ": already exists: export into a new directory");
+  if (fs::exists(out) && !options.replace) fail(out + ": already exists: export into a new directory");
   const auto dtype = export_dtype(options.dtype);
   const auto hf_config = hf_config_json(config, options.dtype);  // refuses a model its family cannot hold
   const std::string temp = out + ".partial";
@@ -237,9 +234,7 @@ std::vector<std::string> export_hf(const ModelConfig& config, LlamaForCausalLMIm
     if (error) fail(from.string() + ": cannot copy it into the export (" + error.message() + ")");
     copied.push_back(file);
   }
-  sync_directory(temp);
-  fs::rename(temp, out);  // the whole export appears at once
-  sync_directory(fs::absolute(out).parent_path().string());
+  publish_directory(temp, out);  // the whole export appears at once, replacing an earlier one
   return copied;
 }
 

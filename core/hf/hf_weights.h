@@ -18,6 +18,7 @@ void load_hf_weights(const std::string& dir, LlamaForCausalLMImpl& model);
 struct HfExportOptions {
   std::string dtype = "bfloat16";  // bfloat16 | float16 | float32
   double shard_gb = 5;             // files above this are split into shards with an index
+  bool replace = false;            // an export already at the path is swapped out once the new one is whole
 };
 
 // The files a model's tokenizer and generation settings live in, copied by

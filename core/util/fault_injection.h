@@ -6,6 +6,7 @@
 //   exit   the process ends at once, exit code 1, no message (a crash)
 //   nan    its loss and so every gradient become NaN (the step is skipped)
 //   diskfull  writing its part of step STEP's checkpoint fails as on a full disk
+//   hangsave  writing its part of step STEP's checkpoint never ends (a stuck file system)
 //   dropgrad  its first gradient bucket (of a replica set of several ranks)
 //             enters step STEP's reduction as zeros
 //             (a silent wrong result, which `longtrain check` must catch)
@@ -18,6 +19,8 @@ namespace lt {
 
 // The kind of fault LT_FAULT names for this rank and step, or "".
 std::string fault_at(int world_rank, int64_t step);
+
+[[noreturn]] void hang_forever();
 
 // Called by the trainer mid-step; acts when LT_FAULT names this rank and
 // step. Returns true when the step's loss must be made NaN.

@@ -1,6 +1,7 @@
 #include "core/util/files.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,10 +33,38 @@ void sync_directory(const std::string& dir) {
   }
 }
 
+void publish_directory(const std::string& temp, const std::string& final) {
+  sync_directory(temp);
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (fs::exists(final)) {
+    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, final.c_str(), RENAME_EXCHANGE) != 0)
+      fail(final + ": cannot replace: " + std::strerror(errno));
+    fs::remove_all(temp, error);  // the old one, now under the temporary name
+  } else {
+    fs::rename(temp, final, error);
+    if (error) fail(final + ": cannot move " + temp + " there: " + error.message());
+  }
+  sync_directory(fs::absolute(final).parent_path().string());
+}
+
 bool is_plain_file_name(const std::string& name) {
   const bool printable =
       std::none_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos && printable;
+}
+
+bool is_utf8(const std::string& text) {
+  for (size_t i = 0, length; i < text.size(); i += length)
+    if ((length = utf8_sequence(text, i)) == 0) return false;
+  return true;
+}
+
+void require_utf8(const std::string& text, const std::string& what) {
+  if (!is_utf8(text))
+    fail(what + " '" + excerpt(text, 400) +
+         "' is not valid UTF-8: longtrain records paths and names in JSON and YAML, " +
+         "which hold only UTF-8; rename it");
 }
 
 void append_line(const std::string& path, const std::string& line) {

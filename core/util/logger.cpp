@@ -1,6 +1,8 @@
 #include "core/util/logger.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -9,7 +11,7 @@
 
 namespace lt {
 
-Logger::Logger(const std::string& run_dir, bool append, bool tensorboard) : active_(true) {
+Logger::Logger(const std::string& run_dir, bool append, bool tensorboard) : active_(true), run_dir_(run_dir) {
   std::filesystem::create_directories(run_dir);
   const auto mode = append ? std::ios::app : std::ios::trunc;
   log_.open(run_dir + "/train.log", std::ios::out | mode);
@@ -22,15 +24,25 @@ Logger::Logger(const std::string& run_dir, bool append, bool tensorboard) : acti
 Logger::Logger() = default;
 Logger::~Logger() = default;
 
+// A full disk or a vanished folder ends the run, naming the file: a run
+// whose records stop silently cannot be trusted or compared.
+void Logger::write(std::ofstream& out, const std::string& file, const std::string& text) {
+  out << text << std::endl;
+  if (!out) {
+    active_ = false;  // the error's own way out must not write here again
+    fail(run_dir_ + "/" + file + ": write failed (" + std::strerror(errno) + "): check free space and the folder");
+  }
+}
+
 void Logger::line(const std::string& text) {
   if (!active_) return;
   std::cout << text << std::endl;
-  log_ << text << std::endl;
+  write(log_, "train.log", text);
 }
 
 void Logger::metrics(const nlohmann::ordered_json& record) {
   if (!active_) return;
-  metrics_ << record.dump() << std::endl;
+  write(metrics_, "metrics.jsonl", record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   if (!events_) return;
   std::vector<std::pair<std::string, double>> scalars;
   for (const auto& item : record.items())

@@ -26,7 +26,10 @@ class Logger {
   void metrics(const nlohmann::ordered_json& record);
 
  private:
+  void write(std::ofstream& out, const std::string& file, const std::string& text);
+
   bool active_ = false;
+  std::string run_dir_;
   std::ofstream log_, metrics_;
   std::unique_ptr<EventFile> events_;
 };

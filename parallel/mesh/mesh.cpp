@@ -7,19 +7,52 @@
 
 namespace lt {
 
-int setup_sum(MPI_Comm comm, int value, const std::string& step, double timeout_s) {
-  int rank = 0, size = 1, world_rank = 0, sum = 0;
+namespace {
+
+// Waits for `request` under the watchdog: a rank that never arrives is an
+// error naming `step` after `timeout_s`.
+void wait_for_setup(MPI_Request& request, MPI_Comm comm, const std::string& step, double timeout_s) {
+  int rank = 0, size = 1, world_rank = 0;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  MPI_Request request;
-  MPI_Iallreduce(&value, &sum, 1, MPI_INT, MPI_SUM, comm, &request);
   Work(Work::Source{step, "world", rank, size, world_rank, timeout_s}, [&request] {
     int done = 0;
     MPI_Test(&request, &done, MPI_STATUS_IGNORE);
     return done != 0;
   }).wait();
+}
+
+}  // namespace
+
+int setup_sum(MPI_Comm comm, int value, const std::string& step, double timeout_s) {
+  int sum = 0;
+  MPI_Request request;
+  MPI_Iallreduce(&value, &sum, 1, MPI_INT, MPI_SUM, comm, &request);
+  wait_for_setup(request, comm, step, timeout_s);
   return sum;
+}
+
+std::vector<std::string> setup_gather(MPI_Comm comm, const std::string& text, const std::string& step,
+                                      double timeout_s) {
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  const int length = static_cast<int>(text.size());
+  std::vector<int> lengths(size), offsets(size);
+  MPI_Request request;
+  MPI_Iallgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm, &request);
+  wait_for_setup(request, comm, step, timeout_s);
+  int64_t total = 0;
+  for (int r = 0; r < size; ++r) {
+    if (total + lengths[r] > INT32_MAX) fail(step + ": the ranks' texts exceed 2 GiB");
+    offsets[r] = static_cast<int>(total), total += lengths[r];
+  }
+  std::string all(static_cast<size_t>(total), '\0');
+  MPI_Iallgatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, comm, &request);
+  wait_for_setup(request, comm, step, timeout_s);
+  std::vector<std::string> texts;
+  for (int r = 0; r < size; ++r) texts.push_back(all.substr(offsets[r], lengths[r]));
+  return texts;
 }
 
 void agree_on(Communicator& group, const std::function<void()>& work) {

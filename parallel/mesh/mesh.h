@@ -24,6 +24,9 @@ class Mesh;
 // waited for under the watchdog, so a rank that never arrives is an error
 // naming `step` after `timeout_s`, not a hang.
 int setup_sum(MPI_Comm comm, int value, const std::string& step, double timeout_s);
+// Every rank's `text`, by rank, gathered the same way.
+std::vector<std::string> setup_gather(MPI_Comm comm, const std::string& text, const std::string& step,
+                                      double timeout_s);
 
 // Runs `work` on every rank of `group` (work without collectives); an
 // lt::Error on any rank is thrown on all as an AgreedError that rank 0

@@ -10,7 +10,7 @@ rm -rf "$run" "$run.hf" "$run.extended" "$run.extended.hf" "$run.bf16"
 [ -f "$run.hf/config.json" ] && [ -f "$run.hf/model.safetensors.index.json" ] || fail "export incomplete: $(ls "$run.hf")"
 expect_error "already exists" "$LONGTRAIN" export "$run" --hf "$run.hf"
 expect_error "export: missing --hf OUT" "$LONGTRAIN" export "$run"
-expect_error "--shard-gb 'x' must be a positive number of GB" "$LONGTRAIN" export "$run" --hf "$run.x" --shard-gb x
+expect_error "--shard-gb 'x' must be a number of GB from 0.001 to 1000000" "$LONGTRAIN" export "$run" --hf "$run.x" --shard-gb x
 expect_error "--dtype float8 is not one of bfloat16, float16, float32" "$LONGTRAIN" export "$run" --hf "$run.x" --dtype float8
 
 # The same weights, the same held-out loss.

@@ -236,6 +236,9 @@ TEST(CheckpointManifest, DamageIsOneLineNamingTheField) {
       {"step_type", [](auto& m) { m["step"] = "3"; }, "'step' should be an integer"},
       {"document", [](auto& m) { m["data"]["document"] = -1; }, "'data.document' should be a non-negative integer"},
       {"rng", [](auto& m) { m["rng_cpu"] = "zz"; }, "'rng_cpu' should be lower-case hex digits"},
+      {"rng_length", [](auto& m) { m["rng_cpu"] = "00"; }, "'rng_cpu' should be the"},
+      // An older format number must not skip the checks of the current one.
+      {"version", [](auto& m) { m["version"] = 3; }, "says format 3 but has format 4's"},
       {"lineage", [](auto& m) { m["lineage"][0].erase("from_step"); }, "'lineage[0].from_step' is missing"},
       {"checksum", [](auto& m) { m["checksum"] = "crc1"; }, "checksum algorithm 'crc1' is unknown"},
   };
