@@ -23,7 +23,7 @@ void flatten(const YAML::Node& node, const std::string& path, std::vector<std::s
     lines.push_back(path + ": " + std::to_string(node.size()) + " items");
     for (size_t i = 0; i < node.size(); ++i) flatten(node[i], path + "[" + std::to_string(i) + "]", lines);
   } else {
-    lines.push_back(path + ": " + printable(node.IsNull() ? "" : node.Scalar()));
+    lines.push_back(path + ": " + (node.IsNull() ? "" : node.Scalar()));
   }
 }
 
@@ -120,8 +120,8 @@ std::string disagreement(const std::vector<std::vector<std::string>>& by_rank) {
     const std::string key = key_of(order.front().empty() ? order.back() : order.front());
     std::string values;
     for (const auto& line : order)
-      values += (values.empty() ? "" : ", ") +
-                (key_of(line) == key ? value_of(line) : std::string("absent")) + " on " + ranks_text(ranks_of[line]);
+      values += (values.empty() ? "" : ", ") + (key_of(line) == key ? value_of(line) : std::string("absent")) + " on " +
+                ranks_text(ranks_of[line]);
     return "the ranks of this job disagree on " + excerpt(key) + ": " + values +
            ". Give every rank the same recipe, overrides and files";
   }
@@ -134,9 +134,9 @@ void agree_on_job(const Config& config, const std::string& checkpoint_path) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world == 1) return;
   std::string text;
+  // One line each: a value's own newlines escaped.
   for (const auto& line : job_identity(config, checkpoint_path)) text += printable(line) + "\n";
-  const auto texts =
-      setup_gather(MPI_COMM_WORLD, text, "agreeing on the recipe and inputs", config.parallel.timeout_s);
+  const auto texts = setup_gather(MPI_COMM_WORLD, text, "agreeing on the recipe and inputs", config.parallel.timeout_s);
   std::vector<std::vector<std::string>> by_rank;
   for (const auto& t : texts) {
     by_rank.emplace_back();

@@ -170,13 +170,8 @@ void check_manifest(const std::string& file, const nlohmann::json& m) {
   const auto& data = c.get(m, "data", &nlohmann::json::is_object, "a mapping", "");
   c.count(data, "document", "data."), c.count(data, "offset", "data.");
   const auto& rng = c.get(m, "rng_cpu", &nlohmann::json::is_string, "a string", "").get<std::string>();
-  if (rng.find_first_not_of("0123456789abcdef") != std::string::npos)
+  if (rng.size() % 2 || rng.find_first_not_of("0123456789abcdef") != std::string::npos)
     c.bad("rng_cpu", "should be lower-case hex digits");
-  // The CPU generator's whole state, or set_state would reject it later.
-  const auto state_bytes = at::detail::getDefaultCPUGenerator().get_state().numel();
-  if (static_cast<int64_t>(rng.size()) != 2 * state_bytes)
-    c.bad("rng_cpu", "should be the " + std::to_string(2 * state_bytes) +
-                         " hex digits of the CPU generator's state, is " + std::to_string(rng.size()));
   const auto& files = c.get(m, "files", &nlohmann::json::is_object, "a mapping", "");
   for (const auto& [name, entry] : files.items()) {
     c.plain_name(name, "files." + name);
@@ -593,6 +588,12 @@ void load_checkpoint(const std::string& path, LlamaForCausalLMImpl& model, AdamW
     state->data_fingerprint = manifest.value("data_fingerprint", nlohmann::json::object());
     state->data = {manifest.at("data").at("document").get<int64_t>(), manifest.at("data").at("offset").get<int64_t>()};
     state->rng = from_hex(manifest.at("rng_cpu").get<std::string>());
+    // The CPU generator's whole state, or restoring it would fail later.
+    const auto state_bytes = at::detail::getDefaultCPUGenerator().get_state().numel();
+    if (state->rng.numel() != state_bytes)
+      ManifestCheck(path + "/manifest.json")
+          .bad("rng_cpu", "should hold the " + std::to_string(state_bytes) +
+                              " bytes of the CPU generator's state, holds " + std::to_string(state->rng.numel()));
   }
 }
 

@@ -1,5 +1,6 @@
 #include "core/config/config.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
@@ -48,6 +49,8 @@ YAML::Node load_yaml_file(const std::string& path, const char* what) {
     if (!node.IsMap() && !node.IsNull())
       fail(path + ": expected a mapping of sections (model:, data:, train:, ...) at the top level");
     return node.IsNull() ? YAML::Node(YAML::NodeType::Map) : node;
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own bound, whose message says only "bad file"
+    fail(at_mark(path, e.mark) + "invalid YAML: nested " + std::to_string(e.depth()) + " levels deep");
   } catch (const YAML::Exception& e) {
     fail(at_mark(path, e.mark) + "invalid YAML: " + e.msg);
   }
@@ -64,6 +67,9 @@ void apply_override(YAML::Node root, const std::string& text, ConfigSources& sou
   try {
     value = YAML::Load(text.substr(eq + 1));
     refuse_repeated_keys(value, "command line (" + shown + ")");
+  } catch (const YAML::DeepRecursion& e) {
+    fail("command line: override '" + shown + "': invalid YAML value: nested " + std::to_string(e.depth()) +
+         " levels deep");
   } catch (const YAML::Exception& e) {
     fail("command line: override '" + shown + "': invalid YAML value: " + e.msg);
   }

@@ -16,7 +16,8 @@ Json parse_bounded(std::string_view text, const std::string& where) {
   typename Json::parser_callback_t bound = [&where](int depth, nlohmann::json::parse_event_t event, Json&) {
     if (depth > kMaxJsonDepth &&
         (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start))
-      fail(where + ": JSON nested more than " + std::to_string(kMaxJsonDepth) + " levels deep: not a file of this kind");
+      fail(where + ": JSON nested more than " + std::to_string(kMaxJsonDepth) +
+           " levels deep: not a file of this kind");
     return true;
   };
   try {

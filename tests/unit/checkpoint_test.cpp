@@ -181,7 +181,7 @@ TEST(Checkpoint, CorruptionIsDetected) {
   fs::remove_all(step);
   fs::copy(backup, step);
   std::ofstream(step + "/manifest.json") << "{\"format\": \"longtrain-checkpoint\", \"vers";
-  expect_refused(step, "corrupt manifest");
+  expect_refused(step, "manifest.json: malformed JSON");
 }
 
 TEST(Checkpoint, PartialWriteIsNeverLatest) {

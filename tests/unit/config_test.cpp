@@ -149,7 +149,8 @@ INSTANTIATE_TEST_SUITE_P(
                   {"parallel.reduce_dtype=fp8"},
                   {"parallel.reduce_dtype", "must be one of: fp32, bf16"}},
         ErrorCase{"ZeroLevelOutOfRange", kBase, {"parallel.zero=4"}, {"parallel.zero", "4"}},
-        ErrorCase{"WrongType", kBase + "  lr: fast\n", {}, {"r.yaml:9:7:", "train.lr: expected a number, got 'fast'"}},
+        ErrorCase{
+            "WrongType", kBase + "  lr: fast\n", {}, {"r.yaml:9:7:", "train.lr: expected a finite number, got 'fast'"}},
         ErrorCase{"TypoInKey", kBase + "  steps_: 3\n", {}, {"did you mean 'train.steps'"}},
         ErrorCase{"BadChoice",
                   kBase + "  schedule: exp\n",

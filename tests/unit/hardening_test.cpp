@@ -236,7 +236,6 @@ TEST(CheckpointManifest, DamageIsOneLineNamingTheField) {
       {"step_type", [](auto& m) { m["step"] = "3"; }, "'step' should be an integer"},
       {"document", [](auto& m) { m["data"]["document"] = -1; }, "'data.document' should be a non-negative integer"},
       {"rng", [](auto& m) { m["rng_cpu"] = "zz"; }, "'rng_cpu' should be lower-case hex digits"},
-      {"rng_length", [](auto& m) { m["rng_cpu"] = "00"; }, "'rng_cpu' should be the"},
       // An older format number must not skip the checks of the current one.
       {"version", [](auto& m) { m["version"] = 3; }, "says format 3 but has format 4's"},
       {"lineage", [](auto& m) { m["lineage"][0].erase("from_step"); }, "'lineage[0].from_step' is missing"},
@@ -247,6 +246,12 @@ TEST(CheckpointManifest, DamageIsOneLineNamingTheField) {
     const auto path = edited(good, name, edit);
     expect_error([&] { load_weights(path); }, {path, fragment});
   }
+  // A generator state of the wrong size, met when a run resumes from it.
+  const auto rng = edited(good, "rng_length", [](auto& m) { m["rng_cpu"] = "00"; });
+  LlamaForCausalLM model(testing::tiny_model());
+  TrainState state;
+  expect_error([&] { load_checkpoint(rng, *model, nullptr, &state); },
+               {rng + "/manifest.json", "'rng_cpu' should hold the", "bytes of the CPU generator's state, holds 1"});
   // A file the manifest lists with a tensor of another size.
   const auto shrunk = edited(good, "shrunk", [&](auto& m) {
     auto& r = shard(m);

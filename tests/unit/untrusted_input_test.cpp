@@ -77,9 +77,8 @@ TEST(UntrustedJson, DeepNestingIsOneLineInEveryParser) {
   expect_error([&] { load_config(dir + "/recipe.yaml"); }, {hf + "/config.json", "nested more than 64 levels"});
   // A safetensors header's shape.
   const std::string file = dir + "/deep.safetensors";
-  write_text(file, safetensors_bytes(R"({"a": {"dtype": "F32", "shape": )" + deep(kDeep) +
-                                         R"(, "data_offsets": [0, 4]}})",
-                                     4));
+  write_text(file, safetensors_bytes(
+                       R"({"a": {"dtype": "F32", "shape": )" + deep(kDeep) + R"(, "data_offsets": [0, 4]}})", 4));
   expect_error([&] { SafetensorsFile{file}; }, {file, "safetensors header", "nested more than 64"});
   // An index's weight_map.
   const auto sharded = exported_model(dir + "/sharded", 1e-6);
@@ -88,8 +87,10 @@ TEST(UntrustedJson, DeepNestingIsOneLineInEveryParser) {
   expect_error([&] { load_hf_weights(sharded, *model); }, {"model.safetensors.index.json", "nested more than 64"});
   // A recipe, and a value on the command line (yaml-cpp bounds its own depth).
   write_text(dir + "/deep.yaml", "train:\n  lr: " + deep(kDeep) + "\n");
-  expect_error([&] { load_config(dir + "/deep.yaml"); }, {dir + "/deep.yaml"});
-  expect_error([&] { load_config(dir + "/recipe.yaml", {"train.lr=" + deep(kDeep)}); }, {"train.lr"});
+  expect_error([&] { load_config(dir + "/deep.yaml"); },
+               {dir + "/deep.yaml:2:", "invalid YAML: nested", "levels deep"});
+  expect_error([&] { load_config(dir + "/recipe.yaml", {"train.lr=" + deep(kDeep)}); },
+               {"train.lr", "invalid YAML value: nested"});
 }
 
 TEST(UntrustedJson, QuotedValuesAreCappedAndNeverThrowOnBytes) {
@@ -123,8 +124,10 @@ TEST(HfImport, SizesBeyondAnyModelAreOneLine) {
   const auto hf = exported_model(dir + "/hf", 5);
   write_text(dir + "/recipe.yaml", "init:\n  from_hf: " + hf + "\n");
   const auto config = read_json_file(hf + "/config.json");
-  for (const auto& [key, value] : {std::pair{"vocab_size", int64_t{1} << 40}, {"hidden_size", int64_t{1} << 40},
-                                   {"intermediate_size", int64_t{1} << 40}, {"num_hidden_layers", int64_t{1} << 40}}) {
+  for (const auto& [key, value] : {std::pair{"vocab_size", int64_t{1} << 40},
+                                   {"hidden_size", int64_t{1} << 40},
+                                   {"intermediate_size", int64_t{1} << 40},
+                                   {"num_hidden_layers", int64_t{1} << 40}}) {
     auto edited = config;
     edited[key] = value;
     write_text(hf + "/config.json", edited.dump());
@@ -157,8 +160,8 @@ TEST(RecipeValues, NonFiniteNumbersAreRefused) {
 // the same recipe (longtrain export and resume read it).
 TEST(RecipeValues, ARunsOwnConfigAlwaysReadsBack) {
   const auto dir = temp_dir("round_trip");
-  write_text(dir + "/odd.yaml", "model:\n  preset: tiny\nrun_dir: \"" + dir +
-                                    "/a run: with # and 'quotes' \\\"and\\\" ünïcödé\"\n");
+  write_text(dir + "/odd.yaml",
+             "model:\n  preset: tiny\nrun_dir: \"" + dir + "/a run: with # and 'quotes' \\\"and\\\" ünïcödé\"\n");
   const std::vector<std::string> odd = {
       "train.lr=1e-300",
       "train.min_lr=0",
@@ -214,7 +217,10 @@ TEST(Export, AnEarlierExportIsReplacedOnlyWhenTheNewOneIsWhole) {
   const auto out = exported_model(dir + "/hf", 5);
   const auto before = SafetensorsFile(out + "/model.safetensors").view("model.norm.weight").clone();
   LlamaForCausalLM other(testing::tiny_model());
-  { at::NoGradGuard no_grad; other->named_parameters()["model.norm.weight"].fill_(3); }
+  {
+    at::NoGradGuard no_grad;
+    other->named_parameters()["model.norm.weight"].fill_(3);
+  }
   HfExportOptions options;
   options.replace = true;
   options.dtype = "float32";
