@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include "core/checkpoint/safetensors.h"
 #include "core/checkpoint/slice_runs.h"
@@ -211,11 +210,8 @@ constexpr const char* kFormatFourFields[] = {"manifest_checksum", "lineage", "da
 
 nlohmann::json read_manifest(const std::string& path) {
   const std::string file = path + "/manifest.json";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(file + ": missing; " + path + " is not a complete checkpoint");
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto manifest = parse_ordered_json(text.str(), file);
+  if (!fs::exists(file)) fail(file + ": missing; " + path + " is not a complete checkpoint");
+  auto manifest = read_ordered_json_file(file);
   if (!manifest.is_object() || !manifest.contains("format") || manifest.at("format") != kFormat)
     fail(file + ": not a longtrain checkpoint manifest");
   const auto version = manifest.value("version", nlohmann::ordered_json());

@@ -1,7 +1,6 @@
 #include "core/hf/hf_weights.h"
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <set>
 #include <nlohmann/json.hpp>

@@ -27,6 +27,15 @@ Json parse_bounded(std::string_view text, const std::string& where) {
   }
 }
 
+std::string file_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail(path + ": cannot read");
+  return text.str();
+}
+
 template <class Json>
 std::string shown_text(const Json& value, size_t limit) {
   // Replacement of invalid UTF-8, so that dumping a user's bytes cannot throw.
@@ -39,17 +48,10 @@ nlohmann::json parse_json(std::string_view text, const std::string& where) {
   return parse_bounded<nlohmann::json>(text, where);
 }
 
-nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& where) {
-  return parse_bounded<nlohmann::ordered_json>(text, where);
-}
+nlohmann::json read_json_file(const std::string& path) { return parse_json(file_text(path), path); }
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path + ": cannot open");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail(path + ": cannot read");
-  return parse_json(text.str(), path);
+nlohmann::ordered_json read_ordered_json_file(const std::string& path) {
+  return parse_bounded<nlohmann::ordered_json>(file_text(path), path);
 }
 
 std::string shown(const nlohmann::json& value, size_t limit) { return shown_text(value, limit); }

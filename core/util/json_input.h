@@ -15,11 +15,11 @@ inline constexpr int kMaxJsonDepth = 64;
 
 // `text` parsed; malformed or too deeply nested JSON is an error naming `where`.
 nlohmann::json parse_json(std::string_view text, const std::string& where);
-nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& where);
 
-// The whole of a file, parsed as above; a file that cannot be read is an
-// error naming it.
+// The whole of a file, parsed as above (ordered: its keys in file order); a
+// file that cannot be read is an error naming it.
 nlohmann::json read_json_file(const std::string& path);
+nlohmann::ordered_json read_ordered_json_file(const std::string& path);
 
 // A value for a message: its first `limit` characters, one line.
 std::string shown(const nlohmann::json& value, size_t limit = 200);
