@@ -9,18 +9,20 @@
 #   - bf16 training of a Llama-3-8B-shaped stack (layers cut to fit) at 8K
 #     and 32K tokens and at 8K of packed documents; MFU against an 8192^3
 #     bf16 product timed with CUDA events;
+#   - 8 layers at 8K with their state offloaded in host chunks against the
+#     same stack resident: the same losses;
 #   - on 2 or more GPUs, a ZeRO-3 step against a ZeRO-1 step;
 #   - the longest sequence the 8B model trains with its state offloaded,
-#     doubling from 64K within the time left, with as many of its 32 layers
-#     as the host's memory holds.
+#     doubling from 64K within the time left, each length with as many of
+#     its 32 layers as the planner says the host's memory holds.
 # Every step has its own time limit. Results and logs are written as they
 # come to tests/bench/results/gpu.json and, when $OUT is set (the device
 # run's output folder), under $OUT: a step that fails or hangs loses nothing
 # of the steps before it.
-#   scripts/gpu_check.sh [SECONDS for the longest-sequence search, default 200]
+#   scripts/gpu_check.sh [SECONDS for the longest-sequence search, default 150]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget=${1:-200}
+budget=${1:-150}
 command -v nvidia-smi > /dev/null && nvidia-smi -L || { echo "gpu_check: no NVIDIA GPU on this machine" >&2; exit 1; }
 if [ -f .gpu/env.sh ]; then
   # Built elsewhere by scripts/gpu_bundle.sh, for a machine that can install nothing.
@@ -78,7 +80,11 @@ step cuda_tests 120 '{"impl": "tests", "error": "CUDA tests failed or timed out"
   "$bin"/lt_unit_tests --gtest_filter='Cuda*:*/Cuda*' --gtest_output=json:"$logs/cuda_tests.json" || true
 # Throughput: the 8B shape, 8 layers at 8K, 4 at 32K (one GPU's memory without offload).
 step train_8k 60 '{"seq": 8192, "error": "failed or timed out"}' "$bin"/lt_bench_train 8192 3 bf16 cuda 8 || true
-step train_32k 90 '{"seq": 32768, "error": "failed or timed out"}' "$bin"/lt_bench_train 32768 2 bf16 cuda 4 || true
+step train_32k 75 '{"seq": 32768, "error": "failed or timed out"}' "$bin"/lt_bench_train 32768 2 bf16 cuda 4 || true
+# The same 8 layers offloaded (host chunks, every layer recomputed, tiled):
+# the report compares its losses with the resident run's.
+step offload_8k 90 '{"seq": 8192, "offload": true, "error": "failed or timed out"}' \
+  "$bin"/lt_bench_train 8192 3 bf16 cuda 8 offload || true
 # Packed documents (five per sequence) through the variable-length kernel, against the 8K run above.
 step documents_8k 60 '{"seq": 8192, "documents": 5, "error": "failed or timed out"}' \
   "$bin"/lt_bench_train 8192 3 bf16 cuda 8 documents || true
@@ -91,18 +97,23 @@ else
 fi
 # The longest sequence of the 8B model with its state offloaded, doubling
 # from 64K until a step fails (out of memory) or the time budget is spent.
-# Its host state (fp32 weights, gradients and two moments, and bf16 copies:
-# 18 bytes a parameter) must fit three quarters of the host's memory: the
-# full 32 layers need about 135 GiB, so a 128 GiB machine takes the most
-# layers that fit, said here.
-host_kb=${LT_HOST_MEMORY_KB:-$(awk '/MemTotal/ {print $2}' /proc/meminfo)}  # set: a rehearsal's stand-in host
-layers=$(awk -v kb="$host_kb" 'BEGIN { n = int((kb * 1024 * 0.75 / 18 - 1.05e9) / 0.218e9); print (n > 32 ? 32 : n) }')
-echo "gpu_check: host memory $((host_kb / 1048576)) GiB holds the offloaded state of $layers of the 8B model's 32 layers" |
-  tee "$logs/longest_plan.log"
+# Before each length the planner (lt_bench_train plan, `longtrain plan`'s
+# estimate) says how many of the 32 layers the host holds: their state
+# (fp32 weights, gradients, moments and the overlapped update's copies) and
+# their offloaded activations within three quarters of the host's memory.
 deadline=$(($(date +%s) + budget))
 for seq in 65536 131072 262144 524288 1048576; do
   left=$((deadline - $(date +%s)))
-  [ "$left" -gt 30 ] && [ "$layers" -ge 1 ] || break
+  [ "$left" -gt 30 ] || break
+  plan=$(timeout 20 "$bin"/lt_bench_train plan "$seq" 2> "$logs/plan_$seq.log") || {
+    echo '{"plan": "offload", "seq": '"$seq"', "error": "the planner failed"}' >> "$runs"
+    break
+  }
+  echo "$plan" >> "$runs"
+  layers=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["layers"])' "$plan")
+  echo "gpu_check: the planner: at $seq tokens the host holds the offloaded state and activations of $layers of the 8B model's 32 layers" |
+    tee -a "$logs/longest_plan.log"
+  [ "$layers" -ge 1 ] || break
   step "longest_$seq" "$left" "{\"seq\": $seq, \"layers\": $layers, \"offload\": true, \"error\": \"failed or timed out\"}" \
     "$bin"/lt_bench_train "$seq" 1 bf16 cuda "$layers" offload || break
 done

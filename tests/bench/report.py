@@ -101,9 +101,10 @@ def gpu_report(a, runs, cpu):
     datasheet = next((rate for key, rate in DATASHEET_BF16.items() if key in name), None)
     for r in trained:  # MFU against the measured 8192^3 product, and against the datasheet
         r["mfu_datasheet"] = r["mfu"] * r["peak_gflops"] * 1e9 / datasheet if datasheet else None
+    offload_check = same_losses(trained, OFFLOAD_LOSS_TOLERANCE)
     with open(a.out, "w") as f:
         json.dump({"command": a.command, "date": datetime.date.today().isoformat(), "gpu": name,
-                   "datasheet_bf16_flops": datasheet, "runs": runs,
+                   "datasheet_bf16_flops": datasheet, "runs": runs, "offload_against_resident": offload_check,
                    "longest_offloaded": longest and {"seq": longest["seq"], "layers": longest["layers"]}}, f, indent=2)
     percent = lambda x: "-" if x is None else f"{100 * x:.1f}%"
     table(["seq", "layers", "offload", "documents", "tok/s", "MFU (measured peak)", "MFU (datasheet)", "peak memory"],
@@ -116,8 +117,35 @@ def gpu_report(a, runs, cpu):
         elif r.get("bench") == "step":
             print(f"ZeRO-{r['zero']} step on {r['ranks']} GPUs: {r['step_s']:.3f} s, {r['over_zero1']:.2f}x ZeRO-1's, "
                   f"waiting {r['gather_wait_s']:.3f} s for gathers")
+        elif "plan" in r:
+            print(f"planned at {r['seq']} tokens: {r['layers']} layers, host {r['host_state_bytes'] / 2**30:.1f} GiB "
+                  f"of state + {r['host_activation_bytes'] / 2**30:.1f} GiB of activations within "
+                  f"{r['host_limit_bytes'] / 2**30:.1f} GiB, device {r['device_bytes'] / 2**30:.1f} GiB estimated"
+                  if r.get("layers") else f"planned at {r['seq']} tokens: no layer fits: {json.dumps(r)}")
+    if offload_check:
+        print(f"offloaded against resident ({offload_check['layers']} layers at {offload_check['seq']}): losses "
+              f"within {offload_check['max_relative_difference']:.2e} of each other, "
+              f"{'equal' if offload_check['equal'] else 'NOT EQUAL'} at {OFFLOAD_LOSS_TOLERANCE}")
     print("longest sequence with the state offloaded:",
           f"{longest['seq']} tokens, {longest['layers']} of the 8B model's 32 layers" if longest else None)
+
+
+# bf16 with every layer recomputed and the MLP and loss tiled, against the
+# same stack resident and untiled: as CudaBf16.OffloadedChunksTrainAsResidentWeights.
+OFFLOAD_LOSS_TOLERANCE = 5e-3
+
+
+def same_losses(trained, tolerance):
+    """The losses of the first offloaded run against the resident run of its shape (no documents)."""
+    plain = lambda r: r.get("documents", 1) == 1 and "losses" in r
+    for off in (r for r in trained if r["offload"] and plain(r)):
+        on = next((r for r in trained if not r["offload"] and plain(r)
+                   and (r["seq"], r["layers"]) == (off["seq"], off["layers"])), None)
+        if on:
+            worst = max(abs(x - y) / abs(y) for x, y in zip(off["losses"], on["losses"]))
+            return {"seq": off["seq"], "layers": off["layers"], "resident_losses": on["losses"],
+                    "offloaded_losses": off["losses"], "max_relative_difference": worst, "equal": worst <= tolerance}
+    return None
 
 
 def table(headers, rows):
