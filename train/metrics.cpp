@@ -19,19 +19,20 @@ void Metrics::start(const at::Device& device, int ranks, int64_t first_step) {
   // MFU is against the fastest rate the device offers, whatever the run
   // computes in: a GPU's bf16 units; on a CPU the faster of its fp32 and
   // bf16 products (both measured: which wins depends on the CPU).
+  peak_flops_ = peak_matmul_flops(device) * ranks;
   if (device.is_cuda()) {
-    peak_flops_ = measure_matmul_peak(device, at::kBFloat16) * ranks;
     line("matrix-product peak measured: " + formatted("%.1f", peak_flops_ / 1e12) +
          " TFLOP/s (bf16, 8192^3); computing in " + name(config_.train.precision));
     return;
   }
   const auto& rates = cpu_matmul_rates();
-  peak_flops_ = std::max(rates.fp32, rates.bf16) * ranks;
   line("matrix-product peak measured: fp32 " + formatted("%.1f", rates.fp32 / 1e9) + " GFLOP/s" +
        (rates.bf16 > 0 ? ", bf16 " + formatted("%.1f", rates.bf16 / 1e9) + " GFLOP/s"
                        : std::string(", bf16 emulated (no bf16 instructions)")) +
        " per rank; MFU against the faster; computing in " + name(config_.train.precision) +
-       (config_.train.precision == Precision::fp32 && rates.bf16 > rates.fp32 ? " (bf16 would be faster)" : ""));
+       (config_.train.precision != faster_precision(rates)
+            ? " (" + name(faster_precision(rates)) + " would be faster)"
+            : ""));
 }
 
 void Metrics::step(const StepOutcome& o, const MoeStepStats& moe, const std::string& extra) {

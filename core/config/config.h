@@ -228,8 +228,8 @@ struct TrainConfig {
   DeviceKind device = DeviceKind::cpu;   // cuda: each rank on its local GPU
   int64_t threads = 0;                   // 0: cores / ranks on this node
   // fp32 | bf16 (bf16 compute, fp32 master weights, gradients and moments) |
-  // auto: bf16 where the device runs it fast (CUDA; a CPU with AMX or
-  // AVX512-BF16), else fp32. Resolved when the config is read.
+  // auto: bf16 on CUDA; on a CPU bf16 where its measured products keep up
+  // with fp32's (AMX, some AVX512-BF16), else fp32. Resolved at load.
   Precision precision = Precision::automatic;
 
   bool bf16() const { return precision == Precision::bf16; }

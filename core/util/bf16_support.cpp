@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -36,13 +37,22 @@ const CpuRates& cpu_matmul_rates() {
   return it->second;
 }
 
+double peak_matmul_flops(const c10::Device& device) {
+  if (device.is_cuda()) return measure_matmul_peak(device, at::kBFloat16);
+  const auto& rates = cpu_matmul_rates();
+  return std::max(rates.fp32, rates.bf16);
+}
+
 Precision resolve_precision(Precision precision, DeviceKind device) {
   if (precision != Precision::automatic) return precision;
   if (device == DeviceKind::cuda) return Precision::bf16;
   if (!bf16_is_fast(device)) return Precision::fp32;
   if (std::getenv("LT_CPU_BF16")) return Precision::bf16;  // forced: no measuring
-  const auto& rates = cpu_matmul_rates();
-  return rates.bf16 >= rates.fp32 ? Precision::bf16 : Precision::fp32;
+  return faster_precision(cpu_matmul_rates());
+}
+
+Precision faster_precision(const CpuRates& rates) {
+  return rates.bf16 > 0 && rates.bf16 >= kBf16Keeps * rates.fp32 ? Precision::bf16 : Precision::fp32;
 }
 
 }  // namespace lt

@@ -1,9 +1,9 @@
 // Single-process training throughput of longtrain's trainer (the path a
 // recipe takes: compute weights, gradient buckets, clipping, fused AdamW):
-// tokens/s, MFU against the bf16 matrix-product peak measured in the same
-// process, peak memory and each step's loss. Prints one JSON object.
-// scripts/bench.sh runs it interleaved with HF transformers' loop
-// (tests/bench/hf_train.py) on the same model shape.
+// tokens/s, MFU against the fastest matrix-product rate measured in the
+// same process (the trainer's), peak memory and each step's loss. Prints
+// one JSON object. scripts/bench.sh runs it interleaved with HF
+// transformers' loop (tests/bench/hf_train.py) on the same model shape.
 //
 // usage: lt_bench_train SEQ [STEPS] [fp32|bf16] [cpu|cuda] [LAYERS [offload] [documents]]
 //        lt_bench_train plan SEQ
@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/model/model_size.h"
+#include "core/util/bf16_support.h"
 #include "core/util/error.h"
 #include "train/plan.h"
 #include "train/trainer.h"
@@ -103,7 +104,7 @@ void run(int argc, char** argv) {
   c.train.device = parse_choice<DeviceKind>(argc > 4 ? argv[4] : "cpu");
   const auto& m = c.model;
   const at::Device device = device_for(c.train.device);
-  const double peak = measure_matmul_peak(device, at::kBFloat16);
+  const double peak = peak_matmul_flops(device);
   Trainer trainer(c);
   Batch batch = bench::random_batch(seq, m.vocab_size);
   if (documents) bench::pack_documents(batch);

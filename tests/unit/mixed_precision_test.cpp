@@ -12,6 +12,7 @@
 #include "core/checkpoint/safetensors.h"
 #include "core/model/llama.h"
 #include "core/model/loss.h"
+#include "core/util/bf16_support.h"
 #include "train/trainer.h"
 #include "tests/support/reference.h"
 
@@ -218,6 +219,19 @@ TEST(MixedPrecision, Bf16TrainingFollowsFp32) {
   const auto bf16 = Trainer(c).run().losses;
   for (const auto& [step, loss] : fp32) EXPECT_NEAR(bf16.at(step), loss, 2e-2 * loss) << "step " << step;
   EXPECT_LT(bf16.rbegin()->second, bf16.begin()->second);
+}
+
+// auto's choice on a CPU from its measured product rates (FLOP/s): bf16
+// where its products keep up (AMX, or EPYC's AVX512-BF16 at about fp32's
+// rate), fp32 where they run at half (a Xeon's AVX512-BF16 alone) or the
+// CPU has no bf16 instructions.
+TEST(Precision, AutoTakesBf16WhereItsProductsKeepUp) {
+  EXPECT_EQ(faster_precision({300e9, 1500e9}), Precision::bf16);  // AMX
+  EXPECT_EQ(faster_precision({400e9, 390e9}), Precision::bf16);   // AMD EPYC, AVX512-BF16
+  EXPECT_EQ(faster_precision({280e9, 150e9}), Precision::fp32);   // Xeon, AVX512-BF16 without AMX
+  EXPECT_EQ(faster_precision({30e9, 0}), Precision::fp32);        // no bf16 instructions
+  EXPECT_EQ(resolve_precision(Precision::bf16, DeviceKind::cpu), Precision::bf16);
+  EXPECT_EQ(resolve_precision(Precision::automatic, DeviceKind::cuda), Precision::bf16);
 }
 
 // On a CUDA device; skipped where none is visible (scripts/gpu_check.sh
