@@ -30,9 +30,8 @@ void Metrics::start(const at::Device& device, int ranks, int64_t first_step) {
        (rates.bf16 > 0 ? ", bf16 " + formatted("%.1f", rates.bf16 / 1e9) + " GFLOP/s"
                        : std::string(", bf16 emulated (no bf16 instructions)")) +
        " per rank; MFU against the faster; computing in " + name(config_.train.precision) +
-       (config_.train.precision != faster_precision(rates)
-            ? " (" + name(faster_precision(rates)) + " would be faster)"
-            : ""));
+       (config_.train.precision != faster_precision(rates) ? " (" + name(faster_precision(rates)) + " would be faster)"
+                                                           : ""));
 }
 
 void Metrics::step(const StepOutcome& o, const MoeStepStats& moe, const std::string& extra) {

@@ -96,7 +96,8 @@ TEST_P(CudaRegimes, TrainAsTheHost) {
   const auto losses = device.run().losses;
   regime.expect(device, c);
   ASSERT_EQ(losses.size(), expected.size());
-  for (const auto& [step, loss] : expected) EXPECT_NEAR(losses.at(step), loss, kLossTolerance * loss) << "step " << step;
+  for (const auto& [step, loss] : expected)
+    EXPECT_NEAR(losses.at(step), loss, kLossTolerance * loss) << "step " << step;
   if (c.memory.offload_activations) {  // the regime: the recomputed layers' inputs left the device
     c.memory.offload_activations = false;
     c.run_dir += "_resident";
