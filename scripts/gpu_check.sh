@@ -62,11 +62,13 @@ report() {
   python3 tests/bench/report.py --gpu --command "scripts/gpu_check.sh $budget" --out "$out" < "$runs"
   [ -z "${OUT:-}" ] || cp "$out" "$OUT/"
 }
+# LT_STEP_LIMIT_S caps every limit (a rehearsal's hung step).
 step() {
   local name=$1 limit=$2 failure=$3
   shift 3
+  [ -z "${LT_STEP_LIMIT_S:-}" ] || [ "$limit" -le "$LT_STEP_LIMIT_S" ] || limit=$LT_STEP_LIMIT_S
   echo "gpu_check: $name (at most ${limit} s)"
-  if ! timeout "$limit" "$@" > "$logs/$name.out" 2> "$logs/$name.log"; then
+  if ! timeout -k 5 "$limit" "$@" > "$logs/$name.out" 2> "$logs/$name.log"; then
     echo "$failure" >> "$runs"
     tail -5 "$logs/$name.log" >&2
     report

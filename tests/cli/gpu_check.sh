@@ -24,8 +24,8 @@ expect_error "gpu_bundle: $tree/cpu_build has no CUDA path (LT_CUDA is off)" \
 [ ! -e "$tree/bundle" ] || fail "gpu_bundle.sh made a bundle of a build without the CUDA path"
 
 # The whole check with a stand-in device: preflight, every step under its
-# own limit, a failing step recorded while the others go on, and results
-# and logs written under $OUT as they come.
+# own limit (a hung step ended by it), a failing step recorded while the
+# others go on, and results and logs written under $OUT as they come.
 rm -rf "$tree/.gpu" && mkdir -p "$tree/.gpu/bin" "$tree/tests/bench/results" "$tree/out"
 cp tests/bench/report.py "$tree/tests/bench/"
 python3 -c 'import torch; print(torch.__version__)' > "$tree/.gpu/torch_version"
@@ -43,12 +43,14 @@ cat > "$tree/.gpu/bin/lt_bench_train" <<BENCH
 [ "\$1" != plan ] || exec "$LT_BUILD_DIR/lt_bench_train" "\$@"
 BENCH
 cat >> "$tree/.gpu/bin/lt_bench_train" <<'BENCH'
-[ "$1" -le 65536 ] && [ "${6:-}" != documents ] || { echo "out of memory (a stand-in)" >&2; exit 1; }
+[ "${6:-}" != documents ] || exec sleep 600  # hangs: its step's time limit ends it
+[ "$1" -le 65536 ] || { echo "out of memory (a stand-in)" >&2; exit 1; }
 losses=$([ "${6:-}" = offload ] && echo "[11.9, 11.2, 10.63]" || echo "[11.9, 11.21, 10.62]")
 echo "{\"seq\": $1, \"layers\": $5, \"offload\": $([ "${6:-}" = offload ] && echo true || echo false), \"tokens_per_s\": 1000, \"mfu\": 0.5, \"peak_gflops\": 800000, \"peak_memory_bytes\": 1073741824, \"losses\": $losses}"
 BENCH
 chmod +x "$tree/.gpu/bin/lt_bench_train"
-checked=$(cd "$tree" && env PATH="$tree/gpu:$PATH" OUT="$tree/out" LT_HOST_MEMORY_KB=134217728 "$BASH" scripts/gpu_check.sh 40 2>&1) ||
+checked=$(cd "$tree" && env PATH="$tree/gpu:$PATH" OUT="$tree/out" LT_HOST_MEMORY_KB=134217728 LT_STEP_LIMIT_S=5 \
+  "$BASH" scripts/gpu_check.sh 40 2>&1) ||
   fail "the check with a stand-in device failed: $checked"
 grep -q "gpu_check: NVIDIA H100 80GB HBM3, 550.00; torch" <<< "$checked" || fail "no preflight line: $checked"
 # The planner's count on a 128 GiB host (its state at 28 bytes a parameter
