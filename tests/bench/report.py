@@ -15,6 +15,7 @@ ZeRO-3's step against ZeRO-1's)."""
 import argparse
 import datetime
 import json
+import math
 import platform
 import sys
 
@@ -95,7 +96,7 @@ def gpu_name():
 
 def gpu_report(a, runs, cpu):
     trained = [r for r in runs if "tokens_per_s" in r]
-    offloaded = [r for r in trained if r.get("offload")]
+    offloaded = [r for r in trained if r.get("offload") and r["seq"] >= LONGEST_FROM]
     longest = max(offloaded, key=lambda r: r["seq"], default=None)
     name = gpu_name()
     datasheet = next((rate for key, rate in DATASHEET_BF16.items() if key in name), None)
@@ -123,9 +124,12 @@ def gpu_report(a, runs, cpu):
                   f"{r['host_limit_bytes'] / 2**30:.1f} GiB, device {r['device_bytes'] / 2**30:.1f} GiB estimated"
                   if r.get("layers") else f"planned at {r['seq']} tokens: no layer fits: {json.dumps(r)}")
     if offload_check:
+        worst = offload_check["max_relative_difference"]
         print(f"offloaded against resident ({offload_check['layers']} layers at {offload_check['seq']}): losses "
-              f"within {offload_check['max_relative_difference']:.2e} of each other, "
+              f"within {math.inf if worst is None else worst:.2e} of each other, "
               f"{'equal' if offload_check['equal'] else 'NOT EQUAL'} at {OFFLOAD_LOSS_TOLERANCE}")
+    else:
+        print("offloaded against resident: not compared (a run of the pair failed or did not run)")
     print("longest sequence with the state offloaded:",
           f"{longest['seq']} tokens, {longest['layers']} of the 8B model's 32 layers" if longest else None)
 
@@ -133,6 +137,13 @@ def gpu_report(a, runs, cpu):
 # bf16 with every layer recomputed and the MLP and loss tiled, against the
 # same stack resident and untiled: as CudaBf16.OffloadedChunksTrainAsResidentWeights.
 OFFLOAD_LOSS_TOLERANCE = 5e-3
+LONGEST_FROM = 65536  # the longest-sequence search's first length
+
+
+def relative_difference(x, y):
+    """|x - y| / |y|; infinite where either is not a finite number (JSON null for NaN) or y is 0."""
+    finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)
+    return abs(x - y) / abs(y) if finite(x) and finite(y) and y != 0 else math.inf
 
 
 def same_losses(trained, tolerance):
@@ -142,9 +153,11 @@ def same_losses(trained, tolerance):
         on = next((r for r in trained if not r["offload"] and plain(r)
                    and (r["seq"], r["layers"]) == (off["seq"], off["layers"])), None)
         if on:
-            worst = max(abs(x - y) / abs(y) for x, y in zip(off["losses"], on["losses"]))
+            worst = (max(map(relative_difference, off["losses"], on["losses"]))
+                     if len(off["losses"]) == len(on["losses"]) else math.inf)
             return {"seq": off["seq"], "layers": off["layers"], "resident_losses": on["losses"],
-                    "offloaded_losses": off["losses"], "max_relative_difference": worst, "equal": worst <= tolerance}
+                    "offloaded_losses": off["losses"],
+                    "max_relative_difference": worst if math.isfinite(worst) else None, "equal": worst <= tolerance}
     return None
 
 

@@ -20,14 +20,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/model/model_size.h"
 #include "core/util/bf16_support.h"
-#include "core/util/error.h"
+#include "core/util/resources.h"
 #include "train/plan.h"
 #include "train/trainer.h"
 #include "tests/bench/bench_support.h"
@@ -62,14 +61,7 @@ Config bench_config(int64_t seq, int64_t steps, int64_t layers, bool offload) {
 
 int64_t host_memory_bytes() {
   if (const char* kb = std::getenv("LT_HOST_MEMORY_KB")) return std::atoll(kb) * 1024;
-  std::ifstream meminfo("/proc/meminfo");
-  for (std::string key; meminfo >> key;) {
-    int64_t kb = 0;
-    meminfo >> kb;
-    if (key == "MemTotal:") return kb * 1024;
-    meminfo.ignore(1 << 10, '\n');
-  }
-  throw Error("/proc/meminfo: no MemTotal line; set LT_HOST_MEMORY_KB");
+  return memory_capacity_bytes(at::kCPU);
 }
 
 // The most layers of the 8B model, offloaded on one bf16 CUDA rank, whose
@@ -83,7 +75,7 @@ nlohmann::ordered_json plan_longest(int64_t seq) {
     const StagePlan st = plan_stages(c, resolve_degrees(c, 1)).front();
     if (st.host + st.host_activations > limit) break;
     out["layers"] = layers, out["host_state_bytes"] = st.host, out["host_activation_bytes"] = st.host_activations;
-    out["device_bytes"] = st.total() + st.chunks;
+    out["device_bytes"] = st.total();  // the resident chunks counted in
   }
   return out;
 }

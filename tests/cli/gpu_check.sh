@@ -50,7 +50,7 @@ echo "{\"seq\": $1, \"layers\": $5, \"offload\": $([ "${6:-}" = offload ] && ech
 BENCH
 chmod +x "$tree/.gpu/bin/lt_bench_train"
 checked=$(cd "$tree" && env PATH="$tree/gpu:$PATH" OUT="$tree/out" LT_HOST_MEMORY_KB=134217728 LT_STEP_LIMIT_S=5 \
-  "$BASH" scripts/gpu_check.sh 40 2>&1) ||
+  "$BASH" scripts/gpu_check.sh 90 2>&1) ||
   fail "the check with a stand-in device failed: $checked"
 grep -q "gpu_check: NVIDIA H100 80GB HBM3, 550.00; torch" <<< "$checked" || fail "no preflight line: $checked"
 # The planner's count on a 128 GiB host (its state at 28 bytes a parameter
