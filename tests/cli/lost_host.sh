@@ -67,6 +67,7 @@ wait_for() {  # wait_for NAME PATTERN: until the job's output shows PATTERN
 # keep-alive and grace, no process of it is left, and the reachable rank
 # named what it waited for.
 cut() { ip link set "v2$tag" down; cut_at=$SECONDS; }
+job_processes() { ip netns pids "$ns_a"; ip netns pids "$ns_b"; }
 # The job has ended within BOUND seconds of the cut, non-zero, and no
 # process of it is left 10 s later: expect_end NAME BOUND.
 expect_end() {
@@ -78,8 +79,8 @@ expect_end() {
   local ended=$((SECONDS - cut_at))
   # The cut-off host's processes learn of the end on their own: its daemon
   # by its keep-alive, a rank 5 s after its own abort.
-  for _ in $(seq 100); do [ -n "$(ip netns pids "$ns_a")$(ip netns pids "$ns_b")" ] || break; sleep 0.1; done
-  [ -z "$(ip netns pids "$ns_a")$(ip netns pids "$ns_b")" ] ||
+  for _ in $(seq 100); do [ -n "$(job_processes)" ] || break; sleep 0.1; done
+  [ -z "$(job_processes)" ] ||
     fail "$1: processes of the job are left 10 s after it ended: $(ip netns pids "$ns_b" | xargs -r ps -o args= -p)"
   echo "ok: $1: the job ended $ended s after the cut, its last process $((SECONDS - cut_at)) s after"
   ip link set "v2$tag" up

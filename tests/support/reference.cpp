@@ -82,6 +82,8 @@ at::Tensor naive_llama_logits(const ModelConfig& c, const std::map<std::string, 
   return at::matmul(h, head.t());
 }
 
+bool has_cuda() { return at::hasCUDA() && at::getNumGPUs() > 0; }
+
 double relative_error(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).norm().item<double>() / std::max(b.norm().item<double>(), 1e-30);
 }

@@ -30,6 +30,9 @@ at::Tensor naive_llama_logits(const ModelConfig& config, const std::map<std::str
 // Relative error ||a - b|| / max(||b||, tiny).
 double relative_error(const at::Tensor& a, const at::Tensor& b);
 
+// A CUDA device is visible: the Cuda* tests run, else they skip.
+bool has_cuda();
+
 // <a, b> / (||a|| ||b||), in fp64; 1 when both are zero.
 double cosine(const at::Tensor& a, const at::Tensor& b);
 

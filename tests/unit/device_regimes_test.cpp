@@ -22,8 +22,6 @@
 namespace lt {
 namespace {
 
-bool has_cuda() { return at::hasCUDA() && at::getNumGPUs() > 0; }
-
 // fp32 on both sides: what differs is the order of sums and the kernels.
 constexpr double kLossTolerance = 1e-4;
 
@@ -89,7 +87,7 @@ TEST_P(CudaRegimes, TrainAsTheHost) {
   Trainer host(c);
   const auto expected = host.run().losses;
   regime.expect(host, c);
-  if (!has_cuda()) GTEST_SKIP() << "no CUDA device (the host run and its regime were checked)";
+  if (!testing::has_cuda()) GTEST_SKIP() << "no CUDA device (the host run and its regime were checked)";
   c.run_dir = testing::scratch_dir("device_regimes", regime.name + "/cuda");
   c.train.device = DeviceKind::cuda;
   Trainer device(c);
@@ -132,7 +130,7 @@ TEST(CudaPipeline, TwoStagesOnOneDeviceMatchTheWholeModelOnTheHost) {
   };
   const auto expected = loss_of(whole->forward(input), labels);
   expected.backward();
-  if (!has_cuda()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::has_cuda()) GTEST_SKIP() << "no CUDA device";
   const at::Device cuda(at::kCUDA, 0);
   a->to(cuda), b->to(cuda);
   const ModelInput on_device{input.tokens.to(cuda), input.positions.to(cuda), causal};

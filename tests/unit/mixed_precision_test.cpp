@@ -236,10 +236,8 @@ TEST(Precision, AutoTakesBf16WhereItsProductsKeepUp) {
 
 // On a CUDA device; skipped where none is visible (scripts/gpu_check.sh
 // runs them on a GPU machine).
-bool has_cuda() { return at::hasCUDA() && at::getNumGPUs() > 0; }
-
 TEST(CudaBf16, ModelOnDeviceMatchesCpuFp32) {
-  if (!has_cuda()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::has_cuda()) GTEST_SKIP() << "no CUDA device";
   const at::Device cuda(at::kCUDA, 0);
   auto config = testing::tiny_model(/*tied=*/true);
   LlamaForCausalLM cpu(config), gpu(config, testing::precision_shard("bf16"));
@@ -268,7 +266,7 @@ TEST(CudaBf16, ModelOnDeviceMatchesCpuFp32) {
 // masks without them, from the ids on the device: values, log-sum-exp and
 // gradients against fp64.
 TEST(CudaBf16, FlashWithPackedDocumentsMatchesFp64) {
-  if (!has_cuda()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::has_cuda()) GTEST_SKIP() << "no CUDA device";
   const at::Device cuda(at::kCUDA, 0);
   const int64_t b = 2, s = 300, heads = 8, d = 64;
   auto q = bf16_randn({b, s, heads, d}), k = bf16_randn({b, s, heads, d}), v = bf16_randn({b, s, heads, d});
@@ -297,7 +295,7 @@ TEST(CudaBf16, FlashWithPackedDocumentsMatchesFp64) {
 // The layers' weights in host chunks, copied to the device as they are
 // used: the same losses as weights resident on the device.
 TEST(CudaBf16, OffloadedChunksTrainAsResidentWeights) {
-  if (!has_cuda()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::has_cuda()) GTEST_SKIP() << "no CUDA device";
   const auto dir = testing::scratch_dir("mixed_precision", "cuda_chunks");
   Config c = testing::tiny_run(dir + "/resident", 3);
   c.train.device = DeviceKind::cuda;
