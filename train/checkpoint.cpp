@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
+#include <string_view>
 
 #include "core/checkpoint/safetensors.h"
 #include "core/checkpoint/slice_runs.h"
@@ -37,11 +37,14 @@ std::string step_name(int64_t step) {
   return buffer;
 }
 
+// "step_" and 1 to 18 digits (std::regex would double this file's compile time).
 std::optional<int64_t> parse_step(const std::string& name) {
-  static const std::regex pattern("step_([0-9]{1,18})");
-  std::smatch match;
-  if (!std::regex_match(name, match, pattern)) return std::nullopt;
-  return std::stoll(match[1]);
+  const std::string_view prefix = "step_";
+  const std::string_view digits = std::string_view(name).substr(std::min(name.size(), prefix.size()));
+  if (!name.starts_with(prefix) || digits.empty() || digits.size() > 18 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoll(std::string(digits));
 }
 
 // Complete checkpoints in `dir` (those with a manifest), oldest first.

@@ -45,7 +45,7 @@ struct RngState {
 };
 
 // What the graph keeps between forward and backward.
-struct Recompute : torch::CustomClassHolder {
+struct SavedForRecompute : torch::CustomClassHolder {
   TensorFn f;
   RngState rng;
   std::shared_ptr<InputStash> stash;
@@ -53,7 +53,8 @@ struct Recompute : torch::CustomClassHolder {
 };
 
 struct Checkpoint : torch::autograd::Function<Checkpoint> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, c10::intrusive_ptr<Recompute> recompute) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
+                            c10::intrusive_ptr<SavedForRecompute> recompute) {
     recompute->rng = RngState::capture(x);
     if (recompute->stash) recompute->ticket = recompute->stash->put(x.detach());
     else ctx->save_for_backward({x});
@@ -63,7 +64,7 @@ struct Checkpoint : torch::autograd::Function<Checkpoint> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto recompute = c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
+    auto recompute = c10::static_intrusive_pointer_cast<SavedForRecompute>(ctx->saved_data["recompute"].toCapsule());
     auto input = (recompute->stash ? recompute->stash->take(recompute->ticket) : ctx->get_saved_variables()[0])
                      .detach()
                      .requires_grad_(true);
@@ -84,7 +85,7 @@ struct Checkpoint : torch::autograd::Function<Checkpoint> {
 }  // namespace
 
 at::Tensor checkpoint(TensorFn f, const at::Tensor& x, std::shared_ptr<InputStash> stash) {
-  auto recompute = c10::make_intrusive<Recompute>();
+  auto recompute = c10::make_intrusive<SavedForRecompute>();
   recompute->f = std::move(f);
   recompute->stash = std::move(stash);
   return Checkpoint::apply(x, recompute);

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "parallel/mesh/mesh.h"
+#include "tests/support/reference.h"
 
 namespace {
 
@@ -27,8 +28,9 @@ class FailuresOnly : public ::testing::EmptyTestEventListener {
 int main(int argc, char** argv) {
   lt::MpiSession mpi(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
+  auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+  listeners.Append(new lt::testing::FreshProcessState);
   if (mpi.world_rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
     listeners.Append(new FailuresOnly(mpi.world_rank()));
   }

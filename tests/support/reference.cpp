@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/data/document_source.h"
+#include "core/util/error.h"
 #include "core/data/packer.h"
 #include "parallel/mesh/mesh.h"
 
@@ -191,6 +192,25 @@ Config tiny_run(const std::string& run_dir, int64_t steps) {
   c.log.interval = 1;
   c.eval.at_end = false;
   return c;
+}
+
+void expect_error(const std::function<void()>& body, const std::vector<std::string>& fragments) {
+  try {
+    body();
+    ADD_FAILURE() << "no error; expected one with '" << fragments.front() << "'";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    for (const auto& fragment : fragments) EXPECT_NE(message.find(fragment), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    EXPECT_LT(message.size(), 1000u) << message.substr(0, 1000);
+  }
+}
+
+FreshProcessState::FreshProcessState() : threads_(at::get_num_threads()) {}
+
+void FreshProcessState::OnTestStart(const ::testing::TestInfo&) {
+  at::manual_seed(c10::default_rng_seed_val);
+  at::set_num_threads(threads_);
 }
 
 }  // namespace lt::testing

@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/config/config.h"
 #include "core/data/batch.h"
@@ -75,5 +77,23 @@ Batch first_batch(const Config& c, uint64_t seed);
 // (4 a step), one thread, no evaluation, fp32, writing into run_dir.
 // Ensures MPI.
 Config tiny_run(const std::string& run_dir, int64_t steps);
+
+// Runs `body`, expecting one line of lt::Error that holds every fragment
+// and quotes no hostile value whole (under 1000 characters).
+void expect_error(const std::function<void()>& body, const std::vector<std::string>& fragments);
+
+// Before every test, puts LibTorch's process state that tests change back as
+// a fresh process has it: the default generator's seed and the intra-op
+// threads. The unit tests run many to a process (ctest's shards) and the
+// multi-rank tests all in one; a test's random draws, on which its
+// tolerances were set, must not depend on which tests ran before it.
+class FreshProcessState : public ::testing::EmptyTestEventListener {
+ public:
+  FreshProcessState();
+  void OnTestStart(const ::testing::TestInfo&) override;
+
+ private:
+  int threads_;
+};
 
 }  // namespace lt::testing

@@ -11,9 +11,12 @@
 #include "core/data/passkey_corpus.h"
 #include "core/util/error.h"
 #include "tests/support/megatron_writer.h"
+#include "tests/support/reference.h"
 
 namespace lt {
 namespace {
+
+using testing::expect_error;
 
 namespace fs = std::filesystem;
 
@@ -44,15 +47,6 @@ TEST_P(IndexedDatasetDtypes, ReadsWhatMegatronWrites) {
 }
 INSTANTIATE_TEST_SUITE_P(AllIntegerCodes, IndexedDatasetDtypes, ::testing::Values(1, 2, 3, 4, 5, 8));
 
-void expect_error(const std::function<void()>& body, const std::string& fragment) {
-  try {
-    body();
-    ADD_FAILURE() << "no error; expected one containing: " << fragment;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
-
 // Files written by megatron-core's own builder (tests/oracle/megatron_write.py);
 // ctest's IndexedDataset.MegatronCoreOracle makes them and names the folder.
 TEST(IndexedDataset, ReadsWhatMegatronCoreWrites) {
@@ -70,21 +64,21 @@ TEST(IndexedDataset, ReadsWhatMegatronCoreWrites) {
 TEST(IndexedDataset, RefusesBadFiles) {
   const auto prefix = temp_prefix("bad");
   testing::write_megatron_dataset(prefix, kDocs, 8);
-  expect_error([&] { IndexedDataset d(temp_prefix("missing")); }, "missing.idx: cannot open");
+  expect_error([&] { IndexedDataset d(temp_prefix("missing")); }, {"missing.idx: cannot open"});
 
   fs::resize_file(prefix + ".bin", 10);  // truncated data
-  expect_error([&] { IndexedDataset d(prefix); }, ".bin: sequence");
+  expect_error([&] { IndexedDataset d(prefix); }, {".bin: sequence"});
 
   testing::write_megatron_dataset(prefix, kDocs, 8);
   fs::resize_file(prefix + ".idx", fs::file_size(prefix + ".idx") - 8);  // truncated index
-  expect_error([&] { IndexedDataset d(prefix); }, "does not match its header");
+  expect_error([&] { IndexedDataset d(prefix); }, {"does not match its header"});
 
   testing::write_megatron_dataset(prefix, kDocs, 8);
   {
     std::fstream f(prefix + ".idx", std::ios::in | std::ios::out | std::ios::binary);
     f.write("XXXX", 4);
   }
-  expect_error([&] { IndexedDataset d(prefix); }, "not a Megatron indexed dataset");
+  expect_error([&] { IndexedDataset d(prefix); }, {"not a Megatron indexed dataset"});
 
   testing::write_megatron_dataset(prefix, kDocs, 8);
   {
@@ -92,7 +86,7 @@ TEST(IndexedDataset, RefusesBadFiles) {
     f.seekp(17);
     f.put(7);
   }
-  expect_error([&] { IndexedDataset d(prefix); }, "dtype code 7 is not an integer token type");
+  expect_error([&] { IndexedDataset d(prefix); }, {"dtype code 7 is not an integer token type"});
 }
 
 TEST(IndexedDataset, TokensOutsideTheVocabularyAreRefused) {
@@ -107,7 +101,7 @@ TEST(IndexedDataset, TokensOutsideTheVocabularyAreRefused) {
       [&] {
         for (int i = 0; i < 3; ++i) source->document(i, 1024);
       },
-      "token id 60000 is outside model.vocab_size=1000");
+      {"token id 60000 is outside model.vocab_size=1000"});
 }
 
 TEST(Passkey, SamplesHoldTheirKeyAndAreDeterministic) {

@@ -56,7 +56,7 @@ int64_t step_of(const std::string& event) { return event.size() > 10 && event[9]
 
 // The version event first, then one per step, each scalar's tag and float value inside.
 TEST(EventFile, RecordsAreFramedAndChecksummed) {
-  const std::string dir = testing::TempDir() + "/event_file_test";
+  const std::string dir = ::testing::TempDir() + "/event_file_test";
   std::filesystem::remove_all(dir);
   std::string path;
   {
@@ -79,7 +79,7 @@ TEST(EventFile, RecordsAreFramedAndChecksummed) {
 
 // The logger writes a record's numbers (not "step", not flags) as scalars at its step.
 TEST(EventFile, LoggerWritesEveryNumberOfARecord) {
-  const std::string run = testing::TempDir() + "/event_logger_test";
+  const std::string run = ::testing::TempDir() + "/event_logger_test";
   std::filesystem::remove_all(run);
   {
     Logger logger(run, false, true);
@@ -97,7 +97,7 @@ TEST(EventFile, LoggerWritesEveryNumberOfARecord) {
 }
 
 TEST(EventFile, UnwritableDirectoryIsOneLineNamingIt) {
-  const std::string blocker = testing::TempDir() + "/event_blocker";
+  const std::string blocker = ::testing::TempDir() + "/event_blocker";
   std::filesystem::remove_all(blocker);
   std::ofstream(blocker) << "a file, not a folder";
   try {

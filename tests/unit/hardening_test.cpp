@@ -31,10 +31,12 @@
 namespace lt {
 namespace {
 
+using testing::expect_error;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string temp_dir(const std::string& name) { return testing::scratch_dir("hardening_test", name); }
+std::string hardening_dir(const std::string& name) { return testing::scratch_dir("hardening_test", name); }
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
@@ -43,22 +45,7 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Runs `f`, expecting one line of lt::Error holding every fragment (and
-// not a whole hostile value quoted).
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one with '" << fragments.front() << "'";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& fragment : fragments) EXPECT_NE(message.find(fragment), std::string::npos) << message;
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    EXPECT_LT(message.size(), 1000u) << message.substr(0, 1000);
-  }
-}
-
-Config small_run(const std::string& dir, int64_t steps) {
+Config run_saving_every_3(const std::string& dir, int64_t steps) {
   Config c = testing::tiny_run(dir, steps);
   c.checkpoint.interval = 3;
   return c;
@@ -82,7 +69,7 @@ std::vector<std::string> entries(const std::string& dir) {
 TEST(Checksum, CatchesPairedSignFlipsTheOldOneMissed) {
   // Floats whose sign bits sit at bit 63 of two consecutive 8-byte words:
   // FNV-1a over words cancels the pair, XXH3 does not.
-  const auto dir = temp_dir("sign_flips");
+  const auto dir = hardening_dir("sign_flips");
   std::vector<float> values(64, 0.5f);
   write_text(dir + "/a", std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4));
   values[1] = -values[1], values[3] = -values[3];
@@ -106,12 +93,12 @@ TEST(Lineage, HoldsItsAncestorsUpToWhereItLeftThem) {
 }
 
 TEST(CheckpointOwnership, AFreshRunRefusesAnotherRunsCheckpoints) {
-  const auto dir = temp_dir("fresh_refused");
-  Trainer(small_run(dir, 6)).run();
+  const auto dir = hardening_dir("fresh_refused");
+  Trainer(run_saving_every_3(dir, 6)).run();
   const std::string before = read_text(step_dir(dir, 6) + "/manifest.json");
   // Fewer steps, resume none: its checkpoints would be pruned by the
   // older run's newer ones, and resume: auto would pick those.
-  expect_error([&] { Trainer(small_run(dir, 3)).run(); },
+  expect_error([&] { Trainer(run_saving_every_3(dir, 3)).run(); },
                {dir + "/checkpoints", "step_00000003, step_00000006", "checkpoint.resume: auto", "another run_dir",
                 "checkpoint.move_aside: true", "nothing is deleted"});
   EXPECT_EQ(read_text(step_dir(dir, 6) + "/manifest.json"), before);
@@ -119,10 +106,10 @@ TEST(CheckpointOwnership, AFreshRunRefusesAnotherRunsCheckpoints) {
 }
 
 TEST(CheckpointOwnership, MoveAsideKeepsTheOldRunsCheckpoints) {
-  const auto dir = temp_dir("move_aside");
-  Trainer(small_run(dir, 6)).run();
+  const auto dir = hardening_dir("move_aside");
+  Trainer(run_saving_every_3(dir, 6)).run();
   const std::string first_run = manifest_of(step_dir(dir, 6)).at("lineage").back().at("run");
-  Config c = small_run(dir, 3);
+  Config c = run_saving_every_3(dir, 3);
   c.checkpoint.move_aside = true;
   Trainer(c).run();
   const auto names = entries(dir + "/checkpoints");
@@ -135,17 +122,17 @@ TEST(CheckpointOwnership, MoveAsideKeepsTheOldRunsCheckpoints) {
 }
 
 TEST(CheckpointOwnership, ABranchDoesNotOwnTheStepsAfterIt) {
-  const auto dir = temp_dir("branch");
-  Trainer(small_run(dir, 6)).run();
-  Config c = small_run(dir, 6);
+  const auto dir = hardening_dir("branch");
+  Trainer(run_saving_every_3(dir, 6)).run();
+  Config c = run_saving_every_3(dir, 6);
   c.checkpoint.resume = step_dir(dir, 3);  // step 6 is not this branch's
   expect_error([&] { Trainer(c).run(); }, {"step_00000006", "another run"});
 }
 
 TEST(CheckpointOwnership, ResumeExtendsTheLineageAndPrunesOnlyIt) {
-  const auto dir = temp_dir("lineage");
-  Trainer(small_run(dir, 3)).run();
-  Config c = small_run(dir, 9);
+  const auto dir = hardening_dir("lineage");
+  Trainer(run_saving_every_3(dir, 3)).run();
+  Config c = run_saving_every_3(dir, 9);
   c.checkpoint.resume = "auto";
   c.checkpoint.keep = 2;
   Trainer(c).run();
@@ -175,7 +162,7 @@ struct Saver {
 };
 
 TEST(CheckpointOwnership, ReplacingAStepIsAtomic) {
-  const auto dir = temp_dir("replace");
+  const auto dir = hardening_dir("replace");
   Saver saver;
   CheckpointStore store(dir, 2);
   store.open("none", false, saver.self);
@@ -212,8 +199,8 @@ void load_weights(const std::string& path) {
 }
 
 TEST(CheckpointManifest, DamageIsOneLineNamingTheField) {
-  const auto dir = temp_dir("manifest");
-  Trainer(small_run(dir, 3)).run();
+  const auto dir = hardening_dir("manifest");
+  Trainer(run_saving_every_3(dir, 3)).run();
   const auto good = step_dir(dir, 3);
   load_weights(good);
 
@@ -271,8 +258,8 @@ TEST(CheckpointManifest, DamageIsOneLineNamingTheField) {
 // Checkpoints of format 3 (FNV checksums, no lineage, no manifest checksum)
 // still load.
 TEST(CheckpointManifest, FormatThreeStaysReadable) {
-  const auto dir = temp_dir("format3");
-  Trainer(small_run(dir, 3)).run();
+  const auto dir = hardening_dir("format3");
+  Trainer(run_saving_every_3(dir, 3)).run();
   const auto good = step_dir(dir, 3);
   const auto old = edited(good, "old", [&](auto& m) {
     m["version"] = 3;
@@ -288,16 +275,16 @@ TEST(CheckpointManifest, FormatThreeStaysReadable) {
   load_checkpoint(old, *b, nullptr, nullptr);
   for (const auto& item : a->named_parameters()) EXPECT_TRUE(item.value().equal(b->named_parameters()[item.key()]));
   // Its run resumes from it and owns it.
-  Config c = small_run(dir + "/resumed", 6);
+  Config c = run_saving_every_3(dir + "/resumed", 6);
   c.checkpoint.resume = old;
   Trainer(c).run();
   EXPECT_EQ(manifest_of(step_dir(dir + "/resumed", 6)).at("lineage")[0].at("run"), "unrecorded");
 }
 
 TEST(CheckpointManifest, ChangedDataSettingsAreRefusedByName) {
-  const auto dir = temp_dir("fingerprint");
-  Trainer(small_run(dir, 3)).run();
-  Config c = small_run(dir, 6);
+  const auto dir = hardening_dir("fingerprint");
+  Trainer(run_saving_every_3(dir, 3)).run();
+  Config c = run_saving_every_3(dir, 6);
   c.checkpoint.resume = "auto";
   c.data.passkey.digits = 4;
   expect_error([&] { Trainer(c).run(); },
@@ -317,7 +304,7 @@ std::string safetensors_with(const std::string& path, const std::string& header,
 }
 
 TEST(SafetensorsHeader, EveryBadEntryNamesTheFileAndTensor) {
-  const auto dir = temp_dir("safetensors");
+  const auto dir = hardening_dir("safetensors");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [18446744073709551608, 8]}})", "lie outside"},
       {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 18446744073709551612]}})", "lie outside"},
@@ -403,7 +390,7 @@ TEST(EmptyDocuments, AreSkippedInEveryPacking) {
 }
 
 TEST(EmptyDocuments, MegatronDataOfNoTokensIsRefusedAtStart) {
-  const auto dir = temp_dir("empty_megatron");
+  const auto dir = hardening_dir("empty_megatron");
   testing::write_megatron_dataset(dir + "/none", {{{}}, {{}}, {{}}}, 8);
   DataConfig data;
   data.source = DataSourceKind::indexed;
@@ -424,7 +411,7 @@ TEST(DataPosition, PastItsDocumentIsRefused) {
 }
 
 TEST(UnlabelledStep, IsSkippedWithoutMovingTheOptimizer) {
-  Config c = testing::tiny_run(temp_dir("unlabelled"), 2);
+  Config c = testing::tiny_run(hardening_dir("unlabelled"), 2);
   Trainer trainer(c);
   Batch batch = testing::first_batch(c, 3);
   batch.labels.fill_(kIgnoreIndex);
@@ -462,7 +449,7 @@ std::string exported_model(const std::string& dir, double shard_gb) {
 }
 
 TEST(UntrustedJson, DeepNestingIsOneLineInEveryParser) {
-  const auto dir = temp_dir("deep");
+  const auto dir = hardening_dir("deep");
   // config.json.
   const auto hf = exported_model(dir + "/hf", 5);
   write_text(dir + "/recipe.yaml", "init:\n  from_hf: " + hf + "\n");
@@ -496,7 +483,7 @@ TEST(UntrustedJson, QuotedValuesAreCappedAndNeverThrowOnBytes) {
 }
 
 TEST(SafetensorsHeader, OverlappingTensorsAreRefused) {
-  const auto dir = temp_dir("overlap");
+  const auto dir = hardening_dir("overlap");
   const std::string file = dir + "/overlap.safetensors";
   write_text(file, safetensors_bytes(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},)"
                                      R"( "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
@@ -505,7 +492,7 @@ TEST(SafetensorsHeader, OverlappingTensorsAreRefused) {
 }
 
 TEST(HfImport, ASingleFileWinsOverAStaleIndexAsInTransformers) {
-  const auto dir = temp_dir("precedence");
+  const auto dir = hardening_dir("precedence");
   const auto hf = exported_model(dir + "/hf", 5);
   // An index left from an earlier sharded save, naming shards long gone.
   write_text(hf + "/model.safetensors.index.json",
@@ -517,7 +504,7 @@ TEST(HfImport, ASingleFileWinsOverAStaleIndexAsInTransformers) {
 }
 
 TEST(HfImport, SizesBeyondAnyModelAreOneLine) {
-  const auto dir = temp_dir("huge");
+  const auto dir = hardening_dir("huge");
   const auto hf = exported_model(dir + "/hf", 5);
   write_text(dir + "/recipe.yaml", "init:\n  from_hf: " + hf + "\n");
   const auto config = read_json_file(hf + "/config.json");
@@ -533,7 +520,7 @@ TEST(HfImport, SizesBeyondAnyModelAreOneLine) {
 }
 
 TEST(RecipeText, RepeatedKeysAreRefusedWithBothLines) {
-  const auto dir = temp_dir("repeated");
+  const auto dir = hardening_dir("repeated");
   write_text(dir + "/sections.yaml", "train:\n  steps: 3\nmodel:\n  preset: tiny\ntrain:\n  steps: banana\n");
   expect_error([&] { load_config(dir + "/sections.yaml"); },
                {dir + "/sections.yaml:5:1", "key 'train' appears twice (first at line 1, again at line 5)"});
@@ -545,7 +532,7 @@ TEST(RecipeText, RepeatedKeysAreRefusedWithBothLines) {
 }
 
 TEST(RecipeValues, NonFiniteNumbersAreRefused) {
-  const auto dir = temp_dir("finite");
+  const auto dir = hardening_dir("finite");
   write_text(dir + "/ok.yaml", "model:\n  preset: tiny\n");
   for (std::string text : {"1e400", "-1e400", "inf", "nan", "NAN", "infinity"})
     expect_error([&] { load_config(dir + "/ok.yaml", {"model.rope_theta=" + text}); },
@@ -556,7 +543,7 @@ TEST(RecipeValues, NonFiniteNumbersAreRefused) {
 // Whatever a recipe may say, the run's resolved config.yaml loads back as
 // the same recipe (longtrain export and resume read it).
 TEST(RecipeValues, ARunsOwnConfigAlwaysReadsBack) {
-  const auto dir = temp_dir("round_trip");
+  const auto dir = hardening_dir("round_trip");
   write_text(dir + "/odd.yaml",
              "model:\n  preset: tiny\nrun_dir: \"" + dir + "/a run: with # and 'quotes' \\\"and\\\" ünïcödé\"\n");
   const std::vector<std::string> odd = {
@@ -578,7 +565,7 @@ TEST(RecipeValues, ARunsOwnConfigAlwaysReadsBack) {
 }
 
 TEST(Paths, NotUtf8IsRefusedUpFrontNamingTheKey) {
-  const auto dir = temp_dir("bytes");
+  const auto dir = hardening_dir("bytes");
   write_text(dir + "/ok.yaml", "model:\n  preset: tiny\n");
   for (std::string key : {"run_dir", "checkpoint.dir", "checkpoint.resume", "data.path"})
     expect_error([&] { load_config(dir + "/ok.yaml", {key + "=" + dir + "/bad\xff\xfe"}); },
@@ -592,7 +579,7 @@ TEST(Paths, NotUtf8IsRefusedUpFrontNamingTheKey) {
 // A write that fails (here: a full disk, /dev/full) ends the run naming the file.
 TEST(Writes, ALostLogLineOrRecordIsOneLineNamingTheFile) {
   for (std::string file : {"train.log", "metrics.jsonl"}) {
-    const auto dir = temp_dir("full_" + file);
+    const auto dir = hardening_dir("full_" + file);
     fs::create_symlink("/dev/full", dir + "/" + file);
     Logger logger(dir, /*append=*/true, /*tensorboard=*/false);
     expect_error(
@@ -602,7 +589,7 @@ TEST(Writes, ALostLogLineOrRecordIsOneLineNamingTheFile) {
         },
         {dir + "/" + file, "write failed", "No space left on device"});
   }
-  const auto dir = temp_dir("full_files");
+  const auto dir = hardening_dir("full_files");
   fs::create_symlink("/dev/full", dir + "/config.yaml");
   expect_error([&] { write_text_synced(dir + "/config.yaml", "model: {}\n"); }, {dir + "/config.yaml", "write failed"});
   fs::create_symlink("/dev/full", dir + "/eval.jsonl");
@@ -610,7 +597,7 @@ TEST(Writes, ALostLogLineOrRecordIsOneLineNamingTheFile) {
 }
 
 TEST(Export, AnEarlierExportIsReplacedOnlyWhenTheNewOneIsWhole) {
-  const auto dir = temp_dir("export_replace");
+  const auto dir = hardening_dir("export_replace");
   const auto out = exported_model(dir + "/hf", 5);
   const auto before = SafetensorsFile(out + "/model.safetensors").view("model.norm.weight").clone();
   LlamaForCausalLM other(testing::tiny_model());
@@ -639,7 +626,7 @@ TEST(Export, AnEarlierExportIsReplacedOnlyWhenTheNewOneIsWhole) {
 // A mapped file cut while in use ends the process with one line naming it,
 // instead of SIGBUS.
 TEST(MappedFileDeathTest, TruncatedWhileMappedIsOneLineNamingTheFile) {
-  const auto dir = temp_dir("sigbus");
+  const auto dir = hardening_dir("sigbus");
   const std::string path = dir + "/tokens.bin";
   write_text(path, std::string(1 << 16, 'x'));
   EXPECT_EXIT(
