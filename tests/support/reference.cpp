@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "core/data/document_source.h"
 #include "core/util/error.h"
@@ -193,6 +194,8 @@ Config tiny_run(const std::string& run_dir, int64_t steps) {
   c.eval.at_end = false;
   return c;
 }
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
 void expect_error(const std::function<void()>& body, const std::vector<std::string>& fragments) {
   try {

@@ -78,6 +78,9 @@ Batch first_batch(const Config& c, uint64_t seed);
 // Ensures MPI.
 Config tiny_run(const std::string& run_dir, int64_t steps);
 
+// Writes `text` to `path` as it is (no error check: a test reads it back).
+void write_text(const std::string& path, const std::string& text);
+
 // Runs `body`, expecting one line of lt::Error that holds every fragment
 // and quotes no hostile value whole (under 1000 characters).
 void expect_error(const std::function<void()>& body, const std::vector<std::string>& fragments);

@@ -71,7 +71,7 @@ std::vector<Regime> regimes() {
 }
 
 // 4 layers, every one recomputed unless the regime says otherwise.
-Config base(const std::string& dir) {
+Config regime_base(const std::string& dir) {
   Config c = testing::tiny_run(dir, 3);
   c.model.num_layers = 4;
   c.memory.checkpoint = Recompute::full;
@@ -82,7 +82,7 @@ struct CudaRegimes : ::testing::TestWithParam<Regime> {};
 
 TEST_P(CudaRegimes, TrainAsTheHost) {
   const Regime& regime = GetParam();
-  Config c = base(testing::scratch_dir("device_regimes", regime.name + "/host"));
+  Config c = regime_base(testing::scratch_dir("device_regimes", regime.name + "/host"));
   regime.apply(c);
   Trainer host(c);
   const auto expected = host.run().losses;

@@ -32,13 +32,12 @@ namespace lt {
 namespace {
 
 using testing::expect_error;
+using testing::write_text;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string hardening_dir(const std::string& name) { return testing::scratch_dir("hardening_test", name); }
-
-void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

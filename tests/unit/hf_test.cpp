@@ -25,8 +25,7 @@ namespace lt {
 namespace {
 
 using testing::expect_error;
-
-void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+using testing::write_text;
 
 // A recipe that starts from the HF model in `dir`, with recipe keys `extra`.
 Config from_hf(const std::string& dir, const std::string& extra = "") {
