@@ -38,12 +38,16 @@ for ns in "$ns_a" "$ns_b"; do
   ip -n "$ns" link set lo up
   address=$((address + 1))
 done
-# The launch agent: "agent HOST COMMAND..." runs the daemon in HOST's namespace.
+# The launch agent: "agent HOST COMMAND..." runs the daemon in HOST's
+# namespace, with session files of its own: the hosts share one /tmp and
+# one host name, and OpenMPI's daemons creating the same session folder at
+# once fail ("File exists") where real hosts never meet.
 cat > "$dir/agent" <<EOF
 #!/bin/sh
 host=\$1; shift
 case \$host in 10.231.0.1) ns=$ns_a ;; 10.231.0.2) ns=$ns_b ;; *) echo "no host \$host" >&2; exit 1 ;; esac
-exec ip netns exec \$ns sh -c "\$*"
+mkdir -p "$dir/session/\$host"
+exec ip netns exec \$ns env OMPI_MCA_orte_tmpdir_base="$dir/session/\$host" sh -c "\$*"
 EOF
 chmod +x "$dir/agent"
 printf '10.231.0.1 slots=1\n10.231.0.2 slots=1\n' > "$dir/hosts"
