@@ -85,7 +85,7 @@ expect_end() {
   # by its keep-alive, a rank 5 s after its own abort.
   for _ in $(seq 100); do [ -n "$(job_processes)" ] || break; sleep 0.1; done
   [ -z "$(job_processes)" ] ||
-    fail "$1: processes of the job are left 10 s after it ended: $(ip netns pids "$ns_b" | xargs -r ps -o args= -p)"
+    fail "$1: processes of the job are left 10 s after it ended: $(job_processes | xargs -r ps -o args= -p)"
   echo "ok: $1: the job ended $ended s after the cut, its last process $((SECONDS - cut_at)) s after"
   ip link set "v2$tag" up
 }
